@@ -1,0 +1,1 @@
+//! Juju event handlers: map each event and action onto the runner manager.

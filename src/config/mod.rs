@@ -1,0 +1,55 @@
+//! The charm's configuration: parsed from `config-get` JSON and validated all at once.
+
+use crate::github::GitHubPath;
+use crate::secret::Secret;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseImage {
+    Jammy,
+    Noble,
+}
+
+impl BaseImage {
+    /// The LXD image alias (the codename).
+    pub fn alias(self) -> &'static str {
+        match self {
+            BaseImage::Jammy => "jammy",
+            BaseImage::Noble => "noble",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunnerStorage {
+    JujuStorage,
+    Memory,
+}
+
+/// A validated configuration. Built only by validation, so every field is usable as is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CharmConfig {
+    pub path: GitHubPath,
+    pub token: Secret,
+    pub group: String,
+    /// Custom labels from `labels`, in order, without duplicates.
+    pub labels: Vec<String>,
+    pub virtual_machines: u32,
+    pub vm_cpu: u32,
+    /// Bytes.
+    pub vm_memory: u64,
+    /// Bytes.
+    pub vm_disk: u64,
+    pub reconcile_interval_minutes: u32,
+    pub base_image: BaseImage,
+    /// IPv4 networks runners must not reach, as written (`a.b.c.d/n`).
+    pub denylist: Vec<String>,
+    pub dockerhub_mirror: Option<String>,
+    pub experimental_use_aproxy: bool,
+    pub runner_storage: RunnerStorage,
+    /// test-mode=insecure: containers instead of VMs, `http://` on loopback accepted.
+    pub test_mode_insecure: bool,
+    /// `github-url` as given, without a trailing slash.
+    pub github_url: String,
+    /// REST API base: `https://api.github.com` or `<github-url>/api/v3`.
+    pub api_base_url: String,
+}

@@ -1,0 +1,153 @@
+//! What the runner manager needs from GitHub, as a trait, plus the shared types.
+//!
+//! The ureq implementation lives in `client`; tests run it against the fake in
+//! `tests/support/fake_github`.
+
+use crate::secret::Secret;
+
+/// Where runners are registered: a repository (`owner/repo`) or an organisation (`org`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GitHubPath {
+    Repo { owner: String, repo: String },
+    Org(String),
+}
+
+impl GitHubPath {
+    /// `owner/repo` or `org`, as in the `path` config option.
+    pub fn display(&self) -> String {
+        match self {
+            GitHubPath::Repo { owner, repo } => format!("{owner}/{repo}"),
+            GitHubPath::Org(org) => org.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunnerOnline {
+    Online,
+    Offline,
+}
+
+/// A self-hosted runner as GitHub lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitHubRunner {
+    pub id: u64,
+    pub name: String,
+    pub status: RunnerOnline,
+    pub busy: bool,
+    pub labels: Vec<String>,
+}
+
+/// Answer of generate-jitconfig: the registration made and the config `run.sh --jitconfig` takes.
+#[derive(Debug, Clone)]
+pub struct JitConfig {
+    pub runner: GitHubRunner,
+    pub encoded_jit_config: Secret,
+}
+
+/// Result of deleting a registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    /// 404: someone (GitHub, for an ephemeral runner that finished) removed it already.
+    AlreadyGone,
+    /// 422: the runner is running a job; retry later.
+    Busy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    X64,
+    Arm64,
+}
+
+impl Arch {
+    /// The host's architecture, or None on one GitHub ships no runner for.
+    pub fn host() -> Option<Arch> {
+        match std::env::consts::ARCH {
+            "x86_64" => Some(Arch::X64),
+            "aarch64" => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
+
+    /// The name GitHub's downloads API uses.
+    pub fn github_name(self) -> &'static str {
+        match self {
+            Arch::X64 => "x64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+}
+
+/// One entry of the runner downloads list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerApplication {
+    pub os: String,
+    pub architecture: String,
+    pub download_url: String,
+    pub filename: String,
+    pub sha256_checksum: Option<String>,
+}
+
+/// A workflow job, by id or by its API URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobRef {
+    Id { owner: String, repo: String, job_id: u64 },
+    ApiUrl(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowJob {
+    pub id: u64,
+    pub run_id: u64,
+    pub status: String,
+    pub conclusion: Option<String>,
+    pub runner_name: Option<String>,
+    pub labels: Vec<String>,
+    pub created_at: Option<String>,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub workflow_name: Option<String>,
+}
+
+/// Errors an operator can act on. Messages carry method, path and status, never a token.
+#[derive(Debug, thiserror::Error)]
+pub enum GitHubError {
+    #[error("GitHub rejected the token (401 on {method} {path}): it is invalid or expired; set a new one with `juju config <app> token=<token>`")]
+    Unauthorized { method: String, path: String },
+    #[error("GitHub denied {method} {path} (403): the token lacks permission; {needed}")]
+    Forbidden { method: String, path: String, needed: String },
+    #[error("GitHub rate limit reached on {method} {path}; retry after {reset_epoch} (epoch seconds)")]
+    RateLimited { method: String, path: String, reset_epoch: u64 },
+    #[error("GitHub answered 404 for {method} {path}: the path is wrong or not visible to the token")]
+    NotFound { method: String, path: String },
+    #[error("GitHub answered 409 (conflict) for {method} {path}: {message}")]
+    Conflict { method: String, path: String, message: String },
+    #[error("GitHub answered 422 for {method} {path}: {message}")]
+    Unprocessable { method: String, path: String, message: String },
+    #[error("GitHub server error {status} on {method} {path}")]
+    Server { method: String, path: String, status: u16 },
+    #[error("could not reach GitHub for {method} {path}: {reason}")]
+    Transport { method: String, path: String, reason: String },
+    #[error("runner group {group:?} does not exist in organisation {org}; set `group` to an existing group")]
+    GroupNotFound { org: String, group: String },
+    #[error("unexpected answer from GitHub for {method} {path}: {reason}")]
+    Protocol { method: String, path: String, reason: String },
+}
+
+/// What the runner manager needs from GitHub. `Sync` so the executor can share one client
+/// across its worker threads.
+pub trait GitHub: Send + Sync {
+    /// All of this unit's runners (every page), filtered by [`crate::identity::UnitIdentity::owns_name`].
+    fn list_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError>;
+    fn get_runner(&self, id: u64) -> Result<Option<GitHubRunner>, GitHubError>;
+    fn delete_runner(&self, id: u64) -> Result<DeleteOutcome, GitHubError>;
+    fn registration_token(&self) -> Result<Secret, GitHubError>;
+    fn remove_token(&self) -> Result<Secret, GitHubError>;
+    /// Register `name` with exactly `labels` and return the JIT config to start it with.
+    fn generate_jit_config(&self, name: &str, labels: &[String]) -> Result<JitConfig, GitHubError>;
+    /// The linux runner application for `arch`.
+    fn runner_application(&self, arch: Arch) -> Result<RunnerApplication, GitHubError>;
+    fn get_job(&self, job: &JobRef) -> Result<WorkflowJob, GitHubError>;
+}

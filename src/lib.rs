@@ -1,0 +1,14 @@
+//! github-runner charm library: the runner manager and the traits at its edges.
+//!
+//! See ARCHITECTURE.md for the module map and data flow.
+
+pub mod charm;
+pub mod config;
+pub mod github;
+pub mod identity;
+pub mod juju;
+pub mod lxd;
+pub mod manager;
+pub mod paths;
+pub mod runner;
+pub mod secret;

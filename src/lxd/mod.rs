@@ -1,0 +1,132 @@
+//! What the charm needs from LXD, as a trait, plus the shared types.
+//!
+//! The implementation driving the `lxc` command lives in `cli`; tests run it against a real
+//! LXD daemon (see tests/README.md).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceState {
+    Running,
+    Stopped,
+    /// LXD's `Error` status.
+    Error,
+    /// Starting, Stopping, Frozen, ...: transitional, leave alone this round.
+    Other(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceType {
+    Container,
+    VirtualMachine,
+}
+
+/// An instance as `lxc list --format json` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub name: String,
+    pub state: InstanceState,
+    pub instance_type: InstanceType,
+    /// Creation time, seconds since the epoch.
+    pub created_at_epoch: u64,
+    pub config: BTreeMap<String, String>,
+    pub profiles: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchSpec {
+    pub name: String,
+    pub image_alias: String,
+    pub instance_type: InstanceType,
+    /// Applied in order; `default` first so operator settings reach every runner.
+    pub profiles: Vec<String>,
+    pub config: BTreeMap<String, String>,
+    pub ephemeral: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecSpec {
+    pub argv: Vec<String>,
+    pub uid: u32,
+    pub gid: u32,
+    pub env: BTreeMap<String, String>,
+    /// Fed to the command's stdin (how secrets reach a command without argv).
+    pub stdin: Option<Vec<u8>>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// What to put in a file pushed into an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushSource {
+    /// In-memory contents; written to a 0600 temp file on the host first.
+    Bytes(Vec<u8>),
+    /// A host file pushed as is (large files such as the runner tarball).
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushSpec {
+    pub source: PushSource,
+    pub target: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A profile's desired content; `ensure_profile` converges the live profile to it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProfileSpec {
+    pub name: String,
+    pub config: BTreeMap<String, String>,
+    /// Device name -> device keys (e.g. `root` -> {type: disk, path: /, pool: runner, size: 10GiB}).
+    pub devices: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    pub server_version: String,
+    pub instance_types: Vec<InstanceType>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LxdError {
+    #[error("the lxc command was not found on PATH; install LXD (snap install lxd)")]
+    LxcMissing,
+    #[error("lxc {operation} failed: {message}")]
+    Command { operation: String, message: String },
+    #[error("instance {0} not found")]
+    InstanceNotFound(String),
+    #[error("image alias {0:?} not found; build it with scripts/build-runner-image.sh")]
+    ImageNotFound(String),
+    #[error("lxc {operation} timed out after {seconds}s")]
+    Timeout { operation: String, seconds: u64 },
+    #[error("could not parse lxc {operation} output: {reason}")]
+    Parse { operation: String, reason: String },
+    #[error("I/O error during lxc {operation}: {reason}")]
+    Io { operation: String, reason: String },
+}
+
+/// What the charm needs from LXD. `Sync` so the executor can share it across threads.
+pub trait Lxd: Send + Sync {
+    /// Instances whose `user.github-runner.owner` equals `owner_value` (and only those).
+    fn list_owned_instances(&self, owner_value: &str) -> Result<Vec<Instance>, LxdError>;
+    fn launch(&self, spec: &LaunchSpec) -> Result<(), LxdError>;
+    fn exec(&self, instance: &str, spec: &ExecSpec) -> Result<ExecOutput, LxdError>;
+    fn push_file(&self, instance: &str, spec: &PushSpec) -> Result<(), LxdError>;
+    fn stop(&self, instance: &str, force: bool, timeout: Duration) -> Result<(), LxdError>;
+    /// Idempotent: deleting a missing instance is Ok.
+    fn delete(&self, instance: &str, force: bool) -> Result<(), LxdError>;
+    fn image_exists(&self, alias: &str) -> Result<bool, LxdError>;
+    fn ensure_storage_pool(&self, name: &str, driver: &str, source: &str) -> Result<(), LxdError>;
+    fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError>;
+    fn server_info(&self) -> Result<ServerInfo, LxdError>;
+}

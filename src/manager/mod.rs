@@ -1,0 +1,1 @@
+//! Reconcile and flush: a pure planner over plain data and an executor that applies a plan.
