@@ -3,8 +3,10 @@
 //! See ARCHITECTURE.md for the module map and data flow.
 
 pub mod charm;
+pub mod clock;
 pub mod config;
 pub mod github;
+pub mod host;
 pub mod identity;
 pub mod juju;
 pub mod lxd;

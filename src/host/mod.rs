@@ -1,0 +1,1 @@
+//! Host-side effects of the charm: the periodic-reconcile timer, the unit lock, the metrics log.
