@@ -34,7 +34,11 @@ pub enum HookToolError {
     #[error("hook tool {tool} not found on PATH (is this running inside a Juju hook?)")]
     Missing { tool: String },
     #[error("{tool} exited with {code}: {stderr}")]
-    Failed { tool: String, code: i32, stderr: String },
+    Failed {
+        tool: String,
+        code: i32,
+        stderr: String,
+    },
     #[error("could not parse {tool} output: {reason}")]
     Parse { tool: String, reason: String },
     #[error("invalid action result key {key:?}: each dot-separated part must match ^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$ and not be reserved")]
