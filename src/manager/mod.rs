@@ -1,3 +1,13 @@
 //! Reconcile and flush: a pure planner over plain data and an executor that applies a plan.
+//!
+//! - [`planner`]: what to create and remove, from LXD's and GitHub's views (pure).
+//! - [`executor`]: applies a plan through [`ops::RunnerOps`], a bounded number at a time.
+//! - [`reconcile`]: one round, observe -> probe -> plan -> apply.
 
+pub mod executor;
+pub mod ops;
 pub mod planner;
+pub mod reconcile;
+
+#[cfg(test)]
+mod fake_fleet;
