@@ -3,11 +3,13 @@
 //! - [`planner`]: what to create and remove, from LXD's and GitHub's views (pure).
 //! - [`executor`]: applies a plan through [`ops::RunnerOps`], a bounded number at a time.
 //! - [`reconcile`]: one round, observe -> probe -> plan -> apply.
+//! - [`status`]: the status line and action results (pure).
 
 pub mod executor;
 pub mod ops;
 pub mod planner;
 pub mod reconcile;
+pub mod status;
 
 #[cfg(test)]
 mod fake_fleet;
