@@ -1,1 +1,3 @@
 //! Host-side effects of the charm: the periodic-reconcile timer, the unit lock, the metrics log.
+
+pub mod lock;
