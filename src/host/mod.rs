@@ -1,3 +1,4 @@
 //! Host-side effects of the charm: the periodic-reconcile timer, the unit lock, the metrics log.
 
 pub mod lock;
+pub mod timer;
