@@ -199,6 +199,19 @@ struct Pair<'a> {
 }
 
 /// Decide what to create and remove. Pure.
+///
+/// Per runner name:
+/// - instance Error or Stopped: remove at once, forced (it cannot be running a job);
+/// - instance Starting within grace: creating; other transitional states: left alone;
+/// - listed busy: busy (never removed by reconcile, whatever its health);
+/// - listed online, listener not running: remove; otherwise idle;
+/// - listed offline: creating within grace, removed after;
+/// - not listed but the instance records a runner id: it registered and left (job done):
+///   remove the instance only; not listed and no id: creating within grace, removed after;
+/// - listed with no instance: delete the registration, unless busy (left for GitHub).
+///
+/// Idle and creating runners on a binary older than the current one are removed. Then
+/// surplus capacity goes (creating before idle, newest first), or the shortfall is created.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let (pairs, duplicates) = pair_up(input.instances, input.github);
     let mut runners: Vec<RunnerView> = pairs.iter().map(|p| classify(p, input)).collect();
