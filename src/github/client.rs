@@ -225,8 +225,8 @@ impl GitHubClient {
         }
     }
 
-    /// One call with its retries. 2xx, 404, 409 and 422 come back as `Ok`/typed errors the
-    /// callers interpret; everything else becomes the error an operator can act on.
+    /// One call with its retries: 2xx is `Ok`; anything else is the typed error an operator
+    /// can act on (callers turn the 404s and 422s that mean an outcome into that outcome).
     fn send(
         &self,
         call: ApiCall,
@@ -702,6 +702,8 @@ impl GitHub for GitHubClient {
         ))
     }
 
+    /// A retry after a timeout may find the first attempt registered the name: that answers
+    /// 409 (Conflict) and the registration is an offline orphan the manager deletes.
     fn generate_jit_config(&self, name: &str, labels: &[String]) -> Result<JitConfig, GitHubError> {
         let group_id = self.runner_group_id()?;
         let url = self.scope_url(&["actions", "runners", "generate-jitconfig"]);

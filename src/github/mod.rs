@@ -1,7 +1,9 @@
 //! What the runner manager needs from GitHub, as a trait, plus the shared types.
 //!
 //! The ureq implementation lives in `client`; tests run it against the fake in
-//! `tests/support/fake_github`.
+//! `tests/support/fake_github`. Around it: `classify` (what an answer means), `retry` (pure
+//! retry decisions), `calls` (per-endpoint counters), `proxy` (JUJU_CHARM_* proxies),
+//! `download` (the verified runner tarball) and `status` (errors -> unit status).
 
 use crate::secret::Secret;
 
