@@ -3,6 +3,8 @@
 
 pub mod context;
 pub mod event;
+#[cfg(feature = "testkit")]
+pub mod fake;
 pub mod log;
 #[cfg(any(test, feature = "testkit"))]
 pub mod memory;
