@@ -21,7 +21,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const CHARM_BIN: &str = env!("CARGO_BIN_EXE_github-runner-charm");
 pub const FAKE_JUJUC_BIN: &str = env!("CARGO_BIN_EXE_fake-jujuc");
@@ -40,6 +40,8 @@ pub struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// Wall time from spawn to exit.
+    pub elapsed: Duration,
 }
 
 impl Run {
@@ -383,6 +385,7 @@ impl Harness {
 /// Run to completion; a watchdog kills the child after [`HOOK_DEADLINE`]. Waiting blocks
 /// (no polling), so the benchmark measures the hook, not a poll interval.
 pub fn run_with_deadline(command: &mut Command) -> Run {
+    let started = Instant::now();
     let child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -398,6 +401,7 @@ pub fn run_with_deadline(command: &mut Command) -> Run {
         false
     });
     let output = child.wait_with_output().expect("wait for hook");
+    let elapsed = started.elapsed();
     let _ = done.send(());
     let killed = watchdog.join().expect("watchdog");
     assert!(
@@ -408,5 +412,6 @@ pub fn run_with_deadline(command: &mut Command) -> Run {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        elapsed,
     }
 }
