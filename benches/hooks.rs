@@ -18,6 +18,9 @@ use std::time::Duration;
 
 const WARMUP: usize = 3;
 
+/// Prepares a harness for one scenario.
+type Setup = dyn Fn(&mut Harness);
+
 struct Sample {
     wall: Duration,
     in_main: Duration,
@@ -80,7 +83,7 @@ fn main() {
     let valid = |h: &mut Harness| {
         h.valid_config();
     };
-    let scenarios: [(&str, &str, &dyn Fn(&mut Harness)); 4] = [
+    let scenarios: [(&str, &str, &Setup); 4] = [
         ("update-status, valid config", "update-status", &valid),
         ("update-status, invalid config", "update-status", &invalid),
         ("config-changed, invalid config", "config-changed", &invalid),

@@ -138,7 +138,7 @@ fn cases() -> Vec<Case> {
         case(
             "url with credentials",
             json!({"github-url": "https://user:pw@ghe.example.com"}),
-            blocked(&[&format!("github-url \"https://user:pw@ghe.example.com\": credentials are not allowed in the URL; {URL_EXPECTED}")]),
+            blocked(&[&format!("github-url \"https://***@ghe.example.com\": credentials are not allowed in the URL; {URL_EXPECTED}")]),
         ),
         case("null falls back to default", json!({"vm-cpu": null}), Want::Valid),
         case(

@@ -9,7 +9,7 @@ use super::values::{
 };
 use super::{BaseImage, CharmConfig, RunnerStorage};
 use crate::github::GitHubPath;
-use crate::secret::Secret;
+use crate::secret::{redact_url_credentials, Secret};
 use serde_json::{Map, Value};
 
 /// config.yaml defaults.
@@ -76,6 +76,18 @@ impl<'a> Reader<'a> {
         parse: impl FnOnce(&str) -> Result<T, String>,
         fallback: T,
     ) -> T {
+        self.parsed_shown(key, default, parse, fallback, str::to_string)
+    }
+
+    /// As [`Reader::parsed`], quoting the value as `show` renders it.
+    fn parsed_shown<T>(
+        &mut self,
+        key: &'static str,
+        default: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+        fallback: T,
+        show: impl FnOnce(&str) -> String,
+    ) -> T {
         let before = self.invalid.len();
         let text = self.string(key, default);
         if self.invalid.len() != before {
@@ -85,7 +97,7 @@ impl<'a> Reader<'a> {
             Ok(v) => v,
             Err(expected) => {
                 self.invalid
-                    .push(Problem::invalid(key, &Value::String(text), expected));
+                    .push(Problem::invalid(key, &Value::String(show(&text)), expected));
                 fallback
             }
         }
@@ -185,11 +197,13 @@ pub fn validate(
         BaseImage::Jammy,
     );
     let denylist = r.parsed("denylist", defaults::DENYLIST, parse_denylist, Vec::new());
-    let dockerhub_mirror = r.parsed(
+    // URLs may carry credentials: a status message must not show them.
+    let dockerhub_mirror = r.parsed_shown(
         "dockerhub-mirror",
         defaults::DOCKERHUB_MIRROR,
         parse_dockerhub_mirror,
         None,
+        redact_url_credentials,
     );
     let experimental_use_aproxy =
         r.boolean("experimental-use-aproxy", defaults::EXPERIMENTAL_USE_APROXY);
@@ -207,11 +221,12 @@ pub fn validate(
         RunnerStorage::JujuStorage,
     );
     let test_mode_insecure = r.parsed("test-mode", defaults::TEST_MODE, parse_test_mode, false);
-    let (github_url, api_base_url) = r.parsed(
+    let (github_url, api_base_url) = r.parsed_shown(
         "github-url",
         defaults::GITHUB_URL,
         parse_github_url,
         (String::new(), String::new()),
+        redact_url_credentials,
     );
 
     if !r.invalid.is_empty() || !r.missing.is_empty() {
@@ -529,6 +544,16 @@ mod tests {
             "https://u:p@h",
         ] {
             assert!(api(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn url_credentials_are_never_shown() {
+        for key in ["github-url", "dockerhub-mirror"] {
+            let msg = message(&with(key, json!("https://bob:hunter2@host.example")));
+            assert!(!msg.contains("hunter2") && !msg.contains("bob"), "{msg}");
+            assert!(msg.contains("\"https://***@host.example\""), "{msg}");
+            assert!(msg.contains("credentials are not allowed"), "{msg}");
         }
     }
 

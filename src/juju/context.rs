@@ -4,15 +4,26 @@
 //! knows about its context comes from the `JUJU_*` variables read here.
 
 use crate::identity::{IdentityError, UnitIdentity};
+use crate::secret::redact_url_credentials;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::fmt;
 use std::path::PathBuf;
 
 /// The process environment, kept whole so hook tools get exactly what Juju gave the hook
 /// (jujuc needs `JUJU_CONTEXT_ID` and the agent socket variables).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct HookEnv {
     vars: Vec<(OsString, OsString)>,
+}
+
+/// Names only: values may hold credentials (a proxy URL with a password).
+impl fmt::Debug for HookEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set()
+            .entries(self.vars.iter().map(|(k, _)| k))
+            .finish()
+    }
 }
 
 impl HookEnv {
@@ -67,7 +78,7 @@ pub struct StorageContext {
 }
 
 /// The model's proxy settings (`juju-http-proxy` & co. in the model config).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ProxySettings {
     pub http: Option<String>,
     pub https: Option<String>,
@@ -77,6 +88,17 @@ pub struct ProxySettings {
 impl ProxySettings {
     pub fn is_configured(&self) -> bool {
         self.http.is_some() || self.https.is_some()
+    }
+}
+
+impl fmt::Debug for ProxySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |v: &Option<String>| v.as_deref().map(redact_url_credentials);
+        f.debug_struct("ProxySettings")
+            .field("http", &show(&self.http))
+            .field("https", &show(&self.https))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
     }
 }
 
@@ -245,6 +267,21 @@ mod tests {
             HookContext::from_vars(&v),
             Err(ContextError::Identity(_))
         ));
+    }
+
+    #[test]
+    fn debug_output_hides_credentials() {
+        let env = HookEnv::from_pairs([("JUJU_CHARM_HTTP_PROXY", "http://u:pw@proxy:3128")]);
+        assert!(!format!("{env:?}").contains("pw"));
+        let mut v = vars(&BASE);
+        v.insert(
+            "JUJU_CHARM_HTTPS_PROXY".into(),
+            "http://u:pw@proxy:3128/x".into(),
+        );
+        let ctx = HookContext::from_vars(&v).unwrap();
+        let shown = format!("{ctx:?}");
+        assert!(!shown.contains("pw"), "{shown}");
+        assert!(shown.contains("http://***@proxy:3128/x"), "{shown}");
     }
 
     #[test]
