@@ -10,6 +10,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -45,6 +47,26 @@ impl ProcessHookTools {
         }
     }
 
+    /// The tool's absolute path on the hook's PATH: with one, std spawns with posix_spawn
+    /// instead of fork+exec. Not found: the bare name, so the spawn reports it missing.
+    fn resolve(&self, tool: &str) -> PathBuf {
+        let path = self
+            .env
+            .vars()
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(tool))
+            .find(|candidate| {
+                candidate
+                    .metadata()
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+            .unwrap_or_else(|| PathBuf::from(tool))
+    }
+
     fn run(
         &self,
         tool: &str,
@@ -69,7 +91,7 @@ impl ProcessHookTools {
             tool: tool.to_string(),
             reason: e.to_string(),
         };
-        let mut command = Command::new(tool);
+        let mut command = Command::new(self.resolve(tool));
         // The hook's environment, explicitly: PATH (with the tools dir) and JUJU_CONTEXT_ID
         // are what jujuc needs; nothing else leaks in.
         command
