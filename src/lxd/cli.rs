@@ -457,8 +457,32 @@ struct RawServer {
 #[derive(Deserialize)]
 struct RawServerEnvironment {
     server_version: String,
+    /// Newer LXD lists instance types; 5.0 only names its drivers (`lxc | qemu`).
     #[serde(default)]
     instance_types: Vec<String>,
+    #[serde(default)]
+    driver: String,
+}
+
+/// Instance types a server supports, from `instance_types` or else its driver names.
+fn server_instance_types(env: &RawServerEnvironment) -> Vec<InstanceType> {
+    let mut types: Vec<InstanceType> = env
+        .instance_types
+        .iter()
+        .filter_map(|t| parse_instance_type(t))
+        .collect();
+    if types.is_empty() {
+        types = env
+            .driver
+            .split('|')
+            .filter_map(|d| match d.trim() {
+                "lxc" => Some(InstanceType::Container),
+                "qemu" => Some(InstanceType::VirtualMachine),
+                _ => None,
+            })
+            .collect();
+    }
+    types
 }
 
 fn secs_ceil(d: Duration) -> u64 {
@@ -757,13 +781,8 @@ impl Lxd for LxcCli {
                     message: "GET /1.0 answered not found".into(),
                 })?;
         Ok(ServerInfo {
+            instance_types: server_instance_types(&raw.environment),
             server_version: raw.environment.server_version,
-            instance_types: raw
-                .environment
-                .instance_types
-                .iter()
-                .filter_map(|t| parse_instance_type(t))
-                .collect(),
         })
     }
 }
@@ -881,6 +900,27 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700, "LXD_CONF holds client keys: private");
+    }
+
+    #[test]
+    fn instance_types_come_from_drivers_on_lxd_5_0() {
+        let env = |types: &[&str], driver: &str| RawServerEnvironment {
+            server_version: "5.0.2".into(),
+            instance_types: types.iter().map(|t| t.to_string()).collect(),
+            driver: driver.into(),
+        };
+        assert_eq!(
+            server_instance_types(&env(&[], "lxc")),
+            vec![InstanceType::Container]
+        );
+        assert_eq!(
+            server_instance_types(&env(&[], "lxc | qemu")),
+            vec![InstanceType::Container, InstanceType::VirtualMachine]
+        );
+        assert_eq!(
+            server_instance_types(&env(&["virtual-machine"], "lxc")),
+            vec![InstanceType::VirtualMachine]
+        );
     }
 
     #[test]
