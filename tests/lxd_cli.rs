@@ -10,6 +10,8 @@ use github_runner::lxd::{
 };
 use lxd_fixture::{LxdFixture, IMAGE_ALIAS};
 use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn launch_spec(name: &str, owner: &str) -> LaunchSpec {
@@ -273,4 +275,63 @@ fn ensure_storage_pool_creates_a_dir_pool_and_refuses_to_move_it() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("/elsewhere") && err.contains(source), "{err}");
+}
+
+const HELPER_ENV: &str = "GHR_FIXTURE_HELPER";
+
+/// Not a test on its own: the child process of `a_killed_runs_project_is_reaped_by_the_next_run`.
+#[test]
+#[ignore = "helper process for a_killed_runs_project_is_reaped_by_the_next_run"]
+fn helper_holds_a_project_until_killed() {
+    if std::env::var(HELPER_ENV).is_err() {
+        return;
+    }
+    let fx = LxdFixture::new();
+    fx.lxd()
+        .launch(&launch_spec("k-0-000000000001", "o"))
+        .unwrap();
+    println!("READY {}", fx.project);
+    // Block until the parent kills this process (SIGKILL: no Drop runs).
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+}
+
+#[test]
+fn a_killed_runs_project_is_reaped_by_the_next_run() {
+    // First use of the fixture in this process reaps once; do it before the helper dies.
+    let conf = lxd_fixture::shared_conf_dir();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_holds_a_project_until_killed",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(HELPER_ENV, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    // Ends at EOF if the helper fails, so this cannot hang.
+    let project = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("READY ").map(str::to_string))
+        .expect("the helper made its project");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let exists = |p: &str| {
+        lxd_fixture::lxc_raw(&conf, None, &["query", &format!("/1.0/projects/{p}")])
+            .status
+            .success()
+    };
+    assert!(exists(&project), "a killed run leaves its project behind");
+    lxd_fixture::reap_stale(&conf);
+    assert!(!exists(&project), "the next run reaps it");
+    // A live fixture of this process is never reaped.
+    let fx = LxdFixture::new();
+    lxd_fixture::reap_stale(&conf);
+    assert!(exists(&fx.project));
 }

@@ -133,8 +133,13 @@ fn query_json(conf: &Path, path: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
+/// The `LXD_CONF` dir fixtures of this process use.
+pub fn shared_conf_dir() -> PathBuf {
+    shared().dir.path().join("lxc-conf")
+}
+
 /// Deletes projects (and test pools) left behind by test processes that died.
-fn reap_stale(conf: &Path) {
+pub fn reap_stale(conf: &Path) {
     let projects = query_json(conf, "/1.0/projects?recursion=1");
     for p in projects.as_array().into_iter().flatten() {
         let name = p["name"].as_str().unwrap_or_default();
@@ -434,11 +439,7 @@ fn build_busybox_image(dest: &Path) -> std::io::Result<()> {
     let busybox = std::fs::read(&busybox_path)?;
     let applets = Command::new(&busybox_path).arg("--list").output()?;
     let applets = String::from_utf8_lossy(&applets.stdout).into_owned();
-    let architecture = match std::env::consts::ARCH {
-        "x86_64" => "x86_64",
-        "aarch64" => "aarch64",
-        other => other,
-    };
+    let architecture = std::env::consts::ARCH;
     let metadata = format!(
         "architecture: {architecture}\ncreation_date: 1\nproperties:\n  os: busybox\n  release: jammy\n  description: github-runner test image (busybox-static)\n"
     );
