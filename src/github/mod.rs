@@ -1,9 +1,21 @@
 //! What the runner manager needs from GitHub, as a trait, plus the shared types.
 //!
 //! The ureq implementation lives in `client`; tests run it against the fake in
-//! `tests/support/fake_github`.
+//! `tests/support/fake_github`. Around it: `classify` (what an answer means), `retry` (pure
+//! retry decisions), `calls` (per-endpoint counters), `proxy` (JUJU_CHARM_* proxies),
+//! `download` (the verified runner tarball) and `status` (errors -> unit status).
 
 use crate::secret::Secret;
+
+pub mod calls;
+pub mod classify;
+pub mod client;
+pub mod download;
+pub mod proxy;
+pub mod retry;
+pub mod status;
+
+pub use client::{ClientSettings, ClientSetupError, GitHubClient};
 
 /// Where runners are registered: a repository (`owner/repo`) or an organisation (`org`).
 #[derive(Debug, Clone, PartialEq, Eq)]

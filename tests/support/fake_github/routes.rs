@@ -218,13 +218,14 @@ fn api(shared: &Shared, req: &HttpRequest, endpoint: Endpoint) -> HttpResponse {
     let response = match endpoint {
         Endpoint::ListRunners => {
             let name = req.query_param("name");
-            let runners: Vec<Value> = st
+            let runners: Vec<&FakeRunner> = st
                 .runners
                 .values()
                 .filter(|r| r.path == path && name.as_ref().is_none_or(|n| *n == r.name))
-                .map(|r| runner_json(&st, r))
                 .collect();
+            // Only the page asked for is rendered: listing stays linear in the fleet size.
             let (page, link) = paginate(&st, req, &runners);
+            let page: Vec<Value> = page.iter().map(|r| runner_json(&st, r)).collect();
             let mut r =
                 HttpResponse::json(200, &json!({"total_count": runners.len(), "runners": page}));
             if let Some(link) = link {
@@ -394,7 +395,7 @@ fn validation_error(message: &str) -> HttpResponse {
 }
 
 /// The page asked for and the `Link` header GitHub would send with it.
-fn paginate(st: &State, req: &HttpRequest, items: &[Value]) -> (Vec<Value>, Option<String>) {
+fn paginate<T: Clone>(st: &State, req: &HttpRequest, items: &[T]) -> (Vec<T>, Option<String>) {
     let per_page = req
         .query_param("per_page")
         .and_then(|v| v.parse::<usize>().ok())
