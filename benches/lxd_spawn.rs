@@ -7,15 +7,16 @@
 
 #[path = "../tests/support/fake_github/mod.rs"]
 mod fake_github;
-#[path = "../tests/support/lxd_fixture/github_shim.rs"]
-mod github_shim;
 #[path = "../tests/support/lxd_fixture/mod.rs"]
 mod lxd_fixture;
 
+use github_runner::github::proxy::ProxySettings;
+use github_runner::github::{ClientSettings, GitHubClient, GitHubPath};
 use github_runner::identity::UnitIdentity;
 use github_runner::lxd::{InstanceType, Lxd};
 use github_runner::runner::resources::{self, Resources};
 use github_runner::runner::{create_runner, CreateRequest, CreateTimeouts, RunnerEnvironment};
+use github_runner::secret::Secret;
 use lxd_fixture::{LxdFixture, IMAGE_ALIAS};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ const OWNER: &str = "bench-model/app/0";
 struct Bench {
     fx: LxdFixture,
     gh: fake_github::FakeGitHub,
-    client: github_shim::ShimGitHub,
+    client: GitHubClient,
     unit: UnitIdentity,
     profiles: Vec<String>,
     labels: Vec<String>,
@@ -36,7 +37,20 @@ impl Bench {
     fn new() -> Bench {
         let fx = LxdFixture::new();
         let gh = fake_github::FakeGitHub::start();
-        let client = github_shim::ShimGitHub::new(&gh.api_base(), "octo/bench", &gh.token());
+        let unit = UnitIdentity::parse("app/0", "bench-model").expect("unit name");
+        let path = GitHubPath::Repo {
+            owner: "octo".into(),
+            repo: "bench".into(),
+        };
+        let mut settings = ClientSettings::new(
+            gh.api_base(),
+            path,
+            Secret::new(gh.token()),
+            "default",
+            unit.clone(),
+        );
+        settings.proxy = ProxySettings::from_values(None, None, None);
+        let client = GitHubClient::new(settings).expect("GitHub client for the fake");
         let lxd = fx.lxd();
         lxd.ensure_profile(&resources::runner_profile())
             .expect("runner profile");
@@ -51,7 +65,7 @@ impl Bench {
         Bench {
             profiles: resources::launch_profiles(&profile.name, &[proxy]),
             labels: resources::runner_labels("app", IMAGE_ALIAS, &[]),
-            unit: UnitIdentity::parse("app/0", "bench-model").expect("unit name"),
+            unit,
             env: RunnerEnvironment::default(),
             fx,
             gh,

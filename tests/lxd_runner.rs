@@ -5,12 +5,12 @@
 
 #[path = "support/fake_github/mod.rs"]
 mod fake_github;
-#[path = "support/lxd_fixture/github_shim.rs"]
-mod github_shim;
 #[path = "support/lxd_fixture/mod.rs"]
 mod lxd_fixture;
 
 use fake_github::FakeGitHub;
+use github_runner::github::proxy::ProxySettings;
+use github_runner::github::{ClientSettings, GitHubClient, GitHubPath};
 use github_runner::identity::{RunnerName, UnitIdentity, OWNER_CONFIG_KEY};
 use github_runner::lxd::{ExecSpec, Instance, InstanceType, LaunchSpec, Lxd};
 use github_runner::runner::create::StepFailure;
@@ -22,6 +22,7 @@ use github_runner::runner::{
     check_health, create_runner, remove_runner, CreateRequest, CreateStep, CreateTimeouts,
     CreatedRunner, Health, RemoveOutcome, RunnerEnvironment,
 };
+use github_runner::secret::Secret;
 use lxd_fixture::{LxdFixture, IMAGE_ALIAS};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -34,7 +35,7 @@ const ONLINE_WITHIN: Duration = Duration::from_secs(60);
 struct Harness {
     fx: LxdFixture,
     gh: FakeGitHub,
-    client: github_shim::ShimGitHub,
+    client: GitHubClient,
     unit: UnitIdentity,
     profiles: Vec<String>,
     labels: Vec<String>,
@@ -54,8 +55,8 @@ impl Harness {
     fn with_resources(resources: Resources) -> Harness {
         let fx = LxdFixture::new();
         let gh = FakeGitHub::start();
-        let client = github_shim::ShimGitHub::new(&gh.api_base(), REPO, &gh.token());
         let unit = UnitIdentity::parse("app/0", "model-uuid").unwrap();
+        let client = real_client(&gh, &unit);
         let proxy = fx.loopback_proxy_profile(gh.port());
         let mut h = Harness {
             tarball: fx.fake_runner_tarball().to_path_buf(),
@@ -154,6 +155,24 @@ impl Harness {
         let out = self.fx.lxd().exec(name, &spec).unwrap();
         out.stdout
     }
+}
+
+/// The charm's GitHub client, pointed at the fake (no proxy from the test's environment).
+fn real_client(gh: &FakeGitHub, unit: &UnitIdentity) -> GitHubClient {
+    let (owner, repo) = REPO.split_once('/').unwrap();
+    let path = GitHubPath::Repo {
+        owner: owner.into(),
+        repo: repo.into(),
+    };
+    let mut settings = ClientSettings::new(
+        gh.api_base(),
+        path,
+        Secret::new(gh.token()),
+        "default",
+        unit.clone(),
+    );
+    settings.proxy = ProxySettings::from_values(None, None, None);
+    GitHubClient::new(settings).unwrap()
 }
 
 /// Waits until `cond` holds, checking with a growing interval, at most `timeout`.
