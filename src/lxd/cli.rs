@@ -167,25 +167,6 @@ impl LxcCli {
         })
     }
 
-    /// Runs and requires exit 0; otherwise a `Command` error carrying LXD's message.
-    fn run_ok(
-        &self,
-        operation: &str,
-        args: &[&str],
-        stdin: Option<&[u8]>,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, LxdError> {
-        let out = self.run(operation, args, stdin, timeout)?;
-        if out.code == 0 {
-            Ok(out.stdout)
-        } else {
-            Err(LxdError::Command {
-                operation: operation.to_string(),
-                message: lxd_message(&out.stderr),
-            })
-        }
-    }
-
     /// `lxc query` (which refuses `--project`): the project goes into the URL instead.
     fn query(
         &self,
