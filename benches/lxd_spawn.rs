@@ -52,18 +52,17 @@ impl Bench {
         settings.proxy = ProxySettings::from_values(None, None, None);
         let client = GitHubClient::new(settings).expect("GitHub client for the fake");
         let lxd = fx.lxd();
-        lxd.ensure_profile(&resources::runner_profile())
-            .expect("runner profile");
         let r = Resources {
             cpu: 1,
             memory_bytes: 1 << 30,
             disk_bytes: 1 << 30,
         };
-        let profile = r.profile(InstanceType::Container, &fx.pool);
-        lxd.ensure_profile(&profile).expect("resource profile");
         let proxy = fx.loopback_proxy_profile(gh.port());
+        let profiles =
+            resources::ensure_profiles(lxd, &r, InstanceType::Container, &fx.pool, &[proxy])
+                .expect("profiles");
         Bench {
-            profiles: resources::launch_profiles(&profile.name, &[proxy]),
+            profiles,
             labels: resources::runner_labels("app", IMAGE_ALIAS, &[]),
             unit,
             env: RunnerEnvironment::default(),

@@ -79,12 +79,15 @@ impl Harness {
 
     /// Ensures the charm's profiles for `r` and launches new runners with them.
     fn use_resources(&mut self, r: Resources) {
-        let lxd = self.fx.lxd();
-        lxd.ensure_profile(&resources::runner_profile()).unwrap();
-        let profile = r.profile(InstanceType::Container, &self.fx.pool);
-        lxd.ensure_profile(&profile).unwrap();
         let proxy = self.profiles.last().cloned().unwrap_or_default();
-        self.profiles = resources::launch_profiles(&profile.name, &[proxy]);
+        self.profiles = resources::ensure_profiles(
+            self.fx.lxd(),
+            &r,
+            InstanceType::Container,
+            &self.fx.pool,
+            &[proxy],
+        )
+        .unwrap();
     }
 
     fn request<'a>(&'a self, name: &'a RunnerName) -> CreateRequest<'a> {
@@ -560,4 +563,19 @@ fn health_reports_a_stopped_listener_as_unhealthy() {
         "health: {:?}",
         check_health(h.fx.lxd(), &inst, Duration::from_secs(30))
     );
+}
+
+#[test]
+fn a_name_clash_with_a_foreign_instance_fails_at_launch_and_keeps_it() {
+    let h = Harness::new();
+    let name = h.unit.new_runner_name().unwrap();
+    h.fx.lxc_ok(&["launch", IMAGE_ALIAS, name.as_str(), "--quiet"]);
+    let err = create_runner(h.fx.lxd(), &h.client, &h.request(&name)).unwrap_err();
+    assert_eq!(err.step, CreateStep::Launch, "{err}");
+    assert_eq!(
+        h.fx.instance_names(),
+        vec![name.to_string()],
+        "not ours: kept"
+    );
+    assert!(h.gh.runners().is_empty());
 }

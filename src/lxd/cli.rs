@@ -31,6 +31,7 @@ const EXEC_FAILURE_MARKERS: &[&str] = &[
     "Error: Failed to retrieve PID",
     "Error: Failed to connect",
     "Error: websocket",
+    "Error: VM agent isn't currently running",
 ];
 
 /// The `lxc` client, optionally bound to one LXD project.

@@ -149,7 +149,7 @@ pub fn create_runner(
         }),
         Err((step, cause)) => {
             tracing::warn!(runner = %req.name, %step, error = %cause, "runner creation failed; cleaning up");
-            let cleanup = clean_up(lxd, github, req.name.as_str(), registration);
+            let cleanup = clean_up(lxd, github, req, step, registration);
             Err(CreateError {
                 name: req.name.to_string(),
                 step,
@@ -334,14 +334,33 @@ fn wait_until_exec_answers(
 fn clean_up(
     lxd: &dyn Lxd,
     github: &dyn GitHub,
-    name: &str,
+    req: &CreateRequest<'_>,
+    failed_at: CreateStep,
     registration: Option<u64>,
 ) -> CleanupReport {
     let mut report = CleanupReport::default();
-    if let Err(e) = lxd.delete(name, true) {
-        report
-            .problems
-            .push(format!("instance {name} was not deleted: {e}"));
+    let name = req.name.as_str();
+    // A failed launch may have left a half-made instance, or failed because an instance of
+    // that name already exists: delete only one that carries our owner key.
+    let ours = if failed_at == CreateStep::Launch {
+        match lxd.list_owned_instances(req.owner_value) {
+            Ok(owned) => owned.iter().any(|i| i.name == name),
+            Err(e) => {
+                report.problems.push(format!(
+                    "could not check whether instance {name} was created: {e}"
+                ));
+                false
+            }
+        }
+    } else {
+        true
+    };
+    if ours {
+        if let Err(e) = lxd.delete(name, true) {
+            report
+                .problems
+                .push(format!("instance {name} was not deleted: {e}"));
+        }
     }
     if let Some(id) = registration {
         match github.delete_runner(id) {
@@ -375,6 +394,10 @@ pub(crate) mod tests {
         /// How many readiness probes fail before one succeeds.
         pub not_ready_probes: Mutex<u32>,
         pub exec_exit: Mutex<Vec<(String, i32)>>,
+        /// Launch creates the instance, then fails (as when it cannot start).
+        pub half_made_launch: bool,
+        /// (name, owner key) of launched instances, for `list_owned_instances`.
+        pub launched: Mutex<Vec<(String, String)>>,
     }
 
     impl ScriptedLxd {
@@ -398,14 +421,39 @@ pub(crate) mod tests {
     }
 
     impl Lxd for ScriptedLxd {
-        fn list_owned_instances(&self, _owner: &str) -> Result<Vec<Instance>, LxdError> {
-            Ok(vec![])
+        fn list_owned_instances(&self, owner: &str) -> Result<Vec<Instance>, LxdError> {
+            self.record(format!("list {owner}"))?;
+            let launched = self.launched.lock().unwrap();
+            Ok(launched
+                .iter()
+                .filter(|(_, o)| o == owner)
+                .map(|(name, _)| Instance {
+                    name: name.clone(),
+                    state: crate::lxd::InstanceState::Stopped,
+                    instance_type: InstanceType::Container,
+                    created_at_epoch: 0,
+                    config: Default::default(),
+                    profiles: vec![],
+                })
+                .collect())
         }
         fn launch(&self, spec: &LaunchSpec) -> Result<(), LxdError> {
-            self.record(format!(
+            let owner = spec
+                .config
+                .get(OWNER_CONFIG_KEY)
+                .cloned()
+                .unwrap_or_default();
+            let result = self.record(format!(
                 "launch {} {:?} {:?} {:?}",
                 spec.name, spec.profiles, spec.config, spec.ephemeral
-            ))
+            ));
+            if result.is_ok() || self.half_made_launch {
+                self.launched
+                    .lock()
+                    .unwrap()
+                    .push((spec.name.clone(), owner));
+            }
+            result
         }
         fn exec(&self, instance: &str, spec: &ExecSpec) -> Result<ExecOutput, LxdError> {
             let line = format!("exec {instance} uid={} {}", spec.uid, spec.argv.join(" "));
@@ -661,8 +709,39 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_launch_that_created_nothing_deletes_nothing() {
+        let (name, profiles, labels, env) = fixtures();
+        let lxd = ScriptedLxd {
+            fail: vec!["launch"],
+            ..Default::default()
+        };
+        let gh = ScriptedGitHub::default();
+        let err = create_runner(&lxd, &gh, &request(&name, &profiles, &labels, &env)).unwrap_err();
+        assert_eq!(err.step, CreateStep::Launch);
+        // An instance of that name may exist and not be ours (why launch failed): keep it.
+        assert_eq!(lxd.calls().last().unwrap(), "list model/app/0");
+        assert!(gh.calls().is_empty());
+    }
+
+    #[test]
     fn each_failing_step_is_named_and_cleaned_up() {
-        assert_failed_at(CreateStep::Launch, "launch", vec![], false);
+        let (name, profiles, labels, env) = fixtures();
+        let half_made = ScriptedLxd {
+            fail: vec!["launch"],
+            half_made_launch: true,
+            ..Default::default()
+        };
+        let err = create_runner(
+            &half_made,
+            &ScriptedGitHub::default(),
+            &request(&name, &profiles, &labels, &env),
+        )
+        .unwrap_err();
+        assert_eq!(err.step, CreateStep::Launch);
+        assert_eq!(
+            half_made.calls().last().unwrap(),
+            "delete app-0-0123456789ab force=true"
+        );
         assert_failed_at(
             CreateStep::PushTarball,
             "push app-0-0123456789ab/home/ubuntu/github-runner.tar.gz",

@@ -1,7 +1,7 @@
 //! Which profiles, instance type and labels a runner is launched with (pure).
 
 use crate::config::CharmConfig;
-use crate::lxd::{InstanceType, ProfileSpec};
+use crate::lxd::{InstanceType, Lxd, LxdError, ProfileSpec};
 use std::collections::BTreeMap;
 
 /// LXD's default profile: first, so an operator's NIC or proxy device reaches every runner.
@@ -118,6 +118,23 @@ pub fn launch_profiles(resource_profile: &str, extra: &[String]) -> Vec<String> 
     profiles
 }
 
+/// Ensures the runner profile and the resource profile for `resources` exist (each call
+/// converges them) and answers the profile list to launch with: `default`, ours, `extra`.
+/// A changed vm-* makes a new resource profile; the old one, still used by running
+/// runners, is left as it is.
+pub fn ensure_profiles(
+    lxd: &dyn Lxd,
+    resources: &Resources,
+    instance_type: InstanceType,
+    pool: &str,
+    extra: &[String],
+) -> Result<Vec<String>, LxdError> {
+    lxd.ensure_profile(&runner_profile())?;
+    let profile = resources.profile(instance_type, pool);
+    lxd.ensure_profile(&profile)?;
+    Ok(launch_profiles(&profile.name, extra))
+}
+
 /// Labels a runner registers with: the application, the base image, then the custom labels,
 /// each once (GitHub adds self-hosted, Linux and the architecture itself).
 pub fn runner_labels(app: &str, base_image_alias: &str, custom: &[String]) -> Vec<String> {
@@ -223,6 +240,27 @@ mod tests {
                 "cpu-1-mem-1GiB-disk-1GiB",
                 "test-proxy"
             ]
+        );
+    }
+
+    #[test]
+    fn ensure_profiles_makes_ours_and_answers_the_launch_order() {
+        use crate::runner::create::tests::ScriptedLxd;
+        let lxd = ScriptedLxd::default();
+        let r = Resources {
+            cpu: 2,
+            memory_bytes: 7 * GIB,
+            disk_bytes: 10 * GIB,
+        };
+        let profiles =
+            ensure_profiles(&lxd, &r, InstanceType::VirtualMachine, RUNNER_POOL, &[]).unwrap();
+        assert_eq!(
+            profiles,
+            vec!["default", "runner", "cpu-2-mem-7GiB-disk-10GiB"]
+        );
+        assert_eq!(
+            lxd.calls(),
+            vec!["profile runner", "profile cpu-2-mem-7GiB-disk-10GiB"]
         );
     }
 
