@@ -223,6 +223,14 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// When a unit rebuilds daily: a minute and hour derived from its name, so the units of a
+/// large deployment do not all hit the image server at once (stable across hooks).
+pub fn rebuild_time(unit_name: &str) -> (u8, u8) {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(unit_name.as_bytes());
+    (digest[0] % 60, digest[1] % 24)
+}
+
 /// Writes the cron file (0644, cron ignores group/other-writable files).
 pub fn install_rebuild_cron(paths: &HostPaths, content: &str) -> Result<PathBuf, ImageError> {
     use std::os::unix::fs::PermissionsExt;
@@ -347,6 +355,19 @@ mod tests {
             run_build(&c, "noble", &log, Duration::from_millis(200)),
             Err(ImageError::Timeout { .. })
         ));
+    }
+
+    #[test]
+    fn rebuild_time_is_stable_per_unit_and_spread_across_units() {
+        assert_eq!(
+            rebuild_time("github-runner/0"),
+            rebuild_time("github-runner/0")
+        );
+        let times: std::collections::BTreeSet<(u8, u8)> = (0..20)
+            .map(|n| rebuild_time(&format!("github-runner/{n}")))
+            .collect();
+        assert!(times.len() > 10, "{times:?}");
+        assert!(times.iter().all(|&(m, h)| m < 60 && h < 24));
     }
 
     #[test]
