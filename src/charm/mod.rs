@@ -9,6 +9,7 @@ pub mod leader;
 pub mod lifecycle;
 pub mod reconcile;
 pub mod relations;
+pub mod setup;
 pub mod status;
 pub mod storage;
 pub mod update_status;
@@ -30,6 +31,9 @@ pub struct Context<'a> {
 pub enum CharmError {
     #[error(transparent)]
     HookTool(#[from] HookToolError),
+    /// The host could not be made ready for a reason a retry may fix.
+    #[error(transparent)]
+    Setup(#[from] setup::SetupError),
 }
 
 /// Run the handler of `event`.
