@@ -12,6 +12,7 @@ use crate::paths::HostPaths;
 use crate::runner::image::{self, BuildProxies, ImageError};
 use crate::runner::storage::{self, StorageError, StoragePlan};
 use std::cell::OnceCell;
+use std::sync::Arc;
 
 /// Test-only knob: the LXD project the charm works in (unset: LXD's default project).
 pub const LXD_PROJECT_ENV: &str = "GITHUB_RUNNER_LXD_PROJECT";
@@ -47,8 +48,9 @@ pub struct HostEdges {
     commands: SystemCommands,
     systemd: Systemctl,
     project: Option<String>,
+    pool: String,
     conf_dir: std::path::PathBuf,
-    lxd: OnceCell<LxcCli>,
+    lxd: OnceCell<Arc<dyn Lxd>>,
     ops: OnceCell<LxcQueryOps<SystemCommands>>,
 }
 
@@ -56,16 +58,23 @@ impl HostEdges {
     /// From the hook's environment: PATH (where tests put a fake `systemctl`), the LXD project
     /// knob, `LXD_CONF` = [`HostPaths::lxd_conf_dir`].
     pub fn from_env(paths: &HostPaths) -> Self {
-        let commands = SystemCommands::from_env(&paths.lxd_conf_dir());
+        let project = std::env::var(LXD_PROJECT_ENV)
+            .ok()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty());
+        HostEdges::new(paths, std::env::var("PATH").ok().as_deref(), project)
+    }
+
+    /// Programs are looked up on `hook_path` first, then the system directories.
+    pub fn new(paths: &HostPaths, hook_path: Option<&str>, project: Option<String>) -> Self {
+        let commands = SystemCommands::new(hook_path, &paths.lxd_conf_dir());
         let systemctl = commands
             .find("systemctl")
             .unwrap_or_else(|| "/usr/bin/systemctl".into());
-        let project = std::env::var(LXD_PROJECT_ENV)
-            .ok()
-            .filter(|p| !p.is_empty());
         HostEdges {
             systemd: Systemctl::with_program(systemctl),
             commands,
+            pool: decide::runner_pool_name(project.as_deref()),
             project,
             conf_dir: paths.lxd_conf_dir(),
             lxd: OnceCell::new(),
@@ -73,8 +82,14 @@ impl HostEdges {
         }
     }
 
+    /// Another storage pool name (the runtime's, or a test's scratch pool).
+    pub fn with_pool(mut self, pool: impl Into<String>) -> Self {
+        self.pool = pool.into();
+        self
+    }
+
     /// Use an already built client (the charm's runtime has one).
-    pub fn with_lxd(self, lxd: LxcCli) -> Self {
+    pub fn with_lxd(self, lxd: Arc<dyn Lxd>) -> Self {
         let _ = self.lxd.set(lxd);
         self
     }
@@ -95,7 +110,7 @@ impl SetupEdges for HostEdges {
 
     fn lxd(&self) -> Result<&dyn Lxd, LxdError> {
         if let Some(lxd) = self.lxd.get() {
-            return Ok(lxd);
+            return Ok(lxd.as_ref());
         }
         // Found through our search path so a freshly installed /snap/bin/lxc is used.
         let lxc = self.commands.find("lxc").ok_or(LxdError::LxcMissing)?;
@@ -103,7 +118,7 @@ impl SetupEdges for HostEdges {
         if let Some(p) = &self.project {
             cli = cli.in_project(p.clone());
         }
-        Ok(self.lxd.get_or_init(|| cli))
+        Ok(self.lxd.get_or_init(|| Arc::new(cli)).as_ref())
     }
 
     fn host_ops(&self) -> Result<&dyn LxdHostOps, LxdError> {
@@ -115,7 +130,7 @@ impl SetupEdges for HostEdges {
     }
 
     fn pool_name(&self) -> String {
-        decide::runner_pool_name(self.project.as_deref())
+        self.pool.clone()
     }
 
     fn apply_storage(&self, plan: &StoragePlan, lxd: &dyn Lxd) -> Result<(), StorageError> {
