@@ -579,3 +579,66 @@ fn a_name_clash_with_a_foreign_instance_fails_at_launch_and_keeps_it() {
     );
     assert!(h.gh.runners().is_empty());
 }
+
+/// Unmounts a test tmpfs when dropped (declared before the fixture, so it runs after the
+/// fixture has deleted the pool on it).
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.0)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .status();
+    }
+}
+
+#[test]
+fn memory_storage_mounts_a_sized_tmpfs_and_puts_the_pool_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = github_runner::paths::HostPaths::new(dir.path());
+    let _unmount = Unmount(paths.ram_storage_dir());
+    let mut fx = LxdFixture::new();
+    let mib = 1u64 << 20;
+    let mut plan = storage::plan_storage(
+        github_runner::config::RunnerStorage::Memory,
+        None,
+        &paths,
+        32 * mib,
+        2,
+    )
+    .unwrap();
+    plan.pool = fx.scratch_pool_name();
+    storage::apply_storage(&plan, fx.lxd()).unwrap();
+    fx.claim_pool(&plan.pool);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(storage::is_mount_point(
+        &mountinfo,
+        &paths.ram_storage_dir()
+    ));
+    assert_eq!(
+        storage::filesystem_total_bytes(&paths.ram_storage_dir()).unwrap(),
+        64 * mib
+    );
+    assert_eq!(
+        fx.lxc_ok(&["storage", "get", &plan.pool, "source"]).trim(),
+        paths.ram_storage_dir().to_str().unwrap()
+    );
+
+    // More runners later: the same mount is resized, the pool kept.
+    let mut bigger = storage::plan_storage(
+        github_runner::config::RunnerStorage::Memory,
+        None,
+        &paths,
+        32 * mib,
+        3,
+    )
+    .unwrap();
+    bigger.pool = plan.pool.clone();
+    storage::apply_storage(&bigger, fx.lxd()).unwrap();
+    assert_eq!(
+        storage::filesystem_total_bytes(&paths.ram_storage_dir()).unwrap(),
+        96 * mib
+    );
+}
