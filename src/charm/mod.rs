@@ -6,6 +6,8 @@
 pub mod actions;
 pub mod config_changed;
 pub mod credentials;
+#[cfg(test)]
+pub(crate) mod fake_world;
 pub mod fleet;
 pub mod leader;
 pub mod lifecycle;
