@@ -62,7 +62,7 @@ mod tests {
         run(&tools, &Event::ConfigChanged).unwrap();
         assert_eq!(
             tools.lock().calls,
-            ["config-get", "state-get", "status-set"]
+            ["config-get", "state-get", "state-get", "status-set"]
         );
     }
 }
