@@ -2,13 +2,15 @@
 //! idempotently so a hook killed anywhere converges when it (or the next hook) runs again.
 //!
 //! [`ensure_host`] order: guards first (an lxd-profile.yaml outside test mode, or a changed
-//! runner-storage/base-image, blocks before anything is created); LXD present (else `snap
-//! install lxd` and, on a never-initialised server, `lxd init --auto`); IPv6 off on the
-//! bridge and NIC filtering on the default profile's `eth0`, each only when present; the
-//! logrotate rule and the reconcile timer (early and cheap, so the periodic event retries
-//! what follows); the runner storage pool with its capacity check; the runner and resource
+//! runner-storage/base-image, blocks before anything is created); the logrotate rule and
+//! the reconcile timer (local and cheap, so the periodic event retries what follows); LXD
+//! present (else `snap install lxd` and, on a never-initialised server, `lxd init --auto`);
+//! IPv6 off on the bridge and NIC filtering on the default profile's `eth0`, each only when
+//! present; the runner storage pool with its capacity check; the runner and resource
 //! profiles; the image (built when its alias is missing) and its daily rebuild cron; last,
-//! the deploy-time runner-storage/base-image are recorded in unit state.
+//! the deploy-time runner-storage/base-image are recorded in unit state, with a fingerprint
+//! of the inputs ([`HOST_READY_KEY`]) so the periodic event can skip a setup already done
+//! ([`ensure_host_for`] with [`When::IfChanged`]).
 //!
 //! [`update_runner_binary`] keeps the verified runner tarball current.
 //!
@@ -18,12 +20,15 @@ pub mod binary;
 pub mod commands;
 pub mod decide;
 pub mod edges;
+#[cfg(test)]
+pub(crate) mod fakes;
 pub mod lxd_host;
 
 pub use binary::{update_runner_binary, update_runner_binary_with, BinaryUpdate};
 pub use edges::{HostEdges, SetupEdges};
 
-use super::Context;
+use super::runtime::Runtime;
+use super::{status, CharmError, Context};
 use crate::config::CharmConfig;
 use crate::github::GitHubError;
 use crate::host::metrics::MetricsError;
@@ -40,8 +45,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Unit-state key of the deploy-time runner-storage and base-image
-/// ([`DeploySettings::to_state_value`]).
-pub const DEPLOY_SETTINGS_KEY: &str = "deploy-settings";
+/// ([`DeploySettings::to_state_value`]); the same key as `juju::state::DEPLOY_SETTINGS_KEY`.
+pub const DEPLOY_SETTINGS_KEY: &str = crate::juju::state::DEPLOY_SETTINGS_KEY;
+/// Unit-state key: [`host_fingerprint`] of the inputs of the last successful [`ensure_host`].
+pub const HOST_READY_KEY: &str = "host-ready";
 /// `snap install lxd` downloads the snap: bound it generously.
 const SNAP_INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
 const LXD_INIT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -162,11 +169,13 @@ pub fn ensure_host(
     edges: &dyn SetupEdges,
 ) -> Result<HostReadiness, SetupError> {
     let record_deploy_settings = check_guards(ctx, config)?;
-    let lxd_installed = ensure_lxd(ctx, edges)?;
-    apply_network_settings(edges)?;
-
+    // Local and cheap, before anything that may fail for a while: the timer's periodic
+    // event is what retries the rest.
     crate::host::metrics::install_logrotate(ctx.paths)?;
     let timer = install_timer(ctx, config, edges)?;
+
+    let lxd_installed = ensure_lxd(ctx, edges)?;
+    apply_network_settings(edges)?;
 
     let pool = edges.pool_name();
     let location = juju_storage_location(ctx)?;
@@ -211,10 +220,17 @@ pub fn ensure_host(
     }
     edges.install_rebuild_cron(ctx, alias, instance_type)?;
 
+    let mut remember = BTreeMap::new();
     if record_deploy_settings {
         let value = deploy_settings(config).to_state_value();
-        ctx.tools
-            .state_set(&BTreeMap::from([(DEPLOY_SETTINGS_KEY.to_string(), value)]))?;
+        remember.insert(DEPLOY_SETTINGS_KEY.to_string(), value);
+    }
+    let fingerprint = host_fingerprint(ctx, config, &pool);
+    if ctx.tools.state_get()?.get(HOST_READY_KEY) != Some(&fingerprint) {
+        remember.insert(HOST_READY_KEY.to_string(), fingerprint);
+    }
+    if !remember.is_empty() {
+        ctx.tools.state_set(&remember)?;
     }
     tracing::info!(pool = %pool, image = ?image, timer = %timer, "host ready for runners");
     Ok(HostReadiness {
@@ -224,6 +240,83 @@ pub fn ensure_host(
         image,
         timer,
     })
+}
+
+/// Everything [`ensure_host`] acts on, hashed: when it is what the last successful setup
+/// saw, the periodic event need not check the host again. Pure.
+pub fn host_fingerprint(ctx: &Context<'_>, config: &CharmConfig, pool: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let inputs = format!(
+        "v1|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+        super::lifecycle::CHARM_VERSION,
+        ctx.hook.identity.unit_name(),
+        ctx.hook.charm_dir.display(),
+        config.virtual_machines,
+        config.vm_cpu,
+        config.vm_memory,
+        config.vm_disk,
+        config.reconcile_interval_minutes,
+        deploy_settings(config).to_state_value(),
+        config.test_mode_insecure,
+        pool,
+        ctx.paths.root().display(),
+        guards::charm_dir_has_lxd_profile(&ctx.hook.charm_dir),
+    );
+    Sha256::digest(inputs.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// When [`ensure_host_for`] runs the setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// install, upgrade-charm, start, config-changed, storage attached.
+    Always,
+    /// The periodic event: only when the inputs changed since the last successful setup
+    /// (or it never succeeded).
+    IfChanged,
+}
+
+/// [`ensure_host`] with the runtime's configuration, LXD client and pool, its failure
+/// reported: the status is set (and remembered for update-status) and the answer is false,
+/// so the caller does not reconcile. `Err` only when a hook tool fails.
+pub fn ensure_host_for(ctx: &Context<'_>, rt: &Runtime, when: When) -> Result<bool, CharmError> {
+    let edges = HostEdges::from_env(ctx.paths)
+        .with_lxd(rt.lxd.clone())
+        .with_pool(rt.storage_pool.clone());
+    ensure_host_reported(ctx, &rt.config, &edges, when)
+}
+
+/// [`ensure_host_for`] over given edges: true when the host is ready.
+pub fn ensure_host_reported(
+    ctx: &Context<'_>,
+    config: &CharmConfig,
+    edges: &dyn SetupEdges,
+    when: When,
+) -> Result<bool, CharmError> {
+    if when == When::IfChanged {
+        let fingerprint = host_fingerprint(ctx, config, &edges.pool_name());
+        if ctx.tools.state_get()?.get(HOST_READY_KEY) == Some(&fingerprint) {
+            return Ok(true);
+        }
+    }
+    match ensure_host(ctx, config, edges) {
+        Ok(_) => Ok(true),
+        Err(err) => report(ctx, err).map(|()| false),
+    }
+}
+
+/// Shows `err` as the unit's status (remembered for update-status); a hook tool failure is
+/// passed on instead, so the hook fails and Juju retries it.
+pub fn report(ctx: &Context<'_>, err: SetupError) -> Result<(), CharmError> {
+    match err.status() {
+        Some(shown) => {
+            tracing::warn!("host setup: {err}");
+            status::set_and_remember(ctx, &shown)
+        }
+        None => Err(err.into()),
+    }
 }
 
 /// LXD installed and answering; answers whether it was installed now.

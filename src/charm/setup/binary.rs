@@ -3,6 +3,7 @@
 //! A failed download leaves the previous verified tarball in place.
 
 use super::SetupError;
+use crate::charm::runtime::Runtime;
 use crate::charm::Context;
 use crate::github::download::{
     download_needed, download_runner_tarball, tarball_path, DownloadSettings, StoredTarball,
@@ -28,12 +29,15 @@ pub struct BinaryUpdate {
     pub url: String,
 }
 
-/// [`update_runner_binary_with`] with the default download settings (Juju's proxies).
-pub fn update_runner_binary(
-    ctx: &Context<'_>,
-    github: &dyn GitHub,
-) -> Result<BinaryUpdate, SetupError> {
-    update_runner_binary_with(ctx.tools, ctx.paths, github, &DownloadSettings::default())
+/// [`update_runner_binary_with`] with the runtime's GitHub client and the default download
+/// settings (Juju's proxies).
+pub fn update_runner_binary(ctx: &Context<'_>, rt: &Runtime) -> Result<BinaryUpdate, SetupError> {
+    update_runner_binary_with(
+        ctx.tools,
+        &rt.paths,
+        rt.github.as_ref(),
+        &DownloadSettings::default(),
+    )
 }
 
 /// One `runner_application` call; a download only when needed. On failure the status to

@@ -1,309 +1,14 @@
 //! ensure_host over fake edges: what runs, in which order, and what is left alone.
 
-use super::commands::{CommandError, CommandOutput, HostCommands};
-use super::lxd_host::{Devices, LxdHostOps};
+use super::fakes::{Edges, Fake, GIB};
 use super::*;
 use crate::charm::testing::hook_context;
 use crate::config::{validate, BaseImage, ConfigContext, RunnerStorage};
-use crate::host::timer::{Systemd, SystemdError};
 use crate::juju::memory::MemoryHookTools;
 use crate::juju::StorageInfo;
-use crate::lxd::{
-    ExecOutput, ExecSpec, Instance, InstanceType, LaunchSpec, Lxd, ProfileSpec, PushSpec,
-    ServerInfo,
-};
 use crate::paths::HostPaths;
-use crate::runner::storage::StoragePlan;
 use std::cell::RefCell;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-
-const GIB: u64 = 1 << 30;
-
-/// Records every effect as a line, in order.
-#[derive(Default)]
-struct Fake {
-    log: Mutex<Vec<String>>,
-    lxc_installed: RefCell<bool>,
-    snap_installed: bool,
-    pools: RefCell<usize>,
-    bridge: RefCell<Option<BTreeMap<String, String>>>,
-    default_devices: RefCell<Option<Devices>>,
-    image_present: RefCell<bool>,
-    build_fails: bool,
-    timer_active: RefCell<bool>,
-    storage_total: u64,
-    lxd_down: bool,
-}
-
-impl Fake {
-    fn ready() -> Fake {
-        Fake {
-            lxc_installed: RefCell::new(true),
-            snap_installed: true,
-            pools: RefCell::new(1),
-            image_present: RefCell::new(true),
-            storage_total: 100 * GIB,
-            ..Fake::default()
-        }
-    }
-
-    fn note(&self, line: impl Into<String>) {
-        self.log.lock().unwrap().push(line.into());
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn clear(&self) {
-        self.log.lock().unwrap().clear();
-    }
-
-    /// Effects only (reads filtered out).
-    fn changes(&self) -> Vec<String> {
-        self.log()
-            .into_iter()
-            .filter(|l| !l.starts_with("get ") && !l.starts_with("is-active"))
-            .collect()
-    }
-}
-
-impl HostCommands for Fake {
-    fn find(&self, program: &str) -> Option<PathBuf> {
-        let present = match program {
-            "lxc" | "lxd" => *self.lxc_installed.borrow(),
-            "snap" => self.snap_installed,
-            _ => false,
-        };
-        present.then(|| PathBuf::from(format!("/bin/{program}")))
-    }
-
-    fn run(
-        &self,
-        program: &Path,
-        args: &[&str],
-        _timeout: Duration,
-    ) -> Result<CommandOutput, CommandError> {
-        self.note(format!("run {} {}", program.display(), args.join(" ")));
-        match (program.to_str(), args.first()) {
-            (Some("/bin/snap"), Some(&"install")) => *self.lxc_installed.borrow_mut() = true,
-            (Some("/bin/lxd"), Some(&"init")) => *self.pools.borrow_mut() = 1,
-            _ => {}
-        }
-        Ok(CommandOutput {
-            code: 0,
-            stdout: String::new(),
-            stderr: String::new(),
-        })
-    }
-}
-
-impl LxdHostOps for Fake {
-    fn network_config(&self, name: &str) -> Result<Option<BTreeMap<String, String>>, LxdError> {
-        self.note(format!("get network {name}"));
-        Ok(self.bridge.borrow().clone())
-    }
-    fn set_network_config(
-        &self,
-        name: &str,
-        config: &BTreeMap<String, String>,
-    ) -> Result<(), LxdError> {
-        self.note(format!("set network {name} {config:?}"));
-        self.bridge
-            .borrow_mut()
-            .as_mut()
-            .expect("set on an existing network")
-            .extend(config.clone());
-        Ok(())
-    }
-    fn profile_devices(&self, profile: &str) -> Result<Option<Devices>, LxdError> {
-        self.note(format!("get profile {profile}"));
-        Ok(self.default_devices.borrow().clone())
-    }
-    fn set_profile_device_keys(
-        &self,
-        profile: &str,
-        device: &str,
-        keys: &BTreeMap<String, String>,
-    ) -> Result<(), LxdError> {
-        self.note(format!("set profile {profile} {device} {}", keys.len()));
-        if let Some(d) = self.default_devices.borrow_mut().as_mut() {
-            d.get_mut(device).expect("device").extend(keys.clone());
-        }
-        Ok(())
-    }
-    fn storage_pool_count(&self) -> Result<usize, LxdError> {
-        self.note("get pools");
-        if self.lxd_down {
-            return Err(LxdError::Command {
-                operation: "storage pools".into(),
-                message: "connection refused".into(),
-            });
-        }
-        Ok(*self.pools.borrow())
-    }
-}
-
-fn unused<T>(what: &str) -> Result<T, LxdError> {
-    Err(LxdError::Command {
-        operation: what.into(),
-        message: "not used by setup".into(),
-    })
-}
-
-/// The Lxd trait requires Send + Sync: the fake keeps its LXD view behind a Mutex.
-#[derive(Default)]
-struct FakeLxd {
-    calls: Mutex<Vec<String>>,
-    image_present: Mutex<bool>,
-}
-
-impl Lxd for FakeLxd {
-    fn list_owned_instances(&self, _owner: &str) -> Result<Vec<Instance>, LxdError> {
-        unused("list")
-    }
-    fn launch(&self, _spec: &LaunchSpec) -> Result<(), LxdError> {
-        unused("launch")
-    }
-    fn exec(&self, _i: &str, _spec: &ExecSpec) -> Result<ExecOutput, LxdError> {
-        unused("exec")
-    }
-    fn push_file(&self, _i: &str, _spec: &PushSpec) -> Result<(), LxdError> {
-        unused("push")
-    }
-    fn stop(&self, _i: &str, _f: bool, _t: Duration) -> Result<(), LxdError> {
-        unused("stop")
-    }
-    fn delete(&self, _i: &str, _f: bool) -> Result<(), LxdError> {
-        unused("delete")
-    }
-    fn image_exists(&self, alias: &str) -> Result<bool, LxdError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("get image {alias}"));
-        Ok(*self.image_present.lock().unwrap())
-    }
-    fn ensure_storage_pool(&self, name: &str, driver: &str, source: &str) -> Result<(), LxdError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("pool {name} {driver} {source}"));
-        Ok(())
-    }
-    fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("profile {}", spec.name));
-        Ok(())
-    }
-    fn server_info(&self) -> Result<ServerInfo, LxdError> {
-        Ok(ServerInfo {
-            server_version: "5.0.2".into(),
-            instance_types: vec![InstanceType::Container],
-        })
-    }
-}
-
-impl Systemd for Fake {
-    fn daemon_reload(&self) -> Result<(), SystemdError> {
-        self.note("systemctl daemon-reload");
-        Ok(())
-    }
-    fn enable_now(&self, unit: &str) -> Result<(), SystemdError> {
-        self.note(format!("systemctl enable --now {unit}"));
-        *self.timer_active.borrow_mut() = true;
-        Ok(())
-    }
-    fn restart(&self, unit: &str) -> Result<(), SystemdError> {
-        self.note(format!("systemctl restart {unit}"));
-        Ok(())
-    }
-    fn is_active(&self, unit: &str) -> Result<bool, SystemdError> {
-        self.note(format!("is-active {unit}"));
-        Ok(*self.timer_active.borrow())
-    }
-    fn disable_now(&self, unit: &str) -> Result<(), SystemdError> {
-        self.note(format!("systemctl disable --now {unit}"));
-        *self.timer_active.borrow_mut() = false;
-        Ok(())
-    }
-}
-
-struct Edges {
-    fake: Fake,
-    lxd: FakeLxd,
-}
-
-impl Edges {
-    fn new(fake: Fake) -> Edges {
-        let lxd = FakeLxd::default();
-        *lxd.image_present.lock().unwrap() = *fake.image_present.borrow();
-        Edges { fake, lxd }
-    }
-    fn lxd_calls(&self) -> Vec<String> {
-        self.lxd.calls.lock().unwrap().clone()
-    }
-}
-
-impl SetupEdges for Edges {
-    fn commands(&self) -> &dyn HostCommands {
-        &self.fake
-    }
-    fn systemd(&self) -> &dyn Systemd {
-        &self.fake
-    }
-    fn lxd(&self) -> Result<&dyn Lxd, LxdError> {
-        if *self.fake.lxc_installed.borrow() {
-            Ok(&self.lxd)
-        } else {
-            Err(LxdError::LxcMissing)
-        }
-    }
-    fn host_ops(&self) -> Result<&dyn LxdHostOps, LxdError> {
-        if *self.fake.lxc_installed.borrow() {
-            Ok(&self.fake)
-        } else {
-            Err(LxdError::LxcMissing)
-        }
-    }
-    fn pool_name(&self) -> String {
-        "runner".into()
-    }
-    fn apply_storage(&self, plan: &StoragePlan, lxd: &dyn Lxd) -> Result<(), StorageError> {
-        storage::check_capacity(plan.required_bytes, self.fake.storage_total)?;
-        lxd.ensure_storage_pool(&plan.pool, plan.driver, &plan.source.to_string_lossy())?;
-        Ok(())
-    }
-    fn build_image(
-        &self,
-        _ctx: &Context<'_>,
-        alias: &str,
-        t: InstanceType,
-    ) -> Result<(), ImageError> {
-        self.fake.note(format!("build image {alias} {t:?}"));
-        if self.fake.build_fails {
-            return Err(ImageError::BuildFailed {
-                alias: alias.into(),
-                exit_code: 1,
-                log: "/var/log/build.log".into(),
-            });
-        }
-        *self.lxd.image_present.lock().unwrap() = true;
-        Ok(())
-    }
-    fn install_rebuild_cron(
-        &self,
-        _ctx: &Context<'_>,
-        alias: &str,
-        _t: InstanceType,
-    ) -> Result<(), ImageError> {
-        self.fake.note(format!("get cron {alias}"));
-        Ok(())
-    }
-}
+use std::path::PathBuf;
 
 struct Unit {
     tools: MemoryHookTools,
@@ -719,4 +424,68 @@ fn setup_errors_map_to_the_status_precedence() {
         tool: "state-get".into(),
     });
     assert_eq!(tool.status(), None, "a broken hook tool fails the hook");
+}
+
+#[test]
+fn the_periodic_check_skips_a_setup_whose_inputs_did_not_change() {
+    let unit = Unit::new();
+    let mut hook = hook_context();
+    hook.charm_dir = unit.charm_dir.path().to_path_buf();
+    let paths = HostPaths::new(unit.root.path());
+    let ctx = Context {
+        tools: &unit.tools,
+        hook: &hook,
+        paths: &paths,
+    };
+    let edges = Edges::new(Fake::ready());
+    assert!(ensure_host_reported(&ctx, &unit.config(), &edges, When::IfChanged).unwrap());
+    assert!(!edges.lxd_calls().is_empty(), "never set up: runs");
+
+    let edges = Edges::new(Fake::ready());
+    assert!(ensure_host_reported(&ctx, &unit.config(), &edges, When::IfChanged).unwrap());
+    assert!(edges.lxd_calls().is_empty(), "same inputs: skipped");
+    assert!(edges.fake.log().is_empty());
+
+    assert!(ensure_host_reported(&ctx, &unit.config(), &edges, When::Always).unwrap());
+    assert!(!edges.lxd_calls().is_empty(), "Always runs");
+
+    unit.set("vm-cpu", 4.into());
+    let edges = Edges::new(Fake::ready());
+    assert!(ensure_host_reported(&ctx, &unit.config(), &edges, When::IfChanged).unwrap());
+    assert!(
+        edges
+            .lxd_calls()
+            .contains(&"profile cpu-4-mem-7GiB-disk-10GiB".to_string()),
+        "changed inputs: runs"
+    );
+}
+
+#[test]
+fn a_reported_failure_sets_and_remembers_its_status_and_answers_not_ready() {
+    let unit = Unit::new();
+    let mut hook = hook_context();
+    hook.charm_dir = unit.charm_dir.path().to_path_buf();
+    let paths = HostPaths::new(unit.root.path());
+    let ctx = Context {
+        tools: &unit.tools,
+        hook: &hook,
+        paths: &paths,
+    };
+    let edges = Edges::new(Fake {
+        lxd_down: true,
+        ..Fake::ready()
+    });
+    assert!(!ensure_host_reported(&ctx, &unit.config(), &edges, When::Always).unwrap());
+    assert!(
+        matches!(&unit.tools.statuses()[..], [Status::Waiting(m)] if m.starts_with("LXD is not answering"))
+    );
+    assert!(
+        !unit.tools.lock().unit_state.contains_key(HOST_READY_KEY),
+        "a failed setup is retried by the periodic event"
+    );
+    assert!(unit
+        .tools
+        .lock()
+        .unit_state
+        .contains_key(crate::juju::state::LAST_STATUS_KEY));
 }
