@@ -143,7 +143,10 @@ pub fn upgrade_charm_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<()
 /// Host setup for the hooks that (re)install: the guards and LXD itself before the runtime
 /// (which needs `lxc`), then the rest with the runtime's client and pool. None after
 /// setting the status that says what is missing.
-fn ready_host(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<Option<Runtime>, CharmError> {
+pub(crate) fn ready_host(
+    ctx: &Context<'_>,
+    host: &dyn HostAccess,
+) -> Result<Option<Runtime>, CharmError> {
     let Some(config) = status::config_or_block(ctx)? else {
         return Ok(None);
     };
@@ -165,7 +168,7 @@ fn ready_host(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<Option<Runtime
 
 /// The runner binary update; a failure is a status to show, not a failed hook (the old
 /// tarball stays and the periodic event retries).
-fn binary_note(ctx: &Context<'_>, rt: &Runtime) -> Result<Option<Status>, CharmError> {
+pub(crate) fn binary_note(ctx: &Context<'_>, rt: &Runtime) -> Result<Option<Status>, CharmError> {
     match setup::update_runner_binary(ctx, rt) {
         Ok(update) => {
             if update.changed {

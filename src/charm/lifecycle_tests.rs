@@ -311,3 +311,86 @@ fn start_does_not_reconcile_when_the_host_is_not_ready() {
         matches!(tools.statuses().last(), Some(Status::Waiting(m)) if m.starts_with("LXD is not answering"))
     );
 }
+
+fn run_storage_hook(
+    host: &TestHost,
+    tools: &MemoryHookTools,
+    handler: fn(&Context<'_>, &dyn HostAccess) -> Result<(), CharmError>,
+    location: &str,
+) {
+    let mut hook = hook(host);
+    hook.storage = Some(crate::juju::context::StorageContext {
+        storage_id: "runner/1".into(),
+        location: Some(location.into()),
+        kind: Some("filesystem".into()),
+    });
+    let paths = HostPaths::new(host.root.path());
+    let ctx = Context {
+        tools,
+        hook: &hook,
+        paths: &paths,
+    };
+    handler(&ctx, host).unwrap();
+}
+
+#[test]
+fn storage_attached_makes_the_pool_there_and_reconciles() {
+    let host = TestHost::new();
+    let tools = tools();
+    binary_in_place(&tools);
+    tools.lock().storage.clear();
+    run(&host, &tools, install_with);
+    assert!(
+        matches!(tools.statuses().last(), Some(Status::Blocked(m)) if m.contains("juju add-storage")),
+        "{:?}",
+        tools.statuses()
+    );
+    run_storage_hook(
+        &host,
+        &tools,
+        crate::charm::storage::attached_with,
+        "/srv/runner-disks",
+    );
+    assert!(host
+        .edges
+        .lxd_calls()
+        .contains(&"pool runner dir /srv/runner-disks".to_string()));
+    assert_eq!(host.world.instance_names().len(), 2);
+}
+
+#[test]
+fn storage_detaching_flushes_every_runner_only_for_juju_storage() {
+    let host = TestHost::new();
+    let tools = tools();
+    binary_in_place(&tools);
+    tools
+        .lock()
+        .config
+        .insert("runner-storage".into(), "memory".into());
+    run(&host, &tools, install_with);
+    run(&host, &tools, start_with);
+    host.world.bring_online();
+    run_storage_hook(
+        &host,
+        &tools,
+        crate::charm::storage::detaching_with,
+        "/storage/juju",
+    );
+    assert_eq!(host.world.instance_names().len(), 2, "memory: not on it");
+
+    tools
+        .lock()
+        .config
+        .insert("runner-storage".into(), "juju-storage".into());
+    run_storage_hook(
+        &host,
+        &tools,
+        crate::charm::storage::detaching_with,
+        "/storage/juju",
+    );
+    assert!(host.world.instance_names().is_empty());
+    assert!(host.world.runner_names().is_empty());
+    assert!(tools.statuses().contains(&Status::Maintenance(
+        crate::charm::storage::DETACHING_STATUS.into()
+    )));
+}
