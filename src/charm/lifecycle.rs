@@ -76,7 +76,15 @@ impl HostAccess for ProductionHost {
 
     fn cleanup_runtime(&self, ctx: &Context<'_>) -> Result<Option<Runtime>, CharmError> {
         let Ok(config) = status::read_config(ctx)? else {
-            tracing::warn!("invalid configuration: runners cannot be flushed from GitHub");
+            // Only a unit that was ever set up can have runners to leave behind.
+            if ctx.tools.state_get()?.contains_key(setup::HOST_READY_KEY) {
+                tracing::warn!(
+                    "invalid configuration: the runners cannot be removed from GitHub; \
+                     fix the configuration or delete them by hand"
+                );
+            } else {
+                tracing::debug!("invalid configuration and no host set up: nothing to remove");
+            }
             return Ok(None);
         };
         match Runtime::new(ctx, config) {

@@ -24,7 +24,7 @@ pub fn detaching(ctx: &Context<'_>) -> Result<(), CharmError> {
 }
 
 pub fn attached_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), CharmError> {
-    tracing::info!(location = location(ctx), "runner storage attached");
+    tracing::debug!(location = location(ctx), "runner storage attached");
     let Some(rt) = lifecycle::ready_host(ctx, host)? else {
         return Ok(());
     };
@@ -33,7 +33,7 @@ pub fn attached_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), Cha
 }
 
 pub fn detaching_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), CharmError> {
-    tracing::info!(location = location(ctx), "runner storage detaching");
+    tracing::debug!(location = location(ctx), "runner storage detaching");
     let Some(rt) = host.cleanup_runtime(ctx)? else {
         return Ok(());
     };
