@@ -121,7 +121,8 @@ impl FakeWorld {
             .unwrap();
         let github = self.github(config.token.expose());
         let clock: Arc<dyn Clock> = self.clock.clone();
-        Runtime::from_parts(
+        let world = self.clone();
+        let mut rt = Runtime::from_parts(
             UnitIdentity::parse("github-runner/0", "uuid").unwrap(),
             config,
             paths,
@@ -130,7 +131,10 @@ impl FakeWorld {
             clock,
             RunnerEnvironment::default(),
             root.to_path_buf(),
-        )
+        );
+        rt.github_factory =
+            Arc::new(move |config, _identity, _clock| Ok(world.github(config.token.expose())));
+        rt
     }
 }
 

@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use super::config_changed;
 use super::fleet::{self, CharmRunnerOps};
 use super::runtime::{Runtime, RuntimeError};
 use super::status::{self, Readiness};
@@ -326,16 +327,18 @@ pub fn run_periodic_with(
     progress: ProgressSink<'_>,
 ) -> Result<ReconcileRun, CharmError> {
     let binary = check_runner_binary(ctx, rt);
+    let state = UnitState::load(ctx.tools)?;
     let options = Options {
         progress,
         notes: binary.problem.into_iter().collect(),
     };
-    if binary.changed {
+    if binary.changed && !config_changed::plan_change(&state, &rt.config).flushes() {
         tracing::info!("runner binary changed: flushing idle runners");
         let (_, run) = flush_then_reconcile(ctx, rt, FlushMode::FlushIdle, rt, &options)?;
         Ok(run)
     } else {
-        reconcile_with(ctx, rt, &options)
+        // Also completes a config change whose flush failed earlier.
+        config_changed::converge(ctx, rt, &state, &options)
     }
 }
 
