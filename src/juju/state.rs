@@ -310,4 +310,71 @@ mod tests {
         assert!(!seen.token_changed(&token));
         assert!(seen.token_changed(&Secret::new("t2")));
     }
+
+    #[test]
+    fn every_typed_key_round_trips() {
+        use crate::config::{BaseImage, RunnerStorage};
+        let full = UnitState {
+            token_fingerprint: Some("fp".into()),
+            path: Some("o/r".into()),
+            group: Some("default".into()),
+            labels: Some("a,b".into()),
+            github_url: Some("https://github.com".into()),
+            resource_profile: Some("cpu-2-mem-7GiB-disk-10GiB".into()),
+            deploy_settings: Some(DeploySettings {
+                runner_storage: RunnerStorage::Memory,
+                base_image: BaseImage::Noble,
+            }),
+            runner_binary: StoredTarball {
+                url: Some("https://x/runner.tgz".into()),
+                sha256: Some("ab".repeat(32)),
+            },
+            last_status: Some(Status::Active("1/1 runners: 1 idle, 0 busy".into())),
+        };
+        let map = full.to_map();
+        assert_eq!(map.len(), 10);
+        assert_eq!(UnitState::from_map(&map), full);
+        assert!(UnitState::default().to_map().is_empty());
+    }
+
+    #[test]
+    fn statuses_encode_and_decode() {
+        for status in [
+            Status::Active("3/3 runners: 2 idle, 1 busy".into()),
+            Status::Blocked("a: b: c".into()),
+            Status::Waiting(String::new()),
+            Status::Maintenance("x".into()),
+        ] {
+            assert_eq!(decode_status(&encode_status(&status)), Some(status));
+        }
+        assert_eq!(decode_status("error: x"), None);
+        assert_eq!(decode_status(""), None);
+    }
+
+    #[test]
+    fn scope_changes_name_the_options() {
+        let scope = |token: &str, path: &str| ActedScope {
+            token_fingerprint: Some(token.into()),
+            path: Some(path.into()),
+            group: Some("g".into()),
+            labels: Some(String::new()),
+            github_url: Some("u".into()),
+        };
+        assert!(scope("a", "p").changed_options(&scope("a", "p")).is_empty());
+        assert_eq!(
+            scope("a", "p").changed_options(&scope("b", "p")),
+            vec!["token"]
+        );
+        assert_eq!(
+            scope("a", "p").changed_options(&scope("b", "q")),
+            vec!["token", "path"]
+        );
+        assert!(ActedScope::default().is_unknown());
+        assert!(ActedScope::default()
+            .changed_options(&scope("a", "p"))
+            .is_empty());
+        let mut state = UnitState::default();
+        state.set_acted_scope(scope("a", "p"));
+        assert_eq!(state.acted_scope(), scope("a", "p"));
+    }
 }
