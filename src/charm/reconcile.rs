@@ -407,7 +407,7 @@ mod tests {
     #[test]
     fn reconcile_sets_remembers_and_measures() {
         let unit = Unit::new();
-        let run = unit.with(2, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        let run = unit.with(2, reconcile).unwrap();
         assert_eq!(run.delta(), 2);
         assert!(
             matches!(&run.status, Status::Active(m) if m == "0/2 runners: 0 idle, 0 busy, 2 creating")
@@ -427,7 +427,7 @@ mod tests {
         // Steady state: the same status is not written to unit state again.
         unit.world.bring_online();
         unit.tools.lock().calls.clear();
-        let again = unit.with(2, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        let again = unit.with(2, reconcile).unwrap();
         assert_eq!(again.delta(), 0);
         let calls = unit.tools.lock().calls.clone();
         assert!(
@@ -435,18 +435,18 @@ mod tests {
             "status changed: {calls:?}"
         );
         unit.tools.lock().calls.clear();
-        unit.with(2, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        unit.with(2, reconcile).unwrap();
         assert_eq!(unit.tools.lock().calls, ["status-set", "state-get"]);
     }
 
     #[test]
     fn steady_state_costs_one_listing_and_one_probe_per_idle_runner() {
         let unit = Unit::new();
-        unit.with(3, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        unit.with(3, reconcile).unwrap();
         unit.world.bring_online();
         unit.world.lock().github_calls.clear();
         unit.world.lock().execs = 0;
-        unit.with(3, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        unit.with(3, reconcile).unwrap();
         assert_eq!(unit.world.lock().github_calls, vec!["list ghp_secret"]);
         assert_eq!(unit.world.lock().execs, 3);
     }
@@ -478,13 +478,13 @@ mod tests {
         );
         assert!(unit.world.instance_names().is_empty());
         drop(held);
-        assert!(unit.with(1, |ctx, rt| reconcile(ctx, rt)).is_ok());
+        assert!(unit.with(1, reconcile).is_ok());
     }
 
     #[test]
     fn flush_then_reconcile_replaces_idle_runners() {
         let unit = Unit::new();
-        unit.with(2, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        unit.with(2, reconcile).unwrap();
         unit.world.bring_online();
         let before = unit.world.instance_names();
         let (flushed, run) = unit
