@@ -224,13 +224,17 @@ fn a_runner_comes_online_takes_one_job_and_its_instance_disappears() {
     let inside = h.exec(
         name,
         "for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" = Runner.Listener ] && stat -c %u $p; done | sort -u; \
-         stat -c '%u %a' /home/ubuntu/github-runner/run.sh; \
+         stat -c '%u %a' /home/ubuntu/github-runner/run.sh /home/ubuntu/github-runner \
+             /home/ubuntu/github-runner/.env /etc/environment; \
          test -e /root/github-runner-start.sh && echo start-script-present; \
          cat /etc/environment /home/ubuntu/github-runner/.env /etc/docker/daemon.json",
     );
     let mut lines = inside.lines();
     assert_eq!(lines.next(), Some("1000"), "{inside}");
-    assert_eq!(lines.next(), Some("1000 755"), "{inside}");
+    assert_eq!(lines.next(), Some("1000 755"), "run.sh: {inside}");
+    assert_eq!(lines.next(), Some("1000 755"), "runner dir: {inside}");
+    assert_eq!(lines.next(), Some("1000 644"), ".env: {inside}");
+    assert_eq!(lines.next(), Some("0 644"), "/etc/environment: {inside}");
     assert!(!inside.contains("start-script-present"), "{inside}");
     for want in [
         "LANG=C.UTF-8",

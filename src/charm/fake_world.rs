@@ -25,6 +25,8 @@ use crate::runner::RunnerEnvironment;
 use crate::secret::Secret;
 
 pub const NOW: u64 = 1_700_000_000;
+/// The runner tarball URL this GitHub lists (without a checksum).
+pub const RUNNER_URL: &str = "http://127.0.0.1:1/runner.tar.gz";
 
 #[derive(Default)]
 pub struct World {
@@ -121,7 +123,8 @@ impl FakeWorld {
             .unwrap();
         let github = self.github(config.token.expose());
         let clock: Arc<dyn Clock> = self.clock.clone();
-        Runtime::from_parts(
+        let world = self.clone();
+        let mut rt = Runtime::from_parts(
             UnitIdentity::parse("github-runner/0", "uuid").unwrap(),
             config,
             paths,
@@ -130,7 +133,10 @@ impl FakeWorld {
             clock,
             RunnerEnvironment::default(),
             root.to_path_buf(),
-        )
+        );
+        rt.github_factory =
+            Arc::new(move |config, _identity, _clock| Ok(world.github(config.token.expose())));
+        rt
     }
 }
 
@@ -318,7 +324,7 @@ impl GitHub for FakeGitHub {
         Ok(RunnerApplication {
             os: "linux".into(),
             architecture: "x64".into(),
-            download_url: "http://127.0.0.1:1/runner.tar.gz".into(),
+            download_url: RUNNER_URL.into(),
             filename: "runner.tar.gz".into(),
             sha256_checksum: None,
         })

@@ -12,8 +12,10 @@
 
 use std::time::Duration;
 
+use super::config_changed;
 use super::fleet::{self, CharmRunnerOps};
 use super::runtime::{Runtime, RuntimeError};
+use super::setup;
 use super::status::{self, Readiness};
 use super::{CharmError, Context};
 use crate::config::CharmConfig;
@@ -299,18 +301,38 @@ pub struct BinaryCheck {
     pub problem: Option<Status>,
 }
 
-/// The runner binary update check. The download itself belongs to host setup
-/// (`charm::setup`); until that lands this checks nothing.
-pub fn check_runner_binary(_ctx: &Context<'_>, _rt: &Runtime) -> BinaryCheck {
-    BinaryCheck::default()
+/// The runner binary update check (`setup::update_runner_binary`: one GitHub call, a
+/// download only when GitHub lists another tarball). A failed check is a status to show,
+/// not a failed hook; only a hook tool failure is `Err`.
+pub fn check_runner_binary(ctx: &Context<'_>, rt: &Runtime) -> Result<BinaryCheck, CharmError> {
+    match setup::update_runner_binary(ctx, rt) {
+        Ok(update) => Ok(BinaryCheck {
+            changed: update.changed,
+            problem: None,
+        }),
+        Err(err) => match err.status() {
+            Some(problem) => {
+                tracing::warn!("{err}");
+                Ok(BinaryCheck {
+                    changed: false,
+                    problem: Some(problem),
+                })
+            }
+            None => Err(err.into()),
+        },
+    }
 }
 
-/// The `reconcile-runners` event: the runner binary update check (idle runners are flushed
-/// when it changed, so new runners use it), then a full reconcile.
+/// The `reconcile-runners` event: host setup when its inputs changed, the runner binary
+/// update check (idle runners are flushed when it changed, so new runners use it), then a
+/// full reconcile.
 pub fn handle(ctx: &Context<'_>) -> Result<(), CharmError> {
     let Some(rt) = prepare(ctx)? else {
         return Ok(());
     };
+    if !setup::ensure_host_for(ctx, &rt, setup::When::IfChanged)? {
+        return Ok(());
+    }
     run_periodic(ctx, &rt).map(drop)
 }
 
@@ -325,17 +347,30 @@ pub fn run_periodic_with(
     rt: &Runtime,
     progress: ProgressSink<'_>,
 ) -> Result<ReconcileRun, CharmError> {
-    let binary = check_runner_binary(ctx, rt);
+    let binary = check_runner_binary(ctx, rt)?;
+    reconcile_after_binary_check(ctx, rt, binary, progress)
+}
+
+/// A changed binary flushes idle runners first (unless a config change flushes them all
+/// anyway); a failed check joins the status. Also completes a config change whose flush
+/// failed earlier.
+pub fn reconcile_after_binary_check(
+    ctx: &Context<'_>,
+    rt: &Runtime,
+    binary: BinaryCheck,
+    progress: ProgressSink<'_>,
+) -> Result<ReconcileRun, CharmError> {
+    let state = UnitState::load(ctx.tools)?;
     let options = Options {
         progress,
         notes: binary.problem.into_iter().collect(),
     };
-    if binary.changed {
+    if binary.changed && !config_changed::plan_change(&state, &rt.config).flushes() {
         tracing::info!("runner binary changed: flushing idle runners");
         let (_, run) = flush_then_reconcile(ctx, rt, FlushMode::FlushIdle, rt, &options)?;
         Ok(run)
     } else {
-        reconcile_with(ctx, rt, &options)
+        config_changed::converge(ctx, rt, &state, &options)
     }
 }
 
@@ -355,5 +390,315 @@ fn humanize(d: Duration) -> String {
         format!("{}m{:02}s", s / 60, s % 60)
     } else {
         format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::charm::fake_world::{config, FakeWorld};
+    use crate::charm::testing::hook_context;
+    use crate::host::lock::{LockError, LockWait};
+    use crate::juju::memory::MemoryHookTools;
+    use crate::juju::state::LAST_STATUS_KEY;
+    use crate::manager::executor::Report;
+    use crate::manager::planner::{Plan, Removal, RemovalTarget};
+    use crate::paths::HostPaths;
+
+    struct Unit {
+        tools: MemoryHookTools,
+        world: FakeWorld,
+        root: tempfile::TempDir,
+    }
+
+    impl Unit {
+        fn new() -> Self {
+            Unit {
+                tools: MemoryHookTools::default(),
+                world: FakeWorld::new(),
+                root: tempfile::tempdir().unwrap(),
+            }
+        }
+
+        fn with<R>(&self, vms: u32, f: impl FnOnce(&Context<'_>, &Runtime) -> R) -> R {
+            let hook = hook_context();
+            let paths = HostPaths::new(self.root.path());
+            let ctx = Context {
+                tools: &self.tools,
+                hook: &hook,
+                paths: &paths,
+            };
+            let rt = self.world.runtime(
+                self.root.path(),
+                config(&[("virtual-machines", vms.into())]),
+            );
+            f(&ctx, &rt)
+        }
+    }
+
+    #[test]
+    fn reconcile_sets_remembers_and_measures() {
+        let unit = Unit::new();
+        let run = unit.with(2, reconcile).unwrap();
+        assert_eq!(run.delta(), 2);
+        assert!(
+            matches!(&run.status, Status::Active(m) if m == "0/2 runners: 0 idle, 0 busy, 2 creating")
+        );
+        assert_eq!(unit.tools.statuses(), vec![run.status.clone()]);
+        assert_eq!(
+            unit.tools.lock().unit_state.get(LAST_STATUS_KEY),
+            Some(&crate::juju::state::encode_status(&run.status))
+        );
+        let metrics =
+            std::fs::read_to_string(HostPaths::new(unit.root.path()).metrics_log()).unwrap();
+        let line: serde_json::Value =
+            serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+        assert_eq!(line["event"], "reconciliation");
+        assert_eq!(line["flavor"], "github-runner");
+        assert_eq!(line["crashed_runners"], 0);
+        // Steady state: the same status is not written to unit state again.
+        unit.world.bring_online();
+        unit.tools.lock().calls.clear();
+        let again = unit.with(2, reconcile).unwrap();
+        assert_eq!(again.delta(), 0);
+        let calls = unit.tools.lock().calls.clone();
+        assert!(
+            calls.contains(&"state-set".to_string()),
+            "status changed: {calls:?}"
+        );
+        unit.tools.lock().calls.clear();
+        unit.with(2, reconcile).unwrap();
+        assert_eq!(unit.tools.lock().calls, ["status-set", "state-get"]);
+    }
+
+    #[test]
+    fn steady_state_costs_one_listing_and_one_probe_per_idle_runner() {
+        let unit = Unit::new();
+        unit.with(3, reconcile).unwrap();
+        unit.world.bring_online();
+        unit.world.lock().github_calls.clear();
+        unit.world.lock().execs = 0;
+        unit.with(3, reconcile).unwrap();
+        assert_eq!(unit.world.lock().github_calls, vec!["list ghp_secret"]);
+        assert_eq!(unit.world.lock().execs, 3);
+    }
+
+    #[test]
+    fn a_held_lock_is_waited_for_boundedly_then_fails_the_hook() {
+        let unit = Unit::new();
+        let paths = HostPaths::new(unit.root.path());
+        let clock = crate::clock::SystemClock;
+        let held =
+            UnitLock::acquire(&paths.lock_file(), "test", &clock, LockWait::default()).unwrap();
+        let err = unit
+            .with(1, |ctx, rt| {
+                let mut rt = rt.with_github(rt.config.clone(), rt.github.clone());
+                rt.lock_wait = LockWait {
+                    max: Duration::from_secs(30),
+                    poll: Duration::from_secs(10),
+                };
+                reconcile(ctx, &rt)
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, CharmError::Lock(LockError::HeldFor { .. })),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("gave up after waiting 30 s"),
+            "{err}"
+        );
+        assert!(unit.world.instance_names().is_empty());
+        drop(held);
+        assert!(unit.with(1, reconcile).is_ok());
+    }
+
+    #[test]
+    fn flush_then_reconcile_replaces_idle_runners() {
+        let unit = Unit::new();
+        unit.with(2, reconcile).unwrap();
+        unit.world.bring_online();
+        let before = unit.world.instance_names();
+        let (flushed, run) = unit
+            .with(2, |ctx, rt| {
+                flush_then_reconcile(ctx, rt, FlushMode::FlushIdle, rt, &Options::default())
+            })
+            .unwrap();
+        assert_eq!(flushed.result.unwrap().report.removed.len(), 2);
+        assert_eq!(run.result.unwrap().report.created.len(), 2);
+        let after = unit.world.instance_names();
+        assert!(after.iter().all(|n| !before.contains(n)));
+    }
+
+    #[test]
+    fn a_flush_that_cannot_list_lxd_is_reported_and_the_reconcile_says_why() {
+        let unit = Unit::new();
+        unit.world.lock().lxd_down = true;
+        let (flushed, run) = unit
+            .with(1, |ctx, rt| {
+                flush_then_reconcile(ctx, rt, FlushMode::FlushBusy, rt, &Options::default())
+            })
+            .unwrap();
+        assert!(matches!(flushed.result, Err(FlushError::Lxd(_))));
+        assert!(
+            matches!(&run.status, Status::Waiting(m) if m.contains("LXD")),
+            "{:?}",
+            run.status
+        );
+    }
+
+    #[test]
+    fn notes_join_the_status_by_precedence() {
+        let unit = Unit::new();
+        let options = Options {
+            notes: vec![Status::Maintenance(
+                "Failed to update runner binary: 502".into(),
+            )],
+            ..Options::default()
+        };
+        let run = unit
+            .with(0, |ctx, rt| reconcile_with(ctx, rt, &options))
+            .unwrap();
+        assert_eq!(
+            run.status,
+            Status::Maintenance("Failed to update runner binary: 502".into())
+        );
+    }
+
+    #[test]
+    fn guards_table() {
+        let base = config(&[]);
+        let production = config(&[("test-mode", "".into())]);
+        let deployed = deploy_settings(&base);
+        let noble = config(&[("base-image", "noble".into())]);
+        let memory = config(&[("runner-storage", "memory".into())]);
+        assert_eq!(guard_problem(false, &base, None), None);
+        assert_eq!(guard_problem(false, &base, Some(&deployed)), None);
+        assert_eq!(
+            guard_problem(true, &base, Some(&deployed)),
+            None,
+            "test mode allows it"
+        );
+        assert!(guard_problem(true, &production, None)
+            .unwrap()
+            .contains("lxd-profile.yaml"));
+        assert!(guard_problem(false, &noble, Some(&deployed))
+            .unwrap()
+            .starts_with("base-image config cannot be changed after deployment"));
+        assert!(guard_problem(false, &memory, Some(&deployed))
+            .unwrap()
+            .starts_with("runner-storage config cannot be changed"));
+        assert_eq!(
+            guard_problem(false, &noble, None),
+            None,
+            "nothing recorded yet"
+        );
+    }
+
+    #[test]
+    fn runtime_errors_wait_for_lxd_or_block_on_github_settings() {
+        assert!(matches!(
+            runtime_error_status(&RuntimeError::Lxd(LxdError::LxcMissing)),
+            Status::Waiting(m) if m.contains("installed")
+        ));
+        let bad_url = RuntimeError::GitHub(crate::github::ClientSetupError::InsecureUrl {
+            url: "http://ghe.example".into(),
+        });
+        assert!(matches!(runtime_error_status(&bad_url), Status::Blocked(_)));
+    }
+
+    #[test]
+    fn crashed_runners_count_dead_ones_only() {
+        let removal = |reason| Removal {
+            target: RemovalTarget {
+                name: crate::identity::RunnerName("x".into()),
+                has_instance: true,
+                github_id: None,
+            },
+            reason,
+            force: false,
+        };
+        let outcome = ReconcileOutcome {
+            plan: Plan {
+                desired: 1,
+                create: 0,
+                creates_deferred: 0,
+                capacity: 0,
+                removals: vec![
+                    removal(RemovalReason::ListenerDown),
+                    removal(RemovalReason::InstanceError),
+                    removal(RemovalReason::InstanceStopped),
+                    removal(RemovalReason::Surplus),
+                    removal(RemovalReason::RegistrationGone),
+                    removal(RemovalReason::NeverRegistered),
+                ],
+                runners: vec![],
+            },
+            report: Report::default(),
+            health_checks: 0,
+            started_epoch: 0,
+            duration_secs: 4,
+        };
+        assert_eq!(crashed_runners(&outcome), 3);
+        match reconciliation_event("app", &outcome) {
+            MetricEvent::Reconciliation(r) => {
+                assert_eq!(r.crashed_runners, 3);
+                assert_eq!(r.duration, 4.0);
+                assert_eq!(r.flavor, "app");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn lock_wait_is_reported_in_words() {
+        assert_eq!(lock_wait_note(0), None);
+        assert_eq!(
+            lock_wait_note(75).unwrap(),
+            "waited 1m15s for another reconcile or flush to finish"
+        );
+        assert_eq!(
+            lock_wait_note(5).unwrap(),
+            "waited 5s for another reconcile or flush to finish"
+        );
+    }
+
+    #[test]
+    fn a_changed_binary_flushes_idle_runners_and_a_failed_check_shows() {
+        let unit = Unit::new();
+        unit.with(2, reconcile).unwrap();
+        unit.world.bring_online();
+        let before = unit.world.instance_names();
+        let changed = BinaryCheck {
+            changed: true,
+            problem: None,
+        };
+        let run = unit
+            .with(2, |ctx, rt| {
+                reconcile_after_binary_check(ctx, rt, changed, &no_progress)
+            })
+            .unwrap();
+        let after = unit.world.instance_names();
+        assert_eq!(after.len(), 2);
+        assert!(
+            after.iter().all(|n| !before.contains(n)),
+            "{before:?} {after:?}"
+        );
+        assert_eq!(run.result.unwrap().report.created.len(), 2);
+
+        unit.world.bring_online();
+        let failed = BinaryCheck {
+            changed: false,
+            problem: Some(Status::Maintenance(
+                "Failed to update runner binary: 502".into(),
+            )),
+        };
+        let run = unit
+            .with(2, |ctx, rt| {
+                reconcile_after_binary_check(ctx, rt, failed, &no_progress)
+            })
+            .unwrap();
+        assert_eq!(unit.world.instance_names(), after, "nothing flushed");
+        assert!(matches!(&run.status, Status::Maintenance(m) if m.contains("runner binary")));
     }
 }

@@ -54,7 +54,16 @@ pub struct Runtime {
     pub storage_pool: String,
     pub lock_wait: LockWait,
     pub concurrency: Concurrency,
+    /// Makes the GitHub client for other credentials ([`Runtime::with_credentials`]).
+    pub github_factory: GitHubFactory,
 }
+
+/// Builds a GitHub client for a configuration's credentials and scope.
+pub type GitHubFactory = Arc<
+    dyn Fn(&CharmConfig, &UnitIdentity, Arc<dyn Clock>) -> Result<Arc<dyn GitHub>, ClientSetupError>
+        + Send
+        + Sync,
+>;
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -125,13 +134,14 @@ impl Runtime {
             storage_pool: crate::runner::resources::RUNNER_POOL.to_string(),
             lock_wait: LockWait::default(),
             concurrency: Concurrency::Default,
+            github_factory: Arc::new(github_client),
         }
     }
 
     /// The same runtime acting with `config`'s credentials and scope (token, path, group,
     /// github-url): a new GitHub client, the same LXD, clock and paths.
     pub fn with_credentials(&self, config: CharmConfig) -> Result<Runtime, RuntimeError> {
-        let github = github_client(&config, &self.identity, self.clock.clone())?;
+        let github = (self.github_factory)(&config, &self.identity, self.clock.clone())?;
         Ok(self.with_github(config, github))
     }
 
@@ -149,6 +159,7 @@ impl Runtime {
             storage_pool: self.storage_pool.clone(),
             lock_wait: self.lock_wait,
             concurrency: self.concurrency,
+            github_factory: self.github_factory.clone(),
         }
     }
 

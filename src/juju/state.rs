@@ -20,8 +20,6 @@ pub const PATH_KEY: &str = "acted-path";
 pub const GROUP_KEY: &str = "acted-group";
 pub const LABELS_KEY: &str = "acted-labels";
 pub const GITHUB_URL_KEY: &str = "acted-github-url";
-/// Name of the resource profile last ensured (it encodes vm-cpu, vm-memory, vm-disk).
-pub const RESOURCE_PROFILE_KEY: &str = "resource-profile";
 /// runner-storage and base-image as deployed ([`DeploySettings::to_state_value`]).
 pub const DEPLOY_SETTINGS_KEY: &str = "deploy-settings";
 /// The last status a reconcile or flush set, for hooks that must not call GitHub.
@@ -37,7 +35,6 @@ pub struct UnitState {
     /// Custom labels, comma-joined.
     pub labels: Option<String>,
     pub github_url: Option<String>,
-    pub resource_profile: Option<String>,
     pub deploy_settings: Option<DeploySettings>,
     /// The runner tarball in place (`runner-binary-url`, `runner-binary-sha256`).
     pub runner_binary: StoredTarball,
@@ -131,7 +128,6 @@ impl UnitState {
             group: get(GROUP_KEY),
             labels: get(LABELS_KEY),
             github_url: get(GITHUB_URL_KEY),
-            resource_profile: get(RESOURCE_PROFILE_KEY),
             deploy_settings: map
                 .get(DEPLOY_SETTINGS_KEY)
                 .and_then(|v| DeploySettings::from_state_value(v)),
@@ -152,7 +148,6 @@ impl UnitState {
         put(GROUP_KEY, &self.group);
         put(LABELS_KEY, &self.labels);
         put(GITHUB_URL_KEY, &self.github_url);
-        put(RESOURCE_PROFILE_KEY, &self.resource_profile);
         put(
             DEPLOY_SETTINGS_KEY,
             &self.deploy_settings.map(|d| d.to_state_value()),
@@ -309,5 +304,71 @@ mod tests {
         };
         assert!(!seen.token_changed(&token));
         assert!(seen.token_changed(&Secret::new("t2")));
+    }
+
+    #[test]
+    fn every_typed_key_round_trips() {
+        use crate::config::{BaseImage, RunnerStorage};
+        let full = UnitState {
+            token_fingerprint: Some("fp".into()),
+            path: Some("o/r".into()),
+            group: Some("default".into()),
+            labels: Some("a,b".into()),
+            github_url: Some("https://github.com".into()),
+            deploy_settings: Some(DeploySettings {
+                runner_storage: RunnerStorage::Memory,
+                base_image: BaseImage::Noble,
+            }),
+            runner_binary: StoredTarball {
+                url: Some("https://x/runner.tgz".into()),
+                sha256: Some("ab".repeat(32)),
+            },
+            last_status: Some(Status::Active("1/1 runners: 1 idle, 0 busy".into())),
+        };
+        let map = full.to_map();
+        assert_eq!(map.len(), 9);
+        assert_eq!(UnitState::from_map(&map), full);
+        assert!(UnitState::default().to_map().is_empty());
+    }
+
+    #[test]
+    fn statuses_encode_and_decode() {
+        for status in [
+            Status::Active("3/3 runners: 2 idle, 1 busy".into()),
+            Status::Blocked("a: b: c".into()),
+            Status::Waiting(String::new()),
+            Status::Maintenance("x".into()),
+        ] {
+            assert_eq!(decode_status(&encode_status(&status)), Some(status));
+        }
+        assert_eq!(decode_status("error: x"), None);
+        assert_eq!(decode_status(""), None);
+    }
+
+    #[test]
+    fn scope_changes_name_the_options() {
+        let scope = |token: &str, path: &str| ActedScope {
+            token_fingerprint: Some(token.into()),
+            path: Some(path.into()),
+            group: Some("g".into()),
+            labels: Some(String::new()),
+            github_url: Some("u".into()),
+        };
+        assert!(scope("a", "p").changed_options(&scope("a", "p")).is_empty());
+        assert_eq!(
+            scope("a", "p").changed_options(&scope("b", "p")),
+            vec!["token"]
+        );
+        assert_eq!(
+            scope("a", "p").changed_options(&scope("b", "q")),
+            vec!["token", "path"]
+        );
+        assert!(ActedScope::default().is_unknown());
+        assert!(ActedScope::default()
+            .changed_options(&scope("a", "p"))
+            .is_empty());
+        let mut state = UnitState::default();
+        state.set_acted_scope(scope("a", "p"));
+        assert_eq!(state.acted_scope(), scope("a", "p"));
     }
 }
