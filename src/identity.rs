@@ -61,7 +61,9 @@ impl UnitIdentity {
         match name.strip_prefix(&self.name_prefix()) {
             Some(suffix) => {
                 suffix.len() == SUFFIX_HEX_LEN
-                    && suffix.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                    && suffix
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             }
             None => false,
         }

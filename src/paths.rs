@@ -103,6 +103,9 @@ mod tests {
         ] {
             assert!(path.starts_with("/tmp/x"), "{path:?}");
         }
-        assert_eq!(HostPaths::new("/").systemd_dir(), PathBuf::from("/etc/systemd/system"));
+        assert_eq!(
+            HostPaths::new("/").systemd_dir(),
+            PathBuf::from("/etc/systemd/system")
+        );
     }
 }

@@ -45,6 +45,25 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A URL fit for logs and messages: `http://user:pass@proxy:3128` -> `http://***@proxy:3128`.
+pub fn redact_url_credentials(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let redacted = format!("***{}", &rest[at..]);
+            match scheme {
+                Some(s) => format!("{s}://{redacted}"),
+                None => redacted,
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +85,17 @@ mod tests {
             "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
         );
         assert_ne!(a.fingerprint(), Secret::new("b").fingerprint());
+    }
+
+    #[test]
+    fn url_credentials_are_redacted() {
+        assert_eq!(
+            redact_url_credentials("http://u:pw@proxy:3128/x"),
+            "http://***@proxy:3128/x"
+        );
+        assert_eq!(redact_url_credentials("a:b@proxy"), "***@proxy");
+        assert_eq!(redact_url_credentials("proxy:3128"), "proxy:3128");
+        assert_eq!(redact_url_credentials("http://h/p@x"), "http://h/p@x");
+        assert_eq!(redact_url_credentials(""), "");
     }
 }

@@ -1,5 +1,12 @@
 //! The charm's configuration: parsed from `config-get` JSON and validated all at once.
 
+pub mod error;
+pub mod validate;
+pub mod values;
+
+pub use error::{ConfigError, Problem};
+pub use validate::{validate, ConfigContext};
+
 use crate::github::GitHubPath;
 use crate::secret::Secret;
 
@@ -48,7 +55,7 @@ pub struct CharmConfig {
     pub runner_storage: RunnerStorage,
     /// test-mode=insecure: containers instead of VMs, `http://` on loopback accepted.
     pub test_mode_insecure: bool,
-    /// `github-url` as given, without a trailing slash.
+    /// `github-url` normalised to `scheme://host[:port]` (lowercase host, no trailing slash).
     pub github_url: String,
     /// REST API base: `https://api.github.com` or `<github-url>/api/v3`.
     pub api_base_url: String,

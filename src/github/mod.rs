@@ -105,7 +105,11 @@ pub struct RunnerApplication {
 /// A workflow job, by id or by its API URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobRef {
-    Id { owner: String, repo: String, job_id: u64 },
+    Id {
+        owner: String,
+        repo: String,
+        job_id: u64,
+    },
     ApiUrl(String),
 }
 
@@ -129,23 +133,55 @@ pub enum GitHubError {
     #[error("GitHub rejected the token (401 on {method} {path}): it is invalid or expired; set a new one with `juju config <app> token=<token>`")]
     Unauthorized { method: String, path: String },
     #[error("GitHub denied {method} {path} (403): the token lacks permission; {needed}")]
-    Forbidden { method: String, path: String, needed: String },
-    #[error("GitHub rate limit reached on {method} {path}; retry after {reset_epoch} (epoch seconds)")]
-    RateLimited { method: String, path: String, reset_epoch: u64 },
-    #[error("GitHub answered 404 for {method} {path}: the path is wrong or not visible to the token")]
+    Forbidden {
+        method: String,
+        path: String,
+        needed: String,
+    },
+    #[error(
+        "GitHub rate limit reached on {method} {path}; retry after {reset_epoch} (epoch seconds)"
+    )]
+    RateLimited {
+        method: String,
+        path: String,
+        reset_epoch: u64,
+    },
+    #[error(
+        "GitHub answered 404 for {method} {path}: the path is wrong or not visible to the token"
+    )]
     NotFound { method: String, path: String },
     #[error("GitHub answered 409 (conflict) for {method} {path}: {message}")]
-    Conflict { method: String, path: String, message: String },
+    Conflict {
+        method: String,
+        path: String,
+        message: String,
+    },
     #[error("GitHub answered 422 for {method} {path}: {message}")]
-    Unprocessable { method: String, path: String, message: String },
+    Unprocessable {
+        method: String,
+        path: String,
+        message: String,
+    },
     #[error("GitHub server error {status} on {method} {path}")]
-    Server { method: String, path: String, status: u16 },
+    Server {
+        method: String,
+        path: String,
+        status: u16,
+    },
     #[error("could not reach GitHub for {method} {path}: {reason}")]
-    Transport { method: String, path: String, reason: String },
+    Transport {
+        method: String,
+        path: String,
+        reason: String,
+    },
     #[error("runner group {group:?} does not exist in organisation {org}; set `group` to an existing group")]
     GroupNotFound { org: String, group: String },
     #[error("unexpected answer from GitHub for {method} {path}: {reason}")]
-    Protocol { method: String, path: String, reason: String },
+    Protocol {
+        method: String,
+        path: String,
+        reason: String,
+    },
 }
 
 /// What the runner manager needs from GitHub. `Sync` so the executor can share one client

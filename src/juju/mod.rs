@@ -1,6 +1,16 @@
 //! The Juju edge: hook tools (jujuc) as a trait, the event a dispatch path names, and the
 //! tracing layer that forwards logs to juju-log.
 
+pub mod context;
+pub mod event;
+#[cfg(feature = "testkit")]
+pub mod fake;
+pub mod log;
+#[cfg(any(test, feature = "testkit"))]
+pub mod memory;
+pub mod process;
+pub mod state;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -34,7 +44,11 @@ pub enum HookToolError {
     #[error("hook tool {tool} not found on PATH (is this running inside a Juju hook?)")]
     Missing { tool: String },
     #[error("{tool} exited with {code}: {stderr}")]
-    Failed { tool: String, code: i32, stderr: String },
+    Failed {
+        tool: String,
+        code: i32,
+        stderr: String,
+    },
     #[error("could not parse {tool} output: {reason}")]
     Parse { tool: String, reason: String },
     #[error("invalid action result key {key:?}: each dot-separated part must match ^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$ and not be reserved")]
@@ -78,4 +92,63 @@ pub trait HookTools {
     fn state_delete(&self, key: &str) -> Result<(), HookToolError>;
     fn juju_reboot(&self, now: bool) -> Result<(), HookToolError>;
     fn secret_get(&self, secret_id: &str) -> Result<BTreeMap<String, String>, HookToolError>;
+}
+
+/// Keys Juju keeps for itself in action results.
+const RESERVED_ACTION_KEYS: [&str; 4] = ["stdout", "stdout-encoding", "stderr", "stderr-encoding"];
+
+/// True when `action-set` accepts `key`: every dot-separated part matches
+/// `^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$` and the key is not one Juju reserves.
+pub fn validate_action_key(key: &str) -> bool {
+    let part_ok = |part: &str| {
+        let bytes = part.as_bytes();
+        let inner_ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+        let end_ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        match (bytes.first(), bytes.last()) {
+            (Some(first), Some(last)) => {
+                end_ok(first) && end_ok(last) && bytes.iter().all(inner_ok)
+            }
+            _ => false,
+        }
+    };
+    !RESERVED_ACTION_KEYS.contains(&key) && key.split('.').all(part_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_keys_follow_juju_rules() {
+        for good in [
+            "online",
+            "delta.virtual-machines",
+            "a",
+            "0",
+            "a-b.c-d.e",
+            "x1",
+            "stdoutx",
+        ] {
+            assert!(validate_action_key(good), "{good}");
+        }
+        for bad in [
+            "",
+            "A",
+            "a_b",
+            "-a",
+            "a-",
+            "a..b",
+            ".a",
+            "a.",
+            "delta.-x",
+            "ünï",
+            "a b",
+            "stdout",
+            "stderr",
+            "stdout-encoding",
+            "stderr-encoding",
+        ] {
+            assert!(!validate_action_key(bad), "{bad}");
+        }
+    }
 }

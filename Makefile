@@ -1,0 +1,63 @@
+# github-runner charm: `make charm` builds the deployable archive, `make test` runs every test
+# on a fresh Debian or Ubuntu machine (installing what it needs first).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := charm
+
+CHARM := github-runner_ubuntu-22.04-amd64.charm
+RELEASE_BIN := target/release/github-runner-charm
+VENV := .venv
+CHARMCRAFT_VERSION := 4.5.0
+
+# Debian/Ubuntu packages the build and the tests need. Extend this list (LXD, ...) rather
+# than adding install steps elsewhere.
+APT_PACKAGES := python3 python3-venv python3-pip binutils gcc libc6-dev pkg-config curl ca-certificates
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CARGO := $(shell command -v cargo || echo $(HOME)/.cargo/bin/cargo)
+
+.PHONY: charm test deps apt-deps rust venv lint bench clean-charm
+
+## charm: release binary + github-runner_ubuntu-22.04-amd64.charm at the repo root.
+charm:
+	$(CARGO) build --release --locked --bin github-runner-charm
+	python3 scripts/pack_charm.py --binary $(RELEASE_BIN) --output $(CHARM)
+
+## test: the whole suite; the archive tests check the release binary `make charm` ships.
+test: deps charm
+	GITHUB_RUNNER_CHARM_BINARY=$(CURDIR)/$(RELEASE_BIN) \
+		$(CARGO) test --locked --all-targets --features testkit
+
+## deps: everything `make test` needs. Idempotent: installs only what is missing.
+deps: apt-deps rust venv
+
+apt-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		$(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+# Ubuntu/Debian ship older Rust than Cargo.toml's rust-version: rustup when cargo is missing.
+rust:
+	@if ! command -v cargo >/dev/null && [ ! -x $(HOME)/.cargo/bin/cargo ]; then \
+		curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal; \
+	fi
+
+venv: $(VENV)/bin/charmcraft
+
+$(VENV)/bin/charmcraft:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet "charmcraft==$(CHARMCRAFT_VERSION)"
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets --features testkit -- -D warnings
+
+## bench: hook wall time through dispatch (release build), printed as a table.
+bench:
+	$(CARGO) bench --locked --features testkit --bench hooks
+
+clean-charm:
+	rm -f $(CHARM)

@@ -1,0 +1,680 @@
+//! `config-get` JSON -> [`CharmConfig`], or every problem at once.
+//!
+//! A missing or `null` option takes its config.yaml default (a test keeps the two in sync).
+//! A value of the wrong JSON type is a problem like any other, never a crash.
+
+use super::error::{ConfigError, Problem};
+use super::values::{
+    parse_denylist, parse_github_path, parse_http_url, parse_labels, parse_size, HttpUrl,
+};
+use super::{BaseImage, CharmConfig, RunnerStorage};
+use crate::github::GitHubPath;
+use crate::secret::{redact_url_credentials, Secret};
+use serde_json::{Map, Value};
+
+/// config.yaml defaults.
+pub mod defaults {
+    pub const PATH: &str = "";
+    pub const TOKEN: &str = "";
+    pub const GROUP: &str = "default";
+    pub const LABELS: &str = "";
+    pub const VIRTUAL_MACHINES: u32 = 1;
+    pub const VM_CPU: u32 = 2;
+    pub const VM_MEMORY: &str = "7GiB";
+    pub const VM_DISK: &str = "10GiB";
+    pub const RECONCILE_INTERVAL: u32 = 10;
+    pub const BASE_IMAGE: &str = "jammy";
+    pub const DENYLIST: &str = "";
+    pub const DOCKERHUB_MIRROR: &str = "";
+    pub const EXPERIMENTAL_USE_APROXY: bool = false;
+    pub const RUNNER_STORAGE: &str = "juju-storage";
+    pub const TEST_MODE: &str = "";
+    pub const GITHUB_URL: &str = "https://github.com";
+}
+
+pub const PUBLIC_GITHUB_API: &str = "https://api.github.com";
+
+/// What validation needs to know beyond the options themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigContext<'a> {
+    /// The application name, for the `juju config <app> ...` fix in messages.
+    pub app_name: &'a str,
+    /// The model has `juju-http-proxy` or `juju-https-proxy` (aproxy needs one).
+    pub juju_proxy_configured: bool,
+}
+
+/// Reads options one by one, recording problems. On a problem a reader returns a fallback
+/// value that is never used: [`validate`] returns the problems instead of a config.
+struct Reader<'a> {
+    raw: &'a Map<String, Value>,
+    invalid: Vec<Problem>,
+    missing: Vec<Problem>,
+}
+
+impl<'a> Reader<'a> {
+    fn value(&self, key: &str) -> Option<&'a Value> {
+        self.raw.get(key).filter(|v| !v.is_null())
+    }
+
+    fn string(&mut self, key: &'static str, default: &str) -> String {
+        match self.value(key) {
+            None => default.to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => {
+                self.invalid
+                    .push(Problem::invalid(key, other, "expected a string"));
+                default.to_string()
+            }
+        }
+    }
+
+    /// A string option parsed by `parse`; its problem quotes the value.
+    fn parsed<T>(
+        &mut self,
+        key: &'static str,
+        default: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+        fallback: T,
+    ) -> T {
+        self.parsed_shown(key, default, parse, fallback, str::to_string)
+    }
+
+    /// As [`Reader::parsed`], quoting the value as `show` renders it.
+    fn parsed_shown<T>(
+        &mut self,
+        key: &'static str,
+        default: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+        fallback: T,
+        show: impl FnOnce(&str) -> String,
+    ) -> T {
+        let before = self.invalid.len();
+        let text = self.string(key, default);
+        if self.invalid.len() != before {
+            return fallback;
+        }
+        match parse(&text) {
+            Ok(v) => v,
+            Err(expected) => {
+                self.invalid
+                    .push(Problem::invalid(key, &Value::String(show(&text)), expected));
+                fallback
+            }
+        }
+    }
+
+    fn whole(&mut self, key: &'static str, default: u32, min: u32, unit: &str) -> u32 {
+        let Some(value) = self.value(key) else {
+            return default;
+        };
+        match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) if n >= min => n,
+            _ => {
+                let expected = format!("expected a whole number{unit} from {min} to {}", u32::MAX);
+                self.invalid.push(Problem::invalid(key, value, expected));
+                default
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &'static str, default: bool) -> bool {
+        match self.value(key) {
+            None => default,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                self.invalid
+                    .push(Problem::invalid(key, other, "expected true or false"));
+                default
+            }
+        }
+    }
+
+    /// The token: its value never appears in a message, whatever its type.
+    fn token(&mut self, app: &str) -> Secret {
+        match self.value("token") {
+            None => {}
+            Some(Value::String(s)) if !s.is_empty() => return Secret::new(s.clone()),
+            Some(Value::String(_)) => {}
+            Some(_) => {
+                self.invalid.push(Problem::Invalid {
+                    option: "token",
+                    shown: None,
+                    expected: "expected a string (the value is not shown: it is a secret)".into(),
+                });
+                return Secret::default();
+            }
+        }
+        self.missing.push(Problem::Missing {
+            option: "token",
+            fix: format!("juju config {app} token=<token>"),
+        });
+        Secret::default()
+    }
+}
+
+/// Validate every option; all problems are reported together.
+pub fn validate(
+    raw: &Map<String, Value>,
+    ctx: &ConfigContext<'_>,
+) -> Result<CharmConfig, ConfigError> {
+    let mut r = Reader {
+        raw,
+        invalid: Vec::new(),
+        missing: Vec::new(),
+    };
+    let fallback_path = GitHubPath::Org(String::new());
+    let path_is_empty = match r.value("path") {
+        None => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(_) => false,
+    };
+    let path = if path_is_empty {
+        r.missing.push(Problem::Missing {
+            option: "path",
+            fix: format!("juju config {} path=<org> or <owner>/<repo>", ctx.app_name),
+        });
+        fallback_path
+    } else {
+        r.parsed("path", defaults::PATH, parse_github_path, fallback_path)
+    };
+    let token = r.token(ctx.app_name);
+    let group = r.parsed("group", defaults::GROUP, parse_group, String::new());
+    let labels = r.parsed("labels", defaults::LABELS, parse_labels, Vec::new());
+    let virtual_machines = r.whole("virtual-machines", defaults::VIRTUAL_MACHINES, 0, "");
+    let vm_cpu = r.whole("vm-cpu", defaults::VM_CPU, 1, "");
+    let vm_memory = r.parsed("vm-memory", defaults::VM_MEMORY, parse_size, 0);
+    let vm_disk = r.parsed("vm-disk", defaults::VM_DISK, parse_size, 0);
+    let reconcile_interval_minutes = r.whole(
+        "reconcile-interval",
+        defaults::RECONCILE_INTERVAL,
+        2,
+        " of minutes",
+    );
+    let base_image = r.parsed(
+        "base-image",
+        defaults::BASE_IMAGE,
+        parse_base_image,
+        BaseImage::Jammy,
+    );
+    let denylist = r.parsed("denylist", defaults::DENYLIST, parse_denylist, Vec::new());
+    // URLs may carry credentials: a status message must not show them.
+    let dockerhub_mirror = r.parsed_shown(
+        "dockerhub-mirror",
+        defaults::DOCKERHUB_MIRROR,
+        parse_dockerhub_mirror,
+        None,
+        redact_url_credentials,
+    );
+    let experimental_use_aproxy =
+        r.boolean("experimental-use-aproxy", defaults::EXPERIMENTAL_USE_APROXY);
+    if experimental_use_aproxy && !ctx.juju_proxy_configured {
+        r.invalid.push(Problem::invalid(
+            "experimental-use-aproxy",
+            &Value::Bool(true),
+            "needs a proxy: set juju-http-proxy or juju-https-proxy with juju model-config",
+        ));
+    }
+    let runner_storage = r.parsed(
+        "runner-storage",
+        defaults::RUNNER_STORAGE,
+        parse_runner_storage,
+        RunnerStorage::JujuStorage,
+    );
+    let test_mode_insecure = r.parsed("test-mode", defaults::TEST_MODE, parse_test_mode, false);
+    let (github_url, api_base_url) = r.parsed_shown(
+        "github-url",
+        defaults::GITHUB_URL,
+        parse_github_url,
+        (String::new(), String::new()),
+        redact_url_credentials,
+    );
+
+    if !r.invalid.is_empty() || !r.missing.is_empty() {
+        let mut problems = r.invalid;
+        problems.extend(r.missing);
+        return Err(ConfigError { problems });
+    }
+    Ok(CharmConfig {
+        path,
+        token,
+        group,
+        labels,
+        virtual_machines,
+        vm_cpu,
+        vm_memory,
+        vm_disk,
+        reconcile_interval_minutes,
+        base_image,
+        denylist,
+        dockerhub_mirror,
+        experimental_use_aproxy,
+        runner_storage,
+        test_mode_insecure,
+        github_url,
+        api_base_url,
+    })
+}
+
+fn parse_group(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        Err("expected a runner group name (the default group is \"default\")".into())
+    } else {
+        Ok(text.to_string())
+    }
+}
+
+fn parse_base_image(text: &str) -> Result<BaseImage, String> {
+    match text {
+        "jammy" | "22.04" => Ok(BaseImage::Jammy),
+        "noble" | "24.04" => Ok(BaseImage::Noble),
+        _ => Err("expected jammy, noble, 22.04 or 24.04".into()),
+    }
+}
+
+fn parse_runner_storage(text: &str) -> Result<RunnerStorage, String> {
+    match text {
+        "juju-storage" => Ok(RunnerStorage::JujuStorage),
+        "memory" => Ok(RunnerStorage::Memory),
+        _ => Err("expected juju-storage or memory".into()),
+    }
+}
+
+fn parse_test_mode(text: &str) -> Result<bool, String> {
+    match text {
+        "" => Ok(false),
+        "insecure" => Ok(true),
+        _ => Err("expected \"\" (off) or insecure".into()),
+    }
+}
+
+fn parse_dockerhub_mirror(text: &str) -> Result<Option<String>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match parse_http_url(text) {
+        Ok(HttpUrl { scheme, .. }) if scheme == "https" => Ok(Some(text.to_string())),
+        Ok(_) => Err("expected an https:// URL".into()),
+        Err(reason) => Err(format!("{reason}; expected an https:// URL")),
+    }
+}
+
+/// -> (`scheme://host[:port]`, REST API base).
+fn parse_github_url(text: &str) -> Result<(String, String), String> {
+    const EXPECTED: &str = "expected https://<host>[:<port>] with no path \
+         (http:// only for loopback hosts: localhost, 127.0.0.0/8, ::1)";
+    let url = parse_http_url(text.trim_end_matches('/')).map_err(|r| format!("{r}; {EXPECTED}"))?;
+    if !url.rest.is_empty() {
+        return Err(EXPECTED.into());
+    }
+    if url.scheme == "http" && !url.is_loopback() {
+        return Err(format!("plain http:// to a remote host; {EXPECTED}"));
+    }
+    let origin = url.origin();
+    let public =
+        url.scheme == "https" && url.host == "github.com" && matches!(url.port, None | Some(443));
+    let api = if public {
+        PUBLIC_GITHUB_API.to_string()
+    } else {
+        format!("{origin}/api/v3")
+    };
+    Ok((origin, api))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const CTX: ConfigContext<'static> = ConfigContext {
+        app_name: "github-runner",
+        juju_proxy_configured: false,
+    };
+
+    fn raw(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        }
+    }
+
+    fn valid() -> Map<String, Value> {
+        raw(json!({"path": "canonical/repo", "token": "ghp_secret"}))
+    }
+
+    fn with(key: &str, value: Value) -> Map<String, Value> {
+        let mut m = valid();
+        m.insert(key.to_string(), value);
+        m
+    }
+
+    fn message(m: &Map<String, Value>) -> String {
+        validate(m, &CTX).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_give_a_complete_config() {
+        let c = validate(&valid(), &CTX).unwrap();
+        assert_eq!(
+            c.path,
+            GitHubPath::Repo {
+                owner: "canonical".into(),
+                repo: "repo".into()
+            }
+        );
+        assert_eq!(c.token.expose(), "ghp_secret");
+        assert_eq!(c.group, "default");
+        assert!(c.labels.is_empty());
+        assert_eq!(c.virtual_machines, 1);
+        assert_eq!(c.vm_cpu, 2);
+        assert_eq!(c.vm_memory, 7 << 30);
+        assert_eq!(c.vm_disk, 10 << 30);
+        assert_eq!(c.reconcile_interval_minutes, 10);
+        assert_eq!(c.base_image, BaseImage::Jammy);
+        assert!(c.denylist.is_empty());
+        assert_eq!(c.dockerhub_mirror, None);
+        assert!(!c.experimental_use_aproxy);
+        assert_eq!(c.runner_storage, RunnerStorage::JujuStorage);
+        assert!(!c.test_mode_insecure);
+        assert_eq!(c.github_url, "https://github.com");
+        assert_eq!(c.api_base_url, "https://api.github.com");
+    }
+
+    #[test]
+    fn null_means_default() {
+        let c = validate(&with("vm-cpu", Value::Null), &CTX).unwrap();
+        assert_eq!(c.vm_cpu, 2);
+    }
+
+    #[test]
+    fn empty_config_names_both_fixes() {
+        assert_eq!(
+            message(&Map::new()),
+            "invalid config: path: missing, set it with juju config github-runner \
+             path=<org> or <owner>/<repo>; token: missing, set it with juju config \
+             github-runner token=<token>"
+        );
+    }
+
+    #[test]
+    fn fix_uses_the_deployed_application_name() {
+        let ctx = ConfigContext {
+            app_name: "runners-large",
+            ..CTX
+        };
+        let err = validate(&raw(json!({"path": "o"})), &ctx).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("juju config runners-large token=<token>"));
+    }
+
+    #[test]
+    fn invalid_values_come_before_missing_ones() {
+        let m = raw(json!({"vm-memory": "7XB", "token": "t"}));
+        assert_eq!(
+            message(&m),
+            "invalid config: vm-memory \"7XB\": expected a whole number with KiB, MiB, GiB, \
+             TiB, PiB or EiB; path: missing, set it with juju config github-runner \
+             path=<org> or <owner>/<repo>"
+        );
+    }
+
+    #[test]
+    fn the_token_never_appears() {
+        for token in [
+            json!(12345),
+            json!(["ghp_in_a_list"]),
+            json!({"t": "ghp_obj"}),
+        ] {
+            let m = with("token", token);
+            let msg = message(&m);
+            assert!(msg.contains("token: expected a string"), "{msg}");
+            assert!(!msg.contains("12345") && !msg.contains("ghp_"), "{msg}");
+        }
+        let mut m = with("vm-cpu", json!(0));
+        m.insert("token".into(), json!("ghp_secret"));
+        assert!(!message(&m).contains("ghp_secret"));
+    }
+
+    #[test]
+    fn integers_have_bounds_and_types() {
+        assert_eq!(
+            validate(&with("virtual-machines", json!(0)), &CTX)
+                .unwrap()
+                .virtual_machines,
+            0
+        );
+        assert_eq!(validate(&with("vm-cpu", json!(1)), &CTX).unwrap().vm_cpu, 1);
+        assert_eq!(
+            validate(&with("reconcile-interval", json!(2)), &CTX)
+                .unwrap()
+                .reconcile_interval_minutes,
+            2
+        );
+        for (key, bad) in [
+            ("virtual-machines", json!(-1)),
+            ("virtual-machines", json!(1.5)),
+            ("virtual-machines", json!("1")),
+            ("virtual-machines", json!(4294967296u64)),
+            ("vm-cpu", json!(0)),
+            ("vm-cpu", json!(true)),
+            ("reconcile-interval", json!(1)),
+            ("reconcile-interval", json!(0)),
+        ] {
+            let msg = message(&with(key, bad.clone()));
+            assert!(
+                msg.starts_with(&format!(
+                    "invalid config: {key} {bad}: expected a whole number"
+                )),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn choices() {
+        let c = validate(&with("base-image", json!("24.04")), &CTX).unwrap();
+        assert_eq!(c.base_image, BaseImage::Noble);
+        let c = validate(&with("base-image", json!("22.04")), &CTX).unwrap();
+        assert_eq!(c.base_image, BaseImage::Jammy);
+        let c = validate(&with("runner-storage", json!("memory")), &CTX).unwrap();
+        assert_eq!(c.runner_storage, RunnerStorage::Memory);
+        let c = validate(&with("test-mode", json!("insecure")), &CTX).unwrap();
+        assert!(c.test_mode_insecure);
+        assert!(message(&with("base-image", json!("focal")))
+            .contains("base-image \"focal\": expected jammy, noble, 22.04 or 24.04"));
+        assert!(message(&with("runner-storage", json!("disk")))
+            .contains("expected juju-storage or memory"));
+        assert!(message(&with("test-mode", json!("yes"))).contains("test-mode \"yes\""));
+        assert!(
+            message(&with("group", json!(""))).contains("group \"\": expected a runner group name")
+        );
+    }
+
+    #[test]
+    fn aproxy_needs_a_model_proxy() {
+        let m = with("experimental-use-aproxy", json!(true));
+        assert!(message(&m).contains("experimental-use-aproxy true: needs a proxy"));
+        let ctx = ConfigContext {
+            juju_proxy_configured: true,
+            ..CTX
+        };
+        assert!(validate(&m, &ctx).unwrap().experimental_use_aproxy);
+        assert!(message(&with("experimental-use-aproxy", json!("true")))
+            .contains("expected true or false"));
+    }
+
+    #[test]
+    fn github_urls() {
+        let api = |url: &str| {
+            validate(&with("github-url", json!(url)), &CTX).map(|c| (c.github_url, c.api_base_url))
+        };
+        assert_eq!(
+            api("https://github.com/").unwrap().1,
+            "https://api.github.com"
+        );
+        assert_eq!(
+            api("https://GitHub.com:443").unwrap().1,
+            "https://api.github.com"
+        );
+        assert_eq!(
+            api("https://ghe.example.com/").unwrap(),
+            (
+                "https://ghe.example.com".into(),
+                "https://ghe.example.com/api/v3".into()
+            )
+        );
+        assert_eq!(
+            api("http://127.0.0.1:8080").unwrap(),
+            (
+                "http://127.0.0.1:8080".into(),
+                "http://127.0.0.1:8080/api/v3".into()
+            )
+        );
+        assert_eq!(api("http://[::1]:9").unwrap().1, "http://[::1]:9/api/v3");
+        assert_eq!(
+            api("http://localhost").unwrap().1,
+            "http://localhost/api/v3"
+        );
+        for bad in [
+            "http://github.com",
+            "https://ghe.example.com/path",
+            "github.com",
+            "ftp://x",
+            "",
+            "https://u:p@h",
+        ] {
+            assert!(api(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn url_credentials_are_never_shown() {
+        for key in ["github-url", "dockerhub-mirror"] {
+            let msg = message(&with(key, json!("https://bob:hunter2@host.example")));
+            assert!(!msg.contains("hunter2") && !msg.contains("bob"), "{msg}");
+            assert!(msg.contains("\"https://***@host.example\""), "{msg}");
+            assert!(msg.contains("credentials are not allowed"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn dockerhub_mirror() {
+        let c = validate(
+            &with("dockerhub-mirror", json!("https://mirror.example:5000")),
+            &CTX,
+        )
+        .unwrap();
+        assert_eq!(
+            c.dockerhub_mirror.as_deref(),
+            Some("https://mirror.example:5000")
+        );
+        assert!(
+            message(&with("dockerhub-mirror", json!("http://mirror.example")))
+                .contains("expected an https:// URL")
+        );
+        assert!(message(&with("dockerhub-mirror", json!("mirror")))
+            .contains("expected an https:// URL"));
+    }
+
+    #[test]
+    fn every_problem_at_once() {
+        let m = raw(json!({
+            "path": "a/b/c", "token": 1, "group": 7, "labels": "a b", "virtual-machines": -1,
+            "vm-cpu": 0, "vm-memory": "0GiB", "vm-disk": 10, "reconcile-interval": 1,
+            "base-image": "focal", "denylist": "x", "dockerhub-mirror": "ftp://m",
+            "experimental-use-aproxy": true, "runner-storage": "disk", "test-mode": "on",
+            "github-url": "http://example.com"
+        }));
+        let err = validate(&m, &CTX).unwrap_err();
+        let options: Vec<&str> = err.problems.iter().map(Problem::option).collect();
+        assert_eq!(
+            options,
+            [
+                "path",
+                "token",
+                "group",
+                "labels",
+                "virtual-machines",
+                "vm-cpu",
+                "vm-memory",
+                "vm-disk",
+                "reconcile-interval",
+                "base-image",
+                "denylist",
+                "dockerhub-mirror",
+                "experimental-use-aproxy",
+                "runner-storage",
+                "test-mode",
+                "github-url"
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_type_path_is_invalid_not_missing() {
+        let msg = message(&with("path", json!(5)));
+        assert!(msg.contains("path 5: expected a string"), "{msg}");
+        assert!(!msg.contains("missing"), "{msg}");
+    }
+
+    /// The defaults above are config.yaml's.
+    #[test]
+    fn defaults_match_config_yaml() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.yaml")).unwrap();
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let default = |k: &str| yaml["options"][k]["default"].clone();
+        let s = |v: &str| serde_yaml::Value::String(v.into());
+        let n = |v: u32| serde_yaml::Value::Number(v.into());
+        assert_eq!(default("path"), s(defaults::PATH));
+        assert_eq!(default("token"), s(defaults::TOKEN));
+        assert_eq!(default("group"), s(defaults::GROUP));
+        assert_eq!(default("labels"), s(defaults::LABELS));
+        assert_eq!(default("virtual-machines"), n(defaults::VIRTUAL_MACHINES));
+        assert_eq!(default("vm-cpu"), n(defaults::VM_CPU));
+        assert_eq!(default("vm-memory"), s(defaults::VM_MEMORY));
+        assert_eq!(default("vm-disk"), s(defaults::VM_DISK));
+        assert_eq!(
+            default("reconcile-interval"),
+            n(defaults::RECONCILE_INTERVAL)
+        );
+        assert_eq!(default("base-image"), s(defaults::BASE_IMAGE));
+        assert_eq!(default("denylist"), s(defaults::DENYLIST));
+        assert_eq!(default("dockerhub-mirror"), s(defaults::DOCKERHUB_MIRROR));
+        assert_eq!(
+            default("experimental-use-aproxy"),
+            serde_yaml::Value::Bool(defaults::EXPERIMENTAL_USE_APROXY)
+        );
+        assert_eq!(default("runner-storage"), s(defaults::RUNNER_STORAGE));
+        assert_eq!(default("test-mode"), s(defaults::TEST_MODE));
+        assert_eq!(default("github-url"), s(defaults::GITHUB_URL));
+        // And the options are validated in config.yaml's order.
+        let order: Vec<String> = yaml["options"]
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "path",
+                "token",
+                "group",
+                "labels",
+                "virtual-machines",
+                "vm-cpu",
+                "vm-memory",
+                "vm-disk",
+                "reconcile-interval",
+                "base-image",
+                "denylist",
+                "dockerhub-mirror",
+                "experimental-use-aproxy",
+                "runner-storage",
+                "test-mode",
+                "github-url"
+            ]
+        );
+    }
+}

@@ -1,0 +1,340 @@
+//! The periodic reconcile: a systemd timer and oneshot service dispatching the
+//! `reconcile-runners` event through `juju-exec`, so it runs with a full hook context and
+//! serialised with hooks by Juju's machine lock.
+//!
+//! Unit names are the Python charm's, so an upgrade replaces its units in place. Unlike it,
+//! the service runs under `timeout` (a hung reconcile cannot block the timer forever) and
+//! carries no environment: no token, no proxy settings.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::paths::HostPaths;
+
+pub const SERVICE_UNIT: &str = "ghro.reconcile-runners.service";
+pub const TIMER_UNIT: &str = "ghro.reconcile-runners.timer";
+/// The custom event the service dispatches.
+pub const EVENT: &str = "reconcile-runners";
+/// The reconcile may run this many intervals before `timeout` ends it.
+pub const TIMEOUT_INTERVALS: u64 = 10;
+
+/// What the unit files depend on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerSpec {
+    /// `app/N`, as juju-exec takes it.
+    pub unit_name: String,
+    /// The charm directory (where `./dispatch` is).
+    pub charm_dir: PathBuf,
+    pub interval_minutes: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TimerError {
+    #[error("unit name {0:?} cannot go into a systemd unit: expected <application>/<number> made of a-z, 0-9 and -")]
+    BadUnitName(String),
+    #[error("charm directory {0:?} cannot go into a systemd unit: it must be absolute, without spaces, quotes, % or control characters")]
+    BadCharmDir(PathBuf),
+    #[error("could not write {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+    #[error("could not remove {path}: {reason}")]
+    Remove { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Systemd(#[from] SystemdError),
+}
+
+/// The service and timer file contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedUnits {
+    pub service: String,
+    pub timer: String,
+}
+
+/// Render both unit files. Pure.
+pub fn render(spec: &TimerSpec) -> Result<RenderedUnits, TimerError> {
+    let unit = &spec.unit_name;
+    let unit_ok = unit.split_once('/').is_some_and(|(app, num)| {
+        !app.is_empty()
+            && app
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !num.is_empty()
+            && num.bytes().all(|b| b.is_ascii_digit())
+    });
+    if !unit_ok {
+        return Err(TimerError::BadUnitName(unit.clone()));
+    }
+    let dir = spec.charm_dir.to_str().filter(|d| {
+        d.starts_with('/')
+            && !d
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "'\"\\%$`".contains(c))
+    });
+    let Some(dir) = dir else {
+        return Err(TimerError::BadCharmDir(spec.charm_dir.clone()));
+    };
+    let interval = u64::from(spec.interval_minutes.max(1));
+    let timeout_secs = interval * 60 * TIMEOUT_INTERVALS;
+    let dispatch = format!("\"JUJU_DISPATCH_PATH={EVENT} ./dispatch\"");
+    let service = format!(
+        "[Unit]\n\
+         Description=Dispatch the {EVENT} event on {unit}\n\
+         \n\
+         [Service]\n\
+         Type=oneshot\n\
+         WorkingDirectory={dir}\n\
+         # juju-exec is Juju 3's name for Juju 2.9's juju-run.\n\
+         ExecStart=/usr/bin/run-one /usr/bin/timeout --kill-after=60 {timeout_secs} /usr/bin/bash -c \
+         'if [ -x /usr/bin/juju-exec ]; then exec /usr/bin/juju-exec \"{unit}\" {dispatch}; \
+         else exec /usr/bin/juju-run \"{unit}\" {dispatch}; fi'\n"
+    );
+    let timer = format!(
+        "[Unit]\n\
+         Description=Trigger the {EVENT} event on {unit} every {interval} minutes\n\
+         \n\
+         [Timer]\n\
+         # OnActiveSec starts the cycle: OnUnitInactiveSec alone never fires for a service\n\
+         # that has not run yet.\n\
+         OnActiveSec={interval}m\n\
+         OnUnitInactiveSec={interval}m\n\
+         RandomizedDelaySec={delay}s\n\
+         Unit={SERVICE_UNIT}\n\
+         \n\
+         [Install]\n\
+         WantedBy=timers.target\n",
+        delay = interval * 60 / 4,
+    );
+    Ok(RenderedUnits { service, timer })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    #[error("could not run {program} {args}: {reason}")]
+    Spawn {
+        program: String,
+        args: String,
+        reason: String,
+    },
+    #[error("{program} {args} exited with {code}: {stderr}")]
+    Failed {
+        program: String,
+        args: String,
+        code: i32,
+        stderr: String,
+    },
+}
+
+/// The systemctl operations the timer needs.
+pub trait Systemd {
+    fn daemon_reload(&self) -> Result<(), SystemdError>;
+    fn enable_now(&self, unit: &str) -> Result<(), SystemdError>;
+    /// Apply a changed unit file to a running unit.
+    fn restart(&self, unit: &str) -> Result<(), SystemdError>;
+    fn is_active(&self, unit: &str) -> Result<bool, SystemdError>;
+    fn disable_now(&self, unit: &str) -> Result<(), SystemdError>;
+}
+
+/// `systemctl` as a child process with an explicit environment (hooks have no HOME).
+#[derive(Debug, Clone)]
+pub struct Systemctl {
+    program: PathBuf,
+    env: BTreeMap<String, String>,
+}
+
+impl Systemctl {
+    pub fn new() -> Self {
+        Systemctl::with_program("/usr/bin/systemctl")
+    }
+
+    /// Another binary (tests use a recording stub).
+    pub fn with_program(program: impl Into<PathBuf>) -> Self {
+        let env = [
+            (
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            ),
+            ("LANG", "C.UTF-8"),
+            ("SYSTEMD_PAGER", ""),
+        ];
+        Systemctl {
+            program: program.into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// Exit code and stderr of `systemctl <args>`.
+    fn run(&self, args: &[&str]) -> Result<(i32, String), SystemdError> {
+        let output = Command::new(&self.program)
+            .args(args)
+            .env_clear()
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| SystemdError::Spawn {
+                program: self.program.display().to_string(),
+                args: args.join(" "),
+                reason: e.to_string(),
+            })?;
+        // Killed by a signal: no code; -1 keeps it distinct from any exit status.
+        let code = output.status.code().unwrap_or(-1);
+        Ok((
+            code,
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ))
+    }
+
+    fn run_ok(&self, args: &[&str]) -> Result<(), SystemdError> {
+        match self.run(args)? {
+            (0, _) => Ok(()),
+            (code, stderr) => Err(SystemdError::Failed {
+                program: self.program.display().to_string(),
+                args: args.join(" "),
+                code,
+                stderr,
+            }),
+        }
+    }
+}
+
+impl Default for Systemctl {
+    fn default() -> Self {
+        Systemctl::new()
+    }
+}
+
+impl Systemd for Systemctl {
+    fn daemon_reload(&self) -> Result<(), SystemdError> {
+        self.run_ok(&["daemon-reload"])
+    }
+
+    fn enable_now(&self, unit: &str) -> Result<(), SystemdError> {
+        self.run_ok(&["enable", "--now", unit])
+    }
+
+    fn restart(&self, unit: &str) -> Result<(), SystemdError> {
+        self.run_ok(&["restart", unit])
+    }
+
+    /// `is-active` exits 0 when active and non-zero (3, 4) otherwise.
+    fn is_active(&self, unit: &str) -> Result<bool, SystemdError> {
+        Ok(self.run(&["is-active", "--quiet", unit])?.0 == 0)
+    }
+
+    fn disable_now(&self, unit: &str) -> Result<(), SystemdError> {
+        self.run_ok(&["disable", "--now", unit])
+    }
+}
+
+/// What [`install`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallOutcome {
+    /// Files were written (new or changed) and the timer (re)started.
+    Updated,
+    /// Files were current but the timer was not active: started it.
+    Repaired,
+    /// Nothing to do.
+    Unchanged,
+}
+
+impl fmt::Display for InstallOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InstallOutcome::Updated => "timer installed",
+            InstallOutcome::Repaired => "timer restarted",
+            InstallOutcome::Unchanged => "timer unchanged",
+        })
+    }
+}
+
+/// Write the unit files when their content differs and make sure the timer runs.
+/// Idempotent: install, config-changed and update-status all call it.
+pub fn install(
+    paths: &HostPaths,
+    spec: &TimerSpec,
+    systemd: &dyn Systemd,
+) -> Result<InstallOutcome, TimerError> {
+    let units = render(spec)?;
+    let dir = paths.systemd_dir();
+    let service_changed = write_if_changed(&dir.join(SERVICE_UNIT), &units.service)?;
+    let timer_changed = write_if_changed(&dir.join(TIMER_UNIT), &units.timer)?;
+    if service_changed || timer_changed {
+        systemd.daemon_reload()?;
+        systemd.enable_now(TIMER_UNIT)?;
+        if timer_changed {
+            // enable --now leaves an already running timer on its old schedule.
+            systemd.restart(TIMER_UNIT)?;
+        }
+        tracing::info!(
+            interval = spec.interval_minutes,
+            "reconcile timer installed"
+        );
+        return Ok(InstallOutcome::Updated);
+    }
+    if !systemd.is_active(TIMER_UNIT)? {
+        tracing::warn!("reconcile timer was not active; starting it");
+        systemd.enable_now(TIMER_UNIT)?;
+        return Ok(InstallOutcome::Repaired);
+    }
+    Ok(InstallOutcome::Unchanged)
+}
+
+/// Stop the timer and delete both unit files (stop and remove hooks). Idempotent.
+pub fn remove(paths: &HostPaths, systemd: &dyn Systemd) -> Result<(), TimerError> {
+    let dir = paths.systemd_dir();
+    let timer = dir.join(TIMER_UNIT);
+    let service = dir.join(SERVICE_UNIT);
+    if !timer.exists() && !service.exists() {
+        return Ok(());
+    }
+    if timer.exists() {
+        systemd.disable_now(TIMER_UNIT)?;
+    }
+    for path in [timer, service] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(TimerError::Remove {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+    systemd.daemon_reload()?;
+    tracing::info!("reconcile timer removed");
+    Ok(())
+}
+
+/// Replace `path` atomically with `content` (0644) unless it already holds exactly that.
+/// Returns whether it wrote.
+fn write_if_changed(path: &Path, content: &str) -> Result<bool, TimerError> {
+    let err = |e: std::io::Error| TimerError::Write {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    if std::fs::read(path).is_ok_and(|current| current == content.as_bytes()) {
+        return Ok(false);
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    tmp.write_all(content.as_bytes()).map_err(err)?;
+    set_mode(tmp.path(), 0o644).map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(true)
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(test)]
+#[path = "timer_tests.rs"]
+mod tests;

@@ -1,0 +1,175 @@
+//! One reconcile round: observe, probe health where it matters, plan, apply.
+//!
+//! State is derived from LXD and GitHub every round, so a round killed at any point leaves
+//! nothing the next round cannot see and fix.
+
+use crate::clock::Clock;
+use crate::manager::executor::{self, Concurrency, Progress, Report};
+use crate::manager::ops::{FailureKind, OpError, RunnerOps};
+use crate::manager::planner::{self, BinaryState, Plan, PlanInput};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileSettings {
+    pub desired: u32,
+    pub binary: BinaryState,
+    /// How long a new runner may take to come online on GitHub.
+    pub grace_secs: u64,
+    pub concurrency: Concurrency,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcileOutcome {
+    pub plan: Plan,
+    pub report: Report,
+    /// Listener checks run (each one an exec in an instance).
+    pub health_checks: usize,
+    pub started_epoch: u64,
+    pub duration_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("could not list this unit's LXD instances: {0}")]
+    Lxd(OpError),
+    /// Without GitHub's view, busy runners cannot be told from idle ones: nothing is touched.
+    #[error("could not list this unit's runners on GitHub, so no runner was touched: {0}")]
+    GitHub(OpError),
+}
+
+impl ReconcileError {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            ReconcileError::Lxd(e) | ReconcileError::GitHub(e) => e.kind,
+        }
+    }
+}
+
+/// Bring this unit's runners to `settings.desired`.
+pub fn reconcile(
+    ops: &dyn RunnerOps,
+    clock: &dyn Clock,
+    settings: &ReconcileSettings,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<ReconcileOutcome, ReconcileError> {
+    let started_epoch = clock.now_epoch();
+    let observation = ops.observe().map_err(ReconcileError::Lxd)?;
+    let github = observation.github.map_err(ReconcileError::GitHub)?;
+
+    let to_probe = planner::instances_to_probe(&observation.instances, &github);
+    let health = executor::probe_health(ops, &to_probe, settings.concurrency);
+
+    let plan = planner::plan(&PlanInput {
+        desired: settings.desired,
+        instances: &observation.instances,
+        github: &github,
+        health: &health,
+        binary: settings.binary,
+        now_epoch: clock.now_epoch(),
+        grace_secs: settings.grace_secs,
+    });
+    tracing::info!(
+        desired = plan.desired,
+        capacity = plan.capacity,
+        create = plan.create,
+        removals = plan.removals.len(),
+        deferred = plan.creates_deferred,
+        "reconcile plan"
+    );
+    let report = executor::apply(&plan, ops, settings.concurrency, progress);
+    for failure in &report.failed {
+        tracing::warn!("{failure}");
+    }
+    Ok(ReconcileOutcome {
+        plan,
+        report,
+        health_checks: to_probe.len(),
+        started_epoch,
+        duration_secs: clock.now_epoch().saturating_sub(started_epoch),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::manager::executor::no_progress;
+    use crate::manager::fake_fleet::FakeFleet;
+    use crate::manager::planner::RemovalReason;
+    use std::sync::Arc;
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn settings(desired: u32) -> ReconcileSettings {
+        ReconcileSettings {
+            desired,
+            binary: BinaryState {
+                ready: true,
+                updated_at_epoch: None,
+            },
+            grace_secs: 600,
+            concurrency: Concurrency::Default,
+        }
+    }
+
+    fn fleet() -> FakeFleet {
+        FakeFleet::new(Arc::new(ManualClock::at(NOW)))
+    }
+
+    #[test]
+    fn from_zero_creates_the_desired_count_then_steady_state_does_nothing() {
+        let fleet = fleet();
+        let first = reconcile(&fleet, &*fleet.clock.clone(), &settings(3), &no_progress).unwrap();
+        assert_eq!(first.report.created.len(), 3);
+        assert_eq!(first.plan.delta(), 3);
+        let second = reconcile(&fleet, &*fleet.clock.clone(), &settings(3), &no_progress).unwrap();
+        assert!(second.plan.is_noop(), "{:?}", second.plan);
+        // New runners are offline on GitHub: nothing to probe.
+        assert_eq!(second.health_checks, 0);
+    }
+
+    #[test]
+    fn a_runner_that_takes_a_job_before_its_deletion_is_kept_and_reported_busy() {
+        let fleet = fleet();
+        fleet.add_runner("a", 3600, false);
+        fleet.add_runner("b", 3600, false);
+        fleet.state().take_job_on_delete.insert("b".into());
+
+        let clock = fleet.clock.clone();
+        let outcome = reconcile(&fleet, &*clock, &settings(0), &no_progress).unwrap();
+        assert_eq!(
+            outcome.report.kept_busy,
+            vec![crate::identity::RunnerName("b".into())]
+        );
+        assert_eq!(outcome.report.removed.len(), 1);
+        assert_eq!(outcome.report.removed[0].reason, RemovalReason::Surplus);
+        assert!(outcome.report.failed.is_empty());
+        // b is intact on both sides and the next round leaves it alone.
+        assert_eq!(fleet.names(), vec!["b".to_string()]);
+        assert!(fleet.state().instances.contains_key("b"));
+        let next = reconcile(&fleet, &*clock, &settings(0), &no_progress).unwrap();
+        assert!(next.plan.is_noop());
+    }
+
+    #[test]
+    fn github_outage_touches_nothing() {
+        let fleet = fleet();
+        fleet.add_runner("a", 3600, false);
+        fleet.state().github_down = true;
+        let clock = fleet.clock.clone();
+        let err = reconcile(&fleet, &*clock, &settings(0), &no_progress).unwrap_err();
+        assert_eq!(err.kind(), FailureKind::NeedsOperator);
+        assert!(err.to_string().contains("no runner was touched"), "{err}");
+        assert_eq!(fleet.names(), vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn idle_online_runners_are_probed() {
+        let fleet = fleet();
+        fleet.add_runner("a", 3600, false);
+        fleet.add_runner("b", 3600, true);
+        let clock = fleet.clock.clone();
+        let outcome = reconcile(&fleet, &*clock, &settings(2), &no_progress).unwrap();
+        assert_eq!(outcome.health_checks, 1);
+        assert!(outcome.plan.is_noop());
+    }
+}

@@ -1,0 +1,417 @@
+//! Runs the real charm binary the way Juju does, against the fake hook tools.
+//!
+//! Each [`Harness`] owns a temp dir with a charm dir (the repo's `dispatch`, YAML files,
+//! `hooks/`, and `bin/github-runner-charm` linked to the built binary), a tools dir (every
+//! hook tool name linked to `fake-jujuc`), the fake's state dir and a host root
+//! (`GITHUB_RUNNER_HOST_ROOT`). A run replaces the environment (no HOME), sets the `JUJU_*`
+//! variables of the hook, action or custom event, runs `./dispatch` from the charm dir and
+//! returns its exit code and output; the histories (status, juju-log, action results, ...)
+//! are then read back. Unit state and relation data written by a failed hook are discarded,
+//! as Juju does.
+//!
+//! Include with `#[path = "support/juju_harness/mod.rs"] mod juju_harness;` (test targets
+//! need the `testkit` feature, which builds `fake-jujuc`).
+#![allow(dead_code)]
+
+use github_runner::juju::fake::{
+    self, ActionRecord, CallRecord, FakeFailure, FakeRelation, FakeStorage, LogRecord,
+    StatusRecord, World,
+};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CHARM_BIN: &str = env!("CARGO_BIN_EXE_github-runner-charm");
+pub const FAKE_JUJUC_BIN: &str = env!("CARGO_BIN_EXE_fake-jujuc");
+pub const REPO_ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Longest a hook may run before the harness kills it and fails the test.
+const HOOK_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Files of the repo that make up a charm dir, besides `bin/`.
+const CHARM_FILES: [&str; 4] = ["dispatch", "metadata.yaml", "config.yaml", "actions.yaml"];
+const LEGACY_HOOKS: [&str; 3] = ["install", "start", "upgrade-charm"];
+
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// -1 when killed by a signal.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// Wall time from spawn to exit.
+    pub elapsed: Duration,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "hook failed: {self:#?}");
+        self
+    }
+}
+
+pub struct Harness {
+    _tmp: tempfile::TempDir,
+    pub charm_dir: PathBuf,
+    pub tools_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub host_root: PathBuf,
+    /// What Juju knows; written before each run, read back after a successful one.
+    pub world: World,
+    pub unit_name: String,
+    pub model_uuid: String,
+    /// Extra variables for every run (`JUJU_CHARM_HTTP_PROXY`, ...), overriding defaults.
+    pub env: BTreeMap<String, String>,
+    runs: u32,
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Harness::new()
+    }
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Harness::with_unit("github-runner/0")
+    }
+
+    pub fn with_unit(unit_name: &str) -> Self {
+        Harness::with_binary(unit_name, Path::new(CHARM_BIN))
+    }
+
+    /// A harness running `charm_binary` (the benchmark passes the release build).
+    pub fn with_binary(unit_name: &str, charm_binary: &Path) -> Self {
+        let tmp = tempfile::Builder::new()
+            .prefix("juju-harness-")
+            .tempdir()
+            .expect("temp dir");
+        let root = tmp.path().to_path_buf();
+        let charm_dir = root.join("charm");
+        let tools_dir = root.join("tools");
+        let state_dir = root.join("state");
+        let host_root = root.join("host");
+        for dir in [&charm_dir, &tools_dir, &state_dir, &host_root] {
+            std::fs::create_dir_all(dir).expect("create harness dir");
+        }
+        for file in CHARM_FILES {
+            // fs::copy keeps the mode: dispatch stays executable.
+            std::fs::copy(Path::new(REPO_ROOT).join(file), charm_dir.join(file))
+                .unwrap_or_else(|e| panic!("copy {file}: {e}"));
+        }
+        std::fs::create_dir_all(charm_dir.join("hooks")).expect("hooks dir");
+        for hook in LEGACY_HOOKS {
+            // Follows the repo's symlink, as charmcraft does when packing.
+            std::fs::copy(
+                Path::new(REPO_ROOT).join("hooks").join(hook),
+                charm_dir.join("hooks").join(hook),
+            )
+            .unwrap_or_else(|e| panic!("copy hooks/{hook}: {e}"));
+        }
+        std::fs::create_dir_all(charm_dir.join("bin")).expect("bin dir");
+        std::os::unix::fs::symlink(charm_binary, charm_dir.join("bin/github-runner-charm"))
+            .expect("link charm binary");
+        for tool in fake::TOOL_NAMES {
+            std::os::unix::fs::symlink(FAKE_JUJUC_BIN, tools_dir.join(tool)).expect("link tool");
+        }
+        Harness {
+            _tmp: tmp,
+            charm_dir,
+            tools_dir,
+            state_dir,
+            host_root,
+            world: World::default(),
+            unit_name: unit_name.to_string(),
+            model_uuid: "5bb2e5a4-1d0b-4d6e-8e7c-3f0e6e0b7c11".to_string(),
+            env: BTreeMap::new(),
+            runs: 0,
+        }
+    }
+
+    pub fn app_name(&self) -> String {
+        self.unit_name
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub fn set_config(&mut self, key: &str, value: impl Into<Value>) -> &mut Self {
+        self.world.config.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// path and token set: the smallest valid configuration.
+    pub fn valid_config(&mut self) -> &mut Self {
+        self.set_config("path", "canonical/github-runner-operator")
+            .set_config("token", "ghp_TESTTOKEN0123456789")
+    }
+
+    pub fn fail_tool(&mut self, tool: &str, code: i32, stderr: &str) -> &mut Self {
+        self.world.failing.insert(
+            tool.to_string(),
+            FakeFailure {
+                code,
+                stderr: stderr.to_string(),
+            },
+        );
+        self
+    }
+
+    /// Add a relation on `endpoint` with `units` remote units; returns its id.
+    pub fn add_relation(&mut self, endpoint: &str, remote_app: &str, units: usize) -> String {
+        let id = format!("{endpoint}:{}", 10 + self.world.relations.len());
+        self.world.relations.push(FakeRelation {
+            id: id.clone(),
+            remote_app: remote_app.to_string(),
+            remote_units: (0..units)
+                .map(|n| (format!("{remote_app}/{n}"), BTreeMap::new()))
+                .collect(),
+            ..FakeRelation::default()
+        });
+        id
+    }
+
+    /// The environment of a plain hook, for driving hook tools from the test process.
+    pub fn hook_env(&self, hook: &str) -> BTreeMap<String, String> {
+        let mut env = self.base_env(hook);
+        env.insert("JUJU_HOOK_NAME".into(), hook.into());
+        env.insert("JUJU_DISPATCH_PATH".into(), format!("hooks/{hook}"));
+        env
+    }
+
+    /// Write the world for tools run outside [`Harness::hook`] & co.
+    pub fn write_world(&self) {
+        fake::write_json(&self.state_dir.join(fake::WORLD_FILE), &self.world).expect("write world");
+    }
+
+    /// The world as the tools left it.
+    pub fn read_world(&self) -> World {
+        fake::read_json(&self.state_dir.join(fake::WORLD_FILE)).expect("read world")
+    }
+
+    fn base_env(&self, context: &str) -> BTreeMap<String, String> {
+        let mut env: BTreeMap<String, String> = [
+            (
+                "JUJU_CHARM_DIR",
+                self.charm_dir.to_string_lossy().into_owned(),
+            ),
+            ("CHARM_DIR", self.charm_dir.to_string_lossy().into_owned()),
+            (
+                "JUJU_CONTEXT_ID",
+                format!("{}-{context}-{}", self.unit_name, self.runs),
+            ),
+            ("JUJU_UNIT_NAME", self.unit_name.clone()),
+            ("JUJU_MODEL_NAME", "test-model".into()),
+            ("JUJU_MODEL_UUID", self.model_uuid.clone()),
+            ("JUJU_VERSION", "3.5.4".into()),
+            ("JUJU_MACHINE_ID", "0".into()),
+            ("JUJU_AVAILABILITY_ZONE", String::new()),
+            ("JUJU_API_ADDRESSES", "10.0.0.1:17070".into()),
+            ("JUJU_CHARM_HTTP_PROXY", String::new()),
+            ("JUJU_CHARM_HTTPS_PROXY", String::new()),
+            ("JUJU_CHARM_NO_PROXY", String::new()),
+            ("JUJU_HOOK_NAME", String::new()),
+            (
+                "PATH",
+                format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", self.tools_dir.display()),
+            ),
+            (
+                fake::STATE_DIR_ENV,
+                self.state_dir.to_string_lossy().into_owned(),
+            ),
+            (
+                github_runner::paths::HOST_ROOT_ENV,
+                self.host_root.to_string_lossy().into_owned(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        env.extend(self.env.clone());
+        env
+    }
+
+    /// Run hook `name` through `dispatch`, with the relation or storage variables its name
+    /// calls for (adding a relation or the runner storage when the world has none).
+    pub fn hook(&mut self, name: &str) -> Run {
+        let mut env = self.base_env(name);
+        env.insert("JUJU_HOOK_NAME".into(), name.into());
+        env.insert("JUJU_DISPATCH_PATH".into(), format!("hooks/{name}"));
+        self.add_hook_context(name, &mut env);
+        self.run_in(&self.charm_dir.join("dispatch"), env)
+    }
+
+    /// Old Juju: run `hooks/<name>` by absolute path, without `JUJU_DISPATCH_PATH`.
+    pub fn legacy_hook(&mut self, name: &str) -> Run {
+        let mut env = self.base_env(name);
+        env.insert("JUJU_HOOK_NAME".into(), name.into());
+        self.add_hook_context(name, &mut env);
+        self.run_in(&self.charm_dir.join("hooks").join(name), env)
+    }
+
+    pub fn action(&mut self, name: &str) -> Run {
+        let mut env = self.base_env(name);
+        env.insert("JUJU_DISPATCH_PATH".into(), format!("actions/{name}"));
+        env.insert("JUJU_ACTION_NAME".into(), name.into());
+        env.insert(
+            "JUJU_ACTION_UUID".into(),
+            format!("00000000-0000-4000-8000-{:012}", self.runs),
+        );
+        self.run_in(&self.charm_dir.join("dispatch"), env)
+    }
+
+    /// A custom event, as juju-exec runs `JUJU_DISPATCH_PATH=<path> ./dispatch`.
+    pub fn dispatch_path(&mut self, path: &str) -> Run {
+        let mut env = self.base_env("run-commands");
+        env.insert("JUJU_DISPATCH_PATH".into(), path.into());
+        self.run_in(&self.charm_dir.join("dispatch"), env)
+    }
+
+    fn add_hook_context(&mut self, name: &str, env: &mut BTreeMap<String, String>) {
+        if let Some((endpoint, kind)) = name.rsplit_once("-relation-") {
+            let existing = self
+                .world
+                .relations
+                .iter()
+                .find(|r| r.endpoint() == endpoint);
+            let id = match existing {
+                Some(r) => r.id.clone(),
+                None => self.add_relation(endpoint, &format!("remote-{endpoint}"), 1),
+            };
+            let relation = self
+                .world
+                .relations
+                .iter()
+                .find(|r| r.id == id)
+                .expect("relation just found or added");
+            env.insert("JUJU_RELATION".into(), endpoint.into());
+            env.insert("JUJU_RELATION_ID".into(), id.clone());
+            env.insert("JUJU_REMOTE_APP".into(), relation.remote_app.clone());
+            if let Some(unit) = relation.remote_units.keys().next() {
+                if kind != "created" && kind != "broken" {
+                    env.insert("JUJU_REMOTE_UNIT".into(), unit.clone());
+                }
+                if kind == "departed" {
+                    env.insert("JUJU_DEPARTING_UNIT".into(), unit.clone());
+                }
+            }
+        }
+        if name.starts_with("runner-storage-") {
+            let location = self.host_root.join("storage/juju");
+            let storage = self
+                .world
+                .storage
+                .entry("runner/0".into())
+                .or_insert_with(|| FakeStorage {
+                    kind: "filesystem".into(),
+                    location: location.to_string_lossy().into_owned(),
+                });
+            env.insert("JUJU_STORAGE_ID".into(), "runner/0".into());
+            env.insert("JUJU_STORAGE_LOCATION".into(), storage.location.clone());
+            env.insert("JUJU_STORAGE_KIND".into(), storage.kind.clone());
+        }
+    }
+
+    /// Reset per-run histories, write the world, run, and keep the world's changes only
+    /// when the run succeeded.
+    fn run_in(&mut self, program: &Path, env: BTreeMap<String, String>) -> Run {
+        self.runs += 1;
+        for file in [
+            fake::CALLS_FILE,
+            fake::STATUS_FILE,
+            fake::LOG_FILE,
+            fake::APP_VERSION_FILE,
+            fake::ACTION_FILE,
+            fake::ACTION_LOG_FILE,
+            fake::REBOOT_FILE,
+        ] {
+            let _ = std::fs::remove_file(self.state_dir.join(file));
+        }
+        let world_file = self.state_dir.join(fake::WORLD_FILE);
+        fake::write_json(&world_file, &self.world).expect("write world");
+        let run = run_with_deadline(
+            Command::new(program)
+                .env_clear()
+                .envs(&env)
+                .current_dir(&self.charm_dir)
+                .stdin(Stdio::null()),
+        );
+        if run.code == 0 {
+            self.world = fake::read_json(&world_file).expect("read world");
+        }
+        run
+    }
+
+    pub fn calls(&self) -> Vec<CallRecord> {
+        fake::read_jsonl(&self.state_dir.join(fake::CALLS_FILE)).expect("calls")
+    }
+
+    pub fn statuses(&self) -> Vec<StatusRecord> {
+        fake::read_jsonl(&self.state_dir.join(fake::STATUS_FILE)).expect("statuses")
+    }
+
+    /// (status, message) of the last status-set of this run.
+    pub fn last_status(&self) -> Option<(String, String)> {
+        self.statuses()
+            .last()
+            .map(|s| (s.status.clone(), s.message.clone()))
+    }
+
+    pub fn logs(&self) -> Vec<LogRecord> {
+        fake::read_jsonl(&self.state_dir.join(fake::LOG_FILE)).expect("logs")
+    }
+
+    pub fn app_versions(&self) -> Vec<String> {
+        fake::read_jsonl(&self.state_dir.join(fake::APP_VERSION_FILE)).expect("versions")
+    }
+
+    pub fn action_record(&self) -> ActionRecord {
+        fake::read_json(&self.state_dir.join(fake::ACTION_FILE)).expect("action record")
+    }
+
+    pub fn action_logs(&self) -> Vec<String> {
+        fake::read_jsonl(&self.state_dir.join(fake::ACTION_LOG_FILE)).expect("action logs")
+    }
+
+    /// Unit state as committed (after the last successful run).
+    pub fn unit_state(&self) -> BTreeMap<String, String> {
+        self.world.unit_state.clone()
+    }
+}
+
+/// Run to completion; a watchdog kills the child after [`HOOK_DEADLINE`]. Waiting blocks
+/// (no polling), so the benchmark measures the hook, not a poll interval.
+pub fn run_with_deadline(command: &mut Command) -> Run {
+    let started = Instant::now();
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(HOOK_DEADLINE).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            return true;
+        }
+        false
+    });
+    let output = child.wait_with_output().expect("wait for hook");
+    let elapsed = started.elapsed();
+    let _ = done.send(());
+    let killed = watchdog.join().expect("watchdog");
+    assert!(
+        !killed,
+        "hook still running after {HOOK_DEADLINE:?}; killed"
+    );
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        elapsed,
+    }
+}
