@@ -30,6 +30,7 @@ pub use edges::{HostEdges, SetupEdges};
 use super::runtime::Runtime;
 use super::{status, CharmError, Context};
 use crate::config::CharmConfig;
+use crate::github::status::Disposition;
 use crate::github::GitHubError;
 use crate::host::metrics::MetricsError;
 use crate::host::timer::{self, InstallOutcome, TimerError, TimerSpec};
@@ -113,15 +114,19 @@ impl SetupError {
             | SetupError::Profiles(_)
             | SetupError::Image(_)
             | SetupError::Storage(StorageError::Lxd(_)) => Status::Waiting(message),
-            SetupError::RunnerBinaryLookup(GitHubError::RateLimited { reset_epoch, .. }) => {
-                crate::github::status::rate_limit_status(*reset_epoch)
-            }
+            // The token or path is wrong: only the operator can fix it, as for reconciles.
+            SetupError::RunnerBinaryLookup(e) => match crate::github::status::disposition(e) {
+                Disposition::Blocked(m) => Status::Blocked(m),
+                Disposition::RateLimited { reset_epoch } => {
+                    crate::github::status::rate_limit_status(reset_epoch)
+                }
+                Disposition::Transient(_) => Status::Maintenance(message),
+            },
             SetupError::Network(_)
             | SetupError::Storage(_)
             | SetupError::Timer(_)
             | SetupError::Logrotate(_)
-            | SetupError::RunnerBinary(_)
-            | SetupError::RunnerBinaryLookup(_) => Status::Maintenance(message),
+            | SetupError::RunnerBinary(_) => Status::Maintenance(message),
         })
     }
 
