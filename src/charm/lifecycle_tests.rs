@@ -146,6 +146,10 @@ fn install_sets_up_the_host_then_waits_for_the_first_reconcile() {
         .fake
         .log()
         .contains(&"systemctl enable --now ghro.reconcile-runners.timer".to_string()));
+    assert_eq!(
+        tools.statuses()[0],
+        Status::Maintenance(SETTING_UP_STATUS.into())
+    );
     assert!(
         matches!(tools.statuses().last(), Some(Status::Waiting(m)) if m.contains("first reconcile")),
         "{:?}",
