@@ -15,6 +15,7 @@ use github_runner::paths::HostPaths;
 use github_runner::runner::image::ImageState;
 use lxd_fixture::LxdFixture;
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 const FAKE_SYSTEMCTL: &str = concat!(
@@ -198,7 +199,10 @@ fn ensure_host_twice_converges_on_real_lxd() {
         "{service}"
     );
     assert!(root.logrotate_dir().join("github-runner-metrics").is_file());
-    assert!(root.cron_dir().join("github-runner-image").is_file());
+    let cron = root.cron_dir().join("github-runner-image");
+    let mode = std::fs::metadata(&cron).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the cron file carries the proxy settings");
+    assert!(read(&cron).contains("--alias jammy --type container"));
     assert_eq!(
         m.systemctl_calls(),
         [

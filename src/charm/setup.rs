@@ -153,11 +153,19 @@ pub fn deploy_settings(config: &CharmConfig) -> DeploySettings {
 /// Both guards, before anything is created. Answers whether the deploy-time values still
 /// need recording.
 pub fn check_guards(ctx: &Context<'_>, config: &CharmConfig) -> Result<bool, SetupError> {
+    check_guards_in(ctx, config, &ctx.tools.state_get()?)
+}
+
+/// [`check_guards`] with the unit state already read.
+fn check_guards_in(
+    ctx: &Context<'_>,
+    config: &CharmConfig,
+    state: &BTreeMap<String, String>,
+) -> Result<bool, SetupError> {
     guards::check_lxd_profile(
         guards::charm_dir_has_lxd_profile(&ctx.hook.charm_dir),
         config.test_mode_insecure,
     )?;
-    let state = ctx.tools.state_get()?;
     match decide::deploy_record(state.get(DEPLOY_SETTINGS_KEY).map(String::as_str)) {
         DeployRecord::Record => Ok(true),
         DeployRecord::Check(at_deploy) => {
@@ -173,7 +181,8 @@ pub fn ensure_host(
     config: &CharmConfig,
     edges: &dyn SetupEdges,
 ) -> Result<HostReadiness, SetupError> {
-    let record_deploy_settings = check_guards(ctx, config)?;
+    let state = ctx.tools.state_get()?;
+    let record_deploy_settings = check_guards_in(ctx, config, &state)?;
     // Local and cheap, before anything that may fail for a while: the timer's periodic
     // event is what retries the rest.
     crate::host::metrics::install_logrotate(ctx.paths)?;
@@ -231,7 +240,7 @@ pub fn ensure_host(
         remember.insert(DEPLOY_SETTINGS_KEY.to_string(), value);
     }
     let fingerprint = host_fingerprint(ctx, config, &pool);
-    if ctx.tools.state_get()?.get(HOST_READY_KEY) != Some(&fingerprint) {
+    if state.get(HOST_READY_KEY) != Some(&fingerprint) {
         remember.insert(HOST_READY_KEY.to_string(), fingerprint);
     }
     if !remember.is_empty() {
