@@ -333,3 +333,30 @@ fn lxc_query_ops_read_and_merge_profile_device_keys_in_the_project() {
         .set_profile_device_keys("default", "no-such-device", &keys)
         .is_err());
 }
+
+#[test]
+fn a_project_that_does_not_exist_creates_nothing_not_even_a_global_pool() {
+    let m = Machine::new();
+    let paths = m.paths();
+    let missing = format!("{}-missing", m.fx.project);
+    let edges = HostEdges::new(
+        &paths,
+        Some(m.bin().to_str().unwrap()),
+        Some(missing.clone()),
+    )
+    .with_pool(m.pool.clone());
+    let ctx = Context {
+        tools: &m.tools,
+        hook: &m.hook,
+        paths: &paths,
+    };
+    let err = setup::ensure_host(&ctx, &m.config(), &edges).unwrap_err();
+    assert!(
+        matches!(&err, SetupError::LxdProjectMissing(p) if *p == missing),
+        "{err}"
+    );
+    assert!(
+        !m.fx.lxc(&["storage", "show", &m.pool]).status.success(),
+        "LXD would have made this global pool in any project's name"
+    );
+}

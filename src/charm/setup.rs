@@ -78,6 +78,10 @@ pub enum SetupError {
     LxdInstall(String),
     #[error("LXD is not answering: {0}")]
     LxdUnavailable(LxdError),
+    #[error(
+        "the LXD project {0} does not exist (GITHUB_RUNNER_LXD_PROJECT names it; create it first)"
+    )]
+    LxdProjectMissing(String),
     #[error("could not apply the LXD network settings: {0}")]
     Network(LxdError),
     #[error(transparent)]
@@ -111,6 +115,7 @@ impl SetupError {
             ) => Status::Blocked(message),
             SetupError::LxdInstall(_)
             | SetupError::LxdUnavailable(_)
+            | SetupError::LxdProjectMissing(_)
             | SetupError::Profiles(_)
             | SetupError::Image(_)
             | SetupError::Storage(StorageError::Lxd(_)) => Status::Waiting(message),
@@ -357,6 +362,11 @@ pub fn ensure_lxd(ctx: &Context<'_>, edges: &dyn SetupEdges) -> Result<bool, Set
         }
     };
     let ops = edges.host_ops().map_err(SetupError::LxdUnavailable)?;
+    if !ops.project_exists().map_err(SetupError::LxdUnavailable)? {
+        return Err(SetupError::LxdProjectMissing(
+            edges.project().unwrap_or("default").to_string(),
+        ));
+    }
     let pools = ops
         .storage_pool_count()
         .map_err(SetupError::LxdUnavailable)?;

@@ -24,6 +24,10 @@ pub trait SetupEdges {
     fn host_ops(&self) -> Result<&dyn LxdHostOps, LxdError>;
     /// The storage pool for runner disks (the runtime's `storage_pool`).
     fn pool_name(&self) -> String;
+    /// The LXD project the charm works in (None: the default project).
+    fn project(&self) -> Option<&str> {
+        None
+    }
     /// Mount (memory), measure and ensure the pool ([`storage::apply_storage`]).
     fn apply_storage(&self, plan: &StoragePlan, lxd: &dyn Lxd) -> Result<(), StorageError>;
     /// Run the image build script for `alias`.
@@ -92,10 +96,6 @@ impl HostEdges {
         let _ = self.lxd.set(lxd);
         self
     }
-
-    pub fn project(&self) -> Option<&str> {
-        self.project.as_deref()
-    }
 }
 
 impl SetupEdges for HostEdges {
@@ -130,6 +130,10 @@ impl SetupEdges for HostEdges {
 
     fn pool_name(&self) -> String {
         self.pool.clone()
+    }
+
+    fn project(&self) -> Option<&str> {
+        self.project.as_deref()
     }
 
     fn apply_storage(&self, plan: &StoragePlan, lxd: &dyn Lxd) -> Result<(), StorageError> {
@@ -222,6 +226,9 @@ impl<T: SetupEdges + ?Sized> SetupEdges for &T {
     }
     fn pool_name(&self) -> String {
         (**self).pool_name()
+    }
+    fn project(&self) -> Option<&str> {
+        (**self).project()
     }
     fn apply_storage(&self, plan: &StoragePlan, lxd: &dyn Lxd) -> Result<(), StorageError> {
         (**self).apply_storage(plan, lxd)

@@ -36,6 +36,11 @@ pub trait LxdHostOps {
     ) -> Result<(), LxdError>;
     /// How many storage pools the server has (0: `lxd init` never ran).
     fn storage_pool_count(&self) -> Result<usize, LxdError>;
+    /// The LXD project the charm works in exists (always true for the default project).
+    /// Checked before anything is created: LXD ignores an unknown project for global
+    /// objects such as storage pools, and reports a project-scoped object in it as "not
+    /// found" rather than the project.
+    fn project_exists(&self) -> Result<bool, LxdError>;
 }
 
 /// [`LxdHostOps`] over `lxc query`, in the charm's project (the project goes into the URL:
@@ -210,6 +215,21 @@ impl<C: HostCommands> LxdHostOps for LxcQueryOps<C> {
             .ok_or_else(missing)
     }
 
+    fn project_exists(&self) -> Result<bool, LxdError> {
+        let Some(project) = self.project.as_deref() else {
+            return Ok(true);
+        };
+        let op = format!("project {project}");
+        // Asked without the project parameter: a project is not inside itself.
+        let path = format!("/1.0/projects/{}", segment(project)?);
+        let unscoped = LxcQueryOps {
+            commands: &self.commands,
+            lxc: self.lxc.clone(),
+            project: None,
+        };
+        Ok(unscoped.query(&op, "GET", &path, None)?.is_some())
+    }
+
     fn storage_pool_count(&self) -> Result<usize, LxdError> {
         let op = "storage pools";
         // Pools are global: the project parameter is ignored by LXD for them.
@@ -255,7 +275,7 @@ mod tests {
         }
     }
 
-    impl HostCommands for &Scripted {
+    impl HostCommands for Scripted {
         fn find(&self, program: &str) -> Option<PathBuf> {
             Some(PathBuf::from(format!("/usr/bin/{program}")))
         }
@@ -316,6 +336,24 @@ mod tests {
             ["query -X GET /1.0/profiles/default?project=ghrt-1-2"],
             "no network query at all in a test project"
         );
+    }
+
+    #[test]
+    fn the_project_is_looked_up_without_the_project_parameter() {
+        let s = Scripted::new(vec![
+            out(0, r#"{"name":"ghrt-1-2"}"#, ""),
+            out(1, "", "Error: Project not found\n"),
+        ]);
+        let ops = LxcQueryOps::new(&s, Some("ghrt-1-2".into())).unwrap();
+        assert!(ops.project_exists().unwrap());
+        assert!(!ops.project_exists().unwrap());
+        assert_eq!(
+            s.calls.lock().unwrap()[0],
+            "query -X GET /1.0/projects/ghrt-1-2"
+        );
+        let default = LxcQueryOps::new(&s, None).unwrap();
+        assert!(default.project_exists().unwrap(), "no lxc call needed");
+        assert_eq!(s.calls.lock().unwrap().len(), 2);
     }
 
     #[test]
