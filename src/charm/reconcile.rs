@@ -451,8 +451,16 @@ mod tests {
         );
         let metrics =
             std::fs::read_to_string(HostPaths::new(unit.root.path()).metrics_log()).unwrap();
-        let line: serde_json::Value =
-            serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+        let lines: Vec<serde_json::Value> = metrics
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+        assert_eq!(
+            events,
+            ["runner_installed", "runner_installed", "reconciliation"]
+        );
+        let line = &lines[2];
         assert_eq!(line["event"], "reconciliation");
         assert_eq!(line["flavor"], "github-runner");
         assert_eq!(line["crashed_runners"], 0);
