@@ -174,11 +174,16 @@ pub(crate) fn ready_host(
     if let Some(message) = announce {
         ctx.tools.status_set(&Status::Maintenance(message.into()))?;
     }
-    let early = setup::check_guards(ctx, &config)
-        .and_then(|_| setup::ensure_lxd(ctx, host.edges()).map(drop));
-    if let Err(e) = early {
-        setup::report(ctx, e)?;
-        return Ok(None);
+    // The runtime needs `lxc`: install LXD first when it is missing (guards before that, so
+    // nothing is installed for a unit that must stay Blocked). With `lxc` present the full
+    // check happens once, in ensure_host.
+    if host.edges().commands().find("lxc").is_none() {
+        let early = setup::check_guards(ctx, &config)
+            .and_then(|_| setup::ensure_lxd(ctx, host.edges()).map(drop));
+        if let Err(e) = early {
+            setup::report(ctx, e)?;
+            return Ok(None);
+        }
     }
     let Some(rt) = host.prepare(ctx)? else {
         return Ok(None);

@@ -370,7 +370,8 @@ pub fn ensure_lxd(ctx: &Context<'_>, edges: &dyn SetupEdges) -> Result<bool, Set
     let pools = ops
         .storage_pool_count()
         .map_err(SetupError::LxdUnavailable)?;
-    if decide::lxd_init_needed(pools) {
+    let initialised = decide::lxd_init_needed(pools);
+    if initialised {
         ctx.tools
             .status_set(&Status::Maintenance("Initialising LXD".into()))?;
         let lxd_bin = commands
@@ -378,11 +379,15 @@ pub fn ensure_lxd(ctx: &Context<'_>, edges: &dyn SetupEdges) -> Result<bool, Set
             .ok_or_else(|| SetupError::LxdInstall("the lxd command is missing".into()))?;
         run_checked(commands, &lxd_bin, &["init", "--auto"], LXD_INIT_TIMEOUT)?;
     }
-    edges
-        .lxd()
-        .map_err(SetupError::LxdUnavailable)?
-        .server_info()
-        .map_err(SetupError::LxdUnavailable)?;
+    if installed || initialised {
+        // A fresh daemon: make sure the runners' client reaches it too. Otherwise the pool
+        // count above already proved LXD answers (one lxc spawn less per hook).
+        edges
+            .lxd()
+            .map_err(SetupError::LxdUnavailable)?
+            .server_info()
+            .map_err(SetupError::LxdUnavailable)?;
+    }
     Ok(installed)
 }
 
