@@ -262,7 +262,9 @@ pub fn ensure_host(
 }
 
 /// Everything [`ensure_host`] acts on, hashed: when it is what the last successful setup
-/// saw, the periodic event need not check the host again. Pure.
+/// saw, the periodic event need not check the host again. Reads nothing but whether the
+/// charm dir has an lxd-profile file. (The Juju storage location is left out: its hooks
+/// run the setup unconditionally.)
 pub fn host_fingerprint(ctx: &Context<'_>, config: &CharmConfig, pool: &str) -> String {
     use sha2::{Digest, Sha256};
     let inputs = format!(
