@@ -15,6 +15,7 @@ use github_runner::paths::HostPaths;
 use github_runner::runner::image::ImageState;
 use lxd_fixture::LxdFixture;
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 const FAKE_SYSTEMCTL: &str = concat!(
@@ -198,7 +199,10 @@ fn ensure_host_twice_converges_on_real_lxd() {
         "{service}"
     );
     assert!(root.logrotate_dir().join("github-runner-metrics").is_file());
-    assert!(root.cron_dir().join("github-runner-image").is_file());
+    let cron = root.cron_dir().join("github-runner-image");
+    let mode = std::fs::metadata(&cron).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the cron file carries the proxy settings");
+    assert!(read(&cron).contains("--alias jammy --type container"));
     assert_eq!(
         m.systemctl_calls(),
         [
@@ -280,4 +284,79 @@ fn an_inactive_timer_is_repaired_by_the_next_run() {
     let again = m.ensure().unwrap();
     assert_eq!(again.timer, InstallOutcome::Repaired);
     assert!(m.bin().join("active").join(TIMER_UNIT).exists());
+}
+
+#[test]
+fn lxc_query_ops_read_and_merge_profile_device_keys_in_the_project() {
+    use github_runner::charm::setup::commands::SystemCommands;
+    use github_runner::charm::setup::lxd_host::{LxcQueryOps, LxdHostOps};
+    let m = Machine::new();
+    m.fx.lxc_ok(&[
+        "profile",
+        "device",
+        "add",
+        "default",
+        "scratch",
+        "disk",
+        "source=/tmp",
+        "path=/mnt/scratch",
+    ]);
+    m.fx.lxc_ok(&["profile", "set", "default", "user.keep", "me"]);
+    let commands = SystemCommands::new(None, &m.fx.conf);
+    let ops = LxcQueryOps::new(commands, Some(m.fx.project.clone())).unwrap();
+
+    assert!(ops.storage_pool_count().unwrap() >= 1);
+    assert_eq!(
+        ops.network_config("lxdbr0").unwrap(),
+        None,
+        "a test project never touches the daemon's networks"
+    );
+    assert_eq!(ops.profile_devices("no-such-profile").unwrap(), None);
+    let devices = ops.profile_devices("default").unwrap().unwrap();
+    assert_eq!(devices["scratch"]["path"], "/mnt/scratch");
+    assert_eq!(devices["root"]["pool"], m.fx.pool);
+
+    let keys = BTreeMap::from([("readonly".to_string(), "true".to_string())]);
+    ops.set_profile_device_keys("default", "scratch", &keys)
+        .unwrap();
+    let after = ops.profile_devices("default").unwrap().unwrap();
+    assert_eq!(after["scratch"]["readonly"], "true");
+    assert_eq!(after["scratch"]["source"], "/tmp", "other keys kept");
+    assert_eq!(after["root"], devices["root"], "other devices kept");
+    assert_eq!(
+        m.fx.lxc_ok(&["profile", "get", "default", "user.keep"])
+            .trim(),
+        "me",
+        "profile config kept"
+    );
+    assert!(ops
+        .set_profile_device_keys("default", "no-such-device", &keys)
+        .is_err());
+}
+
+#[test]
+fn a_project_that_does_not_exist_creates_nothing_not_even_a_global_pool() {
+    let m = Machine::new();
+    let paths = m.paths();
+    let missing = format!("{}-missing", m.fx.project);
+    let edges = HostEdges::new(
+        &paths,
+        Some(m.bin().to_str().unwrap()),
+        Some(missing.clone()),
+    )
+    .with_pool(m.pool.clone());
+    let ctx = Context {
+        tools: &m.tools,
+        hook: &m.hook,
+        paths: &paths,
+    };
+    let err = setup::ensure_host(&ctx, &m.config(), &edges).unwrap_err();
+    assert!(
+        matches!(&err, SetupError::LxdProjectMissing(p) if *p == missing),
+        "{err}"
+    );
+    assert!(
+        !m.fx.lxc(&["storage", "show", &m.pool]).status.success(),
+        "LXD would have made this global pool in any project's name"
+    );
 }

@@ -3,7 +3,6 @@
 //! `lxc` may only appear once setup installed LXD), storage, image build and cron.
 
 use super::commands::{HostCommands, SystemCommands};
-use super::decide;
 use super::lxd_host::{LxcQueryOps, LxdHostOps};
 use crate::charm::Context;
 use crate::host::timer::{Systemctl, Systemd};
@@ -23,8 +22,12 @@ pub trait SetupEdges {
     /// The runner-facing LXD client (fails with [`LxdError::LxcMissing`] before LXD exists).
     fn lxd(&self) -> Result<&dyn Lxd, LxdError>;
     fn host_ops(&self) -> Result<&dyn LxdHostOps, LxdError>;
-    /// The storage pool for runner disks ([`decide::runner_pool_name`]).
+    /// The storage pool for runner disks (the runtime's `storage_pool`).
     fn pool_name(&self) -> String;
+    /// The LXD project the charm works in (None: the default project).
+    fn project(&self) -> Option<&str> {
+        None
+    }
     /// Mount (memory), measure and ensure the pool ([`storage::apply_storage`]).
     fn apply_storage(&self, plan: &StoragePlan, lxd: &dyn Lxd) -> Result<(), StorageError>;
     /// Run the image build script for `alias`.
@@ -74,7 +77,7 @@ impl HostEdges {
         HostEdges {
             systemd: Systemctl::with_program(systemctl),
             commands,
-            pool: decide::runner_pool_name(project.as_deref()),
+            pool: crate::runner::resources::RUNNER_POOL.to_string(),
             project,
             conf_dir: paths.lxd_conf_dir(),
             lxd: OnceCell::new(),
@@ -92,10 +95,6 @@ impl HostEdges {
     pub fn with_lxd(self, lxd: Arc<dyn Lxd>) -> Self {
         let _ = self.lxd.set(lxd);
         self
-    }
-
-    pub fn project(&self) -> Option<&str> {
-        self.project.as_deref()
     }
 }
 
@@ -133,6 +132,10 @@ impl SetupEdges for HostEdges {
         self.pool.clone()
     }
 
+    fn project(&self) -> Option<&str> {
+        self.project.as_deref()
+    }
+
     fn apply_storage(&self, plan: &StoragePlan, lxd: &dyn Lxd) -> Result<(), StorageError> {
         storage::apply_storage(plan, lxd)
     }
@@ -165,8 +168,26 @@ impl SetupEdges for HostEdges {
         if std::fs::read_to_string(&path).is_ok_and(|c| c == content) {
             return Ok(());
         }
-        image::install_rebuild_cron(ctx.paths, &content).map(drop)
+        write_root_only(&path, &content)
     }
+}
+
+/// Replaces `path` atomically with a 0600 file: the cron file carries the model's proxy
+/// settings, which may hold credentials (cron only requires that group and others cannot
+/// write it). The temporary name starts with a dot, which cron ignores.
+fn write_root_only(path: &std::path::Path, content: &str) -> Result<(), ImageError> {
+    use std::io::Write;
+    let err = |e: std::io::Error| ImageError::Write {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    // tempfile creates its files 0600.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    tmp.write_all(content.as_bytes()).map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
 }
 
 fn build_command(
@@ -205,6 +226,9 @@ impl<T: SetupEdges + ?Sized> SetupEdges for &T {
     }
     fn pool_name(&self) -> String {
         (**self).pool_name()
+    }
+    fn project(&self) -> Option<&str> {
+        (**self).project()
     }
     fn apply_storage(&self, plan: &StoragePlan, lxd: &dyn Lxd) -> Result<(), StorageError> {
         (**self).apply_storage(plan, lxd)
