@@ -27,7 +27,7 @@ charm:
 ## test: the whole suite; the archive tests check the release binary `make charm` ships.
 test: deps charm
 	GITHUB_RUNNER_CHARM_BINARY=$(CURDIR)/$(RELEASE_BIN) \
-		$(CARGO) test --locked --all-targets --features testkit
+		$(CARGO) test --locked --no-fail-fast --all-targets --features testkit
 
 ## deps: everything `make test` needs. Idempotent: installs only what is missing.
 deps: apt-deps rust venv lxd
