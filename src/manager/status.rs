@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::github::status::{hh_mm_utc, rate_limit_status};
 use crate::github::{GitHubRunner, RunnerOnline};
 use crate::juju::Status;
 use crate::lxd::Instance;
@@ -129,8 +130,8 @@ pub fn status_after(plan: &Plan, report: &Report) -> Status {
         _ => None,
     }) {
         return Status::Maintenance(format!(
-            "GitHub rate limit reached, retrying after {}; {summary}",
-            utc_time(reset)
+            "GitHub rate limit reached, retrying after {} UTC; {summary}",
+            hh_mm_utc(reset)
         ));
     }
     if let Some(first) = failures.first() {
@@ -152,10 +153,7 @@ pub fn status_after(plan: &Plan, report: &Report) -> Status {
 pub fn status_for_error(err: &ReconcileError) -> Status {
     match err.kind() {
         FailureKind::NeedsOperator => Status::Blocked(err.to_string()),
-        FailureKind::RateLimited { reset_epoch } => Status::Maintenance(format!(
-            "GitHub rate limit reached, retrying after {}",
-            utc_time(reset_epoch)
-        )),
+        FailureKind::RateLimited { reset_epoch } => rate_limit_status(reset_epoch),
         FailureKind::Transient => Status::Maintenance(err.to_string()),
     }
 }
@@ -199,33 +197,6 @@ pub fn reconcile_results(delta: i64, check: ActionResults) -> ActionResults {
 pub fn update_dependencies_results(flushed: bool) -> ActionResults {
     let value = if flushed { "True" } else { "False" };
     BTreeMap::from([("flush".to_string(), value.to_string())])
-}
-
-/// `2024-07-01 12:00:00 UTC` from epoch seconds (operators read this in status).
-pub fn utc_time(epoch: u64) -> String {
-    let days = (epoch / 86_400) as i64;
-    let secs = epoch % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        (secs % 3600) / 60,
-        secs % 60
-    )
-}
-
-/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]
@@ -401,7 +372,7 @@ mod tests {
         assert_eq!(
             limited,
             Status::Maintenance(
-                "GitHub rate limit reached, retrying after 1970-01-01 00:00:00 UTC; \
+                "GitHub rate limit reached, retrying after 00:00 UTC; \
                  1/1 runners: 1 idle, 0 busy"
                     .into()
             )
@@ -446,17 +417,8 @@ mod tests {
         });
         assert_eq!(
             status_for_error(&limited),
-            Status::Maintenance(
-                "GitHub rate limit reached, retrying after 2024-07-03 09:46:40 UTC".into()
-            )
+            Status::Maintenance("GitHub rate limit reached, retrying after 09:46 UTC".into())
         );
-    }
-
-    #[test]
-    fn utc_times() {
-        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc_time(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc_time(4_102_444_799), "2099-12-31 23:59:59 UTC");
     }
 
     fn gh(name: &str, status: RunnerOnline) -> GitHubRunner {
