@@ -3,7 +3,7 @@
 //! - install: host setup ([`setup::ensure_host`]: LXD, network, storage, profiles, image,
 //!   timer) and the runner binary.
 //! - start: the same checks (a reboot loses a tmpfs, a timer may have died), then FLUSH_IDLE
-//!   and a reconcile under one lock.
+//!   (only when some runner predates the machine's boot) and a reconcile under one lock.
 //! - upgrade-charm: the install steps, then FLUSH_IDLE and a reconcile (new runners come
 //!   from the new charm; busy ones finish their job).
 //! - stop, remove: the timer goes first (no reconcile may start behind our back), then
@@ -20,7 +20,7 @@ use super::runtime::Runtime;
 use super::setup::{self, HostEdges, SetupEdges, When};
 use super::{status, CharmError, Context};
 use crate::config::{validate, CharmConfig, ConfigContext};
-use crate::host::timer;
+use crate::host::{boot, timer};
 use crate::juju::Status;
 use crate::manager::flush::FlushMode;
 
@@ -46,6 +46,8 @@ pub trait HostAccess {
     /// A runtime for taking runners down: no guard applies (a unit blocked by a guard must
     /// still clean up), None when the configuration cannot make one.
     fn cleanup_runtime(&self, ctx: &Context<'_>) -> Result<Option<Runtime>, CharmError>;
+    /// When the machine booted (epoch seconds), None when unknown.
+    fn boot_time_epoch(&self) -> Option<u64>;
 }
 
 /// Production: edges from the hook's environment, the runtime from `reconcile::prepare`.
@@ -76,6 +78,10 @@ impl HostAccess for ProductionHost {
 
     fn prepare(&self, ctx: &Context<'_>) -> Result<Option<Runtime>, CharmError> {
         reconcile::prepare(ctx)
+    }
+
+    fn boot_time_epoch(&self) -> Option<u64> {
+        boot::boot_time_epoch()
     }
 
     fn cleanup_runtime(&self, ctx: &Context<'_>) -> Result<Option<Runtime>, CharmError> {
@@ -168,12 +174,32 @@ pub fn install_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), Char
 }
 
 pub fn start_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), CharmError> {
-    start_after(ctx, host, None)
+    start_after(ctx, host, None, StartFlush::IfRunnersPredateBoot)
 }
 
 pub fn upgrade_charm_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), CharmError> {
     ctx.tools.application_version_set(CHARM_VERSION)?;
-    start_after(ctx, host, Some(SETTING_UP_STATUS))
+    start_after(ctx, host, Some(SETTING_UP_STATUS), StartFlush::Always)
+}
+
+/// Whether start-like hooks flush idle runners before reconciling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StartFlush {
+    /// upgrade-charm: new runners must come from the new charm.
+    Always,
+    /// start: only runners that survived a reboot are suspect. On a fresh deploy the runners
+    /// config-changed made moments ago are new: flushing them (as the Python charm did) only
+    /// churns registrations and instances.
+    IfRunnersPredateBoot,
+}
+
+/// True when some instance was created before the machine booted, or the boot time is
+/// unknown (then assume the worst).
+pub fn runners_predate_boot(created_at_epochs: &[u64], boot_epoch: Option<u64>) -> bool {
+    match boot_epoch {
+        None => !created_at_epochs.is_empty(),
+        Some(boot) => created_at_epochs.iter().any(|&created| created < boot),
+    }
 }
 
 /// Host setup (announced with `announce`), the binary check, then FLUSH_IDLE and a
@@ -182,6 +208,7 @@ fn start_after(
     ctx: &Context<'_>,
     host: &dyn HostAccess,
     announce: Option<&str>,
+    flush: StartFlush,
 ) -> Result<(), CharmError> {
     let Some(rt) = ready_host(ctx, host, announce)? else {
         return Ok(());
@@ -193,7 +220,24 @@ fn start_after(
         notes,
         ..Options::default()
     };
-    reconcile::flush_then_reconcile(ctx, &rt, FlushMode::FlushIdle, &rt, &options)?;
+    let flush_first = match flush {
+        StartFlush::Always => true,
+        StartFlush::IfRunnersPredateBoot => {
+            match rt.lxd.list_owned_instances(&rt.identity.owner_value()) {
+                Ok(instances) => {
+                    let created: Vec<u64> = instances.iter().map(|i| i.created_at_epoch).collect();
+                    runners_predate_boot(&created, host.boot_time_epoch())
+                }
+                // Cannot tell: flush as the Python charm always did.
+                Err(_) => true,
+            }
+        }
+    };
+    if flush_first {
+        reconcile::flush_then_reconcile(ctx, &rt, FlushMode::FlushIdle, &rt, &options)?;
+    } else {
+        reconcile::reconcile_with(ctx, &rt, &options)?;
+    }
     Ok(())
 }
 

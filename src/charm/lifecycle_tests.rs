@@ -1,7 +1,7 @@
 //! The lifecycle handlers over fake edges, the in-memory LXD/GitHub world and MemoryHookTools.
 
 use super::*;
-use crate::charm::fake_world::FakeWorld;
+use crate::charm::fake_world::{self, FakeWorld};
 use crate::charm::setup::fakes::{Edges, Fake};
 use crate::charm::setup::{DEPLOY_SETTINGS_KEY, HOST_READY_KEY};
 use crate::charm::testing::hook_context;
@@ -11,7 +11,7 @@ use crate::juju::context::HookContext;
 use crate::juju::memory::MemoryHookTools;
 use crate::juju::StorageInfo;
 use crate::paths::HostPaths;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 /// The URL the fake world's downloads list names (it lists no checksum).
 const WORLD_RUNNER_URL: &str = "http://127.0.0.1:1/runner.tar.gz";
@@ -22,6 +22,8 @@ struct TestHost {
     root: tempfile::TempDir,
     /// Runtimes handed out (prepare / cleanup).
     prepared: RefCell<u32>,
+    /// The machine's boot time as start sees it.
+    boot_epoch: Cell<Option<u64>>,
 }
 
 impl TestHost {
@@ -31,6 +33,8 @@ impl TestHost {
             edges: Edges::new(Fake::ready()),
             root: tempfile::tempdir().unwrap(),
             prepared: RefCell::new(0),
+            // Booted a day before the world's clock: runners made in tests are newer.
+            boot_epoch: Cell::new(Some(fake_world::NOW - 86_400)),
         }
     }
 
@@ -61,6 +65,9 @@ impl HostAccess for TestHost {
     }
     fn cleanup_runtime(&self, ctx: &Context<'_>) -> Result<Option<Runtime>, CharmError> {
         Ok(self.runtime(ctx))
+    }
+    fn boot_time_epoch(&self) -> Option<u64> {
+        self.boot_epoch.get()
     }
 }
 
@@ -216,7 +223,7 @@ fn an_lxd_profile_outside_test_mode_blocks_install_before_lxd_is_touched() {
 }
 
 #[test]
-fn start_flushes_idle_then_reconciles_to_the_desired_count() {
+fn start_flushes_idle_runners_only_when_they_predate_the_boot() {
     let host = TestHost::new();
     let tools = tools();
     binary_in_place(&tools);
@@ -227,9 +234,15 @@ fn start_flushes_idle_then_reconciles_to_the_desired_count() {
     let statuses = tools.statuses();
     assert!(statuses.contains(&Status::Maintenance(STARTING_STATUS.into())));
 
-    // A second start (a reboot) replaces the idle runners: same count, new names.
+    // Start again in the same boot (runners newer than the boot): nothing is churned.
     host.world.bring_online();
     let before = host.world.instance_names();
+    run(&host, &tools, start_with);
+    assert_eq!(host.world.instance_names(), before);
+
+    // A start after a reboot (runners older than the boot) replaces the idle runners:
+    // same count, new names.
+    host.boot_epoch.set(Some(fake_world::NOW + 1));
     run(&host, &tools, start_with);
     let after = host.world.instance_names();
     assert_eq!(after.len(), 2);
@@ -473,4 +486,14 @@ fn cleanup_falls_back_to_the_credentials_the_charm_last_acted_on() {
         cleanup_config(&broken, Some(&previous), &ctx).is_none(),
         "other problems are not papered over"
     );
+}
+
+#[test]
+fn only_runners_from_before_the_boot_are_suspect() {
+    assert!(!runners_predate_boot(&[], Some(100)));
+    assert!(!runners_predate_boot(&[], None));
+    assert!(!runners_predate_boot(&[100, 150], Some(100)));
+    assert!(runners_predate_boot(&[99, 150], Some(100)));
+    // Unknown boot time: any runner may predate it.
+    assert!(runners_predate_boot(&[150], None));
 }
