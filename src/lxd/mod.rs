@@ -3,6 +3,10 @@
 //! The implementation driving the `lxc` command lives in `cli`; tests run it against a real
 //! LXD daemon (see tests/README.md).
 
+pub mod cli;
+
+pub use cli::LxcCli;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;

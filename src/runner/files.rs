@@ -1,0 +1,326 @@
+//! Files pushed into a runner instance, rendered as pure functions: the environment files,
+//! docker's daemon.json and the start script (the only place the JIT config goes).
+
+use crate::secret::Secret;
+
+/// Where the runner application lives, owned by uid 1000.
+pub const RUNNER_DIR: &str = "/home/ubuntu/github-runner";
+/// Where the tarball is pushed before extraction (removed after).
+pub const TARBALL_TARGET: &str = "/home/ubuntu/github-runner.tar.gz";
+/// The start script: root-only (0700), deletes itself once it has read the JIT config.
+pub const START_SCRIPT: &str = "/root/github-runner-start.sh";
+/// Where the start script's output goes inside the instance.
+pub const START_LOG: &str = "/var/log/github-runner-start.log";
+/// System-wide environment (read by PAM, so by `su` and by job steps' login shells).
+pub const SYSTEM_ENV_FILE: &str = "/etc/environment";
+/// The runner's own environment file, loaded by the runner at start.
+pub const RUNNER_ENV_FILE: &str = "/home/ubuntu/github-runner/.env";
+pub const DOCKER_DAEMON_JSON: &str = "/etc/docker/daemon.json";
+
+/// Ubuntu's default PATH: /etc/environment replaces PATH for PAM sessions, so keep it whole.
+const RUNNER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games:/usr/local/games:/snap/bin";
+
+/// What the runner's environment carries from the charm: Juju's proxies and the mirror.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunnerEnvironment {
+    pub http_proxy: Option<String>,
+    pub https_proxy: Option<String>,
+    pub no_proxy: Option<String>,
+    pub dockerhub_mirror: Option<String>,
+}
+
+impl RunnerEnvironment {
+    /// From the hook's `JUJU_CHARM_{HTTP,HTTPS,NO}_PROXY` (via `var`) and `dockerhub-mirror`.
+    pub fn from_juju(
+        var: impl Fn(&str) -> Option<String>,
+        dockerhub_mirror: Option<String>,
+    ) -> Self {
+        let get = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+        RunnerEnvironment {
+            http_proxy: get("JUJU_CHARM_HTTP_PROXY"),
+            https_proxy: get("JUJU_CHARM_HTTPS_PROXY"),
+            no_proxy: get("JUJU_CHARM_NO_PROXY"),
+            dockerhub_mirror: dockerhub_mirror.filter(|m| !m.trim().is_empty()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    #[error("{key} holds a line break or NUL, which would inject into the runner's environment file; fix the Juju model proxy settings or dockerhub-mirror")]
+    UnsafeValue { key: String },
+    #[error("the JIT config from GitHub holds a line break or NUL; refusing to write it into the start script")]
+    UnsafeJitConfig,
+}
+
+fn check_value(key: &str, value: &str) -> Result<(), RenderError> {
+    if value.contains(['\n', '\r', '\0']) {
+        Err(RenderError::UnsafeValue {
+            key: key.to_string(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// `KEY=value` lines for /etc/environment and the runner's `.env`: PATH, LANG=C.UTF-8, the
+/// proxies in both cases (NO_PROXY gains the instance's own name), the dockerhub mirror.
+pub fn render_env_file(
+    env: &RunnerEnvironment,
+    instance_name: &str,
+) -> Result<String, RenderError> {
+    let mut vars: Vec<(&str, String)> = vec![
+        ("PATH", RUNNER_PATH.to_string()),
+        ("LANG", "C.UTF-8".to_string()),
+    ];
+    if let Some(p) = &env.http_proxy {
+        vars.push(("HTTP_PROXY", p.clone()));
+        vars.push(("http_proxy", p.clone()));
+    }
+    if let Some(p) = &env.https_proxy {
+        vars.push(("HTTPS_PROXY", p.clone()));
+        vars.push(("https_proxy", p.clone()));
+    }
+    if env.http_proxy.is_some() || env.https_proxy.is_some() {
+        let mut hosts: Vec<&str> = env
+            .no_proxy
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .collect();
+        if !hosts.contains(&instance_name) {
+            hosts.push(instance_name);
+        }
+        let no_proxy = hosts.join(",");
+        vars.push(("NO_PROXY", no_proxy.clone()));
+        vars.push(("no_proxy", no_proxy));
+    }
+    if let Some(m) = &env.dockerhub_mirror {
+        vars.push(("DOCKERHUB_MIRROR", m.clone()));
+        vars.push(("CONTAINER_REGISTRY_URL", m.clone()));
+    }
+    let mut out = String::new();
+    for (k, v) in vars {
+        check_value(k, &v)?;
+        out.push_str(k);
+        out.push('=');
+        out.push_str(&v);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// docker's daemon.json pointing at the mirror, when there is one.
+pub fn render_docker_daemon_json(env: &RunnerEnvironment) -> Option<String> {
+    env.dockerhub_mirror
+        .as_ref()
+        .map(|m| format!("{}\n", serde_json::json!({ "registry-mirrors": [m] })))
+}
+
+/// `'...'` for sh, safe for any text without NUL.
+fn sh_single_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The start script, run detached as root: reads and deletes itself, runs
+/// `run.sh --jitconfig` as ubuntu (uid 1000) for one job, then powers the instance off
+/// (ephemeral, so LXD deletes it). The JIT config reaches `su` on stdin, not in its argv.
+pub fn render_start_script(
+    jit_config: &Secret,
+    env: &RunnerEnvironment,
+) -> Result<Secret, RenderError> {
+    let jit = jit_config.expose();
+    if jit.contains(['\n', '\r', '\0']) {
+        return Err(RenderError::UnsafeJitConfig);
+    }
+    let reload_docker = if env.dockerhub_mirror.is_some() {
+        "# Pick up registry-mirrors from daemon.json (docker reloads it on SIGHUP).\n\
+         if command -v systemctl >/dev/null 2>&1; then systemctl reload docker >/dev/null 2>&1 || true; fi\n"
+    } else {
+        ""
+    };
+    let run_as_ubuntu = format!(
+        "cd {RUNNER_DIR} && IFS= read -r jit && exec ./run.sh --jitconfig \"$jit\" </dev/null"
+    );
+    Ok(Secret::new(format!(
+        "#!/bin/sh\n\
+         # Written by the github-runner charm: one job, then power off.\n\
+         jit_config={jit}\n\
+         # The one-time JIT config now lives only in this shell: remove the file holding it.\n\
+         rm -f -- \"$0\"\n\
+         {reload_docker}\
+         printf '%s\\n' \"$jit_config\" | su ubuntu -s /bin/sh -c {cmd}\n\
+         status=$?\n\
+         jit_config=\n\
+         echo \"github-runner: run.sh exited with status $status; powering off\"\n\
+         poweroff\n",
+        jit = sh_single_quote(jit),
+        cmd = sh_single_quote(&run_as_ubuntu),
+    )))
+}
+
+/// Shell run as uid 1000 to unpack the pushed tarball into [`RUNNER_DIR`].
+pub fn extract_command() -> String {
+    format!(
+        "set -e; mkdir -p {RUNNER_DIR}; tar -xzf {TARBALL_TARGET} -C {RUNNER_DIR}; rm -f {TARBALL_TARGET}; \
+         test -x {RUNNER_DIR}/run.sh || {{ echo 'run.sh missing from the runner tarball' >&2; exit 3; }}"
+    )
+}
+
+/// Shell run as root that starts the start script detached and returns at once.
+pub fn start_command() -> String {
+    format!("mkdir -p /var/log && setsid {START_SCRIPT} </dev/null >>{START_LOG} 2>&1 &")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxied() -> RunnerEnvironment {
+        RunnerEnvironment {
+            http_proxy: Some("http://proxy:3128".into()),
+            https_proxy: Some("http://proxy:3129".into()),
+            no_proxy: Some("localhost, 10.0.0.0/8".into()),
+            dockerhub_mirror: Some("https://mirror.example:5000".into()),
+        }
+    }
+
+    #[test]
+    fn env_file_without_proxy_or_mirror_is_path_and_lang() {
+        let text = render_env_file(&RunnerEnvironment::default(), "r-0-0123456789ab").unwrap();
+        assert_eq!(text, format!("PATH={RUNNER_PATH}\nLANG=C.UTF-8\n"));
+    }
+
+    #[test]
+    fn env_file_carries_proxies_in_both_cases_and_the_instance_in_no_proxy() {
+        let text = render_env_file(&proxied(), "r-0-0123456789ab").unwrap();
+        for line in [
+            "LANG=C.UTF-8",
+            "HTTP_PROXY=http://proxy:3128",
+            "http_proxy=http://proxy:3128",
+            "HTTPS_PROXY=http://proxy:3129",
+            "https_proxy=http://proxy:3129",
+            "NO_PROXY=localhost,10.0.0.0/8,r-0-0123456789ab",
+            "no_proxy=localhost,10.0.0.0/8,r-0-0123456789ab",
+            "DOCKERHUB_MIRROR=https://mirror.example:5000",
+            "CONTAINER_REGISTRY_URL=https://mirror.example:5000",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn no_proxy_is_the_instance_alone_when_juju_sets_none() {
+        let env = RunnerEnvironment {
+            https_proxy: Some("http://p:1".into()),
+            ..Default::default()
+        };
+        let text = render_env_file(&env, "r-0-0123456789ab").unwrap();
+        assert!(text.contains("\nNO_PROXY=r-0-0123456789ab\n"), "{text}");
+        assert!(!text.contains("HTTP_PROXY"), "{text}");
+    }
+
+    #[test]
+    fn a_value_with_a_newline_is_refused() {
+        let env = RunnerEnvironment {
+            http_proxy: Some("http://p:1\nLD_PRELOAD=/x".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            render_env_file(&env, "r").unwrap_err(),
+            RenderError::UnsafeValue {
+                key: "HTTP_PROXY".into()
+            }
+        );
+    }
+
+    #[test]
+    fn from_juju_reads_the_charm_proxy_variables() {
+        let vars = |k: &str| match k {
+            "JUJU_CHARM_HTTP_PROXY" => Some("http://p:1".to_string()),
+            "JUJU_CHARM_NO_PROXY" => Some("  ".to_string()),
+            _ => None,
+        };
+        let env = RunnerEnvironment::from_juju(vars, Some(String::new()));
+        assert_eq!(
+            env,
+            RunnerEnvironment {
+                http_proxy: Some("http://p:1".into()),
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn docker_daemon_json_only_with_a_mirror() {
+        assert_eq!(
+            render_docker_daemon_json(&RunnerEnvironment::default()),
+            None
+        );
+        let json = render_docker_daemon_json(&proxied()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"registry-mirrors": ["https://mirror.example:5000"]})
+        );
+    }
+
+    #[test]
+    fn start_script_runs_one_job_as_ubuntu_then_powers_off() {
+        let script = render_start_script(
+            &Secret::new("eyJqaXQiOiJ4In0="),
+            &RunnerEnvironment::default(),
+        )
+        .unwrap();
+        let text = script.expose();
+        assert!(text.starts_with("#!/bin/sh\n"));
+        assert!(text.contains("jit_config='eyJqaXQiOiJ4In0='\n"));
+        assert!(text.contains("rm -f -- \"$0\""));
+        assert!(text.contains("| su ubuntu -s /bin/sh -c 'cd /home/ubuntu/github-runner && IFS= read -r jit && exec ./run.sh --jitconfig \"$jit\" </dev/null'"));
+        assert!(text.trim_end().ends_with("poweroff"));
+        assert!(!text.contains("systemctl reload docker"));
+        // The secret never shows through Debug.
+        assert!(!format!("{script:?}").contains("eyJqaXQ"));
+        let with_mirror = render_start_script(&Secret::new("x"), &proxied()).unwrap();
+        assert!(with_mirror.expose().contains("systemctl reload docker"));
+    }
+
+    #[test]
+    fn start_script_quotes_hostile_jit_configs() {
+        let text =
+            render_start_script(&Secret::new("a'$(reboot)'b"), &RunnerEnvironment::default())
+                .unwrap();
+        assert!(
+            text.expose().contains(r"jit_config='a'\''$(reboot)'\''b'"),
+            "{}",
+            text.expose()
+        );
+        assert_eq!(
+            render_start_script(&Secret::new("a\nb"), &RunnerEnvironment::default()).unwrap_err(),
+            RenderError::UnsafeJitConfig
+        );
+    }
+
+    #[test]
+    fn start_script_is_valid_sh() {
+        let script = render_start_script(&Secret::new("a'b"), &proxied()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("start.sh");
+        std::fs::write(&path, script.expose()).unwrap();
+        let status = std::process::Command::new("sh")
+            .arg("-n")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    #[test]
+    fn helper_commands_name_the_fixed_paths() {
+        assert!(extract_command()
+            .contains("tar -xzf /home/ubuntu/github-runner.tar.gz -C /home/ubuntu/github-runner"));
+        assert!(start_command().contains("setsid /root/github-runner-start.sh </dev/null >>/var/log/github-runner-start.log 2>&1 &"));
+    }
+}

@@ -1,0 +1,295 @@
+//! Where runner disks live: a `dir` pool named `runner` on the Juju storage, or on a tmpfs
+//! for runner-storage=memory. Planning and the capacity check are pure; `apply_storage`
+//! mounts, measures and ensures the pool.
+
+use super::resources::{lxd_size, RUNNER_POOL};
+use crate::config::RunnerStorage;
+use crate::lxd::{Lxd, LxdError};
+use crate::paths::HostPaths;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MIB: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("Required disk space for runners {required_mib}MiB is greater than storage total size {total_mib}MiB")]
+    InsufficientSpace { required_mib: u64, total_mib: u64 },
+    #[error("runner-storage=juju-storage but the Juju storage 'runner' is not attached; add it (juju add-storage <unit> runner) or redeploy with --storage runner=...")]
+    JujuStorageMissing,
+    #[error("cannot measure the filesystem at {path}: {reason}")]
+    Measure { path: String, reason: String },
+    #[error("cannot mount a {size} tmpfs at {path} for runner-storage=memory: {reason}")]
+    Mount {
+        path: String,
+        size: String,
+        reason: String,
+    },
+    #[error("cannot create the storage directory {path}: {reason}")]
+    CreateDir { path: String, reason: String },
+    #[error(transparent)]
+    Lxd(#[from] LxdError),
+}
+
+/// A tmpfs to mount (runner-storage=memory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TmpfsSpec {
+    pub mount_point: PathBuf,
+    pub size_bytes: u64,
+}
+
+/// What storage runners need and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoragePlan {
+    pub pool: String,
+    pub driver: &'static str,
+    pub source: PathBuf,
+    pub tmpfs: Option<TmpfsSpec>,
+    /// vm-disk x virtual-machines.
+    pub required_bytes: u64,
+}
+
+/// The pool plan for `runner_storage`: the Juju storage location, or a tmpfs sized
+/// vm-disk x virtual-machines (at least one disk, as size 0 would mean "unlimited").
+pub fn plan_storage(
+    runner_storage: RunnerStorage,
+    juju_storage_location: Option<&Path>,
+    paths: &HostPaths,
+    vm_disk_bytes: u64,
+    virtual_machines: u32,
+) -> Result<StoragePlan, StorageError> {
+    let required_bytes = vm_disk_bytes.saturating_mul(u64::from(virtual_machines));
+    let (source, tmpfs) = match runner_storage {
+        RunnerStorage::JujuStorage => (
+            juju_storage_location
+                .ok_or(StorageError::JujuStorageMissing)?
+                .to_path_buf(),
+            None,
+        ),
+        RunnerStorage::Memory => {
+            let mount_point = paths.ram_storage_dir();
+            let size_bytes = required_bytes.max(vm_disk_bytes).max(MIB);
+            (
+                mount_point.clone(),
+                Some(TmpfsSpec {
+                    mount_point,
+                    size_bytes,
+                }),
+            )
+        }
+    };
+    Ok(StoragePlan {
+        pool: RUNNER_POOL.to_string(),
+        driver: "dir",
+        source,
+        tmpfs,
+        required_bytes,
+    })
+}
+
+/// Enough room for every runner's disk? Both numbers go into the error (in MiB).
+pub fn check_capacity(required_bytes: u64, total_bytes: u64) -> Result<(), StorageError> {
+    if required_bytes > total_bytes {
+        Err(StorageError::InsufficientSpace {
+            required_mib: required_bytes.div_ceil(MIB),
+            total_mib: total_bytes / MIB,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Total size in bytes of the filesystem holding `path` (statvfs).
+pub fn filesystem_total_bytes(path: &Path) -> Result<u64, StorageError> {
+    let st = rustix::fs::statvfs(path).map_err(|e| StorageError::Measure {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(st.f_blocks.saturating_mul(st.f_frsize))
+}
+
+/// True when `mountinfo` (the text of /proc/self/mountinfo) lists `path` as a mount point.
+pub fn is_mount_point(mountinfo: &str, path: &Path) -> bool {
+    let wanted = path.to_string_lossy();
+    mountinfo.lines().any(|l| {
+        l.split_whitespace().nth(4).map(|p| p.replace("\\040", " ")) == Some(wanted.to_string())
+    })
+}
+
+/// `mount` arguments for the tmpfs: a fresh mount, or a resize of the existing one.
+pub fn tmpfs_mount_args(spec: &TmpfsSpec, already_mounted: bool) -> Vec<String> {
+    let size = format!("size={}", spec.size_bytes);
+    let point = spec.mount_point.display().to_string();
+    if already_mounted {
+        vec!["-o".into(), format!("remount,{size}"), point]
+    } else {
+        vec![
+            "-t".into(),
+            "tmpfs".into(),
+            "-o".into(),
+            size,
+            "tmpfs".into(),
+            point,
+        ]
+    }
+}
+
+fn mount_tmpfs(spec: &TmpfsSpec) -> Result<(), StorageError> {
+    let mount_err = |reason: String| StorageError::Mount {
+        path: spec.mount_point.display().to_string(),
+        size: lxd_size(spec.size_bytes),
+        reason,
+    };
+    std::fs::create_dir_all(&spec.mount_point).map_err(|e| mount_err(e.to_string()))?;
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| mount_err(e.to_string()))?;
+    let args = tmpfs_mount_args(spec, is_mount_point(&mountinfo, &spec.mount_point));
+    let out = Command::new("mount")
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LANG", "C.UTF-8")
+        .args(&args)
+        .output()
+        .map_err(|e| mount_err(e.to_string()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(mount_err(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
+/// Mounts the tmpfs if planned, checks capacity, then ensures the `dir` pool on the source.
+pub fn apply_storage(plan: &StoragePlan, lxd: &dyn Lxd) -> Result<(), StorageError> {
+    if let Some(tmpfs) = &plan.tmpfs {
+        mount_tmpfs(tmpfs)?;
+    } else {
+        std::fs::create_dir_all(&plan.source).map_err(|e| StorageError::CreateDir {
+            path: plan.source.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    check_capacity(plan.required_bytes, filesystem_total_bytes(&plan.source)?)?;
+    let source = plan.source.to_string_lossy();
+    lxd.ensure_storage_pool(&plan.pool, plan.driver, &source)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn juju_storage_uses_the_storage_location() {
+        let paths = HostPaths::new("/");
+        let plan = plan_storage(
+            RunnerStorage::JujuStorage,
+            Some(Path::new("/storage/juju")),
+            &paths,
+            10 * GIB,
+            3,
+        )
+        .unwrap();
+        assert_eq!(plan.pool, "runner");
+        assert_eq!(plan.driver, "dir");
+        assert_eq!(plan.source, PathBuf::from("/storage/juju"));
+        assert_eq!(plan.tmpfs, None);
+        assert_eq!(plan.required_bytes, 30 * GIB);
+        assert!(matches!(
+            plan_storage(RunnerStorage::JujuStorage, None, &paths, GIB, 1),
+            Err(StorageError::JujuStorageMissing)
+        ));
+    }
+
+    #[test]
+    fn memory_storage_is_a_tmpfs_sized_disk_times_runners() {
+        let paths = HostPaths::new("/tmp/root");
+        let plan = plan_storage(RunnerStorage::Memory, None, &paths, 10 * GIB, 4).unwrap();
+        assert_eq!(plan.source, PathBuf::from("/tmp/root/storage/ram"));
+        assert_eq!(
+            plan.tmpfs,
+            Some(TmpfsSpec {
+                mount_point: PathBuf::from("/tmp/root/storage/ram"),
+                size_bytes: 40 * GIB
+            })
+        );
+        let zero = plan_storage(RunnerStorage::Memory, None, &paths, 10 * GIB, 0).unwrap();
+        assert_eq!(
+            zero.tmpfs.unwrap().size_bytes,
+            10 * GIB,
+            "never size=0, which is unlimited"
+        );
+        assert_eq!(zero.required_bytes, 0);
+    }
+
+    #[test]
+    fn capacity_check_names_both_numbers() {
+        assert!(check_capacity(10 * GIB, 10 * GIB).is_ok());
+        assert!(check_capacity(0, 0).is_ok());
+        let err = check_capacity(30 * GIB, 20 * GIB + 5).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Required disk space for runners 30720MiB is greater than storage total size 20480MiB"
+        );
+        let err = check_capacity(MIB + 1, MIB).unwrap_err();
+        assert!(matches!(
+            err,
+            StorageError::InsufficientSpace {
+                required_mib: 2,
+                total_mib: 1
+            }
+        ));
+    }
+
+    #[test]
+    fn statvfs_of_a_real_directory_fits_the_capacity_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let total = filesystem_total_bytes(dir.path()).unwrap();
+        assert!(total > MIB, "{total}");
+        assert!(check_capacity(total, total).is_ok());
+        let err = check_capacity(total + 64 * MIB, total)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("{}MiB", total / MIB)), "{err}");
+        assert!(matches!(
+            filesystem_total_bytes(&dir.path().join("missing")),
+            Err(StorageError::Measure { .. })
+        ));
+    }
+
+    #[test]
+    fn mount_points_are_read_from_mountinfo() {
+        let info = "22 1 0:21 / /proc rw - proc proc rw\n\
+                    99 22 0:50 / /storage/ram rw,relatime - tmpfs tmpfs rw,size=1024k\n\
+                    98 22 0:51 / /with\\040space rw - tmpfs tmpfs rw\n";
+        assert!(is_mount_point(info, Path::new("/storage/ram")));
+        assert!(is_mount_point(info, Path::new("/with space")));
+        assert!(!is_mount_point(info, Path::new("/storage")));
+    }
+
+    #[test]
+    fn tmpfs_mount_or_resize_arguments() {
+        let spec = TmpfsSpec {
+            mount_point: PathBuf::from("/storage/ram"),
+            size_bytes: 2 * GIB,
+        };
+        assert_eq!(
+            tmpfs_mount_args(&spec, false),
+            vec![
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=2147483648",
+                "tmpfs",
+                "/storage/ram"
+            ]
+        );
+        assert_eq!(
+            tmpfs_mount_args(&spec, true),
+            vec!["-o", "remount,size=2147483648", "/storage/ram"]
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! How the charm runs scripts/build-runner-image.sh: the real script, driven through
+//! `runner::image`, against a stub `lxc` that records its calls (the real build needs the
+//! Ubuntu image server, which is out of reach here).
+
+use github_runner::lxd::InstanceType;
+use github_runner::runner::image::{build_command, run_build, BuildProxies, ImageError};
+use std::path::Path;
+use std::time::Duration;
+
+/// A stub `lxc`: logs each call's argv, keeps stdin written to the builder's proxy file,
+/// answers `image info` with a fingerprint that changes after `publish`.
+const STUB_LXC: &str = r#"#!/bin/sh
+dir="$(dirname "$0")"
+echo "$*" >> "$dir/calls"
+if [ -n "${STUB_FAIL_ON:-}" ]; then
+    case "$*" in *"$STUB_FAIL_ON"*) echo "stub: failing on $STUB_FAIL_ON" >&2; exit 1 ;; esac
+fi
+case "$*" in
+    *"cat > /root/build-proxy.env"*) cat > "$dir/pushed-proxy-env" ;;
+    "image info"*) [ -e "$dir/published" ] && echo "Fingerprint: new123" || echo "Fingerprint: old456" ;;
+    publish*) touch "$dir/published" ;;
+esac
+exit 0
+"#;
+
+fn charm_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn stubbed(
+    proxies: &BuildProxies,
+    instance_type: InstanceType,
+) -> (
+    tempfile::TempDir,
+    github_runner::runner::image::BuildCommand,
+) {
+    let stub = tempfile::tempdir().unwrap();
+    let lxc = stub.path().join("lxc");
+    std::fs::write(&lxc, STUB_LXC).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&lxc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = build_command(
+        charm_dir(),
+        &stub.path().join("conf"),
+        "jammy",
+        instance_type,
+        proxies,
+    );
+    for (k, v) in cmd.env.iter_mut() {
+        if k == "PATH" {
+            *v = format!("{}:{v}", stub.path().display());
+        }
+    }
+    (stub, cmd)
+}
+
+#[test]
+fn builds_a_vm_image_and_publishes_it_under_the_alias() {
+    let proxies = BuildProxies {
+        http: Some("http://proxy.internal:3128".into()),
+        https: None,
+        no_proxy: Some("10.0.0.0/8".into()),
+    };
+    let (stub, cmd) = stubbed(&proxies, InstanceType::VirtualMachine);
+    let log = stub.path().join("build.log");
+    run_build(&cmd, "jammy", &log, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+    let calls = std::fs::read_to_string(stub.path().join("calls")).unwrap();
+    let lines: Vec<&str> = calls.lines().collect();
+    assert!(
+        lines.contains(&"config set core.proxy_http http://proxy.internal:3128"),
+        "{calls}"
+    );
+    let launch = lines.iter().find(|l| l.starts_with("launch ")).unwrap();
+    assert!(
+        launch.starts_with("launch ubuntu:jammy github-runner-image-builder-jammy --vm"),
+        "{launch}"
+    );
+    assert!(launch.contains("root,size=8GiB"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l
+                .starts_with("publish github-runner-image-builder-jammy --alias jammy --reuse")),
+        "{calls}"
+    );
+    assert!(
+        lines.contains(&"image delete old456"),
+        "the previous image is dropped: {calls}"
+    );
+    assert_eq!(
+        lines.last(),
+        Some(&"delete --force github-runner-image-builder-jammy"),
+        "builder removed on exit"
+    );
+    // apt inside the builder gets the proxy through a pushed file, not through exec argv.
+    let pushed = std::fs::read_to_string(stub.path().join("pushed-proxy-env")).unwrap();
+    assert!(
+        pushed.contains("http_proxy=http://proxy.internal:3128\n")
+            && pushed.contains("NO_PROXY=10.0.0.0/8\n"),
+        "{pushed}"
+    );
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("exec"))
+            .all(|l| !l.contains("proxy.internal")),
+        "{calls}"
+    );
+    // The runner user: uid 1000, may power off, in the docker group.
+    assert!(
+        calls.contains("useradd --create-home --uid 1000")
+            && calls.contains("NOPASSWD")
+            && calls.contains("usermod -aG docker ubuntu")
+    );
+    assert!(calls.contains("docker.io git curl wget jq"));
+}
+
+#[test]
+fn test_mode_builds_a_container_without_touching_proxy_settings() {
+    let (stub, cmd) = stubbed(&BuildProxies::default(), InstanceType::Container);
+    run_build(
+        &cmd,
+        "jammy",
+        &stub.path().join("build.log"),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let calls = std::fs::read_to_string(stub.path().join("calls")).unwrap();
+    let launch = calls.lines().find(|l| l.starts_with("launch ")).unwrap();
+    assert!(
+        !launch.contains("--vm") && launch.contains("root,size=5GiB"),
+        "{launch}"
+    );
+    assert!(!calls.contains("core.proxy"), "{calls}");
+    assert!(!stub.path().join("pushed-proxy-env").exists());
+}
+
+#[test]
+fn a_failing_step_fails_the_build_and_still_removes_the_builder() {
+    let (stub, mut cmd) = stubbed(&BuildProxies::default(), InstanceType::Container);
+    cmd.env.push(("STUB_FAIL_ON".into(), "dist-upgrade".into()));
+    let log = stub.path().join("build.log");
+    match run_build(&cmd, "jammy", &log, Duration::from_secs(60)) {
+        Err(ImageError::BuildFailed { exit_code, .. }) => assert_ne!(exit_code, 0),
+        other => panic!("{other:?}"),
+    }
+    let calls = std::fs::read_to_string(stub.path().join("calls")).unwrap();
+    assert!(!calls.contains("publish"), "{calls}");
+    assert_eq!(
+        calls.lines().last(),
+        Some("delete --force github-runner-image-builder-jammy"),
+        "{calls}"
+    );
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("stub: failing on dist-upgrade"));
+}

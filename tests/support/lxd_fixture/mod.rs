@@ -1,0 +1,524 @@
+//! A per-test LXD project on the real daemon, with a busybox image under the alias `jammy`.
+//!
+//! Each [`LxdFixture`] creates project `ghrt-<pid>-<n>` (described with its owner's pid and
+//! process start time), imports the test image into it and deletes the project with
+//! everything in it on drop, also while a panicking test unwinds. Projects whose owner died
+//! (a run killed halfway) are reaped the first time a fixture is made in a later run.
+//! See tests/README.md.
+
+#![allow(dead_code)] // each test binary uses a different part of the fixture
+
+use github_runner::lxd::{LxcCli, Lxd, ProfileSpec};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+pub const PROJECT_PREFIX: &str = "ghrt-";
+pub const POOL_PREFIX: &str = "ghrt-";
+pub const IMAGE_ALIAS: &str = "jammy";
+const SETUP_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/support/lxd_fixture/setup-lxd.sh"
+);
+const FAKE_RUNNER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fake-runner");
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// Per-process files shared by every fixture: the client config, the image and runner tarballs.
+struct Shared {
+    dir: tempfile::TempDir,
+    image: PathBuf,
+    runner_tarball: PathBuf,
+}
+
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("ghrt-fixture-")
+            .tempdir()
+            .expect("temp dir");
+        ensure_daemon(&dir.path().join("lxc-conf"));
+        reap_stale(&dir.path().join("lxc-conf"));
+        let image = dir.path().join("busybox-image.tar.gz");
+        build_busybox_image(&image).expect("build the busybox test image");
+        let runner_tarball = dir.path().join("fake-runner.tar.gz");
+        build_fake_runner_tarball(&runner_tarball).expect("build the fake runner tarball");
+        Shared {
+            dir,
+            image,
+            runner_tarball,
+        }
+    })
+}
+
+/// `lxc` with an explicit environment (LXD_CONF of our own), for fixture chores.
+pub fn lxc_raw(conf: &Path, project: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new("lxc");
+    cmd.env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin",
+        )
+        .env("LXD_CONF", conf)
+        .env("HOME", conf);
+    if let Some(p) = project {
+        cmd.arg("--project").arg(p);
+    }
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run lxc")
+}
+
+fn ensure_daemon(conf: &Path) {
+    std::fs::create_dir_all(conf).expect("lxc conf dir");
+    if lxc_raw(conf, None, &["query", "/1.0"]).status.success() {
+        return;
+    }
+    let status = Command::new("sh")
+        .arg(SETUP_SCRIPT)
+        .env("LXD_CONF", conf)
+        .status()
+        .expect("run setup-lxd.sh");
+    assert!(
+        status.success(),
+        "tests/support/lxd_fixture/setup-lxd.sh failed: no LXD to test against"
+    );
+}
+
+/// This process's start time (field 22 of /proc/<pid>/stat): with the pid, it names a
+/// process uniquely even after pid reuse.
+fn process_start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after its closing paren are plain.
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19).map(str::to_string)
+}
+
+fn owner_description() -> String {
+    let pid = std::process::id();
+    format!(
+        "github-runner test fixture pid={pid} start={}",
+        process_start_time(pid).unwrap_or_default()
+    )
+}
+
+/// True when the description names a process that no longer runs.
+fn owner_is_dead(description: &str) -> bool {
+    let field = |key: &str| {
+        description
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(str::to_string)
+    };
+    match (
+        field("pid=").and_then(|p| p.parse::<u32>().ok()),
+        field("start="),
+    ) {
+        (Some(pid), Some(start)) => process_start_time(pid).as_deref() != Some(start.as_str()),
+        // Not one of ours in a form we understand: leave it.
+        _ => false,
+    }
+}
+
+fn query_json(conf: &Path, path: &str) -> serde_json::Value {
+    let out = lxc_raw(conf, None, &["query", path]);
+    if !out.status.success() {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// The `LXD_CONF` dir fixtures of this process use.
+pub fn shared_conf_dir() -> PathBuf {
+    shared().dir.path().join("lxc-conf")
+}
+
+/// Deletes projects (and test pools) left behind by test processes that died.
+pub fn reap_stale(conf: &Path) {
+    let projects = query_json(conf, "/1.0/projects?recursion=1");
+    for p in projects.as_array().into_iter().flatten() {
+        let name = p["name"].as_str().unwrap_or_default();
+        let description = p["description"].as_str().unwrap_or_default();
+        if name.starts_with(PROJECT_PREFIX) && owner_is_dead(description) {
+            eprintln!("lxd fixture: reaping stale project {name} ({description})");
+            purge_project(conf, name);
+        }
+    }
+    let pools = query_json(conf, "/1.0/storage-pools?recursion=1");
+    for p in pools.as_array().into_iter().flatten() {
+        let name = p["name"].as_str().unwrap_or_default();
+        let description = p["description"].as_str().unwrap_or_default();
+        if name.starts_with(POOL_PREFIX) && owner_is_dead(description) {
+            eprintln!("lxd fixture: reaping stale storage pool {name}");
+            let _ = lxc_raw(conf, None, &["storage", "delete", name]);
+        }
+    }
+}
+
+/// Deletes every instance, image and profile of `project`, then the project.
+pub fn purge_project(conf: &Path, project: &str) {
+    let q = |path: &str| query_json(conf, &format!("{path}?project={project}"));
+    for url in q("/1.0/instances").as_array().into_iter().flatten() {
+        if let Some(name) = url.as_str().and_then(|u| u.rsplit('/').next()) {
+            let name = name.split('?').next().unwrap_or(name);
+            let _ = lxc_raw(conf, Some(project), &["delete", "--force", name]);
+        }
+    }
+    for url in q("/1.0/images").as_array().into_iter().flatten() {
+        if let Some(fp) = url.as_str().and_then(|u| u.rsplit('/').next()) {
+            let fp = fp.split('?').next().unwrap_or(fp);
+            let _ = lxc_raw(conf, Some(project), &["image", "delete", fp]);
+        }
+    }
+    for url in q("/1.0/profiles").as_array().into_iter().flatten() {
+        if let Some(name) = url.as_str().and_then(|u| u.rsplit('/').next()) {
+            let name = name.split('?').next().unwrap_or(name);
+            if name != "default" {
+                let _ = lxc_raw(conf, Some(project), &["profile", "delete", name]);
+            }
+        }
+    }
+    let out = lxc_raw(conf, None, &["project", "delete", project]);
+    if !out.status.success() {
+        eprintln!(
+            "lxd fixture: could not delete project {project}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+}
+
+/// One test's LXD project. Deleted with everything in it on drop.
+pub struct LxdFixture {
+    pub project: String,
+    pub conf: PathBuf,
+    /// Storage pool the project's default profile puts root disks on.
+    pub pool: String,
+    lxd: LxcCli,
+    extra_pools: Vec<String>,
+}
+
+impl LxdFixture {
+    pub fn new() -> LxdFixture {
+        let shared = shared();
+        let conf = shared.dir.path().join("lxc-conf");
+        let project = format!(
+            "{PROJECT_PREFIX}{}-{}",
+            std::process::id(),
+            NEXT_ID.fetch_add(1, Ordering::SeqCst)
+        );
+        let description = owner_description();
+        // Created with its owner in the description in one call, so a killed run is reapable.
+        let body = serde_json::json!({
+            "name": project,
+            "description": description,
+            "config": {"features.images": "true", "features.profiles": "true"},
+        });
+        let out = lxc_raw(
+            &conf,
+            None,
+            &[
+                "query",
+                "-X",
+                "POST",
+                "--data",
+                &body.to_string(),
+                "/1.0/projects",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "create project {project}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Own the project right away so a panic below still deletes it.
+        let pool = std::env::var("GHR_TEST_LXD_POOL").unwrap_or_else(|_| "default".to_string());
+        let lxd = LxcCli::new(conf.clone())
+            .expect("lxc on PATH")
+            .in_project(project.clone());
+        let fixture = LxdFixture {
+            project,
+            conf,
+            pool,
+            lxd,
+            extra_pools: Vec::new(),
+        };
+        fixture.lxc_ok(&[
+            "profile",
+            "device",
+            "add",
+            "default",
+            "root",
+            "disk",
+            "path=/",
+            &format!("pool={}", fixture.pool),
+        ]);
+        fixture.lxc_ok(&[
+            "image",
+            "import",
+            path_str(&shared.image),
+            "--alias",
+            IMAGE_ALIAS,
+        ]);
+        fixture
+    }
+
+    /// The implementation under test, bound to this project.
+    pub fn lxd(&self) -> &LxcCli {
+        &self.lxd
+    }
+
+    /// `lxc --project <ours> args...`; panics with LXD's message on failure.
+    pub fn lxc_ok(&self, args: &[&str]) -> String {
+        let project = if args.first() == Some(&"project") || args.first() == Some(&"query") {
+            None
+        } else {
+            Some(self.project.as_str())
+        };
+        let out = lxc_raw(&self.conf, project, args);
+        assert!(
+            out.status.success(),
+            "lxc {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `lxc --project <ours> args...`, whatever it answers.
+    pub fn lxc(&self, args: &[&str]) -> Output {
+        lxc_raw(&self.conf, Some(&self.project), args)
+    }
+
+    /// Names of every instance in the project (owned or not).
+    pub fn instance_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .lxd
+            .list_all_instances()
+            .expect("list")
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A profile giving instances `tcp:127.0.0.1:port` that reaches the host's 127.0.0.1:port.
+    pub fn loopback_proxy_profile(&self, port: u16) -> String {
+        let name = format!("test-loopback-{port}");
+        let device: BTreeMap<String, String> = [
+            ("type", "proxy".to_string()),
+            ("listen", format!("tcp:127.0.0.1:{port}")),
+            ("connect", format!("tcp:127.0.0.1:{port}")),
+            ("bind", "instance".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let spec = ProfileSpec {
+            name: name.clone(),
+            config: BTreeMap::new(),
+            devices: [("github-loopback".to_string(), device)]
+                .into_iter()
+                .collect(),
+        };
+        self.lxd.ensure_profile(&spec).expect("test proxy profile");
+        name
+    }
+
+    /// A storage pool name this fixture deletes on drop (create it through the code under test).
+    pub fn scratch_pool_name(&mut self) -> String {
+        let name = format!(
+            "{POOL_PREFIX}{}-{}",
+            std::process::id(),
+            NEXT_ID.fetch_add(1, Ordering::SeqCst)
+        );
+        self.extra_pools.push(name.clone());
+        name
+    }
+
+    /// Marks a pool created by the code under test with this process as owner, so a killed
+    /// run's pool is reaped.
+    pub fn claim_pool(&self, name: &str) {
+        let body = serde_json::json!({"description": owner_description()});
+        self.lxc_ok(&[
+            "query",
+            "-X",
+            "PATCH",
+            "--data",
+            &body.to_string(),
+            &format!("/1.0/storage-pools/{name}"),
+        ]);
+    }
+
+    /// The fake runner application tarball (tests/fixtures/fake-runner, packed once).
+    pub fn fake_runner_tarball(&self) -> &'static Path {
+        &shared().runner_tarball
+    }
+}
+
+impl Drop for LxdFixture {
+    fn drop(&mut self) {
+        purge_project(&self.conf, &self.project);
+        for pool in &self.extra_pools {
+            let _ = lxc_raw(&self.conf, None, &["storage", "delete", pool]);
+        }
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("fixture paths are UTF-8")
+}
+
+fn tar_dir(
+    builder: &mut tar::Builder<impl Write>,
+    path: &str,
+    mode: u32,
+    uid: u64,
+) -> std::io::Result<()> {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(mode);
+    h.set_uid(uid);
+    h.set_gid(uid);
+    h.set_size(0);
+    h.set_mtime(0);
+    builder.append_data(&mut h, path, std::io::empty())
+}
+
+fn tar_file(
+    builder: &mut tar::Builder<impl Write>,
+    path: &str,
+    mode: u32,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(data.len() as u64);
+    h.set_mtime(0);
+    builder.append_data(&mut h, path, data)
+}
+
+fn tar_symlink(
+    builder: &mut tar::Builder<impl Write>,
+    path: &str,
+    target: &str,
+) -> std::io::Result<()> {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_mode(0o777);
+    h.set_size(0);
+    h.set_mtime(0);
+    builder.append_link(&mut h, path, target)
+}
+
+/// The test image's init: brings `lo` up, then waits; SIGPWR (`lxc stop`) and SIGUSR2
+/// (busybox `poweroff`) end it, which stops the container at once.
+const INIT_SCRIPT: &str = r#"#!/bin/sh
+trap 'exit 0' PWR USR2 TERM
+ip link set lo up
+while :; do
+    sleep 3600 &
+    wait $!
+done
+"#;
+
+/// A LXD image of busybox-static: applets in /bin, root and ubuntu (uid 1000) users.
+fn build_busybox_image(dest: &Path) -> std::io::Result<()> {
+    let busybox_path = ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("busybox-static is installed (tests/support/lxd_fixture/setup-lxd.sh installs it)");
+    let busybox = std::fs::read(&busybox_path)?;
+    let applets = Command::new(&busybox_path).arg("--list").output()?;
+    let applets = String::from_utf8_lossy(&applets.stdout).into_owned();
+    let architecture = std::env::consts::ARCH;
+    let metadata = format!(
+        "architecture: {architecture}\ncreation_date: 1\nproperties:\n  os: busybox\n  release: jammy\n  description: github-runner test image (busybox-static)\n"
+    );
+    let file = std::fs::File::create(dest)?;
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    tar_file(&mut b, "metadata.yaml", 0o644, metadata.as_bytes())?;
+    for (dir, mode, uid) in [
+        ("rootfs", 0o755, 0),
+        ("rootfs/bin", 0o755, 0),
+        ("rootfs/sbin", 0o755, 0),
+        ("rootfs/etc", 0o755, 0),
+        ("rootfs/dev", 0o755, 0),
+        ("rootfs/proc", 0o555, 0),
+        ("rootfs/sys", 0o555, 0),
+        ("rootfs/run", 0o755, 0),
+        ("rootfs/tmp", 0o1777, 0),
+        ("rootfs/root", 0o700, 0),
+        ("rootfs/var", 0o755, 0),
+        ("rootfs/var/log", 0o755, 0),
+        ("rootfs/home", 0o755, 0),
+        ("rootfs/home/ubuntu", 0o755, 1000),
+    ] {
+        tar_dir(&mut b, dir, mode, uid)?;
+    }
+    tar_file(&mut b, "rootfs/bin/busybox", 0o755, &busybox)?;
+    for applet in applets
+        .split_whitespace()
+        .filter(|a| *a != "busybox" && !a.contains('/'))
+    {
+        tar_symlink(&mut b, &format!("rootfs/bin/{applet}"), "busybox")?;
+    }
+    tar_file(&mut b, "rootfs/sbin/init", 0o755, INIT_SCRIPT.as_bytes())?;
+    tar_file(
+        &mut b,
+        "rootfs/etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nubuntu:x:1000:1000:Ubuntu:/home/ubuntu:/bin/sh\n",
+    )?;
+    tar_file(
+        &mut b,
+        "rootfs/etc/group",
+        0o644,
+        b"root:x:0:\nubuntu:x:1000:\n",
+    )?;
+    tar_file(
+        &mut b,
+        "rootfs/etc/shadow",
+        0o600,
+        b"root:*:19000:0:99999:7:::\nubuntu:*:19000:0:99999:7:::\n",
+    )?;
+    tar_file(&mut b, "rootfs/etc/hostname", 0o644, b"runner\n")?;
+    b.into_inner()?.finish()?.sync_all()
+}
+
+/// tests/fixtures/fake-runner as the runner application tarball (files at the top level).
+fn build_fake_runner_tarball(dest: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::File::create(dest)?;
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    let mut stack = vec![PathBuf::from(FAKE_RUNNER_DIR)];
+    while let Some(dir) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.path());
+        for entry in entries {
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(FAKE_RUNNER_DIR)
+                .expect("walk stays below the root");
+            let rel = format!("./{}", rel.display());
+            if path.is_dir() {
+                tar_dir(&mut b, &rel, 0o755, 0)?;
+                stack.push(path);
+            } else {
+                let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+                tar_file(&mut b, &rel, mode, &std::fs::read(&path)?)?;
+            }
+        }
+    }
+    b.into_inner()?.finish()?.sync_all()
+}
