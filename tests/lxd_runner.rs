@@ -224,13 +224,17 @@ fn a_runner_comes_online_takes_one_job_and_its_instance_disappears() {
     let inside = h.exec(
         name,
         "for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" = Runner.Listener ] && stat -c %u $p; done | sort -u; \
-         stat -c '%u %a' /home/ubuntu/github-runner/run.sh; \
+         stat -c '%u %a' /home/ubuntu/github-runner/run.sh /home/ubuntu/github-runner \
+             /home/ubuntu/github-runner/.env /etc/environment; \
          test -e /root/github-runner-start.sh && echo start-script-present; \
          cat /etc/environment /home/ubuntu/github-runner/.env /etc/docker/daemon.json",
     );
     let mut lines = inside.lines();
     assert_eq!(lines.next(), Some("1000"), "{inside}");
-    assert_eq!(lines.next(), Some("1000 755"), "{inside}");
+    assert_eq!(lines.next(), Some("1000 755"), "run.sh: {inside}");
+    assert_eq!(lines.next(), Some("1000 755"), "runner dir: {inside}");
+    assert_eq!(lines.next(), Some("1000 644"), ".env: {inside}");
+    assert_eq!(lines.next(), Some("0 644"), "/etc/environment: {inside}");
     assert!(!inside.contains("start-script-present"), "{inside}");
     for want in [
         "LANG=C.UTF-8",
@@ -578,4 +582,67 @@ fn a_name_clash_with_a_foreign_instance_fails_at_launch_and_keeps_it() {
         "not ours: kept"
     );
     assert!(h.gh.runners().is_empty());
+}
+
+/// Unmounts a test tmpfs when dropped (declared before the fixture, so it runs after the
+/// fixture has deleted the pool on it).
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.0)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .status();
+    }
+}
+
+#[test]
+fn memory_storage_mounts_a_sized_tmpfs_and_puts_the_pool_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = github_runner::paths::HostPaths::new(dir.path());
+    let _unmount = Unmount(paths.ram_storage_dir());
+    let mut fx = LxdFixture::new();
+    let mib = 1u64 << 20;
+    let mut plan = storage::plan_storage(
+        github_runner::config::RunnerStorage::Memory,
+        None,
+        &paths,
+        32 * mib,
+        2,
+    )
+    .unwrap();
+    plan.pool = fx.scratch_pool_name();
+    storage::apply_storage(&plan, fx.lxd()).unwrap();
+    fx.claim_pool(&plan.pool);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(storage::is_mount_point(
+        &mountinfo,
+        &paths.ram_storage_dir()
+    ));
+    assert_eq!(
+        storage::filesystem_total_bytes(&paths.ram_storage_dir()).unwrap(),
+        64 * mib
+    );
+    assert_eq!(
+        fx.lxc_ok(&["storage", "get", &plan.pool, "source"]).trim(),
+        paths.ram_storage_dir().to_str().unwrap()
+    );
+
+    // More runners later: the same mount is resized, the pool kept.
+    let mut bigger = storage::plan_storage(
+        github_runner::config::RunnerStorage::Memory,
+        None,
+        &paths,
+        32 * mib,
+        3,
+    )
+    .unwrap();
+    bigger.pool = plan.pool.clone();
+    storage::apply_storage(&bigger, fx.lxd()).unwrap();
+    assert_eq!(
+        storage::filesystem_total_bytes(&paths.ram_storage_dir()).unwrap(),
+        96 * mib
+    );
 }

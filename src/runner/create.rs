@@ -73,7 +73,7 @@ pub enum CreateStep {
     PushTarball,
     ExtractTarball,
     RegisterJit,
-    PushFiles,
+    PushStartScript,
     StartRunner,
 }
 
@@ -83,9 +83,9 @@ impl fmt::Display for CreateStep {
             CreateStep::Launch => "launch the instance",
             CreateStep::WaitReady => "wait until the instance answers exec",
             CreateStep::PushTarball => "push the runner tarball",
-            CreateStep::ExtractTarball => "extract the runner tarball",
+            CreateStep::ExtractTarball => "extract the runner tarball and write its environment",
             CreateStep::RegisterJit => "get a JIT config from GitHub",
-            CreateStep::PushFiles => "push the environment and start script",
+            CreateStep::PushStartScript => "push the start script",
             CreateStep::StartRunner => "start the runner",
         })
     }
@@ -202,11 +202,16 @@ fn run_steps(
             },
         ),
     )?;
+    let bundle = at(
+        CreateStep::ExtractTarball,
+        files::render_config_bundle(req.environment, name),
+    )?;
     exec_ok(
         lxd,
         name,
-        RUNNER_UID,
+        0,
         &files::extract_command(),
+        Some(bundle),
         req.timeouts.exec_timeout,
     )
     .map_err(|e| (CreateStep::ExtractTarball, e))?;
@@ -217,53 +222,25 @@ fn run_steps(
     )?;
     *registration = Some(jit.runner.id);
 
-    let env_file = at(
-        CreateStep::PushFiles,
-        files::render_env_file(req.environment, name),
-    )?;
     let start_script = at(
-        CreateStep::PushFiles,
+        CreateStep::PushStartScript,
         files::render_start_script(&jit.encoded_jit_config, req.environment),
     )?;
-    let mut pushes = vec![
-        (
-            env_file.clone().into_bytes(),
-            files::SYSTEM_ENV_FILE,
-            0o644,
-            0,
-        ),
-        (
-            env_file.into_bytes(),
-            files::RUNNER_ENV_FILE,
-            0o644,
-            RUNNER_UID,
-        ),
-    ];
-    if let Some(json) = files::render_docker_daemon_json(req.environment) {
-        pushes.push((json.into_bytes(), files::DOCKER_DAEMON_JSON, 0o644, 0));
-    }
     // Root-only: the job runs as uid 1000 and must not read the JIT config.
-    pushes.push((
-        start_script.expose().as_bytes().to_vec(),
-        files::START_SCRIPT,
-        0o700,
-        0,
-    ));
-    for (bytes, target, mode, owner) in pushes {
-        let spec = PushSpec {
-            source: PushSource::Bytes(bytes),
-            target: target.to_string(),
-            mode,
-            uid: owner,
-            gid: owner,
-        };
-        at(CreateStep::PushFiles, lxd.push_file(name, &spec))?;
-    }
+    let spec = PushSpec {
+        source: PushSource::Bytes(start_script.expose().as_bytes().to_vec()),
+        target: files::START_SCRIPT.to_string(),
+        mode: 0o700,
+        uid: 0,
+        gid: 0,
+    };
+    at(CreateStep::PushStartScript, lxd.push_file(name, &spec))?;
     exec_ok(
         lxd,
         name,
         0,
         &files::start_command(),
+        None,
         req.timeouts.exec_timeout,
     )
     .map_err(|e| (CreateStep::StartRunner, e))?;
@@ -275,12 +252,14 @@ fn exec_ok(
     name: &str,
     uid: u32,
     script: &str,
+    stdin: Option<Vec<u8>>,
     timeout: Duration,
 ) -> Result<(), StepFailure> {
     let spec = ExecSpec {
         argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
         uid,
         gid: uid,
+        stdin,
         timeout,
         ..ExecSpec::default()
     };
@@ -456,7 +435,12 @@ pub(crate) mod tests {
             result
         }
         fn exec(&self, instance: &str, spec: &ExecSpec) -> Result<ExecOutput, LxdError> {
-            let line = format!("exec {instance} uid={} {}", spec.uid, spec.argv.join(" "));
+            let stdin = if spec.stdin.is_some() { "yes" } else { "no" };
+            let line = format!(
+                "exec {instance} uid={} {} stdin={stdin}",
+                spec.uid,
+                spec.argv.join(" ")
+            );
             self.record(line.clone())?;
             if spec.argv == ["/bin/true"] {
                 let mut left = self.not_ready_probes.lock().unwrap();
@@ -643,10 +627,7 @@ pub(crate) mod tests {
         let kinds: Vec<&str> = calls.iter().map(|c| c.split(' ').next().unwrap()).collect();
         assert_eq!(
             kinds,
-            [
-                "launch", "exec", "exec", "exec", "push", "exec", "push", "push", "push", "push",
-                "exec"
-            ],
+            ["launch", "exec", "exec", "exec", "push", "exec", "push", "exec"],
             "{calls:#?}"
         );
         assert!(
@@ -660,17 +641,22 @@ pub(crate) mod tests {
             "{}",
             calls[4]
         );
-        assert!(calls[5].contains("uid=1000") && calls[5].contains("tar -xzf"));
-        assert!(calls[6].starts_with("push app-0-0123456789ab/etc/environment 644 0"));
+        // Extraction runs as root, unpacks the tarball as ubuntu, the env bundle from stdin.
         assert!(
-            calls[7].starts_with("push app-0-0123456789ab/home/ubuntu/github-runner/.env 644 1000")
+            calls[5].contains("uid=0")
+                && calls[5].contains("su ubuntu")
+                && calls[5].contains("tar -xzf")
         );
-        assert!(calls[8].starts_with("push app-0-0123456789ab/etc/docker/daemon.json 644 0"));
-        assert!(calls[9].starts_with("push app-0-0123456789ab/root/github-runner-start.sh 700 0"));
-        assert!(calls[10].contains("uid=0") && calls[10].contains("setsid"));
+        assert!(calls[5].ends_with("stdin=yes"), "{}", calls[5]);
+        assert!(calls[6].starts_with("push app-0-0123456789ab/root/github-runner-start.sh 700 0"));
+        assert!(
+            calls[7].contains("uid=0")
+                && calls[7].contains("setsid")
+                && calls[7].ends_with("stdin=no")
+        );
         // The JIT config travels only inside the pushed start script.
         for (i, c) in calls.iter().enumerate() {
-            assert_eq!(c.contains("SECRET-JIT"), i == 9, "call {i}: {c}");
+            assert_eq!(c.contains("SECRET-JIT"), i == 6, "call {i}: {c}");
         }
         assert_eq!(
             gh.calls(),
@@ -755,7 +741,7 @@ pub(crate) mod tests {
             false,
         );
         assert_failed_at(
-            CreateStep::PushFiles,
+            CreateStep::PushStartScript,
             "push app-0-0123456789ab/root",
             vec![],
             true,

@@ -51,6 +51,8 @@ pub enum RenderError {
     UnsafeValue { key: String },
     #[error("the JIT config from GitHub holds a line break or NUL; refusing to write it into the start script")]
     UnsafeJitConfig,
+    #[error("could not assemble the runner's configuration files: {0}")]
+    Bundle(String),
 }
 
 fn check_value(key: &str, value: &str) -> Result<(), RenderError> {
@@ -161,12 +163,59 @@ pub fn render_start_script(
     )))
 }
 
-/// Shell run as uid 1000 to unpack the pushed tarball into [`RUNNER_DIR`].
+/// Shell run as root: unpacks the pushed tarball into [`RUNNER_DIR`] as uid 1000 (a
+/// tarball from the internet is never unpacked as root), then unpacks the configuration
+/// bundle ([`render_config_bundle`]) read from stdin over `/`, owners and modes as in it.
 pub fn extract_command() -> String {
-    format!(
+    let as_runner = format!(
         "set -e; mkdir -p {RUNNER_DIR}; tar -xzf {TARBALL_TARGET} -C {RUNNER_DIR}; rm -f {TARBALL_TARGET}; \
          test -x {RUNNER_DIR}/run.sh || {{ echo 'run.sh missing from the runner tarball' >&2; exit 3; }}"
+    );
+    format!(
+        "set -e; su ubuntu -s /bin/sh -c {}; tar -xf - -C /",
+        sh_single_quote(&as_runner)
     )
+}
+
+/// The environment files (and docker's daemon.json with a mirror) as an uncompressed tar
+/// of paths relative to `/`, with numeric owners and modes: one exec writes them all.
+pub fn render_config_bundle(
+    env: &RunnerEnvironment,
+    instance_name: &str,
+) -> Result<Vec<u8>, RenderError> {
+    let env_file = render_env_file(env, instance_name)?;
+    let mut files: Vec<(&str, String, u32, u64)> = vec![
+        (SYSTEM_ENV_FILE, env_file.clone(), 0o644, 0),
+        (
+            RUNNER_ENV_FILE,
+            env_file,
+            0o644,
+            u64::from(super::RUNNER_UID),
+        ),
+    ];
+    if let Some(json) = render_docker_daemon_json(env) {
+        files.push((DOCKER_DAEMON_JSON, json, 0o644, 0));
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, content, mode, owner) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(content.len() as u64);
+        header.set_mode(mode);
+        header.set_uid(owner);
+        header.set_gid(owner);
+        header.set_mtime(0);
+        builder
+            .append_data(
+                &mut header,
+                path.trim_start_matches('/'),
+                content.as_bytes(),
+            )
+            .map_err(|e| RenderError::Bundle(e.to_string()))?;
+    }
+    builder
+        .into_inner()
+        .map_err(|e| RenderError::Bundle(e.to_string()))
 }
 
 /// Shell run as root that starts the start script detached and returns at once.

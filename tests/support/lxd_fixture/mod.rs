@@ -76,7 +76,13 @@ pub fn lxc_raw(conf: &Path, project: Option<&str>, args: &[&str]) -> Output {
 
 fn ensure_daemon(conf: &Path) {
     std::fs::create_dir_all(conf).expect("lxc conf dir");
-    if lxc_raw(conf, None, &["query", "/1.0"]).status.success() {
+    let busybox_static = Command::new("dpkg")
+        .args(["-s", "busybox-static"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if busybox_static && lxc_raw(conf, None, &["query", "/1.0"]).status.success() {
         return;
     }
     let status = Command::new("sh")
