@@ -5,10 +5,15 @@
 
 pub mod actions;
 pub mod config_changed;
+pub mod credentials;
+#[cfg(test)]
+pub(crate) mod fake_world;
+pub mod fleet;
 pub mod leader;
 pub mod lifecycle;
 pub mod reconcile;
 pub mod relations;
+pub mod runtime;
 pub mod status;
 pub mod storage;
 pub mod update_status;
@@ -30,11 +35,20 @@ pub struct Context<'a> {
 pub enum CharmError {
     #[error(transparent)]
     HookTool(#[from] HookToolError),
+    /// Another reconcile or flush held the unit lock for longer than the bounded wait.
+    #[error(transparent)]
+    Lock(#[from] crate::host::lock::LockError),
 }
 
 /// Run the handler of `event`.
 pub fn dispatch(ctx: &Context<'_>, event: &Event) -> Result<(), CharmError> {
     tracing::debug!(event = %event, "handling event");
+    let result = handle(ctx, event);
+    crate::github::calls::log_process_counts();
+    result
+}
+
+fn handle(ctx: &Context<'_>, event: &Event) -> Result<(), CharmError> {
     match event {
         Event::Install => lifecycle::install(ctx),
         Event::Start => lifecycle::start(ctx),

@@ -1,10 +1,633 @@
-//! reconcile-runners: the periodic event the charm's timer dispatches through juju-exec.
+//! The charm's entry points to the runner manager, used by hooks and actions:
+//!
+//! - [`prepare`]: configuration, guards and the [`Runtime`] (or the Blocked/Waiting status
+//!   that explains why not);
+//! - [`reconcile`]: unit lock -> one reconcile round -> `reconciliation` metric -> status;
+//! - [`flush`]: unit lock -> flush in a mode;
+//! - [`flush_then_reconcile`]: both under one lock (start, flush-runners, config changes);
+//! - [`handle`]: the `reconcile-runners` event the timer dispatches (runner binary update
+//!   check, flushing idle runners when it changed, then a full reconcile).
+//!
+//! Every outcome reaches the operator through `manager::status` and [`status`].
 
-use super::{status, CharmError, Context};
+use std::time::Duration;
 
-pub fn handle(ctx: &Context<'_>) -> Result<(), CharmError> {
-    if status::refresh(ctx)?.is_some() {
-        tracing::warn!("reconcile skipped: {}", status::MANAGER_UNAVAILABLE_STATUS);
+use super::config_changed;
+use super::fleet::{self, CharmRunnerOps};
+use super::runtime::{Runtime, RuntimeError};
+use super::status::{self, Readiness};
+use super::{CharmError, Context};
+use crate::config::CharmConfig;
+use crate::host::lock::UnitLock;
+use crate::host::metrics::{MetricEvent, MetricsLog, Reconciliation};
+use crate::juju::state::UnitState;
+use crate::juju::Status;
+use crate::lxd::LxdError;
+use crate::manager::executor::{no_progress, Progress};
+use crate::manager::flush::{self as manager_flush, FlushError, FlushMode, FlushOutcome};
+use crate::manager::planner::RemovalReason;
+use crate::manager::reconcile::{
+    self as manager_reconcile, ReconcileError, ReconcileOutcome, ReconcileSettings,
+};
+use crate::manager::status::Census;
+use crate::runner::guards::{self, DeploySettings};
+
+/// Where progress goes (action-log in actions, nowhere in hooks).
+pub type ProgressSink<'p> = &'p (dyn Fn(&Progress) + Sync);
+
+/// How a reconcile runs, beyond the runtime.
+#[derive(Clone)]
+pub struct Options<'p> {
+    pub progress: ProgressSink<'p>,
+    /// Statuses that also hold (a failed binary update, ...); the worst one is shown.
+    pub notes: Vec<Status>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            progress: &no_progress,
+            notes: Vec::new(),
+        }
     }
-    Ok(())
+}
+
+/// What a reconcile did, and the status it set.
+#[derive(Debug, Clone)]
+pub struct ReconcileRun {
+    pub result: Result<ReconcileOutcome, ReconcileError>,
+    pub status: Status,
+    /// Seconds spent waiting for the unit lock.
+    pub lock_waited_secs: u64,
+}
+
+impl ReconcileRun {
+    /// `delta.virtual-machines`: desired minus the capacity found (0 when it did not run).
+    pub fn delta(&self) -> i64 {
+        self.result.as_ref().map(|o| o.plan.delta()).unwrap_or(0)
+    }
+}
+
+/// What a flush did.
+#[derive(Debug, Clone)]
+pub struct FlushRun {
+    pub result: Result<FlushOutcome, FlushError>,
+    pub lock_waited_secs: u64,
+}
+
+/// The valid configuration and a runtime over it, or None after setting the status that
+/// says why not: Blocked for invalid configuration, an lxd-profile.yaml outside test mode,
+/// a changed runner-storage/base-image, or an unusable GitHub URL; Waiting when LXD is not
+/// there yet.
+pub fn prepare(ctx: &Context<'_>) -> Result<Option<Runtime>, CharmError> {
+    let Some(config) = status::config_or_block(ctx)? else {
+        return Ok(None);
+    };
+    let state = UnitState::load(ctx.tools)?;
+    if let Some(blocked) = guard_status(ctx, &config, &state) {
+        status::set_and_remember(ctx, &blocked)?;
+        return Ok(None);
+    }
+    match Runtime::new(ctx, config) {
+        Ok(rt) => Ok(Some(rt)),
+        Err(err) => {
+            status::set_and_remember(ctx, &runtime_error_status(&err))?;
+            Ok(None)
+        }
+    }
+}
+
+/// Blocked when the charm must not act with `config`: an lxd-profile.yaml outside test mode,
+/// or runner-storage/base-image changed since deployment.
+pub fn guard_status(ctx: &Context<'_>, config: &CharmConfig, state: &UnitState) -> Option<Status> {
+    let has_profile = guards::charm_dir_has_lxd_profile(&ctx.hook.charm_dir);
+    guard_problem(has_profile, config, state.deploy_settings.as_ref()).map(Status::Blocked)
+}
+
+/// The guards as a pure decision. `at_deploy` None: nothing recorded yet, nothing to compare.
+pub fn guard_problem(
+    has_lxd_profile: bool,
+    config: &CharmConfig,
+    at_deploy: Option<&DeploySettings>,
+) -> Option<String> {
+    if let Err(e) = guards::check_lxd_profile(has_lxd_profile, config.test_mode_insecure) {
+        return Some(e.to_string());
+    }
+    let now = deploy_settings(config);
+    at_deploy
+        .and_then(|d| guards::check_immutable(d, &now).err())
+        .map(|e| e.to_string())
+}
+
+/// runner-storage and base-image of `config`.
+pub fn deploy_settings(config: &CharmConfig) -> DeploySettings {
+    DeploySettings {
+        runner_storage: config.runner_storage,
+        base_image: config.base_image,
+    }
+}
+
+/// What the unit shows when the runtime cannot be built.
+pub fn runtime_error_status(err: &RuntimeError) -> Status {
+    match err {
+        RuntimeError::Lxd(LxdError::LxcMissing) => {
+            Status::Waiting(format!("waiting for LXD to be installed: {err}"))
+        }
+        RuntimeError::Lxd(_) => Status::Waiting(format!("waiting for LXD: {err}")),
+        RuntimeError::GitHub(_) => Status::Blocked(err.to_string()),
+    }
+}
+
+fn acquire(rt: &Runtime, purpose: &str) -> Result<(UnitLock, u64), CharmError> {
+    let started = rt.clock.now_epoch();
+    let lock = UnitLock::acquire(&rt.paths.lock_file(), purpose, &*rt.clock, rt.lock_wait)?;
+    let waited = rt.clock.now_epoch().saturating_sub(started);
+    if waited > 0 {
+        tracing::info!("waited {waited} s for the unit lock ({purpose})");
+    }
+    Ok((lock, waited))
+}
+
+/// Lock, one reconcile round, the `reconciliation` metric, then the status (set and
+/// remembered). A round that could not run (LXD or GitHub unavailable) is not an error of
+/// the hook: its status says what is wrong. `Err` only for a hook tool failure or the lock.
+pub fn reconcile(ctx: &Context<'_>, rt: &Runtime) -> Result<ReconcileRun, CharmError> {
+    reconcile_with(ctx, rt, &Options::default())
+}
+
+/// [`reconcile`] with progress and extra statuses.
+pub fn reconcile_with(
+    ctx: &Context<'_>,
+    rt: &Runtime,
+    options: &Options<'_>,
+) -> Result<ReconcileRun, CharmError> {
+    let (lock, waited) = acquire(rt, "reconcile")?;
+    let mut run = reconcile_locked(ctx, rt, options)?;
+    drop(lock);
+    run.lock_waited_secs = waited;
+    Ok(run)
+}
+
+/// Lock, then flush in `mode`. Sets no status: the caller reconciles next, or is removing
+/// the unit.
+pub fn flush(ctx: &Context<'_>, rt: &Runtime, mode: FlushMode) -> Result<FlushRun, CharmError> {
+    let (lock, waited) = acquire(rt, "flush")?;
+    let mut run = flush_locked(ctx, rt, mode, &no_progress);
+    drop(lock);
+    run.lock_waited_secs = waited;
+    Ok(run)
+}
+
+/// Under one lock: flush in `mode` with `flush_rt` (the previous credentials after a config
+/// change; else the same runtime as `rt`), then reconcile with `rt`.
+pub fn flush_then_reconcile(
+    ctx: &Context<'_>,
+    flush_rt: &Runtime,
+    mode: FlushMode,
+    rt: &Runtime,
+    options: &Options<'_>,
+) -> Result<(FlushRun, ReconcileRun), CharmError> {
+    let (lock, waited) = acquire(rt, "flush-and-reconcile")?;
+    let mut flushed = flush_locked(ctx, flush_rt, mode, options.progress);
+    flushed.lock_waited_secs = waited;
+    let mut options = options.clone();
+    if let Err(e) = &flushed.result {
+        options
+            .notes
+            .push(Status::Maintenance(format!("{mode} failed: {e}")));
+    }
+    let mut reconciled = reconcile_locked(ctx, rt, &options)?;
+    drop(lock);
+    reconciled.lock_waited_secs = waited;
+    Ok((flushed, reconciled))
+}
+
+fn flush_locked(
+    _ctx: &Context<'_>,
+    rt: &Runtime,
+    mode: FlushMode,
+    progress: ProgressSink<'_>,
+) -> FlushRun {
+    let ops = CharmRunnerOps::new(rt);
+    let result = manager_flush::flush(&ops, &*rt.clock, mode, rt.concurrency, progress);
+    match &result {
+        Ok(outcome) => tracing::info!(
+            %mode,
+            removed = outcome.report.removed.len(),
+            failed = outcome.report.failed.len(),
+            waited_secs = outcome.waited.as_secs(),
+            "flush done"
+        ),
+        Err(e) => tracing::warn!("{mode} failed: {e}"),
+    }
+    FlushRun {
+        result,
+        lock_waited_secs: 0,
+    }
+}
+
+fn reconcile_locked(
+    ctx: &Context<'_>,
+    rt: &Runtime,
+    options: &Options<'_>,
+) -> Result<ReconcileRun, CharmError> {
+    let ops = CharmRunnerOps::new(rt);
+    let settings = ReconcileSettings {
+        desired: rt.config.virtual_machines,
+        binary: fleet::host_binary_state(rt),
+        grace_secs: rt.grace().as_secs(),
+        concurrency: rt.concurrency,
+    };
+    let result = manager_reconcile::reconcile(&ops, &*rt.clock, &settings, options.progress);
+    if let Ok(outcome) = &result {
+        issue_metric(rt, outcome);
+    }
+    let readiness = Readiness {
+        image_missing: ops
+            .image_missing()
+            .then(|| rt.config.base_image.alias().to_string()),
+    };
+    let round = status::after_reconcile(&result, &readiness);
+    let shown =
+        status::worst(options.notes.iter().cloned().chain([round.clone()])).unwrap_or(round);
+    status::set_and_remember(ctx, &shown)?;
+    Ok(ReconcileRun {
+        result,
+        status: shown,
+        lock_waited_secs: 0,
+    })
+}
+
+/// Runners found dead: listener down, or the instance stopped or in error.
+pub fn crashed_runners(outcome: &ReconcileOutcome) -> u32 {
+    outcome
+        .plan
+        .removals
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.reason,
+                RemovalReason::ListenerDown
+                    | RemovalReason::InstanceError
+                    | RemovalReason::InstanceStopped
+            )
+        })
+        .count() as u32
+}
+
+/// The `reconciliation` metric of a round. Pure.
+pub fn reconciliation_event(flavor: &str, outcome: &ReconcileOutcome) -> MetricEvent {
+    MetricEvent::Reconciliation(Reconciliation {
+        flavor: flavor.to_string(),
+        crashed_runners: crashed_runners(outcome),
+        idle_runners: Census::after(&outcome.plan, &outcome.report).idle,
+        duration: outcome.duration_secs as f64,
+    })
+}
+
+fn issue_metric(rt: &Runtime, outcome: &ReconcileOutcome) {
+    let event = reconciliation_event(&rt.identity.app, outcome);
+    if let Err(e) = MetricsLog::new(&rt.paths).issue(&event, &*rt.clock) {
+        // Metrics are for dashboards; a full disk must not stop the reconcile.
+        tracing::warn!("{e}");
+    }
+}
+
+/// Whether the runner binary changed, and the status to add when the check failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BinaryCheck {
+    pub changed: bool,
+    pub problem: Option<Status>,
+}
+
+/// The runner binary update check. The download itself belongs to host setup
+/// (`charm::setup`); until that lands this checks nothing.
+pub fn check_runner_binary(_ctx: &Context<'_>, _rt: &Runtime) -> BinaryCheck {
+    BinaryCheck::default()
+}
+
+/// The `reconcile-runners` event: the runner binary update check (idle runners are flushed
+/// when it changed, so new runners use it), then a full reconcile.
+pub fn handle(ctx: &Context<'_>) -> Result<(), CharmError> {
+    let Some(rt) = prepare(ctx)? else {
+        return Ok(());
+    };
+    run_periodic(ctx, &rt).map(drop)
+}
+
+/// Binary check, flush idle if it changed, reconcile. What the event and the
+/// reconcile-runners action share.
+pub fn run_periodic(ctx: &Context<'_>, rt: &Runtime) -> Result<ReconcileRun, CharmError> {
+    run_periodic_with(ctx, rt, &no_progress)
+}
+
+pub fn run_periodic_with(
+    ctx: &Context<'_>,
+    rt: &Runtime,
+    progress: ProgressSink<'_>,
+) -> Result<ReconcileRun, CharmError> {
+    let binary = check_runner_binary(ctx, rt);
+    let state = UnitState::load(ctx.tools)?;
+    let options = Options {
+        progress,
+        notes: binary.problem.into_iter().collect(),
+    };
+    if binary.changed && !config_changed::plan_change(&state, &rt.config).flushes() {
+        tracing::info!("runner binary changed: flushing idle runners");
+        let (_, run) = flush_then_reconcile(ctx, rt, FlushMode::FlushIdle, rt, &options)?;
+        Ok(run)
+    } else {
+        // Also completes a config change whose flush failed earlier.
+        config_changed::converge(ctx, rt, &state, &options)
+    }
+}
+
+/// A bounded wait for the lock, in whole seconds, for messages.
+pub fn lock_wait_note(waited_secs: u64) -> Option<String> {
+    (waited_secs > 0).then(|| {
+        format!(
+            "waited {} for another reconcile or flush to finish",
+            humanize(Duration::from_secs(waited_secs))
+        )
+    })
+}
+
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::charm::fake_world::{config, FakeWorld};
+    use crate::charm::testing::hook_context;
+    use crate::host::lock::{LockError, LockWait};
+    use crate::juju::memory::MemoryHookTools;
+    use crate::juju::state::LAST_STATUS_KEY;
+    use crate::manager::executor::Report;
+    use crate::manager::planner::{Plan, Removal, RemovalTarget};
+    use crate::paths::HostPaths;
+
+    struct Unit {
+        tools: MemoryHookTools,
+        world: FakeWorld,
+        root: tempfile::TempDir,
+    }
+
+    impl Unit {
+        fn new() -> Self {
+            Unit {
+                tools: MemoryHookTools::default(),
+                world: FakeWorld::new(),
+                root: tempfile::tempdir().unwrap(),
+            }
+        }
+
+        fn with<R>(&self, vms: u32, f: impl FnOnce(&Context<'_>, &Runtime) -> R) -> R {
+            let hook = hook_context();
+            let paths = HostPaths::new(self.root.path());
+            let ctx = Context {
+                tools: &self.tools,
+                hook: &hook,
+                paths: &paths,
+            };
+            let rt = self.world.runtime(
+                self.root.path(),
+                config(&[("virtual-machines", vms.into())]),
+            );
+            f(&ctx, &rt)
+        }
+    }
+
+    #[test]
+    fn reconcile_sets_remembers_and_measures() {
+        let unit = Unit::new();
+        let run = unit.with(2, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        assert_eq!(run.delta(), 2);
+        assert!(
+            matches!(&run.status, Status::Active(m) if m == "0/2 runners: 0 idle, 0 busy, 2 creating")
+        );
+        assert_eq!(unit.tools.statuses(), vec![run.status.clone()]);
+        assert_eq!(
+            unit.tools.lock().unit_state.get(LAST_STATUS_KEY),
+            Some(&crate::juju::state::encode_status(&run.status))
+        );
+        let metrics =
+            std::fs::read_to_string(HostPaths::new(unit.root.path()).metrics_log()).unwrap();
+        let line: serde_json::Value =
+            serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+        assert_eq!(line["event"], "reconciliation");
+        assert_eq!(line["flavor"], "github-runner");
+        assert_eq!(line["crashed_runners"], 0);
+        // Steady state: the same status is not written to unit state again.
+        unit.world.bring_online();
+        unit.tools.lock().calls.clear();
+        let again = unit.with(2, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        assert_eq!(again.delta(), 0);
+        let calls = unit.tools.lock().calls.clone();
+        assert!(
+            calls.contains(&"state-set".to_string()),
+            "status changed: {calls:?}"
+        );
+        unit.tools.lock().calls.clear();
+        unit.with(2, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        assert_eq!(unit.tools.lock().calls, ["status-set", "state-get"]);
+    }
+
+    #[test]
+    fn steady_state_costs_one_listing_and_one_probe_per_idle_runner() {
+        let unit = Unit::new();
+        unit.with(3, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        unit.world.bring_online();
+        unit.world.lock().github_calls.clear();
+        unit.world.lock().execs = 0;
+        unit.with(3, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        assert_eq!(unit.world.lock().github_calls, vec!["list ghp_secret"]);
+        assert_eq!(unit.world.lock().execs, 3);
+    }
+
+    #[test]
+    fn a_held_lock_is_waited_for_boundedly_then_fails_the_hook() {
+        let unit = Unit::new();
+        let paths = HostPaths::new(unit.root.path());
+        let clock = crate::clock::SystemClock;
+        let held =
+            UnitLock::acquire(&paths.lock_file(), "test", &clock, LockWait::default()).unwrap();
+        let err = unit
+            .with(1, |ctx, rt| {
+                let mut rt = rt.with_github(rt.config.clone(), rt.github.clone());
+                rt.lock_wait = LockWait {
+                    max: Duration::from_secs(30),
+                    poll: Duration::from_secs(10),
+                };
+                reconcile(ctx, &rt)
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, CharmError::Lock(LockError::HeldFor { .. })),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("gave up after waiting 30 s"),
+            "{err}"
+        );
+        assert!(unit.world.instance_names().is_empty());
+        drop(held);
+        assert!(unit.with(1, |ctx, rt| reconcile(ctx, rt)).is_ok());
+    }
+
+    #[test]
+    fn flush_then_reconcile_replaces_idle_runners() {
+        let unit = Unit::new();
+        unit.with(2, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        unit.world.bring_online();
+        let before = unit.world.instance_names();
+        let (flushed, run) = unit
+            .with(2, |ctx, rt| {
+                flush_then_reconcile(ctx, rt, FlushMode::FlushIdle, rt, &Options::default())
+            })
+            .unwrap();
+        assert_eq!(flushed.result.unwrap().report.removed.len(), 2);
+        assert_eq!(run.result.unwrap().report.created.len(), 2);
+        let after = unit.world.instance_names();
+        assert!(after.iter().all(|n| !before.contains(n)));
+    }
+
+    #[test]
+    fn a_flush_that_cannot_list_lxd_is_reported_and_the_reconcile_says_why() {
+        let unit = Unit::new();
+        unit.world.lock().lxd_down = true;
+        let (flushed, run) = unit
+            .with(1, |ctx, rt| {
+                flush_then_reconcile(ctx, rt, FlushMode::FlushBusy, rt, &Options::default())
+            })
+            .unwrap();
+        assert!(matches!(flushed.result, Err(FlushError::Lxd(_))));
+        assert!(
+            matches!(&run.status, Status::Waiting(m) if m.contains("LXD")),
+            "{:?}",
+            run.status
+        );
+    }
+
+    #[test]
+    fn notes_join_the_status_by_precedence() {
+        let unit = Unit::new();
+        let options = Options {
+            notes: vec![Status::Maintenance(
+                "Failed to update runner binary: 502".into(),
+            )],
+            ..Options::default()
+        };
+        let run = unit
+            .with(0, |ctx, rt| reconcile_with(ctx, rt, &options))
+            .unwrap();
+        assert_eq!(
+            run.status,
+            Status::Maintenance("Failed to update runner binary: 502".into())
+        );
+    }
+
+    #[test]
+    fn guards_table() {
+        let base = config(&[]);
+        let production = config(&[("test-mode", "".into())]);
+        let deployed = deploy_settings(&base);
+        let noble = config(&[("base-image", "noble".into())]);
+        let memory = config(&[("runner-storage", "memory".into())]);
+        assert_eq!(guard_problem(false, &base, None), None);
+        assert_eq!(guard_problem(false, &base, Some(&deployed)), None);
+        assert_eq!(
+            guard_problem(true, &base, Some(&deployed)),
+            None,
+            "test mode allows it"
+        );
+        assert!(guard_problem(true, &production, None)
+            .unwrap()
+            .contains("lxd-profile.yaml"));
+        assert!(guard_problem(false, &noble, Some(&deployed))
+            .unwrap()
+            .starts_with("base-image config cannot be changed after deployment"));
+        assert!(guard_problem(false, &memory, Some(&deployed))
+            .unwrap()
+            .starts_with("runner-storage config cannot be changed"));
+        assert_eq!(
+            guard_problem(false, &noble, None),
+            None,
+            "nothing recorded yet"
+        );
+    }
+
+    #[test]
+    fn runtime_errors_wait_for_lxd_or_block_on_github_settings() {
+        assert!(matches!(
+            runtime_error_status(&RuntimeError::Lxd(LxdError::LxcMissing)),
+            Status::Waiting(m) if m.contains("installed")
+        ));
+        let bad_url = RuntimeError::GitHub(crate::github::ClientSetupError::InsecureUrl {
+            url: "http://ghe.example".into(),
+        });
+        assert!(matches!(runtime_error_status(&bad_url), Status::Blocked(_)));
+    }
+
+    #[test]
+    fn crashed_runners_count_dead_ones_only() {
+        let removal = |reason| Removal {
+            target: RemovalTarget {
+                name: crate::identity::RunnerName("x".into()),
+                has_instance: true,
+                github_id: None,
+            },
+            reason,
+            force: false,
+        };
+        let outcome = ReconcileOutcome {
+            plan: Plan {
+                desired: 1,
+                create: 0,
+                creates_deferred: 0,
+                capacity: 0,
+                removals: vec![
+                    removal(RemovalReason::ListenerDown),
+                    removal(RemovalReason::InstanceError),
+                    removal(RemovalReason::InstanceStopped),
+                    removal(RemovalReason::Surplus),
+                    removal(RemovalReason::RegistrationGone),
+                    removal(RemovalReason::NeverRegistered),
+                ],
+                runners: vec![],
+            },
+            report: Report::default(),
+            health_checks: 0,
+            started_epoch: 0,
+            duration_secs: 4,
+        };
+        assert_eq!(crashed_runners(&outcome), 3);
+        match reconciliation_event("app", &outcome) {
+            MetricEvent::Reconciliation(r) => {
+                assert_eq!(r.crashed_runners, 3);
+                assert_eq!(r.duration, 4.0);
+                assert_eq!(r.flavor, "app");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn lock_wait_is_reported_in_words() {
+        assert_eq!(lock_wait_note(0), None);
+        assert_eq!(
+            lock_wait_note(75).unwrap(),
+            "waited 1m15s for another reconcile or flush to finish"
+        );
+        assert_eq!(
+            lock_wait_note(5).unwrap(),
+            "waited 5s for another reconcile or flush to finish"
+        );
+    }
 }

@@ -22,11 +22,15 @@ mod tests {
     }
 
     #[test]
-    fn two_tool_calls_with_valid_config() {
+    fn three_tool_calls_with_valid_config() {
         let tools = MemoryHookTools::default();
         valid_config(&tools);
         run(&tools, &Event::UpdateStatus).unwrap();
-        assert_eq!(tools.lock().calls, ["config-get", "status-set"]);
+        // The status shown is the one the last reconcile remembered in unit state.
+        assert_eq!(
+            tools.lock().calls,
+            ["config-get", "state-get", "status-set"]
+        );
     }
 
     #[test]

@@ -58,7 +58,8 @@ pub enum HookToolError {
 }
 
 /// jujuc, one method per tool, with exactly its syntax.
-pub trait HookTools {
+/// `Sync`: progress from the executor's worker threads goes to `action-log` as it happens.
+pub trait HookTools: Sync {
     /// `config-get --format=json --all`.
     fn config_get(&self) -> Result<serde_json::Map<String, Value>, HookToolError>;
     fn status_set(&self, status: &Status) -> Result<(), HookToolError>;

@@ -1,0 +1,336 @@
+//! In-memory LXD and GitHub that agree with each other, for handler tests of the charm's
+//! wiring (the real ones are exercised against the real daemon and the fake GitHub server
+//! in tests/). A launched instance runs a listener; its JIT registration comes online when
+//! [`FakeWorld::bring_online`] says so.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::charm::runtime::Runtime;
+use crate::clock::{Clock, ManualClock};
+use crate::config::{validate, CharmConfig, ConfigContext};
+use crate::github::download::tarball_path;
+use crate::github::{
+    Arch, DeleteOutcome, GitHub, GitHubError, GitHubRunner, JitConfig, JobRef, RunnerApplication,
+    RunnerOnline, WorkflowJob,
+};
+use crate::identity::{UnitIdentity, OWNER_CONFIG_KEY};
+use crate::lxd::{
+    ExecOutput, ExecSpec, Instance, InstanceState, InstanceType, LaunchSpec, Lxd, LxdError,
+    ProfileSpec, PushSpec, ServerInfo,
+};
+use crate::paths::HostPaths;
+use crate::runner::RunnerEnvironment;
+use crate::secret::Secret;
+
+pub const NOW: u64 = 1_700_000_000;
+
+#[derive(Default)]
+pub struct World {
+    pub instances: BTreeMap<String, Instance>,
+    pub profiles: BTreeMap<String, ProfileSpec>,
+    /// Registrations by id, with the token that made them.
+    pub runners: BTreeMap<u64, (GitHubRunner, String)>,
+    pub next_id: u64,
+    /// Tokens GitHub accepts; others get 401.
+    pub valid_tokens: Vec<String>,
+    pub image_present: bool,
+    pub lxd_down: bool,
+    pub github_5xx: bool,
+    /// Every GitHub call as `METHOD what token`.
+    pub github_calls: Vec<String>,
+    pub execs: usize,
+}
+
+/// One shared world; the LXD and each GitHub client (one per token) look at it.
+#[derive(Clone)]
+pub struct FakeWorld {
+    pub world: Arc<Mutex<World>>,
+    pub clock: Arc<ManualClock>,
+}
+
+impl FakeWorld {
+    pub fn new() -> Self {
+        let world = World {
+            next_id: 1,
+            valid_tokens: vec!["ghp_secret".into()],
+            image_present: true,
+            ..World::default()
+        };
+        FakeWorld {
+            world: Arc::new(Mutex::new(world)),
+            clock: Arc::new(ManualClock::at(NOW)),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap()
+    }
+
+    pub fn lxd(&self) -> Arc<dyn Lxd> {
+        Arc::new(FakeLxd(self.clone()))
+    }
+
+    pub fn github(&self, token: &str) -> Arc<dyn GitHub> {
+        Arc::new(FakeGitHub {
+            world: self.clone(),
+            token: token.to_string(),
+        })
+    }
+
+    /// Every registration whose instance runs comes online.
+    pub fn bring_online(&self) {
+        let mut w = self.lock();
+        let names: Vec<String> = w.instances.keys().cloned().collect();
+        for (runner, _) in w.runners.values_mut() {
+            if names.contains(&runner.name) {
+                runner.status = RunnerOnline::Online;
+            }
+        }
+    }
+
+    pub fn instance_names(&self) -> Vec<String> {
+        self.lock().instances.keys().cloned().collect()
+    }
+
+    pub fn runner_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .lock()
+            .runners
+            .values()
+            .map(|(r, _)| r.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A runtime over this world, with `config`'s token as GitHub credentials and the
+    /// verified tarball in place under `root`.
+    pub fn runtime(&self, root: &std::path::Path, config: CharmConfig) -> Runtime {
+        let paths = HostPaths::new(root);
+        let tarball = tarball_path(&paths);
+        std::fs::create_dir_all(tarball.parent().unwrap()).unwrap();
+        std::fs::write(&tarball, b"tarball").unwrap();
+        // In place an hour before the world's clock: runners made now run the current binary.
+        let in_place = std::time::UNIX_EPOCH + Duration::from_secs(NOW - 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&tarball)
+            .and_then(|f| f.set_modified(in_place))
+            .unwrap();
+        let github = self.github(config.token.expose());
+        let clock: Arc<dyn Clock> = self.clock.clone();
+        let world = self.clone();
+        let mut rt = Runtime::from_parts(
+            UnitIdentity::parse("github-runner/0", "uuid").unwrap(),
+            config,
+            paths,
+            self.lxd(),
+            github,
+            clock,
+            RunnerEnvironment::default(),
+            root.to_path_buf(),
+        );
+        rt.github_factory =
+            Arc::new(move |config, _identity, _clock| Ok(world.github(config.token.expose())));
+        rt
+    }
+}
+
+/// A valid config with `pairs` on top of path=org, token=ghp_secret, test-mode=insecure.
+pub fn config(pairs: &[(&str, serde_json::Value)]) -> CharmConfig {
+    let mut raw = serde_json::Map::new();
+    raw.insert("path".into(), "org".into());
+    raw.insert("token".into(), "ghp_secret".into());
+    raw.insert("test-mode".into(), "insecure".into());
+    raw.insert("github-url".into(), "http://127.0.0.1:1".into());
+    for (k, v) in pairs {
+        raw.insert(k.to_string(), v.clone());
+    }
+    validate(
+        &raw,
+        &ConfigContext {
+            app_name: "github-runner",
+            juju_proxy_configured: false,
+        },
+    )
+    .expect("valid test config")
+}
+
+struct FakeLxd(FakeWorld);
+
+fn lxd_down() -> LxdError {
+    LxdError::Command {
+        operation: "list".into(),
+        message: "cannot connect to the LXD socket".into(),
+    }
+}
+
+impl Lxd for FakeLxd {
+    fn list_owned_instances(&self, owner_value: &str) -> Result<Vec<Instance>, LxdError> {
+        let w = self.0.lock();
+        if w.lxd_down {
+            return Err(lxd_down());
+        }
+        Ok(w.instances
+            .values()
+            .filter(|i| i.config.get(OWNER_CONFIG_KEY).map(String::as_str) == Some(owner_value))
+            .cloned()
+            .collect())
+    }
+    fn launch(&self, spec: &LaunchSpec) -> Result<(), LxdError> {
+        let now = self.0.clock.now_epoch();
+        let mut w = self.0.lock();
+        if !w.image_present {
+            return Err(LxdError::ImageNotFound(spec.image_alias.clone()));
+        }
+        w.instances.insert(
+            spec.name.clone(),
+            Instance {
+                name: spec.name.clone(),
+                state: InstanceState::Running,
+                instance_type: spec.instance_type,
+                created_at_epoch: now,
+                config: spec.config.clone(),
+                profiles: spec.profiles.clone(),
+            },
+        );
+        Ok(())
+    }
+    fn exec(&self, instance: &str, spec: &ExecSpec) -> Result<ExecOutput, LxdError> {
+        let mut w = self.0.lock();
+        w.execs += 1;
+        if !w.instances.contains_key(instance) {
+            return Err(LxdError::InstanceNotFound(instance.into()));
+        }
+        let script = spec.argv.last().cloned().unwrap_or_default();
+        // The job-start probe: no job has started (no _work dir).
+        let exit_code = if script.contains("_work") { 3 } else { 0 };
+        Ok(ExecOutput {
+            exit_code,
+            stdout: String::new(),
+            stderr: String::new(),
+        })
+    }
+    fn push_file(&self, _instance: &str, _spec: &PushSpec) -> Result<(), LxdError> {
+        Ok(())
+    }
+    fn stop(&self, _instance: &str, _force: bool, _timeout: Duration) -> Result<(), LxdError> {
+        Ok(())
+    }
+    fn delete(&self, instance: &str, _force: bool) -> Result<(), LxdError> {
+        self.0.lock().instances.remove(instance);
+        Ok(())
+    }
+    fn image_exists(&self, _alias: &str) -> Result<bool, LxdError> {
+        Ok(self.0.lock().image_present)
+    }
+    fn ensure_storage_pool(&self, _n: &str, _d: &str, _s: &str) -> Result<(), LxdError> {
+        Ok(())
+    }
+    fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError> {
+        self.0
+            .lock()
+            .profiles
+            .insert(spec.name.clone(), spec.clone());
+        Ok(())
+    }
+    fn server_info(&self) -> Result<ServerInfo, LxdError> {
+        Ok(ServerInfo {
+            server_version: "5.0.2".into(),
+            instance_types: vec![InstanceType::Container],
+        })
+    }
+}
+
+struct FakeGitHub {
+    world: FakeWorld,
+    token: String,
+}
+
+impl FakeGitHub {
+    fn call(&self, what: &str) -> Result<MutexGuard<'_, World>, GitHubError> {
+        let mut w = self.world.lock();
+        w.github_calls.push(format!("{what} {}", self.token));
+        let (method, path) = (what.to_string(), "/orgs/org/actions/runners".to_string());
+        if w.github_5xx {
+            return Err(GitHubError::Server {
+                method,
+                path,
+                status: 502,
+            });
+        }
+        if !w.valid_tokens.contains(&self.token) {
+            return Err(GitHubError::Unauthorized { method, path });
+        }
+        Ok(w)
+    }
+}
+
+impl GitHub for FakeGitHub {
+    fn list_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
+        let w = self.call("list")?;
+        Ok(w.runners
+            .values()
+            .filter(|(_, t)| *t == self.token)
+            .map(|(r, _)| r.clone())
+            .collect())
+    }
+    fn get_runner(&self, id: u64) -> Result<Option<GitHubRunner>, GitHubError> {
+        let w = self.call("get")?;
+        Ok(w.runners.get(&id).map(|(r, _)| r.clone()))
+    }
+    fn delete_runner(&self, id: u64) -> Result<DeleteOutcome, GitHubError> {
+        let mut w = self.call("delete")?;
+        match w.runners.get(&id) {
+            None => Ok(DeleteOutcome::AlreadyGone),
+            Some((r, _)) if r.busy => Ok(DeleteOutcome::Busy),
+            Some(_) => {
+                w.runners.remove(&id);
+                Ok(DeleteOutcome::Deleted)
+            }
+        }
+    }
+    fn registration_token(&self) -> Result<Secret, GitHubError> {
+        drop(self.call("registration-token")?);
+        Ok(Secret::new("reg"))
+    }
+    fn remove_token(&self) -> Result<Secret, GitHubError> {
+        drop(self.call("remove-token")?);
+        Ok(Secret::new("rm"))
+    }
+    fn generate_jit_config(&self, name: &str, labels: &[String]) -> Result<JitConfig, GitHubError> {
+        let mut w = self.call("jit")?;
+        let id = w.next_id;
+        w.next_id += 1;
+        let runner = GitHubRunner {
+            id,
+            name: name.to_string(),
+            status: RunnerOnline::Offline,
+            busy: false,
+            labels: labels.to_vec(),
+        };
+        w.runners.insert(id, (runner.clone(), self.token.clone()));
+        Ok(JitConfig {
+            runner,
+            encoded_jit_config: Secret::new("SECRET-JIT"),
+        })
+    }
+    fn runner_application(&self, _arch: Arch) -> Result<RunnerApplication, GitHubError> {
+        drop(self.call("downloads")?);
+        Ok(RunnerApplication {
+            os: "linux".into(),
+            architecture: "x64".into(),
+            download_url: "http://127.0.0.1:1/runner.tar.gz".into(),
+            filename: "runner.tar.gz".into(),
+            sha256_checksum: None,
+        })
+    }
+    fn get_job(&self, _job: &JobRef) -> Result<WorkflowJob, GitHubError> {
+        Err(GitHubError::NotFound {
+            method: "GET".into(),
+            path: "/job".into(),
+        })
+    }
+}

@@ -1,0 +1,661 @@
+//! [`CharmRunnerOps`]: the manager's [`RunnerOps`] over the real runner functions
+//! (`runner::create_runner`, `runner::remove_runner`, `runner::check_health`) for this unit.
+//!
+//! Instances carry [`RUNNER_ID_CONFIG_KEY`] (the GitHub runner id) from their launch, so the
+//! planner can tell "finished its job and left GitHub" from "never registered". To have the
+//! id at launch, the JIT registration is made first and handed to `create_runner` through
+//! two thin adapters ([`PreRegistered`], [`LaunchWithRunnerId`]); `create_runner` itself is
+//! unchanged. A registration whose launch fails is deleted here; one left by a crash has no
+//! instance and the next reconcile deletes it as an orphan.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::runtime::Runtime;
+use crate::github::download::tarball_path;
+use crate::github::status::{disposition, Disposition};
+use crate::github::{
+    Arch, DeleteOutcome, GitHub, GitHubError, GitHubRunner, JitConfig, JobRef, RunnerApplication,
+    WorkflowJob,
+};
+use crate::identity::RunnerName;
+use crate::lxd::{
+    ExecOutput, ExecSpec, Instance, InstanceState, InstanceType, LaunchSpec, Lxd, LxdError,
+    ProfileSpec, PushSpec, ServerInfo,
+};
+use crate::manager::ops::{FailureKind, Observation, OpError, RemoveOutcome, RunnerOps};
+use crate::manager::planner::{BinaryState, Health, RemovalTarget, RUNNER_ID_CONFIG_KEY};
+use crate::runner::create::StepFailure;
+use crate::runner::resources::{self, Resources};
+use crate::runner::{self, files, CreateRequest, CreateStep, CreateTimeouts};
+use crate::secret::Secret;
+
+/// Bound on one listener check.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound on the one exec that reads when a job started.
+pub const JOB_STARTED_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Exit code of [`job_started_script`] when the work directory does not exist.
+const NO_WORK_DIR: i32 = 3;
+
+/// The runner effects of this unit, for one hook.
+pub struct CharmRunnerOps<'a> {
+    rt: &'a Runtime,
+    owner: String,
+    labels: Vec<String>,
+    instance_type: InstanceType,
+    image_alias: &'static str,
+    resources: Resources,
+    tarball: PathBuf,
+    timeouts: CreateTimeouts,
+    /// Profiles are ensured once per hook, by the first creation that needs them.
+    profiles: OnceLock<Result<Vec<String>, OpError>>,
+    /// Instances as last observed, for the owner re-check on removal and the health state.
+    seen: Mutex<BTreeMap<String, Instance>>,
+    image_missing: AtomicBool,
+}
+
+impl<'a> CharmRunnerOps<'a> {
+    pub fn new(rt: &'a Runtime) -> Self {
+        let config = &rt.config;
+        CharmRunnerOps {
+            rt,
+            owner: rt.identity.owner_value(),
+            labels: resources::runner_labels(
+                &rt.identity.app,
+                config.base_image.alias(),
+                &config.labels,
+            ),
+            instance_type: resources::instance_type(config.test_mode_insecure),
+            image_alias: config.base_image.alias(),
+            resources: Resources::from_config(config),
+            tarball: tarball_path(&rt.paths),
+            timeouts: CreateTimeouts::default(),
+            profiles: OnceLock::new(),
+            seen: Mutex::new(BTreeMap::new()),
+            image_missing: AtomicBool::new(false),
+        }
+    }
+
+    /// Override the creation bounds (tests with slow or scripted instances).
+    pub fn with_timeouts(mut self, timeouts: CreateTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// A creation found no image under the base-image alias: the unit waits for the image.
+    pub fn image_missing(&self) -> bool {
+        self.image_missing.load(Ordering::SeqCst)
+    }
+
+    /// The labels runners register with.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    fn profiles(&self) -> Result<Vec<String>, OpError> {
+        self.profiles
+            .get_or_init(|| {
+                resources::ensure_profiles(
+                    &*self.rt.lxd,
+                    &self.resources,
+                    self.instance_type,
+                    &self.rt.storage_pool,
+                    &[],
+                )
+                .map_err(|e| {
+                    let mut err = OpError::from(e);
+                    err.message = format!("could not ensure the runner profiles: {}", err.message);
+                    err
+                })
+            })
+            .clone()
+    }
+
+    fn seen_instance(&self, name: &str) -> Option<Instance> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    fn create_error(&self, err: runner::CreateError) -> OpError {
+        let kind = match &*err.cause {
+            StepFailure::GitHub(e) => github_failure_kind(e),
+            StepFailure::Lxd(LxdError::LxcMissing) => FailureKind::NeedsOperator,
+            StepFailure::Lxd(LxdError::ImageNotFound(_)) => {
+                self.image_missing.store(true, Ordering::SeqCst);
+                FailureKind::Transient
+            }
+            _ => FailureKind::Transient,
+        };
+        OpError {
+            kind,
+            message: err.to_string(),
+        }
+    }
+}
+
+/// The runner binary as the cache holds it: ready when the verified tarball is there,
+/// current since its modification time (the download renames it into place, so instances
+/// created before that run an older binary).
+pub fn binary_state(tarball: &Path) -> BinaryState {
+    let mtime = std::fs::metadata(tarball).and_then(|m| m.modified()).ok();
+    BinaryState {
+        ready: mtime.is_some(),
+        updated_at_epoch: mtime
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs()),
+    }
+}
+
+/// The runner binary state of `rt`'s host: see [`binary_state`].
+pub fn host_binary_state(rt: &Runtime) -> BinaryState {
+    binary_state(&tarball_path(&rt.paths))
+}
+
+/// How a GitHub failure counts for status (the same split as `github::status`).
+fn github_failure_kind(e: &GitHubError) -> FailureKind {
+    match disposition(e) {
+        Disposition::Blocked(_) => FailureKind::NeedsOperator,
+        Disposition::RateLimited { reset_epoch } => FailureKind::RateLimited { reset_epoch },
+        Disposition::Transient(_) => FailureKind::Transient,
+    }
+}
+
+impl RunnerOps for CharmRunnerOps<'_> {
+    fn observe(&self) -> Result<Observation, OpError> {
+        let instances = self.rt.lxd.list_owned_instances(&self.owner)?;
+        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = instances
+            .iter()
+            .map(|i| (i.name.clone(), i.clone()))
+            .collect();
+        let github = self.rt.github.list_runners().map_err(OpError::from);
+        Ok(Observation { instances, github })
+    }
+
+    fn create(&self) -> Result<RunnerName, OpError> {
+        let name = self
+            .rt
+            .identity
+            .new_runner_name()
+            .map_err(|e| OpError::transient(e.to_string()))?;
+        let profiles = self.profiles()?;
+        let jit = self
+            .rt
+            .github
+            .generate_jit_config(name.as_str(), &self.labels)?;
+        let runner_id = jit.runner.id;
+        let lxd = LaunchWithRunnerId {
+            inner: &*self.rt.lxd,
+            runner_id,
+        };
+        let github = PreRegistered {
+            inner: &*self.rt.github,
+            jit,
+        };
+        let request = CreateRequest {
+            name: &name,
+            owner_value: &self.owner,
+            image_alias: self.image_alias,
+            instance_type: self.instance_type,
+            profiles: &profiles,
+            labels: &self.labels,
+            runner_tarball: &self.tarball,
+            environment: &self.rt.environment,
+            timeouts: self.timeouts,
+        };
+        match runner::create_runner(&lxd, &github, &request) {
+            Ok(created) => Ok(created.name),
+            Err(err) => {
+                let registered_in_pipeline = !matches!(
+                    err.step,
+                    CreateStep::Launch
+                        | CreateStep::WaitReady
+                        | CreateStep::PushTarball
+                        | CreateStep::ExtractTarball
+                );
+                let mut op_error = self.create_error(err);
+                if !registered_in_pipeline {
+                    // create_runner cleans up only what it registered itself.
+                    if let Some(problem) = delete_registration(&*self.rt.github, runner_id) {
+                        op_error
+                            .message
+                            .push_str(&format!("; cleanup also failed: {problem}"));
+                    }
+                }
+                Err(op_error)
+            }
+        }
+    }
+
+    fn remove(&self, target: &RemovalTarget, force: bool) -> Result<RemoveOutcome, OpError> {
+        let instance = if target.has_instance {
+            match self.seen_instance(target.name.as_str()) {
+                Some(i) => Some(i),
+                None => self
+                    .rt
+                    .lxd
+                    .list_owned_instances(&self.owner)?
+                    .into_iter()
+                    .find(|i| i.name == target.name.as_str()),
+            }
+        } else {
+            None
+        };
+        let runner_target = runner::remove::RemovalTarget {
+            name: target.name.as_str(),
+            instance: instance.as_ref(),
+            github_id: target.github_id,
+        };
+        match runner::remove_runner(
+            &*self.rt.lxd,
+            &*self.rt.github,
+            &self.owner,
+            &runner_target,
+            force,
+        ) {
+            Ok(runner::RemoveOutcome::Removed) => Ok(RemoveOutcome::Removed),
+            Ok(runner::RemoveOutcome::KeptBusy) => Ok(RemoveOutcome::KeptBusy),
+            Ok(runner::RemoveOutcome::RemovedRegistrationPending) => {
+                Ok(RemoveOutcome::RegistrationLeft {
+                    reason: "GitHub still counts it busy".to_string(),
+                })
+            }
+            Err(runner::RemoveError::GitHub {
+                instance_removed: true,
+                source,
+                ..
+            }) if force => Ok(RemoveOutcome::RegistrationLeft {
+                reason: source.to_string(),
+            }),
+            Err(runner::RemoveError::GitHub { source, .. }) => Err(source.into()),
+            Err(runner::RemoveError::Lxd { source, .. }) => Err(source.into()),
+            Err(e @ runner::RemoveError::NotOwned { .. }) => {
+                Err(OpError::needs_operator(e.to_string()))
+            }
+        }
+    }
+
+    fn health(&self, instance: &str) -> Health {
+        let instance = self.seen_instance(instance).unwrap_or_else(|| Instance {
+            name: instance.to_string(),
+            state: InstanceState::Running,
+            instance_type: self.instance_type,
+            created_at_epoch: 0,
+            config: BTreeMap::new(),
+            profiles: vec![],
+        });
+        planner_health(&runner::check_health(
+            &*self.rt.lxd,
+            &instance,
+            HEALTH_TIMEOUT,
+        ))
+    }
+
+    fn job_started_at(&self, name: &RunnerName) -> Result<Option<u64>, OpError> {
+        let spec = ExecSpec {
+            argv: vec!["/bin/sh".into(), "-c".into(), job_started_script()],
+            timeout: JOB_STARTED_TIMEOUT,
+            ..ExecSpec::default()
+        };
+        match self.rt.lxd.exec(name.as_str(), &spec) {
+            Ok(out) => parse_job_started(&out).map_err(OpError::transient),
+            // The instance is gone (its job ended and it was deleted): no job runs in it.
+            Err(LxdError::InstanceNotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The manager's view of a listener check: only a definite "not running" is grounds for
+/// removal; a runner still starting is left alone like an unknown one.
+pub fn planner_health(health: &runner::Health) -> Health {
+    match health {
+        runner::Health::Healthy => Health::Running,
+        runner::Health::Unhealthy(_) => Health::NotRunning,
+        runner::Health::Starting | runner::Health::Unknown(_) => Health::Unknown,
+    }
+}
+
+/// One POSIX sh exec: prints the birth time (or, where the filesystem or `stat` cannot tell
+/// it, the modification time) of the runner's `_work` directory, which appears when the
+/// first job starts; exits [`NO_WORK_DIR`] when there is none.
+pub fn job_started_script() -> String {
+    format!(
+        "d={dir}/_work; [ -d \"$d\" ] || exit {NO_WORK_DIR}; \
+         b=$(stat -c %W \"$d\" 2>/dev/null); \
+         case \"$b\" in ''|*[!0-9]*|0) stat -c %Y \"$d\";; *) echo \"$b\";; esac",
+        dir = files::RUNNER_DIR
+    )
+}
+
+/// What [`job_started_script`] printed.
+pub fn parse_job_started(out: &ExecOutput) -> Result<Option<u64>, String> {
+    match out.exit_code {
+        0 => out
+            .stdout
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| format!("unexpected job start time {:?}", out.stdout.trim())),
+        NO_WORK_DIR => Ok(None),
+        code => Err(format!(
+            "reading the job start time exited with {code}: {}",
+            out.stderr.trim()
+        )),
+    }
+}
+
+/// Deletes a registration this module made; the problem when it may still be there.
+fn delete_registration(github: &dyn GitHub, id: u64) -> Option<String> {
+    match github.delete_runner(id) {
+        Ok(DeleteOutcome::Deleted | DeleteOutcome::AlreadyGone) => None,
+        Ok(DeleteOutcome::Busy) => Some(format!("registration {id} is busy and was kept")),
+        Err(e) => Some(format!("registration {id} was not deleted: {e}")),
+    }
+}
+
+/// Launches with the runner id in the instance config; everything else passes through.
+struct LaunchWithRunnerId<'l> {
+    inner: &'l dyn Lxd,
+    runner_id: u64,
+}
+
+impl Lxd for LaunchWithRunnerId<'_> {
+    fn list_owned_instances(&self, owner_value: &str) -> Result<Vec<Instance>, LxdError> {
+        self.inner.list_owned_instances(owner_value)
+    }
+    fn launch(&self, spec: &LaunchSpec) -> Result<(), LxdError> {
+        let mut spec = spec.clone();
+        spec.config
+            .insert(RUNNER_ID_CONFIG_KEY.to_string(), self.runner_id.to_string());
+        self.inner.launch(&spec)
+    }
+    fn exec(&self, instance: &str, spec: &ExecSpec) -> Result<ExecOutput, LxdError> {
+        self.inner.exec(instance, spec)
+    }
+    fn push_file(&self, instance: &str, spec: &PushSpec) -> Result<(), LxdError> {
+        self.inner.push_file(instance, spec)
+    }
+    fn stop(&self, instance: &str, force: bool, timeout: Duration) -> Result<(), LxdError> {
+        self.inner.stop(instance, force, timeout)
+    }
+    fn delete(&self, instance: &str, force: bool) -> Result<(), LxdError> {
+        self.inner.delete(instance, force)
+    }
+    fn image_exists(&self, alias: &str) -> Result<bool, LxdError> {
+        self.inner.image_exists(alias)
+    }
+    fn ensure_storage_pool(&self, name: &str, driver: &str, source: &str) -> Result<(), LxdError> {
+        self.inner.ensure_storage_pool(name, driver, source)
+    }
+    fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError> {
+        self.inner.ensure_profile(spec)
+    }
+    fn server_info(&self) -> Result<ServerInfo, LxdError> {
+        self.inner.server_info()
+    }
+}
+
+/// Answers `generate_jit_config` with the registration made before launch; everything else
+/// passes through.
+struct PreRegistered<'g> {
+    inner: &'g dyn GitHub,
+    jit: JitConfig,
+}
+
+impl GitHub for PreRegistered<'_> {
+    fn list_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
+        self.inner.list_runners()
+    }
+    fn get_runner(&self, id: u64) -> Result<Option<GitHubRunner>, GitHubError> {
+        self.inner.get_runner(id)
+    }
+    fn delete_runner(&self, id: u64) -> Result<DeleteOutcome, GitHubError> {
+        self.inner.delete_runner(id)
+    }
+    fn registration_token(&self) -> Result<Secret, GitHubError> {
+        self.inner.registration_token()
+    }
+    fn remove_token(&self) -> Result<Secret, GitHubError> {
+        self.inner.remove_token()
+    }
+    fn generate_jit_config(&self, name: &str, labels: &[String]) -> Result<JitConfig, GitHubError> {
+        if name == self.jit.runner.name {
+            Ok(self.jit.clone())
+        } else {
+            self.inner.generate_jit_config(name, labels)
+        }
+    }
+    fn runner_application(&self, arch: Arch) -> Result<RunnerApplication, GitHubError> {
+        self.inner.runner_application(arch)
+    }
+    fn get_job(&self, job: &JobRef) -> Result<WorkflowJob, GitHubError> {
+        self.inner.get_job(job)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::charm::fake_world::{config, FakeWorld};
+    use crate::lxd::InstanceState;
+    use crate::runner::health::UnhealthyReason;
+
+    fn out(exit_code: i32, stdout: &str) -> ExecOutput {
+        ExecOutput {
+            exit_code,
+            stdout: stdout.into(),
+            stderr: "stat: boom".into(),
+        }
+    }
+
+    #[test]
+    fn job_start_output_is_parsed_strictly() {
+        assert_eq!(
+            parse_job_started(&out(0, "1700000000\n")),
+            Ok(Some(1_700_000_000))
+        );
+        assert_eq!(parse_job_started(&out(NO_WORK_DIR, "")), Ok(None));
+        assert!(parse_job_started(&out(0, "?"))
+            .unwrap_err()
+            .contains("\"?\""));
+        assert!(parse_job_started(&out(0, "")).is_err());
+        assert!(parse_job_started(&out(1, ""))
+            .unwrap_err()
+            .contains("stat: boom"));
+    }
+
+    #[test]
+    fn job_start_script_runs_under_posix_sh() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = job_started_script().replace(files::RUNNER_DIR, dir.path().to_str().unwrap());
+        let run = || {
+            let o = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap();
+            ExecOutput {
+                exit_code: o.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&o.stdout).into(),
+                stderr: String::from_utf8_lossy(&o.stderr).into(),
+            }
+        };
+        assert_eq!(parse_job_started(&run()), Ok(None));
+        std::fs::create_dir(dir.path().join("_work")).unwrap();
+        let started = parse_job_started(&run()).unwrap().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(started <= now && now - started < 60, "{started} vs {now}");
+    }
+
+    #[test]
+    fn only_a_definite_listener_failure_is_not_running() {
+        assert_eq!(planner_health(&runner::Health::Healthy), Health::Running);
+        assert_eq!(planner_health(&runner::Health::Starting), Health::Unknown);
+        assert_eq!(
+            planner_health(&runner::Health::Unknown("x".into())),
+            Health::Unknown
+        );
+        for reason in [
+            UnhealthyReason::ListenerNotRunning,
+            UnhealthyReason::NotRunning(InstanceState::Stopped),
+        ] {
+            assert_eq!(
+                planner_health(&runner::Health::Unhealthy(reason)),
+                Health::NotRunning
+            );
+        }
+    }
+
+    #[test]
+    fn binary_state_follows_the_tarball() {
+        let dir = tempfile::tempdir().unwrap();
+        let tarball = dir.path().join("t.tar.gz");
+        assert_eq!(binary_state(&tarball), BinaryState::default());
+        std::fs::write(&tarball, b"x").unwrap();
+        let state = binary_state(&tarball);
+        assert!(state.ready);
+        assert!(state.updated_at_epoch.is_some());
+    }
+
+    #[test]
+    fn created_instances_carry_owner_runner_id_and_profiles_in_order() {
+        let world = FakeWorld::new();
+        let root = tempfile::tempdir().unwrap();
+        let rt = world.runtime(root.path(), config(&[("labels", "gpu".into())]));
+        let ops = CharmRunnerOps::new(&rt);
+        let name = ops.create().unwrap();
+        let w = world.lock();
+        let instance = &w.instances[name.as_str()];
+        let (runner, _) = w.runners.values().next().unwrap();
+        assert_eq!(
+            instance.config.get(RUNNER_ID_CONFIG_KEY),
+            Some(&runner.id.to_string())
+        );
+        assert_eq!(
+            instance.config.get(crate::identity::OWNER_CONFIG_KEY),
+            Some(&rt.identity.owner_value())
+        );
+        assert_eq!(
+            instance.profiles,
+            vec!["default", "runner", "cpu-2-mem-7GiB-disk-10GiB"]
+        );
+        assert_eq!(instance.instance_type, InstanceType::Container);
+        assert_eq!(runner.labels, vec!["github-runner", "jammy", "gpu"]);
+        assert_eq!(runner.name, name.as_str());
+    }
+
+    #[test]
+    fn a_failed_launch_leaves_no_registration() {
+        let world = FakeWorld::new();
+        world.lock().image_present = false;
+        let root = tempfile::tempdir().unwrap();
+        let rt = world.runtime(root.path(), config(&[]));
+        let ops = CharmRunnerOps::new(&rt);
+        let err = ops.create().unwrap_err();
+        assert!(err.message.contains("launch"), "{err}");
+        assert!(ops.image_missing());
+        assert!(world.runner_names().is_empty());
+        assert!(world.instance_names().is_empty());
+        assert!(!err.message.contains("SECRET-JIT"));
+    }
+
+    #[test]
+    fn github_refusing_registration_creates_nothing() {
+        let world = FakeWorld::new();
+        let root = tempfile::tempdir().unwrap();
+        let rt = world.runtime(root.path(), config(&[]));
+        world.lock().valid_tokens.clear();
+        let ops = CharmRunnerOps::new(&rt);
+        let err = ops.create().unwrap_err();
+        assert_eq!(err.kind, FailureKind::NeedsOperator);
+        assert!(world.instance_names().is_empty());
+    }
+
+    #[test]
+    fn profiles_are_ensured_once_per_hook() {
+        let world = FakeWorld::new();
+        let root = tempfile::tempdir().unwrap();
+        let rt = world.runtime(root.path(), config(&[]));
+        let ops = CharmRunnerOps::new(&rt);
+        ops.create().unwrap();
+        world.lock().profiles.clear();
+        ops.create().unwrap();
+        assert!(
+            world.lock().profiles.is_empty(),
+            "second creation re-used them"
+        );
+    }
+
+    #[test]
+    fn removal_rechecks_the_owner_and_maps_outcomes() {
+        let world = FakeWorld::new();
+        let root = tempfile::tempdir().unwrap();
+        let rt = world.runtime(root.path(), config(&[]));
+        let ops = CharmRunnerOps::new(&rt);
+        let name = ops.create().unwrap();
+        let id = world.lock().runners.keys().next().copied();
+        ops.observe().unwrap();
+        let target = RemovalTarget {
+            name: name.clone(),
+            has_instance: true,
+            github_id: id,
+        };
+        // Busy: kept unless forced.
+        world
+            .lock()
+            .runners
+            .values_mut()
+            .for_each(|(r, _)| r.busy = true);
+        assert_eq!(ops.remove(&target, false), Ok(RemoveOutcome::KeptBusy));
+        assert_eq!(world.instance_names(), vec![name.to_string()]);
+        assert!(matches!(
+            ops.remove(&target, true),
+            Ok(RemoveOutcome::RegistrationLeft { .. })
+        ));
+        assert!(world.instance_names().is_empty());
+        // Another unit's instance of that name is never deleted.
+        world.lock().instances.insert(
+            name.to_string(),
+            Instance {
+                name: name.to_string(),
+                state: InstanceState::Running,
+                instance_type: InstanceType::Container,
+                created_at_epoch: 0,
+                config: [(
+                    crate::identity::OWNER_CONFIG_KEY.to_string(),
+                    "other/unit/0".to_string(),
+                )]
+                .into(),
+                profiles: vec![],
+            },
+        );
+        let foreign = CharmRunnerOps::new(&rt);
+        *foreign.seen.lock().unwrap() = world.lock().instances.clone();
+        let err = foreign.remove(&target, true).unwrap_err();
+        assert_eq!(err.kind, FailureKind::NeedsOperator);
+        assert_eq!(world.instance_names(), vec![name.to_string()]);
+    }
+
+    #[test]
+    fn job_started_reads_one_exec_and_a_vanished_instance_has_no_job() {
+        let world = FakeWorld::new();
+        let root = tempfile::tempdir().unwrap();
+        let rt = world.runtime(root.path(), config(&[]));
+        let ops = CharmRunnerOps::new(&rt);
+        let name = ops.create().unwrap();
+        let before = world.lock().execs;
+        assert_eq!(ops.job_started_at(&name), Ok(None));
+        assert_eq!(world.lock().execs, before + 1);
+        assert_eq!(ops.job_started_at(&RunnerName("gone".into())), Ok(None));
+    }
+}

@@ -1,0 +1,224 @@
+//! Everything a reconcile or flush acts through, built once per hook from the hook's context
+//! and a validated configuration: the unit's identity, LXD, GitHub, the clock and host paths.
+//!
+//! Handlers build one [`Runtime`] with [`Runtime::new`]; tests build one from fakes with
+//! [`Runtime::from_parts`]. A config change builds a second one with the PREVIOUS
+//! credentials through [`Runtime::with_credentials`] (same LXD, another GitHub client).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Context;
+use crate::clock::{Clock, SystemClock};
+use crate::config::CharmConfig;
+use crate::github::{ClientSettings, ClientSetupError, GitHub, GitHubClient};
+use crate::host::lock::LockWait;
+use crate::identity::UnitIdentity;
+use crate::lxd::{LxcCli, Lxd, LxdError};
+use crate::manager::executor::Concurrency;
+use crate::paths::HostPaths;
+use crate::runner::RunnerEnvironment;
+
+/// Test-only knob (Juju never sets it): the LXD project the charm works in. Unset: LXD's
+/// default project. Integration tests point it at their own project so they never touch
+/// anything else on the shared daemon.
+pub const LXD_PROJECT_ENV: &str = "GITHUB_RUNNER_LXD_PROJECT";
+
+/// How long a new runner may take to come online on GitHub before it counts as broken.
+pub const PRODUCTION_GRACE: Duration = Duration::from_secs(600);
+/// The same in test-mode=insecure (containers start in seconds).
+pub const TEST_MODE_GRACE: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot use LXD: {0}")]
+    Lxd(#[from] LxdError),
+    #[error("cannot set up the GitHub client: {0}")]
+    GitHub(#[from] ClientSetupError),
+}
+
+/// The effects and settings of one hook. `Sync`: the executor shares it across threads.
+pub struct Runtime {
+    pub identity: UnitIdentity,
+    pub config: CharmConfig,
+    pub paths: HostPaths,
+    pub lxd: Arc<dyn Lxd>,
+    pub github: Arc<dyn GitHub>,
+    pub clock: Arc<dyn Clock>,
+    /// What runners get from the charm: Juju's proxies and the Docker Hub mirror.
+    pub environment: RunnerEnvironment,
+    /// The charm directory (`lxd-profile.yaml` lives there).
+    pub charm_dir: PathBuf,
+    /// Storage pool of the runners' root disks (the resource profile names it).
+    pub storage_pool: String,
+    pub lock_wait: LockWait,
+    pub concurrency: Concurrency,
+    /// Makes the GitHub client for other credentials ([`Runtime::with_credentials`]).
+    pub github_factory: GitHubFactory,
+}
+
+/// Builds a GitHub client for a configuration's credentials and scope.
+pub type GitHubFactory = Arc<
+    dyn Fn(&CharmConfig, &UnitIdentity, Arc<dyn Clock>) -> Result<Arc<dyn GitHub>, ClientSetupError>
+        + Send
+        + Sync,
+>;
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("identity", &self.identity)
+            .field("config", &self.config)
+            .field("paths", &self.paths)
+            .field("storage_pool", &self.storage_pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// The production runtime: `lxc` with `LXD_CONF` = [`HostPaths::lxd_conf_dir`] in the
+    /// project named by [`LXD_PROJECT_ENV`] (if set), the GitHub client for `config`, the
+    /// system clock.
+    pub fn new(ctx: &Context<'_>, config: CharmConfig) -> Result<Runtime, RuntimeError> {
+        let identity = ctx.hook.identity.clone();
+        let mut lxc = LxcCli::for_host(ctx.paths)?;
+        if let Some(project) = lxd_project_from(|k| std::env::var(k).ok()) {
+            lxc = lxc.in_project(project);
+        }
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let github = github_client(&config, &identity, clock.clone())?;
+        let proxy = &ctx.hook.proxy;
+        let environment = RunnerEnvironment::from_juju(
+            |k| match k {
+                "JUJU_CHARM_HTTP_PROXY" => proxy.http.clone(),
+                "JUJU_CHARM_HTTPS_PROXY" => proxy.https.clone(),
+                "JUJU_CHARM_NO_PROXY" => proxy.no_proxy.clone(),
+                _ => None,
+            },
+            config.dockerhub_mirror.clone(),
+        );
+        Ok(Runtime::from_parts(
+            identity,
+            config,
+            ctx.paths.clone(),
+            Arc::new(lxc),
+            github,
+            clock,
+            environment,
+            ctx.hook.charm_dir.clone(),
+        ))
+    }
+
+    /// A runtime over the given effects, with the default pool, lock wait and concurrency.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        identity: UnitIdentity,
+        config: CharmConfig,
+        paths: HostPaths,
+        lxd: Arc<dyn Lxd>,
+        github: Arc<dyn GitHub>,
+        clock: Arc<dyn Clock>,
+        environment: RunnerEnvironment,
+        charm_dir: PathBuf,
+    ) -> Runtime {
+        Runtime {
+            identity,
+            config,
+            paths,
+            lxd,
+            github,
+            clock,
+            environment,
+            charm_dir,
+            storage_pool: crate::runner::resources::RUNNER_POOL.to_string(),
+            lock_wait: LockWait::default(),
+            concurrency: Concurrency::Default,
+            github_factory: Arc::new(github_client),
+        }
+    }
+
+    /// The same runtime acting with `config`'s credentials and scope (token, path, group,
+    /// github-url): a new GitHub client, the same LXD, clock and paths.
+    pub fn with_credentials(&self, config: CharmConfig) -> Result<Runtime, RuntimeError> {
+        let github = (self.github_factory)(&config, &self.identity, self.clock.clone())?;
+        Ok(self.with_github(config, github))
+    }
+
+    /// As [`Runtime::with_credentials`] with a given GitHub (tests).
+    pub fn with_github(&self, config: CharmConfig, github: Arc<dyn GitHub>) -> Runtime {
+        Runtime {
+            identity: self.identity.clone(),
+            config,
+            paths: self.paths.clone(),
+            lxd: self.lxd.clone(),
+            github,
+            clock: self.clock.clone(),
+            environment: self.environment.clone(),
+            charm_dir: self.charm_dir.clone(),
+            storage_pool: self.storage_pool.clone(),
+            lock_wait: self.lock_wait,
+            concurrency: self.concurrency,
+            github_factory: self.github_factory.clone(),
+        }
+    }
+
+    /// How long a new runner may stay offline: shorter in test mode.
+    pub fn grace(&self) -> Duration {
+        grace_for(self.config.test_mode_insecure)
+    }
+}
+
+/// [`PRODUCTION_GRACE`], or [`TEST_MODE_GRACE`] when test-mode=insecure.
+pub fn grace_for(test_mode_insecure: bool) -> Duration {
+    if test_mode_insecure {
+        TEST_MODE_GRACE
+    } else {
+        PRODUCTION_GRACE
+    }
+}
+
+/// The LXD project from [`LXD_PROJECT_ENV`]; empty counts as unset.
+pub fn lxd_project_from(var: impl Fn(&str) -> Option<String>) -> Option<String> {
+    var(LXD_PROJECT_ENV)
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+}
+
+fn github_client(
+    config: &CharmConfig,
+    identity: &UnitIdentity,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn GitHub>, ClientSetupError> {
+    let settings = ClientSettings::from_config(config, identity.clone());
+    Ok(Arc::new(GitHubClient::new(settings)?.with_clock(clock)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace_is_shorter_in_test_mode() {
+        assert_eq!(grace_for(false), Duration::from_secs(600));
+        assert_eq!(grace_for(true), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn lxd_project_comes_from_the_knob_only_when_set() {
+        let env = |value: Option<&'static str>| {
+            move |k: &str| {
+                (k == LXD_PROJECT_ENV)
+                    .then(|| value.map(String::from))
+                    .flatten()
+            }
+        };
+        assert_eq!(lxd_project_from(env(None)), None);
+        assert_eq!(lxd_project_from(env(Some(""))), None);
+        assert_eq!(lxd_project_from(env(Some("  "))), None);
+        assert_eq!(
+            lxd_project_from(env(Some("ghrt-1-2"))),
+            Some("ghrt-1-2".to_string())
+        );
+    }
+}
