@@ -76,6 +76,11 @@ impl HostPaths {
         self.at("var/lib/github-runner-charm/lxc-config")
     }
 
+    /// Output of the runner image build (install-time and the daily cron rebuild).
+    pub fn image_build_log(&self) -> PathBuf {
+        self.at("var/log/github-runner-image-build.log")
+    }
+
     /// Mount point of the tmpfs used when runner-storage=memory.
     pub fn ram_storage_dir(&self) -> PathBuf {
         self.at("storage/ram")
@@ -100,6 +105,7 @@ mod tests {
             p.lock_file(),
             p.lxd_conf_dir(),
             p.ram_storage_dir(),
+            p.image_build_log(),
         ] {
             assert!(path.starts_with("/tmp/x"), "{path:?}");
         }

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod reconcile;
 pub mod relations;
 pub mod runtime;
+pub mod setup;
 pub mod status;
 pub mod storage;
 pub mod update_status;
@@ -38,6 +39,9 @@ pub enum CharmError {
     /// Another reconcile or flush held the unit lock for longer than the bounded wait.
     #[error(transparent)]
     Lock(#[from] crate::host::lock::LockError),
+    /// The host could not be made ready for a reason a retry may fix.
+    #[error(transparent)]
+    Setup(#[from] setup::SetupError),
 }
 
 /// Run the handler of `event`.

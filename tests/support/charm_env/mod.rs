@@ -9,7 +9,7 @@
 //! - `GITHUB_RUNNER_HOST_ROOT` = the harness's temp host root, `GITHUB_RUNNER_LXD_PROJECT` =
 //!   the test project;
 //! - Juju storage `runner/0` at one stable directory for every test (see [`runner_storage_dir`]);
-//! - a fake `systemctl` (and optionally a counting `lxc` wrapper) first on the hook's PATH;
+//! - the recording fake `systemctl` of tests/support (and optionally a counting `lxc` wrapper) first on the hook's PATH;
 //! - config: `github-url` = the fake, `test-mode=insecure`, its token, `path` = [`REPO`].
 //!
 //! Include with the three support modules it composes:
@@ -42,18 +42,9 @@ pub const ONLINE_WITHIN: Duration = Duration::from_secs(90);
 /// How long an instance may take to disappear after its runner exits.
 pub const GONE_WITHIN: Duration = Duration::from_secs(60);
 
-/// `tests/support/fake_systemctl.sh` when the setup work provides it; reused, not duplicated.
-const SHARED_FAKE_SYSTEMCTL: &str = "tests/support/fake_systemctl.sh";
-
-/// Stand-in until the shared fake exists: records its arguments, says every unit is active.
-const FALLBACK_FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
-printf '%s\n' "$*" >> "${0%/*}/systemctl.calls"
-case "$1" in
-  is-active) echo active ;;
-  is-enabled) echo enabled ;;
-esac
-exit 0
-"#;
+/// The recording fake systemctl of the setup tests (copied as `systemctl`, keeps its state
+/// next to itself: `calls`, `active/<unit>`).
+const FAKE_SYSTEMCTL: &str = "tests/support/fake_systemctl.sh";
 
 /// Where every test's Juju storage `runner` points. The charm makes a global LXD `dir` pool
 /// named `runner` on it and refuses a pool whose source differs, so all tests (and all runs)
@@ -405,12 +396,8 @@ fn lxc_subcommand(line: &str) -> Option<&str> {
 }
 
 fn install_fake_systemctl(bin_dir: &Path) {
-    let shared = Path::new(REPO_ROOT).join(SHARED_FAKE_SYSTEMCTL);
-    if shared.exists() {
-        std::os::unix::fs::symlink(&shared, bin_dir.join("systemctl")).expect("link systemctl");
-    } else {
-        write_executable(&bin_dir.join("systemctl"), FALLBACK_FAKE_SYSTEMCTL);
-    }
+    std::fs::copy(Path::new(REPO_ROOT).join(FAKE_SYSTEMCTL), bin_dir.join("systemctl"))
+        .expect("copy the fake systemctl");
 }
 
 fn write_executable(path: &Path, text: &str) {

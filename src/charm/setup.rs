@@ -1,0 +1,457 @@
+//! Host setup: everything a unit's machine needs before runners can be created, done
+//! idempotently so a hook killed anywhere converges when it (or the next hook) runs again.
+//!
+//! [`ensure_host`] order: guards first (an lxd-profile.yaml outside test mode, or a changed
+//! runner-storage/base-image, blocks before anything is created); the logrotate rule and
+//! the reconcile timer (local and cheap, so the periodic event retries what follows); LXD
+//! present (else `snap install lxd` and, on a never-initialised server, `lxd init --auto`);
+//! IPv6 off on the bridge and NIC filtering on the default profile's `eth0`, each only when
+//! present; the runner storage pool with its capacity check; the runner and resource
+//! profiles; the image (built when its alias is missing) and its daily rebuild cron; last,
+//! the deploy-time runner-storage/base-image are recorded in unit state, with a fingerprint
+//! of the inputs ([`HOST_READY_KEY`]) so the periodic event can skip a setup already done
+//! ([`ensure_host_for`] with [`When::IfChanged`]).
+//!
+//! [`update_runner_binary`] keeps the verified runner tarball current.
+//!
+//! Every effect goes through [`SetupEdges`]; the decisions are in [`decide`].
+
+pub mod binary;
+pub mod commands;
+pub mod decide;
+pub mod edges;
+#[cfg(test)]
+pub(crate) mod fakes;
+pub mod lxd_host;
+
+pub use binary::{update_runner_binary, update_runner_binary_with, BinaryUpdate};
+pub use edges::{HostEdges, SetupEdges};
+
+use super::runtime::Runtime;
+use super::{status, CharmError, Context};
+use crate::config::CharmConfig;
+use crate::github::GitHubError;
+use crate::host::metrics::MetricsError;
+use crate::host::timer::{self, InstallOutcome, TimerError, TimerSpec};
+use crate::juju::{HookToolError, Status};
+use crate::lxd::LxdError;
+use crate::runner::guards::{self, DeploySettings, GuardError};
+use crate::runner::image::{self, ImageError, ImageState, BUILDING_IMAGE_STATUS};
+use crate::runner::resources::{self, Resources};
+use crate::runner::storage::{self, StorageError};
+use commands::CommandError;
+use decide::{DeployRecord, LxdInstall};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Unit-state key of the deploy-time runner-storage and base-image
+/// ([`DeploySettings::to_state_value`]); the same key as `juju::state::DEPLOY_SETTINGS_KEY`.
+pub const DEPLOY_SETTINGS_KEY: &str = crate::juju::state::DEPLOY_SETTINGS_KEY;
+/// Unit-state key: [`host_fingerprint`] of the inputs of the last successful [`ensure_host`].
+pub const HOST_READY_KEY: &str = "host-ready";
+/// `snap install lxd` downloads the snap: bound it generously.
+const SNAP_INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
+const LXD_INIT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What [`ensure_host`] found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostReadiness {
+    /// LXD was installed by this call.
+    pub lxd_installed: bool,
+    /// The storage pool runner disks go to.
+    pub pool: String,
+    /// Profiles to launch runners with: `default`, then the charm's.
+    pub profiles: Vec<String>,
+    pub image: ImageState,
+    pub timer: InstallOutcome,
+}
+
+/// Why the host is not ready. [`SetupError::status`] says what the unit should show.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+    #[error("LXD is not installed and snap is not available to install it: install LXD (snap install lxd)")]
+    LxdNotInstallable,
+    #[error("installing LXD failed: {0}")]
+    LxdInstall(String),
+    #[error("LXD is not answering: {0}")]
+    LxdUnavailable(LxdError),
+    #[error("could not apply the LXD network settings: {0}")]
+    Network(LxdError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("could not create the runner profiles: {0}")]
+    Profiles(LxdError),
+    #[error("runner image not ready: {0}")]
+    Image(#[from] ImageError),
+    #[error("could not install the reconcile timer: {0}")]
+    Timer(#[from] TimerError),
+    #[error("could not install the metrics logrotate rule: {0}")]
+    Logrotate(#[from] MetricsError),
+    #[error("Failed to update runner binary: {0}")]
+    RunnerBinary(String),
+    #[error("Failed to update runner binary: {0}")]
+    RunnerBinaryLookup(GitHubError),
+    #[error(transparent)]
+    HookTool(#[from] HookToolError),
+}
+
+impl SetupError {
+    /// The status this failure should leave, or None when the hook itself must fail (a hook
+    /// tool broke: Juju retries the hook).
+    pub fn status(&self) -> Option<Status> {
+        let message = self.to_string();
+        Some(match self {
+            SetupError::HookTool(_) => return None,
+            SetupError::Guard(_) | SetupError::LxdNotInstallable => Status::Blocked(message),
+            SetupError::Storage(
+                StorageError::InsufficientSpace { .. } | StorageError::JujuStorageMissing,
+            ) => Status::Blocked(message),
+            SetupError::LxdInstall(_)
+            | SetupError::LxdUnavailable(_)
+            | SetupError::Profiles(_)
+            | SetupError::Image(_)
+            | SetupError::Storage(StorageError::Lxd(_)) => Status::Waiting(message),
+            SetupError::RunnerBinaryLookup(GitHubError::RateLimited { reset_epoch, .. }) => {
+                crate::github::status::rate_limit_status(*reset_epoch)
+            }
+            SetupError::Network(_)
+            | SetupError::Storage(_)
+            | SetupError::Timer(_)
+            | SetupError::Logrotate(_)
+            | SetupError::RunnerBinary(_)
+            | SetupError::RunnerBinaryLookup(_) => Status::Maintenance(message),
+        })
+    }
+
+    /// Blocked: only the operator can fix it; retrying the hook would not help.
+    pub fn is_blocked(&self) -> bool {
+        matches!(self.status(), Some(Status::Blocked(_)))
+    }
+}
+
+impl From<CommandError> for SetupError {
+    fn from(e: CommandError) -> Self {
+        SetupError::LxdInstall(e.to_string())
+    }
+}
+
+/// The runner-storage/base-image values of `config`.
+pub fn deploy_settings(config: &CharmConfig) -> DeploySettings {
+    DeploySettings {
+        runner_storage: config.runner_storage,
+        base_image: config.base_image,
+    }
+}
+
+/// Both guards, before anything is created. Answers whether the deploy-time values still
+/// need recording.
+pub fn check_guards(ctx: &Context<'_>, config: &CharmConfig) -> Result<bool, SetupError> {
+    guards::check_lxd_profile(
+        guards::charm_dir_has_lxd_profile(&ctx.hook.charm_dir),
+        config.test_mode_insecure,
+    )?;
+    let state = ctx.tools.state_get()?;
+    match decide::deploy_record(state.get(DEPLOY_SETTINGS_KEY).map(String::as_str)) {
+        DeployRecord::Record => Ok(true),
+        DeployRecord::Check(at_deploy) => {
+            guards::check_immutable(&at_deploy, &deploy_settings(config))?;
+            Ok(false)
+        }
+    }
+}
+
+/// Makes the machine ready for runners (see the module doc for the order). Idempotent.
+pub fn ensure_host(
+    ctx: &Context<'_>,
+    config: &CharmConfig,
+    edges: &dyn SetupEdges,
+) -> Result<HostReadiness, SetupError> {
+    let record_deploy_settings = check_guards(ctx, config)?;
+    // Local and cheap, before anything that may fail for a while: the timer's periodic
+    // event is what retries the rest.
+    crate::host::metrics::install_logrotate(ctx.paths)?;
+    let timer = install_timer(ctx, config, edges)?;
+
+    let lxd_installed = ensure_lxd(ctx, edges)?;
+    apply_network_settings(edges)?;
+
+    let pool = edges.pool_name();
+    let location = juju_storage_location(ctx)?;
+    let mut plan = storage::plan_storage(
+        config.runner_storage,
+        location.as_deref(),
+        ctx.paths,
+        config.vm_disk,
+        config.virtual_machines,
+    )?;
+    plan.pool = pool.clone();
+    let lxd = edges.lxd().map_err(SetupError::LxdUnavailable)?;
+    edges.apply_storage(&plan, lxd)?;
+
+    let instance_type = resources::instance_type(config.test_mode_insecure);
+    let profiles = resources::ensure_profiles(
+        lxd,
+        &Resources::from_config(config),
+        instance_type,
+        &pool,
+        &[],
+    )
+    .map_err(SetupError::Profiles)?;
+
+    let alias = config.base_image.alias();
+    let mut status_err = None;
+    let image = image::ensure_image(
+        lxd,
+        alias,
+        &mut || {
+            if let Err(e) = ctx
+                .tools
+                .status_set(&Status::Maintenance(BUILDING_IMAGE_STATUS.into()))
+            {
+                status_err = Some(e);
+            }
+        },
+        &mut || edges.build_image(ctx, alias, instance_type),
+    )?;
+    if let Some(e) = status_err {
+        return Err(e.into());
+    }
+    edges.install_rebuild_cron(ctx, alias, instance_type)?;
+
+    let mut remember = BTreeMap::new();
+    if record_deploy_settings {
+        let value = deploy_settings(config).to_state_value();
+        remember.insert(DEPLOY_SETTINGS_KEY.to_string(), value);
+    }
+    let fingerprint = host_fingerprint(ctx, config, &pool);
+    if ctx.tools.state_get()?.get(HOST_READY_KEY) != Some(&fingerprint) {
+        remember.insert(HOST_READY_KEY.to_string(), fingerprint);
+    }
+    if !remember.is_empty() {
+        ctx.tools.state_set(&remember)?;
+    }
+    tracing::info!(pool = %pool, image = ?image, timer = %timer, "host ready for runners");
+    Ok(HostReadiness {
+        lxd_installed,
+        pool,
+        profiles,
+        image,
+        timer,
+    })
+}
+
+/// Everything [`ensure_host`] acts on, hashed: when it is what the last successful setup
+/// saw, the periodic event need not check the host again. Pure.
+pub fn host_fingerprint(ctx: &Context<'_>, config: &CharmConfig, pool: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let inputs = format!(
+        "v1|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+        super::lifecycle::CHARM_VERSION,
+        ctx.hook.identity.unit_name(),
+        ctx.hook.charm_dir.display(),
+        config.virtual_machines,
+        config.vm_cpu,
+        config.vm_memory,
+        config.vm_disk,
+        config.reconcile_interval_minutes,
+        deploy_settings(config).to_state_value(),
+        config.test_mode_insecure,
+        pool,
+        ctx.paths.root().display(),
+        guards::charm_dir_has_lxd_profile(&ctx.hook.charm_dir),
+    );
+    Sha256::digest(inputs.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// When [`ensure_host_for`] runs the setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// install, upgrade-charm, start, config-changed, storage attached.
+    Always,
+    /// The periodic event: only when the inputs changed since the last successful setup
+    /// (or it never succeeded).
+    IfChanged,
+}
+
+/// [`ensure_host`] with the runtime's configuration, LXD client and pool, its failure
+/// reported: the status is set (and remembered for update-status) and the answer is false,
+/// so the caller does not reconcile. `Err` only when a hook tool fails.
+pub fn ensure_host_for(ctx: &Context<'_>, rt: &Runtime, when: When) -> Result<bool, CharmError> {
+    let edges = HostEdges::from_env(ctx.paths)
+        .with_lxd(rt.lxd.clone())
+        .with_pool(rt.storage_pool.clone());
+    ensure_host_reported(ctx, &rt.config, &edges, when)
+}
+
+/// [`ensure_host_for`] over given edges: true when the host is ready.
+pub fn ensure_host_reported(
+    ctx: &Context<'_>,
+    config: &CharmConfig,
+    edges: &dyn SetupEdges,
+    when: When,
+) -> Result<bool, CharmError> {
+    if when == When::IfChanged {
+        let fingerprint = host_fingerprint(ctx, config, &edges.pool_name());
+        if ctx.tools.state_get()?.get(HOST_READY_KEY) == Some(&fingerprint) {
+            return Ok(true);
+        }
+    }
+    match ensure_host(ctx, config, edges) {
+        Ok(_) => Ok(true),
+        Err(err) => report(ctx, err).map(|()| false),
+    }
+}
+
+/// Shows `err` as the unit's status (remembered for update-status); a hook tool failure is
+/// passed on instead, so the hook fails and Juju retries it.
+pub fn report(ctx: &Context<'_>, err: SetupError) -> Result<(), CharmError> {
+    match err.status() {
+        Some(shown) => {
+            tracing::warn!("host setup: {err}");
+            status::set_and_remember(ctx, &shown)
+        }
+        None => Err(err.into()),
+    }
+}
+
+/// LXD installed and answering; answers whether it was installed now.
+pub fn ensure_lxd(ctx: &Context<'_>, edges: &dyn SetupEdges) -> Result<bool, SetupError> {
+    let commands = edges.commands();
+    let plan = decide::lxd_install(
+        commands.find("lxc").is_some(),
+        commands.find("snap").is_some(),
+    );
+    let installed = match plan {
+        LxdInstall::Present => false,
+        LxdInstall::Impossible => return Err(SetupError::LxdNotInstallable),
+        LxdInstall::SnapInstall => {
+            ctx.tools
+                .status_set(&Status::Maintenance("Installing LXD".into()))?;
+            let snap = commands.find("snap").ok_or(SetupError::LxdNotInstallable)?;
+            run_checked(
+                commands,
+                &snap,
+                &["install", "lxd", "--channel=latest/stable"],
+                SNAP_INSTALL_TIMEOUT,
+            )?;
+            true
+        }
+    };
+    let ops = edges.host_ops().map_err(SetupError::LxdUnavailable)?;
+    let pools = ops
+        .storage_pool_count()
+        .map_err(SetupError::LxdUnavailable)?;
+    if decide::lxd_init_needed(pools) {
+        ctx.tools
+            .status_set(&Status::Maintenance("Initialising LXD".into()))?;
+        let lxd_bin = commands
+            .find("lxd")
+            .ok_or_else(|| SetupError::LxdInstall("the lxd command is missing".into()))?;
+        run_checked(commands, &lxd_bin, &["init", "--auto"], LXD_INIT_TIMEOUT)?;
+    }
+    edges
+        .lxd()
+        .map_err(SetupError::LxdUnavailable)?
+        .server_info()
+        .map_err(SetupError::LxdUnavailable)?;
+    Ok(installed)
+}
+
+fn run_checked(
+    commands: &dyn commands::HostCommands,
+    program: &std::path::Path,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<(), SetupError> {
+    let out = commands.run(program, args, timeout)?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(SetupError::LxdInstall(format!(
+            "{} {} exited with {}: {}",
+            program.display(),
+            args.join(" "),
+            out.code,
+            out.stderr.trim()
+        )))
+    }
+}
+
+/// IPv6 off on the bridge and NIC filtering on the default profile, each only when present.
+pub fn apply_network_settings(edges: &dyn SetupEdges) -> Result<(), SetupError> {
+    let ops = edges.host_ops().map_err(SetupError::LxdUnavailable)?;
+    let bridge = ops
+        .network_config(decide::BRIDGE)
+        .map_err(SetupError::Network)?;
+    if let Some(change) = decide::bridge_ipv6_change(bridge.as_ref()) {
+        ops.set_network_config(decide::BRIDGE, &change)
+            .map_err(SetupError::Network)?;
+        tracing::info!(bridge = decide::BRIDGE, "IPv6 turned off on the LXD bridge");
+    }
+    let devices = ops
+        .profile_devices(resources::DEFAULT_PROFILE)
+        .map_err(SetupError::Network)?;
+    if let Some(keys) = decide::nic_filtering_change(devices.as_ref()) {
+        ops.set_profile_device_keys(resources::DEFAULT_PROFILE, decide::DEFAULT_NIC, &keys)
+            .map_err(SetupError::Network)?;
+        tracing::info!("NIC filtering turned on for the default profile's eth0");
+    }
+    Ok(())
+}
+
+/// The reconcile timer for this unit, (re)written when its content changes.
+pub fn install_timer(
+    ctx: &Context<'_>,
+    config: &CharmConfig,
+    edges: &dyn SetupEdges,
+) -> Result<InstallOutcome, SetupError> {
+    Ok(timer::install(
+        ctx.paths,
+        &timer_spec(ctx, config),
+        edges.systemd(),
+    )?)
+}
+
+pub fn timer_spec(ctx: &Context<'_>, config: &CharmConfig) -> TimerSpec {
+    let charm_dir = if ctx.hook.charm_dir.is_absolute() {
+        ctx.hook.charm_dir.clone()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(&ctx.hook.charm_dir))
+            .unwrap_or_else(|_| ctx.hook.charm_dir.clone())
+    };
+    TimerSpec {
+        unit_name: ctx.hook.identity.unit_name(),
+        charm_dir,
+        interval_minutes: config.reconcile_interval_minutes,
+    }
+}
+
+/// The Juju storage `runner` location, when attached.
+pub fn juju_storage_location(
+    ctx: &Context<'_>,
+) -> Result<Option<std::path::PathBuf>, HookToolError> {
+    let hook_storage = ctx
+        .hook
+        .storage
+        .as_ref()
+        .map(|s| (s.storage_id.as_str(), s.location.as_deref()));
+    if let Some(found) = decide::juju_storage_location(hook_storage, &[]) {
+        return Ok(Some(found));
+    }
+    let mut listed = Vec::new();
+    for id in ctx.tools.storage_list(Some("runner"))? {
+        let info = ctx.tools.storage_get(&id)?;
+        listed.push((id, info.location));
+    }
+    Ok(decide::juju_storage_location(None, &listed))
+}
+
+#[cfg(test)]
+#[path = "setup/tests.rs"]
+mod tests;

@@ -1,0 +1,283 @@
+//! `charm::setup::ensure_host` against the real LXD daemon, in a project of its own, with a
+//! recording `systemctl` (tests/support/fake_systemctl.sh) and a temporary host root.
+
+#[path = "support/lxd_fixture/mod.rs"]
+mod lxd_fixture;
+
+use github_runner::charm::setup::{self, HostEdges, HostReadiness, SetupError};
+use github_runner::charm::Context;
+use github_runner::config::{validate, CharmConfig, ConfigContext};
+use github_runner::host::timer::{InstallOutcome, TIMER_UNIT};
+use github_runner::juju::context::HookContext;
+use github_runner::juju::memory::MemoryHookTools;
+use github_runner::juju::StorageInfo;
+use github_runner::paths::HostPaths;
+use github_runner::runner::image::ImageState;
+use lxd_fixture::LxdFixture;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const FAKE_SYSTEMCTL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/support/fake_systemctl.sh"
+);
+
+/// A unit's machine: host root, charm dir, Juju storage dir, a bin dir with the fake
+/// systemctl, the hook tools, and the fixture's LXD project.
+struct Machine {
+    fx: LxdFixture,
+    pool: String,
+    tools: MemoryHookTools,
+    dir: tempfile::TempDir,
+    hook: HookContext,
+}
+
+impl Machine {
+    fn new() -> Machine {
+        let mut fx = LxdFixture::new();
+        let pool = fx.scratch_pool_name();
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["root", "charm", "storage", "bin"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        std::fs::copy(FAKE_SYSTEMCTL, dir.path().join("bin/systemctl")).unwrap();
+        let tools = MemoryHookTools::default();
+        {
+            let mut s = tools.lock();
+            for (k, v) in [
+                ("path", "org"),
+                ("token", "ghp_secret"),
+                ("test-mode", "insecure"),
+                ("vm-disk", "64MiB"),
+                ("vm-memory", "256MiB"),
+                ("vm-cpu", "1"),
+            ] {
+                let value = if k == "vm-cpu" {
+                    serde_json::json!(1)
+                } else {
+                    serde_json::json!(v)
+                };
+                s.config.insert(k.into(), value);
+            }
+            s.config.insert("virtual-machines".into(), 2.into());
+            s.storage.insert(
+                "runner/0".into(),
+                StorageInfo {
+                    kind: "filesystem".into(),
+                    location: dir.path().join("storage").display().to_string(),
+                },
+            );
+        }
+        let vars: BTreeMap<String, String> = [
+            ("JUJU_UNIT_NAME", "github-runner/0".to_string()),
+            ("JUJU_MODEL_UUID", "uuid".to_string()),
+            (
+                "JUJU_CHARM_DIR",
+                dir.path().join("charm").display().to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let hook = HookContext::from_vars(&vars).unwrap();
+        Machine {
+            fx,
+            pool,
+            tools,
+            dir,
+            hook,
+        }
+    }
+
+    fn paths(&self) -> HostPaths {
+        HostPaths::new(self.dir.path().join("root"))
+    }
+
+    fn bin(&self) -> PathBuf {
+        self.dir.path().join("bin")
+    }
+
+    fn config(&self) -> CharmConfig {
+        let raw = self.tools.lock().config.clone();
+        validate(
+            &raw,
+            &ConfigContext {
+                app_name: "github-runner",
+                juju_proxy_configured: false,
+            },
+        )
+        .unwrap()
+    }
+
+    fn ensure(&self) -> Result<HostReadiness, SetupError> {
+        let paths = self.paths();
+        let edges = HostEdges::new(
+            &paths,
+            Some(self.bin().to_str().unwrap()),
+            Some(self.fx.project.clone()),
+        )
+        .with_pool(self.pool.clone());
+        let ctx = Context {
+            tools: &self.tools,
+            hook: &self.hook,
+            paths: &paths,
+        };
+        let result = setup::ensure_host(&ctx, &self.config(), &edges);
+        if result.is_ok() {
+            self.fx.claim_pool(&self.pool);
+        }
+        result
+    }
+
+    fn systemctl_calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.bin().join("calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn profiles(&self) -> Vec<String> {
+        let out = self.fx.lxc_ok(&["profile", "list", "--format", "csv"]);
+        let mut names: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.split(',').next())
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn ensure_host_twice_converges_on_real_lxd() {
+    let m = Machine::new();
+    let default_before = m.fx.lxc_ok(&["profile", "show", "default"]);
+
+    let first = m.ensure().unwrap();
+    assert!(!first.lxd_installed);
+    assert_eq!(
+        first.image,
+        ImageState::AlreadyPresent,
+        "the fixture's jammy"
+    );
+    assert_eq!(first.timer, InstallOutcome::Updated);
+    assert_eq!(
+        first.profiles,
+        ["default", "runner", "cpu-1-mem-256MiB-disk-64MiB"]
+    );
+    let source = m.fx.lxc_ok(&["storage", "get", &m.pool, "source"]);
+    assert_eq!(
+        source.trim(),
+        m.dir.path().join("storage").display().to_string()
+    );
+    assert_eq!(
+        m.profiles(),
+        ["cpu-1-mem-256MiB-disk-64MiB", "default", "runner"]
+    );
+    let resource =
+        m.fx.lxc_ok(&["profile", "show", "cpu-1-mem-256MiB-disk-64MiB"]);
+    assert!(
+        resource.contains(&format!("pool: {}", m.pool)),
+        "{resource}"
+    );
+    assert!(resource.contains("limits.memory: 256MiB"), "{resource}");
+    let root = m.paths();
+    let timer = read(&root.systemd_dir().join(TIMER_UNIT));
+    assert!(timer.contains("\nOnUnitInactiveSec=10m\n"), "{timer}");
+    let service = read(&root.systemd_dir().join("ghro.reconcile-runners.service"));
+    assert!(
+        service.contains(&format!(
+            "WorkingDirectory={}\n",
+            m.dir.path().join("charm").display()
+        )),
+        "{service}"
+    );
+    assert!(root.logrotate_dir().join("github-runner-metrics").is_file());
+    assert!(root.cron_dir().join("github-runner-image").is_file());
+    assert_eq!(
+        m.systemctl_calls(),
+        [
+            "daemon-reload",
+            &format!("enable --now {TIMER_UNIT}"),
+            &format!("restart {TIMER_UNIT}")
+        ]
+    );
+    assert_eq!(
+        m.tools
+            .lock()
+            .unit_state
+            .get(setup::DEPLOY_SETTINGS_KEY)
+            .map(String::as_str),
+        Some("runner-storage=juju-storage;base-image=jammy")
+    );
+
+    // The second run finds everything in place: nothing rewritten, nothing restarted.
+    let second = m.ensure().unwrap();
+    assert_eq!(second.timer, InstallOutcome::Unchanged);
+    assert_eq!(second.profiles, first.profiles);
+    assert_eq!(
+        m.systemctl_calls()[3..],
+        [format!("is-active --quiet {TIMER_UNIT}")]
+    );
+    assert_eq!(
+        m.fx.lxc_ok(&["profile", "show", "default"]),
+        default_before,
+        "the project's default profile has no eth0: left as it was"
+    );
+}
+
+#[test]
+fn a_vm_setting_change_adds_a_resource_profile_and_keeps_the_old_one() {
+    let m = Machine::new();
+    m.ensure().unwrap();
+    m.tools
+        .lock()
+        .config
+        .insert("vm-memory".into(), "512MiB".into());
+    let after = m.ensure().unwrap();
+    assert_eq!(
+        after.profiles,
+        ["default", "runner", "cpu-1-mem-512MiB-disk-64MiB"]
+    );
+    assert_eq!(
+        m.profiles(),
+        [
+            "cpu-1-mem-256MiB-disk-64MiB",
+            "cpu-1-mem-512MiB-disk-64MiB",
+            "default",
+            "runner"
+        ],
+        "running runners keep the old profile"
+    );
+}
+
+#[test]
+fn too_little_storage_blocks_with_both_numbers_and_makes_no_pool() {
+    let m = Machine::new();
+    m.tools
+        .lock()
+        .config
+        .insert("vm-disk".into(), "1000TiB".into());
+    let err = m.ensure().unwrap_err();
+    let status = format!("{:?}", err.status());
+    assert!(status.starts_with("Some(Blocked(\"Required disk space for runners 2097152000MiB is greater than storage total size "), "{status}");
+    assert!(
+        !m.fx.lxc(&["storage", "show", &m.pool]).status.success(),
+        "no pool"
+    );
+}
+
+#[test]
+fn an_inactive_timer_is_repaired_by_the_next_run() {
+    let m = Machine::new();
+    m.ensure().unwrap();
+    std::fs::remove_file(m.bin().join("active").join(TIMER_UNIT)).unwrap();
+    let again = m.ensure().unwrap();
+    assert_eq!(again.timer, InstallOutcome::Repaired);
+    assert!(m.bin().join("active").join(TIMER_UNIT).exists());
+}
