@@ -8,7 +8,8 @@
 //!   then its own) lets the runner inside reach the fake;
 //! - `GITHUB_RUNNER_HOST_ROOT` = the harness's temp host root, `GITHUB_RUNNER_LXD_PROJECT` =
 //!   the test project;
-//! - Juju storage `runner/0` at one stable directory for every test (see [`runner_storage_dir`]);
+//! - Juju storage `runner/0` at an empty temp dir of the test: the charm makes its `dir` pool
+//!   there, named `<project>-runner` (deleted after the project, see [`PoolGuard`]);
 //! - the recording fake `systemctl` of tests/support (and optionally a counting `lxc` wrapper) first on the hook's PATH;
 //! - config: `github-url` = the fake, `test-mode=insecure`, its token, `path` = [`REPO`].
 //!
@@ -46,19 +47,30 @@ pub const GONE_WITHIN: Duration = Duration::from_secs(60);
 /// next to itself: `calls`, `active/<unit>`).
 const FAKE_SYSTEMCTL: &str = "tests/support/fake_systemctl.sh";
 
-/// Where every test's Juju storage `runner` points. The charm makes a global LXD `dir` pool
-/// named `runner` on it and refuses a pool whose source differs, so all tests (and all runs)
-/// must agree on one path; it is never deleted (an LXD pool must not lose its directory).
-pub fn runner_storage_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join("github-runner-e2e-runner-storage");
-    std::fs::create_dir_all(&dir).expect("create the runner storage dir");
-    dir
+/// The storage pool the charm makes for runner disks when it works in `project`: LXD pools
+/// are global, so a charm in a test project names its own (`<project>-runner`).
+pub fn runner_pool_name(project: &str) -> String {
+    format!("{project}-runner")
+}
+
+/// Deletes the charm's runner pool after the fixture purged the project (declared after
+/// `fx` in [`CharmEnv`], so it drops after it: a pool in use by profiles cannot go).
+struct PoolGuard {
+    conf: PathBuf,
+    name: String,
+}
+
+impl Drop for PoolGuard {
+    fn drop(&mut self) {
+        let _ = lxc_raw(&self.conf, None, &["storage", "delete", &self.name]);
+    }
 }
 
 pub struct CharmEnv {
     pub h: Harness,
     pub gh: FakeGitHub,
     pub fx: LxdFixture,
+    pool: PoolGuard,
     /// First on the hook's PATH: fake systemctl, optional lxc wrapper.
     pub bin_dir: PathBuf,
     pub unit: UnitIdentity,
@@ -112,6 +124,9 @@ impl CharmEnv {
             .expect("temp dir");
         let bin_dir = tmp.path().join("bin");
         std::fs::create_dir_all(&bin_dir).expect("bin dir");
+        // Juju storage `runner/0`: the charm's `dir` pool goes here (an empty dir, as LXD wants).
+        let storage_dir = tmp.path().join("storage");
+        std::fs::create_dir_all(&storage_dir).expect("storage dir");
         install_fake_systemctl(&bin_dir);
 
         h.env.insert(LXD_PROJECT_ENV.into(), fx.project.clone());
@@ -127,7 +142,7 @@ impl CharmEnv {
             "runner/0".into(),
             FakeStorage {
                 kind: "filesystem".into(),
-                location: runner_storage_dir().to_string_lossy().into_owned(),
+                location: storage_dir.to_string_lossy().into_owned(),
             },
         );
         h.set_config("path", REPO)
@@ -135,10 +150,15 @@ impl CharmEnv {
             .set_config("github-url", gh.url())
             .set_config("test-mode", "insecure")
             .set_config("virtual-machines", i64::from(virtual_machines));
+        let pool = PoolGuard {
+            conf: fx.conf.clone(),
+            name: runner_pool_name(&fx.project),
+        };
         CharmEnv {
             h,
             gh,
             fx,
+            pool,
             bin_dir,
             unit,
             _tmp: tmp,
@@ -197,6 +217,19 @@ impl CharmEnv {
                 "hook {hook} failed: {run:#?}\nstatus: {:?}",
                 self.h.last_status()
             );
+        }
+        self.claim_pool();
+    }
+
+    /// Mark the charm's runner pool with this process as owner, so the fixture of a later run
+    /// reaps it if this one is killed before dropping it.
+    pub fn claim_pool(&self) {
+        let path = format!("/1.0/storage-pools/{}", self.pool.name);
+        if lxc_raw(&self.fx.conf, None, &["query", &path])
+            .status
+            .success()
+        {
+            self.fx.claim_pool(&self.pool.name);
         }
     }
 
@@ -396,8 +429,11 @@ fn lxc_subcommand(line: &str) -> Option<&str> {
 }
 
 fn install_fake_systemctl(bin_dir: &Path) {
-    std::fs::copy(Path::new(REPO_ROOT).join(FAKE_SYSTEMCTL), bin_dir.join("systemctl"))
-        .expect("copy the fake systemctl");
+    std::fs::copy(
+        Path::new(REPO_ROOT).join(FAKE_SYSTEMCTL),
+        bin_dir.join("systemctl"),
+    )
+    .expect("copy the fake systemctl");
 }
 
 fn write_executable(path: &Path, text: &str) {
