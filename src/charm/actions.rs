@@ -202,7 +202,7 @@ fn flush_runners(ctx: &Context<'_>, rt: &Runtime) -> Result<ActionResults, Actio
 
 /// update-dependencies: the runner binary check; flush idle runners when it changed.
 fn update_dependencies(ctx: &Context<'_>, rt: &Runtime) -> Result<ActionResults, ActionError> {
-    let binary = reconcile::check_runner_binary(ctx, rt);
+    let binary = reconcile::check_runner_binary(ctx, rt)?;
     if let Some(problem) = &binary.problem {
         status::set_and_remember(ctx, problem)?;
         return Err(ActionError::NotReady(message(problem)));
@@ -238,8 +238,14 @@ mod tests {
 
     impl Setup {
         fn new() -> Self {
+            let tools = in_action();
+            // The tarball GitHub lists is the one in place: no download.
+            tools.lock().unit_state.insert(
+                crate::github::download::STATE_URL_KEY.into(),
+                crate::charm::fake_world::RUNNER_URL.into(),
+            );
             Setup {
-                tools: in_action(),
+                tools,
                 world: FakeWorld::new(),
                 root: tempfile::tempdir().unwrap(),
             }

@@ -3,36 +3,33 @@
 //! - invalid configuration: Blocked, nothing touched;
 //! - runner-storage or base-image changed since deployment: Blocked saying so, nothing
 //!   touched;
-//! - reconcile-interval: the timer is re-rendered (idempotent: written only when it changed);
+//! - host setup (`setup::ensure_host_for`): the timer re-rendered for reconcile-interval,
+//!   the resource profile for vm-cpu/vm-memory/vm-disk (new runners use it; running ones
+//!   keep theirs), all idempotent;
 //! - token, path, group, labels or github-url changed since the charm last acted: the old
 //!   runners are flushed (FORCE_FLUSH_WAIT_REPO_CHECK) with the OLD credentials, from the
 //!   root-only credentials file, then the new configuration is reconciled;
-//! - vm-cpu/vm-memory/vm-disk changed: the new resource profile is ensured (new runners use
-//!   it; running ones are left);
 //! - then a reconcile.
 //!
-//! What the charm acted on (scope fingerprint, resource profile, deploy settings) is
-//! recorded only once the flush went through, so a failed one is retried by the next
+//! What the charm acted on (scope fingerprint, deploy settings) is recorded only once the
+//! flush went through, so a failed one is retried by the next
 //! config-changed or periodic reconcile.
 
 use super::credentials::{self, PreviousCredentials};
 use super::reconcile::{self, Options, ReconcileRun};
 use super::runtime::Runtime;
+use super::setup;
 use super::{status, CharmError, Context};
 use crate::config::CharmConfig;
-use crate::host::timer::{self, Systemctl, Systemd, TimerSpec};
 use crate::juju::state::{ActedScope, UnitState};
 use crate::juju::Status;
 use crate::manager::flush::FlushMode;
-use crate::runner::resources::{self, Resources};
 
 /// What a configuration means for the runners, against what the charm last acted on. Pure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigChangePlan {
     /// Options whose change needs the old runners flushed with the old credentials.
     pub flush_for: Vec<&'static str>,
-    /// The resource profile new runners need, when it is not the one last ensured.
-    pub new_resource_profile: Option<String>,
 }
 
 impl ConfigChangePlan {
@@ -43,11 +40,8 @@ impl ConfigChangePlan {
 
 /// Compare `config` with what `state` says the charm last acted on.
 pub fn plan_change(state: &UnitState, config: &CharmConfig) -> ConfigChangePlan {
-    let profile = Resources::from_config(config).profile_name();
     ConfigChangePlan {
         flush_for: state.acted_scope().changed_options(&ActedScope::of(config)),
-        new_resource_profile: (state.resource_profile.as_deref() != Some(profile.as_str()))
-            .then_some(profile),
     }
 }
 
@@ -60,21 +54,24 @@ pub fn flush_reason(options: &[&str]) -> String {
 }
 
 pub fn handle(ctx: &Context<'_>) -> Result<(), CharmError> {
-    let systemctl = which::which("systemctl")
-        .map(Systemctl::with_program)
-        .unwrap_or_default();
-    handle_with(ctx, &|ctx, config| Runtime::new(ctx, config), &systemctl)
+    handle_with(ctx, &|ctx, config| Runtime::new(ctx, config), &|ctx, rt| {
+        setup::ensure_host_for(ctx, rt, setup::When::Always)
+    })
 }
 
 /// Builds the runtime for a configuration (production: [`Runtime::new`]).
 pub type MakeRuntime<'f> =
     &'f dyn Fn(&Context<'_>, CharmConfig) -> Result<Runtime, super::runtime::RuntimeError>;
 
-/// [`handle`] with the runtime and systemd given (tests).
+/// Makes the host ready (production: `setup::ensure_host_for`); false when it is not, with
+/// the status set.
+pub type EnsureHost<'f> = &'f dyn Fn(&Context<'_>, &Runtime) -> Result<bool, CharmError>;
+
+/// [`handle`] with the runtime and host setup given (tests).
 pub fn handle_with(
     ctx: &Context<'_>,
     make_runtime: MakeRuntime<'_>,
-    systemd: &dyn Systemd,
+    ensure_host: EnsureHost<'_>,
 ) -> Result<(), CharmError> {
     let Some(config) = status::config_or_block(ctx)? else {
         return Ok(());
@@ -84,13 +81,6 @@ pub fn handle_with(
         status::set_and_remember(ctx, &blocked)?;
         return Ok(());
     }
-    let mut notes = Vec::new();
-    if let Err(e) = timer::install(ctx.paths, &timer_spec(ctx, &config), systemd) {
-        tracing::warn!("could not install the reconcile timer: {e}");
-        notes.push(Status::Maintenance(format!(
-            "could not install the reconcile timer: {e}"
-        )));
-    }
     let rt = match make_runtime(ctx, config) {
         Ok(rt) => rt,
         Err(err) => {
@@ -98,32 +88,10 @@ pub fn handle_with(
             return Ok(());
         }
     };
-    converge(
-        ctx,
-        &rt,
-        &state,
-        &Options {
-            notes,
-            ..Options::default()
-        },
-    )
-    .map(drop)
-}
-
-/// The timer for this unit: `juju-exec <unit> ... ./dispatch` every reconcile-interval.
-pub fn timer_spec(ctx: &Context<'_>, config: &CharmConfig) -> TimerSpec {
-    let charm_dir = if ctx.hook.charm_dir.is_absolute() {
-        ctx.hook.charm_dir.clone()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(&ctx.hook.charm_dir))
-            .unwrap_or_else(|_| ctx.hook.charm_dir.clone())
-    };
-    TimerSpec {
-        unit_name: ctx.hook.identity.unit_name(),
-        charm_dir,
-        interval_minutes: config.reconcile_interval_minutes,
+    if !ensure_host(ctx, &rt)? {
+        return Ok(());
     }
+    converge(ctx, &rt, &state, &Options::default()).map(drop)
 }
 
 /// Bring the runners in line with `rt.config`: the old runners flushed with the old
@@ -137,24 +105,7 @@ pub fn converge(
 ) -> Result<ReconcileRun, CharmError> {
     let config = &rt.config;
     let plan = plan_change(state, config);
-    let mut options = options.clone();
     let mut acted = true;
-
-    let mut profile_ready = true;
-    if let Some(profile) = &plan.new_resource_profile {
-        let resources = Resources::from_config(config);
-        let instance_type = resources::instance_type(config.test_mode_insecure);
-        match resources::ensure_profiles(&*rt.lxd, &resources, instance_type, &rt.storage_pool, &[])
-        {
-            Ok(_) => tracing::info!(%profile, "resource profile ready for new runners"),
-            Err(e) => {
-                profile_ready = false;
-                options.notes.push(Status::Waiting(format!(
-                    "could not create the resource profile {profile}: {e}"
-                )));
-            }
-        }
-    }
 
     let run = if plan.flushes() {
         let reason = flush_reason(&plan.flush_for);
@@ -167,16 +118,16 @@ pub fn converge(
             flush_rt,
             FlushMode::ForceFlushWaitRepoCheck,
             rt,
-            &options,
+            options,
         )?;
         acted = flushed.result.is_ok();
         run
     } else {
-        reconcile::reconcile_with(ctx, rt, &options)?
+        reconcile::reconcile_with(ctx, rt, options)?
     };
 
     if acted {
-        record_acted(ctx, rt, profile_ready)?;
+        record_acted(ctx, rt)?;
     }
     Ok(run)
 }
@@ -209,14 +160,11 @@ fn previous_runtime(rt: &Runtime) -> Option<Runtime> {
 
 /// Remember the configuration acted on: unit state (fingerprint only) and the root-only
 /// credentials file.
-fn record_acted(ctx: &Context<'_>, rt: &Runtime, profile_ready: bool) -> Result<(), CharmError> {
+fn record_acted(ctx: &Context<'_>, rt: &Runtime) -> Result<(), CharmError> {
     let config = &rt.config;
     let before = UnitState::load(ctx.tools)?;
     let mut after = before.clone();
     after.set_acted_scope(ActedScope::of(config));
-    if profile_ready {
-        after.resource_profile = Some(Resources::from_config(config).profile_name());
-    }
     after
         .deploy_settings
         .get_or_insert_with(|| reconcile::deploy_settings(config));

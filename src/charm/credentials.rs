@@ -4,7 +4,7 @@
 //!
 //! Unit state is readable by anyone with model access, so it holds only the token's
 //! fingerprint; the token itself lives in `credentials.json` under
-//! [`HostPaths::state_dir`] (0700 directory, 0600 file, owned by root, like Juju's own agent
+//! [`HostPaths::state_dir`] (0600 file, owned by root, like Juju's own agent
 //! files), replaced atomically (write a temporary file, fsync, rename).
 
 use std::fs;

@@ -25,6 +25,8 @@ use crate::runner::RunnerEnvironment;
 use crate::secret::Secret;
 
 pub const NOW: u64 = 1_700_000_000;
+/// The runner tarball URL this GitHub lists (without a checksum).
+pub const RUNNER_URL: &str = "http://127.0.0.1:1/runner.tar.gz";
 
 #[derive(Default)]
 pub struct World {
@@ -322,7 +324,7 @@ impl GitHub for FakeGitHub {
         Ok(RunnerApplication {
             os: "linux".into(),
             architecture: "x64".into(),
-            download_url: "http://127.0.0.1:1/runner.tar.gz".into(),
+            download_url: RUNNER_URL.into(),
             filename: "runner.tar.gz".into(),
             sha256_checksum: None,
         })

@@ -1,68 +1,235 @@
 //! install, start, stop, remove, upgrade-charm.
+//!
+//! - install: host setup ([`setup::ensure_host`]: LXD, network, storage, profiles, image,
+//!   timer) and the runner binary.
+//! - start: the same checks (a reboot loses a tmpfs, a timer may have died), then FLUSH_IDLE
+//!   and a reconcile under one lock.
+//! - upgrade-charm: the install steps, then FLUSH_IDLE and a reconcile (new runners come
+//!   from the new charm; busy ones finish their job).
+//! - stop, remove: the timer goes first (no reconcile may start behind our back), then
+//!   FLUSH_BUSY removes every runner, busy ones included. remove also drops the image's
+//!   rebuild cron.
+//!
+//! Each step is idempotent, so a hook killed anywhere converges when Juju runs it again.
+//! The handlers act through [`HostAccess`]: production builds the real edges and runtime,
+//! tests put fakes in.
 
+use super::reconcile::{self, Options};
+use super::runtime::Runtime;
+use super::setup::{self, HostEdges, SetupEdges, When};
 use super::{status, CharmError, Context};
+use crate::host::timer;
+use crate::juju::Status;
+use crate::manager::flush::FlushMode;
 
 /// The charm's version, shown by `juju status` as the application version.
 pub const CHARM_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Shown while start flushes idle runners and reconciles.
+pub const STARTING_STATUS: &str = "Starting runners";
+/// Shown while stop/remove take the runners down.
+pub const STOPPING_STATUS: &str = "Removing runners";
+
+/// The host and runner manager as the lifecycle handlers reach them.
+pub trait HostAccess {
+    /// Edges usable before a runtime exists (LXD may not be installed yet).
+    fn edges(&self) -> &dyn SetupEdges;
+    /// Edges sharing `rt`'s LXD client and storage pool.
+    fn edges_for<'a>(&'a self, rt: &'a Runtime) -> Box<dyn SetupEdges + 'a>;
+    /// The runtime for acting on runners, or None after setting the status that says why
+    /// not (invalid configuration, guards, LXD missing).
+    fn prepare(&self, ctx: &Context<'_>) -> Result<Option<Runtime>, CharmError>;
+    /// A runtime for taking runners down: no guard applies (a unit blocked by a guard must
+    /// still clean up), None when the configuration cannot make one.
+    fn cleanup_runtime(&self, ctx: &Context<'_>) -> Result<Option<Runtime>, CharmError>;
+}
+
+/// Production: edges from the hook's environment, the runtime from `reconcile::prepare`.
+pub struct ProductionHost {
+    edges: HostEdges,
+}
+
+impl ProductionHost {
+    pub fn new(ctx: &Context<'_>) -> Self {
+        ProductionHost {
+            edges: HostEdges::from_env(ctx.paths),
+        }
+    }
+}
+
+impl HostAccess for ProductionHost {
+    fn edges(&self) -> &dyn SetupEdges {
+        &self.edges
+    }
+
+    fn edges_for<'a>(&'a self, rt: &'a Runtime) -> Box<dyn SetupEdges + 'a> {
+        Box::new(
+            HostEdges::from_env(&rt.paths)
+                .with_lxd(rt.lxd.clone())
+                .with_pool(rt.storage_pool.clone()),
+        )
+    }
+
+    fn prepare(&self, ctx: &Context<'_>) -> Result<Option<Runtime>, CharmError> {
+        reconcile::prepare(ctx)
+    }
+
+    fn cleanup_runtime(&self, ctx: &Context<'_>) -> Result<Option<Runtime>, CharmError> {
+        let Ok(config) = status::read_config(ctx)? else {
+            // Only a unit that was ever set up can have runners to leave behind.
+            if ctx.tools.state_get()?.contains_key(setup::HOST_READY_KEY) {
+                tracing::warn!(
+                    "invalid configuration: the runners cannot be removed from GitHub; \
+                     fix the configuration or delete them by hand"
+                );
+            } else {
+                tracing::debug!("invalid configuration and no host set up: nothing to remove");
+            }
+            return Ok(None);
+        };
+        match Runtime::new(ctx, config) {
+            Ok(rt) => Ok(Some(rt)),
+            Err(e) => {
+                tracing::warn!("cannot reach the runners to remove them: {e}");
+                Ok(None)
+            }
+        }
+    }
+}
+
 pub fn install(ctx: &Context<'_>) -> Result<(), CharmError> {
-    ctx.tools.application_version_set(CHARM_VERSION)?;
-    status::refresh(ctx).map(drop)
+    install_with(ctx, &ProductionHost::new(ctx))
 }
 
 pub fn start(ctx: &Context<'_>) -> Result<(), CharmError> {
-    status::refresh(ctx).map(drop)
-}
-
-/// Nothing runs on the machine yet: no timer to disable, no runner to flush.
-pub fn stop(_ctx: &Context<'_>) -> Result<(), CharmError> {
-    tracing::debug!("stop: nothing of this charm runs on the machine yet");
-    Ok(())
-}
-
-pub fn remove(_ctx: &Context<'_>) -> Result<(), CharmError> {
-    tracing::debug!("remove: nothing of this charm is left on the machine");
-    Ok(())
+    start_with(ctx, &ProductionHost::new(ctx))
 }
 
 pub fn upgrade_charm(ctx: &Context<'_>) -> Result<(), CharmError> {
+    upgrade_charm_with(ctx, &ProductionHost::new(ctx))
+}
+
+pub fn stop(ctx: &Context<'_>) -> Result<(), CharmError> {
+    take_down(ctx, &ProductionHost::new(ctx), false)
+}
+
+pub fn remove(ctx: &Context<'_>) -> Result<(), CharmError> {
+    take_down(ctx, &ProductionHost::new(ctx), true)
+}
+
+pub fn install_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), CharmError> {
     ctx.tools.application_version_set(CHARM_VERSION)?;
-    status::refresh(ctx).map(drop)
+    let Some(rt) = ready_host(ctx, host)? else {
+        return Ok(());
+    };
+    match binary_note(ctx, &rt)? {
+        Some(problem) => status::set_and_remember(ctx, &problem),
+        None => status::set_ready(ctx),
+    }
+}
+
+pub fn start_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), CharmError> {
+    let Some(rt) = ready_host(ctx, host)? else {
+        return Ok(());
+    };
+    let notes: Vec<Status> = binary_note(ctx, &rt)?.into_iter().collect();
+    ctx.tools
+        .status_set(&Status::Maintenance(STARTING_STATUS.into()))?;
+    let options = Options {
+        notes,
+        ..Options::default()
+    };
+    reconcile::flush_then_reconcile(ctx, &rt, FlushMode::FlushIdle, &rt, &options)?;
+    Ok(())
+}
+
+pub fn upgrade_charm_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), CharmError> {
+    ctx.tools.application_version_set(CHARM_VERSION)?;
+    start_with(ctx, host)
+}
+
+/// Host setup for the hooks that (re)install: the guards and LXD itself before the runtime
+/// (which needs `lxc`), then the rest with the runtime's client and pool. None after
+/// setting the status that says what is missing.
+pub(crate) fn ready_host(
+    ctx: &Context<'_>,
+    host: &dyn HostAccess,
+) -> Result<Option<Runtime>, CharmError> {
+    let Some(config) = status::config_or_block(ctx)? else {
+        return Ok(None);
+    };
+    let early = setup::check_guards(ctx, &config)
+        .and_then(|_| setup::ensure_lxd(ctx, host.edges()).map(drop));
+    if let Err(e) = early {
+        setup::report(ctx, e)?;
+        return Ok(None);
+    }
+    let Some(rt) = host.prepare(ctx)? else {
+        return Ok(None);
+    };
+    let ready = {
+        let edges = host.edges_for(&rt);
+        setup::ensure_host_reported(ctx, &rt.config, edges.as_ref(), When::Always)?
+    };
+    Ok(ready.then_some(rt))
+}
+
+/// The runner binary update; a failure is a status to show, not a failed hook (the old
+/// tarball stays and the periodic event retries).
+pub(crate) fn binary_note(ctx: &Context<'_>, rt: &Runtime) -> Result<Option<Status>, CharmError> {
+    match setup::update_runner_binary(ctx, rt) {
+        Ok(update) => {
+            if update.changed {
+                tracing::info!("runner binary in place");
+            }
+            Ok(None)
+        }
+        Err(setup::SetupError::HookTool(e)) => Err(e.into()),
+        Err(e) => {
+            tracing::warn!("{e}");
+            Ok(e.status())
+        }
+    }
+}
+
+/// stop and remove: the timer first, then FLUSH_BUSY. `remove` also drops the rebuild cron.
+fn take_down(ctx: &Context<'_>, host: &dyn HostAccess, removing: bool) -> Result<(), CharmError> {
+    if let Err(e) = timer::remove(ctx.paths, host.edges().systemd()) {
+        // A timer that cannot be removed must not keep the runners alive.
+        tracing::warn!("could not remove the reconcile timer: {e}");
+    }
+    if removing {
+        remove_rebuild_cron(ctx);
+    }
+    let Some(rt) = host.cleanup_runtime(ctx)? else {
+        return Ok(());
+    };
+    ctx.tools
+        .status_set(&Status::Maintenance(STOPPING_STATUS.into()))?;
+    let run = reconcile::flush(ctx, &rt, FlushMode::FlushBusy)?;
+    match &run.result {
+        Ok(outcome) => tracing::info!(
+            removed = outcome.report.removed.len(),
+            failed = outcome.report.failed.len(),
+            "runners taken down"
+        ),
+        Err(e) => tracing::warn!("taking the runners down failed: {e}"),
+    }
+    Ok(())
+}
+
+fn remove_rebuild_cron(ctx: &Context<'_>) {
+    let path = ctx
+        .paths
+        .cron_dir()
+        .join(crate::runner::image::REBUILD_CRON_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => tracing::info!("image rebuild cron removed"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("could not remove {}: {e}", path.display()),
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::charm::testing::{run, valid_config};
-    use crate::juju::event::Event;
-    use crate::juju::memory::MemoryHookTools;
-    use crate::juju::Status;
-
-    #[test]
-    fn install_sets_the_version_then_the_status() {
-        let tools = MemoryHookTools::default();
-        run(&tools, &Event::Install).unwrap();
-        assert_eq!(
-            tools.lock().app_versions,
-            vec![env!("CARGO_PKG_VERSION").to_string()]
-        );
-        assert!(
-            matches!(&tools.statuses()[..], [Status::Blocked(m)] if m.contains("path: missing"))
-        );
-    }
-
-    #[test]
-    fn start_with_valid_config_is_waiting_for_the_manager() {
-        let tools = MemoryHookTools::default();
-        valid_config(&tools);
-        run(&tools, &Event::Start).unwrap();
-        assert!(matches!(&tools.statuses()[..], [Status::Waiting(_)]));
-    }
-
-    #[test]
-    fn stop_and_remove_touch_nothing() {
-        let tools = MemoryHookTools::default();
-        run(&tools, &Event::Stop).unwrap();
-        run(&tools, &Event::Remove).unwrap();
-        assert!(tools.lock().calls.is_empty());
-    }
-}
+#[path = "lifecycle_tests.rs"]
+mod tests;

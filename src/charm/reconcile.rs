@@ -15,6 +15,7 @@ use std::time::Duration;
 use super::config_changed;
 use super::fleet::{self, CharmRunnerOps};
 use super::runtime::{Runtime, RuntimeError};
+use super::setup;
 use super::status::{self, Readiness};
 use super::{CharmError, Context};
 use crate::config::CharmConfig;
@@ -300,18 +301,38 @@ pub struct BinaryCheck {
     pub problem: Option<Status>,
 }
 
-/// The runner binary update check. The download itself belongs to host setup
-/// (`charm::setup`); until that lands this checks nothing.
-pub fn check_runner_binary(_ctx: &Context<'_>, _rt: &Runtime) -> BinaryCheck {
-    BinaryCheck::default()
+/// The runner binary update check (`setup::update_runner_binary`: one GitHub call, a
+/// download only when GitHub lists another tarball). A failed check is a status to show,
+/// not a failed hook; only a hook tool failure is `Err`.
+pub fn check_runner_binary(ctx: &Context<'_>, rt: &Runtime) -> Result<BinaryCheck, CharmError> {
+    match setup::update_runner_binary(ctx, rt) {
+        Ok(update) => Ok(BinaryCheck {
+            changed: update.changed,
+            problem: None,
+        }),
+        Err(err) => match err.status() {
+            Some(problem) => {
+                tracing::warn!("{err}");
+                Ok(BinaryCheck {
+                    changed: false,
+                    problem: Some(problem),
+                })
+            }
+            None => Err(err.into()),
+        },
+    }
 }
 
-/// The `reconcile-runners` event: the runner binary update check (idle runners are flushed
-/// when it changed, so new runners use it), then a full reconcile.
+/// The `reconcile-runners` event: host setup when its inputs changed, the runner binary
+/// update check (idle runners are flushed when it changed, so new runners use it), then a
+/// full reconcile.
 pub fn handle(ctx: &Context<'_>) -> Result<(), CharmError> {
     let Some(rt) = prepare(ctx)? else {
         return Ok(());
     };
+    if !setup::ensure_host_for(ctx, &rt, setup::When::IfChanged)? {
+        return Ok(());
+    }
     run_periodic(ctx, &rt).map(drop)
 }
 
@@ -326,7 +347,19 @@ pub fn run_periodic_with(
     rt: &Runtime,
     progress: ProgressSink<'_>,
 ) -> Result<ReconcileRun, CharmError> {
-    let binary = check_runner_binary(ctx, rt);
+    let binary = check_runner_binary(ctx, rt)?;
+    reconcile_after_binary_check(ctx, rt, binary, progress)
+}
+
+/// A changed binary flushes idle runners first (unless a config change flushes them all
+/// anyway); a failed check joins the status. Also completes a config change whose flush
+/// failed earlier.
+pub fn reconcile_after_binary_check(
+    ctx: &Context<'_>,
+    rt: &Runtime,
+    binary: BinaryCheck,
+    progress: ProgressSink<'_>,
+) -> Result<ReconcileRun, CharmError> {
     let state = UnitState::load(ctx.tools)?;
     let options = Options {
         progress,
@@ -337,7 +370,6 @@ pub fn run_periodic_with(
         let (_, run) = flush_then_reconcile(ctx, rt, FlushMode::FlushIdle, rt, &options)?;
         Ok(run)
     } else {
-        // Also completes a config change whose flush failed earlier.
         config_changed::converge(ctx, rt, &state, &options)
     }
 }
@@ -407,7 +439,7 @@ mod tests {
     #[test]
     fn reconcile_sets_remembers_and_measures() {
         let unit = Unit::new();
-        let run = unit.with(2, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        let run = unit.with(2, reconcile).unwrap();
         assert_eq!(run.delta(), 2);
         assert!(
             matches!(&run.status, Status::Active(m) if m == "0/2 runners: 0 idle, 0 busy, 2 creating")
@@ -427,7 +459,7 @@ mod tests {
         // Steady state: the same status is not written to unit state again.
         unit.world.bring_online();
         unit.tools.lock().calls.clear();
-        let again = unit.with(2, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        let again = unit.with(2, reconcile).unwrap();
         assert_eq!(again.delta(), 0);
         let calls = unit.tools.lock().calls.clone();
         assert!(
@@ -435,18 +467,18 @@ mod tests {
             "status changed: {calls:?}"
         );
         unit.tools.lock().calls.clear();
-        unit.with(2, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        unit.with(2, reconcile).unwrap();
         assert_eq!(unit.tools.lock().calls, ["status-set", "state-get"]);
     }
 
     #[test]
     fn steady_state_costs_one_listing_and_one_probe_per_idle_runner() {
         let unit = Unit::new();
-        unit.with(3, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        unit.with(3, reconcile).unwrap();
         unit.world.bring_online();
         unit.world.lock().github_calls.clear();
         unit.world.lock().execs = 0;
-        unit.with(3, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        unit.with(3, reconcile).unwrap();
         assert_eq!(unit.world.lock().github_calls, vec!["list ghp_secret"]);
         assert_eq!(unit.world.lock().execs, 3);
     }
@@ -478,13 +510,13 @@ mod tests {
         );
         assert!(unit.world.instance_names().is_empty());
         drop(held);
-        assert!(unit.with(1, |ctx, rt| reconcile(ctx, rt)).is_ok());
+        assert!(unit.with(1, reconcile).is_ok());
     }
 
     #[test]
     fn flush_then_reconcile_replaces_idle_runners() {
         let unit = Unit::new();
-        unit.with(2, |ctx, rt| reconcile(ctx, rt)).unwrap();
+        unit.with(2, reconcile).unwrap();
         unit.world.bring_online();
         let before = unit.world.instance_names();
         let (flushed, run) = unit
@@ -629,5 +661,44 @@ mod tests {
             lock_wait_note(5).unwrap(),
             "waited 5s for another reconcile or flush to finish"
         );
+    }
+
+    #[test]
+    fn a_changed_binary_flushes_idle_runners_and_a_failed_check_shows() {
+        let unit = Unit::new();
+        unit.with(2, reconcile).unwrap();
+        unit.world.bring_online();
+        let before = unit.world.instance_names();
+        let changed = BinaryCheck {
+            changed: true,
+            problem: None,
+        };
+        let run = unit
+            .with(2, |ctx, rt| {
+                reconcile_after_binary_check(ctx, rt, changed, &no_progress)
+            })
+            .unwrap();
+        let after = unit.world.instance_names();
+        assert_eq!(after.len(), 2);
+        assert!(
+            after.iter().all(|n| !before.contains(n)),
+            "{before:?} {after:?}"
+        );
+        assert_eq!(run.result.unwrap().report.created.len(), 2);
+
+        unit.world.bring_online();
+        let failed = BinaryCheck {
+            changed: false,
+            problem: Some(Status::Maintenance(
+                "Failed to update runner binary: 502".into(),
+            )),
+        };
+        let run = unit
+            .with(2, |ctx, rt| {
+                reconcile_after_binary_check(ctx, rt, failed, &no_progress)
+            })
+            .unwrap();
+        assert_eq!(unit.world.instance_names(), after, "nothing flushed");
+        assert!(matches!(&run.status, Status::Maintenance(m) if m.contains("runner binary")));
     }
 }

@@ -20,8 +20,6 @@ pub const PATH_KEY: &str = "acted-path";
 pub const GROUP_KEY: &str = "acted-group";
 pub const LABELS_KEY: &str = "acted-labels";
 pub const GITHUB_URL_KEY: &str = "acted-github-url";
-/// Name of the resource profile last ensured (it encodes vm-cpu, vm-memory, vm-disk).
-pub const RESOURCE_PROFILE_KEY: &str = "resource-profile";
 /// runner-storage and base-image as deployed ([`DeploySettings::to_state_value`]).
 pub const DEPLOY_SETTINGS_KEY: &str = "deploy-settings";
 /// The last status a reconcile or flush set, for hooks that must not call GitHub.
@@ -37,7 +35,6 @@ pub struct UnitState {
     /// Custom labels, comma-joined.
     pub labels: Option<String>,
     pub github_url: Option<String>,
-    pub resource_profile: Option<String>,
     pub deploy_settings: Option<DeploySettings>,
     /// The runner tarball in place (`runner-binary-url`, `runner-binary-sha256`).
     pub runner_binary: StoredTarball,
@@ -131,7 +128,6 @@ impl UnitState {
             group: get(GROUP_KEY),
             labels: get(LABELS_KEY),
             github_url: get(GITHUB_URL_KEY),
-            resource_profile: get(RESOURCE_PROFILE_KEY),
             deploy_settings: map
                 .get(DEPLOY_SETTINGS_KEY)
                 .and_then(|v| DeploySettings::from_state_value(v)),
@@ -152,7 +148,6 @@ impl UnitState {
         put(GROUP_KEY, &self.group);
         put(LABELS_KEY, &self.labels);
         put(GITHUB_URL_KEY, &self.github_url);
-        put(RESOURCE_PROFILE_KEY, &self.resource_profile);
         put(
             DEPLOY_SETTINGS_KEY,
             &self.deploy_settings.map(|d| d.to_state_value()),
@@ -320,7 +315,6 @@ mod tests {
             group: Some("default".into()),
             labels: Some("a,b".into()),
             github_url: Some("https://github.com".into()),
-            resource_profile: Some("cpu-2-mem-7GiB-disk-10GiB".into()),
             deploy_settings: Some(DeploySettings {
                 runner_storage: RunnerStorage::Memory,
                 base_image: BaseImage::Noble,
@@ -332,7 +326,7 @@ mod tests {
             last_status: Some(Status::Active("1/1 runners: 1 idle, 0 busy".into())),
         };
         let map = full.to_map();
-        assert_eq!(map.len(), 10);
+        assert_eq!(map.len(), 9);
         assert_eq!(UnitState::from_map(&map), full);
         assert!(UnitState::default().to_map().is_empty());
     }

@@ -525,6 +525,9 @@ impl Lxd for LxcCli {
         }
     }
 
+    /// `argv` and `env` become `lxc` arguments (visible in `ps` on the host): secrets go
+    /// through `stdin` or a pushed file. On timeout the `lxc` client is killed; the command
+    /// inside may run on until the instance is deleted.
     fn exec(&self, instance: &str, spec: &ExecSpec) -> Result<ExecOutput, LxdError> {
         let (uid, gid) = (spec.uid.to_string(), spec.gid.to_string());
         let mut args: Vec<String> = vec![

@@ -91,7 +91,8 @@ pub fn lxd_size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["EiB", "PiB", "TiB", "GiB", "MiB", "KiB"];
     for (i, unit) in UNITS.iter().enumerate() {
         let factor = 1u64 << (10 * (UNITS.len() - i));
-        if bytes >= factor && bytes % factor == 0 {
+        // `factor` is a power of two: divisible means no bit below it is set.
+        if bytes >= factor && bytes & (factor - 1) == 0 {
             return format!("{}{unit}", bytes / factor);
         }
     }

@@ -2,47 +2,12 @@ use super::*;
 use crate::charm::credentials::{credentials_path, load};
 use crate::charm::fake_world::{config, FakeWorld};
 use crate::charm::testing::hook_context;
-use crate::host::timer::SystemdError;
 use crate::juju::memory::MemoryHookTools;
 use crate::juju::state::{DEPLOY_SETTINGS_KEY, TOKEN_FINGERPRINT_KEY};
 use crate::paths::HostPaths;
 use crate::secret::Secret;
 use serde_json::{json, Value};
 use std::os::unix::fs::MetadataExt;
-use std::sync::Mutex;
-
-#[derive(Default)]
-struct RecordingSystemd {
-    calls: Mutex<Vec<String>>,
-}
-
-impl RecordingSystemd {
-    fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap().clone()
-    }
-    fn note(&self, call: String) -> Result<(), SystemdError> {
-        self.calls.lock().unwrap().push(call);
-        Ok(())
-    }
-}
-
-impl Systemd for RecordingSystemd {
-    fn daemon_reload(&self) -> Result<(), SystemdError> {
-        self.note("daemon-reload".into())
-    }
-    fn enable_now(&self, unit: &str) -> Result<(), SystemdError> {
-        self.note(format!("enable --now {unit}"))
-    }
-    fn restart(&self, unit: &str) -> Result<(), SystemdError> {
-        self.note(format!("restart {unit}"))
-    }
-    fn is_active(&self, _unit: &str) -> Result<bool, SystemdError> {
-        Ok(true)
-    }
-    fn disable_now(&self, unit: &str) -> Result<(), SystemdError> {
-        self.note(format!("disable --now {unit}"))
-    }
-}
 
 fn base_raw() -> Vec<(&'static str, Value)> {
     vec![
@@ -58,7 +23,8 @@ struct Unit {
     tools: MemoryHookTools,
     world: FakeWorld,
     root: tempfile::TempDir,
-    systemd: RecordingSystemd,
+    /// Host setups asked for (the real one is tested in tests/setup_host.rs).
+    host_setups: std::cell::Cell<u32>,
 }
 
 impl Unit {
@@ -69,7 +35,7 @@ impl Unit {
             tools: MemoryHookTools::default(),
             world,
             root: tempfile::tempdir().unwrap(),
-            systemd: RecordingSystemd::default(),
+            host_setups: std::cell::Cell::new(0),
         }
     }
 
@@ -95,7 +61,11 @@ impl Unit {
         let world = self.world.clone();
         let root = self.root.path().to_path_buf();
         let make = move |_: &Context<'_>, config: CharmConfig| Ok(world.runtime(&root, config));
-        handle_with(&ctx, &make, &self.systemd).unwrap();
+        let ensure_host = |_: &Context<'_>, _: &Runtime| {
+            self.host_setups.set(self.host_setups.get() + 1);
+            Ok(true)
+        };
+        handle_with(&ctx, &make, &ensure_host).unwrap();
     }
 
     fn last_status(&self) -> Status {
@@ -103,130 +73,125 @@ impl Unit {
     }
 }
 
-fn state_with(config: &CharmConfig, profile: Option<&str>) -> UnitState {
+fn state_with(config: &CharmConfig) -> UnitState {
     let mut state = UnitState::default();
     state.set_acted_scope(ActedScope::of(config));
-    state.resource_profile = profile.map(String::from);
     state
 }
 
 #[test]
 fn plan_table() {
     let base = config(&[]);
-    let profile = Resources::from_config(&base).profile_name();
-    let acted = state_with(&base, Some(&profile));
-    let cases: Vec<(&str, UnitState, CharmConfig, Vec<&str>, bool)> = vec![
-        (
-            "first config",
-            UnitState::default(),
-            base.clone(),
-            vec![],
-            true,
-        ),
-        ("unchanged", acted.clone(), base.clone(), vec![], false),
+    let acted = state_with(&base);
+    let cases: Vec<(&str, UnitState, CharmConfig, Vec<&str>)> = vec![
+        ("first config", UnitState::default(), base.clone(), vec![]),
+        ("unchanged", acted.clone(), base.clone(), vec![]),
         (
             "token",
             acted.clone(),
             config(&[("token", json!("ghp_new"))]),
             vec!["token"],
-            false,
         ),
         (
             "path",
             acted.clone(),
             config(&[("path", json!("o/r"))]),
             vec!["path"],
-            false,
         ),
         (
             "group",
             acted.clone(),
             config(&[("group", json!("gpu"))]),
             vec!["group"],
-            false,
         ),
         (
             "labels",
             acted.clone(),
             config(&[("labels", json!("a,b"))]),
             vec!["labels"],
-            false,
         ),
         (
             "github-url",
             acted.clone(),
             config(&[("github-url", json!("http://127.0.0.1:2"))]),
             vec!["github-url"],
-            false,
         ),
         (
             "token and path",
             acted.clone(),
             config(&[("token", json!("ghp_new")), ("path", json!("o/r"))]),
             vec!["token", "path"],
-            false,
+        ),
+        (
+            "every scope option",
+            acted.clone(),
+            config(&[
+                ("token", json!("ghp_new")),
+                ("path", json!("o/r")),
+                ("group", json!("g")),
+                ("labels", json!("x")),
+                ("github-url", json!("http://127.0.0.1:2")),
+            ]),
+            vec!["token", "path", "group", "labels", "github-url"],
         ),
         (
             "vm-cpu",
             acted.clone(),
             config(&[("vm-cpu", json!(4))]),
             vec![],
-            true,
         ),
         (
             "vm-memory",
             acted.clone(),
             config(&[("vm-memory", json!("8GiB"))]),
             vec![],
-            true,
         ),
         (
             "vm-disk",
             acted.clone(),
             config(&[("vm-disk", json!("20GiB"))]),
             vec![],
-            true,
         ),
         (
             "vm-cpu and labels",
             acted.clone(),
             config(&[("vm-cpu", json!(4)), ("labels", json!("x"))]),
             vec!["labels"],
-            true,
         ),
         (
             "reconcile-interval",
             acted.clone(),
             config(&[("reconcile-interval", json!(5))]),
             vec![],
-            false,
         ),
         (
             "virtual-machines",
             acted.clone(),
             config(&[("virtual-machines", json!(9))]),
             vec![],
-            false,
         ),
         (
             "dockerhub-mirror",
             acted.clone(),
             config(&[("dockerhub-mirror", json!("https://m.example"))]),
             vec![],
-            false,
+        ),
+        (
+            "denylist",
+            acted.clone(),
+            config(&[("denylist", json!("10.0.0.0/8"))]),
+            vec![],
         ),
         (
             "same labels in another order",
-            state_with(&config(&[("labels", json!("a,b"))]), Some(&profile)),
+            state_with(&config(&[("labels", json!("a,b"))])),
             config(&[("labels", json!("b,a"))]),
             vec!["labels"],
-            false,
         ),
     ];
-    for (name, state, now, flush_for, new_profile) in cases {
+    for (name, state, now, flush_for) in cases {
         let plan = plan_change(&state, &now);
         assert_eq!(plan.flush_for, flush_for, "{name}");
-        assert_eq!(plan.new_resource_profile.is_some(), new_profile, "{name}");
         assert_eq!(plan.flushes(), !flush_for.is_empty(), "{name}");
     }
 }
@@ -275,8 +240,7 @@ fn first_config_creates_runners_and_records_only_a_fingerprint() {
         .logs()
         .iter()
         .all(|(_, l)| !l.contains("ghp_secret")));
-    // The timer was written and started.
-    assert!(unit.systemd.calls().contains(&"daemon-reload".to_string()));
+    assert_eq!(unit.host_setups.get(), 1);
 }
 
 #[test]
@@ -398,7 +362,7 @@ fn invalid_config_blocks_and_touches_nothing() {
 }
 
 #[test]
-fn a_vm_change_ensures_the_new_profile_and_leaves_running_runners() {
+fn a_vm_change_leaves_running_runners_and_new_ones_use_the_new_profile() {
     let unit = Unit::new();
     unit.set(&[]);
     unit.config_changed();
@@ -407,14 +371,6 @@ fn a_vm_change_ensures_the_new_profile_and_leaves_running_runners() {
     unit.set(&[("vm-cpu", json!(4))]);
     unit.config_changed();
     assert_eq!(unit.world.instance_names(), before);
-    let w = unit.world.lock();
-    assert!(
-        w.profiles.contains_key("cpu-4-mem-7GiB-disk-10GiB"),
-        "{:?}",
-        w.profiles.keys()
-    );
-    drop(w);
-    // Scale up: the new runner gets the new profile.
     unit.set(&[("vm-cpu", json!(4)), ("virtual-machines", json!(3))]);
     unit.config_changed();
     let w = unit.world.lock();
@@ -423,30 +379,36 @@ fn a_vm_change_ensures_the_new_profile_and_leaves_running_runners() {
         .values()
         .find(|i| !before.contains(&i.name))
         .expect("a new runner");
-    assert!(newest
+    assert_eq!(
+        newest.profiles,
+        vec!["default", "runner", "cpu-4-mem-7GiB-disk-10GiB"]
+    );
+    assert!(w.instances[&before[0]]
         .profiles
-        .contains(&"cpu-4-mem-7GiB-disk-10GiB".to_string()));
-    assert_eq!(newest.profiles[0], "default");
+        .contains(&"cpu-2-mem-7GiB-disk-10GiB".to_string()));
 }
 
 #[test]
-fn a_reconcile_interval_change_rewrites_the_timer() {
+fn a_host_that_is_not_ready_stops_before_the_runners() {
     let unit = Unit::new();
     unit.set(&[]);
-    unit.config_changed();
-    let first = unit.systemd.calls().len();
-    unit.config_changed();
-    assert_eq!(
-        unit.systemd.calls().len(),
-        first,
-        "unchanged: nothing to do"
-    );
-    unit.set(&[("reconcile-interval", json!(7))]);
-    unit.config_changed();
-    assert!(unit.systemd.calls()[first..].contains(&"daemon-reload".to_string()));
-    let timer =
-        std::fs::read_to_string(unit.paths().systemd_dir().join(timer::TIMER_UNIT)).unwrap();
-    assert!(timer.contains("OnUnitInactiveSec=7m"), "{timer}");
+    let hook = hook_context();
+    let paths = unit.paths();
+    let ctx = Context {
+        tools: &unit.tools,
+        hook: &hook,
+        paths: &paths,
+    };
+    let world = unit.world.clone();
+    let root = unit.root.path().to_path_buf();
+    let make = move |_: &Context<'_>, config: CharmConfig| Ok(world.runtime(&root, config));
+    handle_with(&ctx, &make, &|_, _| Ok(false)).unwrap();
+    assert!(unit.world.instance_names().is_empty());
+    assert!(!unit
+        .tools
+        .lock()
+        .unit_state
+        .contains_key(TOKEN_FINGERPRINT_KEY));
 }
 
 #[test]

@@ -188,3 +188,41 @@ fn build_command(
         },
     )
 }
+
+/// A borrowed edge set is an edge set (lets a test hand out its fakes by reference).
+impl<T: SetupEdges + ?Sized> SetupEdges for &T {
+    fn commands(&self) -> &dyn HostCommands {
+        (**self).commands()
+    }
+    fn systemd(&self) -> &dyn Systemd {
+        (**self).systemd()
+    }
+    fn lxd(&self) -> Result<&dyn Lxd, LxdError> {
+        (**self).lxd()
+    }
+    fn host_ops(&self) -> Result<&dyn LxdHostOps, LxdError> {
+        (**self).host_ops()
+    }
+    fn pool_name(&self) -> String {
+        (**self).pool_name()
+    }
+    fn apply_storage(&self, plan: &StoragePlan, lxd: &dyn Lxd) -> Result<(), StorageError> {
+        (**self).apply_storage(plan, lxd)
+    }
+    fn build_image(
+        &self,
+        ctx: &Context<'_>,
+        alias: &str,
+        instance_type: InstanceType,
+    ) -> Result<(), ImageError> {
+        (**self).build_image(ctx, alias, instance_type)
+    }
+    fn install_rebuild_cron(
+        &self,
+        ctx: &Context<'_>,
+        alias: &str,
+        instance_type: InstanceType,
+    ) -> Result<(), ImageError> {
+        (**self).install_rebuild_cron(ctx, alias, instance_type)
+    }
+}
