@@ -281,3 +281,51 @@ fn an_inactive_timer_is_repaired_by_the_next_run() {
     assert_eq!(again.timer, InstallOutcome::Repaired);
     assert!(m.bin().join("active").join(TIMER_UNIT).exists());
 }
+
+#[test]
+fn lxc_query_ops_read_and_merge_profile_device_keys_in_the_project() {
+    use github_runner::charm::setup::commands::SystemCommands;
+    use github_runner::charm::setup::lxd_host::{LxcQueryOps, LxdHostOps};
+    let m = Machine::new();
+    m.fx.lxc_ok(&[
+        "profile",
+        "device",
+        "add",
+        "default",
+        "scratch",
+        "disk",
+        "source=/tmp",
+        "path=/mnt/scratch",
+    ]);
+    m.fx.lxc_ok(&["profile", "set", "default", "user.keep", "me"]);
+    let commands = SystemCommands::new(None, &m.fx.conf);
+    let ops = LxcQueryOps::new(commands, Some(m.fx.project.clone())).unwrap();
+
+    assert!(ops.storage_pool_count().unwrap() >= 1);
+    assert_eq!(
+        ops.network_config("lxdbr0").unwrap(),
+        None,
+        "a test project never touches the daemon's networks"
+    );
+    assert_eq!(ops.profile_devices("no-such-profile").unwrap(), None);
+    let devices = ops.profile_devices("default").unwrap().unwrap();
+    assert_eq!(devices["scratch"]["path"], "/mnt/scratch");
+    assert_eq!(devices["root"]["pool"], m.fx.pool);
+
+    let keys = BTreeMap::from([("readonly".to_string(), "true".to_string())]);
+    ops.set_profile_device_keys("default", "scratch", &keys)
+        .unwrap();
+    let after = ops.profile_devices("default").unwrap().unwrap();
+    assert_eq!(after["scratch"]["readonly"], "true");
+    assert_eq!(after["scratch"]["source"], "/tmp", "other keys kept");
+    assert_eq!(after["root"], devices["root"], "other devices kept");
+    assert_eq!(
+        m.fx.lxc_ok(&["profile", "get", "default", "user.keep"])
+            .trim(),
+        "me",
+        "profile config kept"
+    );
+    assert!(ops
+        .set_profile_device_keys("default", "no-such-device", &keys)
+        .is_err());
+}

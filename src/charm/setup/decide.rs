@@ -123,15 +123,6 @@ pub fn timer_repair(unit_files_present: bool, active: bool) -> TimerRepair {
     }
 }
 
-/// The storage pool for runner disks. LXD pools are global (not per project), so a charm
-/// working in a test project (GITHUB_RUNNER_LXD_PROJECT) gets a pool of its own.
-pub fn runner_pool_name(project: Option<&str>) -> String {
-    match project {
-        None | Some("default") | Some("") => crate::runner::resources::RUNNER_POOL.to_string(),
-        Some(p) => format!("{p}-{}", crate::runner::resources::RUNNER_POOL),
-    }
-}
-
 /// True when `dir` has the two unit files of the reconcile timer.
 pub fn timer_files_present(systemd_dir: &Path) -> bool {
     [
@@ -272,13 +263,6 @@ mod tests {
         assert_eq!(timer_repair(false, true), TimerRepair::NotInstalled);
         assert_eq!(timer_repair(true, true), TimerRepair::Healthy);
         assert_eq!(timer_repair(true, false), TimerRepair::Repair);
-    }
-
-    #[test]
-    fn the_pool_is_runner_in_production_and_per_project_in_tests() {
-        assert_eq!(runner_pool_name(None), "runner");
-        assert_eq!(runner_pool_name(Some("default")), "runner");
-        assert_eq!(runner_pool_name(Some("ghrt-1-2")), "ghrt-1-2-runner");
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! `lxc` may only appear once setup installed LXD), storage, image build and cron.
 
 use super::commands::{HostCommands, SystemCommands};
-use super::decide;
 use super::lxd_host::{LxcQueryOps, LxdHostOps};
 use crate::charm::Context;
 use crate::host::timer::{Systemctl, Systemd};
@@ -23,7 +22,7 @@ pub trait SetupEdges {
     /// The runner-facing LXD client (fails with [`LxdError::LxcMissing`] before LXD exists).
     fn lxd(&self) -> Result<&dyn Lxd, LxdError>;
     fn host_ops(&self) -> Result<&dyn LxdHostOps, LxdError>;
-    /// The storage pool for runner disks ([`decide::runner_pool_name`]).
+    /// The storage pool for runner disks (the runtime's `storage_pool`).
     fn pool_name(&self) -> String;
     /// Mount (memory), measure and ensure the pool ([`storage::apply_storage`]).
     fn apply_storage(&self, plan: &StoragePlan, lxd: &dyn Lxd) -> Result<(), StorageError>;
@@ -74,7 +73,7 @@ impl HostEdges {
         HostEdges {
             systemd: Systemctl::with_program(systemctl),
             commands,
-            pool: decide::runner_pool_name(project.as_deref()),
+            pool: crate::runner::resources::RUNNER_POOL.to_string(),
             project,
             conf_dir: paths.lxd_conf_dir(),
             lxd: OnceCell::new(),
