@@ -8,8 +8,7 @@
 //!   then its own) lets the runner inside reach the fake;
 //! - `GITHUB_RUNNER_HOST_ROOT` = the harness's temp host root, `GITHUB_RUNNER_LXD_PROJECT` =
 //!   the test project;
-//! - Juju storage `runner/0` at an empty temp dir of the test: the charm makes its `dir` pool
-//!   there, named `<project>-runner` (deleted after the project, see [`PoolGuard`]);
+//! - Juju storage `runner/0` at the one directory every test shares (see [`runner_storage_dir`]);
 //! - the recording fake `systemctl` of tests/support (and optionally a counting `lxc` wrapper) first on the hook's PATH;
 //! - config: `github-url` = the fake, `test-mode=insecure`, its token, `path` = [`REPO`].
 //!
@@ -47,30 +46,36 @@ pub const GONE_WITHIN: Duration = Duration::from_secs(60);
 /// next to itself: `calls`, `active/<unit>`).
 const FAKE_SYSTEMCTL: &str = "tests/support/fake_systemctl.sh";
 
-/// The storage pool the charm makes for runner disks when it works in `project`: LXD pools
-/// are global, so a charm in a test project names its own (`<project>-runner`).
-pub fn runner_pool_name(project: &str) -> String {
-    format!("{project}-runner")
-}
+/// The charm's storage pool for runner disks (`runner`, as in production).
+pub const RUNNER_POOL: &str = github_runner::runner::resources::RUNNER_POOL;
+/// Where the `runner` pool lives when no test made it yet: fixed, so every run agrees.
+const RUNNER_STORAGE_DIR: &str = "/var/tmp/github-runner-e2e-runner-storage";
 
-/// Deletes the charm's runner pool after the fixture purged the project (declared after
-/// `fx` in [`CharmEnv`], so it drops after it: a pool in use by profiles cannot go).
-struct PoolGuard {
-    conf: PathBuf,
-    name: String,
-}
-
-impl Drop for PoolGuard {
-    fn drop(&mut self) {
-        let _ = lxc_raw(&self.conf, None, &["storage", "delete", &self.name]);
-    }
+/// The Juju storage location every test gives the charm. LXD pools are global and the charm
+/// refuses a `runner` pool whose source differs from its Juju storage, so all tests on the
+/// daemon must agree: the source of an existing `runner` pool, else [`RUNNER_STORAGE_DIR`].
+/// The pool and its directory are shared and stay after the tests.
+pub fn runner_storage_dir(conf: &Path) -> PathBuf {
+    let out = lxc_raw(
+        conf,
+        None,
+        &["query", &format!("/1.0/storage-pools/{RUNNER_POOL}")],
+    );
+    let existing: Option<PathBuf> = out
+        .status
+        .success()
+        .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).ok())
+        .flatten()
+        .and_then(|pool| pool["config"]["source"].as_str().map(PathBuf::from));
+    let dir = existing.unwrap_or_else(|| PathBuf::from(RUNNER_STORAGE_DIR));
+    std::fs::create_dir_all(&dir).expect("create the runner storage dir");
+    dir
 }
 
 pub struct CharmEnv {
     pub h: Harness,
     pub gh: FakeGitHub,
     pub fx: LxdFixture,
-    pool: PoolGuard,
     /// First on the hook's PATH: fake systemctl, optional lxc wrapper.
     pub bin_dir: PathBuf,
     pub unit: UnitIdentity,
@@ -124,9 +129,7 @@ impl CharmEnv {
             .expect("temp dir");
         let bin_dir = tmp.path().join("bin");
         std::fs::create_dir_all(&bin_dir).expect("bin dir");
-        // Juju storage `runner/0`: the charm's `dir` pool goes here (an empty dir, as LXD wants).
-        let storage_dir = tmp.path().join("storage");
-        std::fs::create_dir_all(&storage_dir).expect("storage dir");
+        let storage_dir = runner_storage_dir(&fx.conf);
         install_fake_systemctl(&bin_dir);
 
         h.env.insert(LXD_PROJECT_ENV.into(), fx.project.clone());
@@ -150,15 +153,10 @@ impl CharmEnv {
             .set_config("github-url", gh.url())
             .set_config("test-mode", "insecure")
             .set_config("virtual-machines", i64::from(virtual_machines));
-        let pool = PoolGuard {
-            conf: fx.conf.clone(),
-            name: runner_pool_name(&fx.project),
-        };
         CharmEnv {
             h,
             gh,
             fx,
-            pool,
             bin_dir,
             unit,
             _tmp: tmp,
@@ -217,19 +215,6 @@ impl CharmEnv {
                 "hook {hook} failed: {run:#?}\nstatus: {:?}",
                 self.h.last_status()
             );
-        }
-        self.claim_pool();
-    }
-
-    /// Mark the charm's runner pool with this process as owner, so the fixture of a later run
-    /// reaps it if this one is killed before dropping it.
-    pub fn claim_pool(&self) {
-        let path = format!("/1.0/storage-pools/{}", self.pool.name);
-        if lxc_raw(&self.fx.conf, None, &["query", &path])
-            .status
-            .success()
-        {
-            self.fx.claim_pool(&self.pool.name);
         }
     }
 
