@@ -50,6 +50,11 @@ fn set(names: &[String]) -> BTreeSet<String> {
 fn install_config_changed_start_bring_three_runners_online() {
     let mut env = CharmEnv::new(3);
     env.deploy();
+    eprintln!(
+        "deploy registered {} runners, deleted {}",
+        env.gh.count(Endpoint::GenerateJitConfig),
+        env.gh.count(Endpoint::DeleteRunner)
+    );
     let online = env.wait_online(3);
     assert_eq!(env.assert_runners(3), online);
     for name in &online {
@@ -130,6 +135,7 @@ fn check_runners_counts_online_offline_and_unknown() {
     assert!(env.gh.set_runner_online(&names[0], false));
     let stray = format!("{}0123456789ab", env.unit.name_prefix());
     env.launch_unregistered_instance(&stray);
+    env.gh.clear_requests();
 
     env.h.action("check-runners").assert_ok();
     let (results, failure) = action_record(&env);
@@ -143,8 +149,9 @@ fn check_runners_counts_online_offline_and_unknown() {
         "{:?}",
         results
     );
-    // check-runners only looks.
+    // check-runners only looks: one listing, nothing created or deleted.
     assert_eq!(env.gh.count(Endpoint::DeleteRunner), 0);
+    assert_eq!(env.gh.count(Endpoint::GenerateJitConfig), 0);
     assert_eq!(env.instances().len(), 4);
 }
 
