@@ -18,7 +18,7 @@ mod juju_harness;
 #[path = "support/lxd_fixture/mod.rs"]
 mod lxd_fixture;
 
-use charm_env::{kill_group, seed_from_env, wait_for, CharmEnv, SeededRng, ONLINE_WITHIN};
+use charm_env::{kill_group, seed_from_env, wait_for, CharmEnv, SeededRng};
 use std::time::{Duration, Instant};
 
 /// Small, so 20+ trials stay within a few minutes.
@@ -27,16 +27,83 @@ const RECONCILE_TRIALS: usize = 12;
 const FLUSH_TRIALS: usize = 8;
 /// How long an instance the killed run had started to remove may take to disappear.
 const SETTLE: Duration = Duration::from_secs(30);
+/// How long a flush trial waits for its runners to be online before flushing anyway.
+const ONLINE_SOON: Duration = Duration::from_secs(20);
 
-/// Start `dispatch_path`, SIGKILL its process group after `delay`; true when the run had
-/// already finished by itself.
-fn kill_after(env: &CharmEnv, dispatch_path: &str, delay: Duration) -> bool {
+/// How a run given a kill deadline ended.
+#[derive(Debug)]
+enum Ending {
+    /// SIGKILLed at the deadline.
+    Killed,
+    /// Finished by itself first, after this long: the kill came too late to test anything.
+    Finished(Duration),
+}
+
+/// Start `dispatch_path`; SIGKILL its process group when `delay` has passed, unless it
+/// finished first (its exit is waited for, with the deadline as the bound).
+fn kill_after(env: &CharmEnv, dispatch_path: &str, delay: Duration) -> Ending {
+    let started = Instant::now();
     let mut child = env.spawn_dispatch(dispatch_path);
-    std::thread::sleep(delay);
-    let finished = matches!(child.try_wait(), Ok(Some(_)));
+    let deadline = started + delay;
+    let ending = loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break Ending::Finished(started.elapsed());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break Ending::Killed;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(10)));
+    };
+    // Also after a normal exit: nothing the run started may outlive it.
     kill_group(child.id());
     let _ = child.wait();
-    finished
+    ending
+}
+
+/// Run trials until `kills` of them were killed mid-run: `prepare`, then kill
+/// `dispatch_path` at a point uniform over `window`, then [`converge`]. A run that finished
+/// before its kill point still converges, shrinks the window to its duration, and does not
+/// count (at most `kills` such misses).
+fn trials(
+    env: &mut CharmEnv,
+    label: &str,
+    seed: u64,
+    dispatch_path: &str,
+    kills: usize,
+    mut window: Duration,
+    prepare: impl Fn(&CharmEnv),
+) {
+    let mut rng = SeededRng::new(seed);
+    let (mut killed, mut missed) = (0, 0);
+    while killed < kills {
+        prepare(env);
+        let delay = rng.duration_up_to(window);
+        let ending = kill_after(env, dispatch_path, delay);
+        eprintln!(
+            "{label} trial {}: kill at {delay:?}: {ending:?}",
+            killed + missed
+        );
+        converge(
+            env,
+            &format!(
+                "seed {seed}, {label} trial {}, kill at {delay:?}",
+                killed + missed
+            ),
+        );
+        match ending {
+            Ending::Killed => killed += 1,
+            Ending::Finished(took) => {
+                missed += 1;
+                assert!(
+                    missed <= kills,
+                    "{label}: {missed} runs finished before their kill point; window {window:?}"
+                );
+                window = window.min(took);
+            }
+        }
+    }
+    eprintln!("{label}: {killed} runs killed mid-way, {missed} finished before their kill point");
 }
 
 /// After a crash: let LXD finish what the killed clients started, reconcile once, and check
@@ -90,7 +157,6 @@ fn back_to_zero(env: &CharmEnv) {
 fn sigkill_during_a_reconcile_from_zero_then_reconcile_converges() {
     let seed = seed_from_env();
     eprintln!("crash_safety reconcile: seed {seed} (replay with CRASH_SEED={seed})");
-    let mut rng = SeededRng::new(seed);
     let mut env = CharmEnv::new(DESIRED);
     env.deploy();
     back_to_zero(&env);
@@ -98,16 +164,15 @@ fn sigkill_during_a_reconcile_from_zero_then_reconcile_converges() {
     env.assert_runners(DESIRED as usize);
     eprintln!("an uninterrupted reconcile from zero takes {window:?}");
 
-    for trial in 0..RECONCILE_TRIALS {
-        back_to_zero(&env);
-        let delay = rng.duration_up_to(window);
-        let finished = kill_after(&env, "reconcile-runners", delay);
-        eprintln!("trial {trial}: killed after {delay:?} (already finished: {finished})");
-        converge(
-            &mut env,
-            &format!("seed {seed}, reconcile trial {trial}, killed after {delay:?}"),
-        );
-    }
+    trials(
+        &mut env,
+        "reconcile",
+        seed,
+        "reconcile-runners",
+        RECONCILE_TRIALS,
+        window,
+        back_to_zero,
+    );
 }
 
 #[test]
@@ -117,7 +182,6 @@ fn sigkill_during_a_flush_then_reconcile_converges() {
         "crash_safety flush: seed {seed} (replay with CRASH_SEED={})",
         seed ^ 0xF1
     );
-    let mut rng = SeededRng::new(seed);
     let mut env = CharmEnv::new(DESIRED);
     env.deploy();
     env.wait_online(DESIRED as usize);
@@ -125,19 +189,19 @@ fn sigkill_during_a_flush_then_reconcile_converges() {
     env.assert_runners(DESIRED as usize);
     eprintln!("an uninterrupted flush-runners takes {window:?}");
 
-    for trial in 0..FLUSH_TRIALS {
-        // Flush online runners when they get there; a runner still starting is flushed too.
-        let online = env.gh.wait_until(ONLINE_WITHIN, |s| {
-            s.runners.len() == DESIRED as usize && s.runners.iter().all(|r| r.online)
-        });
-        let delay = rng.duration_up_to(window);
-        let finished = kill_after(&env, "actions/flush-runners", delay);
-        eprintln!(
-            "trial {trial}: killed after {delay:?} (all online before: {online}, already finished: {finished})"
-        );
-        converge(
-            &mut env,
-            &format!("seed {seed}, flush trial {trial}, killed after {delay:?}"),
-        );
-    }
+    trials(
+        &mut env,
+        "flush",
+        seed,
+        "actions/flush-runners",
+        FLUSH_TRIALS,
+        window,
+        |env| {
+            // Flush online runners when they get there; a runner a crash left half-started
+            // stays offline until its grace period ends, and is flushed as it is.
+            env.gh.wait_until(ONLINE_SOON, |s| {
+                s.runners.len() == DESIRED as usize && s.runners.iter().all(|r| r.online)
+            });
+        },
+    );
 }
