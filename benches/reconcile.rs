@@ -8,8 +8,9 @@
 //!
 //! Run: `cargo bench --features testkit --bench reconcile` (N = 10 runners, 3 interleaved
 //! runs per executor; `RECONCILE_BENCH_N` and `RECONCILE_BENCH_RUNS` override). Without
-//! `--bench` (as under `cargo test --all-targets`) it is a one-run smoke pass with N = 1. Targets: the steady state costs one listing and no exec beyond the health
-//! checks; from zero, parallel is at least 3x faster than serial.
+//! `--bench` (as under `cargo test --all-targets`) it is a one-run smoke pass with N = 1.
+//! Targets: the steady state costs one listing and no exec beyond the health checks; from
+//! zero, parallel is at least 3x faster than serial.
 
 #[path = "../tests/support/fake_github/mod.rs"]
 mod fake_github;
