@@ -42,27 +42,55 @@ fn invalid_config_blocks_and_fails_every_action() {
 }
 
 #[test]
-fn valid_config_fails_with_the_typed_manager_unavailable_error() {
+fn valid_config_actions_say_what_they_could_not_reach() {
+    // GitHub: a closed loopback port. LXD: a project of its own that does not exist (it
+    // lists empty), so nothing on the shared daemon is seen or touched.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut h = Harness::new();
-    h.valid_config();
-    for (action, verb) in [
-        (Action::CheckRunners, "check runners"),
-        (Action::ReconcileRunners, "reconcile runners"),
-        (Action::FlushRunners, "flush runners"),
-        (Action::UpdateDependencies, "update dependencies"),
+    h.valid_config()
+        .set_config("test-mode", "insecure")
+        .set_config("github-url", format!("http://127.0.0.1:{closed_port}"));
+    h.env.insert(
+        "GITHUB_RUNNER_LXD_PROJECT".into(),
+        "ghr-juju-actions-no-such-project".into(),
+    );
+    for (action, expected) in [
+        (
+            Action::CheckRunners,
+            "could not list the runners: could not reach GitHub",
+        ),
+        (
+            Action::ReconcileRunners,
+            "could not list this unit's runners on GitHub, so no runner was touched",
+        ),
+        (
+            Action::FlushRunners,
+            "could not list this unit's runners on GitHub, so the flush touched no runner",
+        ),
+        (
+            Action::UpdateDependencies,
+            "Failed to update runner binary: could not reach GitHub",
+        ),
     ] {
         h.action(action.name()).assert_ok();
-        assert_eq!(
-            h.action_record().failure,
-            Some(format!(
-                "runner manager unavailable: this charm build cannot {verb} yet"
-            ))
-        );
+        let failure = h.action_record().failure.unwrap_or_default();
         assert!(
-            h.statuses().is_empty(),
-            "an action leaves a valid unit's status alone"
+            failure.starts_with(expected),
+            "{}: {failure}",
+            action.name()
         );
+        assert!(!failure.contains("unavailable"), "{failure}");
+        assert!(!failure.contains("ghp_TESTTOKEN"), "{failure}");
     }
+    assert!(h
+        .logs()
+        .iter()
+        .all(|l| !l.message.contains("ghp_TESTTOKEN")));
+    assert!(h.action_logs().iter().all(|l| !l.contains("ghp_TESTTOKEN")));
 }
 
 #[test]

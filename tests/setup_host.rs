@@ -15,6 +15,7 @@ use github_runner::paths::HostPaths;
 use github_runner::runner::image::ImageState;
 use lxd_fixture::LxdFixture;
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 const FAKE_SYSTEMCTL: &str = concat!(
@@ -198,7 +199,10 @@ fn ensure_host_twice_converges_on_real_lxd() {
         "{service}"
     );
     assert!(root.logrotate_dir().join("github-runner-metrics").is_file());
-    assert!(root.cron_dir().join("github-runner-image").is_file());
+    let cron = root.cron_dir().join("github-runner-image");
+    let mode = std::fs::metadata(&cron).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the cron file carries the proxy settings");
+    assert!(read(&cron).contains("--alias jammy --type container"));
     assert_eq!(
         m.systemctl_calls(),
         [
@@ -328,4 +332,31 @@ fn lxc_query_ops_read_and_merge_profile_device_keys_in_the_project() {
     assert!(ops
         .set_profile_device_keys("default", "no-such-device", &keys)
         .is_err());
+}
+
+#[test]
+fn a_project_that_does_not_exist_creates_nothing_not_even_a_global_pool() {
+    let m = Machine::new();
+    let paths = m.paths();
+    let missing = format!("{}-missing", m.fx.project);
+    let edges = HostEdges::new(
+        &paths,
+        Some(m.bin().to_str().unwrap()),
+        Some(missing.clone()),
+    )
+    .with_pool(m.pool.clone());
+    let ctx = Context {
+        tools: &m.tools,
+        hook: &m.hook,
+        paths: &paths,
+    };
+    let err = setup::ensure_host(&ctx, &m.config(), &edges).unwrap_err();
+    assert!(
+        matches!(&err, SetupError::LxdProjectMissing(p) if *p == missing),
+        "{err}"
+    );
+    assert!(
+        !m.fx.lxc(&["storage", "show", &m.pool]).status.success(),
+        "LXD would have made this global pool in any project's name"
+    );
 }

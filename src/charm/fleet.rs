@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::runtime::Runtime;
 use crate::github::download::tarball_path;
@@ -21,6 +21,7 @@ use crate::github::{
     Arch, DeleteOutcome, GitHub, GitHubError, GitHubRunner, JitConfig, JobRef, RunnerApplication,
     WorkflowJob,
 };
+use crate::host::metrics::{MetricEvent, MetricsLog, RunnerInstalled};
 use crate::identity::RunnerName;
 use crate::lxd::{
     ExecOutput, ExecSpec, Instance, InstanceState, InstanceType, LaunchSpec, Lxd, LxdError,
@@ -123,6 +124,17 @@ impl<'a> CharmRunnerOps<'a> {
             .cloned()
     }
 
+    /// The `runner_installed` metric (creation to started listener command).
+    fn issue_installed(&self, took: Duration) {
+        let event = MetricEvent::RunnerInstalled(RunnerInstalled {
+            flavor: self.rt.identity.app.clone(),
+            duration: took.as_secs_f64(),
+        });
+        if let Err(e) = MetricsLog::new(&self.rt.paths).issue(&event, &*self.rt.clock) {
+            tracing::warn!("{e}");
+        }
+    }
+
     fn create_error(&self, err: runner::CreateError) -> OpError {
         let kind = match &*err.cause {
             StepFailure::GitHub(e) => github_failure_kind(e),
@@ -184,6 +196,7 @@ impl RunnerOps for CharmRunnerOps<'_> {
             .identity
             .new_runner_name()
             .map_err(|e| OpError::transient(e.to_string()))?;
+        let started = Instant::now();
         let profiles = self.profiles()?;
         let jit = self
             .rt
@@ -210,7 +223,10 @@ impl RunnerOps for CharmRunnerOps<'_> {
             timeouts: self.timeouts,
         };
         match runner::create_runner(&lxd, &github, &request) {
-            Ok(created) => Ok(created.name),
+            Ok(created) => {
+                self.issue_installed(started.elapsed());
+                Ok(created.name)
+            }
             Err(err) => {
                 let registered_in_pipeline = !matches!(
                     err.step,
@@ -552,6 +568,11 @@ mod tests {
         assert_eq!(instance.instance_type, InstanceType::Container);
         assert_eq!(runner.labels, vec!["github-runner", "jammy", "gpu"]);
         assert_eq!(runner.name, name.as_str());
+        drop(w);
+        let metrics = std::fs::read_to_string(rt.paths.metrics_log()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(metrics.trim()).unwrap();
+        assert_eq!(line["event"], "runner_installed");
+        assert_eq!(line["flavor"], "github-runner");
     }
 
     #[test]

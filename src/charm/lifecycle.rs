@@ -25,6 +25,8 @@ use crate::manager::flush::FlushMode;
 /// The charm's version, shown by `juju status` as the application version.
 pub const CHARM_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Shown while install and upgrade-charm set the host up.
+pub const SETTING_UP_STATUS: &str = "Setting up the host";
 /// Shown while start flushes idle runners and reconciles.
 pub const STARTING_STATUS: &str = "Starting runners";
 /// Shown while stop/remove take the runners down.
@@ -119,7 +121,7 @@ pub fn remove(ctx: &Context<'_>) -> Result<(), CharmError> {
 
 pub fn install_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), CharmError> {
     ctx.tools.application_version_set(CHARM_VERSION)?;
-    let Some(rt) = ready_host(ctx, host)? else {
+    let Some(rt) = ready_host(ctx, host, Some(SETTING_UP_STATUS))? else {
         return Ok(());
     };
     match binary_note(ctx, &rt)? {
@@ -129,7 +131,22 @@ pub fn install_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), Char
 }
 
 pub fn start_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), CharmError> {
-    let Some(rt) = ready_host(ctx, host)? else {
+    start_after(ctx, host, None)
+}
+
+pub fn upgrade_charm_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), CharmError> {
+    ctx.tools.application_version_set(CHARM_VERSION)?;
+    start_after(ctx, host, Some(SETTING_UP_STATUS))
+}
+
+/// Host setup (announced with `announce`), the binary check, then FLUSH_IDLE and a
+/// reconcile under one lock.
+fn start_after(
+    ctx: &Context<'_>,
+    host: &dyn HostAccess,
+    announce: Option<&str>,
+) -> Result<(), CharmError> {
+    let Some(rt) = ready_host(ctx, host, announce)? else {
         return Ok(());
     };
     let notes: Vec<Status> = binary_note(ctx, &rt)?.into_iter().collect();
@@ -143,26 +160,30 @@ pub fn start_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), CharmE
     Ok(())
 }
 
-pub fn upgrade_charm_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), CharmError> {
-    ctx.tools.application_version_set(CHARM_VERSION)?;
-    start_with(ctx, host)
-}
-
 /// Host setup for the hooks that (re)install: the guards and LXD itself before the runtime
 /// (which needs `lxc`), then the rest with the runtime's client and pool. None after
 /// setting the status that says what is missing.
 pub(crate) fn ready_host(
     ctx: &Context<'_>,
     host: &dyn HostAccess,
+    announce: Option<&str>,
 ) -> Result<Option<Runtime>, CharmError> {
     let Some(config) = status::config_or_block(ctx)? else {
         return Ok(None);
     };
-    let early = setup::check_guards(ctx, &config)
-        .and_then(|_| setup::ensure_lxd(ctx, host.edges()).map(drop));
-    if let Err(e) = early {
-        setup::report(ctx, e)?;
-        return Ok(None);
+    if let Some(message) = announce {
+        ctx.tools.status_set(&Status::Maintenance(message.into()))?;
+    }
+    // The runtime needs `lxc`: install LXD first when it is missing (guards before that, so
+    // nothing is installed for a unit that must stay Blocked). With `lxc` present the full
+    // check happens once, in ensure_host.
+    if host.edges().commands().find("lxc").is_none() {
+        let early = setup::check_guards(ctx, &config)
+            .and_then(|_| setup::ensure_lxd(ctx, host.edges()).map(drop));
+        if let Err(e) = early {
+            setup::report(ctx, e)?;
+            return Ok(None);
+        }
     }
     let Some(rt) = host.prepare(ctx)? else {
         return Ok(None);

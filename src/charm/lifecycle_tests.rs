@@ -146,6 +146,10 @@ fn install_sets_up_the_host_then_waits_for_the_first_reconcile() {
         .fake
         .log()
         .contains(&"systemctl enable --now ghro.reconcile-runners.timer".to_string()));
+    assert_eq!(
+        tools.statuses()[0],
+        Status::Maintenance(SETTING_UP_STATUS.into())
+    );
     assert!(
         matches!(tools.statuses().last(), Some(Status::Waiting(m)) if m.contains("first reconcile")),
         "{:?}",
@@ -393,4 +397,44 @@ fn storage_detaching_flushes_every_runner_only_for_juju_storage() {
     assert!(tools.statuses().contains(&Status::Maintenance(
         crate::charm::storage::DETACHING_STATUS.into()
     )));
+}
+
+#[test]
+fn without_lxd_the_guards_still_come_before_snap_install() {
+    let host = TestHost {
+        edges: Edges::new(Fake {
+            lxc_installed: RefCell::new(false),
+            ..Fake::ready()
+        }),
+        ..TestHost::new()
+    };
+    let tools = tools();
+    {
+        let mut s = tools.lock();
+        s.config.remove("test-mode");
+        s.config.remove("github-url");
+    }
+    let charm = host.root.path().join("charm");
+    std::fs::create_dir_all(&charm).unwrap();
+    std::fs::write(charm.join("lxd-profile.yaml"), "config: {}\n").unwrap();
+    run(&host, &tools, install_with);
+    assert!(
+        matches!(tools.statuses().last(), Some(Status::Blocked(m)) if m.contains("lxd-profile.yaml"))
+    );
+    assert!(
+        host.edges.fake.log().is_empty(),
+        "{:?}",
+        host.edges.fake.log()
+    );
+    assert_eq!(*host.prepared.borrow(), 0, "no runtime without LXD");
+
+    // Without the file, the same install installs LXD before building the runtime.
+    std::fs::remove_file(charm.join("lxd-profile.yaml")).unwrap();
+    run(&host, &tools, install_with);
+    assert!(host
+        .edges
+        .fake
+        .log()
+        .contains(&"run /bin/snap install lxd --channel=latest/stable".to_string()));
+    assert_eq!(*host.prepared.borrow(), 1);
 }

@@ -323,9 +323,24 @@ pub fn check_runner_binary(ctx: &Context<'_>, rt: &Runtime) -> Result<BinaryChec
     }
 }
 
+/// How often the periodic event asks GitHub for the latest runner binary. GitHub releases
+/// a few a month and accepts a release for weeks after the next one, so hourly keeps
+/// runners current while most rounds cost a single GitHub call (the listing).
+pub const BINARY_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Whether the periodic event checks the runner binary this round: always when none is in
+/// place, else once per [`BINARY_CHECK_INTERVAL`] (a clock moved backwards counts as due).
+pub fn binary_check_due(last_checked: Option<u64>, now: u64, binary_present: bool) -> bool {
+    match last_checked {
+        _ if !binary_present => true,
+        None => true,
+        Some(at) => now < at || now - at >= BINARY_CHECK_INTERVAL.as_secs(),
+    }
+}
+
 /// The `reconcile-runners` event: host setup when its inputs changed, the runner binary
-/// update check (idle runners are flushed when it changed, so new runners use it), then a
-/// full reconcile.
+/// update check when due (idle runners are flushed when it changed, so new runners use
+/// it), then a full reconcile.
 pub fn handle(ctx: &Context<'_>) -> Result<(), CharmError> {
     let Some(rt) = prepare(ctx)? else {
         return Ok(());
@@ -333,7 +348,27 @@ pub fn handle(ctx: &Context<'_>) -> Result<(), CharmError> {
     if !setup::ensure_host_for(ctx, &rt, setup::When::IfChanged)? {
         return Ok(());
     }
-    run_periodic(ctx, &rt).map(drop)
+    let binary = periodic_binary_check(ctx, &rt)?;
+    reconcile_after_binary_check(ctx, &rt, binary, &no_progress).map(drop)
+}
+
+/// [`check_runner_binary`] when [`binary_check_due`], remembering when it last succeeded.
+pub fn periodic_binary_check(ctx: &Context<'_>, rt: &Runtime) -> Result<BinaryCheck, CharmError> {
+    let before = UnitState::load(ctx.tools)?;
+    let now = rt.clock.now_epoch();
+    let present = fleet::host_binary_state(rt).ready;
+    if !binary_check_due(before.binary_checked_at, now, present) {
+        return Ok(BinaryCheck::default());
+    }
+    let check = check_runner_binary(ctx, rt)?;
+    if check.problem.is_none() {
+        // Reloaded: the check itself may have written the new tarball's url and checksum.
+        let loaded = UnitState::load(ctx.tools)?;
+        let mut after = loaded.clone();
+        after.binary_checked_at = Some(now);
+        after.save(&loaded, ctx.tools)?;
+    }
+    Ok(check)
 }
 
 /// Binary check, flush idle if it changed, reconcile. What the event and the
@@ -451,8 +486,16 @@ mod tests {
         );
         let metrics =
             std::fs::read_to_string(HostPaths::new(unit.root.path()).metrics_log()).unwrap();
-        let line: serde_json::Value =
-            serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+        let lines: Vec<serde_json::Value> = metrics
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+        assert_eq!(
+            events,
+            ["runner_installed", "runner_installed", "reconciliation"]
+        );
+        let line = &lines[2];
         assert_eq!(line["event"], "reconciliation");
         assert_eq!(line["flavor"], "github-runner");
         assert_eq!(line["crashed_runners"], 0);
@@ -648,6 +691,43 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn binary_check_schedule() {
+        let hour = BINARY_CHECK_INTERVAL.as_secs();
+        let t = 1_700_000_000;
+        assert!(binary_check_due(None, t, true), "never checked");
+        assert!(binary_check_due(Some(t), t, false), "no binary in place");
+        assert!(!binary_check_due(Some(t), t, true));
+        assert!(!binary_check_due(Some(t), t + hour - 1, true));
+        assert!(binary_check_due(Some(t), t + hour, true));
+        assert!(binary_check_due(Some(t), t - 1, true), "clock moved back");
+    }
+
+    #[test]
+    fn periodic_binary_check_asks_github_once_an_hour() {
+        let unit = Unit::new();
+        unit.tools.lock().unit_state.insert(
+            crate::github::download::STATE_URL_KEY.into(),
+            crate::charm::fake_world::RUNNER_URL.into(),
+        );
+        let downloads = || {
+            unit.world
+                .lock()
+                .github_calls
+                .iter()
+                .filter(|c| c.starts_with("downloads"))
+                .count()
+        };
+        let check = unit.with(1, periodic_binary_check).unwrap();
+        assert_eq!(check, BinaryCheck::default());
+        assert_eq!(downloads(), 1);
+        unit.with(1, periodic_binary_check).unwrap();
+        assert_eq!(downloads(), 1, "checked less than an hour ago");
+        unit.world.clock.advance(BINARY_CHECK_INTERVAL);
+        unit.with(1, periodic_binary_check).unwrap();
+        assert_eq!(downloads(), 2);
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub use edges::{HostEdges, SetupEdges};
 use super::runtime::Runtime;
 use super::{status, CharmError, Context};
 use crate::config::CharmConfig;
+use crate::github::status::Disposition;
 use crate::github::GitHubError;
 use crate::host::metrics::MetricsError;
 use crate::host::timer::{self, InstallOutcome, TimerError, TimerSpec};
@@ -77,6 +78,10 @@ pub enum SetupError {
     LxdInstall(String),
     #[error("LXD is not answering: {0}")]
     LxdUnavailable(LxdError),
+    #[error(
+        "the LXD project {0} does not exist (GITHUB_RUNNER_LXD_PROJECT names it; create it first)"
+    )]
+    LxdProjectMissing(String),
     #[error("could not apply the LXD network settings: {0}")]
     Network(LxdError),
     #[error(transparent)]
@@ -110,18 +115,23 @@ impl SetupError {
             ) => Status::Blocked(message),
             SetupError::LxdInstall(_)
             | SetupError::LxdUnavailable(_)
+            | SetupError::LxdProjectMissing(_)
             | SetupError::Profiles(_)
             | SetupError::Image(_)
             | SetupError::Storage(StorageError::Lxd(_)) => Status::Waiting(message),
-            SetupError::RunnerBinaryLookup(GitHubError::RateLimited { reset_epoch, .. }) => {
-                crate::github::status::rate_limit_status(*reset_epoch)
-            }
+            // The token or path is wrong: only the operator can fix it, as for reconciles.
+            SetupError::RunnerBinaryLookup(e) => match crate::github::status::disposition(e) {
+                Disposition::Blocked(m) => Status::Blocked(m),
+                Disposition::RateLimited { reset_epoch } => {
+                    crate::github::status::rate_limit_status(reset_epoch)
+                }
+                Disposition::Transient(_) => Status::Maintenance(message),
+            },
             SetupError::Network(_)
             | SetupError::Storage(_)
             | SetupError::Timer(_)
             | SetupError::Logrotate(_)
-            | SetupError::RunnerBinary(_)
-            | SetupError::RunnerBinaryLookup(_) => Status::Maintenance(message),
+            | SetupError::RunnerBinary(_) => Status::Maintenance(message),
         })
     }
 
@@ -148,11 +158,19 @@ pub fn deploy_settings(config: &CharmConfig) -> DeploySettings {
 /// Both guards, before anything is created. Answers whether the deploy-time values still
 /// need recording.
 pub fn check_guards(ctx: &Context<'_>, config: &CharmConfig) -> Result<bool, SetupError> {
+    check_guards_in(ctx, config, &ctx.tools.state_get()?)
+}
+
+/// [`check_guards`] with the unit state already read.
+fn check_guards_in(
+    ctx: &Context<'_>,
+    config: &CharmConfig,
+    state: &BTreeMap<String, String>,
+) -> Result<bool, SetupError> {
     guards::check_lxd_profile(
         guards::charm_dir_has_lxd_profile(&ctx.hook.charm_dir),
         config.test_mode_insecure,
     )?;
-    let state = ctx.tools.state_get()?;
     match decide::deploy_record(state.get(DEPLOY_SETTINGS_KEY).map(String::as_str)) {
         DeployRecord::Record => Ok(true),
         DeployRecord::Check(at_deploy) => {
@@ -168,7 +186,8 @@ pub fn ensure_host(
     config: &CharmConfig,
     edges: &dyn SetupEdges,
 ) -> Result<HostReadiness, SetupError> {
-    let record_deploy_settings = check_guards(ctx, config)?;
+    let state = ctx.tools.state_get()?;
+    let record_deploy_settings = check_guards_in(ctx, config, &state)?;
     // Local and cheap, before anything that may fail for a while: the timer's periodic
     // event is what retries the rest.
     crate::host::metrics::install_logrotate(ctx.paths)?;
@@ -226,7 +245,7 @@ pub fn ensure_host(
         remember.insert(DEPLOY_SETTINGS_KEY.to_string(), value);
     }
     let fingerprint = host_fingerprint(ctx, config, &pool);
-    if ctx.tools.state_get()?.get(HOST_READY_KEY) != Some(&fingerprint) {
+    if state.get(HOST_READY_KEY) != Some(&fingerprint) {
         remember.insert(HOST_READY_KEY.to_string(), fingerprint);
     }
     if !remember.is_empty() {
@@ -243,7 +262,9 @@ pub fn ensure_host(
 }
 
 /// Everything [`ensure_host`] acts on, hashed: when it is what the last successful setup
-/// saw, the periodic event need not check the host again. Pure.
+/// saw, the periodic event need not check the host again. Reads nothing but whether the
+/// charm dir has an lxd-profile file. (The Juju storage location is left out: its hooks
+/// run the setup unconditionally.)
 pub fn host_fingerprint(ctx: &Context<'_>, config: &CharmConfig, pool: &str) -> String {
     use sha2::{Digest, Sha256};
     let inputs = format!(
@@ -343,10 +364,16 @@ pub fn ensure_lxd(ctx: &Context<'_>, edges: &dyn SetupEdges) -> Result<bool, Set
         }
     };
     let ops = edges.host_ops().map_err(SetupError::LxdUnavailable)?;
+    if !ops.project_exists().map_err(SetupError::LxdUnavailable)? {
+        return Err(SetupError::LxdProjectMissing(
+            edges.project().unwrap_or("default").to_string(),
+        ));
+    }
     let pools = ops
         .storage_pool_count()
         .map_err(SetupError::LxdUnavailable)?;
-    if decide::lxd_init_needed(pools) {
+    let initialised = decide::lxd_init_needed(pools);
+    if initialised {
         ctx.tools
             .status_set(&Status::Maintenance("Initialising LXD".into()))?;
         let lxd_bin = commands
@@ -354,11 +381,15 @@ pub fn ensure_lxd(ctx: &Context<'_>, edges: &dyn SetupEdges) -> Result<bool, Set
             .ok_or_else(|| SetupError::LxdInstall("the lxd command is missing".into()))?;
         run_checked(commands, &lxd_bin, &["init", "--auto"], LXD_INIT_TIMEOUT)?;
     }
-    edges
-        .lxd()
-        .map_err(SetupError::LxdUnavailable)?
-        .server_info()
-        .map_err(SetupError::LxdUnavailable)?;
+    if installed || initialised {
+        // A fresh daemon: make sure the runners' client reaches it too. Otherwise the pool
+        // count above already proved LXD answers (one lxc spawn less per hook).
+        edges
+            .lxd()
+            .map_err(SetupError::LxdUnavailable)?
+            .server_info()
+            .map_err(SetupError::LxdUnavailable)?;
+    }
     Ok(installed)
 }
 

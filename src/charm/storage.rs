@@ -25,7 +25,7 @@ pub fn detaching(ctx: &Context<'_>) -> Result<(), CharmError> {
 
 pub fn attached_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), CharmError> {
     tracing::debug!(location = location(ctx), "runner storage attached");
-    let Some(rt) = lifecycle::ready_host(ctx, host)? else {
+    let Some(rt) = lifecycle::ready_host(ctx, host, None)? else {
         return Ok(());
     };
     reconcile::reconcile(ctx, &rt)?;

@@ -24,6 +24,8 @@ pub const GITHUB_URL_KEY: &str = "acted-github-url";
 pub const DEPLOY_SETTINGS_KEY: &str = "deploy-settings";
 /// The last status a reconcile or flush set, for hooks that must not call GitHub.
 pub const LAST_STATUS_KEY: &str = "last-status";
+/// When (epoch seconds) the periodic event last asked GitHub for the runner binary.
+pub const BINARY_CHECKED_AT_KEY: &str = "runner-binary-checked-at";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnitState {
@@ -39,6 +41,7 @@ pub struct UnitState {
     /// The runner tarball in place (`runner-binary-url`, `runner-binary-sha256`).
     pub runner_binary: StoredTarball,
     pub last_status: Option<Status>,
+    pub binary_checked_at: Option<u64>,
 }
 
 /// Who the runners are registered with and as what: a change of any of these needs the old
@@ -133,6 +136,7 @@ impl UnitState {
                 .and_then(|v| DeploySettings::from_state_value(v)),
             runner_binary: StoredTarball::from_state(map),
             last_status: map.get(LAST_STATUS_KEY).and_then(|v| decode_status(v)),
+            binary_checked_at: map.get(BINARY_CHECKED_AT_KEY).and_then(|v| v.parse().ok()),
         }
     }
 
@@ -155,6 +159,10 @@ impl UnitState {
         put(
             LAST_STATUS_KEY,
             &self.last_status.as_ref().map(encode_status),
+        );
+        put(
+            BINARY_CHECKED_AT_KEY,
+            &self.binary_checked_at.map(|t| t.to_string()),
         );
         for (k, v) in self.runner_binary.to_state() {
             if !v.is_empty() {
@@ -324,9 +332,10 @@ mod tests {
                 sha256: Some("ab".repeat(32)),
             },
             last_status: Some(Status::Active("1/1 runners: 1 idle, 0 busy".into())),
+            binary_checked_at: Some(1_700_000_000),
         };
         let map = full.to_map();
-        assert_eq!(map.len(), 9);
+        assert_eq!(map.len(), 10);
         assert_eq!(UnitState::from_map(&map), full);
         assert!(UnitState::default().to_map().is_empty());
     }

@@ -50,6 +50,20 @@ pub trait HostCommands {
     ) -> Result<CommandOutput, CommandError>;
 }
 
+impl<T: HostCommands + ?Sized> HostCommands for &T {
+    fn find(&self, program: &str) -> Option<PathBuf> {
+        (**self).find(program)
+    }
+    fn run(
+        &self,
+        program: &Path,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<CommandOutput, CommandError> {
+        (**self).run(program, args, timeout)
+    }
+}
+
 /// The real thing: an explicit environment (Juju hooks run without HOME), PATH searched
 /// from the hook's PATH then [`SEARCH_PATH`].
 #[derive(Debug, Clone)]

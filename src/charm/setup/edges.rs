@@ -24,6 +24,10 @@ pub trait SetupEdges {
     fn host_ops(&self) -> Result<&dyn LxdHostOps, LxdError>;
     /// The storage pool for runner disks (the runtime's `storage_pool`).
     fn pool_name(&self) -> String;
+    /// The LXD project the charm works in (None: the default project).
+    fn project(&self) -> Option<&str> {
+        None
+    }
     /// Mount (memory), measure and ensure the pool ([`storage::apply_storage`]).
     fn apply_storage(&self, plan: &StoragePlan, lxd: &dyn Lxd) -> Result<(), StorageError>;
     /// Run the image build script for `alias`.
@@ -92,10 +96,6 @@ impl HostEdges {
         let _ = self.lxd.set(lxd);
         self
     }
-
-    pub fn project(&self) -> Option<&str> {
-        self.project.as_deref()
-    }
 }
 
 impl SetupEdges for HostEdges {
@@ -132,6 +132,10 @@ impl SetupEdges for HostEdges {
         self.pool.clone()
     }
 
+    fn project(&self) -> Option<&str> {
+        self.project.as_deref()
+    }
+
     fn apply_storage(&self, plan: &StoragePlan, lxd: &dyn Lxd) -> Result<(), StorageError> {
         storage::apply_storage(plan, lxd)
     }
@@ -164,8 +168,26 @@ impl SetupEdges for HostEdges {
         if std::fs::read_to_string(&path).is_ok_and(|c| c == content) {
             return Ok(());
         }
-        image::install_rebuild_cron(ctx.paths, &content).map(drop)
+        write_root_only(&path, &content)
     }
+}
+
+/// Replaces `path` atomically with a 0600 file: the cron file carries the model's proxy
+/// settings, which may hold credentials (cron only requires that group and others cannot
+/// write it). The temporary name starts with a dot, which cron ignores.
+fn write_root_only(path: &std::path::Path, content: &str) -> Result<(), ImageError> {
+    use std::io::Write;
+    let err = |e: std::io::Error| ImageError::Write {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    // tempfile creates its files 0600.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    tmp.write_all(content.as_bytes()).map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
 }
 
 fn build_command(
@@ -204,6 +226,9 @@ impl<T: SetupEdges + ?Sized> SetupEdges for &T {
     }
     fn pool_name(&self) -> String {
         (**self).pool_name()
+    }
+    fn project(&self) -> Option<&str> {
+        (**self).project()
     }
     fn apply_storage(&self, plan: &StoragePlan, lxd: &dyn Lxd) -> Result<(), StorageError> {
         (**self).apply_storage(plan, lxd)

@@ -34,6 +34,7 @@ pub struct Fake {
     pub timer_active: RefCell<bool>,
     pub storage_total: u64,
     pub lxd_down: bool,
+    pub project_missing: bool,
 }
 
 impl Fake {
@@ -132,6 +133,9 @@ impl LxdHostOps for Fake {
             d.get_mut(device).expect("device").extend(keys.clone());
         }
         Ok(())
+    }
+    fn project_exists(&self) -> Result<bool, LxdError> {
+        Ok(!self.project_missing)
     }
     fn storage_pool_count(&self) -> Result<usize, LxdError> {
         self.note("get pools");

@@ -36,6 +36,11 @@ pub trait LxdHostOps {
     ) -> Result<(), LxdError>;
     /// How many storage pools the server has (0: `lxd init` never ran).
     fn storage_pool_count(&self) -> Result<usize, LxdError>;
+    /// The LXD project the charm works in exists (always true for the default project).
+    /// Checked before anything is created: LXD ignores an unknown project for global
+    /// objects such as storage pools, and reports a project-scoped object in it as "not
+    /// found" rather than the project.
+    fn project_exists(&self) -> Result<bool, LxdError>;
 }
 
 /// [`LxdHostOps`] over `lxc query`, in the charm's project (the project goes into the URL:
@@ -210,6 +215,21 @@ impl<C: HostCommands> LxdHostOps for LxcQueryOps<C> {
             .ok_or_else(missing)
     }
 
+    fn project_exists(&self) -> Result<bool, LxdError> {
+        let Some(project) = self.project.as_deref() else {
+            return Ok(true);
+        };
+        let op = format!("project {project}");
+        // Asked without the project parameter: a project is not inside itself.
+        let path = format!("/1.0/projects/{}", segment(project)?);
+        let unscoped = LxcQueryOps {
+            commands: &self.commands,
+            lxc: self.lxc.clone(),
+            project: None,
+        };
+        Ok(unscoped.query(&op, "GET", &path, None)?.is_some())
+    }
+
     fn storage_pool_count(&self) -> Result<usize, LxdError> {
         let op = "storage pools";
         // Pools are global: the project parameter is ignored by LXD for them.
@@ -221,5 +241,139 @@ impl<C: HostCommands> LxdHostOps for LxcQueryOps<C> {
             }),
             None => Ok(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::charm::setup::commands::CommandError;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    /// Answers every `lxc query` with the next scripted output; records the arguments.
+    struct Scripted {
+        answers: Mutex<Vec<CommandOutput>>,
+        calls: Mutex<Vec<String>>,
+    }
+
+    fn out(code: i32, stdout: &str, stderr: &str) -> CommandOutput {
+        CommandOutput {
+            code,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+        }
+    }
+
+    impl Scripted {
+        fn new(mut answers: Vec<CommandOutput>) -> Self {
+            answers.reverse();
+            Scripted {
+                answers: Mutex::new(answers),
+                calls: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl HostCommands for Scripted {
+        fn find(&self, program: &str) -> Option<PathBuf> {
+            Some(PathBuf::from(format!("/usr/bin/{program}")))
+        }
+        fn run(
+            &self,
+            _program: &Path,
+            args: &[&str],
+            _timeout: Duration,
+        ) -> Result<CommandOutput, CommandError> {
+            self.calls.lock().unwrap().push(args.join(" "));
+            Ok(self
+                .answers
+                .lock()
+                .unwrap()
+                .pop()
+                .expect("a scripted answer"))
+        }
+    }
+
+    #[test]
+    fn not_found_is_none_other_errors_carry_lxds_words() {
+        let s = Scripted::new(vec![
+            out(1, "", "Error: Network not found\n"),
+            out(1, "", "Error: Failed to connect to local LXD\n"),
+            out(
+                0,
+                r#"{"config":{"ipv6.address":"auto"},"name":"lxdbr0"}"#,
+                "",
+            ),
+        ]);
+        let ops = LxcQueryOps::new(&s, None).unwrap();
+        assert_eq!(ops.network_config("lxdbr0").unwrap(), None);
+        match ops.network_config("lxdbr0") {
+            Err(LxdError::Command { message, .. }) => {
+                assert_eq!(message, "Failed to connect to local LXD")
+            }
+            other => panic!("{other:?}"),
+        }
+        let config = ops.network_config("lxdbr0").unwrap().unwrap();
+        assert_eq!(config["ipv6.address"], "auto");
+        assert_eq!(
+            s.calls.lock().unwrap()[0],
+            "query -X GET /1.0/networks/lxdbr0"
+        );
+    }
+
+    #[test]
+    fn the_project_goes_into_the_url_and_networks_are_left_alone_there() {
+        let s = Scripted::new(vec![out(0, r#"{"devices":{}}"#, "")]);
+        let ops = LxcQueryOps::new(&s, Some("ghrt-1-2".into())).unwrap();
+        assert_eq!(ops.network_config("lxdbr0").unwrap(), None);
+        assert_eq!(
+            ops.profile_devices("default").unwrap(),
+            Some(Devices::new())
+        );
+        assert_eq!(
+            *s.calls.lock().unwrap(),
+            ["query -X GET /1.0/profiles/default?project=ghrt-1-2"],
+            "no network query at all in a test project"
+        );
+    }
+
+    #[test]
+    fn the_project_is_looked_up_without_the_project_parameter() {
+        let s = Scripted::new(vec![
+            out(0, r#"{"name":"ghrt-1-2"}"#, ""),
+            out(1, "", "Error: Project not found\n"),
+        ]);
+        let ops = LxcQueryOps::new(&s, Some("ghrt-1-2".into())).unwrap();
+        assert!(ops.project_exists().unwrap());
+        assert!(!ops.project_exists().unwrap());
+        assert_eq!(
+            s.calls.lock().unwrap()[0],
+            "query -X GET /1.0/projects/ghrt-1-2"
+        );
+        let default = LxcQueryOps::new(&s, None).unwrap();
+        assert!(default.project_exists().unwrap(), "no lxc call needed");
+        assert_eq!(s.calls.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn setting_network_keys_patches_only_those_keys() {
+        let s = Scripted::new(vec![out(0, "", "")]);
+        let ops = LxcQueryOps::new(&s, None).unwrap();
+        let keys = BTreeMap::from([("ipv6.address".to_string(), "none".to_string())]);
+        ops.set_network_config("lxdbr0", &keys).unwrap();
+        assert_eq!(
+            s.calls.lock().unwrap()[0],
+            r#"query -X PATCH --data {"config":{"ipv6.address":"none"}} /1.0/networks/lxdbr0"#
+        );
+    }
+
+    #[test]
+    fn names_that_are_not_lxd_names_never_reach_a_url() {
+        let s = Scripted::new(vec![]);
+        let ops = LxcQueryOps::new(&s, None).unwrap();
+        assert!(ops.profile_devices("../instances").is_err());
+        assert!(ops.network_config("a b").is_err());
+        assert!(s.calls.lock().unwrap().is_empty());
     }
 }

@@ -489,3 +489,17 @@ fn a_reported_failure_sets_and_remembers_its_status_and_answers_not_ready() {
         .unit_state
         .contains_key(crate::juju::state::LAST_STATUS_KEY));
 }
+
+#[test]
+fn a_missing_lxd_project_waits_before_anything_is_created() {
+    let unit = Unit::new();
+    let edges = Edges::new(Fake {
+        project_missing: true,
+        ..Fake::ready()
+    });
+    let err = unit.ensure(&edges).unwrap_err();
+    assert!(matches!(err, SetupError::LxdProjectMissing(_)), "{err}");
+    assert!(matches!(err.status(), Some(Status::Waiting(_))));
+    assert!(edges.lxd_calls().is_empty(), "no pool, profile or image");
+    assert!(!edges.fake.log().iter().any(|l| l.starts_with("run ")));
+}

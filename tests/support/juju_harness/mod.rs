@@ -2,8 +2,10 @@
 //!
 //! Each [`Harness`] owns a temp dir with a charm dir (the repo's `dispatch`, YAML files,
 //! `hooks/`, and `bin/github-runner-charm` linked to the built binary), a tools dir (every
-//! hook tool name linked to `fake-jujuc`), the fake's state dir and a host root
-//! (`GITHUB_RUNNER_HOST_ROOT`). A run replaces the environment (no HOME), sets the `JUJU_*`
+//! hook tool name linked to `fake-jujuc`, plus tests/support/fake_systemctl.sh as
+//! `systemctl`), the fake's state dir and a host root (`GITHUB_RUNNER_HOST_ROOT`). The LXD
+//! project knob names a project that does not exist, so hooks never change the machine's
+//! LXD. A run replaces the environment (no HOME), sets the `JUJU_*`
 //! variables of the hook, action or custom event, runs `./dispatch` from the charm dir and
 //! returns its exit code and output; the histories (status, juju-log, action results, ...)
 //! are then read back. Unit state and relation data written by a failed hook are discarded,
@@ -28,6 +30,10 @@ pub const FAKE_JUJUC_BIN: &str = env!("CARGO_BIN_EXE_fake-jujuc");
 pub const REPO_ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Longest a hook may run before the harness kills it and fails the test.
+/// The charm's test knob naming its LXD project, and the project the harness names: one that
+/// never exists.
+pub const LXD_PROJECT_ENV: &str = "GITHUB_RUNNER_LXD_PROJECT";
+pub const NO_LXD_PROJECT: &str = "juju-harness-no-lxd";
 const HOOK_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Files of the repo that make up a charm dir, besides `bin/`.
@@ -116,6 +122,12 @@ impl Harness {
         for tool in fake::TOOL_NAMES {
             std::os::unix::fs::symlink(FAKE_JUJUC_BIN, tools_dir.join(tool)).expect("link tool");
         }
+        // Hooks install and repair a systemd timer: never the machine's systemctl.
+        std::fs::copy(
+            Path::new(REPO_ROOT).join("tests/support/fake_systemctl.sh"),
+            tools_dir.join("systemctl"),
+        )
+        .expect("copy the fake systemctl");
         Harness {
             _tmp: tmp,
             charm_dir,
@@ -226,6 +238,10 @@ impl Harness {
                 github_runner::paths::HOST_ROOT_ENV,
                 self.host_root.to_string_lossy().into_owned(),
             ),
+            // An LXD project that does not exist: hooks run here answer "waiting for LXD"
+            // instead of creating pools or profiles on the machine's daemon. Tests that
+            // want LXD set their own project in `env` (tests/support/charm_env).
+            (LXD_PROJECT_ENV, NO_LXD_PROJECT.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
