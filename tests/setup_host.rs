@@ -360,3 +360,19 @@ fn a_project_that_does_not_exist_creates_nothing_not_even_a_global_pool() {
         "LXD would have made this global pool in any project's name"
     );
 }
+
+#[test]
+fn a_storage_root_with_lost_and_found_gets_the_pool_in_a_subdirectory() {
+    let m = Machine::new();
+    let storage = m.dir.path().join("storage");
+    std::fs::create_dir_all(storage.join("lost+found")).unwrap();
+    m.ensure().unwrap();
+    let source = m.fx.lxc_ok(&["storage", "get", &m.pool, "source"]);
+    assert_eq!(
+        source.trim(),
+        storage.join("lxd-runner-pool").display().to_string(),
+        "LXD refuses a dir pool on a non-empty directory"
+    );
+    // And it stays there on the next run.
+    m.ensure().unwrap();
+}

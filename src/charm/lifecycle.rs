@@ -14,10 +14,12 @@
 //! The handlers act through [`HostAccess`]: production builds the real edges and runtime,
 //! tests put fakes in.
 
+use super::credentials::{self, PreviousCredentials};
 use super::reconcile::{self, Options};
 use super::runtime::Runtime;
 use super::setup::{self, HostEdges, SetupEdges, When};
 use super::{status, CharmError, Context};
+use crate::config::{validate, CharmConfig, ConfigContext};
 use crate::host::timer;
 use crate::juju::Status;
 use crate::manager::flush::FlushMode;
@@ -77,7 +79,16 @@ impl HostAccess for ProductionHost {
     }
 
     fn cleanup_runtime(&self, ctx: &Context<'_>) -> Result<Option<Runtime>, CharmError> {
-        let Ok(config) = status::read_config(ctx)? else {
+        let raw = ctx.tools.config_get()?;
+        let previous = credentials::load(ctx.paths).unwrap_or_else(|e| {
+            tracing::warn!("{e}");
+            None
+        });
+        let config_ctx = ConfigContext {
+            app_name: &ctx.hook.identity.app,
+            juju_proxy_configured: ctx.hook.proxy.is_configured(),
+        };
+        let Some(config) = cleanup_config(&raw, previous.as_ref(), &config_ctx) else {
             // Only a unit that was ever set up can have runners to leave behind.
             if ctx.tools.state_get()?.contains_key(setup::HOST_READY_KEY) {
                 tracing::warn!(
@@ -97,6 +108,32 @@ impl HostAccess for ProductionHost {
             }
         }
     }
+}
+
+/// The configuration to take runners down with: the current one when valid, else the
+/// current one with the credentials the charm last acted on (an operator who cleared the
+/// token and then removed the unit still gets its runners removed). None when neither
+/// validates. Pure.
+pub fn cleanup_config(
+    raw: &serde_json::Map<String, serde_json::Value>,
+    previous: Option<&PreviousCredentials>,
+    config_ctx: &ConfigContext<'_>,
+) -> Option<CharmConfig> {
+    if let Ok(config) = validate(raw, config_ctx) {
+        return Some(config);
+    }
+    let previous = previous?;
+    let mut with_previous = raw.clone();
+    for (key, value) in [
+        ("token", previous.token.expose().to_string()),
+        ("path", previous.path.display()),
+        ("group", previous.group.clone()),
+        ("labels", previous.labels.join(",")),
+        ("github-url", previous.github_url.clone()),
+    ] {
+        with_previous.insert(key.to_string(), value.into());
+    }
+    validate(&with_previous, config_ctx).ok()
 }
 
 pub fn install(ctx: &Context<'_>) -> Result<(), CharmError> {

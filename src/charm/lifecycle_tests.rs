@@ -438,3 +438,39 @@ fn without_lxd_the_guards_still_come_before_snap_install() {
         .contains(&"run /bin/snap install lxd --channel=latest/stable".to_string()));
     assert_eq!(*host.prepared.borrow(), 1);
 }
+
+#[test]
+fn cleanup_falls_back_to_the_credentials_the_charm_last_acted_on() {
+    let ctx = ConfigContext {
+        app_name: "github-runner",
+        juju_proxy_configured: false,
+    };
+    let raw = tools().lock().config.clone();
+    let current = cleanup_config(&raw, None, &ctx).unwrap();
+    assert_eq!(current.token.expose(), "ghp_secret");
+
+    let mut previous = PreviousCredentials::of(&current);
+    previous.token = crate::secret::Secret::new("ghp_previous");
+    let mut cleared = raw.clone();
+    cleared.remove("token");
+    cleared.insert("path".into(), "".into());
+    assert!(cleanup_config(&cleared, None, &ctx).is_none());
+    let fallback = cleanup_config(&cleared, Some(&previous), &ctx).unwrap();
+    assert_eq!(fallback.token.expose(), "ghp_previous");
+    assert_eq!(fallback.path, current.path);
+    assert_eq!(
+        cleanup_config(&raw, Some(&previous), &ctx)
+            .unwrap()
+            .token
+            .expose(),
+        "ghp_secret",
+        "a valid configuration wins"
+    );
+
+    let mut broken = cleared.clone();
+    broken.insert("vm-cpu".into(), 0.into());
+    assert!(
+        cleanup_config(&broken, Some(&previous), &ctx).is_none(),
+        "other problems are not papered over"
+    );
+}

@@ -206,6 +206,17 @@ pub fn ensure_host(
         config.virtual_machines,
     )?;
     plan.pool = pool.clone();
+    if plan.tmpfs.is_none() {
+        let existing = edges
+            .host_ops()
+            .and_then(|ops| ops.storage_pool_source(&pool))
+            .map_err(SetupError::LxdUnavailable)?;
+        plan.source = decide::pool_source(
+            &plan.source,
+            dir_is_empty(&plan.source),
+            existing.as_deref(),
+        );
+    }
     let lxd = edges.lxd().map_err(SetupError::LxdUnavailable)?;
     edges.apply_storage(&plan, lxd)?;
 
@@ -259,6 +270,11 @@ pub fn ensure_host(
         image,
         timer,
     })
+}
+
+/// True for a missing or empty directory.
+fn dir_is_empty(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
 }
 
 /// Everything [`ensure_host`] acts on, hashed: when it is what the last successful setup

@@ -123,6 +123,27 @@ pub fn timer_repair(unit_files_present: bool, active: bool) -> TimerRepair {
     }
 }
 
+/// Directory under the Juju storage that holds the pool when the storage root is not empty.
+pub const POOL_SUBDIR: &str = "lxd-runner-pool";
+
+/// Where the `dir` pool lives on the Juju storage. LXD refuses to create a `dir` pool on a
+/// non-empty directory, and a filesystem on a block device has `lost+found` at its root: an
+/// empty storage root is used as is (as the Python charm did), else a subdirectory. An
+/// existing pool on either keeps its place (a pool cannot move).
+pub fn pool_source(location: &Path, location_empty: bool, existing: Option<&str>) -> PathBuf {
+    let nested = location.join(POOL_SUBDIR);
+    if let Some(existing) = existing.map(Path::new) {
+        if existing == location || existing == nested {
+            return existing.to_path_buf();
+        }
+    }
+    if location_empty {
+        location.to_path_buf()
+    } else {
+        nested
+    }
+}
+
 /// True when `dir` has the two unit files of the reconcile timer.
 pub fn timer_files_present(systemd_dir: &Path) -> bool {
     [
@@ -263,6 +284,28 @@ mod tests {
         assert_eq!(timer_repair(false, true), TimerRepair::NotInstalled);
         assert_eq!(timer_repair(true, true), TimerRepair::Healthy);
         assert_eq!(timer_repair(true, false), TimerRepair::Repair);
+    }
+
+    #[test]
+    fn the_pool_goes_on_an_empty_storage_root_else_in_a_subdirectory() {
+        let loc = Path::new("/storage/juju");
+        let nested = PathBuf::from("/storage/juju/lxd-runner-pool");
+        assert_eq!(pool_source(loc, true, None), loc);
+        assert_eq!(pool_source(loc, false, None), nested, "lost+found there");
+        assert_eq!(
+            pool_source(loc, false, Some("/storage/juju")),
+            loc,
+            "a pool made on the root (by the Python charm) stays there"
+        );
+        assert_eq!(
+            pool_source(loc, true, Some("/storage/juju/lxd-runner-pool")),
+            nested
+        );
+        assert_eq!(
+            pool_source(loc, false, Some("/elsewhere")),
+            nested,
+            "a foreign pool: LXD's own check reports the conflict"
+        );
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Fake {
     pub storage_total: u64,
     pub lxd_down: bool,
     pub project_missing: bool,
+    /// Source of the existing runner pool, if any.
+    pub pool_source: RefCell<Option<String>>,
 }
 
 impl Fake {
@@ -133,6 +135,10 @@ impl LxdHostOps for Fake {
             d.get_mut(device).expect("device").extend(keys.clone());
         }
         Ok(())
+    }
+    fn storage_pool_source(&self, name: &str) -> Result<Option<String>, LxdError> {
+        self.note(format!("get pool {name}"));
+        Ok(self.pool_source.borrow().clone())
     }
     fn project_exists(&self) -> Result<bool, LxdError> {
         Ok(!self.project_missing)

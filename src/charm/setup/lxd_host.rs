@@ -36,6 +36,8 @@ pub trait LxdHostOps {
     ) -> Result<(), LxdError>;
     /// How many storage pools the server has (0: `lxd init` never ran).
     fn storage_pool_count(&self) -> Result<usize, LxdError>;
+    /// The `source` of storage pool `name`, or None when there is no such pool.
+    fn storage_pool_source(&self, name: &str) -> Result<Option<String>, LxdError>;
     /// The LXD project the charm works in exists (always true for the default project).
     /// Checked before anything is created: LXD ignores an unknown project for global
     /// objects such as storage pools, and reports a project-scoped object in it as "not
@@ -213,6 +215,17 @@ impl<C: HostCommands> LxdHostOps for LxcQueryOps<C> {
         self.query(&op, "PUT", &path, Some(&body))?
             .map(drop)
             .ok_or_else(missing)
+    }
+
+    fn storage_pool_source(&self, name: &str) -> Result<Option<String>, LxdError> {
+        let op = format!("storage pool {name}");
+        let path = format!("/1.0/storage-pools/{}", segment(name)?);
+        Ok(self.query(&op, "GET", &path, None)?.map(|v| {
+            v["config"]["source"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        }))
     }
 
     fn project_exists(&self) -> Result<bool, LxdError> {
