@@ -165,8 +165,15 @@ fn a_token_change_flushes_the_old_runners_with_the_old_token() {
     env.gh.clear_requests();
 
     env.set_config("token", new_token);
-    env.config_changed().assert_ok();
-    env.reconcile().assert_ok();
+    let changed = env.config_changed();
+    changed.assert_ok();
+    assert!(
+        env.assert_secrets_kept(&changed, &[&old_token, new_token]),
+        "no 0600 credentials file under the state dir after config-changed"
+    );
+    let reconciled = env.reconcile();
+    reconciled.assert_ok();
+    assert!(env.assert_secrets_kept(&reconciled, &[&old_token, new_token]));
 
     let requests = env.gh.requests();
     let auth_of =
@@ -241,6 +248,36 @@ fn a_server_error_storm_during_reconcile_is_maintenance_and_loses_no_runner() {
     assert_eq!(env.status().0, "active", "{:?}", env.status());
     assert_eq!(env.assert_runners(2), before);
     assert_eq!(env.online(), before);
+}
+
+#[test]
+fn a_server_error_storm_on_registration_mid_scale_up_is_maintenance_and_leaves_no_orphan() {
+    let mut env = deployed(1);
+    let before = env.instances();
+
+    // The listing works, every registration of a new runner fails: the round is half done.
+    env.gh
+        .inject_always(Fault::ServerError(503), Some(Endpoint::GenerateJitConfig));
+    env.set_config("virtual-machines", 3);
+    env.config_changed().assert_ok();
+    env.reconcile().assert_ok();
+    let (status, message) = env.status();
+    assert_eq!(status, "maintenance", "{message}");
+    assert!(
+        env.gh.count(Endpoint::GenerateJitConfig) > 0,
+        "no creation was tried"
+    );
+    assert_eq!(
+        env.assert_runners(1),
+        before,
+        "a failed creation left something behind"
+    );
+
+    env.gh.clear_faults();
+    env.reconcile().assert_ok();
+    let after = env.wait_online(3);
+    assert!(after.contains(&before[0]), "the existing runner was lost");
+    env.assert_runners(3);
 }
 
 #[test]

@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The charm's file holding the credentials it last acted on (0600, under its state dir).
+pub const CREDENTIALS_FILE: &str = "credentials.json";
 /// The repository the runners register in.
 pub const REPO: &str = "octo/hello";
 /// Environment knob: the LXD project the charm works in (Juju never sets it).
@@ -385,6 +387,71 @@ impl CharmEnv {
         for r in self.gh.runners() {
             self.gh.remove_runner(&r.name);
         }
+    }
+
+    /// No secret in what the last run showed (its output, juju-log, status, action results,
+    /// the hook tools' arguments), in unit state, or in any host file but the charm's 0600
+    /// credentials file (which must be 0600: only root may read the previous token).
+    /// Returns whether that credentials file exists.
+    #[track_caller]
+    pub fn assert_secrets_kept(&self, run: &Run, secrets: &[&str]) -> bool {
+        let mut credentials_seen = false;
+        let mut places: Vec<(String, String)> = vec![
+            ("stdout".into(), run.stdout.clone()),
+            ("stderr".into(), run.stderr.clone()),
+            ("unit state".into(), format!("{:?}", self.h.unit_state())),
+        ];
+        for entry in std::fs::read_dir(&self.h.state_dir).expect("read the fake's state dir") {
+            let path = entry.expect("dir entry").path();
+            // world.json is Juju's side (the config holds the token); unit state is checked above.
+            if path
+                .file_name()
+                .is_some_and(|n| n == github_runner::juju::fake::WORLD_FILE)
+            {
+                continue;
+            }
+            places.push((
+                path.display().to_string(),
+                std::fs::read_to_string(&path).unwrap_or_default(),
+            ));
+        }
+        let mut stack = vec![self.h.host_root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                let meta = std::fs::symlink_metadata(&path).expect("stat host file");
+                if meta.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if !meta.is_file() {
+                    continue;
+                }
+                let text =
+                    String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+                if path.file_name().is_some_and(|n| n == CREDENTIALS_FILE) {
+                    assert_eq!(
+                        meta.permissions().mode() & 0o777,
+                        0o600,
+                        "{} must be readable by root only",
+                        path.display()
+                    );
+                    credentials_seen = true;
+                    continue;
+                }
+                places.push((path.display().to_string(), text));
+            }
+        }
+        for secret in secrets {
+            for (place, text) in &places {
+                assert!(
+                    !text.contains(secret),
+                    "a secret (fingerprint {}) shows in {place}",
+                    github_runner::secret::Secret::new(secret.to_string()).fingerprint()
+                );
+            }
+        }
+        credentials_seen
     }
 
     /// An instance with this unit's owner key that is not a runner (no registration, no
