@@ -11,12 +11,13 @@ CHARMCRAFT_VERSION := 4.5.0
 
 # Debian/Ubuntu packages the build and the tests need. Extend this list (LXD, ...) rather
 # than adding install steps elsewhere.
-APT_PACKAGES := python3 python3-venv python3-pip binutils gcc libc6-dev pkg-config curl ca-certificates
+APT_PACKAGES := python3 python3-venv python3-pip binutils gcc libc6-dev pkg-config curl ca-certificates \
+	lxd lxd-client busybox-static shellcheck
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO := $(shell command -v cargo || echo $(HOME)/.cargo/bin/cargo)
 
-.PHONY: charm test deps apt-deps rust venv lint bench clean-charm
+.PHONY: charm test deps apt-deps rust venv lxd lint bench clean-charm
 
 ## charm: release binary + github-runner_ubuntu-22.04-amd64.charm at the repo root.
 charm:
@@ -26,10 +27,14 @@ charm:
 ## test: the whole suite; the archive tests check the release binary `make charm` ships.
 test: deps charm
 	GITHUB_RUNNER_CHARM_BINARY=$(CURDIR)/$(RELEASE_BIN) \
-		$(CARGO) test --locked --all-targets --features testkit
+		$(CARGO) test --locked --no-fail-fast --all-targets --features testkit
 
 ## deps: everything `make test` needs. Idempotent: installs only what is missing.
-deps: apt-deps rust venv
+deps: apt-deps rust venv lxd
+
+## lxd: a running LXD daemon with a dir pool, for the tests against the real daemon.
+lxd: apt-deps
+	sh tests/support/lxd_fixture/setup-lxd.sh
 
 apt-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

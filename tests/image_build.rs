@@ -156,3 +156,25 @@ fn a_failing_step_fails_the_build_and_still_removes_the_builder() {
         .unwrap()
         .contains("stub: failing on dist-upgrade"));
 }
+
+/// Every shell script the charm ships or runs is shellcheck-clean (shellcheck is installed by
+/// `make deps`; a missing shellcheck fails here rather than silently passing).
+#[test]
+fn shipped_shell_scripts_are_shellcheck_clean() {
+    let scripts = [
+        "scripts/build-runner-image.sh",
+        "tests/support/lxd_fixture/setup-lxd.sh",
+        "dispatch",
+    ];
+    let out = std::process::Command::new("shellcheck")
+        .args(["--severity=style"])
+        .args(scripts.iter().map(|s| charm_dir().join(s)))
+        .output()
+        .expect("shellcheck must be installed (make deps installs it)");
+    assert!(
+        out.status.success(),
+        "shellcheck findings:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

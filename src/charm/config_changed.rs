@@ -167,7 +167,7 @@ fn record_acted(ctx: &Context<'_>, rt: &Runtime) -> Result<(), CharmError> {
     after.set_acted_scope(ActedScope::of(config));
     after
         .deploy_settings
-        .get_or_insert_with(|| reconcile::deploy_settings(config));
+        .get_or_insert_with(|| setup::deploy_settings(config));
     if let Err(e) = credentials::save(&rt.paths, &PreviousCredentials::of(config)) {
         // Without the file a later token change flushes with the new token (see
         // previous_runtime); the unit state still records the change.

@@ -5,8 +5,9 @@
 //! - [`reconcile`]: unit lock -> one reconcile round -> `reconciliation` metric -> status;
 //! - [`flush`]: unit lock -> flush in a mode;
 //! - [`flush_then_reconcile`]: both under one lock (start, flush-runners, config changes);
-//! - [`handle`]: the `reconcile-runners` event the timer dispatches (runner binary update
-//!   check, flushing idle runners when it changed, then a full reconcile).
+//! - [`handle`]: the `reconcile-runners` event the timer dispatches (host setup when its
+//!   inputs changed, the runner binary check at most hourly, flushing idle runners when it
+//!   changed, then a full reconcile through `config_changed::converge`).
 //!
 //! Every outcome reaches the operator through `manager::status` and [`status`].
 
@@ -114,18 +115,10 @@ pub fn guard_problem(
     if let Err(e) = guards::check_lxd_profile(has_lxd_profile, config.test_mode_insecure) {
         return Some(e.to_string());
     }
-    let now = deploy_settings(config);
+    let now = setup::deploy_settings(config);
     at_deploy
         .and_then(|d| guards::check_immutable(d, &now).err())
         .map(|e| e.to_string())
-}
-
-/// runner-storage and base-image of `config`.
-pub fn deploy_settings(config: &CharmConfig) -> DeploySettings {
-    DeploySettings {
-        runner_storage: config.runner_storage,
-        base_image: config.base_image,
-    }
 }
 
 /// What the unit shows when the runtime cannot be built.
@@ -371,12 +364,8 @@ pub fn periodic_binary_check(ctx: &Context<'_>, rt: &Runtime) -> Result<BinaryCh
     Ok(check)
 }
 
-/// Binary check, flush idle if it changed, reconcile. What the event and the
-/// reconcile-runners action share.
-pub fn run_periodic(ctx: &Context<'_>, rt: &Runtime) -> Result<ReconcileRun, CharmError> {
-    run_periodic_with(ctx, rt, &no_progress)
-}
-
+/// The reconcile-runners action: the binary check (every time), flush idle runners if it
+/// changed, reconcile.
 pub fn run_periodic_with(
     ctx: &Context<'_>,
     rt: &Runtime,
@@ -612,7 +601,7 @@ mod tests {
     fn guards_table() {
         let base = config(&[]);
         let production = config(&[("test-mode", "".into())]);
-        let deployed = deploy_settings(&base);
+        let deployed = setup::deploy_settings(&base);
         let noble = config(&[("base-image", "noble".into())]);
         let memory = config(&[("runner-storage", "memory".into())]);
         assert_eq!(guard_problem(false, &base, None), None);

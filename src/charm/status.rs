@@ -17,9 +17,6 @@ use crate::manager::status::{status_after, status_for_error};
 /// Shown by hooks that have a valid configuration before any reconcile has set a status.
 pub const FIRST_RECONCILE_STATUS: &str = "waiting for the first reconcile of the runners";
 
-/// Kept for compatibility with older callers; no longer shown.
-pub const MANAGER_UNAVAILABLE_STATUS: &str = "runner manager unavailable in this charm build";
-
 /// `config-get`, validated.
 pub fn read_config(ctx: &Context<'_>) -> Result<Result<CharmConfig, ConfigError>, HookToolError> {
     let raw = ctx.tools.config_get()?;

@@ -145,15 +145,38 @@ mod tests {
         assert!(crate::runner::files::START_SCRIPT.ends_with("github-runner-start.sh"));
     }
 
+    /// Runs the probe against a fake /proc holding processes with the given comm names, so
+    /// the host's own processes (other tests' runners show up in the host's /proc) never
+    /// decide the outcome.
+    fn probe_with_processes(comms: &[&str]) -> Option<i32> {
+        let proc_dir = tempfile::tempdir().unwrap();
+        for (pid, comm) in comms.iter().enumerate() {
+            let dir = proc_dir.path().join((pid + 1).to_string());
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
+        }
+        let script = probe_script().replace("/proc/", &format!("{}/", proc_dir.path().display()));
+        assert_ne!(script, probe_script(), "the probe scans /proc/");
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .status()
+            .unwrap()
+            .code()
+    }
+
     #[test]
     fn probe_script_finds_processes_by_comm() {
-        // Run the probe on this host: no Runner.Listener here, so exit 1 (or 2 never).
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(probe_script())
-            .status()
-            .unwrap();
-        assert_eq!(out.code(), Some(1));
+        assert_eq!(probe_with_processes(&[]), Some(PROBE_NOTHING));
+        assert_eq!(probe_with_processes(&["sh", "sleep"]), Some(PROBE_NOTHING));
+        assert_eq!(
+            probe_with_processes(&["sh", START_SCRIPT_PROCESS]),
+            Some(PROBE_STARTING)
+        );
+        assert_eq!(
+            probe_with_processes(&[START_SCRIPT_PROCESS, LISTENER_PROCESS]),
+            Some(PROBE_LISTENER)
+        );
     }
 
     #[test]
