@@ -2,12 +2,12 @@
 //! zero and of a flush, then check the next reconcile converges to exactly the desired count
 //! with no orphan instance and no orphan registration.
 //!
-//! The kill hits the dispatch process's whole group (the charm and the `lxc` clients it
-//! runs), as a machine crash or Juju killing the hook would; LXD may still finish an
-//! operation a killed client started, so each trial waits for the project's operations to
-//! end before the recovering reconcile. Kill points are uniform over the measured length of
-//! an uninterrupted run, drawn from a seeded RNG; the seed is printed, and `CRASH_SEED=<n>`
-//! replays a run.
+//! Trials alternate between killing the dispatch process alone (the `lxc` clients it
+//! started run on, orphaned, to their end) and its whole process group (the charm and its
+//! `lxc` clients, as a machine crash would). Before the recovering reconcile each trial waits
+//! for the killed run's processes to end and for LXD to finish the operations they started.
+//! Kill points are uniform over the measured length of an uninterrupted run, drawn from a
+//! seeded RNG; the seed is printed, and `CRASH_SEED=<n>` replays a run.
 
 #[path = "support/charm_env/mod.rs"]
 mod charm_env;
@@ -18,7 +18,9 @@ mod juju_harness;
 #[path = "support/lxd_fixture/mod.rs"]
 mod lxd_fixture;
 
-use charm_env::{kill_group, seed_from_env, wait_for, CharmEnv, SeededRng};
+use charm_env::{
+    group_alive, kill_group, kill_process, seed_from_env, wait_for, CharmEnv, SeededRng,
+};
 use std::time::{Duration, Instant};
 
 /// Small, so 20+ trials stay within a few minutes.
@@ -29,6 +31,8 @@ const FLUSH_TRIALS: usize = 8;
 const SETTLE: Duration = Duration::from_secs(30);
 /// How long a flush trial waits for its runners to be online before flushing anyway.
 const ONLINE_SOON: Duration = Duration::from_secs(20);
+/// How long the `lxc` clients of a killed hook may run on by themselves.
+const ORPHANS_END_WITHIN: Duration = Duration::from_secs(120);
 
 /// How a run given a kill deadline ended.
 #[derive(Debug)]
@@ -39,9 +43,19 @@ enum Ending {
     Finished(Duration),
 }
 
-/// Start `dispatch_path`; SIGKILL its process group when `delay` has passed, unless it
-/// finished first (its exit is waited for, with the deadline as the bound).
-fn kill_after(env: &CharmEnv, dispatch_path: &str, delay: Duration) -> Ending {
+/// What the SIGKILL hits.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// The hook process and every `lxc` client it runs (a machine or agent crash).
+    Group,
+    /// The hook process only: the `lxc` clients it started run on to their end, orphaned.
+    Process,
+}
+
+/// Start `dispatch_path`; SIGKILL `target` when `delay` has passed, unless the run finished
+/// first (its exit is waited for, with the deadline as the bound). Returns once nothing of
+/// the run is left running (orphans get [`ORPHANS_END_WITHIN`]).
+fn kill_after(env: &CharmEnv, dispatch_path: &str, delay: Duration, target: Target) -> Ending {
     let started = Instant::now();
     let mut child = env.spawn_dispatch(dispatch_path);
     let deadline = started + delay;
@@ -55,9 +69,16 @@ fn kill_after(env: &CharmEnv, dispatch_path: &str, delay: Duration) -> Ending {
         }
         std::thread::sleep((deadline - now).min(Duration::from_millis(10)));
     };
-    // Also after a normal exit: nothing the run started may outlive it.
-    kill_group(child.id());
+    let pgid = child.id();
+    match target {
+        Target::Group => kill_group(pgid),
+        Target::Process => kill_process(pgid),
+    }
     let _ = child.wait();
+    assert!(
+        wait_for(ORPHANS_END_WITHIN, || !group_alive(pgid)),
+        "processes of the killed run still alive after {ORPHANS_END_WITHIN:?}"
+    );
     ending
 }
 
@@ -79,15 +100,21 @@ fn trials(
     while killed < kills {
         prepare(env);
         let delay = rng.duration_up_to(window);
-        let ending = kill_after(env, dispatch_path, delay);
+        // Alternate: the hook alone, then the hook with its children.
+        let target = if (killed + missed) % 2 == 0 {
+            Target::Process
+        } else {
+            Target::Group
+        };
+        let ending = kill_after(env, dispatch_path, delay, target);
         eprintln!(
-            "{label} trial {}: kill at {delay:?}: {ending:?}",
+            "{label} trial {}: kill {target:?} at {delay:?}: {ending:?}",
             killed + missed
         );
         converge(
             env,
             &format!(
-                "seed {seed}, {label} trial {}, kill at {delay:?}",
+                "seed {seed}, {label} trial {}, kill {target:?} at {delay:?}",
                 killed + missed
             ),
         );

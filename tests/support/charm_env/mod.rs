@@ -561,3 +561,23 @@ pub fn kill_group(pgid: u32) {
     // A group that already exited is fine: the kill came too late to matter.
     let _ = status;
 }
+
+/// SIGKILL the one process `pid` (the hook process); its children live on.
+pub fn kill_process(pid: u32) {
+    // A process that already exited is fine: the kill came too late to matter.
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .expect("run kill");
+}
+
+/// True while any process of group `pgid` still runs (`kill -0 -- -pgid`).
+pub fn group_alive(pgid: u32) -> bool {
+    Command::new("kill")
+        .args(["-0", "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
