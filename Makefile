@@ -60,9 +60,11 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets --features testkit -- -D warnings
 
-## bench: hook wall time through dispatch (release build), printed as a table.
+## bench: hook wall time through dispatch, and reconcile cost (from zero to 10 online and
+## steady state, parallel vs serial; needs LXD), printed as tables (release build).
 bench:
 	$(CARGO) bench --locked --features testkit --bench hooks
+	$(CARGO) bench --locked --features testkit --bench reconcile
 
 clean-charm:
 	rm -f $(CHARM)
