@@ -421,7 +421,6 @@ fn humanize(d: Duration) -> String {
 mod tests {
     use super::*;
     use crate::charm::fake_world::{config, FakeWorld};
-    use crate::charm::testing::hook_context;
     use crate::host::lock::{LockError, LockWait};
     use crate::juju::memory::MemoryHookTools;
     use crate::juju::state::LAST_STATUS_KEY;
@@ -445,18 +444,7 @@ mod tests {
         }
 
         fn with<R>(&self, vms: u32, f: impl FnOnce(&Context<'_>, &Runtime) -> R) -> R {
-            let hook = hook_context();
-            let paths = HostPaths::new(self.root.path());
-            let ctx = Context {
-                tools: &self.tools,
-                hook: &hook,
-                paths: &paths,
-            };
-            let rt = self.world.runtime(
-                self.root.path(),
-                config(&[("virtual-machines", vms.into())]),
-            );
-            f(&ctx, &rt)
+            self.world.as_unit(&self.tools, self.root.path(), vms, f)
         }
     }
 
