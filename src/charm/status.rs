@@ -246,7 +246,7 @@ mod tests {
             (&gh_401, &image, 3, "401"),
             (&gh_5xx, &ready, 1, "502"),
             (&gh_5xx, &image, 2, "waiting for the runner image jammy"),
-            (&limited, &ready, 1, "01:00:00 UTC"),
+            (&limited, &ready, 1, "retrying after 01:00 UTC"),
             (&blocked_op, &image, 3, "boom"),
             (&transient_op, &ready, 1, "boom"),
             (&transient_op, &image, 2, "runner image"),
