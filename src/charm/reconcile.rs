@@ -640,10 +640,6 @@ mod tests {
         };
         let outcome = ReconcileOutcome {
             plan: Plan {
-                desired: 1,
-                create: 0,
-                creates_deferred: 0,
-                capacity: 0,
                 removals: vec![
                     removal(RemovalReason::ListenerDown),
                     removal(RemovalReason::InstanceError),
@@ -652,7 +648,7 @@ mod tests {
                     removal(RemovalReason::RegistrationGone),
                     removal(RemovalReason::NeverRegistered),
                 ],
-                runners: vec![],
+                ..Plan::empty(1)
             },
             report: Report::default(),
             health_checks: 0,
