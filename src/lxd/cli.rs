@@ -5,14 +5,15 @@ use super::{
     ExecOutput, ExecSpec, Instance, InstanceState, InstanceType, LaunchSpec, Lxd, LxdError,
     ProfileSpec, PushSource, PushSpec, ServerInfo,
 };
+use crate::host::child::{spawn_reader, wait_with_deadline};
 use crate::identity::OWNER_CONFIG_KEY;
 use crate::paths::HostPaths;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// PATH given to `lxc`: Debian's and the snap's locations, nothing from the hook's environment.
 const LXC_PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin";
@@ -241,39 +242,6 @@ impl LxcCli {
 enum QueryAnswer {
     Found(Vec<u8>),
     NotFound(String),
-}
-
-fn spawn_reader<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
-        }
-        buf
-    })
-}
-
-/// Waits for `child` until `timeout`; kills it and answers None when the deadline passes.
-/// Polls with a short, growing interval: std has no wait-with-timeout.
-fn wait_with_deadline(
-    child: &mut Child,
-    timeout: Duration,
-) -> std::io::Result<Option<std::process::ExitStatus>> {
-    let deadline = Instant::now() + timeout;
-    let mut interval = Duration::from_millis(2);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(None);
-        }
-        std::thread::sleep(interval.min(deadline - now));
-        interval = (interval * 2).min(Duration::from_millis(50));
-    }
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -797,6 +765,7 @@ fn url_segment(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn lxd_message_keeps_only_error_lines() {

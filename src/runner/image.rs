@@ -1,6 +1,7 @@
 //! The runner image: present under the base-image alias, or built by
 //! `scripts/build-runner-image.sh` (and rebuilt daily from cron).
 
+use crate::host::child::wait_with_deadline;
 use crate::lxd::{InstanceType, Lxd, LxdError};
 use crate::paths::HostPaths;
 use std::path::{Path, PathBuf};
@@ -129,23 +130,12 @@ pub fn run_build(
         .stderr(log_err)
         .spawn()
         .map_err(|e| spawn_err(e.to_string()))?;
-    let deadline = std::time::Instant::now() + timeout;
-    let mut pause = Duration::from_millis(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| spawn_err(e.to_string()))? {
-            break status;
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(ImageError::Timeout {
-                alias: alias.to_string(),
-                seconds: timeout.as_secs(),
-            });
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_secs(1));
-    };
+    let status = wait_with_deadline(&mut child, timeout)
+        .map_err(|e| spawn_err(e.to_string()))?
+        .ok_or_else(|| ImageError::Timeout {
+            alias: alias.to_string(),
+            seconds: timeout.as_secs(),
+        })?;
     if status.success() {
         Ok(())
     } else {
