@@ -221,17 +221,26 @@ pub fn rebuild_time(unit_name: &str) -> (u8, u8) {
     (digest[0] % 60, digest[1] % 24)
 }
 
-/// Writes the cron file (0644, cron ignores group/other-writable files).
+/// Installs the cron file holding `content` unless it already does. The file is replaced
+/// atomically and is 0600: it carries the model's proxy settings, which may hold credentials
+/// (cron only requires that group and others cannot write it). The temporary name starts
+/// with a dot, which cron ignores.
 pub fn install_rebuild_cron(paths: &HostPaths, content: &str) -> Result<PathBuf, ImageError> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::io::Write;
     let path = paths.cron_dir().join(REBUILD_CRON_FILE);
-    let write_err = |e: std::io::Error| ImageError::Write {
+    if std::fs::read_to_string(&path).is_ok_and(|c| c == content) {
+        return Ok(path);
+    }
+    let err = |e: std::io::Error| ImageError::Write {
         path: path.display().to_string(),
         reason: e.to_string(),
     };
-    std::fs::create_dir_all(paths.cron_dir()).map_err(write_err)?;
-    std::fs::write(&path, content).map_err(write_err)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(write_err)?;
+    let dir = paths.cron_dir();
+    std::fs::create_dir_all(&dir).map_err(err)?;
+    // tempfile creates its files 0600.
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(err)?;
+    tmp.write_all(content.as_bytes()).map_err(err)?;
+    tmp.persist(&path).map_err(|e| err(e.error))?;
     Ok(path)
 }
 
@@ -378,6 +387,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = install_rebuild_cron(&HostPaths::new(dir.path()), &text).unwrap();
         assert_eq!(path, dir.path().join("etc/cron.d/github-runner-image"));
-        assert_eq!(std::fs::read_to_string(path).unwrap(), text);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "proxy settings may hold credentials");
     }
 }

@@ -164,30 +164,8 @@ impl SetupEdges for HostEdges {
         let cmd = build_command(ctx, &self.conf_dir, alias, instance_type);
         let (minute, hour) = image::rebuild_time(&ctx.hook.identity.unit_name());
         let content = image::render_rebuild_cron(&cmd, minute, hour, &ctx.paths.image_build_log());
-        let path = ctx.paths.cron_dir().join(image::REBUILD_CRON_FILE);
-        if std::fs::read_to_string(&path).is_ok_and(|c| c == content) {
-            return Ok(());
-        }
-        write_root_only(&path, &content)
+        image::install_rebuild_cron(ctx.paths, &content).map(drop)
     }
-}
-
-/// Replaces `path` atomically with a 0600 file: the cron file carries the model's proxy
-/// settings, which may hold credentials (cron only requires that group and others cannot
-/// write it). The temporary name starts with a dot, which cron ignores.
-fn write_root_only(path: &std::path::Path, content: &str) -> Result<(), ImageError> {
-    use std::io::Write;
-    let err = |e: std::io::Error| ImageError::Write {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
-    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    // tempfile creates its files 0600.
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    tmp.write_all(content.as_bytes()).map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
 }
 
 fn build_command(
