@@ -4,6 +4,7 @@
 
 use super::commands::{HostCommands, SystemCommands};
 use super::lxd_host::{LxcQueryOps, LxdHostOps};
+use crate::charm::runtime::lxd_project_from;
 use crate::charm::Context;
 use crate::host::timer::{Systemctl, Systemd};
 use crate::lxd::{InstanceType, LxcCli, Lxd, LxdError};
@@ -13,8 +14,9 @@ use crate::runner::storage::{self, StorageError, StoragePlan};
 use std::cell::OnceCell;
 use std::sync::Arc;
 
-/// Test-only knob: the LXD project the charm works in (unset: LXD's default project).
-pub const LXD_PROJECT_ENV: &str = "GITHUB_RUNNER_LXD_PROJECT";
+/// Test-only knob: the LXD project the charm works in (unset: LXD's default project); the
+/// runtime reads the same one.
+pub use crate::charm::runtime::LXD_PROJECT_ENV;
 
 pub trait SetupEdges {
     fn commands(&self) -> &dyn HostCommands;
@@ -61,10 +63,7 @@ impl HostEdges {
     /// From the hook's environment: PATH (where tests put a fake `systemctl`), the LXD project
     /// knob, `LXD_CONF` = [`HostPaths::lxd_conf_dir`].
     pub fn from_env(paths: &HostPaths) -> Self {
-        let project = std::env::var(LXD_PROJECT_ENV)
-            .ok()
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty());
+        let project = lxd_project_from(|k| std::env::var(k).ok());
         HostEdges::new(paths, std::env::var("PATH").ok().as_deref(), project)
     }
 
