@@ -6,6 +6,11 @@ use std::process::{Child, ExitStatus};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// PATH of the host programs the charm runs (lxc, snap, the image build): the system
+/// directories and the snap's, never the hook's inherited PATH.
+pub const HOST_PROGRAM_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin";
+
 /// Longest pause between two looks at the child: how late a finished child may be noticed.
 const MAX_POLL_INTERVAL: Duration = Duration::from_millis(50);
 

@@ -5,7 +5,7 @@ use super::{
     ExecOutput, ExecSpec, Instance, InstanceState, InstanceType, LaunchSpec, Lxd, LxdError,
     ProfileSpec, PushSource, PushSpec, ServerInfo,
 };
-use crate::host::child::{spawn_reader, wait_with_deadline};
+use crate::host::child::{spawn_reader, wait_with_deadline, HOST_PROGRAM_PATH};
 use crate::identity::OWNER_CONFIG_KEY;
 use crate::paths::HostPaths;
 use serde::{Deserialize, Serialize};
@@ -14,9 +14,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// PATH given to `lxc`: Debian's and the snap's locations, nothing from the hook's environment.
-const LXC_PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin";
 
 /// Bound on one `lxc` call that has no timeout of its own (list, query, push, ...).
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
@@ -100,7 +97,7 @@ impl LxcCli {
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.lxc);
         cmd.env_clear()
-            .env("PATH", LXC_PATH_ENV)
+            .env("PATH", HOST_PROGRAM_PATH)
             .env("LXD_CONF", &self.conf_dir)
             .env("HOME", &self.conf_dir)
             .env("LANG", "C.UTF-8");

@@ -1,7 +1,7 @@
 //! The runner image: present under the base-image alias, or built by
 //! `scripts/build-runner-image.sh` (and rebuilt daily from cron).
 
-use crate::host::child::wait_with_deadline;
+use crate::host::child::{wait_with_deadline, HOST_PROGRAM_PATH};
 use crate::lxd::{InstanceType, Lxd, LxdError};
 use crate::paths::HostPaths;
 use std::path::{Path, PathBuf};
@@ -70,10 +70,7 @@ pub fn build_command(
     proxies: &BuildProxies,
 ) -> BuildCommand {
     let mut env = vec![
-        (
-            "PATH".to_string(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin".to_string(),
-        ),
+        ("PATH".to_string(), HOST_PROGRAM_PATH.to_string()),
         ("LANG".to_string(), "C.UTF-8".to_string()),
         ("LXD_CONF".to_string(), lxd_conf_dir.display().to_string()),
         ("HOME".to_string(), lxd_conf_dir.display().to_string()),

@@ -1,15 +1,14 @@
 //! Host programs the setup runs (`snap`, `lxd`, `lxc query`), behind a small trait so tests
 //! check what would run without running snap.
 
-use crate::host::child::{spawn_reader, wait_with_deadline};
+use crate::host::child::{spawn_reader, wait_with_deadline, HOST_PROGRAM_PATH};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Where programs are looked up: the usual system directories and the snap's.
-pub const SEARCH_PATH: &str =
-    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin";
+pub const SEARCH_PATH: &str = HOST_PROGRAM_PATH;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandOutput {
