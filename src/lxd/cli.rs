@@ -68,15 +68,11 @@ impl LxcCli {
             operation: "config".into(),
             reason: format!("cannot create LXD_CONF dir {}: {e}", conf_dir.display()),
         })?;
-        let daemon_env = ["LXD_DIR", "LXD_SOCKET"]
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-            .collect();
         Ok(LxcCli {
             lxc,
             conf_dir,
             project: None,
-            daemon_env,
+            daemon_env: daemon_env(),
         })
     }
 
@@ -248,6 +244,15 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .mode(0o700)
         .create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Where a relocated daemon is (tests, or LXD not in its default place), from our own
+/// environment: every program that talks to LXD gets these, so all find the same daemon.
+pub(crate) fn daemon_env() -> Vec<(String, String)> {
+    ["LXD_DIR", "LXD_SOCKET"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect()
 }
 
 /// LXD's own words from `lxc` stderr: the `Error: ...` line(s), else everything trimmed.

@@ -89,13 +89,8 @@ impl SystemCommands {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        // A relocated daemon (tests, or LXD not in its default place) is found the same way
-        // the charm's lxc client finds it.
-        for key in ["LXD_DIR", "LXD_SOCKET"] {
-            if let Ok(v) = std::env::var(key) {
-                env.insert(key.to_string(), v);
-            }
-        }
+        // The same daemon the charm's lxc client talks to.
+        env.extend(crate::lxd::cli::daemon_env());
         SystemCommands { search_path, env }
     }
 
