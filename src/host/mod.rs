@@ -2,6 +2,7 @@
 
 pub mod boot;
 pub mod child;
+pub mod file;
 pub mod lock;
 pub mod metrics;
 pub mod timer;

@@ -218,26 +218,17 @@ pub fn rebuild_time(unit_name: &str) -> (u8, u8) {
     (digest[0] % 60, digest[1] % 24)
 }
 
-/// Installs the cron file holding `content` unless it already does. The file is replaced
-/// atomically and is 0600: it carries the model's proxy settings, which may hold credentials
-/// (cron only requires that group and others cannot write it). The temporary name starts
-/// with a dot, which cron ignores.
+/// Installs the cron file holding `content` unless it already does. The file is 0600: it
+/// carries the model's proxy settings, which may hold credentials (cron only requires that
+/// group and others cannot write it).
 pub fn install_rebuild_cron(paths: &HostPaths, content: &str) -> Result<PathBuf, ImageError> {
-    use std::io::Write;
     let path = paths.cron_dir().join(REBUILD_CRON_FILE);
-    if std::fs::read_to_string(&path).is_ok_and(|c| c == content) {
-        return Ok(path);
-    }
-    let err = |e: std::io::Error| ImageError::Write {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
-    let dir = paths.cron_dir();
-    std::fs::create_dir_all(&dir).map_err(err)?;
-    // tempfile creates its files 0600.
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(err)?;
-    tmp.write_all(content.as_bytes()).map_err(err)?;
-    tmp.persist(&path).map_err(|e| err(e.error))?;
+    crate::host::file::replace_if_changed(&path, content, 0o600).map_err(|e| {
+        ImageError::Write {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }
+    })?;
     Ok(path)
 }
 
