@@ -4,7 +4,7 @@
 #[path = "support/fake_github/mod.rs"]
 mod fake_github;
 
-use fake_github::{AdvertisedChecksum, DownloadFault, Endpoint, FakeGitHub};
+use fake_github::{tar_gz, AdvertisedChecksum, DownloadFault, Endpoint, FakeGitHub};
 use github_runner::github::download::{
     download_needed, download_runner_tarball, tarball_path, DownloadError, DownloadSettings,
     StoredTarball, TARBALL_FILE_NAME,
@@ -19,22 +19,6 @@ use github_runner::secret::Secret;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
-
-fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    for (name, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o755);
-        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        h.set_cksum();
-        b.append(&h, *data).unwrap();
-    }
-    b.into_inner().unwrap().finish().unwrap()
-}
 
 /// A tarball of `size` incompressible-ish bytes plus run.sh.
 fn big_tarball(size: usize) -> Vec<u8> {

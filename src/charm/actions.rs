@@ -218,7 +218,7 @@ fn update_dependencies(ctx: &Context<'_>, rt: &Runtime) -> Result<ActionResults,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::charm::fake_world::{config, FakeWorld};
+    use crate::charm::fake_world::FakeWorld;
     use crate::charm::testing::{hook_context, run as run_event};
     use crate::juju::event::Event;
     use crate::juju::memory::MemoryHookTools;
@@ -252,18 +252,10 @@ mod tests {
         }
 
         fn act(&self, action: Action, vms: u32) -> Result<ActionResults, ActionError> {
-            let hook = hook_context();
-            let paths = HostPaths::new(self.root.path());
-            let ctx = Context {
-                tools: &self.tools,
-                hook: &hook,
-                paths: &paths,
-            };
-            let rt = self.world.runtime(
-                self.root.path(),
-                config(&[("virtual-machines", vms.into())]),
-            );
-            run_with(&ctx, &rt, action)
+            self.world
+                .as_unit(&self.tools, self.root.path(), vms, |ctx, rt| {
+                    run_with(ctx, rt, action)
+                })
         }
     }
 

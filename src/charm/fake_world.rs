@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::charm::runtime::Runtime;
+use crate::charm::testing::hook_context;
+use crate::charm::Context;
 use crate::clock::{Clock, ManualClock};
 use crate::config::{validate, CharmConfig, ConfigContext};
 use crate::github::download::tarball_path;
@@ -16,6 +18,7 @@ use crate::github::{
     RunnerOnline, WorkflowJob,
 };
 use crate::identity::{UnitIdentity, OWNER_CONFIG_KEY};
+use crate::juju::HookTools;
 use crate::lxd::{
     ExecOutput, ExecSpec, Instance, InstanceState, InstanceType, LaunchSpec, Lxd, LxdError,
     ProfileSpec, PushSpec, ServerInfo,
@@ -137,6 +140,26 @@ impl FakeWorld {
         rt.github_factory =
             Arc::new(move |config, _identity, _clock| Ok(world.github(config.token.expose())));
         rt
+    }
+
+    /// Runs `f` as unit github-runner/0 (hook tools `tools`, host root `root`) with a
+    /// runtime over this world that wants `vms` runners.
+    pub fn as_unit<R>(
+        &self,
+        tools: &dyn HookTools,
+        root: &std::path::Path,
+        vms: u32,
+        f: impl FnOnce(&Context<'_>, &Runtime) -> R,
+    ) -> R {
+        let hook = hook_context();
+        let paths = HostPaths::new(root);
+        let ctx = Context {
+            tools,
+            hook: &hook,
+            paths: &paths,
+        };
+        let rt = self.runtime(root, config(&[("virtual-machines", vms.into())]));
+        f(&ctx, &rt)
     }
 }
 

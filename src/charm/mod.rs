@@ -87,16 +87,13 @@ fn handle(ctx: &Context<'_>, event: &Event) -> Result<(), CharmError> {
 pub(crate) mod testing {
     use super::*;
     use crate::juju::memory::MemoryHookTools;
-    use std::collections::BTreeMap;
+    use crate::juju::state::string_map;
 
     pub fn hook_context() -> HookContext {
-        let vars: BTreeMap<String, String> = [
+        let vars = string_map(&[
             ("JUJU_UNIT_NAME", "github-runner/0"),
             ("JUJU_MODEL_UUID", "uuid"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        ]);
         // Fixed, valid input.
         HookContext::from_vars(&vars).expect("valid test context")
     }

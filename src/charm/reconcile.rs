@@ -421,7 +421,6 @@ fn humanize(d: Duration) -> String {
 mod tests {
     use super::*;
     use crate::charm::fake_world::{config, FakeWorld};
-    use crate::charm::testing::hook_context;
     use crate::host::lock::{LockError, LockWait};
     use crate::juju::memory::MemoryHookTools;
     use crate::juju::state::LAST_STATUS_KEY;
@@ -445,18 +444,7 @@ mod tests {
         }
 
         fn with<R>(&self, vms: u32, f: impl FnOnce(&Context<'_>, &Runtime) -> R) -> R {
-            let hook = hook_context();
-            let paths = HostPaths::new(self.root.path());
-            let ctx = Context {
-                tools: &self.tools,
-                hook: &hook,
-                paths: &paths,
-            };
-            let rt = self.world.runtime(
-                self.root.path(),
-                config(&[("virtual-machines", vms.into())]),
-            );
-            f(&ctx, &rt)
+            self.world.as_unit(&self.tools, self.root.path(), vms, f)
         }
     }
 
@@ -652,10 +640,6 @@ mod tests {
         };
         let outcome = ReconcileOutcome {
             plan: Plan {
-                desired: 1,
-                create: 0,
-                creates_deferred: 0,
-                capacity: 0,
                 removals: vec![
                     removal(RemovalReason::ListenerDown),
                     removal(RemovalReason::InstanceError),
@@ -664,7 +648,7 @@ mod tests {
                     removal(RemovalReason::RegistrationGone),
                     removal(RemovalReason::NeverRegistered),
                 ],
-                runners: vec![],
+                ..Plan::empty(1)
             },
             report: Report::default(),
             health_checks: 0,

@@ -4,16 +4,19 @@
 use super::{CharmError, Context};
 use crate::juju::event::{Endpoint, RelationEventKind};
 
+/// No endpoint's data is used yet: every relation event is noted and succeeds.
 pub fn handle(
     ctx: &Context<'_>,
     endpoint: Endpoint,
     kind: RelationEventKind,
 ) -> Result<(), CharmError> {
-    match endpoint {
-        Endpoint::Mongodb => mongodb(ctx, kind),
-        Endpoint::DebugSsh => debug_ssh(ctx, kind),
-        Endpoint::CosAgent => cos_agent(ctx, kind),
-    }
+    tracing::debug!(
+        relation = relation_id(ctx),
+        event = kind.name(),
+        "{}: not used yet",
+        endpoint.name()
+    );
+    Ok(())
 }
 
 fn relation_id<'a>(ctx: &Context<'a>) -> &'a str {
@@ -22,31 +25,4 @@ fn relation_id<'a>(ctx: &Context<'a>) -> &'a str {
         .as_ref()
         .map(|r| r.relation_id.as_str())
         .unwrap_or("")
-}
-
-fn mongodb(ctx: &Context<'_>, kind: RelationEventKind) -> Result<(), CharmError> {
-    tracing::debug!(
-        relation = relation_id(ctx),
-        event = kind.name(),
-        "mongodb: not used yet"
-    );
-    Ok(())
-}
-
-fn debug_ssh(ctx: &Context<'_>, kind: RelationEventKind) -> Result<(), CharmError> {
-    tracing::debug!(
-        relation = relation_id(ctx),
-        event = kind.name(),
-        "debug-ssh: not used yet"
-    );
-    Ok(())
-}
-
-fn cos_agent(ctx: &Context<'_>, kind: RelationEventKind) -> Result<(), CharmError> {
-    tracing::debug!(
-        relation = relation_id(ctx),
-        event = kind.name(),
-        "cos-agent: not used yet"
-    );
-    Ok(())
 }

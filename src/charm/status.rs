@@ -180,14 +180,7 @@ mod tests {
     }
 
     fn plan(desired: u32) -> Plan {
-        Plan {
-            desired,
-            create: 0,
-            creates_deferred: 0,
-            capacity: 0,
-            removals: vec![],
-            runners: vec![],
-        }
+        Plan::empty(desired)
     }
 
     fn outcome(report: Report) -> ReconcileOutcome {

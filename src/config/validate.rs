@@ -576,6 +576,26 @@ mod tests {
             .contains("expected an https:// URL"));
     }
 
+    /// Every option, in config.yaml's order.
+    const OPTIONS_IN_ORDER: [&str; 16] = [
+        "path",
+        "token",
+        "group",
+        "labels",
+        "virtual-machines",
+        "vm-cpu",
+        "vm-memory",
+        "vm-disk",
+        "reconcile-interval",
+        "base-image",
+        "denylist",
+        "dockerhub-mirror",
+        "experimental-use-aproxy",
+        "runner-storage",
+        "test-mode",
+        "github-url",
+    ];
+
     #[test]
     fn every_problem_at_once() {
         let m = raw(json!({
@@ -587,27 +607,7 @@ mod tests {
         }));
         let err = validate(&m, &CTX).unwrap_err();
         let options: Vec<&str> = err.problems.iter().map(Problem::option).collect();
-        assert_eq!(
-            options,
-            [
-                "path",
-                "token",
-                "group",
-                "labels",
-                "virtual-machines",
-                "vm-cpu",
-                "vm-memory",
-                "vm-disk",
-                "reconcile-interval",
-                "base-image",
-                "denylist",
-                "dockerhub-mirror",
-                "experimental-use-aproxy",
-                "runner-storage",
-                "test-mode",
-                "github-url"
-            ]
-        );
+        assert_eq!(options, OPTIONS_IN_ORDER);
     }
 
     #[test]
@@ -655,26 +655,6 @@ mod tests {
             .keys()
             .map(|k| k.as_str().unwrap().to_string())
             .collect();
-        assert_eq!(
-            order,
-            [
-                "path",
-                "token",
-                "group",
-                "labels",
-                "virtual-machines",
-                "vm-cpu",
-                "vm-memory",
-                "vm-disk",
-                "reconcile-interval",
-                "base-image",
-                "denylist",
-                "dockerhub-mirror",
-                "experimental-use-aproxy",
-                "runner-storage",
-                "test-mode",
-                "github-url"
-            ]
-        );
+        assert_eq!(order, OPTIONS_IN_ORDER);
     }
 }

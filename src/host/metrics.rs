@@ -166,25 +166,13 @@ pub fn render_logrotate(paths: &HostPaths) -> String {
 /// Write the logrotate rule when it differs. Returns whether it wrote.
 pub fn install_logrotate(paths: &HostPaths) -> Result<bool, MetricsError> {
     let path = paths.logrotate_dir().join(LOGROTATE_RULE);
-    let rule = render_logrotate(paths);
-    if std::fs::read_to_string(&path).is_ok_and(|current| current == rule) {
-        return Ok(false);
-    }
-    let err = |e: std::io::Error| MetricsError::Logrotate {
-        path: path.clone(),
-        reason: e.to_string(),
-    };
-    std::fs::create_dir_all(paths.logrotate_dir()).map_err(err)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(paths.logrotate_dir()).map_err(err)?;
-    tmp.write_all(rule.as_bytes()).map_err(err)?;
     // logrotate refuses rules that are group- or world-writable.
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .map_err(err)?;
-    tmp.persist(&path).map_err(|e| err(e.error))?;
-    Ok(true)
+    crate::host::file::replace_if_changed(&path, &render_logrotate(paths), 0o644).map_err(|e| {
+        MetricsError::Logrotate {
+            path: path.clone(),
+            reason: e.to_string(),
+        }
+    })
 }
 
 #[cfg(test)]

@@ -8,10 +8,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::host::file::replace_if_changed;
 use crate::paths::HostPaths;
 
 pub const SERVICE_UNIT: &str = "ghro.reconcile-runners.service";
@@ -314,25 +314,10 @@ pub fn remove(paths: &HostPaths, systemd: &dyn Systemd) -> Result<(), TimerError
 /// Replace `path` atomically with `content` (0644) unless it already holds exactly that.
 /// Returns whether it wrote.
 fn write_if_changed(path: &Path, content: &str) -> Result<bool, TimerError> {
-    let err = |e: std::io::Error| TimerError::Write {
+    replace_if_changed(path, content, 0o644).map_err(|e| TimerError::Write {
         path: path.to_path_buf(),
         reason: e.to_string(),
-    };
-    if std::fs::read(path).is_ok_and(|current| current == content.as_bytes()) {
-        return Ok(false);
-    }
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    tmp.write_all(content.as_bytes()).map_err(err)?;
-    set_mode(tmp.path(), 0o644).map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(true)
-}
-
-fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    })
 }
 
 #[cfg(test)]

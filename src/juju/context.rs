@@ -175,13 +175,7 @@ impl HookContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::juju::state::string_map as vars;
 
     const BASE: [(&str, &str); 3] = [
         ("JUJU_UNIT_NAME", "github-runner/2"),

@@ -237,17 +237,20 @@ pub fn decode_status(text: &str) -> Option<Status> {
     })
 }
 
+/// Test input: a string map (unit state, relation data, hook variables) from literal pairs.
+#[cfg(test)]
+pub(crate) fn string_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::string_map as map;
     use super::*;
     use crate::juju::memory::MemoryHookTools;
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn changes_are_minimal() {

@@ -5,17 +5,15 @@ use super::{
     ExecOutput, ExecSpec, Instance, InstanceState, InstanceType, LaunchSpec, Lxd, LxdError,
     ProfileSpec, PushSource, PushSpec, ServerInfo,
 };
+use crate::host::child::{spawn_reader, wait_with_deadline, HOST_PROGRAM_PATH};
 use crate::identity::OWNER_CONFIG_KEY;
 use crate::paths::HostPaths;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// PATH given to `lxc`: Debian's and the snap's locations, nothing from the hook's environment.
-const LXC_PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin";
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// Bound on one `lxc` call that has no timeout of its own (list, query, push, ...).
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
@@ -70,15 +68,11 @@ impl LxcCli {
             operation: "config".into(),
             reason: format!("cannot create LXD_CONF dir {}: {e}", conf_dir.display()),
         })?;
-        let daemon_env = ["LXD_DIR", "LXD_SOCKET"]
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-            .collect();
         Ok(LxcCli {
             lxc,
             conf_dir,
             project: None,
-            daemon_env,
+            daemon_env: daemon_env(),
         })
     }
 
@@ -99,7 +93,7 @@ impl LxcCli {
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.lxc);
         cmd.env_clear()
-            .env("PATH", LXC_PATH_ENV)
+            .env("PATH", HOST_PROGRAM_PATH)
             .env("LXD_CONF", &self.conf_dir)
             .env("HOME", &self.conf_dir)
             .env("LANG", "C.UTF-8");
@@ -243,39 +237,6 @@ enum QueryAnswer {
     NotFound(String),
 }
 
-fn spawn_reader<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
-        }
-        buf
-    })
-}
-
-/// Waits for `child` until `timeout`; kills it and answers None when the deadline passes.
-/// Polls with a short, growing interval: std has no wait-with-timeout.
-fn wait_with_deadline(
-    child: &mut Child,
-    timeout: Duration,
-) -> std::io::Result<Option<std::process::ExitStatus>> {
-    let deadline = Instant::now() + timeout;
-    let mut interval = Duration::from_millis(2);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(None);
-        }
-        std::thread::sleep(interval.min(deadline - now));
-        interval = (interval * 2).min(Duration::from_millis(50));
-    }
-}
-
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
@@ -283,6 +244,15 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .mode(0o700)
         .create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Where a relocated daemon is (tests, or LXD not in its default place), from our own
+/// environment: every program that talks to LXD gets these, so all find the same daemon.
+pub(crate) fn daemon_env() -> Vec<(String, String)> {
+    ["LXD_DIR", "LXD_SOCKET"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect()
 }
 
 /// LXD's own words from `lxc` stderr: the `Error: ...` line(s), else everything trimmed.
@@ -797,6 +767,7 @@ fn url_segment(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn lxd_message_keeps_only_error_lines() {

@@ -50,7 +50,9 @@ pub struct LaunchSpec {
     pub ephemeral: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Debug shows env names and the stdin size only: stdin carries secrets (JIT configs) and env
+/// values may hold proxy credentials.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct ExecSpec {
     pub argv: Vec<String>,
     pub uid: u32,
@@ -68,13 +70,36 @@ pub struct ExecOutput {
     pub stderr: String,
 }
 
-/// What to put in a file pushed into an instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What to put in a file pushed into an instance. Debug shows the size of in-memory contents,
+/// never the bytes (a start script holds a JIT config).
+#[derive(Clone, PartialEq, Eq)]
 pub enum PushSource {
     /// In-memory contents; written to a 0600 temp file on the host first.
     Bytes(Vec<u8>),
     /// A host file pushed as is (large files such as the runner tarball).
     File(PathBuf),
+}
+
+impl std::fmt::Debug for ExecSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecSpec")
+            .field("argv", &self.argv)
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("stdin_bytes", &self.stdin.as_ref().map(Vec::len))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PushSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PushSource::Bytes(bytes) => write!(f, "Bytes({} bytes)", bytes.len()),
+            PushSource::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,4 +158,36 @@ pub trait Lxd: Send + Sync {
     fn ensure_storage_pool(&self, name: &str, driver: &str, source: &str) -> Result<(), LxdError>;
     fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError>;
     fn server_info(&self) -> Result<ServerInfo, LxdError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_pushed_bytes_stdin_or_env_values() {
+        let push = PushSpec {
+            source: PushSource::Bytes(b"jit_config='JITSECRET'".to_vec()),
+            target: "/root/start.sh".into(),
+            mode: 0o700,
+            uid: 0,
+            gid: 0,
+        };
+        let exec = ExecSpec {
+            argv: vec!["sh".into()],
+            env: [(
+                "HTTPS_PROXY".to_string(),
+                "http://u:PROXYPASS@p".to_string(),
+            )]
+            .into(),
+            stdin: Some(b"JITSECRET".to_vec()),
+            ..ExecSpec::default()
+        };
+        let text = format!("{push:?} {exec:?}");
+        assert!(!text.contains("JITSECRET"), "{text}");
+        assert!(!text.contains("PROXYPASS"), "{text}");
+        assert!(text.contains("Bytes(22 bytes)"), "{text}");
+        assert!(text.contains("HTTPS_PROXY"), "{text}");
+        assert!(text.contains("stdin_bytes: Some(9)"), "{text}");
+    }
 }

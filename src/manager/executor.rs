@@ -437,12 +437,9 @@ mod tests {
 
     fn plan(create: u32, remove: &[&str]) -> Plan {
         Plan {
-            desired: create,
             create,
-            creates_deferred: 0,
-            capacity: 0,
             removals: remove.iter().map(|n| removal(n)).collect(),
-            runners: vec![],
+            ..Plan::empty(create)
         }
     }
 

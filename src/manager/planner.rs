@@ -174,6 +174,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Test fixture: `desired` runners wanted, nothing seen, nothing to do.
+    #[cfg(test)]
+    pub(crate) fn empty(desired: u32) -> Plan {
+        Plan {
+            desired,
+            create: 0,
+            creates_deferred: 0,
+            capacity: 0,
+            removals: vec![],
+            runners: vec![],
+        }
+    }
+
     /// `desired - capacity`, the `delta.virtual-machines` of the Python charm's actions.
     pub fn delta(&self) -> i64 {
         i64::from(self.desired) - i64::from(self.capacity)

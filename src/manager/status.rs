@@ -220,12 +220,8 @@ mod tests {
 
     fn plan(desired: u32, runners: Vec<RunnerView>) -> Plan {
         Plan {
-            desired,
-            create: 0,
-            creates_deferred: 0,
-            capacity: 0,
-            removals: vec![],
             runners,
+            ..Plan::empty(desired)
         }
     }
 

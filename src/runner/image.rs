@@ -1,6 +1,7 @@
 //! The runner image: present under the base-image alias, or built by
 //! `scripts/build-runner-image.sh` (and rebuilt daily from cron).
 
+use crate::host::child::{wait_with_deadline, HOST_PROGRAM_PATH};
 use crate::lxd::{InstanceType, Lxd, LxdError};
 use crate::paths::HostPaths;
 use std::path::{Path, PathBuf};
@@ -69,10 +70,7 @@ pub fn build_command(
     proxies: &BuildProxies,
 ) -> BuildCommand {
     let mut env = vec![
-        (
-            "PATH".to_string(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin".to_string(),
-        ),
+        ("PATH".to_string(), HOST_PROGRAM_PATH.to_string()),
         ("LANG".to_string(), "C.UTF-8".to_string()),
         ("LXD_CONF".to_string(), lxd_conf_dir.display().to_string()),
         ("HOME".to_string(), lxd_conf_dir.display().to_string()),
@@ -129,23 +127,12 @@ pub fn run_build(
         .stderr(log_err)
         .spawn()
         .map_err(|e| spawn_err(e.to_string()))?;
-    let deadline = std::time::Instant::now() + timeout;
-    let mut pause = Duration::from_millis(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| spawn_err(e.to_string()))? {
-            break status;
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(ImageError::Timeout {
-                alias: alias.to_string(),
-                seconds: timeout.as_secs(),
-            });
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_secs(1));
-    };
+    let status = wait_with_deadline(&mut child, timeout)
+        .map_err(|e| spawn_err(e.to_string()))?
+        .ok_or_else(|| ImageError::Timeout {
+            alias: alias.to_string(),
+            seconds: timeout.as_secs(),
+        })?;
     if status.success() {
         Ok(())
     } else {
@@ -231,17 +218,17 @@ pub fn rebuild_time(unit_name: &str) -> (u8, u8) {
     (digest[0] % 60, digest[1] % 24)
 }
 
-/// Writes the cron file (0644, cron ignores group/other-writable files).
+/// Installs the cron file holding `content` unless it already does. The file is 0600: it
+/// carries the model's proxy settings, which may hold credentials (cron only requires that
+/// group and others cannot write it).
 pub fn install_rebuild_cron(paths: &HostPaths, content: &str) -> Result<PathBuf, ImageError> {
-    use std::os::unix::fs::PermissionsExt;
     let path = paths.cron_dir().join(REBUILD_CRON_FILE);
-    let write_err = |e: std::io::Error| ImageError::Write {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
-    std::fs::create_dir_all(paths.cron_dir()).map_err(write_err)?;
-    std::fs::write(&path, content).map_err(write_err)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(write_err)?;
+    crate::host::file::replace_if_changed(&path, content, 0o600).map_err(|e| {
+        ImageError::Write {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }
+    })?;
     Ok(path)
 }
 
@@ -388,6 +375,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = install_rebuild_cron(&HostPaths::new(dir.path()), &text).unwrap();
         assert_eq!(path, dir.path().join("etc/cron.d/github-runner-image"));
-        assert_eq!(std::fs::read_to_string(path).unwrap(), text);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "proxy settings may hold credentials");
     }
 }

@@ -1,15 +1,14 @@
 //! Host programs the setup runs (`snap`, `lxd`, `lxc query`), behind a small trait so tests
 //! check what would run without running snap.
 
+use crate::host::child::{spawn_reader, wait_with_deadline, HOST_PROGRAM_PATH};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Where programs are looked up: the usual system directories and the snap's.
-pub const SEARCH_PATH: &str =
-    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin";
+pub const SEARCH_PATH: &str = HOST_PROGRAM_PATH;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandOutput {
@@ -90,13 +89,8 @@ impl SystemCommands {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        // A relocated daemon (tests, or LXD not in its default place) is found the same way
-        // the charm's lxc client finds it.
-        for key in ["LXD_DIR", "LXD_SOCKET"] {
-            if let Ok(v) = std::env::var(key) {
-                env.insert(key.to_string(), v);
-            }
-        }
+        // The same daemon the charm's lxc client talks to.
+        env.extend(crate::lxd::cli::daemon_env());
         SystemCommands { search_path, env }
     }
 
@@ -132,27 +126,15 @@ impl HostCommands for SystemCommands {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| spawn_err(e.to_string()))?;
-        let stdout = reader(child.stdout.take());
-        let stderr = reader(child.stderr.take());
-        let deadline = Instant::now() + timeout;
-        let mut pause = Duration::from_millis(2);
-        let status = loop {
-            if let Some(status) = child.try_wait().map_err(|e| spawn_err(e.to_string()))? {
-                break status;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(CommandError::Timeout {
-                    program: program.display().to_string(),
-                    args: args.join(" "),
-                    seconds: timeout.as_secs(),
-                });
-            }
-            std::thread::sleep(pause.min(deadline - now));
-            pause = (pause * 2).min(Duration::from_millis(100));
-        };
+        let stdout = spawn_reader(child.stdout.take());
+        let stderr = spawn_reader(child.stderr.take());
+        let status = wait_with_deadline(&mut child, timeout)
+            .map_err(|e| spawn_err(e.to_string()))?
+            .ok_or_else(|| CommandError::Timeout {
+                program: program.display().to_string(),
+                args: args.join(" "),
+                seconds: timeout.as_secs(),
+            })?;
         let text = |h: std::thread::JoinHandle<Vec<u8>>| {
             String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned()
         };
@@ -163,16 +145,6 @@ impl HostCommands for SystemCommands {
             stderr: text(stderr),
         })
     }
-}
-
-fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
-        }
-        buf
-    })
 }
 
 #[cfg(test)]

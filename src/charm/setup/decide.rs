@@ -158,13 +158,7 @@ pub fn timer_files_present(systemd_dir: &Path) -> bool {
 mod tests {
     use super::*;
     use crate::config::{BaseImage, RunnerStorage};
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::juju::state::string_map as map;
 
     #[test]
     fn lxd_is_installed_only_when_lxc_is_missing_and_snap_is_there() {

@@ -4,6 +4,7 @@
 
 use super::commands::{HostCommands, SystemCommands};
 use super::lxd_host::{LxcQueryOps, LxdHostOps};
+use crate::charm::runtime::lxd_project_from;
 use crate::charm::Context;
 use crate::host::timer::{Systemctl, Systemd};
 use crate::lxd::{InstanceType, LxcCli, Lxd, LxdError};
@@ -13,8 +14,9 @@ use crate::runner::storage::{self, StorageError, StoragePlan};
 use std::cell::OnceCell;
 use std::sync::Arc;
 
-/// Test-only knob: the LXD project the charm works in (unset: LXD's default project).
-pub const LXD_PROJECT_ENV: &str = "GITHUB_RUNNER_LXD_PROJECT";
+/// Test-only knob: the LXD project the charm works in (unset: LXD's default project); the
+/// runtime reads the same one.
+pub use crate::charm::runtime::LXD_PROJECT_ENV;
 
 pub trait SetupEdges {
     fn commands(&self) -> &dyn HostCommands;
@@ -61,10 +63,7 @@ impl HostEdges {
     /// From the hook's environment: PATH (where tests put a fake `systemctl`), the LXD project
     /// knob, `LXD_CONF` = [`HostPaths::lxd_conf_dir`].
     pub fn from_env(paths: &HostPaths) -> Self {
-        let project = std::env::var(LXD_PROJECT_ENV)
-            .ok()
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty());
+        let project = lxd_project_from(|k| std::env::var(k).ok());
         HostEdges::new(paths, std::env::var("PATH").ok().as_deref(), project)
     }
 
@@ -164,30 +163,8 @@ impl SetupEdges for HostEdges {
         let cmd = build_command(ctx, &self.conf_dir, alias, instance_type);
         let (minute, hour) = image::rebuild_time(&ctx.hook.identity.unit_name());
         let content = image::render_rebuild_cron(&cmd, minute, hour, &ctx.paths.image_build_log());
-        let path = ctx.paths.cron_dir().join(image::REBUILD_CRON_FILE);
-        if std::fs::read_to_string(&path).is_ok_and(|c| c == content) {
-            return Ok(());
-        }
-        write_root_only(&path, &content)
+        image::install_rebuild_cron(ctx.paths, &content).map(drop)
     }
-}
-
-/// Replaces `path` atomically with a 0600 file: the cron file carries the model's proxy
-/// settings, which may hold credentials (cron only requires that group and others cannot
-/// write it). The temporary name starts with a dot, which cron ignores.
-fn write_root_only(path: &std::path::Path, content: &str) -> Result<(), ImageError> {
-    use std::io::Write;
-    let err = |e: std::io::Error| ImageError::Write {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
-    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    // tempfile creates its files 0600.
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    tmp.write_all(content.as_bytes()).map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
 }
 
 fn build_command(

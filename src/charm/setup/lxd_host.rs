@@ -5,6 +5,7 @@
 //! host setup.
 
 use super::commands::{CommandOutput, HostCommands};
+use crate::lxd::cli::lxd_message;
 use crate::lxd::LxdError;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -93,17 +94,7 @@ impl<C: HostCommands> LxcQueryOps<C> {
                     reason: e.to_string(),
                 })?;
         if !out.success() {
-            let message = out
-                .stderr
-                .lines()
-                .filter_map(|l| l.trim().strip_prefix("Error: "))
-                .collect::<Vec<_>>()
-                .join("; ");
-            let message = if message.is_empty() {
-                out.stderr.trim().to_string()
-            } else {
-                message
-            };
+            let message = lxd_message(&out.stderr);
             if message.to_ascii_lowercase().contains("not found") {
                 return Ok(None);
             }

@@ -129,17 +129,22 @@ exit 0
 /// A gzip tar holding `./run.sh` ([`FAKE_RUNNER_SCRIPT`], mode 0755) and a `./config.sh` stub:
 /// the tarball the fake serves until a test sets another.
 pub fn fake_runner_tarball() -> Vec<u8> {
-    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::default(),
-    ));
-    let files: [(&str, &[u8]); 2] = [
+    tar_gz(&[
         ("./run.sh", FAKE_RUNNER_SCRIPT.as_bytes()),
         (
             "./config.sh",
             b"#!/bin/sh\necho 'fake runner: use run.sh --jitconfig' >&2\nexit 2\n",
         ),
-    ];
+    ])
+}
+
+/// A gzip tar of `files` (name, content) laid out like GitHub's runner tarballs: names kept
+/// exactly as given (leading `./` included), every file mode 0755.
+pub fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
     for (path, data) in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
@@ -151,7 +156,7 @@ pub fn fake_runner_tarball() -> Vec<u8> {
         header.set_cksum();
         // Writing into a Vec cannot fail.
         builder
-            .append(&header, data)
+            .append(&header, *data)
             .expect("append to in-memory tar");
     }
     builder

@@ -1,0 +1,52 @@
+//! Host files the charm owns (systemd units, cron and logrotate rules): written whole and
+//! atomically, so the daemon reading them never sees half a file, and only when they change.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// Replaces `path` with `content` at `mode` unless it already holds exactly that; creates
+/// the directory. The temporary file is made in the same directory (the rename is atomic)
+/// under a name starting with a dot (which cron and logrotate skip). Returns whether it
+/// wrote.
+pub fn replace_if_changed(path: &Path, content: &str, mode: u32) -> std::io::Result<bool> {
+    if std::fs::read(path).is_ok_and(|current| current == content.as_bytes()) {
+        return Ok(false);
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)?;
+    // Created 0600, so the content is never readable by others before the mode is set.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(content.as_bytes())?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn writes_with_the_mode_then_only_on_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etc/cron.d/rule");
+        assert!(replace_if_changed(&path, "a\n", 0o600).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\n");
+        assert_eq!(mode(&path), 0o600);
+        assert!(!replace_if_changed(&path, "a\n", 0o600).unwrap());
+        assert!(replace_if_changed(&path, "b\n", 0o644).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "b\n");
+        assert_eq!(mode(&path), 0o644);
+        // Nothing left behind but the file itself.
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("rule")]);
+    }
+}
