@@ -65,6 +65,10 @@ fn builds_a_vm_image_and_publishes_it_under_the_alias() {
     let log = stub.path().join("build.log");
     run_build(&cmd, "jammy", &log, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+    // The log may hold the proxy settings: only root reads it.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "build log mode {mode:o}");
     let calls = std::fs::read_to_string(stub.path().join("calls")).unwrap();
     let lines: Vec<&str> = calls.lines().collect();
     assert!(

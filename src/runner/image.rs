@@ -4,6 +4,7 @@
 use crate::host::child::{wait_with_deadline, HOST_PROGRAM_PATH};
 use crate::lxd::{InstanceType, Lxd, LxdError};
 use crate::paths::HostPaths;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -112,10 +113,15 @@ pub fn run_build(
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).map_err(|e| spawn_err(e.to_string()))?;
     }
+    // 0600: the build prints the model's proxy settings, which may carry credentials.
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(log)
+        .map_err(|e| spawn_err(e.to_string()))?;
+    log_file
+        .set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(|e| spawn_err(e.to_string()))?;
     let log_err = log_file.try_clone().map_err(|e| spawn_err(e.to_string()))?;
     let mut child = Command::new(&cmd.program)
