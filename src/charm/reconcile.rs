@@ -262,6 +262,7 @@ pub fn crashed_runners(outcome: &ReconcileOutcome) -> u32 {
             matches!(
                 r.reason,
                 RemovalReason::ListenerDown
+                    | RemovalReason::NeverStarted
                     | RemovalReason::InstanceError
                     | RemovalReason::InstanceStopped
             )

@@ -21,6 +21,11 @@ use crate::lxd::{Instance, InstanceState};
 /// job) from "never registered yet" (creation in progress), which the names alone cannot.
 pub const RUNNER_ID_CONFIG_KEY: &str = "user.github-runner.runner-id";
 
+/// How long after launch an offline runner may show neither its start script nor its
+/// listener before it counts as never started. Creation starts the script before the hook
+/// that made it returns, so only a creation cut short stays without one this long.
+pub const STALLED_START_SECS: u64 = 60;
+
 /// Whether the runner listener process is running inside an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
@@ -69,6 +74,10 @@ pub enum RemovalReason {
     Offline,
     /// No registration on GitHub once the grace period is over.
     NeverRegistered,
+    /// Registered but offline, and neither its start script nor its listener runs: its
+    /// creation was cut short (a killed hook). Without this it would hold capacity until the
+    /// grace period ends.
+    NeverStarted,
     /// It was registered and GitHub no longer lists it: it finished its job (ephemeral
     /// runners deregister themselves) or someone deleted it.
     RegistrationGone,
@@ -88,6 +97,7 @@ impl RemovalReason {
             RemovalReason::ListenerDown => "listener not running",
             RemovalReason::Offline => "not online on GitHub after the grace period",
             RemovalReason::NeverRegistered => "never registered on GitHub within the grace period",
+            RemovalReason::NeverStarted => "runner never started (no start script, no listener)",
             RemovalReason::RegistrationGone => "no longer registered on GitHub (job finished)",
             RemovalReason::InstanceError => "instance in Error state",
             RemovalReason::InstanceStopped => "instance stopped",
@@ -218,7 +228,8 @@ struct Pair<'a> {
 /// - instance Starting within grace: creating; other transitional states: left alone;
 /// - listed busy: busy (never removed by reconcile, whatever its health);
 /// - listed online, listener not running: remove; otherwise idle;
-/// - listed offline: creating within grace, removed after;
+/// - listed offline: removed when nothing runs in it [`STALLED_START_SECS`] after launch;
+///   otherwise creating within grace, removed after;
 /// - not listed but the instance records a runner id: it registered and left (job done):
 ///   remove the instance only; not listed and no id: creating within grace, removed after;
 /// - listed with no instance: delete the registration, unless busy (left for GitHub).
@@ -382,6 +393,9 @@ fn classify_instance(
                 Condition::Removing(RemovalReason::ListenerDown)
             }
             RunnerOnline::Online => Condition::Idle,
+            RunnerOnline::Offline if health == Health::NotRunning && age >= STALLED_START_SECS => {
+                Condition::Removing(RemovalReason::NeverStarted)
+            }
             RunnerOnline::Offline if within_grace => Condition::Creating,
             RunnerOnline::Offline => Condition::Removing(RemovalReason::Offline),
         },
@@ -434,17 +448,33 @@ fn surplus_choice(
 }
 
 /// Instances whose health the planner will use: running ones that GitHub lists online and
-/// idle. Health decides nothing for the others (busy runners are never removed; offline or
-/// unregistered ones are judged by the grace period), so probing them would only cost execs.
-pub fn instances_to_probe(instances: &[Instance], github: &[GitHubRunner]) -> Vec<String> {
+/// idle, and running ones listed offline for at least [`STALLED_START_SECS`] (to catch a
+/// creation cut short). Health decides nothing for the others (busy runners are never
+/// removed; younger offline or unregistered ones are judged by the grace period), so probing
+/// them would only cost execs. A steady state (all online) probes idle runners only.
+pub fn instances_to_probe(
+    instances: &[Instance],
+    github: &[GitHubRunner],
+    now_epoch: u64,
+) -> Vec<String> {
     let online_idle: BTreeSet<&str> = github
         .iter()
         .filter(|r| r.status == RunnerOnline::Online && !r.busy)
         .map(|r| r.name.as_str())
         .collect();
+    let offline: BTreeSet<&str> = github
+        .iter()
+        .filter(|r| r.status == RunnerOnline::Offline && !r.busy)
+        .map(|r| r.name.as_str())
+        .collect();
     instances
         .iter()
-        .filter(|i| i.state == InstanceState::Running && online_idle.contains(i.name.as_str()))
+        .filter(|i| i.state == InstanceState::Running)
+        .filter(|i| {
+            online_idle.contains(i.name.as_str())
+                || (offline.contains(i.name.as_str())
+                    && now_epoch.saturating_sub(i.created_at_epoch) >= STALLED_START_SECS)
+        })
         .map(|i| i.name.clone())
         .collect()
 }

@@ -233,6 +233,35 @@ fn cases() -> Vec<Case> {
             ..Case::default()
         },
         Case {
+            what: "offline past the start window, nothing runs inside (creation cut short by a \
+                   killed hook): removed within grace and replaced",
+            desired: 1,
+            instances: vec![running("a", STALLED_START_SECS * 2, 1)],
+            github: vec![offline(1, "a")],
+            health: vec![("a", Health::NotRunning)],
+            create: 1,
+            removals: vec![("a", NeverStarted, true, Some(1), false)],
+            ..Case::default()
+        },
+        Case {
+            what: "offline past the start window while its start script runs: creating",
+            desired: 1,
+            instances: vec![running("a", STALLED_START_SECS * 2, 1)],
+            github: vec![offline(1, "a")],
+            health: vec![("a", Health::Unknown)],
+            capacity: 1,
+            ..Case::default()
+        },
+        Case {
+            what: "offline inside the start window, nothing running yet: creating",
+            desired: 1,
+            instances: vec![running("a", STALLED_START_SECS - 1, 1)],
+            github: vec![offline(1, "a")],
+            health: vec![("a", Health::NotRunning)],
+            capacity: 1,
+            ..Case::default()
+        },
+        Case {
             what: "online idle with its listener down: removed and replaced",
             desired: 2,
             instances: vec![running("a", OLD, 1), running("b", OLD, 2)],
@@ -623,7 +652,15 @@ fn only_online_idle_running_instances_are_probed() {
         idle(5, "stopped"),
     ];
     assert_eq!(
-        instances_to_probe(&instances, &github),
-        vec!["idle".to_string()]
+        instances_to_probe(&instances, &github, NOW),
+        vec!["idle".to_string(), "offline".to_string()]
+    );
+    // An offline runner younger than the start window is not probed.
+    let young = vec![running("offline", STALLED_START_SECS - 1, 3)];
+    assert!(instances_to_probe(&young, &[offline(3, "offline")], NOW).is_empty());
+    let old_enough = vec![running("offline", STALLED_START_SECS, 3)];
+    assert_eq!(
+        instances_to_probe(&old_enough, &[offline(3, "offline")], NOW),
+        vec!["offline".to_string()]
     );
 }

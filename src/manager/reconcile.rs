@@ -55,7 +55,7 @@ pub fn reconcile(
     let observation = ops.observe().map_err(ReconcileError::Lxd)?;
     let github = observation.github.map_err(ReconcileError::GitHub)?;
 
-    let to_probe = planner::instances_to_probe(&observation.instances, &github);
+    let to_probe = planner::instances_to_probe(&observation.instances, &github, started_epoch);
     let health = executor::probe_health(ops, &to_probe, settings.concurrency);
 
     let plan = planner::plan(&PlanInput {
