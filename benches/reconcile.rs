@@ -78,18 +78,7 @@ impl Unit {
     fn new(concurrency: Concurrency) -> Unit {
         let fx = LxdFixture::new();
         let gh = FakeGitHub::start();
-        let port = gh.port();
-        fx.lxc_ok(&[
-            "profile",
-            "device",
-            "add",
-            "default",
-            "github-loopback",
-            "proxy",
-            &format!("listen=tcp:127.0.0.1:{port}"),
-            &format!("connect=tcp:127.0.0.1:{port}"),
-            "bind=instance",
-        ]);
+        fx.route_default_profile_to_host_port(gh.port());
         let tmp = tempfile::Builder::new()
             .prefix("reconcile-bench-")
             .tempdir()

@@ -23,9 +23,10 @@ use github_runner::manager::ops::{RemoveOutcome, RunnerOps};
 use github_runner::manager::planner::{Health, RemovalTarget, RUNNER_ID_CONFIG_KEY};
 use github_runner::paths::HostPaths;
 use github_runner::runner::RunnerEnvironment;
+use lxd_fixture::wait_for;
 use lxd_fixture::LxdFixture;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const REPO: &str = "octo/hello";
 const ONLINE_WITHIN: Duration = Duration::from_secs(60);
@@ -40,18 +41,7 @@ struct Unit {
 fn unit() -> Unit {
     let fx = LxdFixture::new();
     let gh = FakeGitHub::start();
-    let port = gh.port().to_string();
-    fx.lxc_ok(&[
-        "profile",
-        "device",
-        "add",
-        "default",
-        "github-loopback",
-        "proxy",
-        &format!("listen=tcp:127.0.0.1:{port}"),
-        &format!("connect=tcp:127.0.0.1:{port}"),
-        "bind=instance",
-    ]);
+    fx.route_default_profile_to_host_port(gh.port());
     let raw = serde_json::json!({
         "path": REPO,
         "token": gh.token(),
@@ -97,21 +87,6 @@ fn unit() -> Unit {
         gh,
         rt,
         _root: root,
-    }
-}
-
-fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(50);
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 

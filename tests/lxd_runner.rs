@@ -23,9 +23,9 @@ use github_runner::runner::{
     CreatedRunner, Health, RemoveOutcome, RunnerEnvironment,
 };
 use github_runner::secret::Secret;
-use lxd_fixture::{LxdFixture, IMAGE_ALIAS};
+use lxd_fixture::{wait_for, LxdFixture, IMAGE_ALIAS};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const REPO: &str = "octo/hello";
 const GIB: u64 = 1 << 30;
@@ -176,22 +176,6 @@ fn real_client(gh: &FakeGitHub, unit: &UnitIdentity) -> GitHubClient {
     );
     settings.proxy = ProxySettings::from_values(None, None, None);
     GitHubClient::new(settings).unwrap()
-}
-
-/// Waits until `cond` holds, checking with a growing interval, at most `timeout`.
-fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(20);
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(500));
-    }
 }
 
 #[test]

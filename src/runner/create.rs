@@ -19,7 +19,10 @@ pub struct CreateTimeouts {
     /// First pause between readiness probes; doubles up to `max_backoff`.
     pub first_backoff: Duration,
     pub max_backoff: Duration,
-    /// Bound on each exec (probe, extraction, start).
+    /// Bound on each readiness probe (`/bin/true`): a probe that hangs (an exec racing the
+    /// container's init) is retried instead of eating the whole `exec_timeout`.
+    pub probe_timeout: Duration,
+    /// Bound on each other exec (extraction, start).
     pub exec_timeout: Duration,
 }
 
@@ -29,6 +32,7 @@ impl Default for CreateTimeouts {
             ready_deadline: Duration::from_secs(300),
             first_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(10),
             exec_timeout: Duration::from_secs(120),
         }
     }
@@ -288,7 +292,7 @@ fn wait_until_exec_answers(
         let remaining = deadline.saturating_duration_since(Instant::now());
         let probe = ExecSpec {
             argv: vec!["/bin/true".into()],
-            timeout: t.exec_timeout.min(remaining.max(Duration::from_secs(1))),
+            timeout: t.probe_timeout.min(remaining.max(Duration::from_secs(1))),
             ..ExecSpec::default()
         };
         let last = match lxd.exec(name, &probe) {
@@ -377,6 +381,8 @@ pub(crate) mod tests {
         pub half_made_launch: bool,
         /// (name, owner key) of launched instances, for `list_owned_instances`.
         pub launched: Mutex<Vec<(String, String)>>,
+        /// The timeout of every exec, with its argv.
+        pub exec_timeouts: Mutex<Vec<(String, Duration)>>,
     }
 
     impl ScriptedLxd {
@@ -442,6 +448,10 @@ pub(crate) mod tests {
                 spec.argv.join(" ")
             );
             self.record(line.clone())?;
+            self.exec_timeouts
+                .lock()
+                .unwrap()
+                .push((spec.argv.join(" "), spec.timeout));
             if spec.argv == ["/bin/true"] {
                 let mut left = self.not_ready_probes.lock().unwrap();
                 if *left > 0 {
@@ -596,6 +606,7 @@ pub(crate) mod tests {
                 ready_deadline: Duration::from_secs(5),
                 first_backoff: Duration::from_millis(1),
                 max_backoff: Duration::from_millis(4),
+                probe_timeout: Duration::from_secs(5),
                 exec_timeout: Duration::from_secs(5),
             },
         }
@@ -789,6 +800,37 @@ pub(crate) mod tests {
         assert_eq!(err.step, CreateStep::WaitReady);
         assert!(matches!(*err.cause, StepFailure::NotReady { .. }), "{err}");
         assert!(gh.calls().is_empty());
+    }
+
+    #[test]
+    fn a_hanging_readiness_probe_is_cut_at_the_probe_timeout_not_the_exec_timeout() {
+        let (name, profiles, labels, env) = fixtures();
+        let lxd = ScriptedLxd {
+            not_ready_probes: Mutex::new(2),
+            ..Default::default()
+        };
+        let gh = ScriptedGitHub::default();
+        let mut req = request(&name, &profiles, &labels, &env);
+        req.timeouts.probe_timeout = Duration::from_secs(2);
+        req.timeouts.exec_timeout = Duration::from_secs(120);
+        create_runner(&lxd, &gh, &req).unwrap();
+        let timeouts = lxd.exec_timeouts.lock().unwrap().clone();
+        let probes: Vec<Duration> = timeouts
+            .iter()
+            .filter(|(argv, _)| argv == "/bin/true")
+            .map(|(_, t)| *t)
+            .collect();
+        assert_eq!(probes.len(), 3, "{timeouts:?}");
+        assert!(
+            probes.iter().all(|t| *t <= Duration::from_secs(2)),
+            "{probes:?}"
+        );
+        assert!(
+            timeouts
+                .iter()
+                .any(|(argv, t)| argv != "/bin/true" && *t == Duration::from_secs(120)),
+            "{timeouts:?}"
+        );
     }
 
     #[test]

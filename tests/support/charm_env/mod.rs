@@ -23,6 +23,7 @@
 
 use crate::fake_github::FakeGitHub;
 use crate::juju_harness::{Harness, Run, REPO_ROOT};
+pub use crate::lxd_fixture::wait_for;
 use crate::lxd_fixture::{lxc_raw, LxdFixture};
 use github_runner::identity::{UnitIdentity, OWNER_CONFIG_KEY};
 use github_runner::juju::fake::FakeStorage;
@@ -31,7 +32,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The charm's file holding the credentials it last acted on (0600, under its state dir).
 pub const CREDENTIALS_FILE: &str = "credentials.json";
@@ -107,18 +108,7 @@ impl CharmEnv {
         let tarball =
             std::fs::read(fx.fake_runner_tarball()).expect("read the fake runner tarball");
         gh.set_runner_tarball(tarball);
-        let port = gh.port().to_string();
-        fx.lxc_ok(&[
-            "profile",
-            "device",
-            "add",
-            "default",
-            "github-loopback",
-            "proxy",
-            &format!("listen=tcp:127.0.0.1:{port}"),
-            &format!("connect=tcp:127.0.0.1:{port}"),
-            "bind=instance",
-        ]);
+        fx.route_default_profile_to_host_port(gh.port());
 
         let mut h = match charm_binary {
             Some(bin) => Harness::with_binary("github-runner/0", bin),
@@ -491,22 +481,6 @@ fn install_fake_systemctl(bin_dir: &Path) {
 fn write_executable(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write script");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-}
-
-/// Waits until `cond` holds, checking with a growing interval, at most `timeout`.
-pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(20);
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(500));
-    }
 }
 
 /// `HH:MM` of an epoch in UTC (what the status must name for a rate-limit reset).

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 pub const PROJECT_PREFIX: &str = "ghrt-";
 pub const POOL_PREFIX: &str = "ghrt-";
@@ -312,6 +313,24 @@ impl LxdFixture {
         names
     }
 
+    /// Adds the loopback proxy device to the project's `default` profile, so every instance
+    /// (launched with `default` first, as the charm does) reaches the host's 127.0.0.1:port
+    /// at its own 127.0.0.1:port, and nothing else.
+    pub fn route_default_profile_to_host_port(&self, port: u16) {
+        let port = port.to_string();
+        self.lxc_ok(&[
+            "profile",
+            "device",
+            "add",
+            "default",
+            "github-loopback",
+            "proxy",
+            &format!("listen=tcp:127.0.0.1:{port}"),
+            &format!("connect=tcp:127.0.0.1:{port}"),
+            "bind=instance",
+        ]);
+    }
+
     /// A profile giving instances `tcp:127.0.0.1:port` that reaches the host's 127.0.0.1:port.
     pub fn loopback_proxy_profile(&self, port: u16) -> String {
         let name = format!("test-loopback-{port}");
@@ -527,4 +546,21 @@ fn build_fake_runner_tarball(dest: &Path) -> std::io::Result<()> {
         }
     }
     b.into_inner()?.finish()?.sync_all()
+}
+
+/// Waits until `cond` holds, checking with a growing interval (20 ms doubling to 500 ms), at
+/// most `timeout`. True when it held.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
 }
