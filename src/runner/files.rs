@@ -16,6 +16,13 @@ pub const SYSTEM_ENV_FILE: &str = "/etc/environment";
 /// The runner's own environment file, loaded by the runner at start.
 pub const RUNNER_ENV_FILE: &str = "/home/ubuntu/github-runner/.env";
 pub const DOCKER_DAEMON_JSON: &str = "/etc/docker/daemon.json";
+/// The runner's job-started hook (`ACTIONS_RUNNER_HOOK_JOB_STARTED`): root-owned, so a job
+/// cannot change it; records the job for the `runner_start` metric.
+pub const PRE_JOB_SCRIPT: &str = "/usr/local/bin/github-runner-pre-job";
+/// Where the runner (uid 1000) writes its job metrics; read by the charm with one exec.
+pub const METRICS_DIR: &str = "/home/ubuntu/github-runner-metrics";
+/// What [`render_pre_job_script`] writes in [`METRICS_DIR`].
+pub const PRE_JOB_FILE: &str = "pre-job.json";
 
 /// Ubuntu's default PATH: /etc/environment replaces PATH for PAM sessions, so keep it whole.
 const RUNNER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games:/usr/local/games:/snap/bin";
@@ -74,6 +81,10 @@ pub fn render_env_file(
     let mut vars: Vec<(&str, String)> = vec![
         ("PATH", RUNNER_PATH.to_string()),
         ("LANG", "C.UTF-8".to_string()),
+        (
+            "ACTIONS_RUNNER_HOOK_JOB_STARTED",
+            PRE_JOB_SCRIPT.to_string(),
+        ),
     ];
     if let Some(p) = &env.http_proxy {
         vars.push(("HTTP_PROXY", p.clone()));
@@ -163,6 +174,31 @@ pub fn render_start_script(
     )))
 }
 
+/// The job-started hook: writes `<metrics_dir>/pre-job.json` =
+/// `{"workflow", "repository", "event", "timestamp"}` from the job's `GITHUB_*` variables.
+/// POSIX sh (busybox too); values are JSON-escaped (backslash, quote; control characters
+/// dropped); written to a temporary file then renamed, so a reader never sees half of it.
+/// It always exits 0: a metric must never fail the job.
+pub fn render_pre_job_script(metrics_dir: &str) -> String {
+    const TEMPLATE: &str = r#"#!/bin/sh
+# Written by the github-runner charm: records the job for the runner_start metric.
+# Never fails the job.
+dir=@DIR@
+esc() { printf '%s' "$1" | tr -d '\000-\037' | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'; }
+{
+  mkdir -p "$dir" &&
+  printf '{"workflow": "%s", "repository": "%s", "event": "%s", "timestamp": %s}\n' \
+    "$(esc "$GITHUB_WORKFLOW")" "$(esc "$GITHUB_REPOSITORY")" "$(esc "$GITHUB_EVENT_NAME")" \
+    "$(date +%s)" >"$dir/@FILE@.tmp" &&
+  mv -f "$dir/@FILE@.tmp" "$dir/@FILE@"
+} >/dev/null 2>&1
+exit 0
+"#;
+    TEMPLATE
+        .replace("@DIR@", &sh_single_quote(metrics_dir))
+        .replace("@FILE@", PRE_JOB_FILE)
+}
+
 /// Shell run as root: unpacks the pushed tarball into [`RUNNER_DIR`] as uid 1000 (a
 /// tarball from the internet is never unpacked as root), then unpacks the configuration
 /// bundle ([`render_config_bundle`]) read from stdin over `/`, owners and modes as in it.
@@ -193,6 +229,7 @@ pub fn render_config_bundle(
             u64::from(super::RUNNER_UID),
         ),
     ];
+    files.push((PRE_JOB_SCRIPT, render_pre_job_script(METRICS_DIR), 0o755, 0));
     if let Some(json) = render_docker_daemon_json(env) {
         files.push((DOCKER_DAEMON_JSON, json, 0o644, 0));
     }
@@ -226,6 +263,7 @@ pub fn start_command() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn proxied() -> RunnerEnvironment {
         RunnerEnvironment {
@@ -239,7 +277,13 @@ mod tests {
     #[test]
     fn env_file_without_proxy_or_mirror_is_path_and_lang() {
         let text = render_env_file(&RunnerEnvironment::default(), "r-0-0123456789ab").unwrap();
-        assert_eq!(text, format!("PATH={RUNNER_PATH}\nLANG=C.UTF-8\n"));
+        assert_eq!(
+            text,
+            format!(
+                "PATH={RUNNER_PATH}\nLANG=C.UTF-8\n\
+                 ACTIONS_RUNNER_HOOK_JOB_STARTED=/usr/local/bin/github-runner-pre-job\n"
+            )
+        );
     }
 
     #[test]
@@ -371,5 +415,81 @@ mod tests {
         assert!(extract_command()
             .contains("tar -xzf /home/ubuntu/github-runner.tar.gz -C /home/ubuntu/github-runner"));
         assert!(start_command().contains("setsid /root/github-runner-start.sh </dev/null >>/var/log/github-runner-start.log 2>&1 &"));
+    }
+
+    fn run_pre_job(script_dir: &Path, metrics_dir: &Path, vars: &[(&str, &str)]) -> i32 {
+        let path = script_dir.join("pre-job");
+        std::fs::write(&path, render_pre_job_script(metrics_dir.to_str().unwrap())).unwrap();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg(&path).env_clear().env("PATH", "/usr/bin:/bin");
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.status().unwrap().code().unwrap()
+    }
+
+    #[test]
+    fn pre_job_script_records_the_job_as_json_even_with_hostile_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = dir.path().join("it's metrics");
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let workflow = "CI \"nightly\" \\ $(reboot) `id`\ttab";
+        let code = run_pre_job(
+            dir.path(),
+            &metrics,
+            &[
+                ("GITHUB_WORKFLOW", workflow),
+                ("GITHUB_REPOSITORY", "canonical/github-runner"),
+                ("GITHUB_EVENT_NAME", "pull_request"),
+            ],
+        );
+        assert_eq!(code, 0);
+        let text = std::fs::read_to_string(metrics.join(PRE_JOB_FILE)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["workflow"], "CI \"nightly\" \\ $(reboot) `id`tab");
+        assert_eq!(v["repository"], "canonical/github-runner");
+        assert_eq!(v["event"], "pull_request");
+        let at = v["timestamp"].as_u64().unwrap();
+        assert!(at >= before && at <= before + 60, "{at} vs {before}");
+        // Only the file itself is left: the temporary one was renamed.
+        assert_eq!(std::fs::read_dir(&metrics).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn pre_job_script_never_fails_the_job() {
+        let dir = tempfile::tempdir().unwrap();
+        // A regular file where the directory should be: mkdir fails.
+        let blocker = dir.path().join("blocker");
+        std::fs::write(&blocker, "").unwrap();
+        assert_eq!(run_pre_job(dir.path(), &blocker.join("sub"), &[]), 0);
+        // Unset variables give empty strings, still valid JSON.
+        let metrics = dir.path().join("m");
+        assert_eq!(run_pre_job(dir.path(), &metrics, &[]), 0);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(metrics.join(PRE_JOB_FILE)).unwrap())
+                .unwrap();
+        assert_eq!(v["workflow"], "");
+    }
+
+    #[test]
+    fn bundle_carries_the_pre_job_hook_root_owned_and_executable() {
+        let bundle = render_config_bundle(&RunnerEnvironment::default(), "r").unwrap();
+        let mut archive = tar::Archive::new(bundle.as_slice());
+        let mut found = false;
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap().to_str() == Some("usr/local/bin/github-runner-pre-job") {
+                assert_eq!(entry.header().mode().unwrap(), 0o755);
+                assert_eq!(entry.header().uid().unwrap(), 0);
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+                assert_eq!(text, render_pre_job_script(METRICS_DIR));
+                found = true;
+            }
+        }
+        assert!(found);
     }
 }
