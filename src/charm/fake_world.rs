@@ -46,6 +46,8 @@ pub struct World {
     /// Every GitHub call as `METHOD what token`.
     pub github_calls: Vec<String>,
     pub execs: usize,
+    /// What every instance's pre-job.json holds (none: `cat` fails).
+    pub pre_job: Option<String>,
 }
 
 /// One shared world; the LXD and each GitHub client (one per token) look at it.
@@ -230,6 +232,20 @@ impl Lxd for FakeLxd {
             return Err(LxdError::InstanceNotFound(instance.into()));
         }
         let script = spec.argv.last().cloned().unwrap_or_default();
+        if script.ends_with("pre-job.json") {
+            return Ok(match &w.pre_job {
+                Some(json) => ExecOutput {
+                    exit_code: 0,
+                    stdout: json.clone(),
+                    stderr: String::new(),
+                },
+                None => ExecOutput {
+                    exit_code: 1,
+                    stdout: String::new(),
+                    stderr: "cat: pre-job.json: No such file or directory".into(),
+                },
+            });
+        }
         // The job-start probe: no job has started (no _work dir).
         let exit_code = if script.contains("_work") { 3 } else { 0 };
         Ok(ExecOutput {

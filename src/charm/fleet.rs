@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use super::runner_metrics::{PreJob, PreJobReader};
 use super::runtime::Runtime;
 use crate::github::download::tarball_path;
 use crate::github::status::{disposition, Disposition};
@@ -326,6 +327,61 @@ impl RunnerOps for CharmRunnerOps<'_> {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The runner_start data of a busy runner: one exec (`cat` of the file its pre-job hook
+/// wrote), as uid 1000 so nothing runs as root for it.
+impl PreJobReader for CharmRunnerOps<'_> {
+    fn read_pre_job(&self, name: &RunnerName) -> Option<PreJob> {
+        let spec = ExecSpec {
+            argv: vec![
+                "/bin/cat".into(),
+                format!("{}/{}", files::METRICS_DIR, files::PRE_JOB_FILE),
+            ],
+            uid: runner::RUNNER_UID,
+            gid: runner::RUNNER_UID,
+            timeout: JOB_STARTED_TIMEOUT,
+            ..ExecSpec::default()
+        };
+        match self.rt.lxd.exec(name.as_str(), &spec) {
+            Ok(out) => match parse_pre_job(&out) {
+                Ok(pre) => Some(pre),
+                Err(e) => {
+                    tracing::warn!(runner = %name, "no runner_start metric: {e}");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(runner = %name, "no runner_start metric: {e}");
+                None
+            }
+        }
+    }
+
+    fn created_at(&self, name: &RunnerName) -> Option<u64> {
+        self.seen_instance(name.as_str())
+            .map(|i| i.created_at_epoch)
+    }
+}
+
+/// What reading `pre-job.json` printed. Over 1024 bytes is refused, as in the Python charm
+/// (the job could write anything there).
+pub fn parse_pre_job(out: &ExecOutput) -> Result<PreJob, String> {
+    const MAX_PRE_JOB_BYTES: usize = 1024;
+    if out.exit_code != 0 {
+        return Err(format!(
+            "reading pre-job.json exited with {}: {}",
+            out.exit_code,
+            out.stderr.trim()
+        ));
+    }
+    if out.stdout.len() > MAX_PRE_JOB_BYTES {
+        return Err(format!(
+            "pre-job.json holds {} bytes, over {MAX_PRE_JOB_BYTES}",
+            out.stdout.len()
+        ));
+    }
+    serde_json::from_str(&out.stdout).map_err(|e| format!("pre-job.json is not valid: {e}"))
 }
 
 /// The manager's view of a listener check: only a definite "not running" is grounds for
@@ -678,5 +734,32 @@ mod tests {
         assert_eq!(ops.job_started_at(&name), Ok(None));
         assert_eq!(world.lock().execs, before + 1);
         assert_eq!(ops.job_started_at(&RunnerName("gone".into())), Ok(None));
+    }
+
+    #[test]
+    fn pre_job_output_is_parsed_and_bounded() {
+        let json = r#"{"workflow": "CI", "repository": "o/r", "event": "push", "timestamp": 7}"#;
+        assert_eq!(
+            parse_pre_job(&out(0, json)),
+            Ok(PreJob {
+                workflow: "CI".into(),
+                repository: "o/r".into(),
+                event: "push".into(),
+                timestamp: 7,
+            })
+        );
+        assert!(parse_pre_job(&out(1, ""))
+            .unwrap_err()
+            .contains("exited with 1"));
+        assert!(parse_pre_job(&out(0, "{"))
+            .unwrap_err()
+            .contains("not valid"));
+        let huge = format!(
+            r#"{{"workflow": "{}", "repository": "o/r", "event": "push", "timestamp": 7}}"#,
+            "x".repeat(1100)
+        );
+        assert!(parse_pre_job(&out(0, &huge))
+            .unwrap_err()
+            .contains("over 1024"));
     }
 }

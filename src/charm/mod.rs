@@ -13,6 +13,7 @@ pub mod leader;
 pub mod lifecycle;
 pub mod reconcile;
 pub mod relations;
+pub mod runner_metrics;
 pub mod runtime;
 pub mod setup;
 pub mod status;

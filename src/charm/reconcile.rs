@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::config_changed;
 use super::fleet::{self, CharmRunnerOps};
+use super::runner_metrics;
 use super::runtime::{Runtime, RuntimeError};
 use super::setup;
 use super::status::{self, Readiness};
@@ -234,6 +235,13 @@ fn reconcile_locked(
     };
     let result = manager_reconcile::reconcile(&ops, &*rt.clock, &settings, options.progress);
     if let Ok(outcome) = &result {
+        runner_metrics::issue_for_round(
+            &rt.paths,
+            &ops,
+            &*rt.clock,
+            &rt.identity.app,
+            &outcome.plan,
+        );
         issue_metric(rt, outcome);
     }
     let readiness = Readiness {
@@ -502,6 +510,50 @@ mod tests {
         unit.with(3, reconcile).unwrap();
         assert_eq!(unit.world.lock().github_calls, vec!["list ghp_secret"]);
         assert_eq!(unit.world.lock().execs, 3);
+    }
+
+    #[test]
+    fn a_busy_runner_costs_one_exec_once_and_its_job_start_then_stop_are_issued() {
+        let unit = Unit::new();
+        unit.with(2, reconcile).unwrap();
+        unit.world.bring_online();
+        unit.with(2, reconcile).unwrap();
+        unit.world.lock().pre_job = Some(
+            r#"{"workflow": "CI", "repository": "o/r", "event": "push", "timestamp": 1700000000}"#
+                .into(),
+        );
+        let busy = {
+            let mut world = unit.world.lock();
+            let (runner, _) = world.runners.values_mut().next().unwrap();
+            runner.busy = true;
+            runner.name.clone()
+        };
+        let execs = |f: &dyn Fn()| {
+            let before = unit.world.lock().execs;
+            f();
+            unit.world.lock().execs - before
+        };
+        // One probe of the idle runner, one read of the newly busy one; then only the probe.
+        assert_eq!(execs(&|| drop(unit.with(2, reconcile).unwrap())), 2);
+        assert_eq!(execs(&|| drop(unit.with(2, reconcile).unwrap())), 1);
+        // The job ends: the ephemeral runner deregisters itself.
+        unit.world.lock().runners.retain(|_, (r, _)| r.name != busy);
+        unit.world.clock.advance(Duration::from_secs(90));
+        unit.with(2, reconcile).unwrap();
+
+        let metrics =
+            std::fs::read_to_string(HostPaths::new(unit.root.path()).metrics_log()).unwrap();
+        let jobs: Vec<serde_json::Value> = metrics
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["event"] == "runner_start" || l["event"] == "runner_stop")
+            .collect();
+        assert_eq!(jobs.len(), 2, "{metrics}");
+        assert_eq!(jobs[0]["event"], "runner_start");
+        assert_eq!(jobs[0]["workflow"], "CI");
+        assert_eq!(jobs[1]["event"], "runner_stop");
+        assert_eq!(jobs[1]["status"], "normal");
+        assert_eq!(jobs[1]["repo"], "o/r");
     }
 
     #[test]

@@ -1,0 +1,335 @@
+use std::cell::RefCell;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::github::RunnerOnline;
+use crate::host::metrics::MetricLine;
+use crate::manager::planner::{Removal, RemovalTarget, RunnerView};
+
+const NOW: u64 = 1_700_000_000;
+
+fn view(name: &str, condition: Condition) -> RunnerView {
+    RunnerView {
+        name: RunnerName(name.into()),
+        condition,
+        has_instance: true,
+        github_id: Some(1),
+        online: Some(RunnerOnline::Online),
+    }
+}
+
+fn removal(name: &str, reason: RemovalReason) -> Removal {
+    Removal {
+        target: RemovalTarget {
+            name: RunnerName(name.into()),
+            has_instance: true,
+            github_id: None,
+        },
+        reason,
+        force: false,
+    }
+}
+
+fn plan(runners: Vec<RunnerView>, removals: Vec<Removal>) -> Plan {
+    Plan {
+        runners,
+        removals,
+        ..Plan::empty(2)
+    }
+}
+
+fn pre(workflow: &str, at: u64) -> PreJob {
+    PreJob {
+        workflow: workflow.into(),
+        repository: "o/r".into(),
+        event: "push".into(),
+        timestamp: at,
+    }
+}
+
+fn started(workflow: &str, at: u64) -> Option<StartedRunner> {
+    Some(StartedRunner {
+        workflow: workflow.into(),
+        repo: "o/r".into(),
+        event: "push".into(),
+        started_at: at,
+        installed_at: at - 100,
+    })
+}
+
+fn decide_with(
+    record: &StartedRecord,
+    plan: &Plan,
+    pre_jobs: &[(&str, PreJob)],
+    created: &[(&str, u64)],
+) -> Decision {
+    let pre_jobs: BTreeMap<String, PreJob> = pre_jobs
+        .iter()
+        .map(|(n, p)| (n.to_string(), p.clone()))
+        .collect();
+    let created_at: BTreeMap<String, u64> =
+        created.iter().map(|(n, at)| (n.to_string(), *at)).collect();
+    decide(
+        record,
+        &RoundFacts {
+            flavor: "gr",
+            plan,
+            pre_jobs: &pre_jobs,
+            created_at: &created_at,
+            now: NOW,
+        },
+    )
+}
+
+#[test]
+fn only_busy_runners_with_an_instance_not_yet_recorded_are_read() {
+    let mut busy_gone = view("c", Condition::Busy);
+    busy_gone.has_instance = false;
+    let p = plan(
+        vec![
+            view("a", Condition::Busy),
+            view("b", Condition::Busy),
+            busy_gone,
+            view("d", Condition::Idle),
+            view("e", Condition::Creating),
+            view("f", Condition::BusyWithoutInstance),
+        ],
+        vec![],
+    );
+    let record: StartedRecord = [("b".to_string(), started("CI", NOW - 5))].into();
+    assert_eq!(newly_busy(&record, &p), vec![RunnerName("a".into())]);
+    assert!(newly_busy(&StartedRecord::new(), &plan(vec![], vec![])).is_empty());
+}
+
+#[test]
+fn a_newly_busy_runner_starts_with_its_idle_time_and_is_recorded() {
+    let p = plan(
+        vec![view("a", Condition::Busy), view("i", Condition::Idle)],
+        vec![],
+    );
+    let d = decide_with(
+        &StartedRecord::new(),
+        &p,
+        &[("a", pre("CI", NOW - 10))],
+        &[("a", NOW - 70)],
+    );
+    assert_eq!(
+        d.starts,
+        vec![RunnerStart {
+            flavor: "gr".into(),
+            workflow: "CI".into(),
+            repo: "o/r".into(),
+            github_event: "push".into(),
+            idle: 60.0,
+            queue_duration: None,
+        }]
+    );
+    assert!(d.stops.is_empty());
+    assert_eq!(
+        d.record,
+        [(
+            "a".to_string(),
+            Some(StartedRunner {
+                workflow: "CI".into(),
+                repo: "o/r".into(),
+                event: "push".into(),
+                started_at: NOW - 10,
+                installed_at: NOW - 70,
+            })
+        )]
+        .into()
+    );
+}
+
+#[test]
+fn a_still_busy_recorded_runner_issues_nothing_again() {
+    let p = plan(vec![view("a", Condition::Busy)], vec![]);
+    let record: StartedRecord = [("a".to_string(), started("CI", NOW - 30))].into();
+    let d = decide_with(&record, &p, &[], &[]);
+    assert!(d.starts.is_empty() && d.stops.is_empty());
+    assert_eq!(d.record, record);
+}
+
+#[test]
+fn unreadable_pre_job_data_is_recorded_without_a_start_and_ends_without_a_stop() {
+    let busy = plan(vec![view("a", Condition::Busy)], vec![]);
+    let d = decide_with(&StartedRecord::new(), &busy, &[], &[("a", NOW - 5)]);
+    assert!(d.starts.is_empty());
+    assert_eq!(d.record, [("a".to_string(), None)].into());
+    assert!(newly_busy(&d.record, &busy).is_empty(), "never read again");
+    let gone = decide_with(
+        &d.record,
+        &plan(vec![], vec![removal("a", RemovalReason::ListenerDown)]),
+        &[],
+        &[],
+    );
+    assert!(gone.starts.is_empty() && gone.stops.is_empty());
+    assert!(gone.record.is_empty());
+}
+
+#[test]
+fn removal_reasons_give_the_stop_status() {
+    for (reason, status) in [
+        (RemovalReason::RegistrationGone, StopStatus::Normal),
+        (RemovalReason::ListenerDown, StopStatus::Abnormal),
+        (RemovalReason::NeverStarted, StopStatus::Abnormal),
+        (RemovalReason::InstanceError, StopStatus::Abnormal),
+        (RemovalReason::InstanceStopped, StopStatus::Abnormal),
+        (RemovalReason::Offline, StopStatus::Abnormal),
+        (RemovalReason::Flush, StopStatus::Abnormal),
+    ] {
+        assert_eq!(stop_status(reason), status, "{reason:?}");
+        let record: StartedRecord = [("a".to_string(), started("CI", NOW - 42))].into();
+        let mut seen = view("a", Condition::Removing(reason));
+        seen.online = None;
+        let d = decide_with(
+            &record,
+            &plan(vec![seen], vec![removal("a", reason)]),
+            &[],
+            &[],
+        );
+        assert_eq!(
+            d.stops,
+            vec![RunnerStop {
+                flavor: "gr".into(),
+                workflow: "CI".into(),
+                repo: "o/r".into(),
+                github_event: "push".into(),
+                status,
+                status_info: None,
+                job_duration: 42.0,
+                job_conclusion: None,
+            }],
+            "{reason:?}"
+        );
+        assert!(d.record.is_empty());
+    }
+}
+
+#[test]
+fn a_recorded_runner_seen_nowhere_stopped_normally() {
+    let record: StartedRecord = [
+        ("gone".to_string(), started("CI", NOW - 300)),
+        ("busy".to_string(), started("Build", NOW - 20)),
+    ]
+    .into();
+    let d = decide_with(
+        &record,
+        &plan(vec![view("busy", Condition::Busy)], vec![]),
+        &[],
+        &[],
+    );
+    assert_eq!(d.stops.len(), 1);
+    assert_eq!(d.stops[0].workflow, "CI");
+    assert_eq!(d.stops[0].status, StopStatus::Normal);
+    assert_eq!(d.stops[0].job_duration, 300.0);
+    assert_eq!(d.record.keys().collect::<Vec<_>>(), ["busy"]);
+}
+
+#[test]
+fn a_clock_behind_the_instance_gives_zero_not_a_wrap() {
+    let p = plan(vec![view("a", Condition::Busy)], vec![]);
+    let d = decide_with(
+        &StartedRecord::new(),
+        &p,
+        &[("a", pre("CI", NOW + 50))],
+        &[("a", NOW + 100)],
+    );
+    assert_eq!(d.starts[0].idle, 0.0);
+    let stop = decide_with(&d.record, &plan(vec![], vec![]), &[], &[]);
+    assert_eq!(stop.stops[0].job_duration, 0.0);
+}
+
+#[test]
+fn start_and_stop_in_one_round_for_different_runners() {
+    let record: StartedRecord = [("old".to_string(), started("CI", NOW - 60))].into();
+    let p = plan(
+        vec![view("new", Condition::Busy)],
+        vec![removal("old", RemovalReason::RegistrationGone)],
+    );
+    let d = decide_with(&record, &p, &[("new", pre("Lint", NOW))], &[("new", NOW)]);
+    assert_eq!(d.starts.len(), 1);
+    assert_eq!(d.starts[0].workflow, "Lint");
+    assert_eq!(d.stops.len(), 1);
+    assert_eq!(d.stops[0].workflow, "CI");
+    assert_eq!(d.record.keys().collect::<Vec<_>>(), ["new"]);
+}
+
+/// Counts the reads; serves pre-job data for names it knows.
+struct Reader {
+    pre: BTreeMap<String, PreJob>,
+    reads: RefCell<Vec<String>>,
+}
+
+impl PreJobReader for Reader {
+    fn read_pre_job(&self, name: &RunnerName) -> Option<PreJob> {
+        self.reads.borrow_mut().push(name.0.clone());
+        self.pre.get(name.as_str()).cloned()
+    }
+    fn created_at(&self, _name: &RunnerName) -> Option<u64> {
+        Some(NOW - 100)
+    }
+}
+
+#[test]
+fn rounds_issue_start_then_stop_reading_each_busy_runner_once() {
+    let root = tempfile::tempdir().unwrap();
+    let paths = HostPaths::new(root.path());
+    let clock = ManualClock::at(NOW);
+    let reader = Reader {
+        pre: [("a".to_string(), pre("CI", NOW - 40))].into(),
+        reads: RefCell::new(vec![]),
+    };
+    let busy = plan(
+        vec![view("a", Condition::Busy), view("i", Condition::Idle)],
+        vec![],
+    );
+    issue_for_round(&paths, &reader, &clock, "gr", &busy);
+    issue_for_round(&paths, &reader, &clock, "gr", &busy);
+    assert_eq!(*reader.reads.borrow(), ["a"], "read once, idle never");
+    clock.advance(std::time::Duration::from_secs(20));
+    let done = plan(vec![], vec![removal("a", RemovalReason::RegistrationGone)]);
+    issue_for_round(&paths, &reader, &clock, "gr", &done);
+
+    let text = std::fs::read_to_string(paths.metrics_log()).unwrap();
+    let lines: Vec<MetricLine> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    match (&lines[0].event, &lines[1].event) {
+        (MetricEvent::RunnerStart(s), MetricEvent::RunnerStop(e)) => {
+            assert_eq!(s.idle, 60.0);
+            assert_eq!(e.status, StopStatus::Normal);
+            assert_eq!(e.job_duration, 60.0);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(load_record(&paths).unwrap().is_empty());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(record_path(&paths))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn a_corrupt_record_is_reported_and_replaced() {
+    let root = tempfile::tempdir().unwrap();
+    let paths = HostPaths::new(root.path());
+    std::fs::create_dir_all(paths.state_dir()).unwrap();
+    std::fs::write(record_path(&paths), "{not json").unwrap();
+    let err = load_record(&paths).unwrap_err();
+    assert!(err.to_string().contains("started-runners.json"), "{err}");
+    let reader = Reader {
+        pre: BTreeMap::new(),
+        reads: RefCell::new(vec![]),
+    };
+    let busy = plan(vec![view("a", Condition::Busy)], vec![]);
+    issue_for_round(&paths, &reader, &ManualClock::at(NOW), "gr", &busy);
+    assert_eq!(
+        load_record(&paths).unwrap(),
+        [("a".to_string(), None)].into()
+    );
+}
