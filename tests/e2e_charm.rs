@@ -315,7 +315,25 @@ fn a_runner_that_finishes_its_job_is_replaced() {
     let before = env.instances();
     let finished = before[0].clone();
 
-    let job = env.gh.assign_job(&finished).expect("assign a job");
+    // Held, so a reconcile sees the runner busy (runner_start), then released.
+    let job = env.gh.assign_held_job(&finished).expect("assign a job");
+    assert!(
+        env.gh
+            .wait_until(GONE_WITHIN, |s| s.runner(&finished).is_some_and(|r| r.busy)),
+        "the runner did not take its job"
+    );
+    // The job-started hook ran in the instance (what the next reconcile reads).
+    let pre_job = "/home/ubuntu/github-runner-metrics/pre-job.json";
+    assert!(
+        lxd_fixture::wait_for(GONE_WITHIN, || env
+            .fx
+            .lxc(&["exec", &finished, "--", "test", "-s", pre_job])
+            .status
+            .success()),
+        "the job-started hook did not write {pre_job}"
+    );
+    env.reconcile().assert_ok();
+    assert!(env.gh.release_job(job));
     assert!(
         env.gh
             .wait_until(GONE_WITHIN, |s| s.runner(&finished).is_none()
@@ -335,4 +353,21 @@ fn a_runner_that_finishes_its_job_is_replaced() {
     assert!(!after.contains(&finished));
     assert!(after.contains(&before[1]), "the other runner was kept");
     env.assert_runners(2);
+
+    let log = env.h.host_root.join("var/log/github-runner-metrics.log");
+    let text = std::fs::read_to_string(&log).expect("read the metrics log");
+    let jobs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+        .filter(|l| l["event"] == "runner_start" || l["event"] == "runner_stop")
+        .collect();
+    assert_eq!(jobs.len(), 2, "{text}");
+    assert_eq!(jobs[0]["event"], "runner_start");
+    assert_eq!(jobs[0]["workflow"], "fake-workflow");
+    assert_eq!(jobs[0]["repo"], "fake-owner/fake-repo");
+    assert_eq!(jobs[0]["github_event"], "workflow_dispatch");
+    assert!(jobs[0]["idle"].as_f64().is_some_and(|s| s >= 0.0), "{text}");
+    assert_eq!(jobs[1]["event"], "runner_stop");
+    assert_eq!(jobs[1]["status"], "normal");
+    assert_eq!(jobs[1]["workflow"], "fake-workflow");
 }
