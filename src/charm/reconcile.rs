@@ -205,6 +205,15 @@ fn flush_locked(
 ) -> FlushRun {
     let ops = CharmRunnerOps::new(rt);
     let result = manager_flush::flush(&ops, &*rt.clock, mode, rt.concurrency, progress);
+    if let Ok(outcome) = &result {
+        let removed: Vec<_> = outcome
+            .report
+            .removed
+            .iter()
+            .map(|r| (r.name.clone(), r.reason))
+            .collect();
+        runner_metrics::issue_for_flush(&rt.paths, &*rt.clock, &rt.identity.app, &removed);
+    }
     match &result {
         Ok(outcome) => tracing::info!(
             %mode,

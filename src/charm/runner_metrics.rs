@@ -111,16 +111,11 @@ pub fn decide(record: &StartedRecord, facts: &RoundFacts<'_>) -> Decision {
             (None, _) => {
                 decision.record.insert(name.clone(), started.clone());
             }
-            (Some(status), Some(job)) => decision.stops.push(RunnerStop {
-                flavor: facts.flavor.to_string(),
-                workflow: job.workflow.clone(),
-                repo: job.repo.clone(),
-                github_event: job.event.clone(),
-                status,
-                status_info: None,
-                job_duration: facts.now.saturating_sub(job.started_at) as f64,
-                job_conclusion: None,
-            }),
+            (Some(status), Some(job)) => {
+                decision
+                    .stops
+                    .push(stop_event(facts.flavor, job, status, facts.now))
+            }
             (Some(_), None) => {}
         }
     }
@@ -146,6 +141,41 @@ pub fn decide(record: &StartedRecord, facts: &RoundFacts<'_>) -> Decision {
         decision.record.insert(name.0, started);
     }
     decision
+}
+
+/// Recorded runners a flush removed (`removed`: name and reason) stop with
+/// [`stop_status`]; the rest of the record is kept. Pure.
+pub fn decide_removed(
+    record: &StartedRecord,
+    removed: &[(RunnerName, RemovalReason)],
+    flavor: &str,
+    now: u64,
+) -> Decision {
+    let mut decision = Decision {
+        record: record.clone(),
+        ..Decision::default()
+    };
+    for (name, reason) in removed {
+        if let Some(Some(job)) = decision.record.remove(name.as_str()) {
+            decision
+                .stops
+                .push(stop_event(flavor, &job, stop_status(*reason), now));
+        }
+    }
+    decision
+}
+
+fn stop_event(flavor: &str, job: &StartedRunner, status: StopStatus, now: u64) -> RunnerStop {
+    RunnerStop {
+        flavor: flavor.to_string(),
+        workflow: job.workflow.clone(),
+        repo: job.repo.clone(),
+        github_event: job.event.clone(),
+        status,
+        status_info: None,
+        job_duration: now.saturating_sub(job.started_at) as f64,
+        job_conclusion: None,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +260,35 @@ pub fn issue_for_round(
             now: clock.now_epoch(),
         },
     );
+    apply(paths, clock, &record, decision)
+}
+
+/// After a flush: the runner_stop of recorded runners it removed (a busy runner flushed
+/// lost its job), so the next reconcile does not take them for normally finished.
+pub fn issue_for_flush(
+    paths: &HostPaths,
+    clock: &dyn crate::clock::Clock,
+    flavor: &str,
+    removed: &[(RunnerName, RemovalReason)],
+) -> Decision {
+    let record = match load_record(paths) {
+        Ok(record) => record,
+        Err(e) => {
+            tracing::warn!("{e}");
+            return Decision::default();
+        }
+    };
+    let decision = decide_removed(&record, removed, flavor, clock.now_epoch());
+    apply(paths, clock, &record, decision)
+}
+
+/// Append the decided events, then save the record when it changed.
+fn apply(
+    paths: &HostPaths,
+    clock: &dyn crate::clock::Clock,
+    before: &StartedRecord,
+    decision: Decision,
+) -> Decision {
     let log = MetricsLog::new(paths);
     let events = decision
         .starts
@@ -242,7 +301,7 @@ pub fn issue_for_round(
             tracing::warn!("{e}");
         }
     }
-    if decision.record != record {
+    if &decision.record != before {
         if let Err(e) = save_record(paths, &decision.record) {
             tracing::warn!("{e}");
         }

@@ -333,3 +333,48 @@ fn a_corrupt_record_is_reported_and_replaced() {
         [("a".to_string(), None)].into()
     );
 }
+
+#[test]
+fn a_flush_stops_the_recorded_runners_it_removed_abnormally_and_keeps_the_rest() {
+    let record: StartedRecord = [
+        ("a".to_string(), started("CI", NOW - 30)),
+        ("b".to_string(), started("Build", NOW - 10)),
+        ("c".to_string(), None),
+    ]
+    .into();
+    let removed = [
+        (RunnerName("a".into()), RemovalReason::Flush),
+        (RunnerName("c".into()), RemovalReason::Flush),
+        (RunnerName("idle".into()), RemovalReason::Flush),
+    ];
+    let d = decide_removed(&record, &removed, "gr", NOW);
+    assert!(d.starts.is_empty());
+    assert_eq!(d.stops.len(), 1);
+    assert_eq!(d.stops[0].workflow, "CI");
+    assert_eq!(d.stops[0].status, StopStatus::Abnormal);
+    assert_eq!(d.stops[0].job_duration, 30.0);
+    assert_eq!(d.record.keys().collect::<Vec<_>>(), ["b"]);
+    assert_eq!(decide_removed(&record, &[], "gr", NOW).record, record);
+}
+
+#[test]
+fn issue_for_flush_writes_the_stop_and_the_smaller_record() {
+    let root = tempfile::tempdir().unwrap();
+    let paths = HostPaths::new(root.path());
+    let record: StartedRecord = [("a".to_string(), started("CI", NOW - 30))].into();
+    save_record(&paths, &record).unwrap();
+    let clock = ManualClock::at(NOW);
+    issue_for_flush(
+        &paths,
+        &clock,
+        "gr",
+        &[(RunnerName("a".into()), RemovalReason::Flush)],
+    );
+    let text = std::fs::read_to_string(paths.metrics_log()).unwrap();
+    let line: MetricLine = serde_json::from_str(text.trim()).unwrap();
+    assert!(
+        matches!(&line.event, MetricEvent::RunnerStop(s) if s.status == StopStatus::Abnormal),
+        "{text}"
+    );
+    assert!(load_record(&paths).unwrap().is_empty());
+}
