@@ -33,7 +33,6 @@ use github_runner::paths::HostPaths;
 use github_runner::runner::RunnerEnvironment;
 use lxd_fixture::LxdFixture;
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,19 +87,7 @@ impl Unit {
         std::fs::create_dir_all(tarball.parent().expect("tarball has a dir")).expect("binary dir");
         std::fs::copy(fx.fake_runner_tarball(), &tarball).expect("place the runner tarball");
 
-        let lxc_log = tmp.path().join("lxc.calls");
-        let wrapper = tmp.path().join("lxc");
-        let real = which::which("lxc").expect("lxc on PATH");
-        std::fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
-                lxc_log.display(),
-                real.display()
-            ),
-        )
-        .expect("write lxc wrapper");
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let (wrapper, lxc_log) = lxd_fixture::write_counting_lxc(tmp.path());
         let lxd = LxcCli::with_binary(wrapper, paths.lxd_conf_dir())
             .expect("lxc client")
             .in_project(fx.project.clone());
@@ -190,7 +177,7 @@ impl Unit {
             lxc: calls.len(),
             lxc_exec: calls
                 .iter()
-                .filter(|c| subcommand(c) == Some("exec"))
+                .filter(|c| lxd_fixture::lxc_subcommand(c) == Some("exec"))
                 .count(),
             health_checks: outcome.health_checks,
         };
@@ -216,20 +203,6 @@ fn config(gh: &FakeGitHub) -> CharmConfig {
         juju_proxy_configured: false,
     };
     validate(&raw, &ctx).unwrap_or_else(|e| panic!("bench config: {e}"))
-}
-
-/// The `lxc` subcommand of a logged argument line (after `--project X` and flags).
-fn subcommand(line: &str) -> Option<&str> {
-    let mut words = line.split_whitespace();
-    loop {
-        match words.next()? {
-            "--project" => {
-                words.next();
-            }
-            w if w.starts_with('-') => {}
-            w => return Some(w),
-        }
-    }
 }
 
 fn secs(d: Duration) -> String {

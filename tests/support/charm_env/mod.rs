@@ -9,7 +9,7 @@
 //! - `GITHUB_RUNNER_HOST_ROOT` = the harness's temp host root, `GITHUB_RUNNER_LXD_PROJECT` =
 //!   the test project;
 //! - Juju storage `runner/0` at the one directory every test shares (see [`runner_storage_dir`]);
-//! - the recording fake `systemctl` of tests/support (and optionally a counting `lxc` wrapper) first on the hook's PATH;
+//! - the recording fake `systemctl` of tests/support first on the hook's PATH;
 //! - config: `github-url` = the fake, `test-mode=insecure`, its token, `path` = [`REPO`].
 //!
 //! Include with the three support modules it composes:
@@ -79,7 +79,7 @@ pub struct CharmEnv {
     pub h: Harness,
     pub gh: FakeGitHub,
     pub fx: LxdFixture,
-    /// First on the hook's PATH: fake systemctl, optional lxc wrapper.
+    /// First on the hook's PATH: the fake systemctl.
     pub bin_dir: PathBuf,
     pub unit: UnitIdentity,
     _tmp: tempfile::TempDir,
@@ -153,40 +153,6 @@ impl CharmEnv {
             unit,
             _tmp: tmp,
         }
-    }
-
-    /// Put a wrapper named `lxc` first on the hook's PATH that appends each call's arguments
-    /// to [`CharmEnv::lxc_calls`]'s file, then runs the real `lxc`.
-    pub fn count_lxc_calls(&self) {
-        let real = which::which("lxc").expect("lxc on PATH");
-        let log = self.bin_dir.join("lxc.calls");
-        let script = format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
-            log.display(),
-            real.display()
-        );
-        write_executable(&self.bin_dir.join("lxc"), &script);
-    }
-
-    /// Every `lxc` call since the wrapper was installed (or last cleared), as argument lines.
-    pub fn lxc_calls(&self) -> Vec<String> {
-        std::fs::read_to_string(self.bin_dir.join("lxc.calls"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    pub fn clear_lxc_calls(&self) {
-        let _ = std::fs::remove_file(self.bin_dir.join("lxc.calls"));
-    }
-
-    /// `lxc exec` calls among [`CharmEnv::lxc_calls`] (the subcommand after any `--project X`).
-    pub fn lxc_exec_count(&self) -> usize {
-        self.lxc_calls()
-            .iter()
-            .filter(|line| lxc_subcommand(line) == Some("exec"))
-            .count()
     }
 
     // ---- Juju events ----
@@ -454,19 +420,6 @@ impl CharmEnv {
             "-c",
             &format!("{OWNER_CONFIG_KEY}={}", self.unit.owner_value()),
         ]);
-    }
-}
-
-fn lxc_subcommand(line: &str) -> Option<&str> {
-    let mut words = line.split_whitespace();
-    loop {
-        match words.next()? {
-            "--project" => {
-                words.next();
-            }
-            w if w.starts_with('-') => {}
-            w => return Some(w),
-        }
     }
 }
 

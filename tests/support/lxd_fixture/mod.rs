@@ -564,3 +564,35 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         pause = (pause * 2).min(Duration::from_millis(500));
     }
 }
+
+/// Writes `<dir>/lxc`, a wrapper that appends each call's arguments as one line to
+/// `<dir>/lxc.calls`, then runs the real `lxc`. Returns (wrapper, log).
+pub fn write_counting_lxc(dir: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let real = which::which("lxc").expect("lxc on PATH");
+    let wrapper = dir.join("lxc");
+    let log = dir.join("lxc.calls");
+    let script = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+        log.display(),
+        real.display()
+    );
+    std::fs::write(&wrapper, script).expect("write lxc wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod lxc wrapper");
+    (wrapper, log)
+}
+
+/// The `lxc` subcommand of a logged argument line (after `--project X` and flags).
+pub fn lxc_subcommand(line: &str) -> Option<&str> {
+    let mut words = line.split_whitespace();
+    loop {
+        match words.next()? {
+            "--project" => {
+                words.next();
+            }
+            w if w.starts_with('-') => {}
+            w => return Some(w),
+        }
+    }
+}
