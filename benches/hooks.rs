@@ -9,6 +9,8 @@
 //! part of that spent waiting on hook-tool processes; `own` = `in main` - `tools`, the
 //! charm's own code; `startup` = `wall` - `in main` (sh + exec + dynamic loading). Medians.
 
+#[path = "../tests/support/executable.rs"]
+mod executable;
 #[path = "../tests/support/juju_harness/mod.rs"]
 mod juju_harness;
 

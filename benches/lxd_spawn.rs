@@ -7,6 +7,8 @@
 //! `LXD_BENCH_SIZES=1,5,10`, `LXD_BENCH_PARALLELISM=4` and `LXD_BENCH_REPEAT=3` (best of)
 //! override the defaults.
 
+#[path = "../tests/support/executable.rs"]
+mod executable;
 #[path = "../tests/support/fake_github/mod.rs"]
 mod fake_github;
 #[path = "../tests/support/lxd_fixture/mod.rs"]

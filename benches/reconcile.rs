@@ -12,6 +12,8 @@
 //! Targets: the steady state costs one listing and no exec beyond the health checks; from
 //! zero, parallel is at least 3x faster than serial.
 
+#[path = "../tests/support/executable.rs"]
+mod executable;
 #[path = "../tests/support/fake_github/mod.rs"]
 mod fake_github;
 #[path = "../tests/support/lxd_fixture/mod.rs"]

@@ -14,3 +14,8 @@ pub mod manager;
 pub mod paths;
 pub mod runner;
 pub mod secret;
+
+/// Tests write scripts and run them; this places them without the ETXTBSY race.
+#[cfg(test)]
+#[path = "../tests/support/executable.rs"]
+mod test_executable;

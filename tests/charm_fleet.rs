@@ -5,6 +5,8 @@
 //! Each test has its own LXD project (tests/support/lxd_fixture); the project's `default`
 //! profile carries the root disk and a loopback proxy device to the fake GitHub.
 
+#[path = "support/executable.rs"]
+mod executable;
 #[path = "support/fake_github/mod.rs"]
 mod fake_github;
 #[path = "support/lxd_fixture/mod.rs"]

@@ -2,6 +2,8 @@
 //! asserting the unit's status. Every case starts from path + token set unless it says
 //! otherwise.
 
+#[path = "support/executable.rs"]
+mod executable;
 #[path = "support/juju_harness/mod.rs"]
 mod juju_harness;
 

@@ -11,6 +11,8 @@
 
 #[path = "support/charm_env/mod.rs"]
 mod charm_env;
+#[path = "support/executable.rs"]
+mod executable;
 #[path = "support/fake_github/mod.rs"]
 mod fake_github;
 #[path = "support/juju_harness/mod.rs"]

@@ -2,6 +2,9 @@
 //! `runner::image`, against a stub `lxc` that records its calls (the real build needs the
 //! Ubuntu image server, which is out of reach here).
 
+#[path = "support/executable.rs"]
+mod executable;
+
 use github_runner::lxd::InstanceType;
 use github_runner::runner::image::{build_command, run_build, BuildProxies, ImageError};
 use std::path::Path;
@@ -36,9 +39,7 @@ fn stubbed(
 ) {
     let stub = tempfile::tempdir().unwrap();
     let lxc = stub.path().join("lxc");
-    std::fs::write(&lxc, STUB_LXC).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&lxc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    executable::write_executable(&lxc, STUB_LXC);
     let mut cmd = build_command(
         charm_dir(),
         &stub.path().join("conf"),

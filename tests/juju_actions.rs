@@ -1,5 +1,7 @@
 //! Action dispatch through the real binary: results and failures as `juju run` shows them.
 
+#[path = "support/executable.rs"]
+mod executable;
 #[path = "support/juju_harness/mod.rs"]
 mod juju_harness;
 

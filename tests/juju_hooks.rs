@@ -1,5 +1,7 @@
 //! Every hook through the real binary and `dispatch`, as Juju runs it.
 
+#[path = "support/executable.rs"]
+mod executable;
 #[path = "support/juju_harness/mod.rs"]
 mod juju_harness;
 

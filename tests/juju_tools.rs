@@ -2,6 +2,8 @@
 //! The fake rejects unknown flags and extra arguments with exit 2, as jujuc does, so a
 //! syntax slip in ProcessHookTools fails here.
 
+#[path = "support/executable.rs"]
+mod executable;
 #[path = "support/juju_harness/mod.rs"]
 mod juju_harness;
 

@@ -1,5 +1,7 @@
 //! `LxcCli` against the real LXD daemon, each test in an LXD project of its own.
 
+#[path = "support/executable.rs"]
+mod executable;
 #[path = "support/lxd_fixture/mod.rs"]
 mod lxd_fixture;
 

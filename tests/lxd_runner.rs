@@ -3,6 +3,8 @@
 //! Each test has its own LXD project (tests/support/lxd_fixture) and its own fake GitHub;
 //! the fake runner inside reaches the fake over an LXD proxy device on loopback only.
 
+#[path = "support/executable.rs"]
+mod executable;
 #[path = "support/fake_github/mod.rs"]
 mod fake_github;
 #[path = "support/lxd_fixture/mod.rs"]

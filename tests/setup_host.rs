@@ -1,6 +1,8 @@
 //! `charm::setup::ensure_host` against the real LXD daemon, in a project of its own, with a
 //! recording `systemctl` (tests/support/fake_systemctl.sh) and a temporary host root.
 
+#[path = "support/executable.rs"]
+mod executable;
 #[path = "support/lxd_fixture/mod.rs"]
 mod lxd_fixture;
 
@@ -41,7 +43,7 @@ impl Machine {
         for sub in ["root", "charm", "storage", "bin"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
-        std::fs::copy(FAKE_SYSTEMCTL, dir.path().join("bin/systemctl")).unwrap();
+        executable::copy_executable(Path::new(FAKE_SYSTEMCTL), &dir.path().join("bin/systemctl"));
         let tools = MemoryHookTools::default();
         {
             let mut s = tools.lock();

@@ -1,4 +1,5 @@
 use super::*;
+use crate::test_executable::write_executable;
 use std::cell::RefCell;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::PermissionsExt;
@@ -301,9 +302,9 @@ fn remove_is_idempotent() {
 fn stub_systemctl(dir: &Path) -> (PathBuf, PathBuf) {
     let log = dir.join("calls.log");
     let script = dir.join("systemctl");
-    std::fs::write(
+    write_executable(
         &script,
-        format!(
+        &format!(
             "#!/bin/sh\n\
              echo \"args=$*\" >> {log}\n\
              echo \"home=${{HOME-unset}} path=$PATH\" >> {log}\n\
@@ -314,9 +315,7 @@ fn stub_systemctl(dir: &Path) -> (PathBuf, PathBuf) {
              exit 0\n",
             log = log.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     (script, log)
 }
 

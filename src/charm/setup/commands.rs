@@ -150,18 +150,16 @@ impl HostCommands for SystemCommands {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use crate::test_executable::write_executable;
 
     #[test]
     fn runs_with_only_the_explicit_environment_and_finds_on_the_hook_path() {
         let dir = tempfile::tempdir().unwrap();
         let tool = dir.path().join("probe-tool");
-        std::fs::write(
+        write_executable(
             &tool,
             "#!/bin/sh\necho \"$@\"; env | sort; echo oops >&2; exit 3\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
         let cmds = SystemCommands::new(Some(dir.path().to_str().unwrap()), Path::new("/conf-dir"));
         let found = cmds.find("probe-tool").unwrap();
         assert_eq!(found, tool);

@@ -12,8 +12,9 @@
 //! - the recording fake `systemctl` of tests/support first on the hook's PATH;
 //! - config: `github-url` = the fake, `test-mode=insecure`, its token, `path` = [`REPO`].
 //!
-//! Include with the three support modules it composes:
+//! Include with the support modules it composes:
 //! ```ignore
+//! #[path = "support/executable.rs"] mod executable;
 //! #[path = "support/fake_github/mod.rs"] mod fake_github;
 //! #[path = "support/juju_harness/mod.rs"] mod juju_harness;
 //! #[path = "support/lxd_fixture/mod.rs"] mod lxd_fixture;
@@ -21,6 +22,7 @@
 //! ```
 #![allow(dead_code)] // each test binary uses a different part
 
+use crate::executable::copy_executable;
 use crate::fake_github::FakeGitHub;
 use crate::juju_harness::{Harness, Run, REPO_ROOT};
 pub use crate::lxd_fixture::wait_for;
@@ -424,16 +426,10 @@ impl CharmEnv {
 }
 
 fn install_fake_systemctl(bin_dir: &Path) {
-    std::fs::copy(
-        Path::new(REPO_ROOT).join(FAKE_SYSTEMCTL),
-        bin_dir.join("systemctl"),
-    )
-    .expect("copy the fake systemctl");
-}
-
-fn write_executable(path: &Path, text: &str) {
-    std::fs::write(path, text).expect("write script");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    copy_executable(
+        &Path::new(REPO_ROOT).join(FAKE_SYSTEMCTL),
+        &bin_dir.join("systemctl"),
+    );
 }
 
 /// `HH:MM` of an epoch in UTC (what the status must name for a rate-limit reset).

@@ -11,10 +11,12 @@
 //! are then read back. Unit state and relation data written by a failed hook are discarded,
 //! as Juju does.
 //!
-//! Include with `#[path = "support/juju_harness/mod.rs"] mod juju_harness;` (test targets
+//! Include with `#[path = "support/juju_harness/mod.rs"] mod juju_harness;` and
+//! `#[path = "support/executable.rs"] mod executable;` (test targets
 //! need the `testkit` feature, which builds `fake-jujuc`).
 #![allow(dead_code)]
 
+use crate::executable::copy_executable;
 use github_runner::juju::fake::{
     self, ActionRecord, CallRecord, FakeFailure, FakeRelation, FakeStorage, LogRecord,
     StatusRecord, World,
@@ -36,8 +38,8 @@ pub const LXD_PROJECT_ENV: &str = "GITHUB_RUNNER_LXD_PROJECT";
 pub const NO_LXD_PROJECT: &str = "juju-harness-no-lxd";
 const HOOK_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Files of the repo that make up a charm dir, besides `bin/`.
-const CHARM_FILES: [&str; 4] = ["dispatch", "metadata.yaml", "config.yaml", "actions.yaml"];
+/// Files of the repo that make up a charm dir, besides `dispatch`, `hooks/` and `bin/`.
+const CHARM_YAML: [&str; 3] = ["metadata.yaml", "config.yaml", "actions.yaml"];
 const LEGACY_HOOKS: [&str; 3] = ["install", "start", "upgrade-charm"];
 
 #[derive(Debug, Clone)]
@@ -102,19 +104,21 @@ impl Harness {
         for dir in [&charm_dir, &tools_dir, &state_dir, &host_root] {
             std::fs::create_dir_all(dir).expect("create harness dir");
         }
-        for file in CHARM_FILES {
-            // fs::copy keeps the mode: dispatch stays executable.
+        copy_executable(
+            &Path::new(REPO_ROOT).join("dispatch"),
+            &charm_dir.join("dispatch"),
+        );
+        for file in CHARM_YAML {
             std::fs::copy(Path::new(REPO_ROOT).join(file), charm_dir.join(file))
                 .unwrap_or_else(|e| panic!("copy {file}: {e}"));
         }
         std::fs::create_dir_all(charm_dir.join("hooks")).expect("hooks dir");
         for hook in LEGACY_HOOKS {
             // Follows the repo's symlink, as charmcraft does when packing.
-            std::fs::copy(
-                Path::new(REPO_ROOT).join("hooks").join(hook),
-                charm_dir.join("hooks").join(hook),
-            )
-            .unwrap_or_else(|e| panic!("copy hooks/{hook}: {e}"));
+            copy_executable(
+                &Path::new(REPO_ROOT).join("hooks").join(hook),
+                &charm_dir.join("hooks").join(hook),
+            );
         }
         std::fs::create_dir_all(charm_dir.join("bin")).expect("bin dir");
         std::os::unix::fs::symlink(charm_binary, charm_dir.join("bin/github-runner-charm"))
@@ -123,11 +127,10 @@ impl Harness {
             std::os::unix::fs::symlink(FAKE_JUJUC_BIN, tools_dir.join(tool)).expect("link tool");
         }
         // Hooks install and repair a systemd timer: never the machine's systemctl.
-        std::fs::copy(
-            Path::new(REPO_ROOT).join("tests/support/fake_systemctl.sh"),
-            tools_dir.join("systemctl"),
-        )
-        .expect("copy the fake systemctl");
+        copy_executable(
+            &Path::new(REPO_ROOT).join("tests/support/fake_systemctl.sh"),
+            &tools_dir.join("systemctl"),
+        );
         Harness {
             _tmp: tmp,
             charm_dir,

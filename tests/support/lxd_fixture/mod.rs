@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the fixture
 
+use crate::executable::write_executable;
 use github_runner::lxd::{LxcCli, Lxd, ProfileSpec};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -568,7 +569,6 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// Writes `<dir>/lxc`, a wrapper that appends each call's arguments as one line to
 /// `<dir>/lxc.calls`, then runs the real `lxc`. Returns (wrapper, log).
 pub fn write_counting_lxc(dir: &Path) -> (PathBuf, PathBuf) {
-    use std::os::unix::fs::PermissionsExt;
     let real = which::which("lxc").expect("lxc on PATH");
     let wrapper = dir.join("lxc");
     let log = dir.join("lxc.calls");
@@ -577,9 +577,7 @@ pub fn write_counting_lxc(dir: &Path) -> (PathBuf, PathBuf) {
         log.display(),
         real.display()
     );
-    std::fs::write(&wrapper, script).expect("write lxc wrapper");
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
-        .expect("chmod lxc wrapper");
+    write_executable(&wrapper, &script);
     (wrapper, log)
 }
 
