@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use crate::host::child::{spawn_reader, wait_with_deadline};
 use crate::host::file::replace_if_changed;
 use crate::paths::HostPaths;
 
@@ -124,7 +126,17 @@ pub enum SystemdError {
         code: i32,
         stderr: String,
     },
+    #[error("{program} {args} did not finish within {seconds} s and was killed; check that systemd answers (systemctl status)")]
+    Timeout {
+        program: String,
+        args: String,
+        seconds: u64,
+    },
 }
+
+/// Longest a systemctl call may take: systemd's own D-Bus calls give up after 25 s, and a
+/// wedged systemctl must not hold a hook (and the unit's lock) forever.
+pub const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The systemctl operations the timer needs.
 pub trait Systemd {
@@ -141,6 +153,7 @@ pub trait Systemd {
 pub struct Systemctl {
     program: PathBuf,
     env: BTreeMap<String, String>,
+    timeout: Duration,
 }
 
 impl Systemctl {
@@ -164,28 +177,44 @@ impl Systemctl {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            timeout: SYSTEMCTL_TIMEOUT,
         }
+    }
+
+    /// Another deadline per call (tests use a short one).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Exit code and stderr of `systemctl <args>`.
     fn run(&self, args: &[&str]) -> Result<(i32, String), SystemdError> {
-        let output = Command::new(&self.program)
+        let spawn_err = |e: std::io::Error| SystemdError::Spawn {
+            program: self.program.display().to_string(),
+            args: args.join(" "),
+            reason: e.to_string(),
+        };
+        let mut child = Command::new(&self.program)
             .args(args)
             .env_clear()
             .envs(&self.env)
             .stdin(Stdio::null())
-            .output()
-            .map_err(|e| SystemdError::Spawn {
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_err)?;
+        let stderr = spawn_reader(child.stderr.take());
+        let Some(status) = wait_with_deadline(&mut child, self.timeout).map_err(spawn_err)? else {
+            return Err(SystemdError::Timeout {
                 program: self.program.display().to_string(),
                 args: args.join(" "),
-                reason: e.to_string(),
-            })?;
+                seconds: self.timeout.as_secs(),
+            });
+        };
+        let stderr = stderr.join().unwrap_or_default();
         // Killed by a signal: no code; -1 keeps it distinct from any exit status.
-        let code = output.status.code().unwrap_or(-1);
-        Ok((
-            code,
-            String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        ))
+        let code = status.code().unwrap_or(-1);
+        Ok((code, String::from_utf8_lossy(&stderr).trim().to_string()))
     }
 
     fn run_ok(&self, args: &[&str]) -> Result<(), SystemdError> {

@@ -366,3 +366,16 @@ fn a_missing_systemctl_is_a_spawn_error() {
         Err(SystemdError::Spawn { .. })
     ));
 }
+
+#[test]
+fn a_hung_systemctl_is_killed_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("systemctl");
+    write_executable(&script, "#!/bin/sh\nexec /bin/sleep 30\n");
+    let systemctl = Systemctl::with_program(&script).with_timeout(Duration::from_millis(200));
+    let err = systemctl.daemon_reload().unwrap_err();
+    assert!(
+        matches!(&err, SystemdError::Timeout { args, .. } if args == "daemon-reload"),
+        "{err}"
+    );
+}

@@ -55,6 +55,8 @@ pub enum HookToolError {
     InvalidActionKey { key: String },
     #[error("could not run {tool}: {reason}")]
     Io { tool: String, reason: String },
+    #[error("{tool} did not answer within {seconds} s and was killed; check that the unit agent (jujud) is running and responsive")]
+    Timeout { tool: String, seconds: f64 },
 }
 
 /// jujuc, one method per tool, with exactly its syntax.

@@ -6,6 +6,7 @@
 
 use super::context::HookEnv;
 use super::{validate_action_key, HookToolError, HookTools, LogLevel, Status, StorageInfo};
+use crate::host::child::{spawn_reader, wait_with_deadline};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -16,10 +17,15 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Longest a hook tool may take. They answer in milliseconds; one that hangs (a wedged unit
+/// agent) fails the hook, which Juju retries, instead of holding the unit's lock forever.
+pub const HOOK_TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Runs each hook tool as a child process with the hook's own environment.
 #[derive(Debug)]
 pub struct ProcessHookTools {
     env: HookEnv,
+    timeout: Duration,
     tool_nanos: AtomicU64,
     tool_calls: AtomicU64,
 }
@@ -35,9 +41,16 @@ impl ProcessHookTools {
     pub fn new(env: HookEnv) -> Self {
         ProcessHookTools {
             env,
+            timeout: HOOK_TOOL_TIMEOUT,
             tool_nanos: AtomicU64::new(0),
             tool_calls: AtomicU64::new(0),
         }
+    }
+
+    /// Another deadline per tool call (tests use a short one).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     pub fn tool_time(&self) -> ToolTime {
@@ -119,16 +132,26 @@ impl ProcessHookTools {
             // so writing first cannot deadlock on a full stdout pipe.
             pipe.write_all(input).map_err(io_err)?;
         }
-        let output = child.wait_with_output().map_err(io_err)?;
-        if !output.status.success() {
+        let stdout = spawn_reader(child.stdout.take());
+        let stderr = spawn_reader(child.stderr.take());
+        let Some(status) = wait_with_deadline(&mut child, self.timeout).map_err(io_err)? else {
+            return Err(HookToolError::Timeout {
+                tool: tool.to_string(),
+                seconds: self.timeout.as_secs_f64(),
+            });
+        };
+        // A reader thread only ends with its pipe; a panic there is a bug in std.
+        let stdout = stdout.join().unwrap_or_default();
+        let stderr = stderr.join().unwrap_or_default();
+        if !status.success() {
             return Err(HookToolError::Failed {
                 tool: tool.to_string(),
                 // None: killed by a signal; -1 keeps the type simple and is never a real code.
-                code: output.status.code().unwrap_or(-1),
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+                code: status.code().unwrap_or(-1),
+                stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
             });
         }
-        String::from_utf8(output.stdout).map_err(|_| HookToolError::Parse {
+        String::from_utf8(stdout).map_err(|_| HookToolError::Parse {
             tool: tool.to_string(),
             reason: "output is not UTF-8".into(),
         })
@@ -383,5 +406,34 @@ mod tests {
             Err(HookToolError::InvalidActionKey { key }) if key == "Bad_Key"
         ));
         assert_eq!(tools.tool_time().calls, 0);
+    }
+
+    #[test]
+    fn a_hung_tool_is_killed_at_the_deadline_and_fails_the_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        crate::test_executable::write_executable(
+            &dir.path().join("is-leader"),
+            &format!(
+                "#!/bin/sh\necho $$ > {}\nexec /bin/sleep 30\n",
+                pid_file.display()
+            ),
+        );
+        let tools = ProcessHookTools::new(HookEnv::from_pairs([(
+            "PATH",
+            dir.path().to_str().unwrap(),
+        )]))
+        .with_timeout(Duration::from_millis(300));
+        let err = tools.is_leader().unwrap_err();
+        assert!(
+            matches!(&err, HookToolError::Timeout { tool, .. } if tool == "is-leader"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("unit agent"), "{err}");
+        // Killed and reaped, not left behind: its pid no longer exists (no pid file: killed
+        // before it wrote one, on a very loaded machine).
+        if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+            assert!(!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists());
+        }
     }
 }
