@@ -366,10 +366,13 @@ fn a_runner_that_finishes_its_job_is_replaced() {
     assert_eq!(jobs.len(), 2, "{text}");
     assert_eq!(jobs[0]["event"], "runner_start");
     assert_eq!(jobs[0]["workflow"], "fake-workflow");
-    assert_eq!(jobs[0]["repo"], "fake-owner/fake-repo");
+    assert_eq!(jobs[0]["repo"], charm_env::REPO);
     assert_eq!(jobs[0]["github_event"], "workflow_dispatch");
     assert!(jobs[0]["idle"].as_f64().is_some_and(|s| s >= 0.0), "{text}");
     assert_eq!(jobs[1]["event"], "runner_stop");
     assert_eq!(jobs[1]["status"], "normal");
     assert_eq!(jobs[1]["workflow"], "fake-workflow");
+    // The job's conclusion, from one listing of its run's jobs (GitHub has it by then).
+    assert_eq!(jobs[1]["job_conclusion"], "success", "{text}");
+    assert_eq!(env.gh.count(Endpoint::ListRunJobs), 1);
 }

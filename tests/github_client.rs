@@ -239,6 +239,43 @@ fn a_fleet_of_250_runners_costs_exactly_three_list_requests() {
 }
 
 #[test]
+fn the_jobs_of_a_run_come_from_every_page_and_only_from_that_run() {
+    let gh = FakeGitHub::start();
+    let (run, ids) = gh.add_run("canonical/hello", 150);
+    gh.add_run("canonical/hello", 3); // another run of the same repo
+    let (c, _) = client(&gh, org());
+    let jobs = c.list_run_jobs("canonical/hello", run).unwrap();
+    let listed: Vec<u64> = jobs.iter().map(|j| j.id).collect();
+    assert_eq!(listed, ids);
+    assert!(jobs.iter().all(|j| j.run_id == run && j.status == "queued"));
+    assert_eq!(gh.count(Endpoint::ListRunJobs), 2);
+    assert_eq!(c.calls().get(ApiCall::ListRunJobs), 2);
+    let paths: Vec<String> = gh.requests().into_iter().map(|r| r.path).collect();
+    assert!(
+        paths
+            .iter()
+            .all(|p| p.ends_with(&format!("/repos/canonical/hello/actions/runs/{run}/jobs"))),
+        "{paths:?}"
+    );
+
+    // The repo comes from inside a runner: anything but owner/repo never becomes a request.
+    for bad in [
+        "canonical",
+        "a/b/c",
+        "../x",
+        "a/..",
+        "o/r?x=1",
+        "o/r#f",
+        "",
+        "/r",
+    ] {
+        let err = c.list_run_jobs(bad, run).unwrap_err();
+        assert!(matches!(err, GitHubError::Protocol { .. }), "{bad}: {err}");
+    }
+    assert_eq!(gh.api_request_count(), 2);
+}
+
+#[test]
 fn a_steady_state_listing_is_one_request_and_nothing_else() {
     let gh = FakeGitHub::start();
     for _ in 0..40 {

@@ -697,9 +697,13 @@ fn listener_protocol_drives_a_registration_through_a_job() {
 
     let job = gh.assign_held_job("r1").unwrap();
     assert_eq!(gh.job(job).unwrap().status, "queued");
+    let queued = gh.job(job).unwrap();
     assert_eq!(
         listener(&gh, "wait-job", &key, "&timeout=5"),
-        (200, format!("job {job}\n"))
+        (
+            200,
+            format!("job {job} {} {}\n", queued.run_id, queued.repo)
+        )
     );
     let r = gh.runner("r1").unwrap();
     assert!(r.busy);
@@ -743,8 +747,8 @@ fn a_long_poll_wakes_when_a_job_is_assigned_or_the_registration_is_deleted() {
     let job = gh.assign_job("r2").unwrap();
     let answer = poll.join().unwrap().unwrap();
 
-    assert_eq!(answer, format!("job {job}\n"));
-    assert_eq!(gh.job(job).unwrap().repo, "o/fake-repo");
+    let run_id = gh.job(job).unwrap().run_id;
+    assert_eq!(answer, format!("job {job} {run_id} o/fake-repo\n"));
 
     let (_, key3) = jit_key(&gh, true, "r3");
     let url = format!("{}/_fake/listener/wait-job?key={key3}&timeout=30", gh.url());

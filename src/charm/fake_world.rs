@@ -48,6 +48,8 @@ pub struct World {
     pub execs: usize,
     /// What every instance's pre-job.json holds (none: `cat` fails).
     pub pre_job: Option<String>,
+    /// Workflow jobs by (`owner/repo`, run id); a run not here answers 404.
+    pub run_jobs: BTreeMap<(String, u64), Vec<WorkflowJob>>,
 }
 
 /// One shared world; the LXD and each GitHub client (one per token) look at it.
@@ -373,5 +375,15 @@ impl GitHub for FakeGitHub {
             method: "GET".into(),
             path: "/job".into(),
         })
+    }
+    fn list_run_jobs(&self, repo: &str, run_id: u64) -> Result<Vec<WorkflowJob>, GitHubError> {
+        let w = self.call(&format!("run-jobs {repo} {run_id}"))?;
+        w.run_jobs
+            .get(&(repo.to_string(), run_id))
+            .cloned()
+            .ok_or_else(|| GitHubError::NotFound {
+                method: "GET".into(),
+                path: format!("/repos/{repo}/actions/runs/{run_id}/jobs"),
+            })
     }
 }

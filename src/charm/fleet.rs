@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use super::runner_metrics::{PreJob, PreJobReader};
+use super::runner_metrics::{JobReader, PreJob};
 use super::runtime::Runtime;
 use crate::github::download::tarball_path;
 use crate::github::status::{disposition, Disposition};
@@ -330,8 +330,9 @@ impl RunnerOps for CharmRunnerOps<'_> {
 }
 
 /// The runner_start data of a busy runner: one exec (`cat` of the file its pre-job hook
-/// wrote), as uid 1000 so nothing runs as root for it.
-impl PreJobReader for CharmRunnerOps<'_> {
+/// wrote), as uid 1000 so nothing runs as root for it. A stopped job's conclusion: one
+/// listing of its run's jobs.
+impl JobReader for CharmRunnerOps<'_> {
     fn read_pre_job(&self, name: &RunnerName) -> Option<PreJob> {
         let spec = ExecSpec {
             argv: vec![
@@ -361,6 +362,19 @@ impl PreJobReader for CharmRunnerOps<'_> {
     fn created_at(&self, name: &RunnerName) -> Option<u64> {
         self.seen_instance(name.as_str())
             .map(|i| i.created_at_epoch)
+    }
+
+    fn job_conclusion(&self, repo: &str, run_id: u64, name: &RunnerName) -> Option<String> {
+        match self.rt.github.list_run_jobs(repo, run_id) {
+            Ok(jobs) => jobs
+                .into_iter()
+                .find(|j| j.runner_name.as_deref() == Some(name.as_str()))
+                .and_then(|j| j.conclusion),
+            Err(e) => {
+                tracing::warn!(runner = %name, "no job_conclusion in runner_stop: {e}");
+                None
+            }
+        }
     }
 }
 
@@ -509,6 +523,9 @@ impl GitHub for PreRegistered<'_> {
     }
     fn get_job(&self, job: &JobRef) -> Result<WorkflowJob, GitHubError> {
         self.inner.get_job(job)
+    }
+    fn list_run_jobs(&self, repo: &str, run_id: u64) -> Result<Vec<WorkflowJob>, GitHubError> {
+        self.inner.list_run_jobs(repo, run_id)
     }
 }
 
@@ -737,14 +754,60 @@ mod tests {
     }
 
     #[test]
+    fn a_job_conclusion_is_the_one_of_this_runners_job_in_the_run() {
+        let world = FakeWorld::new();
+        let root = tempfile::tempdir().unwrap();
+        let rt = world.runtime(root.path(), config(&[]));
+        let ops = CharmRunnerOps::new(&rt);
+        let job = |id: u64, runner: &str, conclusion: Option<&str>| crate::github::WorkflowJob {
+            id,
+            run_id: 9,
+            status: "completed".into(),
+            conclusion: conclusion.map(String::from),
+            runner_name: Some(runner.into()),
+            labels: vec![],
+            created_at: None,
+            started_at: None,
+            completed_at: None,
+            workflow_name: None,
+        };
+        world.lock().run_jobs.insert(
+            ("o/r".into(), 9),
+            vec![
+                job(1, "other", Some("success")),
+                job(2, "me", Some("cancelled")),
+                job(3, "unfinished", None),
+            ],
+        );
+        let me = RunnerName("me".into());
+        assert_eq!(
+            ops.job_conclusion("o/r", 9, &me).as_deref(),
+            Some("cancelled")
+        );
+        let unfinished = RunnerName("unfinished".into());
+        assert_eq!(ops.job_conclusion("o/r", 9, &unfinished), None);
+        assert_eq!(ops.job_conclusion("o/r", 9, &RunnerName("x".into())), None);
+        // GitHub's 404 (an unknown run, or a token that cannot read the repo): no conclusion.
+        assert_eq!(ops.job_conclusion("o/r", 10, &me), None);
+        let asked = world
+            .lock()
+            .github_calls
+            .iter()
+            .filter(|c| c.starts_with("run-jobs "))
+            .count();
+        assert_eq!(asked, 4, "one listing per lookup");
+    }
+
+    #[test]
     fn pre_job_output_is_parsed_and_bounded() {
-        let json = r#"{"workflow": "CI", "repository": "o/r", "event": "push", "timestamp": 7}"#;
+        let json = r#"{"workflow": "CI", "repository": "o/r", "event": "push", "run_id": "9", "timestamp": 7}"#;
         assert_eq!(
             parse_pre_job(&out(0, json)),
             Ok(PreJob {
                 workflow: "CI".into(),
                 repository: "o/r".into(),
                 event: "push".into(),
+                run_id: "9".into(),
                 timestamp: 7,
             })
         );

@@ -3,8 +3,10 @@
 //! A runner's job start is learnt the first round GitHub lists it busy: its pre-job hook
 //! wrote `pre-job.json` in the instance (one exec reads it, once per runner). The runner is
 //! then kept in a record (a 0600 JSON file in the state directory) until a later round
-//! removes it or no longer sees it, which issues its `runner_stop`. Deciding is pure
-//! ([`decide`]); reading, the record file and the log are the shell ([`issue_for_round`]).
+//! removes it or no longer sees it, which issues its `runner_stop`, with the job's conclusion
+//! when GitHub has it (one jobs listing of the job's run, only in a round where a runner
+//! ends: never in a steady state). Deciding is pure ([`decide`]); reading, GitHub, the
+//! record file and the log are the shell ([`issue_for_round`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,6 +24,9 @@ pub struct PreJob {
     pub workflow: String,
     pub repository: String,
     pub event: String,
+    /// The job's workflow run (`GITHUB_RUN_ID`); empty from a hook of an older charm.
+    #[serde(default)]
+    pub run_id: String,
     /// Epoch seconds when the job started.
     pub timestamp: u64,
 }
@@ -35,6 +40,9 @@ pub struct StartedRunner {
     pub started_at: u64,
     /// When its instance was created.
     pub installed_at: u64,
+    /// Its workflow run, to look up the job's conclusion when it stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<u64>,
 }
 
 /// Runners seen busy, by name. `None`: seen busy but its pre-job data could not be read;
@@ -61,6 +69,8 @@ pub struct RoundFacts<'a> {
     pub pre_jobs: &'a BTreeMap<String, PreJob>,
     /// Instance creation times, by name.
     pub created_at: &'a BTreeMap<String, u64>,
+    /// Conclusions (`success`, `failure`, ...) of the jobs of runners ending this round.
+    pub conclusions: &'a BTreeMap<String, String>,
     pub now: u64,
 }
 
@@ -80,6 +90,28 @@ pub fn stop_status(reason: RemovalReason) -> StopStatus {
     }
 }
 
+/// How each recorded runner that ends this round ends: removed this round (status from
+/// [`stop_status`]) or seen by neither LXD nor GitHub (normal: an ephemeral runner whose
+/// instance deleted itself after the job). Pure.
+pub fn ending(record: &StartedRecord, plan: &Plan) -> BTreeMap<String, StopStatus> {
+    let removed: BTreeMap<&str, RemovalReason> = plan
+        .removals
+        .iter()
+        .map(|r| (r.target.name.as_str(), r.reason))
+        .collect();
+    record
+        .keys()
+        .filter_map(|name| {
+            let status = match removed.get(name.as_str()) {
+                Some(reason) => stop_status(*reason),
+                None if !plan.runners.iter().any(|r| r.name.as_str() == name) => StopStatus::Normal,
+                None => return None,
+            };
+            Some((name.clone(), status))
+        })
+        .collect()
+}
+
 /// The starts and stops of a round and the record after it. Pure.
 ///
 /// - busy and not recorded: `runner_start` when its pre-job data was read (idle = job start
@@ -92,30 +124,19 @@ pub fn stop_status(reason: RemovalReason) -> StopStatus {
 /// job_duration = now - job start.
 pub fn decide(record: &StartedRecord, facts: &RoundFacts<'_>) -> Decision {
     let mut decision = Decision::default();
-    let removed: BTreeMap<&str, RemovalReason> = facts
-        .plan
-        .removals
-        .iter()
-        .map(|r| (r.target.name.as_str(), r.reason))
-        .collect();
-
+    let ends = ending(record, facts.plan);
     for (name, started) in record {
-        let ended = match removed.get(name.as_str()) {
-            Some(reason) => Some(stop_status(*reason)),
-            None if !facts.plan.runners.iter().any(|r| r.name.as_str() == name) => {
-                Some(StopStatus::Normal)
-            }
-            None => None,
-        };
-        match (ended, started) {
+        match (ends.get(name), started) {
             (None, _) => {
                 decision.record.insert(name.clone(), started.clone());
             }
-            (Some(status), Some(job)) => {
-                decision
-                    .stops
-                    .push(stop_event(facts.flavor, job, status, facts.now))
-            }
+            (Some(status), Some(job)) => decision.stops.push(stop_event(
+                facts.flavor,
+                job,
+                *status,
+                facts.conclusions.get(name).cloned(),
+                facts.now,
+            )),
             (Some(_), None) => {}
         }
     }
@@ -127,6 +148,7 @@ pub fn decide(record: &StartedRecord, facts: &RoundFacts<'_>) -> Decision {
             event: pre.event.clone(),
             started_at: pre.timestamp,
             installed_at: facts.created_at.get(name.as_str()).copied().unwrap_or(0),
+            run_id: pre.run_id.trim().parse().ok(),
         });
         if let Some(job) = &started {
             decision.starts.push(RunnerStart {
@@ -159,13 +181,19 @@ pub fn decide_removed(
         if let Some(Some(job)) = decision.record.remove(name.as_str()) {
             decision
                 .stops
-                .push(stop_event(flavor, &job, stop_status(*reason), now));
+                .push(stop_event(flavor, &job, stop_status(*reason), None, now));
         }
     }
     decision
 }
 
-fn stop_event(flavor: &str, job: &StartedRunner, status: StopStatus, now: u64) -> RunnerStop {
+fn stop_event(
+    flavor: &str,
+    job: &StartedRunner,
+    status: StopStatus,
+    conclusion: Option<String>,
+    now: u64,
+) -> RunnerStop {
     RunnerStop {
         flavor: flavor.to_string(),
         workflow: job.workflow.clone(),
@@ -174,7 +202,7 @@ fn stop_event(flavor: &str, job: &StartedRunner, status: StopStatus, now: u64) -
         status,
         status_info: None,
         job_duration: now.saturating_sub(job.started_at) as f64,
-        job_conclusion: None,
+        job_conclusion: conclusion,
     }
 }
 
@@ -220,19 +248,26 @@ pub fn save_record(paths: &HostPaths, record: &StartedRecord) -> Result<(), Reco
         .map_err(|e| err(e.to_string()))
 }
 
+/// Most job conclusions looked up in one round (one GitHub request each, usually): a round
+/// where many runners end at once must not spend the API budget on metrics.
+pub const MAX_CONCLUSION_LOOKUPS: usize = 10;
+
 /// The effects a round's job metrics need.
-pub trait PreJobReader {
+pub trait JobReader {
     /// The pre-job data of a runner: one exec. None when it could not be read.
     fn read_pre_job(&self, name: &RunnerName) -> Option<PreJob>;
     /// When the runner's instance was created, as last observed.
     fn created_at(&self, name: &RunnerName) -> Option<u64>;
+    /// The conclusion of the job runner `name` ran in run `run_id` of `repo`; None when
+    /// GitHub has none (yet) or could not be asked.
+    fn job_conclusion(&self, repo: &str, run_id: u64, name: &RunnerName) -> Option<String>;
 }
 
 /// Read pre-job data of newly busy runners, decide, append the events, save the record.
 /// Problems are logged: metrics never fail a reconcile. Returns what was decided.
 pub fn issue_for_round(
     paths: &HostPaths,
-    reader: &dyn PreJobReader,
+    reader: &dyn JobReader,
     clock: &dyn crate::clock::Clock,
     flavor: &str,
     plan: &Plan,
@@ -250,6 +285,18 @@ pub fn issue_for_round(
         .iter()
         .filter_map(|n| reader.created_at(n).map(|at| (n.0.clone(), at)))
         .collect();
+    let conclusions: BTreeMap<String, String> = ending(&record, plan)
+        .into_keys()
+        .filter_map(|name| {
+            let job = record.get(&name)?.as_ref()?;
+            Some((job.repo.clone(), job.run_id?, RunnerName(name)))
+        })
+        .take(MAX_CONCLUSION_LOOKUPS)
+        .filter_map(|(repo, run_id, name)| {
+            let conclusion = reader.job_conclusion(&repo, run_id, &name)?;
+            Some((name.0, conclusion))
+        })
+        .collect();
     let decision = decide(
         &record,
         &RoundFacts {
@@ -257,6 +304,7 @@ pub fn issue_for_round(
             plan,
             pre_jobs: &pre_jobs,
             created_at: &created_at,
+            conclusions: &conclusions,
             now: clock.now_epoch(),
         },
     );

@@ -43,6 +43,7 @@ fn pre(workflow: &str, at: u64) -> PreJob {
         workflow: workflow.into(),
         repository: "o/r".into(),
         event: "push".into(),
+        run_id: "77".into(),
         timestamp: at,
     }
 }
@@ -54,6 +55,7 @@ fn started(workflow: &str, at: u64) -> Option<StartedRunner> {
         event: "push".into(),
         started_at: at,
         installed_at: at - 100,
+        run_id: Some(77),
     })
 }
 
@@ -76,6 +78,7 @@ fn decide_with(
             plan,
             pre_jobs: &pre_jobs,
             created_at: &created_at,
+            conclusions: &BTreeMap::new(),
             now: NOW,
         },
     )
@@ -135,6 +138,7 @@ fn a_newly_busy_runner_starts_with_its_idle_time_and_is_recorded() {
                 event: "push".into(),
                 started_at: NOW - 10,
                 installed_at: NOW - 70,
+                run_id: Some(77),
             })
         )]
         .into()
@@ -255,13 +259,101 @@ fn start_and_stop_in_one_round_for_different_runners() {
     assert_eq!(d.record.keys().collect::<Vec<_>>(), ["new"]);
 }
 
-/// Counts the reads; serves pre-job data for names it knows.
+#[test]
+fn a_stop_carries_the_conclusion_github_gave_and_none_otherwise() {
+    let record: StartedRecord = [
+        ("a".to_string(), started("CI", NOW - 30)),
+        ("b".to_string(), started("Build", NOW - 30)),
+    ]
+    .into();
+    let conclusions: BTreeMap<String, String> = [("a".to_string(), "failure".to_string())].into();
+    let d = decide(
+        &record,
+        &RoundFacts {
+            flavor: "gr",
+            plan: &plan(vec![], vec![]),
+            pre_jobs: &BTreeMap::new(),
+            created_at: &BTreeMap::new(),
+            conclusions: &conclusions,
+            now: NOW,
+        },
+    );
+    let by_workflow: BTreeMap<&str, Option<&str>> = d
+        .stops
+        .iter()
+        .map(|s| (s.workflow.as_str(), s.job_conclusion.as_deref()))
+        .collect();
+    assert_eq!(
+        by_workflow,
+        [("CI", Some("failure")), ("Build", None)].into()
+    );
+}
+
+#[test]
+fn the_run_id_is_kept_from_the_pre_job_data_when_it_is_a_number() {
+    let p = plan(
+        vec![
+            view("a", Condition::Busy),
+            view("b", Condition::Busy),
+            view("c", Condition::Busy),
+        ],
+        vec![],
+    );
+    let mut odd = pre("CI", NOW);
+    odd.run_id = "12; rm -rf /".into();
+    let mut old_hook = pre("CI", NOW);
+    old_hook.run_id = String::new();
+    let d = decide_with(
+        &StartedRecord::new(),
+        &p,
+        &[("a", pre("CI", NOW)), ("b", odd), ("c", old_hook)],
+        &[],
+    );
+    let run_ids: Vec<Option<u64>> = d
+        .record
+        .values()
+        .map(|s| s.as_ref().and_then(|s| s.run_id))
+        .collect();
+    assert_eq!(run_ids, [Some(77), None, None]);
+}
+
+#[test]
+fn a_record_from_before_run_ids_still_loads() {
+    let root = tempfile::tempdir().unwrap();
+    let paths = HostPaths::new(root.path());
+    std::fs::create_dir_all(paths.state_dir()).unwrap();
+    std::fs::write(
+        record_path(&paths),
+        r#"{"a":{"workflow":"CI","repo":"o/r","event":"push","started_at":5,"installed_at":1}}"#,
+    )
+    .unwrap();
+    let record = load_record(&paths).unwrap();
+    assert_eq!(record["a"].as_ref().map(|s| s.run_id), Some(None));
+}
+
+/// Counts the reads and lookups; serves pre-job data and conclusions for names it knows.
 struct Reader {
     pre: BTreeMap<String, PreJob>,
     reads: RefCell<Vec<String>>,
+    conclusions: BTreeMap<String, String>,
+    lookups: RefCell<Vec<(String, u64, String)>>,
 }
 
-impl PreJobReader for Reader {
+impl Reader {
+    fn new(pre: &[(&str, PreJob)]) -> Self {
+        Reader {
+            pre: pre
+                .iter()
+                .map(|(n, p)| (n.to_string(), p.clone()))
+                .collect(),
+            reads: RefCell::new(vec![]),
+            conclusions: BTreeMap::new(),
+            lookups: RefCell::new(vec![]),
+        }
+    }
+}
+
+impl JobReader for Reader {
     fn read_pre_job(&self, name: &RunnerName) -> Option<PreJob> {
         self.reads.borrow_mut().push(name.0.clone());
         self.pre.get(name.as_str()).cloned()
@@ -269,6 +361,52 @@ impl PreJobReader for Reader {
     fn created_at(&self, _name: &RunnerName) -> Option<u64> {
         Some(NOW - 100)
     }
+    fn job_conclusion(&self, repo: &str, run_id: u64, name: &RunnerName) -> Option<String> {
+        self.lookups
+            .borrow_mut()
+            .push((repo.to_string(), run_id, name.0.clone()));
+        self.conclusions.get(name.as_str()).cloned()
+    }
+}
+
+#[test]
+fn conclusions_are_looked_up_only_for_ending_runners_with_a_run_at_most_ten_a_round() {
+    let root = tempfile::tempdir().unwrap();
+    let paths = HostPaths::new(root.path());
+    let mut record: StartedRecord = (0..12)
+        .map(|i| (format!("end-{i:02}"), started("CI", NOW - 10)))
+        .collect();
+    let mut no_run = started("CI", NOW - 10);
+    if let Some(s) = no_run.as_mut() {
+        s.run_id = None;
+    }
+    record.insert("end-no-run".into(), no_run);
+    record.insert("end-unread".into(), None);
+    record.insert("still-busy".into(), started("CI", NOW - 10));
+    save_record(&paths, &record).unwrap();
+    let mut reader = Reader::new(&[]);
+    reader.conclusions = [("end-00".to_string(), "success".to_string())].into();
+
+    let round = plan(vec![view("still-busy", Condition::Busy)], vec![]);
+    let d = issue_for_round(&paths, &reader, &ManualClock::at(NOW), "gr", &round);
+
+    let lookups = reader.lookups.borrow();
+    assert_eq!(lookups.len(), MAX_CONCLUSION_LOOKUPS);
+    assert!(lookups
+        .iter()
+        .all(|(repo, run, name)| repo == "o/r" && *run == 77 && name.starts_with("end-")));
+    assert!(!lookups
+        .iter()
+        .any(|(_, _, n)| n == "end-no-run" || n == "still-busy"));
+    assert_eq!(d.stops.len(), 13, "every ended runner with data stops");
+    let concluded: Vec<&RunnerStop> = d
+        .stops
+        .iter()
+        .filter(|s| s.job_conclusion.is_some())
+        .collect();
+    assert_eq!(concluded.len(), 1);
+    assert_eq!(concluded[0].job_conclusion.as_deref(), Some("success"));
+    assert_eq!(d.record.keys().collect::<Vec<_>>(), ["still-busy"]);
 }
 
 #[test]
@@ -276,10 +414,8 @@ fn rounds_issue_start_then_stop_reading_each_busy_runner_once() {
     let root = tempfile::tempdir().unwrap();
     let paths = HostPaths::new(root.path());
     let clock = ManualClock::at(NOW);
-    let reader = Reader {
-        pre: [("a".to_string(), pre("CI", NOW - 40))].into(),
-        reads: RefCell::new(vec![]),
-    };
+    let mut reader = Reader::new(&[("a", pre("CI", NOW - 40))]);
+    reader.conclusions = [("a".to_string(), "success".to_string())].into();
     let busy = plan(
         vec![view("a", Condition::Busy), view("i", Condition::Idle)],
         vec![],
@@ -302,6 +438,7 @@ fn rounds_issue_start_then_stop_reading_each_busy_runner_once() {
             assert_eq!(s.idle, 60.0);
             assert_eq!(e.status, StopStatus::Normal);
             assert_eq!(e.job_duration, 60.0);
+            assert_eq!(e.job_conclusion.as_deref(), Some("success"));
         }
         other => panic!("{other:?}"),
     }
@@ -322,10 +459,7 @@ fn a_corrupt_record_is_reported_and_replaced() {
     std::fs::write(record_path(&paths), "{not json").unwrap();
     let err = load_record(&paths).unwrap_err();
     assert!(err.to_string().contains("started-runners.json"), "{err}");
-    let reader = Reader {
-        pre: BTreeMap::new(),
-        reads: RefCell::new(vec![]),
-    };
+    let reader = Reader::new(&[]);
     let busy = plan(vec![view("a", Condition::Busy)], vec![]);
     issue_for_round(&paths, &reader, &ManualClock::at(NOW), "gr", &busy);
     assert_eq!(

@@ -17,10 +17,11 @@ pub enum ApiCall {
     ListRunnerApplications,
     ListRunnerGroups,
     GetJob,
+    ListRunJobs,
 }
 
 impl ApiCall {
-    pub const ALL: [ApiCall; 9] = [
+    pub const ALL: [ApiCall; 10] = [
         ApiCall::ListRunners,
         ApiCall::GetRunner,
         ApiCall::DeleteRunner,
@@ -30,6 +31,7 @@ impl ApiCall {
         ApiCall::ListRunnerApplications,
         ApiCall::ListRunnerGroups,
         ApiCall::GetJob,
+        ApiCall::ListRunJobs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +45,7 @@ impl ApiCall {
             ApiCall::ListRunnerApplications => "list-runner-applications",
             ApiCall::ListRunnerGroups => "list-runner-groups",
             ApiCall::GetJob => "get-job",
+            ApiCall::ListRunJobs => "list-run-jobs",
         }
     }
 

@@ -630,6 +630,28 @@ struct AppJson {
 }
 
 #[derive(Deserialize)]
+struct JobList {
+    jobs: Vec<JobJson>,
+}
+
+impl From<JobJson> for WorkflowJob {
+    fn from(j: JobJson) -> Self {
+        WorkflowJob {
+            id: j.id,
+            run_id: j.run_id,
+            status: j.status,
+            conclusion: j.conclusion,
+            runner_name: j.runner_name,
+            labels: j.labels,
+            created_at: j.created_at,
+            started_at: j.started_at,
+            completed_at: j.completed_at,
+            workflow_name: j.workflow_name,
+        }
+    }
+}
+
+#[derive(Deserialize)]
 struct JobJson {
     id: u64,
     run_id: u64,
@@ -747,18 +769,35 @@ impl GitHub for GitHubClient {
     fn get_job(&self, job: &JobRef) -> Result<WorkflowJob, GitHubError> {
         let url = self.job_url(job)?;
         let reply = self.send(ApiCall::GetJob, "GET", &url, None)?;
-        let j: JobJson = self.parse(&reply, "GET", &url)?;
-        Ok(WorkflowJob {
-            id: j.id,
-            run_id: j.run_id,
-            status: j.status,
-            conclusion: j.conclusion,
-            runner_name: j.runner_name,
-            labels: j.labels,
-            created_at: j.created_at,
-            started_at: j.started_at,
-            completed_at: j.completed_at,
-            workflow_name: j.workflow_name,
+        Ok(self.parse::<JobJson>(&reply, "GET", &url)?.into())
+    }
+
+    fn list_run_jobs(&self, repo: &str, run_id: u64) -> Result<Vec<WorkflowJob>, GitHubError> {
+        // The repository comes from inside a runner (its job's GITHUB_REPOSITORY): only a
+        // plain owner/repo pair may become part of a URL that carries the token.
+        let (owner, name) = plain_repo(repo).ok_or_else(|| GitHubError::Protocol {
+            method: "GET".into(),
+            path: "/repos/<owner>/<repo>/actions/runs/<id>/jobs".into(),
+            reason: format!("{repo:?} is not an owner/repo name"),
+        })?;
+        let run = run_id.to_string();
+        let mut url = self.api_url(&["repos", owner, name, "actions", "runs", &run, "jobs"]);
+        url.query_pairs_mut().append_pair("per_page", PER_PAGE);
+        self.get_all_pages(ApiCall::ListRunJobs, url, |page: JobList| {
+            page.jobs.into_iter().map(WorkflowJob::from).collect()
         })
     }
+}
+
+/// `owner/repo` split in two, when both are GitHub names (letters, digits, `-`, `_`, `.`).
+fn plain_repo(repo: &str) -> Option<(&str, &str)> {
+    let (owner, name) = repo.split_once('/')?;
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    (plain(owner) && plain(name)).then_some((owner, name))
 }

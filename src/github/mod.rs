@@ -198,4 +198,7 @@ pub trait GitHub: Send + Sync {
     /// The linux runner application for `arch`.
     fn runner_application(&self, arch: Arch) -> Result<RunnerApplication, GitHubError>;
     fn get_job(&self, job: &JobRef) -> Result<WorkflowJob, GitHubError>;
+    /// The jobs of the latest attempt of workflow run `run_id` in `repo` (`owner/repo`),
+    /// every page.
+    fn list_run_jobs(&self, repo: &str, run_id: u64) -> Result<Vec<WorkflowJob>, GitHubError>;
 }

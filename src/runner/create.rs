@@ -585,6 +585,13 @@ pub(crate) mod tests {
         fn get_job(&self, _job: &JobRef) -> Result<WorkflowJob, GitHubError> {
             Err(path_err("GET"))
         }
+        fn list_run_jobs(
+            &self,
+            _repo: &str,
+            _run_id: u64,
+        ) -> Result<Vec<WorkflowJob>, GitHubError> {
+            Err(path_err("GET"))
+        }
     }
 
     fn request<'a>(

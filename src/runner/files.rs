@@ -187,9 +187,9 @@ dir=@DIR@
 esc() { printf '%s' "$1" | tr -d '\000-\037' | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'; }
 {
   mkdir -p "$dir" &&
-  printf '{"workflow": "%s", "repository": "%s", "event": "%s", "timestamp": %s}\n' \
+  printf '{"workflow": "%s", "repository": "%s", "event": "%s", "run_id": "%s", "timestamp": %s}\n' \
     "$(esc "$GITHUB_WORKFLOW")" "$(esc "$GITHUB_REPOSITORY")" "$(esc "$GITHUB_EVENT_NAME")" \
-    "$(date +%s)" >"$dir/@FILE@.tmp" &&
+    "$(esc "$GITHUB_RUN_ID")" "$(date +%s)" >"$dir/@FILE@.tmp" &&
   mv -f "$dir/@FILE@.tmp" "$dir/@FILE@"
 } >/dev/null 2>&1
 exit 0
@@ -444,6 +444,7 @@ mod tests {
                 ("GITHUB_WORKFLOW", workflow),
                 ("GITHUB_REPOSITORY", "canonical/github-runner"),
                 ("GITHUB_EVENT_NAME", "pull_request"),
+                ("GITHUB_RUN_ID", "8122341"),
             ],
         );
         assert_eq!(code, 0);
@@ -452,6 +453,7 @@ mod tests {
         assert_eq!(v["workflow"], "CI \"nightly\" \\ $(reboot) `id`tab");
         assert_eq!(v["repository"], "canonical/github-runner");
         assert_eq!(v["event"], "pull_request");
+        assert_eq!(v["run_id"], "8122341");
         let at = v["timestamp"].as_u64().unwrap();
         assert!(at >= before && at <= before + 60, "{at} vs {before}");
         // Only the file itself is left: the temporary one was renamed.

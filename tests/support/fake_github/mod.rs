@@ -41,7 +41,9 @@
 //! `127.0.0.1:<port>` is all it needs.
 //! - `GET /_fake/listener/online?key=K` -> `ok` (registration online) | 404 `gone`
 //! - `GET /_fake/listener/wait-job?key=K&timeout=S` (long-poll, S ≤ 60, default 30) ->
-//!   `job <id>` (a test assigned one: the runner is now busy, the job in_progress) | `none` |
+//!   `job <id> <run id> <owner/repo>` (a test assigned one: the runner is now busy, the job
+//!   in_progress; the run and repo are what GitHub gives the job as `GITHUB_RUN_ID` and
+//!   `GITHUB_REPOSITORY`) | `none` |
 //!   404 `gone` (registration deleted)
 //! - `GET /_fake/listener/done?key=K[&conclusion=success][&timeout=S]` -> `ok` (job completed;
 //!   the ephemeral registration is removed, as GitHub does) | `wait` (the job is held by
@@ -101,7 +103,7 @@ while :; do
   if answer="$(fetch wait-job "&timeout=30")"; then
     failures=0
     case "$answer" in
-      job\ *) job="${answer#job }"; break ;;
+      job\ *) job="${answer#job }"; job="${job%% *}"; break ;;
     esac
   else
     failures=$((failures + 1))
@@ -340,6 +342,18 @@ impl FakeGitHub {
         self.shared.update(|st| new_job(st, repo, labels))
     }
 
+    /// A workflow run in `repo` with `jobs` queued jobs; returns the run id and the job ids.
+    pub fn add_run(&self, repo: &str, jobs: usize) -> (u64, Vec<u64>) {
+        self.shared.update(|st| {
+            let run_id = st.next_run_id;
+            st.next_run_id += 1;
+            let ids = (0..jobs)
+                .map(|_| new_job_in_run(st, repo, Vec::new(), run_id))
+                .collect();
+            (run_id, ids)
+        })
+    }
+
     /// Give runner `name` a job (queued until its listener takes it with `wait-job`, then
     /// in_progress and the runner busy; completed when the runner reports `done`). For an org
     /// runner the job lives in `<org>/fake-repo`. None when no such runner or it has a job.
@@ -570,11 +584,16 @@ impl Drop for FakeGitHub {
     }
 }
 
+/// A queued job in a run of its own.
 fn new_job(st: &mut State, repo: &str, labels: Vec<String>) -> u64 {
-    let id = st.next_job_id;
-    st.next_job_id += 1;
     let run_id = st.next_run_id;
     st.next_run_id += 1;
+    new_job_in_run(st, repo, labels, run_id)
+}
+
+fn new_job_in_run(st: &mut State, repo: &str, labels: Vec<String>, run_id: u64) -> u64 {
+    let id = st.next_job_id;
+    st.next_job_id += 1;
     st.jobs.insert(
         id,
         FakeJob {

@@ -638,6 +638,7 @@ fn listener_wait_job(shared: &Shared, req: &HttpRequest) -> HttpResponse {
                 r.busy = true;
                 let (rid, rname, gid) = (r.id, r.name.clone(), r.runner_group_id);
                 let job_id = r.job_id.unwrap_or(0);
+                let mut run = (0, String::new());
                 if let Some(j) = st.jobs.get_mut(&job_id) {
                     if j.status == "queued" {
                         j.status = "in_progress".into();
@@ -646,8 +647,9 @@ fn listener_wait_job(shared: &Shared, req: &HttpRequest) -> HttpResponse {
                         j.runner_name = Some(rname);
                         j.runner_group_id = Some(gid);
                     }
+                    run = (j.run_id, j.repo.clone());
                 }
-                HttpResponse::text(200, &format!("job {job_id}\n"))
+                HttpResponse::text(200, &format!("job {job_id} {} {}\n", run.0, run.1))
             }
         }
     };
