@@ -1,5 +1,6 @@
 //! Child processes run with a deadline: std has no wait-with-timeout, and a child whose pipes
-//! nobody drains blocks once a pipe buffer fills, so its output is read on threads.
+//! nobody drains blocks once a pipe buffer fills, so its output is read while waiting
+//! (on threads, or on this thread with poll for short calls such as hook tools).
 
 use std::io::Read;
 use std::process::{Child, ExitStatus};
@@ -81,6 +82,99 @@ fn poll_until_exit(child: &mut Child, deadline: Instant) -> std::io::Result<bool
     }
 }
 
+/// A finished child's status and what it printed.
+#[derive(Debug)]
+pub struct Collected {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Reads the child's piped stdout and stderr to their end on this thread (poll, no thread
+/// spawned: a hook tool call takes ~1 ms and threads would add a good part of that), then
+/// waits for it, all before `timeout`. Past the deadline the child is killed and reaped and
+/// the answer is None. A child that exits while something it started keeps its pipes open
+/// runs into the deadline.
+pub fn collect_with_deadline(
+    child: &mut Child,
+    timeout: Duration,
+) -> std::io::Result<Option<Collected>> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let deadline = Instant::now() + timeout;
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut chunk = [0u8; 8192];
+    while stdout.is_some() || stderr.is_some() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        let wait = Timespec {
+            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let (out_ready, err_ready) = {
+            let mut fds = Vec::with_capacity(2);
+            if let Some(p) = &stdout {
+                fds.push(PollFd::new(p, PollFlags::IN));
+            }
+            if let Some(p) = &stderr {
+                fds.push(PollFd::new(p, PollFlags::IN));
+            }
+            match poll(&mut fds, Some(&wait)) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            // Readable, or closed at the other end (HUP/ERR): a read then returns 0.
+            let ready = |fd: &PollFd<'_>| !fd.revents().is_empty();
+            let mut it = fds.iter();
+            (
+                stdout
+                    .as_ref()
+                    .map(|_| it.next().is_some_and(ready))
+                    .unwrap_or(false),
+                stderr
+                    .as_ref()
+                    .map(|_| it.next().is_some_and(ready))
+                    .unwrap_or(false),
+            )
+        };
+        if out_ready {
+            read_some(&mut stdout, &mut out, &mut chunk)?;
+        }
+        if err_ready {
+            read_some(&mut stderr, &mut err, &mut chunk)?;
+        }
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    Ok(wait_with_deadline(child, left)?.map(|status| Collected {
+        status,
+        stdout: out,
+        stderr: err,
+    }))
+}
+
+/// One read from a pipe poll said is ready; at its end (0 bytes) the pipe is dropped.
+fn read_some<R: Read>(
+    pipe: &mut Option<R>,
+    into: &mut Vec<u8>,
+    chunk: &mut [u8],
+) -> std::io::Result<()> {
+    if let Some(p) = pipe {
+        match p.read(chunk) {
+            Ok(0) => *pipe = None,
+            Ok(n) => into.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Reads `pipe` to its end on a thread (nothing when there is no pipe).
 pub fn spawn_reader<R: Read + Send + 'static>(pipe: Option<R>) -> JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
@@ -127,6 +221,46 @@ mod tests {
         // Reaped: nothing left to wait for, and the pipe is closed so the reader ends.
         assert!(child.try_wait().unwrap().is_some());
         assert!(out.join().unwrap().is_empty());
+    }
+
+    #[test]
+    fn collecting_reads_both_pipes_even_past_a_pipe_buffer() {
+        // 200 KiB on stdout and some stderr: more than a pipe holds, so the child only ends
+        // if both are drained while it runs.
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", "head -c 204800 /dev/zero; echo oops >&2; exit 5"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let got = collect_with_deadline(&mut child, Duration::from_secs(30))
+            .unwrap()
+            .expect("in time");
+        assert_eq!(got.status.code(), Some(5));
+        assert_eq!(got.stdout.len(), 204800);
+        assert_eq!(got.stderr, b"oops\n");
+    }
+
+    #[test]
+    fn collecting_kills_a_child_at_the_deadline() {
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", "echo started; exec sleep 30"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        assert!(
+            collect_with_deadline(&mut child, Duration::from_millis(200))
+                .unwrap()
+                .is_none()
+        );
+        assert!(child.try_wait().unwrap().is_some(), "killed and reaped");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::host::child::{spawn_reader, wait_with_deadline};
+use crate::host::child::{collect_with_deadline, Collected};
 use crate::host::file::replace_if_changed;
 use crate::paths::HostPaths;
 
@@ -203,15 +203,15 @@ impl Systemctl {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(spawn_err)?;
-        let stderr = spawn_reader(child.stderr.take());
-        let Some(status) = wait_with_deadline(&mut child, self.timeout).map_err(spawn_err)? else {
+        let Some(Collected { status, stderr, .. }) =
+            collect_with_deadline(&mut child, self.timeout).map_err(spawn_err)?
+        else {
             return Err(SystemdError::Timeout {
                 program: self.program.display().to_string(),
                 args: args.join(" "),
                 seconds: self.timeout.as_secs(),
             });
         };
-        let stderr = stderr.join().unwrap_or_default();
         // Killed by a signal: no code; -1 keeps it distinct from any exit status.
         let code = status.code().unwrap_or(-1);
         Ok((code, String::from_utf8_lossy(&stderr).trim().to_string()))

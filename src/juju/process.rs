@@ -6,7 +6,7 @@
 
 use super::context::HookEnv;
 use super::{validate_action_key, HookToolError, HookTools, LogLevel, Status, StorageInfo};
-use crate::host::child::{spawn_reader, wait_with_deadline};
+use crate::host::child::{collect_with_deadline, Collected};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -132,17 +132,17 @@ impl ProcessHookTools {
             // so writing first cannot deadlock on a full stdout pipe.
             pipe.write_all(input).map_err(io_err)?;
         }
-        let stdout = spawn_reader(child.stdout.take());
-        let stderr = spawn_reader(child.stderr.take());
-        let Some(status) = wait_with_deadline(&mut child, self.timeout).map_err(io_err)? else {
+        let Some(Collected {
+            status,
+            stdout,
+            stderr,
+        }) = collect_with_deadline(&mut child, self.timeout).map_err(io_err)?
+        else {
             return Err(HookToolError::Timeout {
                 tool: tool.to_string(),
                 seconds: self.timeout.as_secs_f64(),
             });
         };
-        // A reader thread only ends with its pipe; a panic there is a bug in std.
-        let stdout = stdout.join().unwrap_or_default();
-        let stderr = stderr.join().unwrap_or_default();
         if !status.success() {
             return Err(HookToolError::Failed {
                 tool: tool.to_string(),
