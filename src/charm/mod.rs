@@ -5,6 +5,7 @@
 
 pub mod actions;
 pub mod config_changed;
+pub mod crash_logs;
 pub mod credentials;
 #[cfg(test)]
 pub(crate) mod fake_world;

@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use super::config_changed;
+use super::crash_logs;
 use super::fleet::{self, CharmRunnerOps};
 use super::runner_metrics;
 use super::runtime::{Runtime, RuntimeError};
@@ -28,7 +29,6 @@ use crate::juju::Status;
 use crate::lxd::LxdError;
 use crate::manager::executor::{no_progress, Progress};
 use crate::manager::flush::{self as manager_flush, FlushError, FlushMode, FlushOutcome};
-use crate::manager::planner::RemovalReason;
 use crate::manager::reconcile::{
     self as manager_reconcile, ReconcileError, ReconcileOutcome, ReconcileSettings,
 };
@@ -252,6 +252,7 @@ fn reconcile_locked(
             &outcome.plan,
         );
         issue_metric(rt, outcome);
+        crash_logs::prune(&rt.paths, rt.clock.now_epoch());
     }
     let readiness = Readiness {
         image_missing: ops
@@ -275,15 +276,7 @@ pub fn crashed_runners(outcome: &ReconcileOutcome) -> u32 {
         .plan
         .removals
         .iter()
-        .filter(|r| {
-            matches!(
-                r.reason,
-                RemovalReason::ListenerDown
-                    | RemovalReason::NeverStarted
-                    | RemovalReason::InstanceError
-                    | RemovalReason::InstanceStopped
-            )
-        })
+        .filter(|r| r.reason.is_crash())
         .count() as u32
 }
 
@@ -443,6 +436,7 @@ mod tests {
     use crate::juju::memory::MemoryHookTools;
     use crate::juju::state::LAST_STATUS_KEY;
     use crate::manager::executor::Report;
+    use crate::manager::planner::RemovalReason;
     use crate::manager::planner::{Plan, Removal, RemovalTarget};
     use crate::paths::HostPaths;
 

@@ -596,6 +596,32 @@ impl Lxd for LxcCli {
         }
     }
 
+    fn pull_path(
+        &self,
+        instance: &str,
+        path: &str,
+        dest_dir: &Path,
+        timeout: Duration,
+    ) -> Result<(), LxdError> {
+        let operation = format!("file pull from {instance}{path}");
+        let dest = dest_dir.to_str().ok_or_else(|| LxdError::Io {
+            operation: operation.clone(),
+            reason: format!("destination {} is not UTF-8", dest_dir.display()),
+        })?;
+        let source = format!("{instance}/{}", path.trim_start_matches('/'));
+        let args = ["file", "pull", "--quiet", "--recursive", &source, dest];
+        let out = self.run(&operation, &args, None, timeout)?;
+        if out.code == 0 {
+            return Ok(());
+        }
+        let message = lxd_message(&out.stderr);
+        if message.contains("Instance not found") {
+            Err(LxdError::InstanceNotFound(instance.to_string()))
+        } else {
+            Err(LxdError::Command { operation, message })
+        }
+    }
+
     fn stop(&self, instance: &str, force: bool, timeout: Duration) -> Result<(), LxdError> {
         let secs = secs_ceil(timeout).max(1).to_string();
         let mut args = vec!["stop", instance, "--timeout", &secs];
