@@ -192,13 +192,17 @@ mod tests {
     use std::process::{Command, Stdio};
 
     fn sh(script: &str) -> Child {
+        sh_with_stderr(script, Stdio::null())
+    }
+
+    fn sh_with_stderr(script: &str, stderr: Stdio) -> Child {
         Command::new("/bin/sh")
             .args(["-c", script])
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap()
     }
@@ -227,15 +231,10 @@ mod tests {
     fn collecting_reads_both_pipes_even_past_a_pipe_buffer() {
         // 200 KiB on stdout and some stderr: more than a pipe holds, so the child only ends
         // if both are drained while it runs.
-        let mut child = Command::new("/bin/sh")
-            .args(["-c", "head -c 204800 /dev/zero; echo oops >&2; exit 5"])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = sh_with_stderr(
+            "head -c 204800 /dev/zero; echo oops >&2; exit 5",
+            Stdio::piped(),
+        );
         let got = collect_with_deadline(&mut child, Duration::from_secs(30))
             .unwrap()
             .expect("in time");
@@ -246,15 +245,7 @@ mod tests {
 
     #[test]
     fn collecting_kills_a_child_at_the_deadline() {
-        let mut child = Command::new("/bin/sh")
-            .args(["-c", "echo started; exec sleep 30"])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = sh_with_stderr("echo started; exec sleep 30", Stdio::piped());
         assert!(
             collect_with_deadline(&mut child, Duration::from_millis(200))
                 .unwrap()

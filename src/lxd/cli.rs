@@ -445,6 +445,19 @@ fn server_instance_types(env: &RawServerEnvironment) -> Vec<InstanceType> {
     types
 }
 
+/// How an `lxc file push/pull` ended: a missing instance is told apart from other errors.
+fn file_transfer_result(out: &Captured, instance: &str, operation: String) -> Result<(), LxdError> {
+    if out.code == 0 {
+        return Ok(());
+    }
+    let message = lxd_message(&out.stderr);
+    if message.contains("Instance not found") {
+        Err(LxdError::InstanceNotFound(instance.to_string()))
+    } else {
+        Err(LxdError::Command { operation, message })
+    }
+}
+
 fn secs_ceil(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
@@ -585,15 +598,7 @@ impl Lxd for LxcCli {
             &target,
         ];
         let out = self.run(&operation, &args, None, DEFAULT_COMMAND_TIMEOUT)?;
-        if out.code == 0 {
-            return Ok(());
-        }
-        let message = lxd_message(&out.stderr);
-        if message.contains("Instance not found") {
-            Err(LxdError::InstanceNotFound(instance.to_string()))
-        } else {
-            Err(LxdError::Command { operation, message })
-        }
+        file_transfer_result(&out, instance, operation)
     }
 
     fn pull_path(
@@ -611,15 +616,7 @@ impl Lxd for LxcCli {
         let source = format!("{instance}/{}", path.trim_start_matches('/'));
         let args = ["file", "pull", "--quiet", "--recursive", &source, dest];
         let out = self.run(&operation, &args, None, timeout)?;
-        if out.code == 0 {
-            return Ok(());
-        }
-        let message = lxd_message(&out.stderr);
-        if message.contains("Instance not found") {
-            Err(LxdError::InstanceNotFound(instance.to_string()))
-        } else {
-            Err(LxdError::Command { operation, message })
-        }
+        file_transfer_result(&out, instance, operation)
     }
 
     fn stop(&self, instance: &str, force: bool, timeout: Duration) -> Result<(), LxdError> {
