@@ -289,6 +289,50 @@ fn ensure_profile_creates_then_converges() {
 }
 
 #[test]
+fn profiles_are_listed_with_their_use_and_only_unused_ones_can_be_deleted() {
+    let fx = LxdFixture::new();
+    let lxd = fx.lxd();
+    for name in ["cpu-1-mem-1GiB-disk-1GiB", "cpu-2-mem-1GiB-disk-1GiB"] {
+        lxd.ensure_profile(&ProfileSpec {
+            name: name.into(),
+            ..ProfileSpec::default()
+        })
+        .unwrap();
+    }
+    let mut spec = launch_spec("r-0-000000000001", "o");
+    spec.profiles.push("cpu-1-mem-1GiB-disk-1GiB".into());
+    lxd.launch(&spec).unwrap();
+    let mut listed = lxd.list_profiles().unwrap();
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    let uses: Vec<(&str, usize)> = listed
+        .iter()
+        .map(|p| (p.name.as_str(), p.used_by))
+        .collect();
+    assert_eq!(
+        uses,
+        [
+            ("cpu-1-mem-1GiB-disk-1GiB", 1),
+            ("cpu-2-mem-1GiB-disk-1GiB", 0),
+            ("default", 1)
+        ]
+    );
+    let in_use = lxd.delete_profile("cpu-1-mem-1GiB-disk-1GiB").unwrap_err();
+    assert!(matches!(in_use, LxdError::Command { .. }), "{in_use:?}");
+    lxd.delete_profile("cpu-2-mem-1GiB-disk-1GiB").unwrap();
+    lxd.delete_profile("cpu-2-mem-1GiB-disk-1GiB").unwrap(); // idempotent
+    let names: Vec<String> = lxd
+        .list_profiles()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(
+        !names.contains(&"cpu-2-mem-1GiB-disk-1GiB".to_string()),
+        "{names:?}"
+    );
+}
+
+#[test]
 fn server_info_reports_version_and_container_support() {
     let fx = LxdFixture::new();
     let info = fx.lxd().server_info().unwrap();

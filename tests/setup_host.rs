@@ -238,9 +238,20 @@ fn ensure_host_twice_converges_on_real_lxd() {
 }
 
 #[test]
-fn a_vm_setting_change_adds_a_resource_profile_and_keeps_the_old_one() {
+fn a_vm_setting_change_adds_a_resource_profile_and_drops_the_old_one_once_unused() {
     let m = Machine::new();
     m.ensure().unwrap();
+    // A runner made with the first setting (created, not started: it uses the profile all
+    // the same).
+    m.fx.lxc_ok(&[
+        "init",
+        "jammy",
+        "keeper",
+        "-p",
+        "default",
+        "-p",
+        "cpu-1-mem-256MiB-disk-64MiB",
+    ]);
     m.tools
         .lock()
         .config
@@ -258,7 +269,18 @@ fn a_vm_setting_change_adds_a_resource_profile_and_keeps_the_old_one() {
             "default",
             "runner"
         ],
-        "running runners keep the old profile"
+        "a runner still uses the old profile: kept"
+    );
+    m.fx.lxc_ok(&["delete", "--force", "keeper"]);
+    m.tools
+        .lock()
+        .config
+        .insert("vm-memory".into(), "768MiB".into());
+    m.ensure().unwrap();
+    assert_eq!(
+        m.profiles(),
+        ["cpu-1-mem-768MiB-disk-64MiB", "default", "runner"],
+        "old profiles nothing uses are dropped"
     );
 }
 

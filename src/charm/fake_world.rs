@@ -317,6 +317,35 @@ impl Lxd for FakeLxd {
             .insert(spec.name.clone(), spec.clone());
         Ok(())
     }
+    /// `used_by` counts the instances launched with each profile.
+    fn list_profiles(&self) -> Result<Vec<crate::lxd::ProfileUse>, LxdError> {
+        let w = self.0.lock();
+        Ok(w.profiles
+            .keys()
+            .map(|name| crate::lxd::ProfileUse {
+                name: name.clone(),
+                used_by: w
+                    .instances
+                    .values()
+                    .filter(|i| i.profiles.contains(name))
+                    .count(),
+            })
+            .collect())
+    }
+    fn delete_profile(&self, name: &str) -> Result<(), LxdError> {
+        let mut w = self.0.lock();
+        if w.instances
+            .values()
+            .any(|i| i.profiles.iter().any(|p| p == name))
+        {
+            return Err(LxdError::Command {
+                operation: format!("profile delete {name}"),
+                message: "Profile is currently in use".into(),
+            });
+        }
+        w.profiles.remove(name);
+        Ok(())
+    }
     fn server_info(&self) -> Result<ServerInfo, LxdError> {
         Ok(ServerInfo {
             server_version: "5.0.2".into(),

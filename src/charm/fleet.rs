@@ -27,7 +27,7 @@ use crate::host::metrics::{MetricEvent, MetricsLog, RunnerInstalled};
 use crate::identity::RunnerName;
 use crate::lxd::{
     ExecOutput, ExecSpec, Instance, InstanceState, InstanceType, LaunchSpec, Lxd, LxdError,
-    ProfileSpec, PushSpec, ServerInfo,
+    ProfileSpec, ProfileUse, PushSpec, ServerInfo,
 };
 use crate::manager::ops::{FailureKind, Observation, OpError, RemoveOutcome, RunnerOps};
 use crate::manager::planner::{BinaryState, Health, RemovalTarget, RUNNER_ID_CONFIG_KEY};
@@ -116,6 +116,11 @@ impl<'a> CharmRunnerOps<'a> {
                 })
             })
             .clone()
+    }
+
+    /// Drop resource profiles of earlier vm-* settings that no instance uses any more.
+    pub fn prune_stale_profiles(&self) -> Vec<String> {
+        resources::prune_profiles(&*self.rt.lxd, &self.resources.profile_name())
     }
 
     fn seen_instance(&self, name: &str) -> Option<Instance> {
@@ -515,6 +520,12 @@ impl Lxd for LaunchWithRunnerId<'_> {
     }
     fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError> {
         self.inner.ensure_profile(spec)
+    }
+    fn list_profiles(&self) -> Result<Vec<ProfileUse>, LxdError> {
+        self.inner.list_profiles()
+    }
+    fn delete_profile(&self, name: &str) -> Result<(), LxdError> {
+        self.inner.delete_profile(name)
     }
     fn server_info(&self) -> Result<ServerInfo, LxdError> {
         self.inner.server_info()

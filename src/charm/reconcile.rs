@@ -253,6 +253,17 @@ fn reconcile_locked(
         );
         issue_metric(rt, outcome);
         crash_logs::prune(&rt.paths, rt.clock.now_epoch());
+        // Instances went away: a profile of an older vm-* setting may be unused now. Never
+        // in a steady round, which costs no LXD call beyond the listing and health checks.
+        if !outcome.plan.removals.is_empty() {
+            let dropped = ops.prune_stale_profiles();
+            if !dropped.is_empty() {
+                tracing::info!(
+                    "dropped unused old resource profiles: {}",
+                    dropped.join(", ")
+                );
+            }
+        }
     }
     let readiness = Readiness {
         image_missing: ops
@@ -513,6 +524,31 @@ mod tests {
         unit.with(3, reconcile).unwrap();
         assert_eq!(unit.world.lock().github_calls, vec!["list ghp_secret"]);
         assert_eq!(unit.world.lock().execs, 3);
+    }
+
+    #[test]
+    fn an_old_resource_profile_goes_once_unused_and_only_in_a_round_that_removed_runners() {
+        let unit = Unit::new();
+        unit.with(1, reconcile).unwrap();
+        unit.world.bring_online();
+        let old = "cpu-8-mem-64GiB-disk-100GiB";
+        unit.world.lock().profiles.insert(
+            old.into(),
+            crate::lxd::ProfileSpec {
+                name: old.into(),
+                ..Default::default()
+            },
+        );
+        // Steady round: nothing removed, the profile is not even looked at.
+        unit.with(1, reconcile).unwrap();
+        assert!(unit.world.lock().profiles.contains_key(old));
+        // Scale to 0: a runner is removed, and the unused old profile with it; the current
+        // one and the runner profile stay.
+        unit.with(0, reconcile).unwrap();
+        let profiles: Vec<String> = unit.world.lock().profiles.keys().cloned().collect();
+        assert!(!profiles.contains(&old.to_string()), "{profiles:?}");
+        assert!(profiles.contains(&"runner".to_string()), "{profiles:?}");
+        assert_eq!(profiles.len(), 2, "{profiles:?}");
     }
 
     #[test]

@@ -221,14 +221,10 @@ pub fn ensure_host(
     edges.apply_storage(&plan, lxd)?;
 
     let instance_type = resources::instance_type(config.test_mode_insecure);
-    let profiles = resources::ensure_profiles(
-        lxd,
-        &Resources::from_config(config),
-        instance_type,
-        &pool,
-        &[],
-    )
-    .map_err(SetupError::Profiles)?;
+    let resources = Resources::from_config(config);
+    let profiles = resources::ensure_profiles(lxd, &resources, instance_type, &pool, &[])
+        .map_err(SetupError::Profiles)?;
+    resources::prune_profiles(lxd, &resources.profile_name());
 
     let alias = config.base_image.alias();
     let mut status_err = None;

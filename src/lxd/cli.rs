@@ -3,7 +3,7 @@
 
 use super::{
     ExecOutput, ExecSpec, Instance, InstanceState, InstanceType, LaunchSpec, Lxd, LxdError,
-    ProfileSpec, PushSource, PushSpec, ServerInfo,
+    ProfileSpec, ProfileUse, PushSource, PushSpec, ServerInfo,
 };
 use crate::host::child::{spawn_reader, wait_with_deadline, HOST_PROGRAM_PATH};
 use crate::identity::OWNER_CONFIG_KEY;
@@ -403,6 +403,18 @@ struct RawProfile {
 }
 
 #[derive(Deserialize)]
+struct RawProfileUse {
+    name: String,
+    /// `null` on a profile nothing uses, in some LXD versions.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    used_by: Vec<String>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Deserialize)]
 struct RawPool {
     driver: String,
     #[serde(default)]
@@ -757,6 +769,29 @@ impl Lxd for LxcCli {
                 None => Err(err),
             },
         }
+    }
+
+    fn list_profiles(&self) -> Result<Vec<ProfileUse>, LxdError> {
+        let raw: Vec<RawProfileUse> = self
+            .get_json("profile list", "/1.0/profiles?recursion=1")?
+            .ok_or_else(|| LxdError::Command {
+                operation: "profile list".into(),
+                message: "GET /1.0/profiles answered not found".into(),
+            })?;
+        Ok(raw
+            .into_iter()
+            .map(|p| ProfileUse {
+                name: p.name,
+                used_by: p.used_by.len(),
+            })
+            .collect())
+    }
+
+    fn delete_profile(&self, name: &str) -> Result<(), LxdError> {
+        let operation = format!("profile delete {name}");
+        let path = format!("/1.0/profiles/{}", url_segment(name));
+        // Not found: already gone, which is what was asked.
+        self.query(&operation, "DELETE", &path, None).map(drop)
     }
 
     fn server_info(&self) -> Result<ServerInfo, LxdError> {

@@ -120,6 +120,13 @@ pub struct ProfileSpec {
     pub devices: BTreeMap<String, BTreeMap<String, String>>,
 }
 
+/// A profile and how many instances (or other objects) use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileUse {
+    pub name: String,
+    pub used_by: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerInfo {
     pub server_version: String,
@@ -166,6 +173,9 @@ pub trait Lxd: Send + Sync {
     fn image_exists(&self, alias: &str) -> Result<bool, LxdError>;
     fn ensure_storage_pool(&self, name: &str, driver: &str, source: &str) -> Result<(), LxdError>;
     fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError>;
+    fn list_profiles(&self) -> Result<Vec<ProfileUse>, LxdError>;
+    /// Idempotent: deleting a missing profile is Ok; LXD refuses one in use.
+    fn delete_profile(&self, name: &str) -> Result<(), LxdError>;
     fn server_info(&self) -> Result<ServerInfo, LxdError>;
 }
 

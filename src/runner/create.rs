@@ -509,6 +509,12 @@ pub(crate) mod tests {
         fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError> {
             self.record(format!("profile {}", spec.name))
         }
+        fn list_profiles(&self) -> Result<Vec<crate::lxd::ProfileUse>, LxdError> {
+            self.record("list profiles".into()).map(|_| vec![])
+        }
+        fn delete_profile(&self, name: &str) -> Result<(), LxdError> {
+            self.record(format!("delete profile {name}"))
+        }
         fn server_info(&self) -> Result<ServerInfo, LxdError> {
             Ok(ServerInfo {
                 server_version: "5.0.2".into(),

@@ -1,7 +1,7 @@
 //! Which profiles, instance type and labels a runner is launched with (pure).
 
 use crate::config::CharmConfig;
-use crate::lxd::{InstanceType, Lxd, LxdError, ProfileSpec};
+use crate::lxd::{InstanceType, Lxd, LxdError, ProfileSpec, ProfileUse};
 use std::collections::BTreeMap;
 
 /// LXD's default profile: first, so an operator's NIC or proxy device reaches every runner.
@@ -122,7 +122,7 @@ pub fn launch_profiles(resource_profile: &str, extra: &[String]) -> Vec<String> 
 /// Ensures the runner profile and the resource profile for `resources` exist (each call
 /// converges them) and answers the profile list to launch with: `default`, ours, `extra`.
 /// A changed vm-* makes a new resource profile; the old one, still used by running
-/// runners, is left as it is.
+/// runners, is left as it is until [`prune_profiles`] finds it unused.
 pub fn ensure_profiles(
     lxd: &dyn Lxd,
     resources: &Resources,
@@ -134,6 +134,38 @@ pub fn ensure_profiles(
     let profile = resources.profile(instance_type, pool);
     lxd.ensure_profile(&profile)?;
     Ok(launch_profiles(&profile.name, extra))
+}
+
+/// Resource profiles an earlier vm-* setting left behind that nothing uses any more. Pure.
+pub fn stale_profiles(profiles: &[ProfileUse], current: &str) -> Vec<String> {
+    profiles
+        .iter()
+        .filter(|p| p.used_by == 0 && p.name != current && is_resource_profile_name(&p.name))
+        .map(|p| p.name.clone())
+        .collect()
+}
+
+/// Deletes the [`stale_profiles`]; answers the names deleted. Best effort: LXD refusing one
+/// (an instance took it meanwhile; another unit on this machine re-creates its own before
+/// launching) is logged and left for a later round.
+pub fn prune_profiles(lxd: &dyn Lxd, current: &str) -> Vec<String> {
+    let profiles = match lxd.list_profiles() {
+        Ok(profiles) => profiles,
+        Err(e) => {
+            tracing::warn!("could not list LXD profiles to drop unused old ones: {e}");
+            return Vec::new();
+        }
+    };
+    stale_profiles(&profiles, current)
+        .into_iter()
+        .filter(|name| match lxd.delete_profile(name) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::info!("old resource profile {name} kept: {e}");
+                false
+            }
+        })
+        .collect()
 }
 
 /// Labels a runner registers with: the application, the base image, then the custom labels,
@@ -156,6 +188,27 @@ mod tests {
     use super::*;
 
     const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn only_unused_old_resource_profiles_are_stale() {
+        let p = |name: &str, used_by: usize| ProfileUse {
+            name: name.into(),
+            used_by,
+        };
+        let profiles = [
+            p("default", 0),
+            p("runner", 0),
+            p("cpu-2-mem-7GiB-disk-10GiB", 0), // current
+            p("cpu-2-mem-8GiB-disk-10GiB", 0), // old, unused
+            p("cpu-4-mem-8GiB-disk-10GiB", 3), // old, still used
+            p("cpu-x-mem-8GiB-disk-10GiB", 0), // not a name we make
+            p("my-profile", 0),
+        ];
+        assert_eq!(
+            stale_profiles(&profiles, "cpu-2-mem-7GiB-disk-10GiB"),
+            ["cpu-2-mem-8GiB-disk-10GiB"]
+        );
+    }
 
     #[test]
     fn sizes_use_the_largest_exact_unit() {

@@ -212,6 +212,13 @@ impl Lxd for FakeLxd {
             .push(format!("profile {}", spec.name));
         Ok(())
     }
+    /// No profile here but those setup ensures, so nothing is ever stale.
+    fn list_profiles(&self) -> Result<Vec<crate::lxd::ProfileUse>, LxdError> {
+        Ok(Vec::new())
+    }
+    fn delete_profile(&self, _name: &str) -> Result<(), LxdError> {
+        unused("delete profile")
+    }
     fn server_info(&self) -> Result<ServerInfo, LxdError> {
         Ok(ServerInfo {
             server_version: "5.0.2".into(),
