@@ -134,6 +134,34 @@ fn a_good_download_replaces_the_old_tarball_and_is_remembered() {
 }
 
 #[test]
+fn a_temp_download_token_from_the_list_is_sent_with_the_download_only() {
+    let s = setup();
+    s.gh.require_download_token("ghes-temp-123");
+    let app = latest(&s.gh);
+    assert_eq!(
+        app.temp_download_token.as_ref().map(|t| t.expose()),
+        Some("ghes-temp-123")
+    );
+    assert!(
+        !format!("{app:?}").contains("ghes-temp-123"),
+        "Debug shows it"
+    );
+    download_runner_tarball(&app, &s.dir, &settings()).unwrap();
+    assert_only_tarball(&s.dir, &s.gh.runner_tarball());
+
+    // Without it the server refuses, and the old tarball stays.
+    let mut without = app.clone();
+    without.temp_download_token = None;
+    std::fs::write(s.dir.join(TARBALL_FILE_NAME), &s.old).unwrap();
+    let err = download_runner_tarball(&without, &s.dir, &settings()).unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    assert!(!err.to_string().contains("ghes-temp-123"));
+    assert_only_tarball(&s.dir, &s.old);
+    // A fake without the requirement hands out no token.
+    assert!(latest(&FakeGitHub::start()).temp_download_token.is_none());
+}
+
+#[test]
 fn the_default_fake_tarball_downloads_and_verifies() {
     let gh = FakeGitHub::start();
     let dir = tempfile::tempdir().unwrap();

@@ -435,6 +435,7 @@ impl GitHub for FakeGitHub {
             download_url: RUNNER_URL.into(),
             filename: "runner.tar.gz".into(),
             sha256_checksum: None,
+            temp_download_token: None,
         })
     }
     fn get_job(&self, _job: &JobRef) -> Result<WorkflowJob, GitHubError> {

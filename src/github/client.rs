@@ -627,6 +627,8 @@ struct AppJson {
     filename: String,
     #[serde(default)]
     sha256_checksum: Option<String>,
+    #[serde(default)]
+    temp_download_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -755,6 +757,10 @@ impl GitHub for GitHubClient {
                 download_url: a.download_url,
                 filename: a.filename,
                 sha256_checksum: a.sha256_checksum.filter(|c| !c.trim().is_empty()),
+                temp_download_token: a
+                    .temp_download_token
+                    .filter(|t| !t.is_empty())
+                    .map(Secret::new),
             })
             .ok_or_else(|| GitHubError::Protocol {
                 method: "GET".into(),

@@ -216,7 +216,12 @@ pub fn download_runner_tarball(
         received,
         reason,
     };
-    let response = match agent.request_url("GET", &url).call() {
+    let mut request = agent.request_url("GET", &url);
+    if let Some(token) = &app.temp_download_token {
+        // Only for this download, which the downloads list tied the token to.
+        request = request.set("Authorization", &format!("Bearer {}", token.expose()));
+    }
+    let response = match request.call() {
         Ok(r) => r,
         Err(ureq::Error::Status(status, _)) => {
             return Err(DownloadError::Http {
@@ -351,6 +356,7 @@ mod tests {
             download_url: url.into(),
             filename: "actions-runner-linux-x64-2.321.0.tar.gz".into(),
             sha256_checksum: sha.map(String::from),
+            temp_download_token: None,
         }
     }
 

@@ -100,6 +100,9 @@ pub struct RunnerApplication {
     pub download_url: String,
     pub filename: String,
     pub sha256_checksum: Option<String>,
+    /// A short-lived bearer token the download needs (GitHub Enterprise Server hosting the
+    /// runner itself); none for the public release URLs.
+    pub temp_download_token: Option<Secret>,
 }
 
 /// A workflow job, by id or by its API URL.

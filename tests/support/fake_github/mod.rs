@@ -198,6 +198,7 @@ impl FakeGitHub {
                     sha256: sha256_hex(&tarball),
                     bytes: tarball,
                     advertised: AdvertisedChecksum::Actual,
+                    download_token: None,
                 },
                 requests: Vec::new(),
                 label_ids: BTreeMap::new(),
@@ -525,6 +526,12 @@ impl FakeGitHub {
 
     pub fn set_advertised_checksum(&self, advertised: AdvertisedChecksum) {
         self.shared.update(|st| st.tarball.advertised = advertised);
+    }
+
+    /// Tarball downloads need this bearer token, which the downloads list hands out.
+    pub fn require_download_token(&self, token: &str) {
+        self.shared
+            .update(|st| st.tarball.download_token = Some(token.to_string()));
     }
 
     /// Answer the next `times` tarball downloads with `fault`.

@@ -529,6 +529,9 @@ fn downloads_json(st: &State) -> Value {
         if let Some(c) = checksum {
             e["sha256_checksum"] = json!(c);
         }
+        if let Some(t) = &st.tarball.download_token {
+            e["temp_download_token"] = json!(t);
+        }
         e
     };
     json!([
@@ -565,6 +568,12 @@ fn download(shared: &Shared, req: &HttpRequest) -> HttpResponse {
     });
     if !served {
         return HttpResponse::text(404, "Not Found\n");
+    }
+    let wanted = shared.lock().tarball.download_token.clone();
+    if let Some(token) = wanted {
+        if req.header("authorization") != Some(format!("Bearer {token}").as_str()) {
+            return HttpResponse::text(403, "Forbidden\n");
+        }
     }
     if let Some(DownloadFault::Slow(d)) = &fault {
         let st = shared.lock();

@@ -207,6 +207,9 @@ pub struct Tarball {
     pub bytes: Vec<u8>,
     pub sha256: String,
     pub advertised: AdvertisedChecksum,
+    /// When set, the downloads list carries it as `temp_download_token` and a tarball
+    /// download without `Authorization: Bearer <it>` answers 403 (GHES hosting the runner).
+    pub download_token: Option<String>,
 }
 
 pub struct State {
