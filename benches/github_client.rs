@@ -7,10 +7,8 @@
 mod fake_github;
 
 use fake_github::{Endpoint, FakeGitHub};
-use github_runner::github::proxy::ProxySettings;
-use github_runner::github::{ClientSettings, GitHub, GitHubClient, GitHubPath};
+use github_runner::github::{GitHub, GitHubClient, GitHubPath};
 use github_runner::identity::UnitIdentity;
-use github_runner::secret::Secret;
 use std::time::{Duration, Instant};
 
 fn identity() -> UnitIdentity {
@@ -18,15 +16,8 @@ fn identity() -> UnitIdentity {
 }
 
 fn client(gh: &FakeGitHub) -> GitHubClient {
-    let mut s = ClientSettings::new(
-        gh.api_base(),
-        GitHubPath::Org("bench-org".into()),
-        Secret::new(gh.token()),
-        "default",
-        identity(),
-    );
-    s.proxy = ProxySettings::default();
-    GitHubClient::new(s).expect("client for the fake")
+    GitHubClient::new(gh.client_settings(GitHubPath::Org("bench-org".into()), identity()))
+        .expect("client for the fake")
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

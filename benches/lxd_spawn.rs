@@ -14,13 +14,11 @@ mod fake_github;
 #[path = "../tests/support/lxd_fixture/mod.rs"]
 mod lxd_fixture;
 
-use github_runner::github::proxy::ProxySettings;
-use github_runner::github::{ClientSettings, GitHubClient, GitHubPath};
+use github_runner::github::{GitHubClient, GitHubPath};
 use github_runner::identity::UnitIdentity;
 use github_runner::lxd::{InstanceType, Lxd};
 use github_runner::runner::resources::{self, Resources};
 use github_runner::runner::{create_runner, CreateRequest, CreateTimeouts, RunnerEnvironment};
-use github_runner::secret::Secret;
 use lxd_fixture::{LxdFixture, IMAGE_ALIAS};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -46,15 +44,8 @@ impl Bench {
             owner: "octo".into(),
             repo: "bench".into(),
         };
-        let mut settings = ClientSettings::new(
-            gh.api_base(),
-            path,
-            Secret::new(gh.token()),
-            "default",
-            unit.clone(),
-        );
-        settings.proxy = ProxySettings::from_values(None, None, None);
-        let client = GitHubClient::new(settings).expect("GitHub client for the fake");
+        let client = GitHubClient::new(gh.client_settings(path, unit.clone()))
+            .expect("GitHub client for the fake");
         let lxd = fx.lxd();
         let r = Resources {
             cpu: 1,

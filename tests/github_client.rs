@@ -71,15 +71,7 @@ fn org() -> GitHubPath {
 }
 
 fn settings(gh: &FakeGitHub, path: GitHubPath) -> ClientSettings {
-    let mut s = ClientSettings::new(
-        gh.api_base(),
-        path,
-        Secret::new(gh.token()),
-        "default",
-        identity(),
-    );
-    // Tests never inherit the developer's proxy.
-    s.proxy = ProxySettings::default();
+    let mut s = gh.client_settings(path, identity());
     s.call_timeout = Duration::from_secs(10);
     s
 }

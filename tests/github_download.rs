@@ -10,12 +10,9 @@ use github_runner::github::download::{
     StoredTarball, TARBALL_FILE_NAME,
 };
 use github_runner::github::proxy::ProxySettings;
-use github_runner::github::{
-    Arch, ClientSettings, GitHub, GitHubClient, GitHubPath, RunnerApplication,
-};
+use github_runner::github::{Arch, GitHub, GitHubClient, GitHubPath, RunnerApplication};
 use github_runner::identity::UnitIdentity;
 use github_runner::paths::HostPaths;
-use github_runner::secret::Secret;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -47,17 +44,13 @@ fn settings() -> DownloadSettings {
 }
 
 fn latest(gh: &FakeGitHub) -> RunnerApplication {
-    let mut s = ClientSettings::new(
-        gh.api_base(),
+    let s = gh.client_settings(
         GitHubPath::Repo {
             owner: "o".into(),
             repo: "r".into(),
         },
-        Secret::new(gh.token()),
-        "default",
         UnitIdentity::parse("github-runner/0", "m").unwrap(),
     );
-    s.proxy = ProxySettings::default();
     GitHubClient::new(s)
         .unwrap()
         .runner_application(Arch::X64)

@@ -11,8 +11,7 @@ mod fake_github;
 mod lxd_fixture;
 
 use fake_github::FakeGitHub;
-use github_runner::github::proxy::ProxySettings;
-use github_runner::github::{ClientSettings, GitHubClient, GitHubPath};
+use github_runner::github::{GitHubClient, GitHubPath};
 use github_runner::identity::{RunnerName, UnitIdentity, OWNER_CONFIG_KEY};
 use github_runner::lxd::{ExecSpec, Instance, InstanceType, LaunchSpec, Lxd};
 use github_runner::runner::create::StepFailure;
@@ -24,7 +23,6 @@ use github_runner::runner::{
     check_health, create_runner, remove_runner, CreateRequest, CreateStep, CreateTimeouts,
     CreatedRunner, Health, RemoveOutcome, RunnerEnvironment,
 };
-use github_runner::secret::Secret;
 use lxd_fixture::{wait_for, LxdFixture, IMAGE_ALIAS};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -169,15 +167,7 @@ fn real_client(gh: &FakeGitHub, unit: &UnitIdentity) -> GitHubClient {
         owner: owner.into(),
         repo: repo.into(),
     };
-    let mut settings = ClientSettings::new(
-        gh.api_base(),
-        path,
-        Secret::new(gh.token()),
-        "default",
-        unit.clone(),
-    );
-    settings.proxy = ProxySettings::from_values(None, None, None);
-    GitHubClient::new(settings).unwrap()
+    GitHubClient::new(gh.client_settings(path, unit.clone())).unwrap()
 }
 
 #[test]

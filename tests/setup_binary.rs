@@ -11,12 +11,11 @@ use github_runner::github::download::{
     tarball_path, DownloadSettings, STATE_SHA256_KEY, STATE_URL_KEY,
 };
 use github_runner::github::proxy::ProxySettings;
-use github_runner::github::{ClientSettings, GitHubClient, GitHubPath};
+use github_runner::github::{GitHubClient, GitHubPath};
 use github_runner::identity::UnitIdentity;
 use github_runner::juju::memory::MemoryHookTools;
 use github_runner::juju::Status;
 use github_runner::paths::HostPaths;
-use github_runner::secret::Secret;
 use std::time::Duration;
 
 struct Unit {
@@ -29,17 +28,13 @@ struct Unit {
 impl Unit {
     fn new() -> Unit {
         let gh = FakeGitHub::start();
-        let mut s = ClientSettings::new(
-            gh.api_base(),
+        let s = gh.client_settings(
             GitHubPath::Repo {
                 owner: "o".into(),
                 repo: "r".into(),
             },
-            Secret::new(gh.token()),
-            "default",
             UnitIdentity::parse("github-runner/0", "m").unwrap(),
         );
-        s.proxy = ProxySettings::default();
         Unit {
             client: GitHubClient::new(s).unwrap(),
             gh,

@@ -237,6 +237,24 @@ impl FakeGitHub {
         format!("{}{}", self.url, routes::API_PREFIX)
     }
 
+    /// Client settings for this fake: its API base and token, group "default", and no proxy
+    /// (tests never inherit the developer's).
+    pub fn client_settings(
+        &self,
+        path: github_runner::github::GitHubPath,
+        identity: github_runner::identity::UnitIdentity,
+    ) -> github_runner::github::ClientSettings {
+        let mut s = github_runner::github::ClientSettings::new(
+            self.api_base(),
+            path,
+            github_runner::secret::Secret::new(self.token()),
+            "default",
+            identity,
+        );
+        s.proxy = github_runner::github::proxy::ProxySettings::default();
+        s
+    }
+
     pub fn port(&self) -> u16 {
         self.server.as_ref().map(|s| s.addr().port()).unwrap_or(0)
     }
