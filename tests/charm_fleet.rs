@@ -189,27 +189,3 @@ fn a_busy_runner_is_kept_unless_forced() {
     );
     assert!(u.fx.instance_names().is_empty());
 }
-
-#[test]
-fn a_crashed_runners_diag_logs_are_copied_to_the_host() {
-    let u = unit();
-    let ops = CharmRunnerOps::new(&u.rt);
-    let name = ops.create().expect("create a runner");
-    u.fx.lxc_ok(&[
-        "exec",
-        name.as_str(),
-        "--",
-        "sh",
-        "-c",
-        "mkdir -p /home/ubuntu/github-runner/_diag && echo 'listener died' > /home/ubuntu/github-runner/_diag/Runner_20261127.log",
-    ]);
-    ops.observe().unwrap();
-    ops.keep_crash_logs(&name);
-    let kept = u.rt.paths.runner_logs_dir().join(name.as_str());
-    assert_eq!(
-        std::fs::read_to_string(kept.join("_diag/Runner_20261127.log")).unwrap(),
-        "listener died\n"
-    );
-    // The busybox image has no syslog: skipped, not an error.
-    assert!(!kept.join("syslog").exists());
-}

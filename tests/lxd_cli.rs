@@ -172,45 +172,6 @@ fn push_writes_mode_and_owner_from_bytes_and_files() {
 }
 
 #[test]
-fn pull_copies_a_directory_tree_or_a_file_into_a_host_directory() {
-    let fx = LxdFixture::new();
-    let lxd = fx.lxd();
-    lxd.launch(&launch_spec("q-0-000000000001", "o")).unwrap();
-    let out = lxd
-        .exec(
-            "q-0-000000000001",
-            &sh("mkdir -p /home/ubuntu/_diag/pages && echo listener > /home/ubuntu/_diag/Runner_1.log \
-                 && echo page > /home/ubuntu/_diag/pages/p1.log && echo sys > /root/syslog"),
-        )
-        .unwrap();
-    assert_eq!(out.exit_code, 0, "{}", out.stderr);
-    let dest = tempfile::tempdir().unwrap();
-    let timeout = Duration::from_secs(60);
-    lxd.pull_path(
-        "q-0-000000000001",
-        "/home/ubuntu/_diag",
-        dest.path(),
-        timeout,
-    )
-    .unwrap();
-    lxd.pull_path("q-0-000000000001", "/root/syslog", dest.path(), timeout)
-        .unwrap();
-    let read = |rel: &str| std::fs::read_to_string(dest.path().join(rel)).unwrap();
-    assert_eq!(read("_diag/Runner_1.log"), "listener\n");
-    assert_eq!(read("_diag/pages/p1.log"), "page\n");
-    assert_eq!(read("syslog"), "sys\n");
-
-    let missing = lxd
-        .pull_path("q-0-000000000001", "/var/log/nothing", dest.path(), timeout)
-        .unwrap_err();
-    assert!(matches!(missing, LxdError::Command { .. }), "{missing:?}");
-    let gone = lxd
-        .pull_path("q-0-nosuch", "/root/syslog", dest.path(), timeout)
-        .unwrap_err();
-    assert!(matches!(gone, LxdError::InstanceNotFound(_)), "{gone:?}");
-}
-
-#[test]
 fn stopping_an_ephemeral_instance_deletes_it() {
     let fx = LxdFixture::new();
     let lxd = fx.lxd();

@@ -48,11 +48,6 @@ pub struct World {
     pub execs: usize,
     /// What every instance's pre-job.json holds (none: `cat` fails).
     pub pre_job: Option<String>,
-    /// Every `pull_path` as `<instance><path>`; paths that do not exist in any instance.
-    pub pulls: Vec<String>,
-    pub missing_paths: Vec<String>,
-    /// What `du -sk` of the crash logs prints (none: the real size of nothing, 0).
-    pub crash_log_du: Option<String>,
     /// Workflow jobs by (`owner/repo`, run id); a run not here answers 404.
     pub run_jobs: BTreeMap<(String, u64), Vec<WorkflowJob>>,
 }
@@ -238,13 +233,6 @@ impl Lxd for FakeLxd {
         if !w.instances.contains_key(instance) {
             return Err(LxdError::InstanceNotFound(instance.into()));
         }
-        if spec.argv.iter().any(|a| a.starts_with("du -sk")) {
-            return Ok(ExecOutput {
-                exit_code: 0,
-                stdout: w.crash_log_du.clone().unwrap_or_default(),
-                stderr: String::new(),
-            });
-        }
         let script = spec.argv.last().cloned().unwrap_or_default();
         if script.ends_with("pre-job.json") {
             return Ok(match &w.pre_job {
@@ -270,32 +258,6 @@ impl Lxd for FakeLxd {
     }
     fn push_file(&self, _instance: &str, _spec: &PushSpec) -> Result<(), LxdError> {
         Ok(())
-    }
-    /// Writes `<dest_dir>/<basename of path>` holding the pulled path; a path listed in
-    /// `World::missing_paths` fails as lxc does.
-    fn pull_path(
-        &self,
-        instance: &str,
-        path: &str,
-        dest_dir: &std::path::Path,
-        _timeout: Duration,
-    ) -> Result<(), LxdError> {
-        let mut w = self.0.lock();
-        if !w.instances.contains_key(instance) {
-            return Err(LxdError::InstanceNotFound(instance.into()));
-        }
-        w.pulls.push(format!("{instance}{path}"));
-        if w.missing_paths.iter().any(|m| m == path) {
-            return Err(LxdError::Command {
-                operation: format!("file pull from {instance}{path}"),
-                message: "Not Found".into(),
-            });
-        }
-        let base = path.rsplit('/').next().unwrap_or(path);
-        std::fs::write(dest_dir.join(base), format!("{instance}{path}")).map_err(|e| LxdError::Io {
-            operation: "file pull".into(),
-            reason: e.to_string(),
-        })
     }
     fn stop(&self, _instance: &str, _force: bool, _timeout: Duration) -> Result<(), LxdError> {
         Ok(())

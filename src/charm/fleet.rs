@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use super::crash_logs;
 use super::runner_metrics::{JobReader, PreJob};
 use super::runtime::Runtime;
 use crate::github::download::tarball_path;
@@ -333,29 +332,6 @@ impl RunnerOps for CharmRunnerOps<'_> {
             Err(e) => Err(e.into()),
         }
     }
-
-    /// Only from a running instance: sizing the logs needs an exec.
-    fn keep_crash_logs(&self, name: &RunnerName) {
-        let running = self
-            .seen_instance(name.as_str())
-            .is_some_and(|i| i.state == InstanceState::Running);
-        if !running {
-            tracing::info!(runner = %name, "crashed runner's instance is not running: its logs are not copied");
-            return;
-        }
-        match crash_logs::keep(&*self.rt.lxd, &self.rt.paths, name.as_str()) {
-            Ok(copied) if copied.is_empty() => {
-                tracing::info!(runner = %name, "crashed runner left no logs to copy")
-            }
-            Ok(copied) => tracing::info!(
-                runner = %name,
-                "kept the crashed runner's {} in {}",
-                copied.join(" and "),
-                self.rt.paths.runner_logs_dir().join(name.as_str()).display()
-            ),
-            Err(e) => tracing::warn!(runner = %name, "{e}"),
-        }
-    }
 }
 
 /// The runner_start data of a busy runner: one exec (`cat` of the file its pre-job hook
@@ -496,15 +472,6 @@ impl Lxd for LaunchWithRunnerId<'_> {
     }
     fn push_file(&self, instance: &str, spec: &PushSpec) -> Result<(), LxdError> {
         self.inner.push_file(instance, spec)
-    }
-    fn pull_path(
-        &self,
-        instance: &str,
-        path: &str,
-        dest_dir: &Path,
-        timeout: Duration,
-    ) -> Result<(), LxdError> {
-        self.inner.pull_path(instance, path, dest_dir, timeout)
     }
     fn stop(&self, instance: &str, force: bool, timeout: Duration) -> Result<(), LxdError> {
         self.inner.stop(instance, force, timeout)
@@ -795,61 +762,6 @@ mod tests {
         assert_eq!(ops.job_started_at(&name), Ok(None));
         assert_eq!(world.lock().execs, before + 1);
         assert_eq!(ops.job_started_at(&RunnerName("gone".into())), Ok(None));
-    }
-
-    #[test]
-    fn a_crashed_runners_logs_are_copied_when_running_and_small_enough() {
-        use std::os::unix::fs::PermissionsExt;
-        let world = FakeWorld::new();
-        let root = tempfile::tempdir().unwrap();
-        let rt = world.runtime(root.path(), config(&[]));
-        let ops = CharmRunnerOps::new(&rt);
-        let (small, big, stopped) = (
-            ops.create().unwrap(),
-            ops.create().unwrap(),
-            ops.create().unwrap(),
-        );
-        world.lock().missing_paths = vec!["/var/log/syslog".into()];
-        if let Some(i) = world.lock().instances.get_mut(stopped.as_str()) {
-            i.state = InstanceState::Stopped;
-        }
-        ops.observe().unwrap();
-
-        world.lock().crash_log_du = Some("120\t/home/ubuntu/github-runner/_diag\n".into());
-        ops.keep_crash_logs(&small);
-        let dir = rt.paths.runner_logs_dir().join(small.as_str());
-        assert_eq!(
-            std::fs::read_to_string(dir.join("_diag")).unwrap(),
-            format!("{small}/home/ubuntu/github-runner/_diag")
-        );
-        assert!(!dir.join("syslog").exists(), "no syslog in this instance");
-        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o750);
-
-        world.lock().crash_log_du = Some(format!(
-            "{}\t/home/ubuntu/github-runner/_diag\n1\t/var/log/syslog\n",
-            crash_logs::MAX_CRASH_LOG_KIB
-        ));
-        ops.keep_crash_logs(&big);
-        assert!(!rt.paths.runner_logs_dir().join(big.as_str()).exists());
-
-        let execs = world.lock().execs;
-        ops.keep_crash_logs(&stopped);
-        assert_eq!(
-            world.lock().execs,
-            execs,
-            "a stopped instance is not exec'd"
-        );
-        assert!(!rt.paths.runner_logs_dir().join(stopped.as_str()).exists());
-
-        let pulls = world.lock().pulls.clone();
-        assert_eq!(
-            pulls,
-            [
-                format!("{small}/home/ubuntu/github-runner/_diag"),
-                format!("{small}/var/log/syslog"),
-            ]
-        );
     }
 
     #[test]

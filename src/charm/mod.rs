@@ -5,7 +5,6 @@
 
 pub mod actions;
 pub mod config_changed;
-pub mod crash_logs;
 pub mod credentials;
 #[cfg(test)]
 pub(crate) mod fake_world;

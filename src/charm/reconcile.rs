@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use super::config_changed;
-use super::crash_logs;
 use super::fleet::{self, CharmRunnerOps};
 use super::runner_metrics;
 use super::runtime::{Runtime, RuntimeError};
@@ -29,6 +28,7 @@ use crate::juju::Status;
 use crate::lxd::LxdError;
 use crate::manager::executor::{no_progress, Progress};
 use crate::manager::flush::{self as manager_flush, FlushError, FlushMode, FlushOutcome};
+use crate::manager::planner::RemovalReason;
 use crate::manager::reconcile::{
     self as manager_reconcile, ReconcileError, ReconcileOutcome, ReconcileSettings,
 };
@@ -252,7 +252,6 @@ fn reconcile_locked(
             &outcome.plan,
         );
         issue_metric(rt, outcome);
-        crash_logs::prune(&rt.paths, rt.clock.now_epoch());
         // Instances went away: a profile of an older vm-* setting may be unused now. Never
         // in a steady round, which costs no LXD call beyond the listing and health checks.
         if !outcome.plan.removals.is_empty() {
@@ -287,7 +286,15 @@ pub fn crashed_runners(outcome: &ReconcileOutcome) -> u32 {
         .plan
         .removals
         .iter()
-        .filter(|r| r.reason.is_crash())
+        .filter(|r| {
+            matches!(
+                r.reason,
+                RemovalReason::ListenerDown
+                    | RemovalReason::NeverStarted
+                    | RemovalReason::InstanceError
+                    | RemovalReason::InstanceStopped
+            )
+        })
         .count() as u32
 }
 
@@ -447,7 +454,6 @@ mod tests {
     use crate::juju::memory::MemoryHookTools;
     use crate::juju::state::LAST_STATUS_KEY;
     use crate::manager::executor::Report;
-    use crate::manager::planner::RemovalReason;
     use crate::manager::planner::{Plan, Removal, RemovalTarget};
     use crate::paths::HostPaths;
 

@@ -457,7 +457,7 @@ fn server_instance_types(env: &RawServerEnvironment) -> Vec<InstanceType> {
     types
 }
 
-/// How an `lxc file push/pull` ended: a missing instance is told apart from other errors.
+/// How an `lxc file push` ended: a missing instance is told apart from other errors.
 fn file_transfer_result(out: &Captured, instance: &str, operation: String) -> Result<(), LxdError> {
     if out.code == 0 {
         return Ok(());
@@ -610,24 +610,6 @@ impl Lxd for LxcCli {
             &target,
         ];
         let out = self.run(&operation, &args, None, DEFAULT_COMMAND_TIMEOUT)?;
-        file_transfer_result(&out, instance, operation)
-    }
-
-    fn pull_path(
-        &self,
-        instance: &str,
-        path: &str,
-        dest_dir: &Path,
-        timeout: Duration,
-    ) -> Result<(), LxdError> {
-        let operation = format!("file pull from {instance}{path}");
-        let dest = dest_dir.to_str().ok_or_else(|| LxdError::Io {
-            operation: operation.clone(),
-            reason: format!("destination {} is not UTF-8", dest_dir.display()),
-        })?;
-        let source = format!("{instance}/{}", path.trim_start_matches('/'));
-        let args = ["file", "pull", "--quiet", "--recursive", &source, dest];
-        let out = self.run(&operation, &args, None, timeout)?;
         file_transfer_result(&out, instance, operation)
     }
 

@@ -158,15 +158,6 @@ pub trait Lxd: Send + Sync {
     fn launch(&self, spec: &LaunchSpec) -> Result<(), LxdError>;
     fn exec(&self, instance: &str, spec: &ExecSpec) -> Result<ExecOutput, LxdError>;
     fn push_file(&self, instance: &str, spec: &PushSpec) -> Result<(), LxdError>;
-    /// Copy file or directory `path` of the instance (recursively) into the host directory
-    /// `dest_dir`, under its own name.
-    fn pull_path(
-        &self,
-        instance: &str,
-        path: &str,
-        dest_dir: &std::path::Path,
-        timeout: Duration,
-    ) -> Result<(), LxdError>;
     fn stop(&self, instance: &str, force: bool, timeout: Duration) -> Result<(), LxdError>;
     /// Idempotent: deleting a missing instance is Ok.
     fn delete(&self, instance: &str, force: bool) -> Result<(), LxdError>;

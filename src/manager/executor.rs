@@ -279,10 +279,6 @@ fn run_one(work: &Work<'_>, ops: &dyn RunnerOps) -> ProgressEvent {
         },
         Work::Remove(removal) => {
             let name = removal.target.name.clone();
-            if removal.reason.is_crash() && removal.target.has_instance {
-                // Best effort: even a panic there must not keep the dead runner around.
-                let _ = catch_unwind(AssertUnwindSafe(|| ops.keep_crash_logs(&name)));
-            }
             match guarded(|| ops.remove(&removal.target, removal.force)) {
                 Ok(RemoveOutcome::Removed) => ProgressEvent::Removed(Removed {
                     name,
@@ -355,9 +351,6 @@ mod tests {
         /// they overlap without sleeping.
         rendezvous: Option<Barrier>,
         removed: Mutex<Vec<(String, bool)>>,
-        /// Runners whose crash logs were asked for, and names whose log copy panics.
-        logs_kept: Mutex<Vec<String>>,
-        panic_on_logs: BTreeSet<String>,
     }
 
     impl CountingOps {
@@ -427,13 +420,6 @@ mod tests {
 
         fn job_started_at(&self, _: &RunnerName) -> Result<Option<u64>, OpError> {
             Ok(None)
-        }
-
-        fn keep_crash_logs(&self, name: &RunnerName) {
-            self.logs_kept.lock().unwrap().push(name.0.clone());
-            if self.panic_on_logs.contains(name.as_str()) {
-                panic!("bug while copying logs of {name}");
-            }
         }
     }
 
@@ -526,43 +512,6 @@ mod tests {
             .message
             .contains("bug while removing c"));
         assert!(!report.is_clean());
-    }
-
-    #[test]
-    fn crash_logs_are_kept_for_dead_runners_with_an_instance_before_removal() {
-        let ops = CountingOps {
-            panic_on_logs: ["down".to_string()].into(),
-            ..CountingOps::default()
-        };
-        let with = |name: &str, reason: RemovalReason, has_instance: bool| Removal {
-            reason,
-            target: RemovalTarget {
-                has_instance,
-                ..removal(name).target
-            },
-            ..removal(name)
-        };
-        let plan = Plan {
-            removals: vec![
-                with("down", RemovalReason::ListenerDown, true),
-                with("error", RemovalReason::InstanceError, true),
-                with("cut", RemovalReason::NeverStarted, true),
-                with("stopped", RemovalReason::InstanceStopped, true),
-                with("spare", RemovalReason::Surplus, true),
-                with("done", RemovalReason::RegistrationGone, true),
-                with("flushed", RemovalReason::Flush, true),
-                with("orphan", RemovalReason::OrphanRegistration, false),
-                with("old", RemovalReason::Outdated, true),
-            ],
-            ..Plan::empty(0)
-        };
-        let report = apply(&plan, &ops, Concurrency::Default, &no_progress);
-        let mut kept = ops.logs_kept.lock().unwrap().clone();
-        kept.sort();
-        assert_eq!(kept, ["cut", "down", "error", "stopped"]);
-        // A panic while copying logs still removes the runner.
-        assert_eq!(report.removed.len(), 9, "{report:?}");
-        assert!(report.failed.is_empty());
     }
 
     #[test]

@@ -23,8 +23,6 @@ pub struct FleetState {
     pub take_job_on_delete: BTreeSet<String>,
     pub deleted_registrations: Vec<u64>,
     pub deleted_instances: Vec<String>,
-    /// Runners whose crash logs were kept, in order.
-    pub crash_logs_kept: Vec<String>,
     next_id: u64,
 }
 
@@ -194,9 +192,5 @@ impl RunnerOps for FakeFleet {
 
     fn job_started_at(&self, name: &RunnerName) -> Result<Option<u64>, OpError> {
         Ok(self.state().job_started.get(name.as_str()).copied())
-    }
-
-    fn keep_crash_logs(&self, name: &RunnerName) {
-        self.state().crash_logs_kept.push(name.0.clone());
     }
 }

@@ -140,10 +140,6 @@ pub trait RunnerOps: Sync {
     /// `Err` only when something that was to be deleted may still be there.
     fn remove(&self, target: &RemovalTarget, force: bool) -> Result<RemoveOutcome, OpError>;
 
-    /// Copy what a crashed runner left for diagnosis to the host, before its instance is
-    /// removed. Best effort and bounded: a failure is logged and never stops the removal.
-    fn keep_crash_logs(&self, name: &RunnerName);
-
     /// Whether the runner listener runs in `instance`. Bounded in time; any failure to tell
     /// is [`Health::Unknown`].
     fn health(&self, instance: &str) -> Health;

@@ -90,18 +90,6 @@ pub enum RemovalReason {
 }
 
 impl RemovalReason {
-    /// The runner died (listener gone, never started, instance stopped or in error): what
-    /// the `crashed_runners` metric counts and whose logs are kept for diagnosis.
-    pub fn is_crash(self) -> bool {
-        matches!(
-            self,
-            RemovalReason::ListenerDown
-                | RemovalReason::NeverStarted
-                | RemovalReason::InstanceError
-                | RemovalReason::InstanceStopped
-        )
-    }
-
     pub fn describe(self) -> &'static str {
         match self {
             RemovalReason::Surplus => "surplus to the desired count",

@@ -491,15 +491,6 @@ pub(crate) mod tests {
         fn delete(&self, instance: &str, force: bool) -> Result<(), LxdError> {
             self.record(format!("delete {instance} force={force}"))
         }
-        fn pull_path(
-            &self,
-            instance: &str,
-            path: &str,
-            _dest_dir: &Path,
-            _timeout: Duration,
-        ) -> Result<(), LxdError> {
-            self.record(format!("pull {instance}{path}"))
-        }
         fn image_exists(&self, alias: &str) -> Result<bool, LxdError> {
             self.record(format!("image_exists {alias}")).map(|_| true)
         }

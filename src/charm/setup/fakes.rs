@@ -182,9 +182,6 @@ impl Lxd for FakeLxd {
     fn push_file(&self, _i: &str, _spec: &PushSpec) -> Result<(), LxdError> {
         unused("push")
     }
-    fn pull_path(&self, _i: &str, _p: &str, _d: &Path, _t: Duration) -> Result<(), LxdError> {
-        unused("pull")
-    }
     fn stop(&self, _i: &str, _f: bool, _t: Duration) -> Result<(), LxdError> {
         unused("stop")
     }
