@@ -265,16 +265,16 @@ fn profiles_are_listed_with_their_use_and_only_unused_ones_can_be_deleted() {
     lxd.launch(&spec).unwrap();
     let mut listed = lxd.list_profiles().unwrap();
     listed.sort_by(|a, b| a.name.cmp(&b.name));
-    let uses: Vec<(&str, usize)> = listed
+    let uses: Vec<(&str, usize, bool)> = listed
         .iter()
-        .map(|p| (p.name.as_str(), p.used_by))
+        .map(|p| (p.name.as_str(), p.used_by, p.managed))
         .collect();
     assert_eq!(
         uses,
         [
-            ("cpu-1-mem-1GiB-disk-1GiB", 1),
-            ("cpu-2-mem-1GiB-disk-1GiB", 0),
-            ("default", 1)
+            ("cpu-1-mem-1GiB-disk-1GiB", 1, true),
+            ("cpu-2-mem-1GiB-disk-1GiB", 0, true),
+            ("default", 1, false)
         ]
     );
     let in_use = lxd.delete_profile("cpu-1-mem-1GiB-disk-1GiB").unwrap_err();

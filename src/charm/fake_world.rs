@@ -285,6 +285,7 @@ impl Lxd for FakeLxd {
         Ok(w.profiles
             .keys()
             .map(|name| crate::lxd::ProfileUse {
+                managed: true,
                 name: name.clone(),
                 used_by: w
                     .instances

@@ -3,7 +3,7 @@
 
 use super::{
     ExecOutput, ExecSpec, Instance, InstanceState, InstanceType, LaunchSpec, Lxd, LxdError,
-    ProfileSpec, ProfileUse, PushSource, PushSpec, ServerInfo,
+    ProfileSpec, ProfileUse, PushSource, PushSpec, ServerInfo, MANAGED_PROFILE_DESCRIPTION,
 };
 use crate::host::child::{spawn_reader, wait_with_deadline, HOST_PROGRAM_PATH};
 use crate::identity::OWNER_CONFIG_KEY;
@@ -405,6 +405,8 @@ struct RawProfile {
 #[derive(Deserialize)]
 struct RawProfileUse {
     name: String,
+    #[serde(default)]
+    description: String,
     /// `null` on a profile nothing uses, in some LXD versions.
     #[serde(default, deserialize_with = "null_as_empty")]
     used_by: Vec<String>,
@@ -739,7 +741,7 @@ impl Lxd for LxcCli {
         }
         let body = serde_json::json!({
             "name": spec.name,
-            "description": "managed by the github-runner charm",
+            "description": MANAGED_PROFILE_DESCRIPTION,
             "config": spec.config,
             "devices": spec.devices,
         });
@@ -763,6 +765,7 @@ impl Lxd for LxcCli {
         Ok(raw
             .into_iter()
             .map(|p| ProfileUse {
+                managed: p.description == MANAGED_PROFILE_DESCRIPTION,
                 name: p.name,
                 used_by: p.used_by.len(),
             })

@@ -125,7 +125,13 @@ pub struct ProfileSpec {
 pub struct ProfileUse {
     pub name: String,
     pub used_by: usize,
+    /// Whether the charm created it ([`MANAGED_PROFILE_DESCRIPTION`]); only those are ever
+    /// deleted, never an operator's profile that happens to have a name like ours.
+    pub managed: bool,
 }
+
+/// The description `ensure_profile` gives the profiles it creates (and keeps afterwards).
+pub const MANAGED_PROFILE_DESCRIPTION: &str = "managed by the github-runner charm";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerInfo {

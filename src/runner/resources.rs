@@ -136,11 +136,14 @@ pub fn ensure_profiles(
     Ok(launch_profiles(&profile.name, extra))
 }
 
-/// Resource profiles an earlier vm-* setting left behind that nothing uses any more. Pure.
+/// Resource profiles the charm made for an earlier vm-* setting that nothing uses any more.
+/// Pure.
 pub fn stale_profiles(profiles: &[ProfileUse], current: &str) -> Vec<String> {
     profiles
         .iter()
-        .filter(|p| p.used_by == 0 && p.name != current && is_resource_profile_name(&p.name))
+        .filter(|p| {
+            p.managed && p.used_by == 0 && p.name != current && is_resource_profile_name(&p.name)
+        })
         .map(|p| p.name.clone())
         .collect()
 }
@@ -194,6 +197,11 @@ mod tests {
         let p = |name: &str, used_by: usize| ProfileUse {
             name: name.into(),
             used_by,
+            managed: true,
+        };
+        let operators = ProfileUse {
+            managed: false,
+            ..p("cpu-1-mem-1GiB-disk-1GiB", 0)
         };
         let profiles = [
             p("default", 0),
@@ -203,6 +211,7 @@ mod tests {
             p("cpu-4-mem-8GiB-disk-10GiB", 3), // old, still used
             p("cpu-x-mem-8GiB-disk-10GiB", 0), // not a name we make
             p("my-profile", 0),
+            operators, // our kind of name, not made by the charm
         ];
         assert_eq!(
             stale_profiles(&profiles, "cpu-2-mem-7GiB-disk-10GiB"),
