@@ -26,15 +26,26 @@ pub fn wait_with_deadline(
 ) -> std::io::Result<Option<ExitStatus>> {
     let deadline = Instant::now() + timeout;
     let exited_in_time = match pidfd_of(child) {
-        Some(pidfd) => sleep_until_exit(&pidfd, deadline)?,
-        None => poll_until_exit(child, deadline)?,
+        Some(pidfd) => sleep_until_exit(&pidfd, deadline),
+        None => poll_until_exit(child, deadline),
     };
-    if exited_in_time {
-        return child.wait().map(Some);
+    match exited_in_time {
+        Ok(true) => child.wait().map(Some),
+        Ok(false) => {
+            kill_and_reap(child);
+            Ok(None)
+        }
+        Err(e) => {
+            kill_and_reap(child);
+            Err(e)
+        }
     }
+}
+
+/// Never leave a child behind, whatever went wrong while waiting for it.
+pub fn kill_and_reap(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
-    Ok(None)
 }
 
 /// A pidfd for the child. It names that very process: the child is ours and not yet reaped,
@@ -44,25 +55,27 @@ fn pidfd_of(child: &Child) -> Option<rustix::fd::OwnedFd> {
     rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
 }
 
-/// True once the process behind `pidfd` has exited, false at the deadline.
+/// True once the process behind `pidfd` has exited, false at the deadline. A process that
+/// has already exited counts as in time even when the deadline is already reached.
 fn sleep_until_exit(pidfd: &rustix::fd::OwnedFd, deadline: Instant) -> std::io::Result<bool> {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use rustix::event::{poll, PollFd, PollFlags};
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(false);
-        }
-        let timeout = Timespec {
-            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-            tv_nsec: i64::from(left.subsec_nanos()),
-        };
         let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
-        match poll(&mut fds, Some(&timeout)) {
-            Ok(0) => continue, // timed out: the loop head sees the deadline
+        match poll(&mut fds, Some(&timespec(left))) {
+            Ok(0) if left.is_zero() => return Ok(false),
+            Ok(0) => continue, // woke early: wait for what is left
             Ok(_) => return Ok(true),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+fn timespec(d: Duration) -> rustix::event::Timespec {
+    rustix::event::Timespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(d.subsec_nanos()),
     }
 }
 
@@ -99,8 +112,32 @@ pub fn collect_with_deadline(
     child: &mut Child,
     timeout: Duration,
 ) -> std::io::Result<Option<Collected>> {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
     let deadline = Instant::now() + timeout;
+    let (stdout, stderr) = match drain_until(child, deadline) {
+        Ok(Some(output)) => output,
+        Ok(None) => {
+            kill_and_reap(child);
+            return Ok(None);
+        }
+        Err(e) => {
+            kill_and_reap(child);
+            return Err(e);
+        }
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    Ok(wait_with_deadline(child, left)?.map(|status| Collected {
+        status,
+        stdout,
+        stderr,
+    }))
+}
+
+/// Reads the child's stdout and stderr until both close (Some) or the deadline (None).
+fn drain_until(
+    child: &mut Child,
+    deadline: Instant,
+) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    use rustix::event::{poll, PollFd, PollFlags};
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -108,14 +145,9 @@ pub fn collect_with_deadline(
     while stdout.is_some() || stderr.is_some() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            let _ = child.kill();
-            let _ = child.wait();
             return Ok(None);
         }
-        let wait = Timespec {
-            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-            tv_nsec: i64::from(left.subsec_nanos()),
-        };
+        let wait = timespec(left);
         let (out_ready, err_ready) = {
             let mut fds = Vec::with_capacity(2);
             if let Some(p) = &stdout {
@@ -150,12 +182,7 @@ pub fn collect_with_deadline(
             read_some(&mut stderr, &mut err, &mut chunk)?;
         }
     }
-    let left = deadline.saturating_duration_since(Instant::now());
-    Ok(wait_with_deadline(child, left)?.map(|status| Collected {
-        status,
-        stdout: out,
-        stderr: err,
-    }))
+    Ok(Some((out, err)))
 }
 
 /// One read from a pipe poll said is ready; at its end (0 bytes) the pipe is dropped.
@@ -252,6 +279,25 @@ mod tests {
                 .is_none()
         );
         assert!(child.try_wait().unwrap().is_some(), "killed and reaped");
+    }
+
+    #[test]
+    fn a_child_that_already_exited_is_in_time_even_at_the_deadline() {
+        let mut child = sh("exit 3");
+        let Some(pidfd) = pidfd_of(&child) else {
+            // No pidfd on this kernel: the polling fallback checks the child first anyway.
+            assert!(poll_until_exit(&mut child, Instant::now() + Duration::from_secs(30)).unwrap());
+            return;
+        };
+        // Exited (not reaped yet): a zero time left must still say so.
+        assert!(sleep_until_exit(&pidfd, Instant::now() + Duration::from_secs(30)).unwrap());
+        assert!(sleep_until_exit(&pidfd, Instant::now()).unwrap());
+        assert_eq!(
+            wait_with_deadline(&mut child, Duration::ZERO)
+                .unwrap()
+                .and_then(|s| s.code()),
+            Some(3)
+        );
     }
 
     #[test]

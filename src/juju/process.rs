@@ -6,7 +6,7 @@
 
 use super::context::HookEnv;
 use super::{validate_action_key, HookToolError, HookTools, LogLevel, Status, StorageInfo};
-use crate::host::child::{collect_with_deadline, Collected};
+use crate::host::child::{collect_with_deadline, kill_and_reap, Collected};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -129,8 +129,16 @@ impl ProcessHookTools {
         };
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             // Our inputs are small (state maps); the tool reads all of stdin before writing,
-            // so writing first cannot deadlock on a full stdout pipe.
-            pipe.write_all(input).map_err(io_err)?;
+            // so writing first cannot deadlock on a full stdout pipe. A tool that exits without
+            // reading (a syntax error) closes the pipe: its status and stderr tell why.
+            match pipe.write_all(input) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                Err(e) => {
+                    kill_and_reap(&mut child);
+                    return Err(io_err(e));
+                }
+            }
         }
         let Some(Collected {
             status,
