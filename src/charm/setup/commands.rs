@@ -1,7 +1,7 @@
 //! Host programs the setup runs (`snap`, `lxd`, `lxc query`), behind a small trait so tests
 //! check what would run without running snap.
 
-use crate::host::child::{spawn_reader, wait_with_deadline, HOST_PROGRAM_PATH};
+use crate::host::child::{collect_with_deadline, Collected, HOST_PROGRAM_PATH};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -126,18 +126,18 @@ impl HostCommands for SystemCommands {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| spawn_err(e.to_string()))?;
-        let stdout = spawn_reader(child.stdout.take());
-        let stderr = spawn_reader(child.stderr.take());
-        let status = wait_with_deadline(&mut child, timeout)
+        let Collected {
+            status,
+            stdout,
+            stderr,
+        } = collect_with_deadline(&mut child, timeout)
             .map_err(|e| spawn_err(e.to_string()))?
             .ok_or_else(|| CommandError::Timeout {
                 program: program.display().to_string(),
                 args: args.join(" "),
                 seconds: timeout.as_secs(),
             })?;
-        let text = |h: std::thread::JoinHandle<Vec<u8>>| {
-            String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned()
-        };
+        let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
         Ok(CommandOutput {
             // Killed by a signal: no code; -1 keeps it distinct from any exit status.
             code: status.code().unwrap_or(-1),
