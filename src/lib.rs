@@ -12,6 +12,7 @@ pub mod juju;
 pub mod lxd;
 pub mod manager;
 pub mod paths;
+pub mod reactive;
 pub mod runner;
 pub mod secret;
 

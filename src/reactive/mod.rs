@@ -1,0 +1,6 @@
+//! Reactive mode: runners spawned for jobs a webhook router puts on a message queue.
+//!
+//! `queue` is the contract between the broker side (MongoDB and Redis transports that lease
+//! kombu messages) and the worker side (what a worker does with one job message).
+
+pub mod queue;
