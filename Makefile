@@ -17,7 +17,7 @@ APT_PACKAGES := python3 python3-venv python3-pip binutils gcc libc6-dev pkg-conf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO := $(shell command -v cargo || echo $(HOME)/.cargo/bin/cargo)
 
-.PHONY: charm test deps apt-deps rust venv lxd lint bench clean-charm
+.PHONY: charm test deps apt-deps rust venv lxd lint bench clean-charm clean-lxd
 
 ## charm: release binary + github-runner_ubuntu-22.04-amd64.charm at the repo root.
 charm:
@@ -68,3 +68,9 @@ bench:
 
 clean-charm:
 	rm -f $(CHARM)
+
+## clean-lxd: remove every LXD project, image, pool, network and ACL the tests made (and the
+## unused `default` pool setup-lxd.sh makes), so the next `make test` starts as on a fresh
+## machine. Only while no test runs.
+clean-lxd:
+	python3 tests/support/lxd_fixture/clean-lxd.py
