@@ -329,6 +329,7 @@ pub fn probe_health(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::github::GitHubRunner;
     use crate::manager::ops::Observation;
     use crate::manager::planner::RemovalTarget;
     use std::collections::BTreeSet;
@@ -403,6 +404,10 @@ mod tests {
             }
             self.removed.lock().unwrap().push((name, force));
             Ok(RemoveOutcome::Removed)
+        }
+
+        fn registration(&self, _id: u64) -> Result<Option<GitHubRunner>, OpError> {
+            Ok(None)
         }
 
         fn health(&self, instance: &str) -> Health {

@@ -64,7 +64,7 @@ mod state;
 pub use routes::tarball_name;
 pub use state::{
     AdvertisedChecksum, DownloadFault, Endpoint, FakeJob, FakeRunner, FakeRunnerGroup, Fault,
-    FaultRule, RecordedRequest, Snapshot,
+    FaultRule, PageHold, RecordedRequest, Snapshot,
 };
 
 use http::HttpServer;
@@ -205,6 +205,7 @@ impl FakeGitHub {
                 seq: 0,
                 rate_remaining: 5000,
                 rate_reset: now_epoch() + 3600,
+                holds: Vec::new(),
                 stopping: false,
             }),
             changed: Condvar::new(),
@@ -434,6 +435,27 @@ impl FakeGitHub {
             .1
     }
 
+    // ---- holding a page back ----
+
+    /// Hold the next request for page `page` of `endpoint` (before its answer is rendered)
+    /// until the returned handle is released or dropped: a test can then change the state
+    /// between two pages of a listing, as another client would on GitHub.
+    pub fn hold_page(&self, endpoint: Endpoint, page: usize) -> HeldPage<'_> {
+        let id = self.shared.update(|st| {
+            let id = st.next_seq();
+            st.holds.push(PageHold {
+                id,
+                endpoint,
+                page,
+                waiting: false,
+                fired: false,
+                released: false,
+            });
+            id
+        });
+        HeldPage { gh: self, id }
+    }
+
     // ---- faults ----
 
     /// Answer the next `times` API requests (any endpoint) with `fault`.
@@ -606,6 +628,42 @@ impl Drop for FakeGitHub {
         self.shared.update(|st| st.stopping = true);
         // Joins the accept thread; connection threads finish as their waits wake.
         self.server.take();
+    }
+}
+
+/// A page held by [`FakeGitHub::hold_page`]; released on drop.
+pub struct HeldPage<'a> {
+    gh: &'a FakeGitHub,
+    id: u64,
+}
+
+impl HeldPage<'_> {
+    /// Wait (at most `timeout`) until a request is held here; whether one is.
+    pub fn wait_held(&self, timeout: Duration) -> bool {
+        let st = self.gh.shared.lock();
+        let id = self.id;
+        self.gh
+            .shared
+            .wait_for(st, timeout, |st| {
+                st.holds.iter().any(|h| h.id == id && h.waiting)
+            })
+            .1
+    }
+
+    /// Let the held request (or the next matching one) go on.
+    pub fn release(&self) {
+        let id = self.id;
+        self.gh.shared.update(|st| {
+            if let Some(h) = st.holds.iter_mut().find(|h| h.id == id) {
+                h.released = true;
+            }
+        });
+    }
+}
+
+impl Drop for HeldPage<'_> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

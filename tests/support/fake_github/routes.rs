@@ -81,6 +81,7 @@ pub fn handle(shared: &Shared, req: HttpRequest) -> HttpResponse {
             _ => HttpResponse::text(404, "not found\n"),
         };
     }
+    hold_if_asked(shared, &req, endpoint);
     let response = match fault {
         Some(Fault::Slow(d)) => {
             let st = shared.lock();
@@ -91,6 +92,36 @@ pub fn handle(shared: &Shared, req: HttpRequest) -> HttpResponse {
         None => api(shared, &req, endpoint),
     };
     with_rate_headers(shared, response)
+}
+
+/// The longest a page is held back (a test that forgets to release it must not hang).
+const MAX_HOLD: Duration = Duration::from_secs(120);
+
+/// Wait here while an armed [`super::state::PageHold`] matches this request.
+fn hold_if_asked(shared: &Shared, req: &HttpRequest, endpoint: Endpoint) {
+    let page = req
+        .query_param("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1);
+    let id = shared.update(|st| {
+        let hold = st
+            .holds
+            .iter_mut()
+            .find(|h| !h.fired && !h.released && h.endpoint == endpoint && h.page == page)?;
+        hold.fired = true;
+        hold.waiting = true;
+        Some(hold.id)
+    });
+    let Some(id) = id else { return };
+    let st = shared.lock();
+    let (mut st, _) = shared.wait_for(st, MAX_HOLD, |st| {
+        st.holds.iter().any(|h| h.id == id && h.released)
+    });
+    if let Some(h) = st.holds.iter_mut().find(|h| h.id == id) {
+        h.waiting = false;
+    }
+    drop(st);
+    shared.changed.notify_all();
 }
 
 fn with_rate_headers(shared: &Shared, mut r: HttpResponse) -> HttpResponse {
