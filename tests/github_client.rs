@@ -472,6 +472,53 @@ fn primary_exhaustion_is_not_retried_and_reports_the_reset() {
 }
 
 #[test]
+fn a_spent_primary_budget_answers_403_with_nothing_remaining_and_is_not_retried() {
+    let gh = FakeGitHub::start();
+    let (c, clock) = client(&gh, repo());
+    let reset = fake_github::now_epoch() + 1800;
+    gh.set_rate_budget(2, reset);
+    assert!(c.list_runners().is_ok());
+    assert!(c.list_runners().is_ok());
+    assert_eq!(gh.rate_remaining(), 0);
+    let err = c.list_runners().unwrap_err();
+    assert!(
+        matches!(err, GitHubError::RateLimited { reset_epoch, .. } if reset_epoch == reset),
+        "{err:?}"
+    );
+    assert_eq!(
+        gh.count(Endpoint::ListRunners),
+        3,
+        "a spent budget is not retried"
+    );
+    assert!(clock.sleeps().is_empty());
+}
+
+#[test]
+fn a_secondary_limit_with_nothing_remaining_waits_for_the_primary_reset() {
+    // GitHub: no retry-after and x-ratelimit-remaining 0 means wait until x-ratelimit-reset,
+    // not the minute a secondary limit otherwise asks for.
+    let gh = FakeGitHub::start();
+    let (c, clock) = client(&gh, repo());
+    let reset = fake_github::now_epoch() + 2400;
+    gh.set_rate_budget(1, reset);
+    assert!(c.list_runners().is_ok());
+    gh.inject(
+        Fault::SecondaryRateLimit {
+            status: 403,
+            retry_after: None,
+        },
+        1,
+    );
+    let err = c.remove_token().unwrap_err();
+    assert!(
+        matches!(err, GitHubError::RateLimited { reset_epoch, .. } if reset_epoch == reset),
+        "{err:?}"
+    );
+    assert_eq!(gh.count(Endpoint::RemoveToken), 1);
+    assert!(clock.sleeps().is_empty());
+}
+
+#[test]
 fn secondary_limits_honour_retry_after_within_the_hook_budget() {
     let gh = FakeGitHub::start();
     let (c, clock) = client(&gh, repo());

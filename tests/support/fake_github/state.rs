@@ -244,6 +244,9 @@ pub struct State {
     pub requests: Vec<RecordedRequest>,
     pub label_ids: BTreeMap<String, u64>,
     pub seq: u64,
+    /// The primary budget per window (`x-ratelimit-limit`).
+    pub rate_limit: u64,
+    /// Requests left in this window; at 0 every API request answers 403 until the reset.
     pub rate_remaining: u64,
     pub rate_reset: u64,
     pub holds: Vec<PageHold>,
