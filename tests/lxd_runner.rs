@@ -405,6 +405,38 @@ fn a_busy_runner_is_kept_unless_removal_is_forced() {
     h.gh.release_job(job);
 }
 
+/// Juju accepts application names LXD cannot fit in an instance name (63 characters): the
+/// runner of a 60-character application still launches, registers and is found again.
+#[test]
+fn a_runner_of_a_60_character_application_launches_and_is_found_again() {
+    let h = Harness::new();
+    let app: String = "a-very-long-application-name-for-the-runners-of-one-big-team".into();
+    assert_eq!(app.len(), 60);
+    let unit = UnitIdentity::parse(&format!("{app}/0"), "model-uuid").unwrap();
+    let owner = unit.owner_value();
+    let name = unit.new_runner_name().unwrap();
+    let mut request = h.request(&name);
+    request.owner_value = &owner;
+    let client = real_client(&h.gh, &unit);
+    let created = create_runner(h.fx.lxd(), &client, &request).unwrap();
+    h.wait_online(name.as_str());
+    let owned: Vec<String> =
+        h.fx.lxd()
+            .list_owned_instances(&owner)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+    assert_eq!(owned, vec![name.to_string()]);
+    let listed: Vec<u64> = client
+        .list_runners()
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, vec![created.github_id]);
+}
+
 #[test]
 fn a_lookalike_instance_of_another_app_is_never_touched() {
     let h = Harness::new();
