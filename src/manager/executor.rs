@@ -126,6 +126,15 @@ impl Report {
     pub fn is_clean(&self) -> bool {
         self.failed.is_empty()
     }
+
+    /// `could not remove a (...): ...; could not ...`, or None when nothing failed.
+    pub fn failure_summary(&self) -> Option<String> {
+        if self.failed.is_empty() {
+            return None;
+        }
+        let failures: Vec<String> = self.failed.iter().map(ToString::to_string).collect();
+        Some(failures.join("; "))
+    }
 }
 
 /// One finished operation, for progress output (action-log) while a long plan runs.
