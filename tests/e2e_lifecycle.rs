@@ -35,6 +35,33 @@ fn two_runners_one_busy() -> (CharmEnv, String, String, u64) {
     (env, busy, idle, job)
 }
 
+/// Wait until this unit has exactly `n` registrations, all online, among anyone's; their
+/// names.
+fn wait_ours_online(env: &CharmEnv, n: usize) -> Vec<String> {
+    let ours = |s: &fake_github::Snapshot| -> Vec<String> {
+        s.runners
+            .iter()
+            .filter(|r| env.unit.owns_name(&r.name) && r.online)
+            .map(|r| r.name.clone())
+            .collect()
+    };
+    let mut names = Vec::new();
+    assert!(
+        env.gh.wait_until(charm_env::ONLINE_WITHIN, |s| {
+            names = ours(s);
+            names.len() == n
+                && s.runners
+                    .iter()
+                    .filter(|r| env.unit.owns_name(&r.name))
+                    .count()
+                    == n
+        }),
+        "want {n} of our runners online; instances {:?}",
+        env.instances()
+    );
+    names
+}
+
 /// The fake systemctl's record of the reconcile timer being active (the harness puts its
 /// `systemctl` first on the hook's PATH, in the tools dir).
 fn timer_active(env: &CharmEnv) -> bool {
@@ -81,6 +108,66 @@ fn stop_then_remove_with_a_busy_runner_leave_nothing_on_either_side() {
     );
     assert!(!cron.exists(), "remove deletes the rebuild cron");
     assert!(!timer_active(&env));
+}
+
+/// The bug of issue 9 through the whole charm: 150 registrations in the repository, our
+/// busy runner the first entry of page 2, and another registration deleted while page 2 is
+/// held back. GitHub's later entries shift one place back, so a single pass of the listing
+/// skips our runner; the reconcile must keep it (and its job) anyway.
+#[test]
+fn a_registration_deleted_between_pages_never_kills_a_busy_runner() {
+    let mut env = CharmEnv::new(2);
+    for i in 0..100 {
+        env.gh
+            .add_runner(charm_env::REPO, &format!("someone-else-{i:03}"), &["x"]);
+    }
+    env.deploy();
+    let online = wait_ours_online(&env, 2);
+    for i in 100..148 {
+        env.gh
+            .add_runner(charm_env::REPO, &format!("someone-else-{i:03}"), &["x"]);
+    }
+    // Ours were registered after the first 100: the first of them opens page 2.
+    let first_of_page_two = env
+        .gh
+        .runners()
+        .into_iter()
+        .filter(|r| online.contains(&r.name))
+        .min_by_key(|r| r.id)
+        .expect("our runners")
+        .name;
+    let job = env
+        .gh
+        .assign_held_job(&first_of_page_two)
+        .expect("assign a job");
+    assert!(env.gh.wait_until(GONE_WITHIN, |s| s
+        .runner(&first_of_page_two)
+        .is_some_and(|r| r.busy)));
+
+    let held = env.gh.hold_page(Endpoint::ListRunners, 2);
+    let mut reconcile = env.spawn_dispatch("reconcile-runners");
+    assert!(
+        held.wait_held(GONE_WITHIN),
+        "the reconcile never asked for page 2"
+    );
+    assert!(env.gh.remove_runner("someone-else-007"));
+    held.release();
+    let status = reconcile.wait().expect("wait for the reconcile");
+    assert!(status.success(), "{status:?}");
+
+    assert!(
+        env.instances().contains(&first_of_page_two),
+        "the busy runner's instance was deleted: {:?}",
+        env.instances()
+    );
+    assert!(
+        env.gh
+            .runner(&first_of_page_two)
+            .is_some_and(|r| r.busy && r.online),
+        "its job was killed"
+    );
+    assert_eq!(env.instances().len(), 2, "{:?}", env.instances());
+    assert!(env.gh.release_job(job));
 }
 
 /// A new runner binary on GitHub: update-dependencies downloads it and flushes the idle
