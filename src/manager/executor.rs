@@ -458,6 +458,32 @@ mod tests {
     }
 
     #[test]
+    fn the_failure_summary_names_each_failed_operation() {
+        let mut report = Report::default();
+        assert_eq!(report.failure_summary(), None);
+        report.failed = vec![
+            Failure {
+                operation: Operation::Remove {
+                    name: RunnerName("a".into()),
+                    reason: RemovalReason::Flush,
+                },
+                error: OpError::transient("GitHub server error 502"),
+            },
+            Failure {
+                operation: Operation::Create,
+                error: OpError::transient("lxc launch failed"),
+            },
+        ];
+        assert_eq!(
+            report.failure_summary().as_deref(),
+            Some(
+                "could not remove a (flushed): GitHub server error 502; \
+                 could not create a runner: lxc launch failed"
+            )
+        );
+    }
+
+    #[test]
     fn workers_follow_the_bound() {
         assert_eq!(Concurrency::Default.workers(3), 3);
         assert_eq!(Concurrency::Default.workers(20), 8);
