@@ -10,6 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use crate::github::GitHubRunner;
 use crate::identity::RunnerName;
 use crate::manager::ops::{OpError, RemoveOutcome, RunnerOps};
 use crate::manager::planner::{Health, Plan, Removal, RemovalReason};
@@ -335,10 +336,21 @@ pub fn probe_health(
     instances.iter().cloned().zip(healths).collect()
 }
 
+/// Each registration by id (`RunnerOps::registration`), `concurrency` at a time, in the
+/// ids' order. A panicking check is that check's failure.
+pub fn check_registrations(
+    ops: &dyn RunnerOps,
+    ids: &[u64],
+    concurrency: Concurrency,
+) -> Vec<Result<Option<GitHubRunner>, OpError>> {
+    bounded_map(ids, concurrency.workers(ids.len()), |id| {
+        guarded(|| ops.registration(*id))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::github::GitHubRunner;
     use crate::manager::ops::Observation;
     use crate::manager::planner::RemovalTarget;
     use std::collections::BTreeSet;

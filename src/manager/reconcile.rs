@@ -109,10 +109,8 @@ fn confirm_unlisted(
     concurrency: Concurrency,
 ) -> BTreeSet<u64> {
     let unlisted = planner::unlisted_registrations(instances, github);
-    let answers =
-        executor::bounded_map(&unlisted, concurrency.workers(unlisted.len()), |(_, id)| {
-            ops.registration(*id)
-        });
+    let ids: Vec<u64> = unlisted.iter().map(|(_, id)| *id).collect();
+    let answers = executor::check_registrations(ops, &ids, concurrency);
     let mut gone = BTreeSet::new();
     for ((name, id), answer) in unlisted.iter().zip(answers) {
         match answer {
