@@ -32,6 +32,8 @@ pub enum ActionError {
     Reconcile(#[from] ReconcileError),
     #[error(transparent)]
     Flush(#[from] FlushError),
+    #[error("the runner binary was updated, but flushing the idle runners failed: {0}")]
+    FlushIncomplete(String),
     #[error(transparent)]
     Charm(#[from] CharmError),
     #[error("unknown action {0:?}: this charm's actions are check-runners, reconcile-runners, flush-runners and update-dependencies")]
@@ -210,7 +212,14 @@ fn update_dependencies(ctx: &Context<'_>, rt: &Runtime) -> Result<ActionResults,
     if binary.changed {
         log_line(ctx, "runner binary updated: flushing idle runners");
         let flushed = reconcile::flush(ctx, rt, FlushMode::FlushIdle)?;
-        flushed.result?;
+        if let Some(failures) = flushed.result?.report.failure_summary() {
+            // The runners on the old binary stay; the next reconcile replaces idle ones.
+            let shown = Status::Maintenance(
+                "runner binary updated, but flushing the idle runners failed; the next reconcile replaces them".into(),
+            );
+            status::set_and_remember(ctx, &shown)?;
+            return Err(ActionError::FlushIncomplete(failures));
+        }
     }
     Ok(update_dependencies_results(binary.changed))
 }

@@ -303,6 +303,10 @@ impl RunnerOps for CharmRunnerOps<'_> {
         }
     }
 
+    fn registration(&self, id: u64) -> Result<Option<GitHubRunner>, OpError> {
+        Ok(self.rt.github.get_runner(id)?)
+    }
+
     fn health(&self, instance: &str) -> Health {
         let instance = self.seen_instance(instance).unwrap_or_else(|| Instance {
             name: instance.to_string(),

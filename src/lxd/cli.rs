@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Bound on one `lxc` call that has no timeout of its own (list, query, push, ...).
-const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Extra time given to `lxc stop --timeout N` before the client itself is killed.
 const STOP_CLIENT_GRACE: Duration = Duration::from_secs(30);
