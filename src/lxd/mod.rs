@@ -4,6 +4,7 @@
 //! LXD daemon (see tests/README.md).
 
 pub mod cli;
+pub mod network;
 
 pub use cli::LxcCli;
 
