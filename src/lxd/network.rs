@@ -53,7 +53,7 @@ pub struct NetworkInfo {
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     /// URLs of what uses it (instances, profiles).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub used_by: Vec<String>,
 }
 
@@ -62,9 +62,9 @@ pub struct NetworkInfo {
 pub struct AclInfo {
     #[serde(default)]
     pub description: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_rules_as_empty")]
     pub egress: Vec<AclRule>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub used_by: Vec<String>,
 }
 
@@ -180,6 +180,15 @@ impl LxdNetworks for LxcCli {
         let path = format!("/1.0/network-acls/{}", url_segment(name));
         self.query(&op, "DELETE", &path, None).map(drop)
     }
+}
+
+/// LXD answers `"used_by": null` for an unused object.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
+}
+
+fn null_rules_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<AclRule>, D::Error> {
+    Ok(Option::<Vec<AclRule>>::deserialize(d)?.unwrap_or_default())
 }
 
 fn expect_found(op: &str, answer: QueryAnswer) -> Result<(), LxdError> {

@@ -94,6 +94,18 @@ pub fn converge(
     acl: &str,
     rules: &[AclRule],
 ) -> Result<Converged, NetworkError> {
+    converge_creating(net, bridge, &new_bridge_config(), acl, rules)
+}
+
+/// [`converge`], creating a missing bridge with `new_config` (tests give a fixed subnet
+/// without NAT).
+pub fn converge_creating(
+    net: &dyn LxdNetworks,
+    bridge: &str,
+    new_config: &BTreeMap<String, String>,
+    acl: &str,
+    rules: &[AclRule],
+) -> Result<Converged, NetworkError> {
     let mut done = Converged::default();
     let config = match net.network(bridge)? {
         Some(info) if info.managed && info.kind == "bridge" => info.config,
@@ -104,9 +116,9 @@ pub fn converge(
             })
         }
         None => {
-            net.create_bridge(bridge, MANAGED_DESCRIPTION, &new_bridge_config())?;
+            net.create_bridge(bridge, MANAGED_DESCRIPTION, new_config)?;
             done.bridge_created = true;
-            new_bridge_config()
+            new_config.clone()
         }
     };
     let current = net.acl(acl)?;
