@@ -84,6 +84,8 @@ pub enum SetupError {
     LxdProjectMissing(String),
     #[error("could not apply the LXD network settings: {0}")]
     Network(LxdError),
+    #[error("could not set up the runners' network and firewall: {0}")]
+    RunnerNetwork(#[from] crate::network::NetworkError),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("could not create the runner profiles: {0}")]
@@ -127,7 +129,11 @@ impl SetupError {
                 }
                 Disposition::Transient(_) => Status::Maintenance(message),
             },
+            SetupError::RunnerNetwork(crate::network::NetworkError::NotAManagedBridge {
+                ..
+            }) => Status::Blocked(message),
             SetupError::Network(_)
+            | SetupError::RunnerNetwork(_)
             | SetupError::Storage(_)
             | SetupError::Timer(_)
             | SetupError::Logrotate(_)
@@ -195,6 +201,7 @@ pub fn ensure_host(
 
     let lxd_installed = ensure_lxd(ctx, edges)?;
     apply_network_settings(edges)?;
+    converge_runner_network(ctx, config, edges)?;
 
     let pool = edges.pool_name();
     let location = juju_storage_location(ctx)?;
@@ -444,6 +451,30 @@ pub fn apply_network_settings(edges: &dyn SetupEdges) -> Result<(), SetupError> 
             .map_err(SetupError::Network)?;
         tracing::info!("NIC filtering turned on for the default profile's eth0");
     }
+    Ok(())
+}
+
+/// The runners' bridge and this unit's egress ACL, rebuilt from `config` (see
+/// [`crate::network`]); nothing when the charm manages no bridge here.
+pub fn converge_runner_network(
+    ctx: &Context<'_>,
+    config: &CharmConfig,
+    edges: &dyn SetupEdges,
+) -> Result<(), SetupError> {
+    let Some((bridge, net)) = edges.runner_network() else {
+        return Ok(());
+    };
+    let commands = edges.commands();
+    let ip = commands
+        .find("ip")
+        .ok_or_else(|| SetupError::LxdInstall("the ip command (iproute2) is missing".into()))?;
+    let out = commands.run(&ip, &["-4", "-o", "addr", "show"], Duration::from_secs(30))?;
+    let hosts = crate::network::parse_host_addresses(&out.stdout);
+    let inputs = crate::network::acl_inputs(config, hosts, Vec::new(), Vec::new());
+    let acl = crate::network::acl_name(&ctx.hook.identity.unit_name());
+    let rules = crate::network::acl::egress_rules(&inputs);
+    let done = crate::network::converge::converge(net, &bridge, &acl, &rules)?;
+    tracing::info!(bridge = %bridge, acl = %acl, changed = ?done, "runner network converged");
     Ok(())
 }
 

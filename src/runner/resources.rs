@@ -80,8 +80,24 @@ fn is_lxd_size(s: &str) -> bool {
 
 /// The profile holding the charm's own settings (empty today).
 pub fn runner_profile() -> ProfileSpec {
+    runner_profile_on(crate::network::runner_bridge_from_env().as_deref())
+}
+
+/// The runner profile; with a bridge, it carries the runner NIC
+/// ([`crate::network::runner_nic`]), which replaces the default profile's `eth0`.
+pub fn runner_profile_on(bridge: Option<&str>) -> ProfileSpec {
+    let devices = bridge
+        .map(|b| {
+            (
+                crate::network::RUNNER_NIC.to_string(),
+                crate::network::runner_nic(b),
+            )
+        })
+        .into_iter()
+        .collect();
     ProfileSpec {
         name: RUNNER_PROFILE.to_string(),
+        devices,
         ..ProfileSpec::default()
     }
 }
