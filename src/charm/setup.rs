@@ -470,7 +470,9 @@ pub fn converge_runner_network(
         .ok_or_else(|| SetupError::LxdInstall("the ip command (iproute2) is missing".into()))?;
     let out = commands.run(&ip, &["-4", "-o", "addr", "show"], Duration::from_secs(30))?;
     let hosts = crate::network::parse_host_addresses(&out.stdout);
-    let inputs = crate::network::acl_inputs(config, hosts, Vec::new(), Vec::new());
+    let tmate = crate::network::debug_ssh::read_servers(ctx.tools);
+    let exempt = tmate.iter().filter_map(|s| s.ipv4()).collect();
+    let inputs = crate::network::acl_inputs(config, hosts, exempt, Vec::new());
     let acl = crate::network::acl_name(&ctx.hook.identity.unit_name());
     let rules = crate::network::acl::egress_rules(&inputs);
     let done = crate::network::converge::converge(net, &bridge, &acl, &rules)?;

@@ -7,6 +7,7 @@
 pub mod acl;
 pub mod cidr;
 pub mod converge;
+pub mod debug_ssh;
 
 use crate::lxd::LxdError;
 use std::collections::BTreeMap;
