@@ -331,6 +331,11 @@ fn remove_runner_network(ctx: &Context<'_>, edges: &dyn super::setup::SetupEdges
         if let Err(e) = crate::network::converge::remove(net, &bridge, &acl) {
             tracing::warn!("could not remove the runners' firewall: {e}");
         }
+        let nft_file = ctx.paths.aproxy_nft_file();
+        if let Err(e) = crate::network::aproxy::converge(edges.commands(), &nft_file, &bridge, None)
+        {
+            tracing::warn!("could not remove the aproxy redirect: {e}");
+        }
     }
 }
 

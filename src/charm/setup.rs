@@ -87,6 +87,8 @@ pub enum SetupError {
     #[error("could not set up the runners' network and firewall: {0}")]
     RunnerNetwork(#[from] crate::network::NetworkError),
     #[error(transparent)]
+    Aproxy(#[from] crate::network::aproxy::AproxyError),
+    #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("could not create the runner profiles: {0}")]
     Profiles(LxdError),
@@ -111,7 +113,9 @@ impl SetupError {
         let message = self.to_string();
         Some(match self {
             SetupError::HookTool(_) => return None,
-            SetupError::Guard(_) | SetupError::LxdNotInstallable => Status::Blocked(message),
+            SetupError::Guard(_) | SetupError::LxdNotInstallable | SetupError::Aproxy(_) => {
+                Status::Blocked(message)
+            }
             SetupError::Storage(
                 StorageError::InsufficientSpace { .. } | StorageError::JujuStorageMissing,
             ) => Status::Blocked(message),
@@ -472,11 +476,26 @@ pub fn converge_runner_network(
     let hosts = crate::network::parse_host_addresses(&out.stdout);
     let tmate = crate::network::debug_ssh::read_servers(ctx.tools);
     let exempt = tmate.iter().filter_map(|s| s.ipv4()).collect();
-    let inputs = crate::network::acl_inputs(config, hosts, exempt, Vec::new());
+    let aproxy_upstream = if config.experimental_use_aproxy {
+        let proxy = &ctx.hook.proxy;
+        Some(crate::network::aproxy::upstream(
+            proxy.https.as_deref(),
+            proxy.http.as_deref(),
+        )?)
+    } else {
+        None
+    };
+    let host_ports = match aproxy_upstream {
+        Some(_) => vec![crate::network::aproxy::LISTEN_PORT],
+        None => Vec::new(),
+    };
+    let inputs = crate::network::acl_inputs(config, hosts, exempt, host_ports);
     let acl = crate::network::acl_name(&ctx.hook.identity.unit_name());
     let rules = crate::network::acl::egress_rules(&inputs);
     let done = crate::network::converge::converge(net, &bridge, &acl, &rules)?;
     tracing::info!(bridge = %bridge, acl = %acl, changed = ?done, "runner network converged");
+    let nft_file = ctx.paths.aproxy_nft_file();
+    crate::network::aproxy::converge(commands, &nft_file, &bridge, aproxy_upstream.as_deref())?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! [`converge::bridge_changes`]. Effects go through [`crate::lxd::network::LxdNetworks`].
 
 pub mod acl;
+pub mod aproxy;
 pub mod cidr;
 pub mod converge;
 pub mod debug_ssh;
