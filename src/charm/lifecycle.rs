@@ -327,7 +327,7 @@ fn take_down(ctx: &Context<'_>, host: &dyn HostAccess, removing: bool) -> Result
 /// nothing uses it. Best effort: the unit is going away.
 fn remove_runner_network(ctx: &Context<'_>, edges: &dyn super::setup::SetupEdges) {
     if let Some((bridge, net)) = edges.runner_network() {
-        let acl = crate::network::acl_name(&ctx.hook.identity.unit_name());
+        let acl = crate::network::acl_name(&ctx.hook.identity);
         if let Err(e) = crate::network::converge::remove(net, &bridge, &acl) {
             tracing::warn!("could not remove the runners' firewall: {e}");
         }

@@ -490,7 +490,7 @@ pub fn converge_runner_network(
         None => Vec::new(),
     };
     let inputs = crate::network::acl_inputs(config, hosts, exempt, host_ports);
-    let acl = crate::network::acl_name(&ctx.hook.identity.unit_name());
+    let acl = crate::network::acl_name(&ctx.hook.identity);
     let rules = crate::network::acl::egress_rules(&inputs);
     let done = crate::network::converge::converge(net, &bridge, &acl, &rules)?;
     tracing::info!(bridge = %bridge, acl = %acl, changed = ?done, "runner network converged");

@@ -46,14 +46,20 @@ pub fn runner_nic(bridge: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
-/// The charm's ACL name for a unit (`github-runner-0` -> `ghr-github-runner-0`): one per
-/// unit, so units sharing a machine never rewrite each other's rules.
-pub fn acl_name(unit_name: &str) -> String {
-    let cleaned: String = unit_name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    format!("ghr-{cleaned}")
+/// The charm's ACL name for a unit (`ghr-5bb2e5a4-github-runner-0`): one per unit and
+/// model, so units sharing a machine never rewrite each other's rules.
+pub fn acl_name(identity: &crate::identity::UnitIdentity) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect()
+    };
+    let model: String = clean(&identity.model_uuid).chars().take(8).collect();
+    format!(
+        "ghr-{model}-{}-{}",
+        clean(&identity.app),
+        identity.unit_number
+    )
 }
 
 /// The bridge runners get: the test knob's when set; else, in a project of the charm's own
@@ -155,6 +161,11 @@ mod tests {
         assert_eq!(nic["network"], "lxdbr0");
         assert_eq!(nic["security.mac_filtering"], "true");
         assert_eq!(nic["security.ipv4_filtering"], "true");
-        assert_eq!(acl_name("github-runner/0"), "ghr-github-runner-0");
+        let unit = crate::identity::UnitIdentity {
+            app: "github-runner".into(),
+            unit_number: 0,
+            model_uuid: "5bb2e5a4-1d0b-4d6e".into(),
+        };
+        assert_eq!(acl_name(&unit), "ghr-5bb2e5a4-github-runner-0");
     }
 }
