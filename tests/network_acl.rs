@@ -87,6 +87,8 @@ struct Lab {
     target: Ipv4Addr,
     denied: Ipv4Net,
     container: String,
+    /// Other instances on the bridge (deleted on drop, before the bridge).
+    neighbours: std::cell::RefCell<Vec<String>>,
     listener: Option<Child>,
 }
 
@@ -110,6 +112,7 @@ impl Lab {
             target: Ipv4Addr::new(10, a, b + 1, 2),
             denied: Ipv4Net::new(Ipv4Addr::new(10, a, b + 1, 0), 24).unwrap(),
             container: "runner".into(),
+            neighbours: Default::default(),
             listener: None,
         };
         assert!(lab.bridge.len() <= 15 && lab.veth.len() < 15);
@@ -170,18 +173,45 @@ impl Lab {
         lab
     }
 
-    fn launch_runner(&self) {
+    /// An instance on the bridge with the runner NIC (port isolation as given) at `addr`.
+    fn launch_on_bridge(&self, name: &str, addr: Ipv4Addr, port_isolation: bool) {
         let mut nic: Vec<String> = runner_nic(&self.bridge)
             .into_iter()
             .filter(|(k, _)| k != "type")
-            .map(|(k, v)| format!("{k}={v}"))
+            .map(|(k, v)| match k.as_str() {
+                "security.port_isolation" => format!("{k}={port_isolation}"),
+                _ => format!("{k}={v}"),
+            })
             .collect();
-        nic.push(format!("ipv4.address={}", self.runner_addr));
-        self.fixture.lxc_ok(&["init", IMAGE_ALIAS, &self.container]);
-        let mut args = vec!["config", "device", "add", &self.container, "eth0", "nic"];
+        nic.push(format!("ipv4.address={addr}"));
+        self.fixture.lxc_ok(&["init", IMAGE_ALIAS, name]);
+        let mut args = vec!["config", "device", "add", name, "eth0", "nic"];
         args.extend(nic.iter().map(String::as_str));
         self.fixture.lxc_ok(&args);
-        self.fixture.lxc_ok(&["start", &self.container]);
+        self.fixture.lxc_ok(&["start", name]);
+    }
+
+    /// A neighbour on the bridge (no routes: it only answers on its own /24).
+    fn launch_neighbour(&self, name: &str, addr: Ipv4Addr, port_isolation: bool) {
+        self.neighbours.borrow_mut().push(name.to_string());
+        self.launch_on_bridge(name, addr, port_isolation);
+        let out = self.fixture.lxc(&[
+            "exec",
+            name,
+            "--",
+            "sh",
+            "-c",
+            &format!("ip addr add {addr}/24 dev eth0 && ip link set eth0 up"),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn launch_runner(&self) {
+        self.launch_on_bridge(&self.container, self.runner_addr, true);
         let host = host_address();
         // Only two routes: the listener's /30 and the host's address, both via the bridge.
         self.exec_ok(&format!(
@@ -263,6 +293,9 @@ impl Drop for Lab {
             let _ = child.wait();
         }
         let _ = self.fixture.lxc(&["delete", "--force", &self.container]);
+        for name in self.neighbours.borrow().iter() {
+            let _ = self.fixture.lxc(&["delete", "--force", name]);
+        }
         let _ = converge::remove(self.fixture.lxd(), &self.bridge, &self.acl);
         let _ = self.fixture.lxd().delete_acl(&self.acl);
         let _ = run("lxc", &["network", "delete", &self.bridge]);
@@ -452,4 +485,21 @@ fn a_missing_bridge_is_created_and_removed_with_the_acl() {
         (None, None),
         "the charm's own bridge and ACL go on remove"
     );
+}
+
+#[test]
+fn runners_cannot_reach_each_other_on_the_bridge() {
+    let lab = Lab::new();
+    lab.check_no_route_out();
+    let [a, b, c, _] = lab.gateway.octets();
+    let (other_runner, not_isolated) = (Ipv4Addr::new(a, b, c, 11), Ipv4Addr::new(a, b, c, 12));
+    lab.launch_neighbour("other-runner", other_runner, true);
+    lab.launch_neighbour("plain", not_isolated, false);
+    // The control: the same path to an instance without port isolation works...
+    assert!(
+        wait_for(Duration::from_secs(10), || lab.ping(not_isolated)),
+        "an instance without port isolation answers"
+    );
+    // ...and between two runners (both isolated) nothing passes.
+    assert!(!lab.ping(other_runner), "runner to runner");
 }
