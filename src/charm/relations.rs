@@ -12,7 +12,13 @@ pub fn handle(
     endpoint: Endpoint,
     kind: RelationEventKind,
 ) -> Result<(), CharmError> {
-    if endpoint == Endpoint::DebugSsh {
+    // created/joined: the remote unit has published nothing yet; changed follows.
+    if endpoint == Endpoint::DebugSsh
+        && matches!(
+            kind,
+            RelationEventKind::Changed | RelationEventKind::Departed | RelationEventKind::Broken
+        )
+    {
         return debug_ssh_changed(ctx);
     }
     tracing::debug!(
