@@ -782,6 +782,10 @@ impl Lxd for LxcCli {
         self.query(&operation, "DELETE", &path, None).map(drop)
     }
 
+    fn project(&self) -> Option<&str> {
+        self.project.as_deref()
+    }
+
     fn server_info(&self) -> Result<ServerInfo, LxdError> {
         let raw: RawServer =
             self.get_json("server info", "/1.0")?

@@ -75,12 +75,6 @@ pub fn runner_bridge(project: Option<&str>, knob: Option<String>) -> Option<Stri
     }
 }
 
-/// [`runner_bridge`] from the process environment (the same knobs the runtime reads).
-pub fn runner_bridge_from_env() -> Option<String> {
-    let project = crate::charm::runtime::lxd_project_from(|k| std::env::var(k).ok());
-    runner_bridge(project.as_deref(), std::env::var(BRIDGE_ENV).ok())
-}
-
 /// The host's IPv4 addresses from `ip -4 -o addr show` (loopback left out: runners cannot
 /// address it through the bridge).
 pub fn parse_host_addresses(ip_output: &str) -> Vec<std::net::Ipv4Addr> {
