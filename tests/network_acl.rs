@@ -11,12 +11,15 @@
 mod executable;
 #[path = "support/lxd_fixture/mod.rs"]
 mod lxd_fixture;
+#[path = "support/net_routes.rs"]
+mod net_routes;
 
 use github_runner::lxd::network::LxdNetworks;
 use github_runner::network::acl::{egress_rules, AclInputs};
 use github_runner::network::cidr::Ipv4Net;
 use github_runner::network::{converge, runner_nic};
 use lxd_fixture::{wait_for, LxdFixture, IMAGE_ALIAS};
+use net_routes::{host_route_dev, unused_prefixes};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
 use std::process::{Child, Command, Stdio};
@@ -42,37 +45,6 @@ fn run_ok(program: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The device `ip route get` picks for `addr` on the host.
-fn host_route_dev(addr: &str) -> String {
-    let out = run_ok("ip", &["-4", "route", "get", addr]);
-    let mut words = out.split_whitespace();
-    if out.starts_with("local ") {
-        return "local".into();
-    }
-    while let Some(w) = words.next() {
-        if w == "dev" {
-            return words.next().unwrap_or_default().to_string();
-        }
-    }
-    panic!("no dev in {out:?}")
-}
-
-/// A 10.a.b.0/24 for the bridge and a 10.a.(b+1).0/24 for the listener, neither routed on
-/// the host yet (the host's route for both is its default one).
-fn unused_prefixes() -> (u8, u8) {
-    let default_dev = host_route_dev("10.255.255.254");
-    for attempt in 0..200u32 {
-        let seed = std::process::id() + NEXT.fetch_add(1, Ordering::SeqCst) + attempt * 7;
-        let a = 100 + (seed % 100) as u8;
-        let b = ((seed / 100) % 120) as u8 * 2;
-        let free = |third: u8| host_route_dev(&format!("10.{a}.{third}.2")) == default_dev;
-        if free(b) && free(b + 1) {
-            return (a, b);
-        }
-    }
-    panic!("no unused 10.x prefix on this host");
 }
 
 struct Lab {

@@ -13,6 +13,8 @@ mod fake_github;
 mod juju_harness;
 #[path = "support/lxd_fixture/mod.rs"]
 mod lxd_fixture;
+#[path = "support/net_routes.rs"]
+mod net_routes;
 
 use charm_env::CharmEnv;
 use github_runner::lxd::network::LxdNetworks;
@@ -31,33 +33,6 @@ impl Drop for TestBridge {
     }
 }
 
-fn route_dev(addr: &str) -> String {
-    let out = Command::new("ip")
-        .args(["-4", "route", "get", addr])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.split_whitespace()
-        .skip_while(|w| *w != "dev")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// An unused 10.a.b.0/23 (two /24s the host routes by default only).
-fn unused_prefix() -> (u8, u8) {
-    let default_dev = route_dev("10.255.255.254");
-    for seed in std::process::id()..std::process::id() + 400 {
-        let (a, b) = (100 + (seed % 100) as u8, ((seed / 7) % 120) as u8 * 2);
-        if route_dev(&format!("10.{a}.{b}.2")) == default_dev
-            && route_dev(&format!("10.{a}.{}.2", b + 1)) == default_dev
-        {
-            return (a, b);
-        }
-    }
-    panic!("no unused 10.x prefix");
-}
-
 fn tmate_unit(host: &str, port: &str) -> BTreeMap<String, String> {
     [
         ("host", host),
@@ -68,6 +43,15 @@ fn tmate_unit(host: &str, port: &str) -> BTreeMap<String, String> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
+}
+
+/// The remote units' data of relation `id` in the fake world.
+fn relation_units<'e>(
+    env: &'e mut CharmEnv,
+    id: &str,
+) -> &'e mut BTreeMap<String, BTreeMap<String, String>> {
+    let relation = env.h.world.relations.iter_mut().find(|r| r.id == id);
+    &mut relation.expect("the relation exists").remote_units
 }
 
 /// The runner's environment file as the job sees it.
@@ -96,7 +80,7 @@ fn deny_rule(env: &CharmEnv, acl: &str) -> Option<String> {
 
 #[test]
 fn debug_ssh_servers_reach_runners_and_the_acl_follows_config_and_relation_changes() {
-    let (a, b) = unused_prefix();
+    let (a, b) = net_routes::unused_prefixes();
     let bridge = TestBridge(format!("ghn{}", std::process::id() % 1_000_000));
     let out = Command::new("lxc")
         .args([
@@ -120,18 +104,10 @@ fn debug_ssh_servers_reach_runners_and_the_acl_follows_config_and_relation_chang
     let tmate = format!("10.{a}.{}.5", b + 1);
     let relation = env.h.add_relation("debug-ssh", "tmate-ssh-server", 2);
     {
-        let rel = env
-            .h
-            .world
-            .relations
-            .iter_mut()
-            .find(|r| r.id == relation)
-            .unwrap();
-        let units: Vec<String> = rel.remote_units.keys().cloned().collect();
-        rel.remote_units
-            .insert(units[0].clone(), tmate_unit(&tmate, "10022"));
-        rel.remote_units
-            .insert(units[1].clone(), tmate_unit("10.9.9.9", "0"));
+        let units = relation_units(&mut env, &relation);
+        let names: Vec<String> = units.keys().cloned().collect();
+        units.insert(names[0].clone(), tmate_unit(&tmate, "10022"));
+        units.insert(names[1].clone(), tmate_unit("10.9.9.9", "0"));
     }
     env.set_config("denylist", format!("10.{a}.{}.0/24", b + 1));
     env.deploy();
@@ -183,16 +159,9 @@ fn debug_ssh_servers_reach_runners_and_the_acl_follows_config_and_relation_chang
 
     // A changed server: idle runners are replaced and the new one sees it.
     {
-        let rel = env
-            .h
-            .world
-            .relations
-            .iter_mut()
-            .find(|r| r.id == relation)
-            .unwrap();
-        let unit = rel.remote_units.keys().next().unwrap().clone();
-        rel.remote_units
-            .insert(unit, tmate_unit("10.7.7.7", "2222"));
+        let units = relation_units(&mut env, &relation);
+        let first_unit = units.keys().next().unwrap().clone();
+        units.insert(first_unit, tmate_unit("10.7.7.7", "2222"));
     }
     env.h.hook("debug-ssh-relation-changed").assert_ok();
     let second = env.wait_online(1);
