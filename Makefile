@@ -12,7 +12,7 @@ CHARMCRAFT_VERSION := 4.5.0
 # Debian/Ubuntu packages the build and the tests need. Extend this list (LXD, ...) rather
 # than adding install steps elsewhere.
 APT_PACKAGES := python3 python3-venv python3-pip binutils gcc libc6-dev pkg-config curl ca-certificates \
-	lxd lxd-client busybox-static shellcheck
+	lxd lxd-client busybox-static shellcheck nftables dnsmasq-base iproute2
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO := $(shell command -v cargo || echo $(HOME)/.cargo/bin/cargo)

@@ -81,6 +81,11 @@ impl HostPaths {
         self.at("var/log/github-runner-image-build.log")
     }
 
+    /// The nft ruleset redirecting runner web traffic to aproxy (kept for operators to read).
+    pub fn aproxy_nft_file(&self) -> PathBuf {
+        self.at("var/lib/github-runner-charm/aproxy.nft")
+    }
+
     /// Mount point of the tmpfs used when runner-storage=memory.
     pub fn ram_storage_dir(&self) -> PathBuf {
         self.at("storage/ram")

@@ -18,13 +18,17 @@ const NO_PROJECT: &str = "the LXD project juju-harness-no-lxd does not exist \
      (GITHUB_RUNNER_LXD_PROJECT names it; create it first)";
 
 /// Hooks that read the config and set the unit's status.
-const STATUS_HOOKS: [&str; 6] = [
+const STATUS_HOOKS: [&str; 9] = [
     "install",
     "start",
     "upgrade-charm",
     "config-changed",
     "update-status",
     "runner-storage-attached",
+    // The tmate servers changed: the ACL and idle runners follow (src/charm/relations.rs).
+    "debug-ssh-relation-changed",
+    "debug-ssh-relation-departed",
+    "debug-ssh-relation-broken",
 ];
 
 /// Hooks that take runners down: they read the config (and unit state) but, with nothing

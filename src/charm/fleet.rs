@@ -501,6 +501,9 @@ impl Lxd for LaunchWithRunnerId<'_> {
     fn server_info(&self) -> Result<ServerInfo, LxdError> {
         self.inner.server_info()
     }
+    fn project(&self) -> Option<&str> {
+        self.inner.project()
+    }
 }
 
 /// Answers `generate_jit_config` with the registration made before launch; everything else

@@ -317,7 +317,26 @@ fn take_down(ctx: &Context<'_>, host: &dyn HostAccess, removing: bool) -> Result
         ),
         Err(e) => tracing::warn!("taking the runners down failed: {e}"),
     }
+    if removing {
+        remove_runner_network(ctx, host.edges());
+    }
     Ok(())
+}
+
+/// The unit's ACL off the bridge and deleted; the bridge too when the charm made it and
+/// nothing uses it. Best effort: the unit is going away.
+fn remove_runner_network(ctx: &Context<'_>, edges: &dyn super::setup::SetupEdges) {
+    if let Some((bridge, net)) = edges.runner_network() {
+        let acl = crate::network::acl_name(&ctx.hook.identity);
+        if let Err(e) = crate::network::converge::remove(net, &bridge, &acl) {
+            tracing::warn!("could not remove the runners' firewall: {e}");
+        }
+        let nft_file = ctx.paths.aproxy_nft_file();
+        if let Err(e) = crate::network::aproxy::converge(edges.commands(), &nft_file, &bridge, None)
+        {
+            tracing::warn!("could not remove the aproxy redirect: {e}");
+        }
+    }
 }
 
 fn remove_rebuild_cron(ctx: &Context<'_>) {

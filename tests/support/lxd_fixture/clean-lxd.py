@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Removes every LXD object the test suite makes, so the next `make test` starts as on a
 fresh machine: every `ghrt-*` project (its instances, images and profiles first), every
-`ghrt-*` storage pool, network ACL and network, and the `default` storage pool that
+`ghrt-*` storage pool, network ACL and network (and the network tests' `ghb*` bridges
+and the charm's `ghr-*` ACLs), and the `default` storage pool that
 setup-lxd.sh creates (when nothing uses it; `make test` creates it again).
 
 Run it only while no test runs: unlike the fixture's own reaping, it does not spare projects
@@ -57,9 +58,15 @@ def main():
         if project.startswith(PREFIX):
             purge_project(project)
             removed += 1
-    for kind, path in (("network", "/1.0/networks"), ("network acl", "/1.0/network-acls")):
+    # Network tests name bridges `ghb<pid><n>` (interface names stop at 15 characters), and
+    # the charm names its ACL `ghr-<model>-<unit>`. ACLs go first: a bridge using one
+    # cannot be deleted.
+    for kind, path, prefixes in (
+        ("network acl", "/1.0/network-acls", (PREFIX, "ghr-")),
+        ("network", "/1.0/networks", (PREFIX, "ghb")),
+    ):
         for name in names(path):
-            if name.startswith(PREFIX):
+            if name.startswith(prefixes):
                 lxc(*kind.split(), "delete", name, check=True)
                 print(f"clean-lxd: deleted {kind} {name}")
                 removed += 1
