@@ -75,6 +75,39 @@ pub fn retrying_next_round(summary: &str, first: impl std::fmt::Display, more: u
     format!("{summary}; retrying on the next reconcile: {first}{others}")
 }
 
+/// The runner census: `3/3 runners: 2 idle, 1 busy`, then the non-zero extras
+/// (`, 1 creating`).
+pub fn runner_summary(desired: u32, idle: u32, busy: u32, extras: &[(u32, &str)]) -> String {
+    let mut text = format!(
+        "{}/{desired} runners: {idle} idle, {busy} busy",
+        idle + busy
+    );
+    for (count, what) in extras {
+        if *count > 0 {
+            text.push_str(&format!(", {count} {what}"));
+        }
+    }
+    text
+}
+
+// ---- Blocked: GitHub refuses, only the operator can fix it ----
+
+pub const GITHUB_TOKEN_INVALID: &str =
+    "GitHub token is invalid or expired (401): set a valid `token`";
+
+pub fn github_token_lacks_permission(method: &str, path: &str, needed: &str) -> String {
+    format!("GitHub token lacks permission (403 on {method} {path}): {needed}")
+}
+
+pub fn github_not_found(method: &str, path: &str) -> String {
+    format!("GitHub answered 404 for {method} {path}: check `path` and that the token can see it")
+}
+
+/// A bad minute at GitHub or on the network.
+pub fn github_transient(error: impl std::fmt::Display) -> String {
+    format!("GitHub request failed ({error}); retrying at the next reconcile")
+}
+
 // ---- Waiting ----
 
 /// Hooks with a valid configuration before any reconcile set a status.

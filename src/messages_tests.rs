@@ -36,6 +36,17 @@ fn every_kind() -> Vec<(&'static str, String)> {
             "retrying_next_round",
             retrying_next_round("1/2 runners", "boom", 2),
         ),
+        (
+            "runner_summary",
+            runner_summary(3, 2, 1, &[(1, "creating"), (0, "offline")]),
+        ),
+        ("GITHUB_TOKEN_INVALID", GITHUB_TOKEN_INVALID.into()),
+        (
+            "github_token_lacks_permission",
+            github_token_lacks_permission("POST", "/orgs/o/actions/runners", "admin:org"),
+        ),
+        ("github_not_found", github_not_found("GET", "/repos/o/r")),
+        ("github_transient", github_transient("502 Bad Gateway")),
         ("FIRST_RECONCILE", FIRST_RECONCILE.into()),
         (
             "waiting_for_lxd_install",

@@ -92,23 +92,16 @@ impl Census {
 
     /// `3/3 runners: 2 idle, 1 busy`, then creating, offline and unhealthy counts when not 0.
     pub fn summary(&self) -> String {
-        let mut text = format!(
-            "{}/{} runners: {} idle, {} busy",
-            self.idle + self.busy,
+        messages::runner_summary(
             self.desired,
             self.idle,
-            self.busy
-        );
-        for (count, what) in [
-            (self.creating, "creating"),
-            (self.offline, "offline"),
-            (self.unhealthy, "unhealthy"),
-        ] {
-            if count > 0 {
-                text.push_str(&format!(", {count} {what}"));
-            }
-        }
-        text
+            self.busy,
+            &[
+                (self.creating, "creating"),
+                (self.offline, "offline"),
+                (self.unhealthy, "unhealthy"),
+            ],
+        )
     }
 }
 

@@ -18,7 +18,7 @@ use super::decide::{
 };
 use super::edge::Host;
 use super::error::CharmError;
-use super::intent::{BinaryStep, FlushWhen, Nothing, RunnerStep};
+use super::intent::{BinaryStep, Converge, FlushWhen, Nothing, RunnerStep};
 use super::runtime::Runtime;
 use crate::clock::Clock;
 use crate::host::metrics::MetricEvent;
@@ -39,7 +39,7 @@ pub struct Outcome {
     pub action: Option<Result<ActionResults, ActionError>>,
     pub metric: Option<RoundMetric>,
     /// The reconcile round, when one ran.
-    pub round: Option<runners::ReconcileRun>,
+    pub round: Option<Box<runners::ReconcileRun>>,
 }
 
 /// The unit's status at the end of the hook.
@@ -76,7 +76,7 @@ impl Outcome {
         };
         Outcome {
             shown,
-            action: in_action.then(|| Err(ActionError::NotReady(failure))),
+            action: in_action.then_some(Err(ActionError::NotReady(failure))),
             ..Outcome::default()
         }
     }
@@ -116,14 +116,12 @@ pub fn act(
         }
         Decision::TearDown(plan) => tear_down(ctx, host, plan).map(|()| Outcome::default()),
         Decision::UnknownAction(name) => Ok(Outcome::action(Err(ActionError::Unknown(name)))),
-        Decision::CheckRunners(config) => Ok(match runtime(ctx, host, config, in_action) {
-            Ok(rt) => Outcome::action(actions::check_runners(&rt)),
-            Err(refused) => refused,
+        Decision::CheckRunners(config) => with_runtime(ctx, host, config, in_action, |rt| {
+            Ok(Outcome::action(actions::check_runners(&rt)))
         }),
-        Decision::UpdateDependencies(config) => match runtime(ctx, host, config, in_action) {
-            Ok(rt) => catch(update_dependencies(ctx, &rt), in_action),
-            Err(refused) => Ok(refused),
-        },
+        Decision::UpdateDependencies(config) => with_runtime(ctx, host, config, in_action, |rt| {
+            catch(update_dependencies(ctx, &rt), in_action)
+        }),
         Decision::Converge(plan) => {
             let in_action = plan.steps.action.is_some();
             catch(converge(ctx, host, *plan), in_action)
@@ -158,19 +156,21 @@ fn note(why: &Nothing) {
     }
 }
 
-/// The runtime, or the outcome that says why there is none.
-fn runtime(
+/// `work` with the runtime for `config`, or the outcome that says why there is none.
+fn with_runtime(
     ctx: &Context<'_>,
     host: &dyn Host,
     config: crate::config::CharmConfig,
     in_action: bool,
-) -> Result<Runtime, Outcome> {
-    host.runtime(ctx, config).map_err(|err| {
-        Outcome::not_ready(
+    work: impl FnOnce(Runtime) -> Result<Outcome, CharmError>,
+) -> Result<Outcome, CharmError> {
+    match host.runtime(ctx, config) {
+        Ok(rt) => work(rt),
+        Err(err) => Ok(Outcome::not_ready(
             Shown::Remember(decide::runtime_error_status(&err)),
             in_action,
-        )
-    })
+        )),
+    }
 }
 
 /// Host, binary, runners, in that order; any step that finds the unit not ready ends it
@@ -193,12 +193,22 @@ fn converge(ctx: &Context<'_>, host: &dyn Host, plan: ConvergePlan) -> Result<Ou
             return Ok(Outcome::shown(shown));
         }
     }
-    let rt = match runtime(ctx, host, config, in_action) {
-        Ok(rt) => rt,
-        Err(refused) => return Ok(refused),
-    };
+    with_runtime(ctx, host, config, in_action, |rt| {
+        converge_with(ctx, host, &rt, state, steps, scope_flush)
+    })
+}
+
+/// The converge once the runtime is there.
+fn converge_with(
+    ctx: &Context<'_>,
+    host: &dyn Host,
+    rt: &Runtime,
+    state: UnitState,
+    steps: Converge,
+    scope_flush: Vec<&'static str>,
+) -> Result<Outcome, CharmError> {
     if let Some(when) = steps.host {
-        if let Some(shown) = host::ensure_host(ctx, host, &rt, when)? {
+        if let Some(shown) = host::ensure_host(ctx, host, rt, when)? {
             return Ok(Outcome::shown(shown));
         }
     }
@@ -211,9 +221,9 @@ fn converge(ctx: &Context<'_>, host: &dyn Host, plan: ConvergePlan) -> Result<Ou
     } = steps.binary
     {
         let check = if only_when_due {
-            host::periodic_binary_check(ctx, &rt, &state)?
+            host::periodic_binary_check(ctx, rt, &state)?
         } else {
-            host::check_runner_binary(ctx, &rt)?
+            host::check_runner_binary(ctx, rt)?
         };
         notes.extend(check.problem);
         if check.changed && flush_idle_on_change {
@@ -243,7 +253,7 @@ fn converge(ctx: &Context<'_>, host: &dyn Host, plan: ConvergePlan) -> Result<Ou
                 binary_changed_flush,
                 notes,
             };
-            converge_runners(ctx, host, &rt, round)
+            converge_runners(ctx, host, rt, round)
         }
     }
 }
@@ -346,7 +356,7 @@ pub(crate) fn converge_runners(
         shown: Shown::Remember(run.status.clone()),
         action,
         metric,
-        round: Some(run),
+        round: Some(Box::new(run)),
     })
 }
 

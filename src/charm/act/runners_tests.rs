@@ -88,7 +88,7 @@ fn reconcile_after_binary_check(
         ..Round::default()
     };
     let outcome = converge_runners(ctx, &WorldHost::new(), rt, round)?;
-    let run = outcome.round.clone().expect("a round ran");
+    let run = *outcome.round.clone().expect("a round ran");
     report::report(ctx, &crate::charm::Intent::ReportOnly, outcome)?;
     Ok(run)
 }
