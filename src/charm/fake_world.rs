@@ -280,13 +280,23 @@ impl Host for WorldHost {
     }
 }
 
-/// A valid config with `pairs` on top of path=org, token=ghp_secret, test-mode=insecure.
+/// path=org, token=ghp_secret, test-mode=insecure and a github-url nobody answers: the
+/// configuration this world's GitHub accepts.
+pub fn insert_world_config(raw: &mut serde_json::Map<String, serde_json::Value>) {
+    for (k, v) in [
+        ("path", "org"),
+        ("token", "ghp_secret"),
+        ("test-mode", "insecure"),
+        ("github-url", "http://127.0.0.1:1"),
+    ] {
+        raw.insert(k.into(), v.into());
+    }
+}
+
+/// A valid config with `pairs` on top of [`insert_world_config`].
 pub fn config(pairs: &[(&str, serde_json::Value)]) -> CharmConfig {
     let mut raw = serde_json::Map::new();
-    raw.insert("path".into(), "org".into());
-    raw.insert("token".into(), "ghp_secret".into());
-    raw.insert("test-mode".into(), "insecure".into());
-    raw.insert("github-url".into(), "http://127.0.0.1:1".into());
+    insert_world_config(&mut raw);
     for (k, v) in pairs {
         raw.insert(k.to_string(), v.clone());
     }

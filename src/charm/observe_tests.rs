@@ -63,14 +63,7 @@ fn cleanup_falls_back_to_the_credentials_the_charm_last_acted_on() {
         juju_proxy_configured: false,
     };
     let mut raw = serde_json::Map::new();
-    for (k, v) in [
-        ("path", "org"),
-        ("token", "ghp_secret"),
-        ("test-mode", "insecure"),
-        ("github-url", "http://127.0.0.1:1"),
-    ] {
-        raw.insert(k.into(), v.into());
-    }
+    crate::charm::fake_world::insert_world_config(&mut raw);
     let current = cleanup_config(&raw, None, &ctx).unwrap();
     assert_eq!(current.token.expose(), "ghp_secret");
 

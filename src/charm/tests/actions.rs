@@ -45,14 +45,7 @@ impl Setup {
     fn act(&self, action: Action, vms: u32) -> Result<ActionResults, String> {
         {
             let mut s = self.tools.lock();
-            for (k, v) in [
-                ("path", "org"),
-                ("token", "ghp_secret"),
-                ("test-mode", "insecure"),
-                ("github-url", "http://127.0.0.1:1"),
-            ] {
-                s.config.insert(k.into(), v.into());
-            }
+            crate::charm::fake_world::insert_world_config(&mut s.config);
             s.config.insert("virtual-machines".into(), vms.into());
             s.action_results.clear();
             s.action_failure = None;

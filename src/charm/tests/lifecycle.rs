@@ -21,14 +21,7 @@ fn tools() -> MemoryHookTools {
     let tools = MemoryHookTools::default();
     {
         let mut s = tools.lock();
-        for (k, v) in [
-            ("path", "org"),
-            ("token", "ghp_secret"),
-            ("test-mode", "insecure"),
-            ("github-url", "http://127.0.0.1:1"),
-        ] {
-            s.config.insert(k.into(), v.into());
-        }
+        fake_world::insert_world_config(&mut s.config);
         s.config.insert("virtual-machines".into(), 2.into());
         s.storage.insert(
             "runner/0".into(),
