@@ -87,7 +87,9 @@ pub fn observe(
 }
 
 /// `config-get`, validated.
-pub fn read_config(ctx: &Context<'_>) -> Result<Result<CharmConfig, ConfigError>, HookToolError> {
+pub(crate) fn read_config(
+    ctx: &Context<'_>,
+) -> Result<Result<CharmConfig, ConfigError>, HookToolError> {
     let raw = ctx.tools.config_get()?;
     Ok(validate(&raw, &config_context(ctx)))
 }
@@ -120,7 +122,7 @@ fn teardown_facts(ctx: &Context<'_>) -> Result<TeardownFacts, CharmError> {
 /// current one with the credentials the charm last acted on (an operator who cleared the
 /// token and then removed the unit still gets its runners removed). None when neither
 /// validates. Pure.
-pub fn cleanup_config(
+pub(crate) fn cleanup_config(
     raw: &serde_json::Map<String, Value>,
     previous: Option<&PreviousCredentials>,
     config_ctx: &ConfigContext<'_>,

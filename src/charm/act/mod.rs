@@ -4,9 +4,9 @@
 //! [`Outcome`]; only progress (a Maintenance status while a step runs, action-log lines)
 //! is shown as it happens.
 
-pub mod actions;
-pub mod host;
-pub mod runners;
+pub(crate) mod actions;
+pub(crate) mod host;
+pub(crate) mod runners;
 
 use std::sync::Arc;
 
