@@ -115,6 +115,28 @@ fn exec_times_out_and_reports_lxd_failures_as_errors() {
     assert_eq!(out.exit_code, 1);
 }
 
+/// A command printing without end is stopped at the cap, not buffered until the timeout.
+#[test]
+fn exec_output_past_the_cap_kills_the_command() {
+    let fx = LxdFixture::new();
+    let lxd = fx.lxd();
+    lxd.launch(&launch_spec("c-0-000000000001", "o")).unwrap();
+    for script in ["cat /dev/zero", "cat /dev/zero >&2"] {
+        let mut spec = sh(script);
+        spec.timeout = Duration::from_secs(120);
+        spec.output_cap = 4096;
+        match lxd.exec("c-0-000000000001", &spec) {
+            Err(LxdError::OutputTooLarge { cap, .. }) => assert_eq!(cap, 4096),
+            other => panic!("{script}: expected OutputTooLarge, got {other:?}"),
+        }
+    }
+    // Output at the cap passes whole.
+    let mut spec = sh("head -c 4096 /dev/zero");
+    spec.output_cap = 4096;
+    let out = lxd.exec("c-0-000000000001", &spec).unwrap();
+    assert_eq!(out.stdout.len(), 4096);
+}
+
 #[test]
 fn push_writes_mode_and_owner_from_bytes_and_files() {
     let fx = LxdFixture::new();

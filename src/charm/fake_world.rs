@@ -46,7 +46,7 @@ pub struct World {
     /// Every GitHub call as `METHOD what token`.
     pub github_calls: Vec<String>,
     pub execs: usize,
-    /// What every instance's pre-job.json holds (none: `cat` fails).
+    /// What every instance's pre-job.json holds (none: the read fails).
     pub pre_job: Option<String>,
     /// Workflow jobs by (`owner/repo`, run id); a run not here answers 404.
     pub run_jobs: BTreeMap<(String, u64), Vec<WorkflowJob>>,
@@ -234,7 +234,7 @@ impl Lxd for FakeLxd {
             return Err(LxdError::InstanceNotFound(instance.into()));
         }
         let script = spec.argv.last().cloned().unwrap_or_default();
-        if script.ends_with("pre-job.json") {
+        if script.contains("pre-job.json") {
             return Ok(match &w.pre_job {
                 Some(json) => ExecOutput {
                     exit_code: 0,
@@ -244,7 +244,7 @@ impl Lxd for FakeLxd {
                 None => ExecOutput {
                     exit_code: 1,
                     stdout: String::new(),
-                    stderr: "cat: pre-job.json: No such file or directory".into(),
+                    stderr: "pre-job.json is not a regular file".into(),
                 },
             });
         }

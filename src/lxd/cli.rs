@@ -5,7 +5,7 @@ use super::{
     ExecOutput, ExecSpec, Instance, InstanceState, InstanceType, LaunchSpec, Lxd, LxdError,
     ProfileSpec, ProfileUse, PushSource, PushSpec, ServerInfo, MANAGED_PROFILE_DESCRIPTION,
 };
-use crate::host::child::{spawn_reader, wait_with_deadline, HOST_PROGRAM_PATH};
+use crate::host::child::{collect_capped, Collection, HOST_PROGRAM_PATH};
 use crate::identity::OWNER_CONFIG_KEY;
 use crate::paths::HostPaths;
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,10 @@ pub struct LxcCli {
     /// `LXD_DIR`/`LXD_SOCKET` of our own environment, passed on so a relocated daemon is found.
     daemon_env: Vec<(String, String)>,
 }
+
+/// Most `lxc` itself may print (instance listings of a big host stay far below). Output of a
+/// command inside an instance has its own, much smaller cap: [`ExecSpec::output_cap`].
+const LXD_OUTPUT_CAP: usize = 64 << 20;
 
 /// What one `lxc` invocation printed.
 struct Captured {
@@ -115,6 +119,18 @@ impl LxcCli {
         stdin: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Captured, LxdError> {
+        self.run_capped(operation, args, stdin, timeout, LXD_OUTPUT_CAP)
+    }
+
+    /// As [`LxcCli::run`]; `lxc` is killed as soon as stdout or stderr passes `output_cap`.
+    fn run_capped(
+        &self,
+        operation: &str,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+        output_cap: usize,
+    ) -> Result<Captured, LxdError> {
         let io_err = |reason: String| LxdError::Io {
             operation: operation.to_string(),
             reason,
@@ -140,26 +156,25 @@ impl LxcCli {
             }
             _ => None,
         };
-        let stdout_reader = spawn_reader(child.stdout.take());
-        let stderr_reader = spawn_reader(child.stderr.take());
-        let status = wait_with_deadline(&mut child, timeout).map_err(|e| io_err(e.to_string()))?;
-        let Some(status) = status else {
-            return Err(LxdError::Timeout {
-                operation: operation.to_string(),
-                seconds: timeout.as_secs(),
-            });
-        };
+        let collected = collect_capped(&mut child, timeout, output_cap);
         if let Some(writer) = stdin_writer {
             let _ = writer.join();
         }
-        let stdout = stdout_reader.join().unwrap_or_default();
-        let stderr =
-            String::from_utf8_lossy(&stderr_reader.join().unwrap_or_default()).into_owned();
-        Ok(Captured {
-            code: status.code().unwrap_or(-1),
-            stdout,
-            stderr,
-        })
+        match collected.map_err(|e| io_err(e.to_string()))? {
+            Collection::Done(done) => Ok(Captured {
+                code: done.status.code().unwrap_or(-1),
+                stdout: done.stdout,
+                stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
+            }),
+            Collection::TimedOut => Err(LxdError::Timeout {
+                operation: operation.to_string(),
+                seconds: timeout.as_secs(),
+            }),
+            Collection::TooLarge => Err(LxdError::OutputTooLarge {
+                operation: operation.to_string(),
+                cap: output_cap,
+            }),
+        }
     }
 
     /// `lxc query` (which refuses `--project`): the project goes into the URL instead.
@@ -546,7 +561,7 @@ impl Lxd for LxcCli {
         let operation = format!("exec in {instance}");
         // Without stdin, lxc gets /dev/null so the command sees EOF, not a hang.
         let stdin = Some(spec.stdin.as_deref().unwrap_or(&[]));
-        let out = self.run(&operation, &argv, stdin, spec.timeout)?;
+        let out = self.run_capped(&operation, &argv, stdin, spec.timeout, spec.output_cap)?;
         if exec_failed_in_lxd(out.code, &out.stderr) {
             let message = lxd_message(&out.stderr);
             return Err(if message.contains("Instance not found") {
