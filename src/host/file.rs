@@ -5,6 +5,26 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+/// Creates `dir` (and its parents) and makes it 0700 even when it already existed: what it
+/// holds (LXD client keys, the unit's lock) is root's alone.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Sets `file`'s mode to `mode` unless it has it already (a file made by an older charm with
+/// a wider mode).
+pub fn tighten_mode(file: &std::fs::File, mode: u32) -> std::io::Result<()> {
+    if file.metadata()?.permissions().mode() & 0o7777 != mode {
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
 /// Replaces `path` with `content` at `mode` unless it already holds exactly that; creates
 /// the directory. The temporary file is made in the same directory (the rename is atomic)
 /// under a name starting with a dot (which cron and logrotate skip). Returns whether it

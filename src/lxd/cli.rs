@@ -6,6 +6,7 @@ use super::{
     ProfileSpec, ProfileUse, PushSource, PushSpec, ServerInfo, MANAGED_PROFILE_DESCRIPTION,
 };
 use crate::host::child::{collect_capped, Collection, HOST_PROGRAM_PATH};
+use crate::host::file::create_private_dir;
 use crate::identity::OWNER_CONFIG_KEY;
 use crate::paths::HostPaths;
 use serde::{Deserialize, Serialize};
@@ -250,15 +251,6 @@ impl LxcCli {
 enum QueryAnswer {
     Found(Vec<u8>),
     NotFound(String),
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Where a relocated daemon is (tests, or LXD not in its default place), from our own
