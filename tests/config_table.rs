@@ -129,8 +129,13 @@ fn cases() -> Vec<Case> {
         case("test mode insecure", json!({"test-mode": "insecure"}), Want::Valid),
         case("test mode yes", json!({"test-mode": "yes"}), blocked(&["test-mode \"yes\": expected \"\" (off) or insecure"])),
         case("GHES url", json!({"github-url": "https://ghe.example.com/"}), Want::Valid),
-        case("loopback http url", json!({"github-url": "http://127.0.0.1:8080"}), Want::Valid),
-        case("ipv6 loopback url", json!({"github-url": "http://[::1]:8080"}), Want::Valid),
+        case("loopback http url in test mode", json!({"github-url": "http://127.0.0.1:8080", "test-mode": "insecure"}), Want::Valid),
+        case("ipv6 loopback url in test mode", json!({"github-url": "http://[::1]:8080", "test-mode": "insecure"}), Want::Valid),
+        case(
+            "loopback http url outside test mode",
+            json!({"github-url": "http://127.0.0.1:8080"}),
+            blocked(&["github-url \"http://127.0.0.1:8080\": plain http:// is accepted only with test-mode=insecure; use https://"]),
+        ),
         case(
             "remote http url",
             json!({"github-url": "http://ghe.example.com"}),

@@ -356,6 +356,15 @@ impl JobReader for CharmRunnerOps<'_> {
     }
 
     fn job_conclusion(&self, repo: &str, run_id: u64, name: &RunnerName) -> Option<String> {
+        if !self.rt.config.path.contains_repository(repo) {
+            tracing::warn!(
+                runner = %name,
+                "no job_conclusion in runner_stop: the runner reported repository {repo:?}, \
+                 outside path {}",
+                self.rt.config.path.display()
+            );
+            return None;
+        }
         match self.rt.github.list_run_jobs(repo, run_id) {
             Ok(jobs) => jobs
                 .into_iter()
@@ -630,6 +639,25 @@ mod tests {
     }
 
     #[test]
+    fn a_job_conclusion_is_looked_up_only_inside_the_configured_path() {
+        let world = FakeWorld::new();
+        let root = tempfile::tempdir().unwrap();
+        let rt = world.runtime(root.path(), config(&[]));
+        let ops = CharmRunnerOps::new(&rt);
+        let name = RunnerName("github-runner-0-0123456789ab".into());
+        for outside in ["evil/repo", "org/x/../../evil/y", "org"] {
+            assert_eq!(ops.job_conclusion(outside, 7, &name), None);
+        }
+        assert!(
+            world.lock().github_calls.is_empty(),
+            "{:?}",
+            world.lock().github_calls
+        );
+        assert_eq!(ops.job_conclusion("org/repo", 7, &name), None);
+        assert_eq!(world.lock().github_calls.len(), 1);
+    }
+
+    #[test]
     fn created_instances_carry_owner_runner_id_and_profiles_in_order() {
         let world = FakeWorld::new();
         let root = tempfile::tempdir().unwrap();
@@ -785,7 +813,7 @@ mod tests {
             workflow_name: None,
         };
         world.lock().run_jobs.insert(
-            ("o/r".into(), 9),
+            ("org/r".into(), 9),
             vec![
                 job(1, "other", Some("success")),
                 job(2, "me", Some("cancelled")),
@@ -794,14 +822,17 @@ mod tests {
         );
         let me = RunnerName("me".into());
         assert_eq!(
-            ops.job_conclusion("o/r", 9, &me).as_deref(),
+            ops.job_conclusion("org/r", 9, &me).as_deref(),
             Some("cancelled")
         );
         let unfinished = RunnerName("unfinished".into());
-        assert_eq!(ops.job_conclusion("o/r", 9, &unfinished), None);
-        assert_eq!(ops.job_conclusion("o/r", 9, &RunnerName("x".into())), None);
+        assert_eq!(ops.job_conclusion("org/r", 9, &unfinished), None);
+        assert_eq!(
+            ops.job_conclusion("org/r", 9, &RunnerName("x".into())),
+            None
+        );
         // GitHub's 404 (an unknown run, or a token that cannot read the repo): no conclusion.
-        assert_eq!(ops.job_conclusion("o/r", 10, &me), None);
+        assert_eq!(ops.job_conclusion("org/r", 10, &me), None);
         let asked = world
             .lock()
             .github_calls

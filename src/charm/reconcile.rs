@@ -686,7 +686,10 @@ mod tests {
     #[test]
     fn guards_table() {
         let base = config(&[]);
-        let production = config(&[("test-mode", "".into())]);
+        let production = config(&[
+            ("test-mode", "".into()),
+            ("github-url", "https://127.0.0.1:1".into()),
+        ]);
         let deployed = setup::deploy_settings(&base);
         let noble = config(&[("base-image", "noble".into())]);
         let memory = config(&[("runner-storage", "memory".into())]);

@@ -228,6 +228,15 @@ pub fn validate(
         (String::new(), String::new()),
         redact_url_credentials,
     );
+    // Plain http:// exists for tests against a local fake GitHub: outside test mode even a
+    // loopback URL (a local proxy or tunnel) would carry the token unencrypted.
+    if github_url.starts_with("http://") && !test_mode_insecure {
+        r.invalid.push(Problem::invalid(
+            "github-url",
+            &Value::String(github_url.clone()),
+            "plain http:// is accepted only with test-mode=insecure; use https://",
+        ));
+    }
 
     if !r.invalid.is_empty() || !r.missing.is_empty() {
         let mut problems = r.invalid;
@@ -506,7 +515,9 @@ mod tests {
     #[test]
     fn github_urls() {
         let api = |url: &str| {
-            validate(&with("github-url", json!(url)), &CTX).map(|c| (c.github_url, c.api_base_url))
+            let mut raw = with("github-url", json!(url));
+            raw.insert("test-mode".into(), json!("insecure"));
+            validate(&raw, &CTX).map(|c| (c.github_url, c.api_base_url))
         };
         assert_eq!(
             api("https://github.com/").unwrap().1,
@@ -545,6 +556,16 @@ mod tests {
         ] {
             assert!(api(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn plain_http_github_url_needs_test_mode() {
+        let msg = message(&with("github-url", json!("http://127.0.0.1:8080")));
+        assert!(
+            msg.contains("github-url \"http://127.0.0.1:8080\": plain http:// is accepted only with test-mode=insecure; use https://"),
+            "{msg}"
+        );
+        assert!(validate(&with("github-url", json!("https://127.0.0.1:8080")), &CTX).is_ok());
     }
 
     #[test]
