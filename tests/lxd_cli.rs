@@ -343,6 +343,26 @@ fn ensure_storage_pool_creates_a_dir_pool_and_refuses_to_move_it() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("/elsewhere") && err.contains(source), "{err}");
+
+    // A profile using it keeps it; once unused it is deleted, and deleting again is Ok.
+    let lxd = fx.lxd();
+    let profile = ProfileSpec {
+        name: "pool-user".into(),
+        config: BTreeMap::new(),
+        devices: [(
+            "root".to_string(),
+            [("type", "disk"), ("path", "/"), ("pool", name.as_str())]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )]
+        .into(),
+    };
+    lxd.ensure_profile(&profile).unwrap();
+    assert!(lxd.delete_storage_pool(&name).is_err());
+    lxd.delete_profile("pool-user").unwrap();
+    lxd.delete_storage_pool(&name).unwrap();
+    lxd.delete_storage_pool(&name).unwrap();
 }
 
 const HELPER_ENV: &str = "GHR_FIXTURE_HELPER";

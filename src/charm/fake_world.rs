@@ -48,6 +48,8 @@ pub struct World {
     pub execs: usize,
     /// What every instance's pre-job.json holds (none: the read fails).
     pub pre_job: Option<String>,
+    /// Storage pools made through `ensure_storage_pool`.
+    pub pools: std::collections::BTreeSet<String>,
     /// Workflow jobs by (`owner/repo`, run id); a run not here answers 404.
     pub run_jobs: BTreeMap<(String, u64), Vec<WorkflowJob>>,
 }
@@ -269,7 +271,20 @@ impl Lxd for FakeLxd {
     fn image_exists(&self, _alias: &str) -> Result<bool, LxdError> {
         Ok(self.0.lock().image_present)
     }
-    fn ensure_storage_pool(&self, _n: &str, _d: &str, _s: &str) -> Result<(), LxdError> {
+    fn ensure_storage_pool(&self, n: &str, _d: &str, _s: &str) -> Result<(), LxdError> {
+        self.0.lock().pools.insert(n.to_string());
+        Ok(())
+    }
+    /// Refused while a profile or instance of the world could use it (as LXD does).
+    fn delete_storage_pool(&self, n: &str) -> Result<(), LxdError> {
+        let mut w = self.0.lock();
+        if !w.profiles.is_empty() || !w.instances.is_empty() {
+            return Err(LxdError::Command {
+                operation: format!("storage delete {n}"),
+                message: "The storage pool is currently in use".into(),
+            });
+        }
+        w.pools.remove(n);
         Ok(())
     }
     fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError> {

@@ -496,6 +496,9 @@ impl Lxd for LaunchWithRunnerId<'_> {
     fn ensure_storage_pool(&self, name: &str, driver: &str, source: &str) -> Result<(), LxdError> {
         self.inner.ensure_storage_pool(name, driver, source)
     }
+    fn delete_storage_pool(&self, name: &str) -> Result<(), LxdError> {
+        self.inner.delete_storage_pool(name)
+    }
     fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError> {
         self.inner.ensure_profile(spec)
     }

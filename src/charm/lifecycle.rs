@@ -304,6 +304,9 @@ fn take_down(ctx: &Context<'_>, host: &dyn HostAccess, removing: bool) -> Result
         remove_rebuild_cron(ctx);
     }
     let Some(rt) = host.cleanup_runtime(ctx)? else {
+        if removing {
+            remove_unit_files(ctx);
+        }
         return Ok(());
     };
     ctx.tools
@@ -317,16 +320,32 @@ fn take_down(ctx: &Context<'_>, host: &dyn HostAccess, removing: bool) -> Result
         ),
         Err(e) => tracing::warn!("taking the runners down failed: {e}"),
     }
+    if removing {
+        let left = crate::runner::resources::remove_charm_leftovers(&*rt.lxd, &rt.storage_pool);
+        tracing::info!(profiles = ?left.profiles, pool = left.pool, "LXD objects removed");
+        remove_unit_files(ctx);
+    }
     Ok(())
 }
 
+/// remove: the unit's files that outlive the runners (the previous token, the metrics
+/// record); the timer and cron went first.
+fn remove_unit_files(ctx: &Context<'_>) {
+    remove_file_logged(&credentials::credentials_path(ctx.paths));
+    remove_file_logged(&super::runner_metrics::record_path(ctx.paths));
+}
+
 fn remove_rebuild_cron(ctx: &Context<'_>) {
-    let path = ctx
-        .paths
-        .cron_dir()
-        .join(crate::runner::image::REBUILD_CRON_FILE);
-    match std::fs::remove_file(&path) {
-        Ok(()) => tracing::info!("image rebuild cron removed"),
+    remove_file_logged(
+        &ctx.paths
+            .cron_dir()
+            .join(crate::runner::image::REBUILD_CRON_FILE),
+    );
+}
+
+fn remove_file_logged(path: &std::path::Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!("{} removed", path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!("could not remove {}: {e}", path.display()),
     }

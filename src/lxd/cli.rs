@@ -786,6 +786,12 @@ impl Lxd for LxcCli {
         self.query(&operation, "DELETE", &path, None).map(drop)
     }
 
+    fn delete_storage_pool(&self, name: &str) -> Result<(), LxdError> {
+        let operation = format!("storage delete {name}");
+        let path = format!("/1.0/storage-pools/{}", url_segment(name));
+        self.query(&operation, "DELETE", &path, None).map(drop)
+    }
+
     fn server_info(&self) -> Result<ServerInfo, LxdError> {
         let raw: RawServer =
             self.get_json("server info", "/1.0")?

@@ -194,6 +194,9 @@ pub trait Lxd: Send + Sync {
     fn delete(&self, instance: &str, force: bool) -> Result<(), LxdError>;
     fn image_exists(&self, alias: &str) -> Result<bool, LxdError>;
     fn ensure_storage_pool(&self, name: &str, driver: &str, source: &str) -> Result<(), LxdError>;
+    /// Idempotent: deleting a missing pool is Ok; LXD refuses one that profiles, instances
+    /// or volumes still use (another unit's, on a shared machine).
+    fn delete_storage_pool(&self, name: &str) -> Result<(), LxdError>;
     fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError>;
     fn list_profiles(&self) -> Result<Vec<ProfileUse>, LxdError>;
     /// Idempotent: deleting a missing profile is Ok; LXD refuses one in use.

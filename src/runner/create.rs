@@ -497,6 +497,9 @@ pub(crate) mod tests {
         fn ensure_storage_pool(&self, n: &str, _d: &str, _s: &str) -> Result<(), LxdError> {
             self.record(format!("pool {n}"))
         }
+        fn delete_storage_pool(&self, n: &str) -> Result<(), LxdError> {
+            self.record(format!("delete pool {n}"))
+        }
         fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError> {
             self.record(format!("profile {}", spec.name))
         }

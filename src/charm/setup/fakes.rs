@@ -202,6 +202,13 @@ impl Lxd for FakeLxd {
             .push(format!("pool {name} {driver} {source}"));
         Ok(())
     }
+    fn delete_storage_pool(&self, name: &str) -> Result<(), LxdError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("delete pool {name}"));
+        Ok(())
+    }
     fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError> {
         self.calls
             .lock()
