@@ -174,7 +174,11 @@ fn push_writes_mode_and_owner_from_bytes_and_files() {
     let leftovers: Vec<_> = std::fs::read_dir(lxd.conf_dir())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".push-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(github_runner::host::file::TEMP_PREFIX)
+        })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 

@@ -110,7 +110,7 @@ pub fn save(paths: &HostPaths, creds: &PreviousCredentials) -> Result<(), Creden
         .map_err(|e| err(e.to_string()))?;
     let text = serde_json::to_vec(&stored).map_err(|e| err(e.to_string()))?;
     // NamedTempFile is created 0600 in the same directory, so the rename is atomic.
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| err(e.to_string()))?;
+    let mut tmp = crate::host::file::temp_file_in(&dir).map_err(|e| err(e.to_string()))?;
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(0o600))
         .map_err(|e| err(e.to_string()))?;

@@ -48,6 +48,7 @@ pub enum CharmError {
 /// Run the handler of `event`.
 pub fn dispatch(ctx: &Context<'_>, event: &Event) -> Result<(), CharmError> {
     tracing::debug!(event = %event, "handling event");
+    crate::host::sweep::sweep_temp_files(ctx.paths);
     let result = handle(ctx, event);
     crate::github::calls::log_process_counts();
     result

@@ -5,4 +5,5 @@ pub mod child;
 pub mod file;
 pub mod lock;
 pub mod metrics;
+pub mod sweep;
 pub mod timer;

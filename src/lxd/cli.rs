@@ -577,10 +577,8 @@ impl Lxd for LxcCli {
         let source: &Path = match &spec.source {
             PushSource::File(path) => path,
             PushSource::Bytes(bytes) => {
-                let mut file = tempfile::Builder::new()
-                    .prefix(".push-")
-                    .tempfile_in(&self.conf_dir)
-                    .map_err(|e| LxdError::Io {
+                let mut file =
+                    crate::host::file::temp_file_in(&self.conf_dir).map_err(|e| LxdError::Io {
                         operation: operation.clone(),
                         reason: e.to_string(),
                     })?;
