@@ -336,11 +336,7 @@ fn remove_unit_files(ctx: &Context<'_>) {
 }
 
 fn remove_rebuild_cron(ctx: &Context<'_>) {
-    remove_file_logged(
-        &ctx.paths
-            .cron_dir()
-            .join(crate::runner::image::REBUILD_CRON_FILE),
-    );
+    remove_file_logged(&ctx.paths.rebuild_cron_file());
 }
 
 fn remove_file_logged(path: &std::path::Path) {

@@ -317,9 +317,7 @@ fn remove_leaves_no_credentials_record_timer_cron_profile_or_pool() {
     let files = [
         credentials::credentials_path(&paths),
         crate::charm::runner_metrics::record_path(&paths),
-        paths
-            .cron_dir()
-            .join(crate::runner::image::REBUILD_CRON_FILE),
+        paths.rebuild_cron_file(),
     ];
     for f in &files {
         std::fs::create_dir_all(f.parent().unwrap()).unwrap();

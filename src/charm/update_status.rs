@@ -6,7 +6,7 @@ use super::setup::decide::{self, TimerRepair};
 use super::setup::{self, HostEdges, SetupEdges};
 use super::{status, CharmError, Context};
 use crate::config::CharmConfig;
-use crate::host::timer::{self, Systemd, TIMER_UNIT};
+use crate::host::timer::{self, Systemd};
 
 pub fn handle(ctx: &Context<'_>) -> Result<(), CharmError> {
     let edges = HostEdges::from_env(ctx.paths);
@@ -25,13 +25,15 @@ pub fn handle_with(ctx: &Context<'_>, systemd: &dyn Systemd) -> Result<(), Charm
 /// it, or removed it on stop, is left alone). A failure is logged: the next update-status
 /// tries again.
 pub fn repair_timer(ctx: &Context<'_>, config: &CharmConfig, systemd: &dyn Systemd) -> TimerRepair {
-    let installed = decide::timer_files_present(&ctx.paths.systemd_dir());
+    let installed = decide::timer_files_present(ctx.paths);
     // No systemctl spawn at all when the timer was never installed.
     let active = installed
-        && systemd.is_active(TIMER_UNIT).unwrap_or_else(|e| {
-            tracing::warn!("cannot ask systemd about the reconcile timer: {e}");
-            false
-        });
+        && systemd
+            .is_active(&timer::unit_names(ctx.paths).timer)
+            .unwrap_or_else(|e| {
+                tracing::warn!("cannot ask systemd about the reconcile timer: {e}");
+                false
+            });
     let repair = decide::timer_repair(installed, active);
     if repair == TimerRepair::Repair {
         match timer::install(ctx.paths, &setup::timer_spec(ctx, config), systemd) {
@@ -47,6 +49,7 @@ mod tests {
     use super::*;
     use crate::charm::setup::fakes::Fake;
     use crate::charm::testing::{hook_context, run, valid_config};
+    use crate::host::timer::TIMER_UNIT;
     use crate::juju::event::Event;
     use crate::juju::memory::MemoryHookTools;
     use crate::juju::Status;

@@ -228,7 +228,7 @@ pub fn rebuild_time(unit_name: &str) -> (u8, u8) {
 /// carries the model's proxy settings, which may hold credentials (cron only requires that
 /// group and others cannot write it).
 pub fn install_rebuild_cron(paths: &HostPaths, content: &str) -> Result<PathBuf, ImageError> {
-    let path = paths.cron_dir().join(REBUILD_CRON_FILE);
+    let path = paths.rebuild_cron_file();
     crate::host::file::replace_if_changed(&path, content, 0o600).map_err(|e| {
         ImageError::Write {
             path: path.display().to_string(),
