@@ -162,6 +162,11 @@ impl HostPaths {
         self.at("var/log/github-runner-image-build.log")
     }
 
+    /// The kernel's /proc (machine facts: memory, CPUs); tests give a root without one.
+    pub fn proc_dir(&self) -> PathBuf {
+        self.at("proc")
+    }
+
     /// Mount point of the tmpfs used when runner-storage=memory.
     pub fn ram_storage_dir(&self) -> PathBuf {
         self.at("storage/ram")

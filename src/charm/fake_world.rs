@@ -48,6 +48,8 @@ pub struct World {
     pub execs: usize,
     /// What every instance's pre-job.json holds (none: the read fails).
     pub pre_job: Option<String>,
+    /// What `storage_pool_free_bytes` answers (None: unknown).
+    pub pool_free_bytes: Option<u64>,
     /// Storage pools made through `ensure_storage_pool`.
     pub pools: std::collections::BTreeSet<String>,
     /// Workflow jobs by (`owner/repo`, run id); a run not here answers 404.
@@ -274,6 +276,9 @@ impl Lxd for FakeLxd {
     fn ensure_storage_pool(&self, n: &str, _d: &str, _s: &str) -> Result<(), LxdError> {
         self.0.lock().pools.insert(n.to_string());
         Ok(())
+    }
+    fn storage_pool_free_bytes(&self, _n: &str) -> Result<Option<u64>, LxdError> {
+        Ok(self.0.lock().pool_free_bytes)
     }
     /// Refused while a profile or instance of the world could use it (as LXD does).
     fn delete_storage_pool(&self, n: &str) -> Result<(), LxdError> {

@@ -188,6 +188,10 @@ fn github_failure_kind(e: &GitHubError) -> FailureKind {
 }
 
 impl RunnerOps for CharmRunnerOps<'_> {
+    fn host_capacity(&self) -> crate::manager::admission::HostCapacity {
+        crate::host::capacity::gather(&self.rt.paths, &*self.rt.lxd, &self.rt.storage_pool)
+    }
+
     fn observe(&self) -> Result<Observation, OpError> {
         let instances = self.rt.lxd.list_owned_instances(&self.owner)?;
         *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = instances
@@ -498,6 +502,9 @@ impl Lxd for LaunchWithRunnerId<'_> {
     }
     fn delete_storage_pool(&self, name: &str) -> Result<(), LxdError> {
         self.inner.delete_storage_pool(name)
+    }
+    fn storage_pool_free_bytes(&self, name: &str) -> Result<Option<u64>, LxdError> {
+        self.inner.storage_pool_free_bytes(name)
     }
     fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError> {
         self.inner.ensure_profile(spec)

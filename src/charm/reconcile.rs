@@ -241,6 +241,15 @@ fn reconcile_locked(
         binary: fleet::host_binary_state(rt),
         grace_secs: rt.grace().as_secs(),
         concurrency: rt.concurrency,
+        limits: crate::manager::admission::RoundLimits {
+            max_creations: rt.config.creations_per_round,
+            ..Default::default()
+        },
+        runner_size: Some(crate::manager::admission::RunnerSize {
+            cpus: rt.config.vm_cpu.into(),
+            memory_bytes: rt.config.vm_memory,
+            disk_bytes: rt.config.vm_disk,
+        }),
     };
     let result = manager_reconcile::reconcile(&ops, &*rt.clock, &settings, options.progress);
     if let Ok(outcome) = &result {

@@ -325,7 +325,7 @@ fn parse_size_within(text: &str, min: u64, max: u64) -> Result<u64, String> {
 /// Bytes in the largest unit that divides them exactly, as config values are written.
 fn format_size(bytes: u64) -> String {
     for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if bytes >= 1 << shift && bytes % (1u64 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1u64 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }

@@ -1,6 +1,7 @@
 //! Host-side effects of the charm: the periodic-reconcile timer, the unit lock, the metrics log, the boot time.
 
 pub mod boot;
+pub mod capacity;
 pub mod child;
 pub mod file;
 pub mod lock;

@@ -784,6 +784,19 @@ impl Lxd for LxcCli {
         self.query(&operation, "DELETE", &path, None).map(drop)
     }
 
+    fn storage_pool_free_bytes(&self, name: &str) -> Result<Option<u64>, LxdError> {
+        let operation = format!("storage info {name}");
+        let path = format!("/1.0/storage-pools/{}/resources", url_segment(name));
+        let Some(resources) = self.get_json::<serde_json::Value>(&operation, &path)? else {
+            return Ok(None);
+        };
+        let space = &resources["space"];
+        Ok(match (space["total"].as_u64(), space["used"].as_u64()) {
+            (Some(total), Some(used)) if total > 0 => Some(total.saturating_sub(used)),
+            _ => None,
+        })
+    }
+
     fn delete_storage_pool(&self, name: &str) -> Result<(), LxdError> {
         let operation = format!("storage delete {name}");
         let path = format!("/1.0/storage-pools/{}", url_segment(name));

@@ -197,6 +197,9 @@ pub trait Lxd: Send + Sync {
     /// Idempotent: deleting a missing pool is Ok; LXD refuses one that profiles, instances
     /// or volumes still use (another unit's, on a shared machine).
     fn delete_storage_pool(&self, name: &str) -> Result<(), LxdError>;
+    /// Free bytes of pool `name` (total minus used, as LXD reports its resources); None when
+    /// there is no such pool or the driver does not tell.
+    fn storage_pool_free_bytes(&self, name: &str) -> Result<Option<u64>, LxdError>;
     fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError>;
     fn list_profiles(&self) -> Result<Vec<ProfileUse>, LxdError>;
     /// Idempotent: deleting a missing profile is Ok; LXD refuses one in use.

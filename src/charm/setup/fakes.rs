@@ -202,6 +202,9 @@ impl Lxd for FakeLxd {
             .push(format!("pool {name} {driver} {source}"));
         Ok(())
     }
+    fn storage_pool_free_bytes(&self, _name: &str) -> Result<Option<u64>, LxdError> {
+        Ok(None)
+    }
     fn delete_storage_pool(&self, name: &str) -> Result<(), LxdError> {
         self.calls
             .lock()
