@@ -348,8 +348,16 @@ fn ensure_storage_pool_creates_a_dir_pool_and_refuses_to_move_it() {
         .to_string();
     assert!(err.contains("/elsewhere") && err.contains(source), "{err}");
 
-    // A profile using it keeps it; once unused it is deleted, and deleting again is Ok.
+    // Its free space, as admission reads it; a missing pool has none to tell.
     let lxd = fx.lxd();
+    let free = lxd.storage_pool_free_bytes(&name).unwrap();
+    assert!(free.is_some_and(|b| b > 0), "{free:?}");
+    assert_eq!(
+        lxd.storage_pool_free_bytes("ghrt-no-such-pool").unwrap(),
+        None
+    );
+
+    // A profile using it keeps it; once unused it is deleted, and deleting again is Ok.
     let profile = ProfileSpec {
         name: "pool-user".into(),
         config: BTreeMap::new(),

@@ -205,6 +205,11 @@ pub fn ensure_host(
         config.vm_disk,
         config.virtual_machines,
     )?;
+    storage::cap_tmpfs(
+        &mut plan,
+        crate::host::capacity::memory_bytes(ctx.paths),
+        config.vm_disk,
+    )?;
     plan.pool = pool.clone();
     if plan.tmpfs.is_none() {
         let existing = edges

@@ -9,9 +9,10 @@ use crate::paths::HostPaths;
 /// Gathers what can be read; what cannot stays None and limits nothing (a test's host root
 /// has no /proc).
 pub fn gather(paths: &HostPaths, lxd: &dyn Lxd, pool: &str) -> HostCapacity {
-    let read = |name: &str| std::fs::read_to_string(paths.proc_dir().join(name)).ok();
-    let memory_bytes = read("meminfo").and_then(|text| mem_total_bytes(&text));
-    let cpus = read("cpuinfo").and_then(|text| cpu_count(&text));
+    let memory_bytes = memory_bytes(paths);
+    let cpus = std::fs::read_to_string(paths.proc_dir().join("cpuinfo"))
+        .ok()
+        .and_then(|text| cpu_count(&text));
     let pool_free_bytes = match lxd.storage_pool_free_bytes(pool) {
         Ok(free) => free,
         Err(e) => {
@@ -24,6 +25,13 @@ pub fn gather(paths: &HostPaths, lxd: &dyn Lxd, pool: &str) -> HostCapacity {
         memory_bytes,
         pool_free_bytes,
     }
+}
+
+/// The machine's memory (MemTotal of /proc/meminfo below the host root).
+pub fn memory_bytes(paths: &HostPaths) -> Option<u64> {
+    std::fs::read_to_string(paths.proc_dir().join("meminfo"))
+        .ok()
+        .and_then(|text| mem_total_bytes(&text))
 }
 
 /// The `processor` entries of /proc/cpuinfo (the machine's CPUs, which LXD shares out).
