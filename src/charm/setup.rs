@@ -100,6 +100,9 @@ pub enum SetupError {
     RunnerBinaryLookup(GitHubError),
     #[error(transparent)]
     HookTool(#[from] HookToolError),
+    /// Another unit on this machine is setting up the LXD objects all units share.
+    #[error("could not take the machine's LXD setup lock: {0}")]
+    MachineLock(#[from] crate::host::lock::LockError),
 }
 
 impl SetupError {
@@ -111,7 +114,9 @@ impl SetupError {
             SetupError::HookTool(_) => return None,
             SetupError::Guard(_) | SetupError::LxdNotInstallable => Status::Blocked(message),
             SetupError::Storage(
-                StorageError::InsufficientSpace { .. } | StorageError::JujuStorageMissing,
+                StorageError::InsufficientSpace { .. }
+                | StorageError::JujuStorageMissing
+                | StorageError::TmpfsOverRamShare { .. },
             ) => Status::Blocked(message),
             SetupError::LxdInstall(_)
             | SetupError::LxdUnavailable(_)
@@ -131,6 +136,7 @@ impl SetupError {
             | SetupError::Storage(_)
             | SetupError::Timer(_)
             | SetupError::Logrotate(_)
+            | SetupError::MachineLock(_)
             | SetupError::RunnerBinary(_) => Status::Maintenance(message),
         })
     }
@@ -193,6 +199,14 @@ pub fn ensure_host(
     crate::host::metrics::install_logrotate(ctx.paths)?;
     let timer = install_timer(ctx, config, edges)?;
 
+    // LXD itself, the bridge, the pool, the profiles and the image are shared by every unit
+    // on the machine: one unit at a time sets them up (the runners are each unit's own).
+    let _shared = crate::host::lock::UnitLock::acquire(
+        &ctx.paths.machine_lock_file(),
+        "host-setup",
+        &crate::clock::SystemClock,
+        crate::host::lock::LockWait::default(),
+    )?;
     let lxd_installed = ensure_lxd(ctx, edges)?;
     apply_network_settings(edges)?;
 
