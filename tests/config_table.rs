@@ -106,7 +106,7 @@ fn cases() -> Vec<Case> {
         case("memory in GB", json!({"vm-memory": "8GB"}), blocked(&[&format!("vm-memory \"8GB\": {SIZE}")])),
         case("memory as number", json!({"vm-memory": 8}), blocked(&["vm-memory 8: expected a string"])),
         case("disk in TiB", json!({"vm-disk": "16TiB"}), Want::Valid),
-        case("disk in EiB", json!({"vm-disk": "1EiB"}), blocked(&["vm-disk \"1EiB\": expected a size from 1GiB to 16TiB"])),
+        case("disk in EiB", json!({"vm-disk": "1EiB"}), blocked(&["vm-disk \"1EiB\": expected a size from 64MiB to 16TiB"])),
         case("15EiB memory", json!({"vm-memory": "15EiB"}), blocked(&["vm-memory \"15EiB\": expected a size from 256MiB to 1TiB"])),
         case("disk overflow", json!({"vm-disk": "16EiB"}), blocked(&[&format!("vm-disk \"16EiB\": {SIZE}, below 16EiB")])),
         case("reconcile every 2 minutes", json!({"reconcile-interval": 2}), Want::Valid),

@@ -42,7 +42,7 @@ pub mod bounds {
     pub const VM_CPU_MAX: u32 = 256;
     pub const VM_MEMORY_MIN: u64 = 256 << 20;
     pub const VM_MEMORY_MAX: u64 = 1 << 40;
-    pub const VM_DISK_MIN: u64 = 1 << 30;
+    pub const VM_DISK_MIN: u64 = 64 << 20;
     pub const VM_DISK_MAX: u64 = 16 << 40;
     pub const RECONCILE_INTERVAL_MIN: u32 = 2;
     /// A day: a longer interval leaves used runners unreplaced for longer than a job lasts.
@@ -652,7 +652,7 @@ mod tests {
             (
                 "vm-disk",
                 json!("100000GiB"),
-                "vm-disk \"100000GiB\": expected a size from 1GiB to 16TiB",
+                "vm-disk \"100000GiB\": expected a size from 64MiB to 16TiB",
             ),
             (
                 "reconcile-interval",
