@@ -137,6 +137,27 @@ fn exec_output_past_the_cap_kills_the_command() {
     assert_eq!(out.stdout.len(), 4096);
 }
 
+/// The case without a daemon: an `lxc` that prints without end (what a job can make
+/// `lxc exec` print) is killed at the cap, long before the timeout, with bounded memory.
+#[test]
+fn an_lxc_printing_without_end_is_killed_at_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let lxc = dir.path().join("lxc");
+    executable::write_executable(&lxc, "#!/bin/sh\nexec cat /dev/zero\n");
+    let cli = github_runner::lxd::LxcCli::with_binary(lxc, dir.path().join("conf")).unwrap();
+    let mut spec = sh("cat pre-job.json");
+    spec.timeout = Duration::from_secs(600);
+    let started = Instant::now();
+    match cli.exec("any", &spec) {
+        Err(LxdError::OutputTooLarge { cap, .. }) => {
+            assert_eq!(cap, github_runner::lxd::DEFAULT_EXEC_OUTPUT_CAP)
+        }
+        other => panic!("expected OutputTooLarge, got {other:?}"),
+    }
+    // Not a speed target: only that the cap, not the 600 s deadline, ended it.
+    assert!(started.elapsed() < Duration::from_secs(300));
+}
+
 #[test]
 fn push_writes_mode_and_owner_from_bytes_and_files() {
     let fx = LxdFixture::new();
