@@ -116,6 +116,7 @@ impl SetupError {
             SetupError::Storage(
                 StorageError::InsufficientSpace { .. }
                 | StorageError::JujuStorageMissing
+                | StorageError::NoRoomForOneRunner { .. }
                 | StorageError::TmpfsOverRamShare { .. },
             ) => Status::Blocked(message),
             SetupError::LxdInstall(_)

@@ -5,6 +5,7 @@
 use super::resources::{lxd_size, RUNNER_POOL};
 use crate::config::RunnerStorage;
 use crate::lxd::{Lxd, LxdError};
+use crate::manager::admission::DISK_OVERCOMMIT;
 use crate::paths::HostPaths;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +16,8 @@ const MIB: u64 = 1 << 20;
 pub enum StorageError {
     #[error("Required disk space for runners {required_mib}MiB is greater than storage total size {total_mib}MiB")]
     InsufficientSpace { required_mib: u64, total_mib: u64 },
+    #[error("the runner storage has {free_mib}MiB free, not enough for one runner's disk (vm-disk {disk_mib}MiB; runner disks are sparse, so up to {DISK_OVERCOMMIT} times the free space counts): free space on it or lower vm-disk")]
+    NoRoomForOneRunner { disk_mib: u64, free_mib: u64 },
     #[error("runner-storage=memory: one runner's disk (vm-disk {vm_disk_mib}MiB) does not fit in the tmpfs, which may take at most {TMPFS_RAM_SHARE_PERCENT}% of the host's memory ({cap_mib}MiB); lower vm-disk or use runner-storage=juju-storage")]
     TmpfsOverRamShare { vm_disk_mib: u64, cap_mib: u64 },
     #[error("runner-storage=juju-storage but the Juju storage 'runner' is not attached; add it (juju add-storage <unit> runner) or redeploy with --storage runner=...")]
@@ -49,6 +52,8 @@ pub struct StoragePlan {
     pub tmpfs: Option<TmpfsSpec>,
     /// vm-disk x virtual-machines.
     pub required_bytes: u64,
+    /// vm-disk: one runner's disk.
+    pub disk_bytes: u64,
 }
 
 /// The pool plan for `runner_storage`: the Juju storage location, or a tmpfs sized
@@ -86,6 +91,7 @@ pub fn plan_storage(
         source,
         tmpfs,
         required_bytes,
+        disk_bytes: vm_disk_bytes,
     })
 }
 
@@ -124,6 +130,29 @@ pub fn check_capacity(required_bytes: u64, total_bytes: u64) -> Result<(), Stora
     } else {
         Ok(())
     }
+}
+
+/// Room for at least one runner's disk in what is free (disks are sparse: up to
+/// [`DISK_OVERCOMMIT`] times the free space counts)? How many runners fit is admission's to
+/// decide, round by round, from the pool's free space.
+pub fn check_room_for_one(disk_bytes: u64, free_bytes: u64) -> Result<(), StorageError> {
+    if disk_bytes > free_bytes.saturating_mul(DISK_OVERCOMMIT) {
+        Err(StorageError::NoRoomForOneRunner {
+            disk_mib: disk_bytes.div_ceil(MIB),
+            free_mib: free_bytes / MIB,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `path` (statvfs).
+pub fn filesystem_free_bytes(path: &Path) -> Result<u64, StorageError> {
+    let st = rustix::fs::statvfs(path).map_err(|e| StorageError::Measure {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Total size in bytes of the filesystem holding `path` (statvfs).
@@ -200,7 +229,9 @@ pub fn apply_storage(plan: &StoragePlan, lxd: &dyn Lxd) -> Result<(), StorageErr
     if plan.tmpfs.is_none() {
         // A tmpfs is sized (and capped) by the plan itself: checking it against its own size
         // proved nothing. What fits in it is the admission's to decide, round by round.
-        check_capacity(plan.required_bytes, filesystem_total_bytes(&plan.source)?)?;
+        // What is free, not the filesystem's size: other data (and existing runners) use
+        // the rest.
+        check_room_for_one(plan.disk_bytes, filesystem_free_bytes(&plan.source)?)?;
     }
     let source = plan.source.to_string_lossy();
     lxd.ensure_storage_pool(&plan.pool, plan.driver, &source)?;
@@ -212,6 +243,21 @@ mod tests {
     use super::*;
 
     const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn one_runner_must_fit_in_twice_the_free_space() {
+        assert!(check_room_for_one(20 * GIB, 10 * GIB).is_ok());
+        let err = check_room_for_one(20 * GIB + 1, 10 * GIB)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("10240MiB free") && err.contains("vm-disk 20481MiB"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let free = filesystem_free_bytes(dir.path()).unwrap();
+        assert!(free > 0 && free <= filesystem_total_bytes(dir.path()).unwrap());
+    }
 
     #[test]
     fn the_tmpfs_never_exceeds_half_the_hosts_memory() {
