@@ -48,6 +48,8 @@ fn two_units_of_two_applications_share_a_machine_without_touching_each_other() {
     };
     assert!(timer(&paths_a).exists() && timer(&paths_b).exists());
     assert!(paths_a.lock_file().exists() && paths_b.lock_file().exists());
+    let creds = |p: &HostPaths| p.state_dir().join("credentials.json");
+    assert!(creds(&paths_a).exists() && creds(&paths_b).exists());
 
     // Reconciles converge each to its own count and touch nothing of the other.
     a.reconcile().assert_ok();
@@ -69,6 +71,8 @@ fn two_units_of_two_applications_share_a_machine_without_touching_each_other() {
     assert!(a.instances_of(&owner_b).is_empty());
     assert!(!timer(&paths_b).exists());
     assert!(timer(&paths_a).exists(), "b's remove deleted a's timer");
+    assert!(!creds(&paths_b).exists(), "b's token left behind");
+    assert!(creds(&paths_a).exists(), "b's remove deleted a's credentials");
     assert_eq!(a.instances(), a_runners);
     a.reconcile().assert_ok();
     assert_eq!(a.instances(), a_runners);
