@@ -72,7 +72,10 @@ fn two_units_of_two_applications_share_a_machine_without_touching_each_other() {
     assert!(!timer(&paths_b).exists());
     assert!(timer(&paths_a).exists(), "b's remove deleted a's timer");
     assert!(!creds(&paths_b).exists(), "b's token left behind");
-    assert!(creds(&paths_a).exists(), "b's remove deleted a's credentials");
+    assert!(
+        creds(&paths_a).exists(),
+        "b's remove deleted a's credentials"
+    );
     assert_eq!(a.instances(), a_runners);
     a.reconcile().assert_ok();
     assert_eq!(a.instances(), a_runners);

@@ -111,7 +111,7 @@ pub fn converge(
         let reason = flush_reason(&plan.flush_for);
         tracing::info!("{reason}");
         ctx.tools.status_set(&Status::Maintenance(reason))?;
-        let old_rt = previous_runtime(rt);
+        let old_rt = previous_runtime(rt, state.token_fingerprint.as_deref());
         let flush_rt = old_rt.as_ref().unwrap_or(rt);
         let (flushed, run) = reconcile::flush_then_reconcile(
             ctx,
@@ -135,8 +135,8 @@ pub fn converge(
 /// A runtime with the credentials the old runners were made with; None when there is no
 /// record of them (then the flush uses the new ones: instances are found by their owner
 /// key whatever the credentials, and a FORCE flush goes on when GitHub refuses).
-fn previous_runtime(rt: &Runtime) -> Option<Runtime> {
-    let previous = match credentials::load(&rt.paths) {
+fn previous_runtime(rt: &Runtime, acted_fingerprint: Option<&str>) -> Option<Runtime> {
+    let previous = match credentials::load_adopting_legacy(&rt.paths, acted_fingerprint) {
         Ok(Some(previous)) => previous,
         Ok(None) => {
             tracing::warn!("no record of the previous credentials: flushing with the new ones");
