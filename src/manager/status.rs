@@ -139,8 +139,12 @@ pub fn status_after(plan: &Plan, report: &Report) -> Status {
             1 => String::new(),
             n => format!(" (and {} more)", n - 1),
         };
+        let paused = match report.creations_skipped {
+            0 => String::new(),
+            n => format!("; {n} creations left for the next round after launches failed in a row"),
+        };
         return Status::Maintenance(format!(
-            "{summary}; retrying on the next reconcile: {first}{others}"
+            "{summary}; retrying on the next reconcile: {first}{others}{paused}"
         ));
     }
     if plan.creates_deferred > 0 {
@@ -360,6 +364,26 @@ mod tests {
             status_after(&held, &Report::default()),
             Status::Active("1/10 runners: host memory allows 4, 1 idle, 0 busy".into())
         );
+    }
+
+    #[test]
+    fn creations_left_after_failed_launches_are_named() {
+        let report = Report {
+            creations_skipped: 13,
+            ..failing(
+                crate::manager::ops::FailureKind::Transient,
+                "lxc launch failed",
+            )
+        };
+        match status_after(&plan(16, vec![]), &report) {
+            Status::Maintenance(m) => assert!(
+                m.ends_with(
+                    "lxc launch failed; 13 creations left for the next round after launches failed in a row"
+                ),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     fn failing(kind: crate::manager::ops::FailureKind, message: &str) -> Report {
