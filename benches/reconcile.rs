@@ -145,6 +145,12 @@ impl Unit {
             binary: host_binary_state(&self.rt),
             grace_secs: self.rt.grace().as_secs(),
             concurrency: self.rt.concurrency,
+            // The bench measures spawning, not admission: no cap, no host facts.
+            limits: github_runner::manager::admission::RoundLimits {
+                max_creations: u32::MAX,
+                ..Default::default()
+            },
+            runner_size: None,
         };
         let started = Instant::now();
         let outcome = reconcile(&ops, &*self.rt.clock, &settings, &no_progress)

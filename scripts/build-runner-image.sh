@@ -7,7 +7,8 @@
 #
 # Proxies come from HTTP_PROXY / HTTPS_PROXY / NO_PROXY in the environment (never argv).
 # They reach apt inside the builder through a root-only file removed before publishing,
-# and LXD's own image download through core.proxy_* (set only when given).
+# and LXD's own image download through core.proxy_* (set only when given, through
+# `lxc config edit` on stdin, and put back as they were on exit).
 # LXD_CONF must point at the charm's lxc config dir (hooks and cron run without HOME).
 set -euo pipefail
 
@@ -44,8 +45,44 @@ http_proxy_value="${HTTP_PROXY:-${http_proxy:-}}"
 https_proxy_value="${HTTPS_PROXY:-${https_proxy:-}}"
 no_proxy_value="${NO_PROXY:-${no_proxy:-}}"
 
+# LXD's proxy settings as found, restored on exit when this run changed them.
+orig_http="" orig_https="" orig_ignore="" proxy_changed=""
+
+# A YAML double-quoted string (a bash builtin: the value never reaches a process's argv).
+yaml_quote() {
+    local v=${1//\\/\\\\}
+    v=${v//\"/\\\"}
+    printf '"%s"' "$v"
+}
+
+# Sets LXD's core.proxy_http, core.proxy_https, core.proxy_ignore_hosts to $1 $2 $3 (empty:
+# unset) and keeps every other server setting. The values go to `lxc config edit` on stdin:
+# `lxc config set` would put them, credentials included, in argv, visible in ps.
+set_lxd_proxies() {
+    local current rest
+    current="$(lxc config show)"
+    rest="$(printf '%s\n' "$current" | sed -n '/^config:/,/^[^ ]/{/^  /p;}' |
+        grep -v -E '^  core\.proxy_(http|https|ignore_hosts):' || true)"
+    {
+        if [ -z "$rest$1$2$3" ]; then
+            echo "config: {}"
+        else
+            echo "config:"
+            [ -n "$rest" ] && printf '%s\n' "$rest"
+            [ -n "$1" ] && printf '  core.proxy_http: %s\n' "$(yaml_quote "$1")"
+            [ -n "$2" ] && printf '  core.proxy_https: %s\n' "$(yaml_quote "$2")"
+            [ -n "$3" ] && printf '  core.proxy_ignore_hosts: %s\n' "$(yaml_quote "$3")"
+        fi
+        true
+    } | lxc config edit
+}
+
 cleanup() {
     lxc delete --force "$builder" >/dev/null 2>&1 || true
+    if [ -n "$proxy_changed" ]; then
+        set_lxd_proxies "$orig_http" "$orig_https" "$orig_ignore" ||
+            log "could not restore LXD's core.proxy_* settings"
+    fi
 }
 trap cleanup EXIT
 
@@ -71,14 +108,13 @@ wait_for_builder() {
 # A builder left by an interrupted run would make launch fail.
 cleanup
 
-if [ -n "$http_proxy_value" ]; then
-    lxc config set core.proxy_http "$http_proxy_value"
-fi
-if [ -n "$https_proxy_value" ]; then
-    lxc config set core.proxy_https "$https_proxy_value"
-fi
-if [ -n "$no_proxy_value" ]; then
-    lxc config set core.proxy_ignore_hosts "$no_proxy_value"
+if [ -n "$http_proxy_value$https_proxy_value$no_proxy_value" ]; then
+    orig_http="$(lxc config get core.proxy_http)"
+    orig_https="$(lxc config get core.proxy_https)"
+    orig_ignore="$(lxc config get core.proxy_ignore_hosts)"
+    proxy_changed=1
+    set_lxd_proxies "${http_proxy_value:-$orig_http}" "${https_proxy_value:-$orig_https}" \
+        "${no_proxy_value:-$orig_ignore}"
 fi
 
 log "launching ${alias_name} ${instance_type} builder"

@@ -38,7 +38,8 @@ fn main() -> ExitCode {
         .or_else(|| std::env::args().next())
         .unwrap_or_default();
     let event = Event::from_dispatch_path(&dispatch_path);
-    let paths = HostPaths::from_env();
+    // Every host path and systemd unit name of this unit is its own (units may share a machine).
+    let paths = HostPaths::from_env().with_unit(&hook.identity.unit_name());
     let ctx = Context {
         tools: tools.as_ref(),
         hook: &hook,

@@ -67,12 +67,37 @@ pub fn rate_limited_with(reset_epoch: u64, summary: &str) -> String {
 }
 
 /// Some operations failed in a round that otherwise went through.
-pub fn retrying_next_round(summary: &str, first: impl std::fmt::Display, more: usize) -> String {
+/// `skipped`: creations left for the next round because launches failed in a row.
+pub fn retrying_next_round(
+    summary: &str,
+    first: impl std::fmt::Display,
+    more: usize,
+    skipped: u32,
+) -> String {
     let others = match more {
         0 => String::new(),
         n => format!(" (and {n} more)"),
     };
-    format!("{summary}; retrying on the next reconcile: {first}{others}")
+    let paused = match skipped {
+        0 => String::new(),
+        n => format!("; {n} creations left for the next round after launches failed in a row"),
+    };
+    format!("{summary}; retrying on the next reconcile: {first}{others}{paused}")
+}
+
+/// What admission held back, named right after the runner count: `host memory allows 4`,
+/// `at most 16 created a round, 4 more next round`.
+pub fn held_back(host_allows: Option<(&str, u32)>, round: Option<(u32, u32)>) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some((resource, allowed)) = host_allows {
+        parts.push(format!("{resource} allows {allowed}"));
+    }
+    if let Some((cap, more)) = round {
+        parts.push(format!(
+            "at most {cap} created a round, {more} more next round"
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// The runner census: `3/3 runners: 2 idle, 1 busy`, then the non-zero extras

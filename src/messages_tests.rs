@@ -33,8 +33,12 @@ fn every_kind() -> Vec<(&'static str, String)> {
         ),
         ("rate_limited_with", rate_limited_with(RESET, "1/2 runners")),
         (
+            "held_back",
+            held_back(Some(("host memory", 4)), Some((16, 4))).unwrap_or_default(),
+        ),
+        (
             "retrying_next_round",
-            retrying_next_round("1/2 runners", "boom", 2),
+            retrying_next_round("1/2 runners", "boom", 2, 3),
         ),
         (
             "runner_summary",

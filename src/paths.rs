@@ -6,15 +6,55 @@ use std::path::{Path, PathBuf};
 
 pub const HOST_ROOT_ENV: &str = "GITHUB_RUNNER_HOST_ROOT";
 
-/// Host paths, all below `root` (`/` in production).
+/// Host paths, all below `root` (`/` in production), and per unit once [`HostPaths::for_unit`]
+/// or [`HostPaths::with_unit`] named it: several units of this charm (of one application or
+/// of several) may share a machine, and none may read, lock or delete another's files.
+///
+/// Per unit (below a folder named by [`unit_folder_name`]): the state folder (previous
+/// credentials, started-runners record), the runner tarball, `LXD_CONF`, the lock, crashed
+/// runners' logs, the rebuild cron file, and the systemd unit names (`host::timer`).
+/// Machine-wide: what belongs to objects the units share: the metrics log and its logrotate
+/// rule (one file the log shipper reads, each line appended whole), the image build log (the
+/// image is shared), the tmpfs mount (the storage pool is shared) and the machine lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPaths {
     root: PathBuf,
+    /// [`unit_folder_name`] of the unit, or None for the unit-less layout of older charms
+    /// (still used to find what they left).
+    unit: Option<String>,
+}
+
+/// `github-runner/0` -> `github-runner-0`: a file and systemd-unit name part. Juju unit
+/// names are `<application>/<number>` with a-z, 0-9 and `-`; anything else is replaced
+/// by `_` so a name can never climb out of its folder.
+pub fn unit_folder_name(unit_name: &str) -> String {
+    unit_name
+        .chars()
+        .map(|c| match c {
+            '/' => '-',
+            c if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' => c,
+            _ => '_',
+        })
+        .collect()
 }
 
 impl HostPaths {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        HostPaths { root: root.into() }
+        HostPaths {
+            root: root.into(),
+            unit: None,
+        }
+    }
+
+    /// Paths of unit `unit_name` (`app/N`) below `root`.
+    pub fn for_unit(root: impl Into<PathBuf>, unit_name: &str) -> Self {
+        HostPaths::new(root).with_unit(unit_name)
+    }
+
+    /// The same root, for unit `unit_name` (`app/N`).
+    pub fn with_unit(mut self, unit_name: &str) -> Self {
+        self.unit = Some(unit_folder_name(unit_name));
+        self
     }
 
     /// `/`, or `$GITHUB_RUNNER_HOST_ROOT` when set and non-empty.
@@ -29,8 +69,34 @@ impl HostPaths {
         &self.root
     }
 
+    /// The unit's [`unit_folder_name`], if these paths are a unit's.
+    pub fn unit_folder(&self) -> Option<&str> {
+        self.unit.as_deref()
+    }
+
+    /// The unit-less layout of older charms (to find and clean what they left).
+    pub fn legacy(&self) -> HostPaths {
+        HostPaths::new(self.root.clone())
+    }
+
     fn at(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
+    }
+
+    /// `rel`, below the unit's own folder `rel/<unit>` when these paths are a unit's.
+    fn per_unit(&self, rel: &str) -> PathBuf {
+        match &self.unit {
+            Some(unit) => self.root.join(rel).join(unit),
+            None => self.root.join(rel),
+        }
+    }
+
+    /// `base`, or `base-<unit>` when these paths are a unit's (file names in shared folders).
+    fn unit_file_name(&self, base: &str) -> String {
+        match &self.unit {
+            Some(unit) => format!("{base}-{unit}"),
+            None => base.to_string(),
+        }
     }
 
     /// systemd unit files (timer and service of the periodic reconcile).
@@ -46,34 +112,49 @@ impl HostPaths {
         self.at("etc/cron.d")
     }
 
-    /// JSON-lines metrics events.
+    /// The unit's daily image rebuild rule in [`HostPaths::cron_dir`].
+    pub fn rebuild_cron_file(&self) -> PathBuf {
+        self.cron_dir()
+            .join(self.unit_file_name("github-runner-image"))
+    }
+
+    /// JSON-lines metrics events (machine-wide: one file for the log shipper).
     pub fn metrics_log(&self) -> PathBuf {
         self.at("var/log/github-runner-metrics.log")
     }
 
     /// Logs pulled from crashed runners, one folder each.
     pub fn runner_logs_dir(&self) -> PathBuf {
-        self.at("var/log/github-runner-logs")
+        self.per_unit("var/log/github-runner-logs")
     }
 
-    /// The charm's own state on the machine (not secrets).
+    /// The unit's own state on the machine (0700; the previous credentials live here).
     pub fn state_dir(&self) -> PathBuf {
-        self.at("var/lib/github-runner-charm")
+        match &self.unit {
+            Some(unit) => self.at("var/lib/github-runner-charm/units").join(unit),
+            None => self.at("var/lib/github-runner-charm"),
+        }
     }
 
     /// The verified runner application tarball cache.
     pub fn runner_binary_dir(&self) -> PathBuf {
-        self.at("var/lib/github-runner-charm/runner-binary")
+        self.state_dir().join("runner-binary")
     }
 
     /// The unit's reconcile/flush lock file.
     pub fn lock_file(&self) -> PathBuf {
-        self.at("run/github-runner-charm/reconcile.lock")
+        self.per_unit("run/github-runner-charm")
+            .join("reconcile.lock")
+    }
+
+    /// The machine's lock around LXD objects all units share (storage pool, bridge, image).
+    pub fn machine_lock_file(&self) -> PathBuf {
+        self.at("run/github-runner-charm/machine.lock")
     }
 
     /// `LXD_CONF` for the `lxc` client: hooks run without HOME.
     pub fn lxd_conf_dir(&self) -> PathBuf {
-        self.at("var/lib/github-runner-charm/lxc-config")
+        self.state_dir().join("lxc-config")
     }
 
     /// Output of the runner image build (install-time and the daily cron rebuild).
@@ -84,6 +165,11 @@ impl HostPaths {
     /// The nft ruleset redirecting runner web traffic to aproxy (kept for operators to read).
     pub fn aproxy_nft_file(&self) -> PathBuf {
         self.at("var/lib/github-runner-charm/aproxy.nft")
+    }
+
+    /// The kernel's /proc (machine facts: memory, CPUs); tests give a root without one.
+    pub fn proc_dir(&self) -> PathBuf {
+        self.at("proc")
     }
 
     /// Mount point of the tmpfs used when runner-storage=memory.
@@ -111,6 +197,8 @@ mod tests {
             p.lxd_conf_dir(),
             p.ram_storage_dir(),
             p.image_build_log(),
+            p.rebuild_cron_file(),
+            p.machine_lock_file(),
         ] {
             assert!(path.starts_with("/tmp/x"), "{path:?}");
         }
@@ -118,5 +206,45 @@ mod tests {
             HostPaths::new("/").systemd_dir(),
             PathBuf::from("/etc/systemd/system")
         );
+    }
+
+    #[test]
+    fn two_units_share_no_unit_path() {
+        let a = HostPaths::for_unit("/", "github-runner/0");
+        let b = HostPaths::for_unit("/", "other-app/0");
+        let per_unit = |p: &HostPaths| {
+            vec![
+                p.state_dir(),
+                p.runner_binary_dir(),
+                p.lock_file(),
+                p.lxd_conf_dir(),
+                p.runner_logs_dir(),
+                p.rebuild_cron_file(),
+            ]
+        };
+        for (x, y) in per_unit(&a).iter().zip(per_unit(&b).iter()) {
+            assert_ne!(x, y);
+            assert!(!x.starts_with(y) && !y.starts_with(x), "{x:?} {y:?}");
+        }
+        assert_eq!(
+            a.state_dir(),
+            PathBuf::from("/var/lib/github-runner-charm/units/github-runner-0")
+        );
+        assert_eq!(
+            a.lock_file(),
+            PathBuf::from("/run/github-runner-charm/github-runner-0/reconcile.lock")
+        );
+        assert_eq!(
+            a.rebuild_cron_file(),
+            PathBuf::from("/etc/cron.d/github-runner-image-github-runner-0")
+        );
+        assert_eq!(a.metrics_log(), b.metrics_log());
+        assert_eq!(a.machine_lock_file(), b.machine_lock_file());
+        assert!(!a
+            .lock_file()
+            .starts_with(a.machine_lock_file().parent().unwrap().join("x")));
+        // A hostile or odd unit name never climbs out of its folder.
+        assert_eq!(unit_folder_name("../../etc/x"), "__-__-etc-x");
+        assert_eq!(unit_folder_name("App/1"), "_pp-1");
     }
 }

@@ -13,7 +13,7 @@ mod fake_github;
 mod lxd_fixture;
 
 use fake_github::FakeGitHub;
-use github_runner::charm::fleet::CharmRunnerOps;
+use github_runner::charm::fleet::{fetch_pre_job, CharmRunnerOps};
 use github_runner::charm::runtime::Runtime;
 use github_runner::clock::SystemClock;
 use github_runner::config::{validate, ConfigContext};
@@ -188,4 +188,60 @@ fn a_busy_runner_is_kept_unless_forced() {
         "{forced:?}"
     );
     assert!(u.fx.instance_names().is_empty());
+}
+
+/// A job has root in its runner and can serve anything as pre-job.json. Each case answers
+/// with an error naming what was served (the log line), at once and with bounded memory;
+/// only a small regular JSON file gives a runner_start.
+#[test]
+fn a_hostile_pre_job_file_gives_no_metric_and_costs_bounded_memory() {
+    let fx = LxdFixture::new();
+    let name = "harden-0-0123456789ab";
+    fx.lxc_ok(&["launch", lxd_fixture::IMAGE_ALIAS, name, "--quiet"]);
+    let dir = "/home/ubuntu/github-runner-metrics";
+    let valid = r#"{"workflow": "w", "repository": "octo/hello", "event": "push", "run_id": "7", "timestamp": 1700000000}"#;
+    let serve = |script: &str| {
+        let full = format!(
+            "rm -rf {dir} /tmp/served; mkdir -p {dir} && {script} && chown -R 1000:1000 {dir}"
+        );
+        fx.lxc_ok(&["exec", name, "--", "/bin/sh", "-c", &full]);
+    };
+    let lxd = fx.lxd();
+
+    serve(&format!("printf '%s' '{valid}' > {dir}/pre-job.json"));
+    let pre = fetch_pre_job(lxd, name).expect("a valid pre-job.json is read");
+    assert_eq!(pre.repository, "octo/hello");
+
+    let cases = [
+        ("/dev/zero", format!("ln -s /dev/zero {dir}/pre-job.json")),
+        (
+            "a symlink to valid JSON",
+            format!("printf '%s' '{valid}' > /tmp/served && ln -s /tmp/served {dir}/pre-job.json"),
+        ),
+        (
+            "a symlinked folder",
+            format!(
+                "rmdir {dir} && mkdir -p /tmp/d && printf '%s' '{valid}' > /tmp/d/pre-job.json \
+                 && ln -s /tmp/d {dir}"
+            ),
+        ),
+        (
+            "a 64 MiB file",
+            format!("head -c 67108864 /dev/zero > {dir}/pre-job.json"),
+        ),
+        ("a FIFO", format!("mkfifo {dir}/pre-job.json")),
+        ("non-JSON", format!("echo 'rm -rf /' > {dir}/pre-job.json")),
+    ];
+    for (what, script) in cases {
+        serve(&script);
+        let err = fetch_pre_job(lxd, name).expect_err(what);
+        let expected = match what {
+            "a 64 MiB file" => "over 1024",
+            "non-JSON" => "not valid",
+            _ => "not a regular file",
+        };
+        assert!(err.contains(expected), "{what}: {err}");
+    }
+    // Nothing else changed: the instance runs on.
+    assert_eq!(fx.instance_names(), vec![name.to_string()]);
 }

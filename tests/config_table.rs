@@ -48,7 +48,7 @@ fn case(name: &'static str, set: Value, want: Want) -> Case {
 }
 
 fn cases() -> Vec<Case> {
-    let wn = |min: u32| format!("expected a whole number from {min} to 4294967295");
+    let wn = |min: u32, max: u32| format!("expected a whole number from {min} to {max}");
     vec![
         Case {
             name: "empty config",
@@ -94,19 +94,26 @@ fn cases() -> Vec<Case> {
             blocked(&["labels \"ok,has space,semi;colon\": invalid labels \"has space\", \"semi;colon\": expected comma-separated labels of letters, digits, '_' and '-'"]),
         ),
         case("zero virtual machines", json!({"virtual-machines": 0}), Want::Valid),
-        case("negative virtual machines", json!({"virtual-machines": -1}), blocked(&[&format!("virtual-machines -1: {}", wn(0))])),
-        case("virtual machines as string", json!({"virtual-machines": "3"}), blocked(&[&format!("virtual-machines \"3\": {}", wn(0))])),
-        case("virtual machines as float", json!({"virtual-machines": 1.5}), blocked(&[&format!("virtual-machines 1.5: {}", wn(0))])),
+        case("negative virtual machines", json!({"virtual-machines": -1}), blocked(&[&format!("virtual-machines -1: {}", wn(0, 1000))])),
+        case("virtual machines as string", json!({"virtual-machines": "3"}), blocked(&[&format!("virtual-machines \"3\": {}", wn(0, 1000))])),
+        case("virtual machines as float", json!({"virtual-machines": 1.5}), blocked(&[&format!("virtual-machines 1.5: {}", wn(0, 1000))])),
+        case("ten thousand virtual machines", json!({"virtual-machines": 10000}), blocked(&[&format!("virtual-machines 10000: {}", wn(0, 1000))])),
         case("one cpu", json!({"vm-cpu": 1}), Want::Valid),
-        case("zero cpu", json!({"vm-cpu": 0}), blocked(&[&format!("vm-cpu 0: {}", wn(1))])),
+        case("zero cpu", json!({"vm-cpu": 0}), blocked(&[&format!("vm-cpu 0: {}", wn(1, 256))])),
+        case("u32::MAX cpus", json!({"vm-cpu": 4294967295u64}), blocked(&[&format!("vm-cpu 4294967295: {}", wn(1, 256))])),
         case("memory in MiB", json!({"vm-memory": "512MiB"}), Want::Valid),
         case("zero memory", json!({"vm-memory": "0GiB"}), blocked(&[&format!("vm-memory \"0GiB\": {SIZE}, above zero")])),
         case("memory in GB", json!({"vm-memory": "8GB"}), blocked(&[&format!("vm-memory \"8GB\": {SIZE}")])),
         case("memory as number", json!({"vm-memory": 8}), blocked(&["vm-memory 8: expected a string"])),
-        case("disk in EiB", json!({"vm-disk": "1EiB"}), Want::Valid),
+        case("disk in TiB", json!({"vm-disk": "16TiB"}), Want::Valid),
+        case("disk in EiB", json!({"vm-disk": "1EiB"}), blocked(&["vm-disk \"1EiB\": expected a size from 64MiB to 16TiB"])),
+        case("15EiB memory", json!({"vm-memory": "15EiB"}), blocked(&["vm-memory \"15EiB\": expected a size from 256MiB to 1TiB"])),
         case("disk overflow", json!({"vm-disk": "16EiB"}), blocked(&[&format!("vm-disk \"16EiB\": {SIZE}, below 16EiB")])),
         case("reconcile every 2 minutes", json!({"reconcile-interval": 2}), Want::Valid),
-        case("reconcile every minute", json!({"reconcile-interval": 1}), blocked(&["reconcile-interval 1: expected a whole number of minutes from 2 to 4294967295"])),
+        case("reconcile every minute", json!({"reconcile-interval": 1}), blocked(&["reconcile-interval 1: expected a whole number of minutes from 2 to 1440"])),
+        case("reconcile every 100000 minutes", json!({"reconcile-interval": 100000}), blocked(&["reconcile-interval 100000: expected a whole number of minutes from 2 to 1440"])),
+        case("creations per round", json!({"creations-per-round": 4}), Want::Valid),
+        case("no creation per round", json!({"creations-per-round": 0}), blocked(&[&format!("creations-per-round 0: {}", wn(1, 200))])),
         case("base image 24.04", json!({"base-image": "24.04"}), Want::Valid),
         case("base image noble", json!({"base-image": "noble"}), Want::Valid),
         case("base image focal", json!({"base-image": "focal"}), blocked(&["base-image \"focal\": expected jammy, noble, 22.04 or 24.04"])),
@@ -129,8 +136,13 @@ fn cases() -> Vec<Case> {
         case("test mode insecure", json!({"test-mode": "insecure"}), Want::Valid),
         case("test mode yes", json!({"test-mode": "yes"}), blocked(&["test-mode \"yes\": expected \"\" (off) or insecure"])),
         case("GHES url", json!({"github-url": "https://ghe.example.com/"}), Want::Valid),
-        case("loopback http url", json!({"github-url": "http://127.0.0.1:8080"}), Want::Valid),
-        case("ipv6 loopback url", json!({"github-url": "http://[::1]:8080"}), Want::Valid),
+        case("loopback http url in test mode", json!({"github-url": "http://127.0.0.1:8080", "test-mode": "insecure"}), Want::Valid),
+        case("ipv6 loopback url in test mode", json!({"github-url": "http://[::1]:8080", "test-mode": "insecure"}), Want::Valid),
+        case(
+            "loopback http url outside test mode",
+            json!({"github-url": "http://127.0.0.1:8080"}),
+            blocked(&["github-url \"http://127.0.0.1:8080\": plain http:// is accepted only with test-mode=insecure; use https://"]),
+        ),
         case(
             "remote http url",
             json!({"github-url": "http://ghe.example.com"}),
@@ -148,8 +160,8 @@ fn cases() -> Vec<Case> {
             json!({"reconcile-interval": 0, "vm-cpu": 0, "path": "-bad", "base-image": 22.04}),
             blocked(&[
                 &format!("path \"-bad\": {PATH_EXPECTED}"),
-                &format!("vm-cpu 0: {}", wn(1)),
-                "reconcile-interval 0: expected a whole number of minutes from 2 to 4294967295",
+                &format!("vm-cpu 0: {}", wn(1, 256)),
+                "reconcile-interval 0: expected a whole number of minutes from 2 to 1440",
                 "base-image 22.04: expected a string",
             ]),
         ),

@@ -15,7 +15,6 @@ mod lxd_fixture;
 
 use charm_env::{CharmEnv, GONE_WITHIN};
 use fake_github::{Endpoint, Fault};
-use github_runner::host::timer::TIMER_UNIT;
 use std::path::PathBuf;
 
 /// A deployed unit with 2 runners online, one of them busy on a held job: (env, busy, idle,
@@ -65,13 +64,17 @@ fn wait_ours_online(env: &CharmEnv, n: usize) -> Vec<String> {
 /// The fake systemctl's record of the reconcile timer being active (the harness puts its
 /// `systemctl` first on the hook's PATH, in the tools dir).
 fn timer_active(env: &CharmEnv) -> bool {
-    env.h.tools_dir.join("active").join(TIMER_UNIT).exists()
+    let timer = github_runner::host::timer::unit_names(&unit_paths(env)).timer;
+    env.h.tools_dir.join("active").join(timer).exists()
+}
+
+/// The unit's own host paths (per unit, below the harness's host root).
+fn unit_paths(env: &CharmEnv) -> github_runner::paths::HostPaths {
+    github_runner::paths::HostPaths::for_unit(&env.h.host_root, &env.h.unit_name)
 }
 
 fn rebuild_cron(env: &CharmEnv) -> PathBuf {
-    github_runner::paths::HostPaths::new(&env.h.host_root)
-        .cron_dir()
-        .join(github_runner::runner::image::REBUILD_CRON_FILE)
+    unit_paths(env).rebuild_cron_file()
 }
 
 #[test]

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::time::Duration;
 
 /// A stub `lxc`: logs each call's argv, keeps stdin written to the builder's proxy file,
-/// answers `image info` with a fingerprint that changes after `publish`.
+/// answers `image info` with a fingerprint that changes after `publish`, and keeps the
+/// server config (`config show/get/edit`) in `server-config`, every edit in
+/// `server-config-edits`.
 const STUB_LXC: &str = r#"#!/bin/sh
 dir="$(dirname "$0")"
 echo "$*" >> "$dir/calls"
@@ -20,6 +22,9 @@ if [ -n "${STUB_FAIL_ON:-}" ]; then
 fi
 case "$*" in
     *"cat > /root/build-proxy.env"*) cat > "$dir/pushed-proxy-env" ;;
+    "config show") if [ -s "$dir/server-config" ]; then cat "$dir/server-config"; else echo "config: {}"; fi ;;
+    "config get "*) [ -e "$dir/server-config" ] && sed -n "s/^  $3: \"\{0,1\}\([^\"]*\)\"\{0,1\}$/\1/p" "$dir/server-config" ;;
+    "config edit") cat > "$dir/server-config"; cat "$dir/server-config" >> "$dir/server-config-edits" ;;
     "image info"*) [ -e "$dir/published" ] && echo "Fingerprint: new123" || echo "Fingerprint: old456" ;;
     publish*) touch "$dir/published" ;;
 esac
@@ -63,6 +68,9 @@ fn builds_a_vm_image_and_publishes_it_under_the_alias() {
         no_proxy: Some("10.0.0.0/8".into()),
     };
     let (stub, cmd) = stubbed(&proxies, InstanceType::VirtualMachine);
+    // The operator's own LXD settings: an https proxy and an address, both kept.
+    let original = "config:\n  core.https_address: '[::]:8443'\n  core.proxy_https: \"http://op:secret@corp:8080\"\n";
+    std::fs::write(stub.path().join("server-config"), original).unwrap();
     let log = stub.path().join("build.log");
     run_build(&cmd, "jammy", &log, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(&log).unwrap_or_default()));
@@ -72,9 +80,23 @@ fn builds_a_vm_image_and_publishes_it_under_the_alias() {
     assert_eq!(mode, 0o600, "build log mode {mode:o}");
     let calls = std::fs::read_to_string(stub.path().join("calls")).unwrap();
     let lines: Vec<&str> = calls.lines().collect();
+    // Proxy values reach LXD on stdin, never in argv; the settings are put back afterwards.
     assert!(
-        lines.contains(&"config set core.proxy_http http://proxy.internal:3128"),
+        !calls.contains("proxy.internal") && !calls.contains("secret"),
         "{calls}"
+    );
+    let edits = std::fs::read_to_string(stub.path().join("server-config-edits")).unwrap();
+    assert!(
+        edits.contains("  core.proxy_http: \"http://proxy.internal:3128\"\n")
+            && edits.contains("  core.proxy_ignore_hosts: \"10.0.0.0/8\"\n")
+            && edits.contains("  core.proxy_https: \"http://op:secret@corp:8080\"\n")
+            && edits.contains("  core.https_address: '[::]:8443'\n"),
+        "{edits}"
+    );
+    let restored = std::fs::read_to_string(stub.path().join("server-config")).unwrap();
+    assert_eq!(
+        restored,
+        "config:\n  core.https_address: '[::]:8443'\n  core.proxy_https: \"http://op:secret@corp:8080\"\n"
     );
     let launch = lines.iter().find(|l| l.starts_with("launch ")).unwrap();
     assert!(
@@ -93,11 +115,11 @@ fn builds_a_vm_image_and_publishes_it_under_the_alias() {
         lines.contains(&"image delete old456"),
         "the previous image is dropped: {calls}"
     );
-    assert_eq!(
-        lines.last(),
-        Some(&"delete --force github-runner-image-builder-jammy"),
+    assert!(
+        lines.contains(&"delete --force github-runner-image-builder-jammy"),
         "builder removed on exit"
     );
+    assert_eq!(lines.last(), Some(&"config edit"), "settings restored last");
     // apt inside the builder gets the proxy through a pushed file, not through exec argv.
     let pushed = std::fs::read_to_string(stub.path().join("pushed-proxy-env")).unwrap();
     assert!(

@@ -115,6 +115,49 @@ fn exec_times_out_and_reports_lxd_failures_as_errors() {
     assert_eq!(out.exit_code, 1);
 }
 
+/// A command printing without end is stopped at the cap, not buffered until the timeout.
+#[test]
+fn exec_output_past_the_cap_kills_the_command() {
+    let fx = LxdFixture::new();
+    let lxd = fx.lxd();
+    lxd.launch(&launch_spec("c-0-000000000001", "o")).unwrap();
+    for script in ["cat /dev/zero", "cat /dev/zero >&2"] {
+        let mut spec = sh(script);
+        spec.timeout = Duration::from_secs(120);
+        spec.output_cap = 4096;
+        match lxd.exec("c-0-000000000001", &spec) {
+            Err(LxdError::OutputTooLarge { cap, .. }) => assert_eq!(cap, 4096),
+            other => panic!("{script}: expected OutputTooLarge, got {other:?}"),
+        }
+    }
+    // Output at the cap passes whole.
+    let mut spec = sh("head -c 4096 /dev/zero");
+    spec.output_cap = 4096;
+    let out = lxd.exec("c-0-000000000001", &spec).unwrap();
+    assert_eq!(out.stdout.len(), 4096);
+}
+
+/// The case without a daemon: an `lxc` that prints without end (what a job can make
+/// `lxc exec` print) is killed at the cap, long before the timeout, with bounded memory.
+#[test]
+fn an_lxc_printing_without_end_is_killed_at_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let lxc = dir.path().join("lxc");
+    executable::write_executable(&lxc, "#!/bin/sh\nexec cat /dev/zero\n");
+    let cli = github_runner::lxd::LxcCli::with_binary(lxc, dir.path().join("conf")).unwrap();
+    let mut spec = sh("cat pre-job.json");
+    spec.timeout = Duration::from_secs(600);
+    let started = Instant::now();
+    match cli.exec("any", &spec) {
+        Err(LxdError::OutputTooLarge { cap, .. }) => {
+            assert_eq!(cap, github_runner::lxd::DEFAULT_EXEC_OUTPUT_CAP)
+        }
+        other => panic!("expected OutputTooLarge, got {other:?}"),
+    }
+    // Not a speed target: only that the cap, not the 600 s deadline, ended it.
+    assert!(started.elapsed() < Duration::from_secs(300));
+}
+
 #[test]
 fn push_writes_mode_and_owner_from_bytes_and_files() {
     let fx = LxdFixture::new();
@@ -152,7 +195,11 @@ fn push_writes_mode_and_owner_from_bytes_and_files() {
     let leftovers: Vec<_> = std::fs::read_dir(lxd.conf_dir())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".push-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(github_runner::host::file::TEMP_PREFIX)
+        })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
@@ -321,6 +368,34 @@ fn ensure_storage_pool_creates_a_dir_pool_and_refuses_to_move_it() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("/elsewhere") && err.contains(source), "{err}");
+
+    // Its free space, as admission reads it; a missing pool has none to tell.
+    let lxd = fx.lxd();
+    let free = lxd.storage_pool_free_bytes(&name).unwrap();
+    assert!(free.is_some_and(|b| b > 0), "{free:?}");
+    assert_eq!(
+        lxd.storage_pool_free_bytes("ghrt-no-such-pool").unwrap(),
+        None
+    );
+
+    // A profile using it keeps it; once unused it is deleted, and deleting again is Ok.
+    let profile = ProfileSpec {
+        name: "pool-user".into(),
+        config: BTreeMap::new(),
+        devices: [(
+            "root".to_string(),
+            [("type", "disk"), ("path", "/"), ("pool", name.as_str())]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )]
+        .into(),
+    };
+    lxd.ensure_profile(&profile).unwrap();
+    assert!(lxd.delete_storage_pool(&name).is_err());
+    lxd.delete_profile("pool-user").unwrap();
+    lxd.delete_storage_pool(&name).unwrap();
+    lxd.delete_storage_pool(&name).unwrap();
 }
 
 const HELPER_ENV: &str = "GHR_FIXTURE_HELPER";

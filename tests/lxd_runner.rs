@@ -525,39 +525,47 @@ fn new_vm_settings_reach_new_runners_while_running_ones_keep_theirs() {
 }
 
 #[test]
-fn storage_pool_is_made_when_capacity_suffices_and_refused_with_both_numbers_otherwise() {
+fn storage_pool_is_made_when_one_runner_fits_and_refused_with_both_numbers_otherwise() {
+    const MIB: u64 = 1 << 20;
     let mut fx = LxdFixture::new();
     let dir = tempfile::tempdir().unwrap();
+    let free = storage::filesystem_free_bytes(dir.path()).unwrap();
     let total = storage::filesystem_total_bytes(dir.path()).unwrap();
     let paths = github_runner::paths::HostPaths::new(dir.path());
     let location = dir.path().join("storage/juju");
+    let plan_for = |vm_disk: u64, runners: u32| {
+        storage::plan_storage(
+            github_runner::config::RunnerStorage::JujuStorage,
+            Some(&location),
+            &paths,
+            vm_disk,
+            runners,
+        )
+        .unwrap()
+    };
 
-    let too_many = (total / GIB + 1) as u32;
-    let mut plan = storage::plan_storage(
-        github_runner::config::RunnerStorage::JujuStorage,
-        Some(&location),
-        &paths,
-        GIB,
-        too_many,
-    )
-    .unwrap();
+    // One runner's (sparse) disk must fit in twice the free space.
+    let too_big = 2 * free + GIB;
+    let mut plan = plan_for(too_big, 1);
     plan.pool = fx.scratch_pool_name();
     match storage::apply_storage(&plan, fx.lxd()) {
-        Err(StorageError::InsufficientSpace {
-            required_mib,
-            total_mib,
-        }) => {
-            assert_eq!(required_mib, u64::from(too_many) * 1024);
-            assert_eq!(total_mib, total / (1 << 20));
+        Err(StorageError::NoRoomForOneRunner { disk_mib, free_mib }) => {
+            assert_eq!(disk_mib, too_big.div_ceil(MIB));
+            // Other tests write to the same filesystem meanwhile.
+            assert!(free_mib.abs_diff(free / MIB) < 1024, "{free_mib} vs {free}");
         }
-        other => panic!("expected InsufficientSpace, got {other:?}"),
+        other => panic!("expected NoRoomForOneRunner, got {other:?}"),
     }
     assert!(
         !fx.lxc(&["storage", "show", &plan.pool]).status.success(),
         "no pool on failure"
     );
 
-    plan.required_bytes = GIB;
+    // More runners than the whole filesystem holds: the pool is made all the same, since
+    // how many fit is admission's to decide round by round from what is free then.
+    let pool = plan.pool.clone();
+    let mut plan = plan_for(GIB, (total / GIB + 1) as u32);
+    plan.pool = pool;
     storage::apply_storage(&plan, fx.lxd()).unwrap();
     fx.claim_pool(&plan.pool);
     let shown = fx.lxc_ok(&["storage", "get", &plan.pool, "source"]);

@@ -290,10 +290,14 @@ fn too_little_storage_blocks_with_both_numbers_and_makes_no_pool() {
     m.tools
         .lock()
         .config
-        .insert("vm-disk".into(), "1000TiB".into());
+        .insert("vm-disk".into(), "16TiB".into());
     let err = m.ensure().unwrap_err();
     let status = format!("{:?}", err.status());
-    assert!(status.starts_with("Some(Blocked(\"Required disk space for runners 2097152000MiB is greater than storage total size "), "{status}");
+    assert!(
+        status.starts_with("Some(Blocked(\"the runner storage has ")
+            && status.contains("MiB free, not enough for one runner's disk (vm-disk 16777216MiB"),
+        "{status}"
+    );
     assert!(
         !m.fx.lxc(&["storage", "show", &m.pool]).status.success(),
         "no pool"

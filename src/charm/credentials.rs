@@ -110,7 +110,7 @@ pub fn save(paths: &HostPaths, creds: &PreviousCredentials) -> Result<(), Creden
         .map_err(|e| err(e.to_string()))?;
     let text = serde_json::to_vec(&stored).map_err(|e| err(e.to_string()))?;
     // NamedTempFile is created 0600 in the same directory, so the rename is atomic.
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| err(e.to_string()))?;
+    let mut tmp = crate::host::file::temp_file_in(&dir).map_err(|e| err(e.to_string()))?;
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(0o600))
         .map_err(|e| err(e.to_string()))?;
@@ -141,6 +141,34 @@ pub fn load(paths: &HostPaths) -> Result<Option<PreviousCredentials>, Credential
         github_url: stored.github_url,
         api_base_url: stored.api_base_url,
     }))
+}
+
+/// As [`load`]; when the unit has no file yet but an older charm left its machine-wide one
+/// (`paths.legacy()`), that one is adopted (moved into the unit's folder) only when it holds
+/// the token this unit last acted on (`acted_fingerprint`, from unit state): on a machine
+/// shared by several units it may be another unit's, whose token must never be used here.
+pub fn load_adopting_legacy(
+    paths: &HostPaths,
+    acted_fingerprint: Option<&str>,
+) -> Result<Option<PreviousCredentials>, CredentialsError> {
+    if let Some(own) = load(paths)? {
+        return Ok(Some(own));
+    }
+    let legacy_paths = paths.legacy();
+    if paths.unit_folder().is_none() {
+        return Ok(None);
+    }
+    let Some(legacy) = load(&legacy_paths)? else {
+        return Ok(None);
+    };
+    if acted_fingerprint != Some(legacy.token.fingerprint().as_str()) {
+        tracing::info!("the older machine-wide credentials file is another unit's: not used");
+        return Ok(None);
+    }
+    save(paths, &legacy)?;
+    let _ = fs::remove_file(credentials_path(&legacy_paths));
+    tracing::info!("adopted the older machine-wide credentials file");
+    Ok(Some(legacy))
 }
 
 fn read_stored(path: &Path) -> Result<Option<Stored>, CredentialsError> {
@@ -191,6 +219,30 @@ mod tests {
             github_url: "https://github.com".into(),
             api_base_url: "https://api.github.com".into(),
         }
+    }
+
+    #[test]
+    fn an_older_charms_machine_wide_file_is_adopted_only_by_the_unit_whose_token_it_holds() {
+        let root = tempfile::tempdir().unwrap();
+        let legacy = HostPaths::new(root.path());
+        save(&legacy, &creds("ghp_unit_a")).unwrap();
+        let a = HostPaths::for_unit(root.path(), "github-runner/0");
+        let b = HostPaths::for_unit(root.path(), "other/0");
+        let fp = |t: &str| Secret::new(t).fingerprint();
+        // b acted on another token: the file is a's, never b's.
+        assert_eq!(
+            load_adopting_legacy(&b, Some(&fp("ghp_unit_b"))).unwrap(),
+            None
+        );
+        assert_eq!(load_adopting_legacy(&b, None).unwrap(), None);
+        assert!(credentials_path(&legacy).exists());
+        // a acted on that token: adopted into a's folder, the machine-wide file gone.
+        assert_eq!(
+            load_adopting_legacy(&a, Some(&fp("ghp_unit_a"))).unwrap(),
+            Some(creds("ghp_unit_a"))
+        );
+        assert!(!credentials_path(&legacy).exists());
+        assert_eq!(load(&a).unwrap(), Some(creds("ghp_unit_a")));
     }
 
     #[test]

@@ -71,7 +71,10 @@ fn invalid_config_and_guards_refuse_before_any_work() {
         }
         other => panic!("{other:?}"),
     }
-    let production = config(&[("test-mode", "".into())]);
+    let production = config(&[
+        ("test-mode", "".into()),
+        ("github-url", "https://127.0.0.1:1".into()),
+    ]);
     let profiled = Observed {
         has_lxd_profile: true,
         ..seen(production, UnitState::default())
@@ -297,7 +300,10 @@ fn a_scope_recorded_by_an_older_charm_without_some_keys_flushes_only_on_known_on
 #[test]
 fn guards_table() {
     let base = config(&[]);
-    let production = config(&[("test-mode", "".into())]);
+    let production = config(&[
+        ("test-mode", "".into()),
+        ("github-url", "https://127.0.0.1:1".into()),
+    ]);
     let deployed = setup::deploy_settings(&base);
     let noble = config(&[("base-image", "noble".into())]);
     let memory = config(&[("runner-storage", "memory".into())]);

@@ -51,8 +51,12 @@ pub struct World {
     /// Every GitHub call as `METHOD what token`.
     pub github_calls: Vec<String>,
     pub execs: usize,
-    /// What every instance's pre-job.json holds (none: `cat` fails).
+    /// What every instance's pre-job.json holds (none: the read fails).
     pub pre_job: Option<String>,
+    /// What `storage_pool_free_bytes` answers (None: unknown).
+    pub pool_free_bytes: Option<u64>,
+    /// Storage pools made through `ensure_storage_pool`.
+    pub pools: std::collections::BTreeSet<String>,
     /// Workflow jobs by (`owner/repo`, run id); a run not here answers 404.
     pub run_jobs: BTreeMap<(String, u64), Vec<WorkflowJob>>,
 }
@@ -357,7 +361,7 @@ impl Lxd for FakeLxd {
             return Err(LxdError::InstanceNotFound(instance.into()));
         }
         let script = spec.argv.last().cloned().unwrap_or_default();
-        if script.ends_with("pre-job.json") {
+        if script.contains("pre-job.json") {
             return Ok(match &w.pre_job {
                 Some(json) => ExecOutput {
                     exit_code: 0,
@@ -367,7 +371,7 @@ impl Lxd for FakeLxd {
                 None => ExecOutput {
                     exit_code: 1,
                     stdout: String::new(),
-                    stderr: "cat: pre-job.json: No such file or directory".into(),
+                    stderr: "pre-job.json is not a regular file".into(),
                 },
             });
         }
@@ -392,7 +396,23 @@ impl Lxd for FakeLxd {
     fn image_exists(&self, _alias: &str) -> Result<bool, LxdError> {
         Ok(self.0.lock().image_present)
     }
-    fn ensure_storage_pool(&self, _n: &str, _d: &str, _s: &str) -> Result<(), LxdError> {
+    fn ensure_storage_pool(&self, n: &str, _d: &str, _s: &str) -> Result<(), LxdError> {
+        self.0.lock().pools.insert(n.to_string());
+        Ok(())
+    }
+    fn storage_pool_free_bytes(&self, _n: &str) -> Result<Option<u64>, LxdError> {
+        Ok(self.0.lock().pool_free_bytes)
+    }
+    /// Refused while a profile or instance of the world could use it (as LXD does).
+    fn delete_storage_pool(&self, n: &str) -> Result<(), LxdError> {
+        let mut w = self.0.lock();
+        if !w.profiles.is_empty() || !w.instances.is_empty() {
+            return Err(LxdError::Command {
+                operation: format!("storage delete {n}"),
+                message: "The storage pool is currently in use".into(),
+            });
+        }
+        w.pools.remove(n);
         Ok(())
     }
     fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError> {

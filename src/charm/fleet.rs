@@ -38,6 +38,8 @@ use crate::secret::Secret;
 /// Bound on one listener check.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bound on the one exec that reads when a job started.
+/// The pre-job read prints at most `MAX_PRE_JOB_BYTES + 1` bytes and one line of error.
+const PRE_JOB_OUTPUT_CAP: usize = 4096;
 pub const JOB_STARTED_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Exit code of [`job_started_script`] when the work directory does not exist.
@@ -186,6 +188,10 @@ fn github_failure_kind(e: &GitHubError) -> FailureKind {
 }
 
 impl RunnerOps for CharmRunnerOps<'_> {
+    fn host_capacity(&self) -> crate::manager::admission::HostCapacity {
+        crate::host::capacity::gather(&self.rt.paths, &*self.rt.lxd, &self.rt.storage_pool)
+    }
+
     fn observe(&self) -> Result<Observation, OpError> {
         let instances = self.rt.lxd.list_owned_instances(&self.owner)?;
         *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = instances
@@ -338,29 +344,13 @@ impl RunnerOps for CharmRunnerOps<'_> {
     }
 }
 
-/// The runner_start data of a busy runner: one exec (`cat` of the file its pre-job hook
+/// The runner_start data of a busy runner: one exec (a capped read of the file its pre-job hook
 /// wrote), as uid 1000 so nothing runs as root for it. A stopped job's conclusion: one
 /// listing of its run's jobs.
 impl JobReader for CharmRunnerOps<'_> {
     fn read_pre_job(&self, name: &RunnerName) -> Option<PreJob> {
-        let spec = ExecSpec {
-            argv: vec![
-                "/bin/cat".into(),
-                format!("{}/{}", files::METRICS_DIR, files::PRE_JOB_FILE),
-            ],
-            uid: runner::RUNNER_UID,
-            gid: runner::RUNNER_UID,
-            timeout: JOB_STARTED_TIMEOUT,
-            ..ExecSpec::default()
-        };
-        match self.rt.lxd.exec(name.as_str(), &spec) {
-            Ok(out) => match parse_pre_job(&out) {
-                Ok(pre) => Some(pre),
-                Err(e) => {
-                    tracing::warn!(runner = %name, "no runner_start metric: {e}");
-                    None
-                }
-            },
+        match fetch_pre_job(&*self.rt.lxd, name.as_str()) {
+            Ok(pre) => Some(pre),
             Err(e) => {
                 tracing::warn!(runner = %name, "no runner_start metric: {e}");
                 None
@@ -374,6 +364,15 @@ impl JobReader for CharmRunnerOps<'_> {
     }
 
     fn job_conclusion(&self, repo: &str, run_id: u64, name: &RunnerName) -> Option<String> {
+        if !self.rt.config.path.contains_repository(repo) {
+            tracing::warn!(
+                runner = %name,
+                "no job_conclusion in runner_stop: the runner reported repository {repo:?}, \
+                 outside path {}",
+                self.rt.config.path.display()
+            );
+            return None;
+        }
         match self.rt.github.list_run_jobs(repo, run_id) {
             Ok(jobs) => jobs
                 .into_iter()
@@ -387,10 +386,26 @@ impl JobReader for CharmRunnerOps<'_> {
     }
 }
 
+/// The runner's pre-job.json, read with one bounded exec as uid 1000: at most
+/// `MAX_PRE_JOB_BYTES + 1` bytes of a regular file, never through a symlink; the error says
+/// what the runner served instead.
+pub fn fetch_pre_job(lxd: &dyn Lxd, instance: &str) -> Result<PreJob, String> {
+    let spec = ExecSpec {
+        argv: vec!["/bin/sh".into(), "-c".into(), files::read_pre_job_script()],
+        uid: runner::RUNNER_UID,
+        gid: runner::RUNNER_UID,
+        timeout: JOB_STARTED_TIMEOUT,
+        output_cap: PRE_JOB_OUTPUT_CAP,
+        ..ExecSpec::default()
+    };
+    let out = lxd.exec(instance, &spec).map_err(|e| e.to_string())?;
+    parse_pre_job(&out)
+}
+
 /// What reading `pre-job.json` printed. Over 1024 bytes is refused, as in the Python charm
 /// (the job could write anything there).
 pub fn parse_pre_job(out: &ExecOutput) -> Result<PreJob, String> {
-    const MAX_PRE_JOB_BYTES: usize = 1024;
+    const MAX_PRE_JOB_BYTES: usize = files::MAX_PRE_JOB_BYTES;
     if out.exit_code != 0 {
         return Err(format!(
             "reading pre-job.json exited with {}: {}",
@@ -488,6 +503,12 @@ impl Lxd for LaunchWithRunnerId<'_> {
     }
     fn ensure_storage_pool(&self, name: &str, driver: &str, source: &str) -> Result<(), LxdError> {
         self.inner.ensure_storage_pool(name, driver, source)
+    }
+    fn delete_storage_pool(&self, name: &str) -> Result<(), LxdError> {
+        self.inner.delete_storage_pool(name)
+    }
+    fn storage_pool_free_bytes(&self, name: &str) -> Result<Option<u64>, LxdError> {
+        self.inner.storage_pool_free_bytes(name)
     }
     fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError> {
         self.inner.ensure_profile(spec)

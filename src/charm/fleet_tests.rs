@@ -221,6 +221,25 @@ fn job_started_reads_one_exec_and_a_vanished_instance_has_no_job() {
 }
 
 #[test]
+fn a_job_conclusion_is_looked_up_only_inside_the_configured_path() {
+    let world = FakeWorld::new();
+    let root = tempfile::tempdir().unwrap();
+    let rt = world.runtime(root.path(), config(&[]));
+    let ops = CharmRunnerOps::new(&rt);
+    let name = RunnerName("github-runner-0-0123456789ab".into());
+    for outside in ["evil/repo", "org/x/../../evil/y", "org"] {
+        assert_eq!(ops.job_conclusion(outside, 7, &name), None);
+    }
+    assert!(
+        world.lock().github_calls.is_empty(),
+        "{:?}",
+        world.lock().github_calls
+    );
+    assert_eq!(ops.job_conclusion("org/repo", 7, &name), None);
+    assert_eq!(world.lock().github_calls.len(), 1);
+}
+
+#[test]
 fn a_job_conclusion_is_the_one_of_this_runners_job_in_the_run() {
     let world = FakeWorld::new();
     let root = tempfile::tempdir().unwrap();
@@ -239,7 +258,7 @@ fn a_job_conclusion_is_the_one_of_this_runners_job_in_the_run() {
         workflow_name: None,
     };
     world.lock().run_jobs.insert(
-        ("o/r".into(), 9),
+        ("org/r".into(), 9),
         vec![
             job(1, "other", Some("success")),
             job(2, "me", Some("cancelled")),
@@ -248,14 +267,17 @@ fn a_job_conclusion_is_the_one_of_this_runners_job_in_the_run() {
     );
     let me = RunnerName("me".into());
     assert_eq!(
-        ops.job_conclusion("o/r", 9, &me).as_deref(),
+        ops.job_conclusion("org/r", 9, &me).as_deref(),
         Some("cancelled")
     );
     let unfinished = RunnerName("unfinished".into());
-    assert_eq!(ops.job_conclusion("o/r", 9, &unfinished), None);
-    assert_eq!(ops.job_conclusion("o/r", 9, &RunnerName("x".into())), None);
+    assert_eq!(ops.job_conclusion("org/r", 9, &unfinished), None);
+    assert_eq!(
+        ops.job_conclusion("org/r", 9, &RunnerName("x".into())),
+        None
+    );
     // GitHub's 404 (an unknown run, or a token that cannot read the repo): no conclusion.
-    assert_eq!(ops.job_conclusion("o/r", 10, &me), None);
+    assert_eq!(ops.job_conclusion("org/r", 10, &me), None);
     let asked = world
         .lock()
         .github_calls

@@ -110,8 +110,10 @@ pub struct TearDown {
     pub remove_timer: bool,
     /// The image's rebuild cron goes too (remove).
     pub remove_rebuild_cron: bool,
-    /// The unit's egress ACL and aproxy's redirect go after the runners (remove).
-    pub remove_network: bool,
+    /// remove: after the runners, what the unit leaves behind goes too: its LXD leftovers
+    /// (the charm's unused profiles, the unused pool), its egress ACL and aproxy's
+    /// redirect, its credentials file and started-runners record.
+    pub unit_removed: bool,
     /// Only when the runners' disks live on the Juju storage (storage detaching).
     pub only_on_juju_storage: bool,
     /// Maintenance status while they go.
@@ -196,21 +198,21 @@ impl Intent {
             E::Stop => Intent::TearDown(TearDown {
                 remove_timer: true,
                 remove_rebuild_cron: false,
-                remove_network: false,
+                unit_removed: false,
                 only_on_juju_storage: false,
                 announce: messages::STOPPING,
             }),
             E::Remove => Intent::TearDown(TearDown {
                 remove_timer: true,
                 remove_rebuild_cron: true,
-                remove_network: true,
+                unit_removed: true,
                 only_on_juju_storage: false,
                 announce: messages::STOPPING,
             }),
             E::RunnerStorageDetaching => Intent::TearDown(TearDown {
                 remove_timer: false,
                 remove_rebuild_cron: false,
-                remove_network: false,
+                unit_removed: false,
                 only_on_juju_storage: true,
                 announce: messages::DETACHING,
             }),

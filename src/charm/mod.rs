@@ -37,6 +37,8 @@ use crate::juju::event::Event;
 /// Run `event` through the pipeline with the production host.
 pub fn dispatch(ctx: &Context<'_>, event: &Event) -> Result<(), CharmError> {
     tracing::debug!(event = %event, "handling event");
+    // A killed hook's temp files (a JIT config copy, a partial download) go first.
+    crate::host::sweep::sweep_temp_files(ctx.paths);
     let result = run(ctx, &ProductionHost::new(ctx), &Intent::of(event));
     crate::github::calls::log_process_counts();
     result

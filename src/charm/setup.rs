@@ -104,6 +104,9 @@ pub enum SetupError {
     RunnerBinaryLookup(GitHubError),
     #[error(transparent)]
     HookTool(#[from] HookToolError),
+    /// Another unit on this machine is setting up the LXD objects all units share.
+    #[error("could not take the machine's LXD setup lock: {0}")]
+    MachineLock(#[from] crate::host::lock::LockError),
 }
 
 impl SetupError {
@@ -117,7 +120,10 @@ impl SetupError {
                 Status::Blocked(message)
             }
             SetupError::Storage(
-                StorageError::InsufficientSpace { .. } | StorageError::JujuStorageMissing,
+                StorageError::InsufficientSpace { .. }
+                | StorageError::JujuStorageMissing
+                | StorageError::NoRoomForOneRunner { .. }
+                | StorageError::TmpfsOverRamShare { .. },
             ) => Status::Blocked(message),
             SetupError::LxdInstall(_)
             | SetupError::LxdUnavailable(_)
@@ -141,6 +147,7 @@ impl SetupError {
             | SetupError::Storage(_)
             | SetupError::Timer(_)
             | SetupError::Logrotate(_)
+            | SetupError::MachineLock(_)
             | SetupError::RunnerBinary(_) => Status::Maintenance(message),
         })
     }
@@ -203,6 +210,14 @@ pub fn ensure_host(
     crate::host::metrics::install_logrotate(ctx.paths)?;
     let timer = install_timer(ctx, config, edges)?;
 
+    // LXD itself, the bridge, the pool, the profiles and the image are shared by every unit
+    // on the machine: one unit at a time sets them up (the runners are each unit's own).
+    let _shared = crate::host::lock::UnitLock::acquire(
+        &ctx.paths.machine_lock_file(),
+        "host-setup",
+        &crate::clock::SystemClock,
+        crate::host::lock::LockWait::default(),
+    )?;
     let lxd_installed = ensure_lxd(ctx, edges)?;
     apply_network_settings(edges)?;
     converge_runner_network(ctx, config, edges)?;
@@ -215,6 +230,11 @@ pub fn ensure_host(
         ctx.paths,
         config.vm_disk,
         config.virtual_machines,
+    )?;
+    storage::cap_tmpfs(
+        &mut plan,
+        crate::host::capacity::memory_bytes(ctx.paths),
+        config.vm_disk,
     )?;
     plan.pool = pool.clone();
     if plan.tmpfs.is_none() {

@@ -47,6 +47,9 @@ pub struct CharmConfig {
     /// Bytes.
     pub vm_disk: u64,
     pub reconcile_interval_minutes: u32,
+    /// Most runners one reconcile round creates (`creations-per-round`); the next round
+    /// goes on.
+    pub creations_per_round: u32,
     pub base_image: BaseImage,
     /// IPv4 networks runners must not reach, as written (`a.b.c.d/n`).
     pub denylist: Vec<String>,

@@ -31,6 +31,24 @@ pub mod defaults {
     pub const RUNNER_STORAGE: &str = "juju-storage";
     pub const TEST_MODE: &str = "";
     pub const GITHUB_URL: &str = "https://github.com";
+    pub const CREATIONS_PER_ROUND: u32 = 16;
+}
+
+/// Upper (and lower) bounds of the numeric options: a value past them is a typo or a wish no
+/// single machine can grant, refused with Blocked rather than attempted. Stated in the
+/// README's config table.
+pub mod bounds {
+    /// One machine's LXD; the host admission lowers it further to what fits.
+    pub const VIRTUAL_MACHINES_MAX: u32 = 1000;
+    pub const VM_CPU_MAX: u32 = 256;
+    pub const VM_MEMORY_MIN: u64 = 256 << 20;
+    pub const VM_MEMORY_MAX: u64 = 1 << 40;
+    pub const VM_DISK_MIN: u64 = 64 << 20;
+    pub const VM_DISK_MAX: u64 = 16 << 40;
+    pub const RECONCILE_INTERVAL_MIN: u32 = 2;
+    /// A day: a longer interval leaves used runners unreplaced for longer than a job lasts.
+    pub const RECONCILE_INTERVAL_MAX: u32 = 1440;
+    pub const CREATIONS_PER_ROUND_MAX: u32 = 200;
 }
 
 pub const PUBLIC_GITHUB_API: &str = "https://api.github.com";
@@ -104,14 +122,15 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn whole(&mut self, key: &'static str, default: u32, min: u32, unit: &str) -> u32 {
+    fn whole(&mut self, key: &'static str, default: u32, range: (u32, u32), unit: &str) -> u32 {
+        let (min, max) = range;
         let Some(value) = self.value(key) else {
             return default;
         };
         match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) if n >= min => n,
+            Some(n) if (min..=max).contains(&n) => n,
             _ => {
-                let expected = format!("expected a whole number{unit} from {min} to {}", u32::MAX);
+                let expected = format!("expected a whole number{unit} from {min} to {max}");
                 self.invalid.push(Problem::invalid(key, value, expected));
                 default
             }
@@ -181,14 +200,32 @@ pub fn validate(
     let token = r.token(ctx.app_name);
     let group = r.parsed("group", defaults::GROUP, parse_group, String::new());
     let labels = r.parsed("labels", defaults::LABELS, parse_labels, Vec::new());
-    let virtual_machines = r.whole("virtual-machines", defaults::VIRTUAL_MACHINES, 0, "");
-    let vm_cpu = r.whole("vm-cpu", defaults::VM_CPU, 1, "");
-    let vm_memory = r.parsed("vm-memory", defaults::VM_MEMORY, parse_size, 0);
-    let vm_disk = r.parsed("vm-disk", defaults::VM_DISK, parse_size, 0);
+    let virtual_machines = r.whole(
+        "virtual-machines",
+        defaults::VIRTUAL_MACHINES,
+        (0, bounds::VIRTUAL_MACHINES_MAX),
+        "",
+    );
+    let vm_cpu = r.whole("vm-cpu", defaults::VM_CPU, (1, bounds::VM_CPU_MAX), "");
+    let vm_memory = r.parsed(
+        "vm-memory",
+        defaults::VM_MEMORY,
+        |t| parse_size_within(t, bounds::VM_MEMORY_MIN, bounds::VM_MEMORY_MAX),
+        0,
+    );
+    let vm_disk = r.parsed(
+        "vm-disk",
+        defaults::VM_DISK,
+        |t| parse_size_within(t, bounds::VM_DISK_MIN, bounds::VM_DISK_MAX),
+        0,
+    );
     let reconcile_interval_minutes = r.whole(
         "reconcile-interval",
         defaults::RECONCILE_INTERVAL,
-        2,
+        (
+            bounds::RECONCILE_INTERVAL_MIN,
+            bounds::RECONCILE_INTERVAL_MAX,
+        ),
         " of minutes",
     );
     let base_image = r.parsed(
@@ -230,6 +267,21 @@ pub fn validate(
         (String::new(), String::new()),
         redact_url_credentials,
     );
+    let creations_per_round = r.whole(
+        "creations-per-round",
+        defaults::CREATIONS_PER_ROUND,
+        (1, bounds::CREATIONS_PER_ROUND_MAX),
+        "",
+    );
+    // Plain http:// exists for tests against a local fake GitHub: outside test mode even a
+    // loopback URL (a local proxy or tunnel) would carry the token unencrypted.
+    if github_url.starts_with("http://") && !test_mode_insecure {
+        r.invalid.push(Problem::invalid(
+            "github-url",
+            &Value::String(github_url.clone()),
+            "plain http:// is accepted only with test-mode=insecure; use https://",
+        ));
+    }
 
     if !r.invalid.is_empty() || !r.missing.is_empty() {
         let mut problems = r.invalid;
@@ -255,7 +307,32 @@ pub fn validate(
         test_mode_insecure,
         github_url,
         api_base_url,
+        creations_per_round,
     })
+}
+
+/// A size (see [`parse_size`]) from `min` to `max` bytes.
+fn parse_size_within(text: &str, min: u64, max: u64) -> Result<u64, String> {
+    let n = parse_size(text)?;
+    if (min..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "expected a size from {} to {}",
+            format_size(min),
+            format_size(max)
+        ))
+    }
+}
+
+/// Bytes in the largest unit that divides them exactly, as config values are written.
+fn format_size(bytes: u64) -> String {
+    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1u64 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes}B")
 }
 
 fn parse_group(text: &str) -> Result<String, String> {
@@ -509,7 +586,9 @@ mod tests {
     #[test]
     fn github_urls() {
         let api = |url: &str| {
-            validate(&with("github-url", json!(url)), &CTX).map(|c| (c.github_url, c.api_base_url))
+            let mut raw = with("github-url", json!(url));
+            raw.insert("test-mode".into(), json!("insecure"));
+            validate(&raw, &CTX).map(|c| (c.github_url, c.api_base_url))
         };
         assert_eq!(
             api("https://github.com/").unwrap().1,
@@ -551,6 +630,85 @@ mod tests {
     }
 
     #[test]
+    fn numeric_options_have_sane_upper_bounds() {
+        for (key, value, expected) in [
+            (
+                "virtual-machines",
+                json!(10000),
+                "virtual-machines 10000: expected a whole number from 0 to 1000",
+            ),
+            (
+                "vm-cpu",
+                json!(4294967295u64),
+                "vm-cpu 4294967295: expected a whole number from 1 to 256",
+            ),
+            (
+                "vm-memory",
+                json!("15EiB"),
+                "vm-memory \"15EiB\": expected a size from 256MiB to 1TiB",
+            ),
+            (
+                "vm-memory",
+                json!("1MiB"),
+                "vm-memory \"1MiB\": expected a size from 256MiB to 1TiB",
+            ),
+            (
+                "vm-disk",
+                json!("100000GiB"),
+                "vm-disk \"100000GiB\": expected a size from 64MiB to 16TiB",
+            ),
+            (
+                "reconcile-interval",
+                json!(100000),
+                "reconcile-interval 100000: expected a whole number of minutes from 2 to 1440",
+            ),
+            (
+                "creations-per-round",
+                json!(0),
+                "creations-per-round 0: expected a whole number from 1 to 200",
+            ),
+            (
+                "creations-per-round",
+                json!(201),
+                "creations-per-round 201: expected a whole number from 1 to 200",
+            ),
+        ] {
+            let msg = message(&with(key, value));
+            assert!(msg.contains(expected), "{key}: {msg}");
+        }
+        for (key, value) in [
+            ("virtual-machines", json!(1000)),
+            ("vm-cpu", json!(256)),
+            ("vm-memory", json!("1TiB")),
+            ("vm-memory", json!("256MiB")),
+            ("vm-disk", json!("16TiB")),
+            ("reconcile-interval", json!(1440)),
+            ("creations-per-round", json!(200)),
+        ] {
+            assert!(
+                validate(&with(key, value.clone()), &CTX).is_ok(),
+                "{key} {value}"
+            );
+        }
+        assert_eq!(
+            validate(&with("path", json!("o")), &CTX)
+                .unwrap()
+                .creations_per_round,
+            16
+        );
+    }
+
+    #[test]
+    fn plain_http_github_url_needs_test_mode() {
+        let msg = message(&with("github-url", json!("http://127.0.0.1:8080")));
+        assert!(
+            msg.contains("github-url \"http://127.0.0.1:8080\": plain http:// is accepted only with test-mode=insecure; use https://"),
+            "{msg}"
+        );
+        assert!(validate(&with("github-url", json!("https://127.0.0.1:8080")), &CTX).is_ok());
+    }
+
+    #[test]
     fn url_credentials_are_never_shown() {
         for key in ["github-url", "dockerhub-mirror"] {
             let msg = message(&with(key, json!("https://bob:hunter2@host.example")));
@@ -580,7 +738,7 @@ mod tests {
     }
 
     /// Every option, in config.yaml's order.
-    const OPTIONS_IN_ORDER: [&str; 17] = [
+    const OPTIONS_IN_ORDER: [&str; 18] = [
         "path",
         "token",
         "group",
@@ -598,6 +756,7 @@ mod tests {
         "runner-storage",
         "test-mode",
         "github-url",
+        "creations-per-round",
     ];
 
     #[test]
@@ -608,7 +767,7 @@ mod tests {
             "base-image": "focal", "denylist": "x", "allow-link-local": "yes",
             "dockerhub-mirror": "ftp://m",
             "experimental-use-aproxy": true, "runner-storage": "disk", "test-mode": "on",
-            "github-url": "http://example.com"
+            "github-url": "http://example.com", "creations-per-round": 0
         }));
         let err = validate(&m, &CTX).unwrap_err();
         let options: Vec<&str> = err.problems.iter().map(Problem::option).collect();
@@ -657,6 +816,10 @@ mod tests {
         assert_eq!(default("runner-storage"), s(defaults::RUNNER_STORAGE));
         assert_eq!(default("test-mode"), s(defaults::TEST_MODE));
         assert_eq!(default("github-url"), s(defaults::GITHUB_URL));
+        assert_eq!(
+            default("creations-per-round"),
+            n(defaults::CREATIONS_PER_ROUND)
+        );
         // And the options are validated in config.yaml's order.
         let order: Vec<String> = yaml["options"]
             .as_mapping()

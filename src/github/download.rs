@@ -247,11 +247,7 @@ pub fn download_runner_tarball(
     };
     std::fs::create_dir_all(dest_dir).map_err(io_err)?;
     // Dropped (and so deleted) on every early return: the old tarball is never touched.
-    let mut temp = tempfile::Builder::new()
-        .prefix(".actions-runner-")
-        .suffix(".partial")
-        .tempfile_in(dest_dir)
-        .map_err(io_err)?;
+    let mut temp = crate::host::file::temp_file_in(dest_dir).map_err(io_err)?;
     let mut reader = response.into_reader().take(settings.max_bytes + 1);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];

@@ -32,6 +32,32 @@ impl GitHubPath {
             GitHubPath::Org(org) => org.clone(),
         }
     }
+
+    /// Whether `full_name` (`owner/repo`, as a runner reports it) is this repository or a
+    /// repository of this organisation. A runner's report is the job's to write: anything
+    /// else (another owner, extra path segments, `..`, odd characters) must never reach a
+    /// GitHub request made with the charm's token. GitHub names compare case-insensitively.
+    pub fn contains_repository(&self, full_name: &str) -> bool {
+        let Some((owner, repo)) = full_name.split_once('/') else {
+            return false;
+        };
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s != "."
+                && s != ".."
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        };
+        if !name_ok(owner) || !name_ok(repo) {
+            return false;
+        }
+        match self {
+            GitHubPath::Repo { owner: o, repo: r } => {
+                o.eq_ignore_ascii_case(owner) && r.eq_ignore_ascii_case(repo)
+            }
+            GitHubPath::Org(org) => org.eq_ignore_ascii_case(owner),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,4 +228,39 @@ pub trait GitHub: Send + Sync {
     /// The jobs of the latest attempt of workflow run `run_id` in `repo` (`owner/repo`),
     /// every page.
     fn list_run_jobs(&self, repo: &str, run_id: u64) -> Result<Vec<WorkflowJob>, GitHubError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reported_repository_must_lie_inside_the_configured_path() {
+        let org = GitHubPath::Org("Octo".into());
+        let repo = GitHubPath::Repo {
+            owner: "octo".into(),
+            repo: "hello".into(),
+        };
+        for inside in ["octo/hello", "OCTO/Hello", "octo/a.b-c_d"] {
+            assert!(org.contains_repository(inside), "{inside}");
+        }
+        assert!(repo.contains_repository("Octo/HELLO"));
+        for outside in [
+            "octo/other",
+            "evil/hello",
+            "octox/hello",
+            "octo/hello/../../evil/x",
+            "octo/..",
+            "octo/",
+            "octo",
+            "",
+            "octo/he llo",
+            "octo/hello?x=1",
+        ] {
+            assert!(!repo.contains_repository(outside), "{outside}");
+        }
+        for outside in ["evil/x", "octo/../evil", "octo/x/y", "octo/%2e%2e"] {
+            assert!(!org.contains_repository(outside), "{outside}");
+        }
+    }
 }

@@ -112,12 +112,41 @@ pub fn collect_with_deadline(
     child: &mut Child,
     timeout: Duration,
 ) -> std::io::Result<Option<Collected>> {
+    match collect_capped(child, timeout, usize::MAX)? {
+        Collection::Done(collected) => Ok(Some(collected)),
+        Collection::TimedOut | Collection::TooLarge => Ok(None),
+    }
+}
+
+/// How a capped collection ended.
+#[derive(Debug)]
+pub enum Collection {
+    Done(Collected),
+    /// The deadline passed; the child was killed and reaped.
+    TimedOut,
+    /// stdout or stderr went past the cap; the child was killed and reaped at once, so a
+    /// child printing without end costs at most `cap` bytes per pipe, never the deadline.
+    TooLarge,
+}
+
+/// As [`collect_with_deadline`], but each of stdout and stderr may hold at most `cap` bytes:
+/// the output of a command run inside a runner is the runner's to choose (a job has root
+/// there), so its size must never be the hook's problem.
+pub fn collect_capped(
+    child: &mut Child,
+    timeout: Duration,
+    cap: usize,
+) -> std::io::Result<Collection> {
     let deadline = Instant::now() + timeout;
-    let (stdout, stderr) = match drain_until(child, deadline) {
-        Ok(Some(output)) => output,
-        Ok(None) => {
+    let (stdout, stderr) = match drain_until(child, deadline, cap) {
+        Ok(Drained::Both(out, err)) => (out, err),
+        Ok(Drained::Deadline) => {
             kill_and_reap(child);
-            return Ok(None);
+            return Ok(Collection::TimedOut);
+        }
+        Ok(Drained::OverCap) => {
+            kill_and_reap(child);
+            return Ok(Collection::TooLarge);
         }
         Err(e) => {
             kill_and_reap(child);
@@ -125,18 +154,25 @@ pub fn collect_with_deadline(
         }
     };
     let left = deadline.saturating_duration_since(Instant::now());
-    Ok(wait_with_deadline(child, left)?.map(|status| Collected {
-        status,
-        stdout,
-        stderr,
-    }))
+    Ok(match wait_with_deadline(child, left)? {
+        Some(status) => Collection::Done(Collected {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => Collection::TimedOut,
+    })
 }
 
-/// Reads the child's stdout and stderr until both close (Some) or the deadline (None).
-fn drain_until(
-    child: &mut Child,
-    deadline: Instant,
-) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+enum Drained {
+    Both(Vec<u8>, Vec<u8>),
+    Deadline,
+    OverCap,
+}
+
+/// Reads the child's stdout and stderr until both close, the deadline, or either holds more
+/// than `cap` bytes.
+fn drain_until(child: &mut Child, deadline: Instant, cap: usize) -> std::io::Result<Drained> {
     use rustix::event::{poll, PollFd, PollFlags};
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
@@ -145,7 +181,7 @@ fn drain_until(
     while stdout.is_some() || stderr.is_some() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Ok(None);
+            return Ok(Drained::Deadline);
         }
         let wait = timespec(left);
         let (out_ready, err_ready) = {
@@ -181,8 +217,11 @@ fn drain_until(
         if err_ready {
             read_some(&mut stderr, &mut err, &mut chunk)?;
         }
+        if out.len() > cap || err.len() > cap {
+            return Ok(Drained::OverCap);
+        }
     }
-    Ok(Some((out, err)))
+    Ok(Drained::Both(out, err))
 }
 
 /// One read from a pipe poll said is ready; at its end (0 bytes) the pipe is dropped.
@@ -268,6 +307,29 @@ mod tests {
         assert_eq!(got.status.code(), Some(5));
         assert_eq!(got.stdout.len(), 204800);
         assert_eq!(got.stderr, b"oops\n");
+    }
+
+    #[test]
+    fn collecting_with_a_cap_kills_a_child_that_prints_without_end() {
+        for script in ["cat /dev/zero", "cat /dev/zero >&2"] {
+            let mut child = Command::new("/bin/sh")
+                .args(["-c", script])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // The deadline is far: only the cap can end this collection early.
+            match collect_capped(&mut child, Duration::from_secs(600), 64 * 1024).unwrap() {
+                Collection::TooLarge => {}
+                other => panic!("{script}: {other:?}"),
+            }
+            assert!(child.try_wait().is_ok(), "the child is reaped");
+        }
+        let mut child = sh("printf 12345678");
+        match collect_capped(&mut child, Duration::from_secs(30), 8).unwrap() {
+            Collection::Done(c) => assert_eq!(c.stdout, b"12345678"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

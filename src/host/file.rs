@@ -5,6 +5,38 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+/// Every temporary file the charm makes starts with this, so a hook start can sweep what a
+/// killed hook left ([`crate::host::sweep`]) without touching anyone else's files.
+pub const TEMP_PREFIX: &str = ".github-runner-charm-tmp-";
+
+/// A 0600 temporary file in `dir` named with [`TEMP_PREFIX`]; deleted when dropped unless
+/// persisted.
+pub fn temp_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+}
+
+/// Creates `dir` (and its parents) and makes it 0700 even when it already existed: what it
+/// holds (LXD client keys, the unit's lock) is root's alone.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Sets `file`'s mode to `mode` unless it has it already (a file made by an older charm with
+/// a wider mode).
+pub fn tighten_mode(file: &std::fs::File, mode: u32) -> std::io::Result<()> {
+    if file.metadata()?.permissions().mode() & 0o7777 != mode {
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
 /// Replaces `path` with `content` at `mode` unless it already holds exactly that; creates
 /// the directory. The temporary file is made in the same directory (the rename is atomic)
 /// under a name starting with a dot (which cron and logrotate skip). Returns whether it
@@ -16,7 +48,7 @@ pub fn replace_if_changed(path: &Path, content: &str, mode: u32) -> std::io::Res
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)?;
     // Created 0600, so the content is never readable by others before the mode is set.
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut tmp = temp_file_in(dir)?;
     tmp.write_all(content.as_bytes())?;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))?;
     tmp.persist(path).map_err(|e| e.error)?;

@@ -103,17 +103,21 @@ impl UnitLock {
             path: path.to_path_buf(),
             reason: e.to_string(),
         };
+        // 0600 in a 0700 folder: flock works on any descriptor, even a read-only one, so a
+        // lock file other users can open is one they can hold and fail every hook with.
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            crate::host::file::create_private_dir(dir).map_err(io)?;
         }
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o644)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(path)
             .map_err(io)?;
+        crate::host::file::tighten_mode(&file, 0o600).map_err(io)?;
         let started = clock.now_epoch();
         loop {
             match file.try_lock() {
@@ -220,6 +224,35 @@ mod tests {
         assert_eq!(clock.sleeps().len(), 30);
         drop(held);
         assert!(UnitLock::acquire(&path, "reconcile", &clock, QUICK).is_ok());
+    }
+
+    #[test]
+    fn the_lock_file_is_0600_in_a_0700_folder_even_after_an_older_charm() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = lock_path(&dir);
+        // What an older charm left: a 0755 folder and a world-readable lock file.
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::set_permissions(
+            path.parent().unwrap(),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+
+        let held = UnitLock::acquire(&path, "reconcile", &SystemClock, QUICK).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        drop(held);
+
+        // A symlink planted in its place is refused, not followed.
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        assert!(UnitLock::acquire(&path, "reconcile", &SystemClock, QUICK).is_err());
     }
 
     /// A clock that sleeps for real but tells the test when the waiter first had to wait.

@@ -141,15 +141,21 @@ impl MetricsLog {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
+        // 0640: the log names repositories and workflows; the log shipper reads it as root
+        // or through the group, other local users never.
         let mut file = OpenOptions::new()
             .append(true)
             .create(true)
-            .mode(0o644)
+            .mode(METRICS_LOG_MODE)
             .open(&self.path)
             .map_err(err)?;
+        crate::host::file::tighten_mode(&file, METRICS_LOG_MODE).map_err(err)?;
         file.write_all(line.as_bytes()).map_err(err)
     }
 }
+
+/// Mode of the metrics log, also when logrotate recreates it.
+pub const METRICS_LOG_MODE: u32 = 0o640;
 
 /// Name of the rule file under `HostPaths::logrotate_dir()` (the Python charm's).
 pub const LOGROTATE_RULE: &str = "github-runner-metrics";
@@ -158,7 +164,7 @@ pub const LOGROTATE_RULE: &str = "github-runner-metrics";
 /// as it is written), recreated empty. Pure.
 pub fn render_logrotate(paths: &HostPaths) -> String {
     format!(
-        "{} {{\n    weekly\n    rotate 0\n    missingok\n    notifempty\n    create 0644 root root\n}}\n",
+        "{} {{\n    weekly\n    rotate 0\n    missingok\n    notifempty\n    create 0640 root root\n}}\n",
         paths.metrics_log().display()
     )
 }
@@ -291,6 +297,20 @@ mod tests {
     }
 
     #[test]
+    fn the_log_is_0640_also_when_an_older_charm_left_it_world_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let paths = HostPaths::new(root.path());
+        let log = MetricsLog::new(&paths);
+        let mode = || std::fs::metadata(log.path()).unwrap().permissions().mode() & 0o777;
+        log.issue(&start(None), &ManualClock::at(1)).unwrap();
+        assert_eq!(mode(), 0o640);
+        std::fs::set_permissions(log.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        log.issue(&start(None), &ManualClock::at(2)).unwrap();
+        assert_eq!(mode(), 0o640);
+    }
+
+    #[test]
     fn logrotate_rule_names_the_log_and_is_written_once() {
         let root = tempfile::tempdir().unwrap();
         let paths = HostPaths::new(root.path());
@@ -304,7 +324,7 @@ mod tests {
             "rotate 0",
             "missingok",
             "notifempty",
-            "create 0644 root root",
+            "create 0640 root root",
         ] {
             assert!(
                 rule.contains(&format!("    {directive}\n")),

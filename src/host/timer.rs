@@ -16,8 +16,32 @@ use crate::host::child::{collect_with_deadline, Collected};
 use crate::host::file::replace_if_changed;
 use crate::paths::HostPaths;
 
+/// The unit-less names of older charms (and the Python charm's): one timer per machine.
 pub const SERVICE_UNIT: &str = "ghro.reconcile-runners.service";
 pub const TIMER_UNIT: &str = "ghro.reconcile-runners.timer";
+
+/// The systemd unit names of one charm unit's timer and service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitNames {
+    pub service: String,
+    pub timer: String,
+}
+
+/// `ghro.reconcile-runners-<unit folder>.{service,timer}` for a unit's paths, so units
+/// sharing a machine never overwrite or delete each other's timer; the unit-less names for
+/// unit-less paths.
+pub fn unit_names(paths: &HostPaths) -> UnitNames {
+    match paths.unit_folder() {
+        Some(unit) => UnitNames {
+            service: format!("ghro.reconcile-runners-{unit}.service"),
+            timer: format!("ghro.reconcile-runners-{unit}.timer"),
+        },
+        None => UnitNames {
+            service: SERVICE_UNIT.into(),
+            timer: TIMER_UNIT.into(),
+        },
+    }
+}
 /// The custom event the service dispatches.
 pub const EVENT: &str = "reconcile-runners";
 /// The reconcile may run this many intervals before `timeout` ends it.
@@ -54,8 +78,19 @@ pub struct RenderedUnits {
     pub timer: String,
 }
 
-/// Render both unit files. Pure.
+/// Render both unit files, under the unit-less names. Pure.
 pub fn render(spec: &TimerSpec) -> Result<RenderedUnits, TimerError> {
+    render_named(
+        spec,
+        &UnitNames {
+            service: SERVICE_UNIT.into(),
+            timer: TIMER_UNIT.into(),
+        },
+    )
+}
+
+/// Render both unit files; the timer starts `names.service`. Pure.
+pub fn render_named(spec: &TimerSpec, names: &UnitNames) -> Result<RenderedUnits, TimerError> {
     let unit = &spec.unit_name;
     let unit_ok = unit.split_once('/').is_some_and(|(app, num)| {
         !app.is_empty()
@@ -102,11 +137,12 @@ pub fn render(spec: &TimerSpec) -> Result<RenderedUnits, TimerError> {
          OnActiveSec={interval}m\n\
          OnUnitInactiveSec={interval}m\n\
          RandomizedDelaySec={delay}s\n\
-         Unit={SERVICE_UNIT}\n\
+         Unit={service_unit}\n\
          \n\
          [Install]\n\
          WantedBy=timers.target\n",
         delay = interval * 60 / 4,
+        service_unit = names.service,
     );
     Ok(RenderedUnits { service, timer })
 }
@@ -287,16 +323,18 @@ pub fn install(
     spec: &TimerSpec,
     systemd: &dyn Systemd,
 ) -> Result<InstallOutcome, TimerError> {
-    let units = render(spec)?;
+    let names = unit_names(paths);
+    let units = render_named(spec, &names)?;
     let dir = paths.systemd_dir();
-    let service_changed = write_if_changed(&dir.join(SERVICE_UNIT), &units.service)?;
-    let timer_changed = write_if_changed(&dir.join(TIMER_UNIT), &units.timer)?;
-    if service_changed || timer_changed {
+    let legacy_removed = remove_legacy_timer_of(paths, &spec.unit_name, systemd)?;
+    let service_changed = write_if_changed(&dir.join(&names.service), &units.service)?;
+    let timer_changed = write_if_changed(&dir.join(&names.timer), &units.timer)?;
+    if service_changed || timer_changed || legacy_removed {
         systemd.daemon_reload()?;
-        systemd.enable_now(TIMER_UNIT)?;
+        systemd.enable_now(&names.timer)?;
         if timer_changed {
             // enable --now leaves an already running timer on its old schedule.
-            systemd.restart(TIMER_UNIT)?;
+            systemd.restart(&names.timer)?;
         }
         tracing::info!(
             interval = spec.interval_minutes,
@@ -304,9 +342,9 @@ pub fn install(
         );
         return Ok(InstallOutcome::Updated);
     }
-    if !systemd.is_active(TIMER_UNIT)? {
+    if !systemd.is_active(&names.timer)? {
         tracing::warn!("reconcile timer was not active; starting it");
-        systemd.enable_now(TIMER_UNIT)?;
+        systemd.enable_now(&names.timer)?;
         return Ok(InstallOutcome::Repaired);
     }
     Ok(InstallOutcome::Unchanged)
@@ -314,14 +352,45 @@ pub fn install(
 
 /// Stop the timer and delete both unit files (stop and remove hooks). Idempotent.
 pub fn remove(paths: &HostPaths, systemd: &dyn Systemd) -> Result<(), TimerError> {
+    if remove_units(paths, &unit_names(paths), systemd)? {
+        systemd.daemon_reload()?;
+        tracing::info!("reconcile timer removed");
+    }
+    Ok(())
+}
+
+/// An older charm's unit-less timer, when it dispatches to `unit_name`: removed once the
+/// unit has its own (another unit's is left to that unit). Answers whether it removed it.
+fn remove_legacy_timer_of(
+    paths: &HostPaths,
+    unit_name: &str,
+    systemd: &dyn Systemd,
+) -> Result<bool, TimerError> {
+    let legacy = unit_names(&paths.legacy());
+    if paths.unit_folder().is_none() {
+        return Ok(false);
+    }
+    let service = std::fs::read_to_string(paths.systemd_dir().join(&legacy.service));
+    if !service.is_ok_and(|text| text.contains(&format!("juju-exec \"{unit_name}\""))) {
+        return Ok(false);
+    }
+    remove_units(paths, &legacy, systemd)
+}
+
+/// Disables the timer and deletes both files; answers whether there was anything.
+fn remove_units(
+    paths: &HostPaths,
+    names: &UnitNames,
+    systemd: &dyn Systemd,
+) -> Result<bool, TimerError> {
     let dir = paths.systemd_dir();
-    let timer = dir.join(TIMER_UNIT);
-    let service = dir.join(SERVICE_UNIT);
+    let timer = dir.join(&names.timer);
+    let service = dir.join(&names.service);
     if !timer.exists() && !service.exists() {
-        return Ok(());
+        return Ok(false);
     }
     if timer.exists() {
-        systemd.disable_now(TIMER_UNIT)?;
+        systemd.disable_now(&names.timer)?;
     }
     for path in [timer, service] {
         match std::fs::remove_file(&path) {
@@ -335,9 +404,7 @@ pub fn remove(paths: &HostPaths, systemd: &dyn Systemd) -> Result<(), TimerError
             }
         }
     }
-    systemd.daemon_reload()?;
-    tracing::info!("reconcile timer removed");
-    Ok(())
+    Ok(true)
 }
 
 /// Replace `path` atomically with `content` (0644) unless it already holds exactly that.

@@ -379,3 +379,73 @@ fn a_hung_systemctl_is_killed_at_the_deadline() {
         "{err}"
     );
 }
+
+#[test]
+fn units_sharing_a_machine_each_have_their_own_timer() {
+    let root = tempfile::tempdir().unwrap();
+    let a = HostPaths::for_unit(root.path(), "github-runner/0");
+    let b = HostPaths::for_unit(root.path(), "other-runners/3");
+    let spec_b = TimerSpec {
+        unit_name: "other-runners/3".into(),
+        ..spec(10)
+    };
+    let systemd = FakeSystemd {
+        active: true,
+        ..FakeSystemd::default()
+    };
+    install(&a, &spec(10), &systemd).unwrap();
+    install(&b, &spec_b, &systemd).unwrap();
+    let (na, nb) = (unit_names(&a), unit_names(&b));
+    assert_eq!(na.timer, "ghro.reconcile-runners-github-runner-0.timer");
+    assert_eq!(nb.timer, "ghro.reconcile-runners-other-runners-3.timer");
+    let timer_a = std::fs::read_to_string(a.systemd_dir().join(&na.timer)).unwrap();
+    assert!(
+        timer_a.contains(&format!("Unit={}\n", na.service)),
+        "{timer_a}"
+    );
+    let service_b = std::fs::read_to_string(b.systemd_dir().join(&nb.service)).unwrap();
+    assert!(service_b.contains("juju-exec \"other-runners/3\""));
+    // Installing b did not touch a's files; removing a leaves b's.
+    systemd.take();
+    remove(&a, &systemd).unwrap();
+    assert_eq!(
+        systemd.take(),
+        vec![
+            format!("disable --now {}", na.timer),
+            "daemon-reload".into()
+        ]
+    );
+    assert!(!a.systemd_dir().join(&na.timer).exists());
+    assert!(b.systemd_dir().join(&nb.timer).exists());
+    assert!(b.systemd_dir().join(&nb.service).exists());
+}
+
+#[test]
+fn an_older_charms_machine_wide_timer_is_replaced_only_by_its_own_unit() {
+    let root = tempfile::tempdir().unwrap();
+    let legacy = HostPaths::new(root.path());
+    let systemd = FakeSystemd {
+        active: true,
+        ..FakeSystemd::default()
+    };
+    install(&legacy, &spec(10), &systemd).unwrap();
+    // Another unit upgrades first: the old timer dispatches to github-runner/0, so it stays.
+    let other = TimerSpec {
+        unit_name: "other/1".into(),
+        ..spec(10)
+    };
+    install(&legacy.clone().with_unit("other/1"), &other, &systemd).unwrap();
+    assert!(legacy.systemd_dir().join(TIMER_UNIT).exists());
+    systemd.take();
+    install(
+        &legacy.clone().with_unit("github-runner/0"),
+        &spec(10),
+        &systemd,
+    )
+    .unwrap();
+    assert!(!legacy.systemd_dir().join(TIMER_UNIT).exists());
+    assert!(!legacy.systemd_dir().join(SERVICE_UNIT).exists());
+    assert!(systemd
+        .take()
+        .contains(&"disable --now ghro.reconcile-runners.timer".to_string()));
+}

@@ -5,7 +5,8 @@ use super::{
     ExecOutput, ExecSpec, Instance, InstanceState, InstanceType, LaunchSpec, Lxd, LxdError,
     ProfileSpec, ProfileUse, PushSource, PushSpec, ServerInfo, MANAGED_PROFILE_DESCRIPTION,
 };
-use crate::host::child::{spawn_reader, wait_with_deadline, HOST_PROGRAM_PATH};
+use crate::host::child::{collect_capped, Collection, HOST_PROGRAM_PATH};
+use crate::host::file::create_private_dir;
 use crate::identity::OWNER_CONFIG_KEY;
 use crate::paths::HostPaths;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,10 @@ pub struct LxcCli {
     /// `LXD_DIR`/`LXD_SOCKET` of our own environment, passed on so a relocated daemon is found.
     daemon_env: Vec<(String, String)>,
 }
+
+/// Most `lxc` itself may print (instance listings of a big host stay far below). Output of a
+/// command inside an instance has its own, much smaller cap: [`ExecSpec::output_cap`].
+const LXD_OUTPUT_CAP: usize = 64 << 20;
 
 /// What one `lxc` invocation printed.
 struct Captured {
@@ -115,6 +120,18 @@ impl LxcCli {
         stdin: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Captured, LxdError> {
+        self.run_capped(operation, args, stdin, timeout, LXD_OUTPUT_CAP)
+    }
+
+    /// As [`LxcCli::run`]; `lxc` is killed as soon as stdout or stderr passes `output_cap`.
+    fn run_capped(
+        &self,
+        operation: &str,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+        output_cap: usize,
+    ) -> Result<Captured, LxdError> {
         let io_err = |reason: String| LxdError::Io {
             operation: operation.to_string(),
             reason,
@@ -140,26 +157,25 @@ impl LxcCli {
             }
             _ => None,
         };
-        let stdout_reader = spawn_reader(child.stdout.take());
-        let stderr_reader = spawn_reader(child.stderr.take());
-        let status = wait_with_deadline(&mut child, timeout).map_err(|e| io_err(e.to_string()))?;
-        let Some(status) = status else {
-            return Err(LxdError::Timeout {
-                operation: operation.to_string(),
-                seconds: timeout.as_secs(),
-            });
-        };
+        let collected = collect_capped(&mut child, timeout, output_cap);
         if let Some(writer) = stdin_writer {
             let _ = writer.join();
         }
-        let stdout = stdout_reader.join().unwrap_or_default();
-        let stderr =
-            String::from_utf8_lossy(&stderr_reader.join().unwrap_or_default()).into_owned();
-        Ok(Captured {
-            code: status.code().unwrap_or(-1),
-            stdout,
-            stderr,
-        })
+        match collected.map_err(|e| io_err(e.to_string()))? {
+            Collection::Done(done) => Ok(Captured {
+                code: done.status.code().unwrap_or(-1),
+                stdout: done.stdout,
+                stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
+            }),
+            Collection::TimedOut => Err(LxdError::Timeout {
+                operation: operation.to_string(),
+                seconds: timeout.as_secs(),
+            }),
+            Collection::TooLarge => Err(LxdError::OutputTooLarge {
+                operation: operation.to_string(),
+                cap: output_cap,
+            }),
+        }
     }
 
     /// `lxc query` (which refuses `--project`): the project goes into the URL instead.
@@ -235,15 +251,6 @@ impl LxcCli {
 pub(super) enum QueryAnswer {
     Found(Vec<u8>),
     NotFound(String),
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Where a relocated daemon is (tests, or LXD not in its default place), from our own
@@ -549,7 +556,7 @@ impl Lxd for LxcCli {
         let operation = format!("exec in {instance}");
         // Without stdin, lxc gets /dev/null so the command sees EOF, not a hang.
         let stdin = Some(spec.stdin.as_deref().unwrap_or(&[]));
-        let out = self.run(&operation, &argv, stdin, spec.timeout)?;
+        let out = self.run_capped(&operation, &argv, stdin, spec.timeout, spec.output_cap)?;
         if exec_failed_in_lxd(out.code, &out.stderr) {
             let message = lxd_message(&out.stderr);
             return Err(if message.contains("Instance not found") {
@@ -573,10 +580,8 @@ impl Lxd for LxcCli {
         let source: &Path = match &spec.source {
             PushSource::File(path) => path,
             PushSource::Bytes(bytes) => {
-                let mut file = tempfile::Builder::new()
-                    .prefix(".push-")
-                    .tempfile_in(&self.conf_dir)
-                    .map_err(|e| LxdError::Io {
+                let mut file =
+                    crate::host::file::temp_file_in(&self.conf_dir).map_err(|e| LxdError::Io {
                         operation: operation.clone(),
                         reason: e.to_string(),
                     })?;
@@ -784,6 +789,25 @@ impl Lxd for LxcCli {
 
     fn project(&self) -> Option<&str> {
         self.project.as_deref()
+    }
+
+    fn storage_pool_free_bytes(&self, name: &str) -> Result<Option<u64>, LxdError> {
+        let operation = format!("storage info {name}");
+        let path = format!("/1.0/storage-pools/{}/resources", url_segment(name));
+        let Some(resources) = self.get_json::<serde_json::Value>(&operation, &path)? else {
+            return Ok(None);
+        };
+        let space = &resources["space"];
+        Ok(match (space["total"].as_u64(), space["used"].as_u64()) {
+            (Some(total), Some(used)) if total > 0 => Some(total.saturating_sub(used)),
+            _ => None,
+        })
+    }
+
+    fn delete_storage_pool(&self, name: &str) -> Result<(), LxdError> {
+        let operation = format!("storage delete {name}");
+        let path = format!("/1.0/storage-pools/{}", url_segment(name));
+        self.query(&operation, "DELETE", &path, None).map(drop)
     }
 
     fn server_info(&self) -> Result<ServerInfo, LxdError> {

@@ -53,7 +53,7 @@ pub struct LaunchSpec {
 
 /// Debug shows env names and the stdin size only: stdin carries secrets (JIT configs) and env
 /// values may hold proxy credentials.
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ExecSpec {
     pub argv: Vec<String>,
     pub uid: u32,
@@ -62,6 +62,28 @@ pub struct ExecSpec {
     /// Fed to the command's stdin (how secrets reach a command without argv).
     pub stdin: Option<Vec<u8>>,
     pub timeout: Duration,
+    /// Most bytes the command may print on stdout, and on stderr; past it the exec is killed
+    /// and fails with [`LxdError::OutputTooLarge`]. A job has root in its runner and decides
+    /// what a command there prints, so this is never unbounded.
+    pub output_cap: usize,
+}
+
+/// [`ExecSpec::output_cap`] unless a call asks for another: every probe the charm runs in a
+/// runner prints a few lines.
+pub const DEFAULT_EXEC_OUTPUT_CAP: usize = 64 * 1024;
+
+impl Default for ExecSpec {
+    fn default() -> Self {
+        ExecSpec {
+            argv: Vec::new(),
+            uid: 0,
+            gid: 0,
+            env: BTreeMap::new(),
+            stdin: None,
+            timeout: Duration::ZERO,
+            output_cap: DEFAULT_EXEC_OUTPUT_CAP,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +112,7 @@ impl std::fmt::Debug for ExecSpec {
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .field("stdin_bytes", &self.stdin.as_ref().map(Vec::len))
             .field("timeout", &self.timeout)
+            .field("output_cap", &self.output_cap)
             .finish()
     }
 }
@@ -152,6 +175,8 @@ pub enum LxdError {
     ImageNotFound(String),
     #[error("lxc {operation} timed out after {seconds}s")]
     Timeout { operation: String, seconds: u64 },
+    #[error("lxc {operation} printed more than {cap} bytes and was stopped")]
+    OutputTooLarge { operation: String, cap: usize },
     #[error("could not parse lxc {operation} output: {reason}")]
     Parse { operation: String, reason: String },
     #[error("I/O error during lxc {operation}: {reason}")]
@@ -170,6 +195,12 @@ pub trait Lxd: Send + Sync {
     fn delete(&self, instance: &str, force: bool) -> Result<(), LxdError>;
     fn image_exists(&self, alias: &str) -> Result<bool, LxdError>;
     fn ensure_storage_pool(&self, name: &str, driver: &str, source: &str) -> Result<(), LxdError>;
+    /// Idempotent: deleting a missing pool is Ok; LXD refuses one that profiles, instances
+    /// or volumes still use (another unit's, on a shared machine).
+    fn delete_storage_pool(&self, name: &str) -> Result<(), LxdError>;
+    /// Free bytes of pool `name` (total minus used, as LXD reports its resources); None when
+    /// there is no such pool or the driver does not tell.
+    fn storage_pool_free_bytes(&self, name: &str) -> Result<Option<u64>, LxdError>;
     fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError>;
     fn list_profiles(&self) -> Result<Vec<ProfileUse>, LxdError>;
     /// Idempotent: deleting a missing profile is Ok; LXD refuses one in use.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::github::GitHubRunner;
@@ -97,6 +97,8 @@ pub struct Report {
     /// Instances removed whose registrations stayed (forced removals only).
     pub registrations_left: Vec<LeftRegistration>,
     pub failed: Vec<Failure>,
+    /// Creations not attempted: the round stopped creating after launches failed in a row.
+    pub creations_skipped: u32,
 }
 
 impl Report {
@@ -107,6 +109,7 @@ impl Report {
         self.kept_busy.extend(other.kept_busy);
         self.registrations_left.extend(other.registrations_left);
         self.failed.extend(other.failed);
+        self.creations_skipped += other.creations_skipped;
         self.sort();
     }
 
@@ -224,7 +227,29 @@ pub fn apply(
     concurrency: Concurrency,
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Report {
-    apply_work(&plan.removals, plan.create, ops, concurrency, progress)
+    apply_limited(plan, ops, concurrency, u32::MAX, progress)
+}
+
+/// As [`apply`], but creating stops once `max_consecutive_failures` creations in a row have
+/// failed (each failed launch costs GitHub calls and time under Juju's machine lock); the
+/// rest are counted in [`Report::creations_skipped`] for the next round. Creations already
+/// running when the limit is reached finish, so at most `max_consecutive_failures +
+/// workers - 1` fail in a row.
+pub fn apply_limited(
+    plan: &Plan,
+    ops: &dyn RunnerOps,
+    concurrency: Concurrency,
+    max_consecutive_failures: u32,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Report {
+    apply_work(
+        &plan.removals,
+        plan.create,
+        ops,
+        concurrency,
+        max_consecutive_failures,
+        progress,
+    )
 }
 
 /// Apply removals only (flush).
@@ -234,7 +259,7 @@ pub fn remove_all(
     concurrency: Concurrency,
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Report {
-    apply_work(removals, 0, ops, concurrency, progress)
+    apply_work(removals, 0, ops, concurrency, u32::MAX, progress)
 }
 
 fn apply_work(
@@ -242,8 +267,10 @@ fn apply_work(
     create: u32,
     ops: &dyn RunnerOps,
     concurrency: Concurrency,
+    max_consecutive_failures: u32,
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Report {
+    let failures_in_a_row = AtomicU32::new(0);
     let mut work: Vec<Work<'_>> = removals.iter().map(Work::Remove).collect();
     work.extend((0..create).map(|_| Work::Create));
     let total = work.len();
@@ -252,7 +279,19 @@ fn apply_work(
     tracing::info!(removals = removals.len(), create, workers, "applying plan");
 
     let events = bounded_map(&work, workers, |item| {
+        if matches!(item, Work::Create)
+            && failures_in_a_row.load(Ordering::SeqCst) >= max_consecutive_failures
+        {
+            return None;
+        }
         let event = run_one(item, ops);
+        if matches!(item, Work::Create) {
+            if matches!(event, ProgressEvent::Failed(_)) {
+                failures_in_a_row.fetch_add(1, Ordering::SeqCst);
+            } else {
+                failures_in_a_row.store(0, Ordering::SeqCst);
+            }
+        }
         let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
         let update = Progress {
             done: finished,
@@ -261,11 +300,15 @@ fn apply_work(
         };
         tracing::info!("{update}");
         progress(&update);
-        event
+        Some(event)
     });
 
     let mut report = Report::default();
     for event in events {
+        let Some(event) = event else {
+            report.creations_skipped += 1;
+            continue;
+        };
         match event {
             ProgressEvent::Created(name) => report.created.push(name),
             ProgressEvent::Removed(removed) => report.removed.push(removed),
@@ -273,6 +316,13 @@ fn apply_work(
             ProgressEvent::RegistrationLeft(left) => report.registrations_left.push(left),
             ProgressEvent::Failed(failure) => report.failed.push(failure),
         }
+    }
+    if report.creations_skipped > 0 {
+        tracing::warn!(
+            skipped = report.creations_skipped,
+            "stopped creating runners after {max_consecutive_failures} launches in a row failed; \
+             the next round tries again"
+        );
     }
     report.sort();
     report

@@ -30,6 +30,11 @@ pub struct FleetState {
     /// Ids asked for with `registration(id)`, in order.
     pub registration_checks: Vec<u64>,
     pub deleted_instances: Vec<String>,
+    /// Every launch fails (a broken image); `create_attempts` counts tries either way.
+    pub launch_broken: bool,
+    pub create_attempts: u32,
+    /// What `host_capacity` answers.
+    pub host: crate::manager::admission::HostCapacity,
     next_id: u64,
 }
 
@@ -107,6 +112,10 @@ fn github_down() -> OpError {
 }
 
 impl RunnerOps for FakeFleet {
+    fn host_capacity(&self) -> crate::manager::admission::HostCapacity {
+        self.state().host
+    }
+
     fn observe(&self) -> Result<Observation, OpError> {
         let mut s = self.state();
         let skipped = std::mem::take(&mut s.unlisted_once);
@@ -128,8 +137,12 @@ impl RunnerOps for FakeFleet {
     fn create(&self) -> Result<RunnerName, OpError> {
         let now = self.clock.now_epoch();
         let mut s = self.state();
+        s.create_attempts += 1;
         if s.github_down {
             return Err(github_down());
+        }
+        if s.launch_broken {
+            return Err(OpError::transient("lxc launch failed: image is broken"));
         }
         let id = s.next_id;
         s.next_id += 1;

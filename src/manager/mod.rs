@@ -1,11 +1,13 @@
 //! Reconcile and flush: a pure planner over plain data and an executor that applies a plan.
 //!
 //! - [`planner`]: what to create and remove, from LXD's and GitHub's views (pure).
+//! - [`admission`]: how many of the creations the host and one round can take (pure).
 //! - [`executor`]: applies a plan through [`ops::RunnerOps`], a bounded number at a time.
 //! - [`reconcile`]: one round, observe -> probe -> plan -> apply.
 //! - [`flush`]: the flush modes, with a bounded wait for pre-job phases.
 //! - [`status`]: the status line and action results (pure).
 
+pub mod admission;
 pub mod executor;
 pub mod flush;
 pub mod ops;

@@ -154,4 +154,10 @@ pub trait RunnerOps: Sync {
     /// instance shows it (the runner's work directory appears when a job starts). `Ok(None)`:
     /// no job has started in it yet. `Err`: it could not be checked.
     fn job_started_at(&self, name: &RunnerName) -> Result<Option<u64>, OpError>;
+
+    /// The host's CPUs, memory and free pool disk, for admission; asked only in a round that
+    /// creates runners. A fact that cannot be read is None (and limits nothing).
+    fn host_capacity(&self) -> crate::manager::admission::HostCapacity {
+        crate::manager::admission::HostCapacity::default()
+    }
 }

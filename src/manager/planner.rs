@@ -183,6 +183,8 @@ pub struct Plan {
     pub create: u32,
     /// Creations held back because the runner binary is not ready.
     pub creates_deferred: u32,
+    /// Creations held back by the host's capacity or the round's cap (admission).
+    pub held_back: crate::manager::admission::HeldBack,
     /// Busy + idle + creating runners before the plan runs (surplus ones included).
     pub capacity: u32,
     /// Each runner at most once, in name order.
@@ -199,6 +201,7 @@ impl Plan {
             desired,
             create: 0,
             creates_deferred: 0,
+            held_back: Default::default(),
             capacity: 0,
             removals: vec![],
             runners: vec![],
@@ -312,6 +315,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         desired: input.desired,
         create,
         creates_deferred,
+        held_back: Default::default(),
         capacity: observed_capacity,
         removals,
         runners,

@@ -6,6 +6,7 @@
 use crate::clock::Clock;
 use crate::github::GitHubRunner;
 use crate::lxd::Instance;
+use crate::manager::admission::{self, HostCapacity, RoundLimits, RunnerSize};
 use crate::manager::executor::{self, Concurrency, Progress, Report};
 use crate::manager::ops::{FailureKind, OpError, RunnerOps};
 use crate::manager::planner::{self, BinaryState, Plan, PlanInput};
@@ -18,6 +19,10 @@ pub struct ReconcileSettings {
     /// How long a new runner may take to come online on GitHub.
     pub grace_secs: u64,
     pub concurrency: Concurrency,
+    /// Per-round caps: creations, consecutive launch failures.
+    pub limits: RoundLimits,
+    /// What one runner takes; None: no host admission (the round cap still applies).
+    pub runner_size: Option<RunnerSize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +72,7 @@ pub fn reconcile(
     let to_probe = planner::instances_to_probe(&observation.instances, &github, started_epoch);
     let health = executor::probe_health(ops, &to_probe, settings.concurrency);
 
-    let plan = planner::plan(&PlanInput {
+    let mut plan = planner::plan(&PlanInput {
         desired: settings.desired,
         instances: &observation.instances,
         github: &github,
@@ -77,6 +82,7 @@ pub fn reconcile(
         now_epoch: clock.now_epoch(),
         grace_secs: settings.grace_secs,
     });
+    admit_creations(&mut plan, settings, ops);
     tracing::info!(
         desired = plan.desired,
         capacity = plan.capacity,
@@ -85,7 +91,13 @@ pub fn reconcile(
         deferred = plan.creates_deferred,
         "reconcile plan"
     );
-    let report = executor::apply(&plan, ops, settings.concurrency, progress);
+    let report = executor::apply_limited(
+        &plan,
+        ops,
+        settings.concurrency,
+        settings.limits.max_consecutive_failures,
+        progress,
+    );
     for failure in &report.failed {
         tracing::warn!("{failure}");
     }
@@ -132,6 +144,32 @@ fn confirm_unlisted(
     gone
 }
 
+/// Lowers `plan.create` to what the host holds and one round may create, and records why.
+/// The host's facts are asked for only when something is to be created.
+fn admit_creations(plan: &mut Plan, settings: &ReconcileSettings, ops: &dyn RunnerOps) {
+    let unlimited = RunnerSize {
+        cpus: 1,
+        memory_bytes: 1,
+        disk_bytes: 1,
+    };
+    let (size, host) = match &settings.runner_size {
+        Some(size) if plan.create > 0 => (size, ops.host_capacity()),
+        _ => (&unlimited, HostCapacity::default()),
+    };
+    let (create, held) =
+        admission::admit(plan.create, plan.capacity, size, &host, &settings.limits);
+    if held.by_host > 0 {
+        tracing::warn!(
+            wanted = plan.create,
+            create,
+            "the host cannot hold every runner asked for: {}",
+            held.note().unwrap_or_default()
+        );
+    }
+    plan.create = create;
+    plan.held_back = held;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +190,8 @@ mod tests {
             },
             grace_secs: 600,
             concurrency: Concurrency::Default,
+            limits: RoundLimits::default(),
+            runner_size: None,
         }
     }
 
@@ -261,6 +301,79 @@ mod tests {
         assert_eq!(err.kind(), FailureKind::NeedsOperator);
         assert!(err.to_string().contains("no runner was touched"), "{err}");
         assert_eq!(fleet.names(), vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn a_round_creates_at_most_its_cap_and_the_next_rounds_go_on() {
+        let fleet = fleet();
+        let clock = fleet.clock.clone();
+        let capped = ReconcileSettings {
+            limits: RoundLimits {
+                max_creations: 16,
+                max_consecutive_failures: 3,
+            },
+            ..settings(40)
+        };
+        let counts: Vec<usize> = (0..4)
+            .map(|_| {
+                let out = reconcile(&fleet, &*clock, &capped, &no_progress).unwrap();
+                out.report.created.len()
+            })
+            .collect();
+        assert_eq!(counts, vec![16, 16, 8, 0]);
+        assert_eq!(fleet.names().len(), 40);
+    }
+
+    #[test]
+    fn a_broken_launch_stops_the_rounds_creations_after_k_failures_in_a_row() {
+        let fleet = fleet();
+        fleet.state().launch_broken = true;
+        let clock = fleet.clock.clone();
+        let serial = ReconcileSettings {
+            concurrency: Concurrency::Serial,
+            ..settings(16)
+        };
+        let out = reconcile(&fleet, &*clock, &serial, &no_progress).unwrap();
+        assert_eq!(fleet.state().create_attempts, 3);
+        assert_eq!(out.report.failed.len(), 3);
+        assert_eq!(out.report.creations_skipped, 13);
+        // In parallel, creations already running finish: at most k + workers - 1 attempts.
+        fleet.state().create_attempts = 0;
+        let out = reconcile(&fleet, &*clock, &settings(16), &no_progress).unwrap();
+        let attempts = fleet.state().create_attempts;
+        assert!((3..=3 + 8 - 1).contains(&attempts), "{attempts}");
+        assert_eq!(out.report.creations_skipped, 16 - attempts);
+        // A healthy image again: the next round creates them all.
+        fleet.state().launch_broken = false;
+        let out = reconcile(&fleet, &*clock, &settings(16), &no_progress).unwrap();
+        assert_eq!(out.report.created.len(), 16);
+    }
+
+    #[test]
+    fn only_what_the_host_holds_is_created_and_the_plan_says_why() {
+        use crate::manager::admission::Resource;
+        let fleet = fleet();
+        fleet.add_runner("old", 3600, true);
+        fleet.state().host = HostCapacity {
+            cpus: Some(64),
+            memory_bytes: Some(40 << 30),
+            pool_free_bytes: None,
+        };
+        let clock = fleet.clock.clone();
+        let sized = ReconcileSettings {
+            runner_size: Some(RunnerSize {
+                cpus: 2,
+                memory_bytes: 8 << 30,
+                disk_bytes: 10 << 30,
+            }),
+            ..settings(10)
+        };
+        let out = reconcile(&fleet, &*clock, &sized, &no_progress).unwrap();
+        // 90% of 40 GiB holds 4 runners of 8 GiB; one exists.
+        assert_eq!(out.report.created.len(), 3);
+        assert_eq!(out.plan.held_back.host, Some((Resource::Memory, 4)));
+        assert_eq!(out.plan.held_back.by_host, 6);
+        assert_eq!(fleet.names().len(), 4);
     }
 
     #[test]

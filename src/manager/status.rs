@@ -113,7 +113,7 @@ impl Census {
 /// naming the reset time under a rate limit, or the failures when they are transient;
 /// Waiting while creations wait for the runner binary; Active with the summary otherwise.
 pub fn status_after(plan: &Plan, report: &Report) -> Status {
-    let summary = Census::after(plan, report).summary();
+    let summary = with_held_back(Census::after(plan, report).summary(), plan);
     let failures = &report.failed;
     if let Some(f) = failures
         .iter()
@@ -132,12 +132,22 @@ pub fn status_after(plan: &Plan, report: &Report) -> Status {
             &summary,
             first,
             failures.len() - 1,
+            report.creations_skipped,
         ));
     }
     if plan.creates_deferred > 0 {
         return Status::Waiting(messages::waiting_for_binary(&summary));
     }
     Status::Active(summary)
+}
+
+/// `4/10 runners: host memory allows 4, 4 idle, 0 busy`: creations admission held back
+/// (the host's capacity, the round's cap, or failed launches) are named right after the count.
+fn with_held_back(summary: String, plan: &Plan) -> String {
+    match plan.held_back.note() {
+        Some(note) => summary.replacen(" runners: ", &format!(" runners: {note}, "), 1),
+        None => summary,
+    }
 }
 
 /// The unit status when a reconcile could not even start.
@@ -288,6 +298,7 @@ mod tests {
                     error: OpError::transient("502"),
                 },
             ],
+            creations_skipped: 0,
         };
         let after = Census::after(&plan, &report);
         assert_eq!(
@@ -323,6 +334,44 @@ mod tests {
         };
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<Census>(&json).unwrap(), c);
+    }
+
+    #[test]
+    fn what_admission_held_back_is_named_after_the_count() {
+        use crate::manager::admission::{HeldBack, Resource};
+        let held = Plan {
+            held_back: HeldBack {
+                host: Some((Resource::Memory, 4)),
+                by_host: 6,
+                by_round: 0,
+                round_cap: 16,
+            },
+            ..plan(10, vec![view("a", Condition::Idle); 1])
+        };
+        assert_eq!(
+            status_after(&held, &Report::default()),
+            Status::Active("1/10 runners: host memory allows 4, 1 idle, 0 busy".into())
+        );
+    }
+
+    #[test]
+    fn creations_left_after_failed_launches_are_named() {
+        let report = Report {
+            creations_skipped: 13,
+            ..failing(
+                crate::manager::ops::FailureKind::Transient,
+                "lxc launch failed",
+            )
+        };
+        match status_after(&plan(16, vec![]), &report) {
+            Status::Maintenance(m) => assert!(
+                m.ends_with(
+                    "lxc launch failed; 13 creations left for the next round after launches failed in a row"
+                ),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     fn failing(kind: crate::manager::ops::FailureKind, message: &str) -> Report {

@@ -497,6 +497,12 @@ pub(crate) mod tests {
         fn ensure_storage_pool(&self, n: &str, _d: &str, _s: &str) -> Result<(), LxdError> {
             self.record(format!("pool {n}"))
         }
+        fn storage_pool_free_bytes(&self, _n: &str) -> Result<Option<u64>, LxdError> {
+            Ok(None)
+        }
+        fn delete_storage_pool(&self, n: &str) -> Result<(), LxdError> {
+            self.record(format!("delete pool {n}"))
+        }
         fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError> {
             self.record(format!("profile {}", spec.name))
         }

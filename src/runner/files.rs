@@ -277,6 +277,30 @@ exit 0
         .replace("@FILE@", PRE_JOB_FILE)
 }
 
+/// Most bytes a pre-job.json may hold: the hook writes five short fields.
+pub const MAX_PRE_JOB_BYTES: usize = 1024;
+
+/// Exit code of [`read_pre_job_script`] when the file or its folder is not a plain file or
+/// folder (a symlink, a device, a FIFO): the job put something else there.
+pub const PRE_JOB_NOT_REGULAR: i32 = 3;
+
+/// Shell printing at most `MAX_PRE_JOB_BYTES + 1` bytes of [`PRE_JOB_FILE`] (one byte more
+/// than allowed, so an oversized file is seen as such): the job owns the runner and can put
+/// a symlink to /dev/zero, a FIFO or a huge file there. Symlinks (of the file or its folder)
+/// and non-regular files are refused; what the job swaps in between the test and the read
+/// is still cut by `head -c` and by the exec's output cap.
+pub fn read_pre_job_script() -> String {
+    format!(
+        "d={dir}; f=\"$d\"/{file}; \
+         if [ -L \"$d\" ] || [ -L \"$f\" ] || [ ! -f \"$f\" ]; then \
+         echo 'pre-job.json is not a regular file' >&2; exit {PRE_JOB_NOT_REGULAR}; fi; \
+         exec head -c {limit} -- \"$f\"",
+        dir = sh_single_quote(METRICS_DIR),
+        file = PRE_JOB_FILE,
+        limit = MAX_PRE_JOB_BYTES + 1,
+    )
+}
+
 /// Shell run as root: unpacks the pushed tarball into [`RUNNER_DIR`] as uid 1000 (a
 /// tarball from the internet is never unpacked as root), then unpacks the configuration
 /// bundle ([`render_config_bundle`]) read from stdin over `/`, owners and modes as in it.

@@ -228,13 +228,23 @@ pub fn rebuild_time(unit_name: &str) -> (u8, u8) {
 /// carries the model's proxy settings, which may hold credentials (cron only requires that
 /// group and others cannot write it).
 pub fn install_rebuild_cron(paths: &HostPaths, content: &str) -> Result<PathBuf, ImageError> {
-    let path = paths.cron_dir().join(REBUILD_CRON_FILE);
+    let path = paths.rebuild_cron_file();
     crate::host::file::replace_if_changed(&path, content, 0o600).map_err(|e| {
         ImageError::Write {
             path: path.display().to_string(),
             reason: e.to_string(),
         }
     })?;
+    // An older charm's machine-wide rule rebuilds the same shared image: once a unit has
+    // its own, that one goes (whichever unit upgrades first removes it).
+    let legacy = paths.legacy().rebuild_cron_file();
+    if legacy != path {
+        match std::fs::remove_file(&legacy) {
+            Ok(()) => tracing::info!("removed the older machine-wide {}", legacy.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("could not remove {}: {e}", legacy.display()),
+        }
+    }
     Ok(path)
 }
 
@@ -385,5 +395,15 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "proxy settings may hold credentials");
+
+        // A unit's own rule replaces an older charm's machine-wide one.
+        let unit = HostPaths::for_unit(dir.path(), "github-runner/0");
+        let own = install_rebuild_cron(&unit, &text).unwrap();
+        assert_eq!(
+            own,
+            dir.path()
+                .join("etc/cron.d/github-runner-image-github-runner-0")
+        );
+        assert!(own.exists() && !path.exists());
     }
 }

@@ -190,6 +190,36 @@ pub fn prune_profiles(lxd: &dyn Lxd, current: &str) -> Vec<String> {
         .collect()
 }
 
+/// What [`remove_charm_leftovers`] deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Leftovers {
+    pub profiles: Vec<String>,
+    pub pool: bool,
+}
+
+/// On `remove`: deletes every profile the charm made that nothing uses any more (the runner
+/// profile and the resource profiles), then `pool` when nothing uses it. Best effort: what
+/// LXD refuses (another unit on this machine still uses it) is logged and left.
+pub fn remove_charm_leftovers(lxd: &dyn Lxd, pool: &str) -> Leftovers {
+    let mut left = Leftovers::default();
+    match lxd.list_profiles() {
+        Ok(profiles) => {
+            for p in profiles.iter().filter(|p| p.managed && p.used_by == 0) {
+                match lxd.delete_profile(&p.name) {
+                    Ok(()) => left.profiles.push(p.name.clone()),
+                    Err(e) => tracing::info!("profile {} kept: {e}", p.name),
+                }
+            }
+        }
+        Err(e) => tracing::warn!("could not list LXD profiles to remove the charm's: {e}"),
+    }
+    match lxd.delete_storage_pool(pool) {
+        Ok(()) => left.pool = true,
+        Err(e) => tracing::info!("storage pool {pool} kept: {e}"),
+    }
+    left
+}
+
 /// Labels a runner registers with: the application, the base image, then the custom labels,
 /// each once (GitHub adds self-hosted, Linux and the architecture itself).
 pub fn runner_labels(app: &str, base_image_alias: &str, custom: &[String]) -> Vec<String> {

@@ -5,6 +5,7 @@
 use super::resources::{lxd_size, RUNNER_POOL};
 use crate::config::RunnerStorage;
 use crate::lxd::{Lxd, LxdError};
+use crate::manager::admission::DISK_OVERCOMMIT;
 use crate::paths::HostPaths;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +16,10 @@ const MIB: u64 = 1 << 20;
 pub enum StorageError {
     #[error("Required disk space for runners {required_mib}MiB is greater than storage total size {total_mib}MiB")]
     InsufficientSpace { required_mib: u64, total_mib: u64 },
+    #[error("the runner storage has {free_mib}MiB free, not enough for one runner's disk (vm-disk {disk_mib}MiB; runner disks are sparse, so up to {DISK_OVERCOMMIT} times the free space counts): free space on it or lower vm-disk")]
+    NoRoomForOneRunner { disk_mib: u64, free_mib: u64 },
+    #[error("runner-storage=memory: one runner's disk (vm-disk {vm_disk_mib}MiB) does not fit in the tmpfs, which may take at most {TMPFS_RAM_SHARE_PERCENT}% of the host's memory ({cap_mib}MiB); lower vm-disk or use runner-storage=juju-storage")]
+    TmpfsOverRamShare { vm_disk_mib: u64, cap_mib: u64 },
     #[error("runner-storage=juju-storage but the Juju storage 'runner' is not attached; add it (juju add-storage <unit> runner) or redeploy with --storage runner=...")]
     JujuStorageMissing,
     #[error("cannot measure the filesystem at {path}: {reason}")]
@@ -47,6 +52,8 @@ pub struct StoragePlan {
     pub tmpfs: Option<TmpfsSpec>,
     /// vm-disk x virtual-machines.
     pub required_bytes: u64,
+    /// vm-disk: one runner's disk.
+    pub disk_bytes: u64,
 }
 
 /// The pool plan for `runner_storage`: the Juju storage location, or a tmpfs sized
@@ -84,7 +91,33 @@ pub fn plan_storage(
         source,
         tmpfs,
         required_bytes,
+        disk_bytes: vm_disk_bytes,
     })
+}
+
+/// Most of the host's memory the runner tmpfs (runner-storage=memory) may take, in percent:
+/// tmpfs pages are RAM, and the runners' own memory and the host need the rest.
+pub const TMPFS_RAM_SHARE_PERCENT: u64 = 50;
+
+/// Caps a planned tmpfs at [`TMPFS_RAM_SHARE_PERCENT`] of `ram_bytes` (unknown: left as
+/// planned). Admission then creates only the runners whose disks fit in it. Pure.
+pub fn cap_tmpfs(
+    plan: &mut StoragePlan,
+    ram_bytes: Option<u64>,
+    vm_disk_bytes: u64,
+) -> Result<(), StorageError> {
+    let (Some(tmpfs), Some(ram)) = (plan.tmpfs.as_mut(), ram_bytes) else {
+        return Ok(());
+    };
+    let cap = (u128::from(ram) * u128::from(TMPFS_RAM_SHARE_PERCENT) / 100) as u64;
+    if vm_disk_bytes > cap {
+        return Err(StorageError::TmpfsOverRamShare {
+            vm_disk_mib: vm_disk_bytes.div_ceil(MIB),
+            cap_mib: cap / MIB,
+        });
+    }
+    tmpfs.size_bytes = tmpfs.size_bytes.min(cap);
+    Ok(())
 }
 
 /// Enough room for every runner's disk? Both numbers go into the error (in MiB).
@@ -97,6 +130,29 @@ pub fn check_capacity(required_bytes: u64, total_bytes: u64) -> Result<(), Stora
     } else {
         Ok(())
     }
+}
+
+/// Room for at least one runner's disk in what is free (disks are sparse: up to
+/// [`DISK_OVERCOMMIT`] times the free space counts)? How many runners fit is admission's to
+/// decide, round by round, from the pool's free space.
+pub fn check_room_for_one(disk_bytes: u64, free_bytes: u64) -> Result<(), StorageError> {
+    if disk_bytes > free_bytes.saturating_mul(DISK_OVERCOMMIT) {
+        Err(StorageError::NoRoomForOneRunner {
+            disk_mib: disk_bytes.div_ceil(MIB),
+            free_mib: free_bytes / MIB,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `path` (statvfs).
+pub fn filesystem_free_bytes(path: &Path) -> Result<u64, StorageError> {
+    let st = rustix::fs::statvfs(path).map_err(|e| StorageError::Measure {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Total size in bytes of the filesystem holding `path` (statvfs).
@@ -170,7 +226,13 @@ pub fn apply_storage(plan: &StoragePlan, lxd: &dyn Lxd) -> Result<(), StorageErr
             reason: e.to_string(),
         })?;
     }
-    check_capacity(plan.required_bytes, filesystem_total_bytes(&plan.source)?)?;
+    if plan.tmpfs.is_none() {
+        // A tmpfs is sized (and capped) by the plan itself: checking it against its own size
+        // proved nothing. What fits in it is the admission's to decide, round by round.
+        // What is free, not the filesystem's size: other data (and existing runners) use
+        // the rest.
+        check_room_for_one(plan.disk_bytes, filesystem_free_bytes(&plan.source)?)?;
+    }
     let source = plan.source.to_string_lossy();
     lxd.ensure_storage_pool(&plan.pool, plan.driver, &source)?;
     Ok(())
@@ -181,6 +243,47 @@ mod tests {
     use super::*;
 
     const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn one_runner_must_fit_in_twice_the_free_space() {
+        assert!(check_room_for_one(20 * GIB, 10 * GIB).is_ok());
+        let err = check_room_for_one(20 * GIB + 1, 10 * GIB)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("10240MiB free") && err.contains("vm-disk 20481MiB"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let free = filesystem_free_bytes(dir.path()).unwrap();
+        assert!(free > 0 && free <= filesystem_total_bytes(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn the_tmpfs_never_exceeds_half_the_hosts_memory() {
+        let paths = HostPaths::new("/");
+        // 100000 GiB asked for: the tmpfs is half of a 64 GiB host.
+        let mut plan = plan_storage(RunnerStorage::Memory, None, &paths, 100 * GIB, 1000).unwrap();
+        cap_tmpfs(&mut plan, Some(64 * GIB), 100 * GIB).unwrap_err();
+        let mut plan = plan_storage(RunnerStorage::Memory, None, &paths, 10 * GIB, 10000).unwrap();
+        assert_eq!(plan.tmpfs.as_ref().unwrap().size_bytes, 100_000 * GIB);
+        cap_tmpfs(&mut plan, Some(64 * GIB), 10 * GIB).unwrap();
+        assert_eq!(plan.tmpfs.as_ref().unwrap().size_bytes, 32 * GIB);
+        // A small one stays as planned; juju-storage and an unknown memory are untouched.
+        let mut small = plan_storage(RunnerStorage::Memory, None, &paths, GIB, 2).unwrap();
+        cap_tmpfs(&mut small, Some(64 * GIB), GIB).unwrap();
+        assert_eq!(small.tmpfs.as_ref().unwrap().size_bytes, 2 * GIB);
+        let mut unknown = plan_storage(RunnerStorage::Memory, None, &paths, GIB, 2).unwrap();
+        cap_tmpfs(&mut unknown, None, GIB).unwrap();
+        assert_eq!(unknown.tmpfs.as_ref().unwrap().size_bytes, 2 * GIB);
+        let err = cap_tmpfs(&mut plan, Some(GIB), 10 * GIB)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("vm-disk 10240MiB") && err.contains("(512MiB)"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn juju_storage_uses_the_storage_location() {

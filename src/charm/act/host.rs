@@ -2,16 +2,18 @@
 //! the reconcile timer's repair, and the local part of a tear-down.
 
 use super::super::context::Context;
+use super::super::credentials;
 use super::super::decide::binary_check_due;
 use super::super::edge::Host;
 use super::super::error::CharmError;
 use super::super::fleet;
+use super::super::runner_metrics;
 use super::super::runtime::Runtime;
 use super::super::setup::decide::{self as setup_decide, TimerRepair};
 use super::super::setup::{self, SetupError, When};
 use super::Shown;
 use crate::config::CharmConfig;
-use crate::host::timer::{self, Systemd, TIMER_UNIT};
+use crate::host::timer::{self, Systemd};
 use crate::juju::state::UnitState;
 use crate::juju::Status;
 
@@ -109,13 +111,15 @@ pub fn periodic_binary_check(
 /// it, or removed it on stop, is left alone). A failure is logged: the next update-status
 /// tries again.
 pub fn repair_timer(ctx: &Context<'_>, config: &CharmConfig, systemd: &dyn Systemd) -> TimerRepair {
-    let installed = setup_decide::timer_files_present(&ctx.paths.systemd_dir());
+    let installed = setup_decide::timer_files_present(ctx.paths);
     // No systemctl spawn at all when the timer was never installed.
     let active = installed
-        && systemd.is_active(TIMER_UNIT).unwrap_or_else(|e| {
-            tracing::warn!("cannot ask systemd about the reconcile timer: {e}");
-            false
-        });
+        && systemd
+            .is_active(&timer::unit_names(ctx.paths).timer)
+            .unwrap_or_else(|e| {
+                tracing::warn!("cannot ask systemd about the reconcile timer: {e}");
+                false
+            });
     let repair = setup_decide::timer_repair(installed, active);
     if repair == TimerRepair::Repair {
         match timer::install(ctx.paths, &setup::timer_spec(ctx, config), systemd) {
@@ -135,12 +139,19 @@ pub fn remove_timer(ctx: &Context<'_>, host: &dyn Host) {
 }
 
 pub fn remove_rebuild_cron(ctx: &Context<'_>) {
-    let path = ctx
-        .paths
-        .cron_dir()
-        .join(crate::runner::image::REBUILD_CRON_FILE);
-    match std::fs::remove_file(&path) {
-        Ok(()) => tracing::info!("image rebuild cron removed"),
+    remove_file_logged(&ctx.paths.rebuild_cron_file());
+}
+
+/// remove: the unit's files that outlive the runners (the previous token, the started-runners
+/// record); the timer and cron went first.
+pub fn remove_unit_files(ctx: &Context<'_>) {
+    remove_file_logged(&credentials::credentials_path(ctx.paths));
+    remove_file_logged(&runner_metrics::record_path(ctx.paths));
+}
+
+fn remove_file_logged(path: &std::path::Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!("{} removed", path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!("could not remove {}: {e}", path.display()),
     }

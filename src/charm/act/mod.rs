@@ -412,6 +412,9 @@ fn tear_down(ctx: &Context<'_>, host: &dyn Host, plan: TearDownPlan) -> Result<(
         host::remove_rebuild_cron(ctx);
     }
     let Some(config) = config else {
+        if steps.unit_removed {
+            host::remove_unit_files(ctx);
+        }
         if host_was_set_up {
             tracing::warn!(
                 "invalid configuration: the runners cannot be removed from GitHub; \
@@ -426,6 +429,9 @@ fn tear_down(ctx: &Context<'_>, host: &dyn Host, plan: TearDownPlan) -> Result<(
         Ok(rt) => rt,
         Err(e) => {
             tracing::warn!("cannot reach the runners to remove them: {e}");
+            if steps.unit_removed {
+                host::remove_unit_files(ctx);
+            }
             return Ok(());
         }
     };
@@ -443,8 +449,11 @@ fn tear_down(ctx: &Context<'_>, host: &dyn Host, plan: TearDownPlan) -> Result<(
         ),
         Err(e) => tracing::warn!("taking the runners down failed: {e}"),
     }
-    if steps.remove_network {
+    if steps.unit_removed {
+        let left = crate::runner::resources::remove_charm_leftovers(&*rt.lxd, &rt.storage_pool);
+        tracing::info!(profiles = ?left.profiles, pool = left.pool, "LXD objects removed");
         host::remove_runner_network(ctx, host);
+        host::remove_unit_files(ctx);
     }
     Ok(())
 }

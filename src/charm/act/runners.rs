@@ -119,7 +119,8 @@ pub fn scope_flush_then_reconcile(
     let reason = messages::config_change_flush(changed);
     tracing::info!("{reason}");
     ctx.tools.status_set(&Status::Maintenance(reason))?;
-    let old_rt = previous_runtime(rt);
+    let acted = UnitState::load(ctx.tools)?.token_fingerprint;
+    let old_rt = previous_runtime(rt, acted.as_deref());
     let flush_rt = old_rt.as_ref().unwrap_or(rt);
     flush_then_reconcile(flush_rt, SCOPE_FLUSH_MODE, rt, notes, progress)
 }
@@ -159,6 +160,15 @@ fn reconcile_locked(rt: &Runtime, notes: &[Status], progress: ProgressSink<'_>) 
         binary: fleet::host_binary_state(rt),
         grace_secs: rt.grace().as_secs(),
         concurrency: rt.concurrency,
+        limits: crate::manager::admission::RoundLimits {
+            max_creations: rt.config.creations_per_round,
+            ..Default::default()
+        },
+        runner_size: Some(crate::manager::admission::RunnerSize {
+            cpus: rt.config.vm_cpu.into(),
+            memory_bytes: rt.config.vm_memory,
+            disk_bytes: rt.config.vm_disk,
+        }),
     };
     let result = manager_reconcile::reconcile(&ops, &*rt.clock, &settings, progress);
     let mut metric = None;
@@ -199,8 +209,10 @@ fn reconcile_locked(rt: &Runtime, notes: &[Status], progress: ProgressSink<'_>) 
 /// A runtime with the credentials the old runners were made with; None when there is no
 /// record of them (then the flush uses the new ones: instances are found by their owner
 /// key whatever the credentials, and a FORCE flush goes on when GitHub refuses).
-fn previous_runtime(rt: &Runtime) -> Option<Runtime> {
-    let previous = match credentials::load(&rt.paths) {
+/// `acted_fingerprint`: the token the unit last acted with (unit state), so an older charm's
+/// machine-wide file is adopted only by the unit whose token it holds.
+fn previous_runtime(rt: &Runtime, acted_fingerprint: Option<&str>) -> Option<Runtime> {
+    let previous = match credentials::load_adopting_legacy(&rt.paths, acted_fingerprint) {
         Ok(Some(previous)) => previous,
         Ok(None) => {
             tracing::warn!("no record of the previous credentials: flushing with the new ones");

@@ -145,13 +145,11 @@ pub fn pool_source(location: &Path, location_empty: bool, existing: Option<&str>
 }
 
 /// True when `dir` has the two unit files of the reconcile timer.
-pub fn timer_files_present(systemd_dir: &Path) -> bool {
-    [
-        crate::host::timer::TIMER_UNIT,
-        crate::host::timer::SERVICE_UNIT,
-    ]
-    .iter()
-    .all(|f| systemd_dir.join(f).exists())
+pub fn timer_files_present(paths: &crate::paths::HostPaths) -> bool {
+    let names = crate::host::timer::unit_names(paths);
+    [names.timer, names.service]
+        .iter()
+        .all(|f| paths.systemd_dir().join(f).exists())
 }
 
 #[cfg(test)]
@@ -305,10 +303,15 @@ mod tests {
     #[test]
     fn timer_files_need_both_units() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(!timer_files_present(dir.path()));
-        std::fs::write(dir.path().join(crate::host::timer::TIMER_UNIT), "").unwrap();
-        assert!(!timer_files_present(dir.path()));
-        std::fs::write(dir.path().join(crate::host::timer::SERVICE_UNIT), "").unwrap();
-        assert!(timer_files_present(dir.path()));
+        let paths = crate::paths::HostPaths::for_unit(dir.path(), "app/0");
+        let names = crate::host::timer::unit_names(&paths);
+        std::fs::create_dir_all(paths.systemd_dir()).unwrap();
+        assert!(!timer_files_present(&paths));
+        std::fs::write(paths.systemd_dir().join(&names.timer), "").unwrap();
+        assert!(!timer_files_present(&paths));
+        std::fs::write(paths.systemd_dir().join(&names.service), "").unwrap();
+        assert!(timer_files_present(&paths));
+        // Another unit's timer is not this unit's.
+        assert!(!timer_files_present(&paths.legacy().with_unit("app/1")));
     }
 }

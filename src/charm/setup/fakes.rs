@@ -202,6 +202,16 @@ impl Lxd for FakeLxd {
             .push(format!("pool {name} {driver} {source}"));
         Ok(())
     }
+    fn storage_pool_free_bytes(&self, _name: &str) -> Result<Option<u64>, LxdError> {
+        Ok(None)
+    }
+    fn delete_storage_pool(&self, name: &str) -> Result<(), LxdError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("delete pool {name}"));
+        Ok(())
+    }
     fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError> {
         self.calls
             .lock()
@@ -296,11 +306,17 @@ impl SetupEdges for Edges {
     }
     fn build_image(
         &self,
-        _ctx: &Context<'_>,
+        ctx: &Context<'_>,
         alias: &str,
         t: InstanceType,
     ) -> Result<(), ImageError> {
         self.fake.note(format!("build image {alias} {t:?}"));
+        // Another open file description: flock conflicts with the holder, even in-process.
+        let held = std::fs::File::open(ctx.paths.machine_lock_file())
+            .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
+        if held {
+            self.fake.note("machine lock held");
+        }
         if self.fake.build_fails {
             return Err(ImageError::BuildFailed {
                 alias: alias.into(),

@@ -110,6 +110,25 @@ fn a_ready_machine_gets_pool_profiles_timer_and_deploy_record() {
 }
 
 #[test]
+fn shared_lxd_objects_are_set_up_under_the_machine_lock_and_it_is_released() {
+    let unit = Unit::new();
+    let fake = Fake::ready();
+    *fake.image_present.borrow_mut() = false;
+    let edges = Edges::new(fake);
+    unit.ensure(&edges).unwrap();
+    let log = edges.fake.log();
+    let build = log.iter().position(|l| l.starts_with("build image"));
+    assert_eq!(
+        log.get(build.unwrap() + 1).map(String::as_str),
+        Some("machine lock held"),
+        "{log:?}"
+    );
+    let lock = HostPaths::new(unit.root.path()).machine_lock_file();
+    let file = std::fs::File::open(&lock).unwrap();
+    assert!(file.try_lock().is_ok(), "released after setup");
+}
+
+#[test]
 fn running_twice_converges_with_no_new_change() {
     let unit = Unit::new();
     let fake = Fake::ready();

@@ -205,6 +205,52 @@ fn stop_removes_the_timer_then_every_runner() {
 }
 
 #[test]
+fn remove_leaves_no_credentials_record_timer_cron_profile_or_pool() {
+    let host = WorldHost::new();
+    let tools = tools();
+    binary_in_place(&tools);
+    host.run(&tools, &Event::Install).unwrap();
+    host.run(&tools, &Event::Start).unwrap();
+    let paths = HostPaths::new(host.root.path());
+    let rt = host
+        .world
+        .runtime(host.root.path(), fake_world::config(&[]));
+    crate::runner::resources::ensure_profiles(
+        &*rt.lxd,
+        &crate::runner::resources::Resources::from_config(&rt.config),
+        crate::lxd::InstanceType::Container,
+        &rt.storage_pool,
+        &[],
+    )
+    .unwrap();
+    rt.lxd
+        .ensure_storage_pool(&rt.storage_pool, "dir", "/x")
+        .unwrap();
+    let files = [
+        crate::charm::credentials::credentials_path(&paths),
+        crate::charm::runner_metrics::record_path(&paths),
+        paths.rebuild_cron_file(),
+    ];
+    for f in &files {
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, "x").unwrap();
+    }
+    assert!(!host.world.lock().profiles.is_empty());
+    host.run(&tools, &Event::Remove).unwrap();
+    for f in &files {
+        assert!(!f.exists(), "{} left behind", f.display());
+    }
+    let w = host.world.lock();
+    assert!(w.profiles.is_empty(), "{:?}", w.profiles.keys());
+    assert!(w.pools.is_empty(), "{:?}", w.pools);
+    assert!(w.instances.is_empty());
+    assert!(!paths
+        .systemd_dir()
+        .join("ghro.reconcile-runners.timer")
+        .exists());
+}
+
+#[test]
 fn remove_with_invalid_config_still_removes_timer_and_cron() {
     let host = WorldHost::new();
     let tools = tools();

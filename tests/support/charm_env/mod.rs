@@ -157,6 +157,40 @@ impl CharmEnv {
         }
     }
 
+    /// Another unit on this unit's machine (same host root, LXD daemon and project, fake
+    /// systemctl and fake GitHub), of application `unit_name`'s app, configured alike for
+    /// `virtual_machines` runners; nothing run yet.
+    pub fn unit_on_same_machine(&self, unit_name: &str, virtual_machines: u32) -> Harness {
+        let mut h = Harness::with_unit(unit_name);
+        h.host_root = self.h.host_root.clone();
+        h.env = self.h.env.clone();
+        h.world.storage = self.h.world.storage.clone();
+        h.set_config("path", REPO)
+            .set_config("token", self.gh.token())
+            .set_config("github-url", self.gh.url())
+            .set_config("test-mode", "insecure")
+            .set_config("virtual-machines", i64::from(virtual_machines));
+        h
+    }
+
+    /// Instances of the unit with `owner` key, sorted by name.
+    pub fn instances_of(&self, owner: &str) -> Vec<String> {
+        let listed = self.fx.lxc_ok(&[
+            "query",
+            &format!("/1.0/instances?recursion=1&project={}", self.fx.project),
+        ]);
+        let listed: serde_json::Value = serde_json::from_str(&listed).expect("instances JSON");
+        let mut names: Vec<String> = listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["config"][OWNER_CONFIG_KEY].as_str() == Some(owner))
+            .filter_map(|i| i["name"].as_str().map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    }
+
     // ---- Juju events ----
 
     /// What Juju runs on a fresh unit with storage: storage-attached, install,
@@ -232,21 +266,7 @@ impl CharmEnv {
 
     /// This unit's instances (by owner key), sorted by name.
     pub fn instances(&self) -> Vec<String> {
-        let owner = self.unit.owner_value();
-        let listed = self.fx.lxc_ok(&[
-            "query",
-            &format!("/1.0/instances?recursion=1&project={}", self.fx.project),
-        ]);
-        let listed: serde_json::Value = serde_json::from_str(&listed).expect("instances JSON");
-        let mut names: Vec<String> = listed
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|i| i["config"][OWNER_CONFIG_KEY].as_str() == Some(owner.as_str()))
-            .filter_map(|i| i["name"].as_str().map(str::to_string))
-            .collect();
-        names.sort();
-        names
+        self.instances_of(&self.unit.owner_value())
     }
 
     /// Registrations in the fake GitHub, sorted by name.

@@ -1,0 +1,83 @@
+//! Two units of two applications on one machine (one host root, one LXD daemon and project,
+//! one systemd): each converges to its own count, flushes only its own runners, has its own
+//! timer and files, and removing one leaves the other untouched.
+
+#[path = "support/charm_env/mod.rs"]
+mod charm_env;
+#[path = "support/executable.rs"]
+mod executable;
+#[path = "support/fake_github/mod.rs"]
+mod fake_github;
+#[path = "support/juju_harness/mod.rs"]
+mod juju_harness;
+#[path = "support/lxd_fixture/mod.rs"]
+mod lxd_fixture;
+
+use charm_env::CharmEnv;
+use github_runner::identity::UnitIdentity;
+use github_runner::paths::HostPaths;
+
+#[test]
+fn two_units_of_two_applications_share_a_machine_without_touching_each_other() {
+    let mut a = CharmEnv::new(2);
+    a.deploy();
+    let mut b = a.unit_on_same_machine("other-runners/0", 1);
+    for hook in [
+        "runner-storage-attached",
+        "install",
+        "config-changed",
+        "start",
+    ] {
+        let run = b.hook(hook);
+        assert_eq!(run.code, 0, "unit b: hook {hook} failed: {run:#?}");
+    }
+    a.wait_online(3);
+    let owner_b = UnitIdentity::parse("other-runners/0", &b.model_uuid)
+        .unwrap()
+        .owner_value();
+    let a_runners = a.instances();
+    let b_runners = a.instances_of(&owner_b);
+    assert_eq!((a_runners.len(), b_runners.len()), (2, 1));
+
+    // Each unit its own timer, lock and state folder.
+    let paths_a = HostPaths::for_unit(&a.h.host_root, "github-runner/0");
+    let paths_b = HostPaths::for_unit(&a.h.host_root, "other-runners/0");
+    let timer = |p: &HostPaths| {
+        p.systemd_dir()
+            .join(github_runner::host::timer::unit_names(p).timer)
+    };
+    assert!(timer(&paths_a).exists() && timer(&paths_b).exists());
+    assert!(paths_a.lock_file().exists() && paths_b.lock_file().exists());
+    let creds = |p: &HostPaths| p.state_dir().join("credentials.json");
+    assert!(creds(&paths_a).exists() && creds(&paths_b).exists());
+
+    // Reconciles converge each to its own count and touch nothing of the other.
+    a.reconcile().assert_ok();
+    b.dispatch_path("reconcile-runners").assert_ok();
+    assert_eq!(a.instances(), a_runners);
+    assert_eq!(a.instances_of(&owner_b), b_runners);
+
+    // b flushes: only its own runner is replaced.
+    b.action("flush-runners").assert_ok();
+    assert_eq!(a.instances(), a_runners, "b's flush touched a's runners");
+    let b_flushed = a.instances_of(&owner_b);
+    assert_eq!(b_flushed.len(), 1);
+    assert_ne!(b_flushed, b_runners);
+
+    // b goes away: its runners, timer and files go; a keeps everything.
+    for hook in ["stop", "remove"] {
+        b.hook(hook).assert_ok();
+    }
+    assert!(a.instances_of(&owner_b).is_empty());
+    assert!(!timer(&paths_b).exists());
+    assert!(timer(&paths_a).exists(), "b's remove deleted a's timer");
+    assert!(!creds(&paths_b).exists(), "b's token left behind");
+    assert!(
+        creds(&paths_a).exists(),
+        "b's remove deleted a's credentials"
+    );
+    assert_eq!(a.instances(), a_runners);
+    a.reconcile().assert_ok();
+    assert_eq!(a.instances(), a_runners);
+    a.assert_runners(2);
+}
