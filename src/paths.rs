@@ -81,6 +81,11 @@ impl HostPaths {
         self.at("var/log/github-runner-image-build.log")
     }
 
+    /// Numbers the metrics exporter serves that only a hook knows (0640, no secrets).
+    pub fn exporter_state(&self) -> PathBuf {
+        self.at("var/lib/github-runner-charm/exporter-state.json")
+    }
+
     /// Mount point of the tmpfs used when runner-storage=memory.
     pub fn ram_storage_dir(&self) -> PathBuf {
         self.at("storage/ram")
@@ -106,6 +111,7 @@ mod tests {
             p.lxd_conf_dir(),
             p.ram_storage_dir(),
             p.image_build_log(),
+            p.exporter_state(),
         ] {
             assert!(path.starts_with("/tmp/x"), "{path:?}");
         }

@@ -54,9 +54,8 @@ pub struct RenderedUnits {
     pub timer: String,
 }
 
-/// Render both unit files. Pure.
-pub fn render(spec: &TimerSpec) -> Result<RenderedUnits, TimerError> {
-    let unit = &spec.unit_name;
+/// `app/N` made of a-z, 0-9 and `-`, safe inside a unit file and a shell word.
+pub fn checked_unit_name(unit: &str) -> Result<&str, TimerError> {
     let unit_ok = unit.split_once('/').is_some_and(|(app, num)| {
         !app.is_empty()
             && app
@@ -65,18 +64,29 @@ pub fn render(spec: &TimerSpec) -> Result<RenderedUnits, TimerError> {
             && !num.is_empty()
             && num.bytes().all(|b| b.is_ascii_digit())
     });
-    if !unit_ok {
-        return Err(TimerError::BadUnitName(unit.clone()));
+    if unit_ok {
+        Ok(unit)
+    } else {
+        Err(TimerError::BadUnitName(unit.to_string()))
     }
-    let dir = spec.charm_dir.to_str().filter(|d| {
-        d.starts_with('/')
-            && !d
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || "'\"\\%$`".contains(c))
-    });
-    let Some(dir) = dir else {
-        return Err(TimerError::BadCharmDir(spec.charm_dir.clone()));
-    };
+}
+
+/// An absolute path without spaces, quotes, `%` or control characters.
+pub fn checked_charm_dir(dir: &Path) -> Result<&str, TimerError> {
+    dir.to_str()
+        .filter(|d| {
+            d.starts_with('/')
+                && !d
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || "'\"\\%$`".contains(c))
+        })
+        .ok_or_else(|| TimerError::BadCharmDir(dir.to_path_buf()))
+}
+
+/// Render both unit files. Pure.
+pub fn render(spec: &TimerSpec) -> Result<RenderedUnits, TimerError> {
+    let unit = checked_unit_name(&spec.unit_name)?;
+    let dir = checked_charm_dir(&spec.charm_dir)?;
     let interval = u64::from(spec.interval_minutes.max(1));
     let timeout_secs = interval * 60 * TIMEOUT_INTERVALS;
     let dispatch = format!("\"JUJU_DISPATCH_PATH={EVENT} ./dispatch\"");
