@@ -12,6 +12,8 @@ pub mod log_stats;
 pub mod server;
 pub mod service;
 pub mod state;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testing;
 
 use crate::host::metrics::{MetricEvent, RunnerCreationPhases};
 use crate::runner::CreationPhases;

@@ -1,0 +1,97 @@
+use super::*;
+use crate::host::timer::SystemdError;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Recorder {
+    calls: Mutex<Vec<String>>,
+    active: bool,
+}
+
+impl Systemd for Recorder {
+    fn daemon_reload(&self) -> Result<(), SystemdError> {
+        self.calls.lock().unwrap().push("daemon-reload".into());
+        Ok(())
+    }
+    fn enable_now(&self, unit: &str) -> Result<(), SystemdError> {
+        self.calls.lock().unwrap().push(format!("enable --now {unit}"));
+        Ok(())
+    }
+    fn restart(&self, unit: &str) -> Result<(), SystemdError> {
+        self.calls.lock().unwrap().push(format!("restart {unit}"));
+        Ok(())
+    }
+    fn is_active(&self, _unit: &str) -> Result<bool, SystemdError> {
+        Ok(self.active)
+    }
+    fn disable_now(&self, unit: &str) -> Result<(), SystemdError> {
+        self.calls.lock().unwrap().push(format!("disable --now {unit}"));
+        Ok(())
+    }
+}
+
+fn spec(unit: &str) -> ExporterSpec {
+    ExporterSpec {
+        unit_name: unit.into(),
+        charm_dir: "/var/lib/juju/agents/unit-gr-0/charm".into(),
+    }
+}
+
+#[test]
+fn each_unit_of_an_application_gets_its_own_port_and_service() {
+    assert_eq!(exporter_port("gr/0"), 9470);
+    assert_eq!(exporter_port("gr/7"), 9477);
+    assert_eq!(exporter_port("gr/507"), 9477);
+    assert_eq!(spec("gr/3").listen().to_string(), "127.0.0.1:9473");
+    assert_eq!(
+        spec("gr/3").service_name(),
+        "ghro.metrics-exporter.gr-3.service"
+    );
+}
+
+#[test]
+fn the_service_runs_the_charm_binary_on_loopback_with_no_secret_and_no_capability() {
+    let text = render(&spec("gr/2")).unwrap();
+    assert!(text.contains(
+        "ExecStart=/var/lib/juju/agents/unit-gr-0/charm/bin/github-runner-charm metrics-exporter --listen 127.0.0.1:9472\n"
+    ), "{text}");
+    for line in ["Restart=always", "CapabilityBoundingSet=", "ProtectSystem=strict", "NoNewPrivileges=yes"] {
+        assert!(text.lines().any(|l| l == line), "{line}: {text}");
+    }
+    assert!(render(&spec("gr/x")).is_err());
+    let mut bad = spec("gr/0");
+    bad.charm_dir = "/a b".into();
+    assert!(render(&bad).is_err());
+}
+
+#[test]
+fn install_writes_once_repairs_an_inactive_service_and_remove_cleans_up() {
+    let root = tempfile::tempdir().unwrap();
+    let paths = HostPaths::new(root.path());
+    let s = spec("gr/1");
+    let systemd = Recorder::default();
+    assert_eq!(install(&paths, &s, &systemd).unwrap(), InstallOutcome::Updated);
+    let name = s.service_name();
+    assert_eq!(
+        *systemd.calls.lock().unwrap(),
+        vec![
+            "daemon-reload".to_string(),
+            format!("enable --now {name}"),
+            format!("restart {name}")
+        ]
+    );
+    assert_eq!(install(&paths, &s, &systemd).unwrap(), InstallOutcome::Repaired);
+    let active = Recorder {
+        active: true,
+        ..Recorder::default()
+    };
+    assert_eq!(install(&paths, &s, &active).unwrap(), InstallOutcome::Unchanged);
+    assert!(active.calls.lock().unwrap().is_empty());
+    remove(&paths, &s, &active).unwrap();
+    assert!(!paths.systemd_dir().join(&name).exists());
+    remove(&paths, &s, &active).unwrap();
+    assert_eq!(
+        *active.calls.lock().unwrap(),
+        vec![format!("disable --now {name}"), "daemon-reload".to_string()]
+    );
+}
