@@ -258,4 +258,4 @@ pub fn render(state: Option<&ExporterState>, log: &LogMetrics) -> String {
 
 #[cfg(test)]
 #[path = "exposition_tests.rs"]
-mod tests;
+pub(crate) mod tests;

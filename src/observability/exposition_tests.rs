@@ -61,9 +61,21 @@ fn the_exposition_parses_with_the_prometheus_parser_and_carries_the_state() {
     assert_eq!(v("github_runner_runners", &[("state", "unhealthy")]), 3.0);
     assert_eq!(v("github_runner_runners_desired", &[]), 4.0);
     assert_eq!(v("github_runner_last_reconcile_success", &[]), 0.0);
-    assert_eq!(v("github_runner_reconciles_total", &[("outcome", "success")]), 5.0);
-    assert_eq!(v("github_runner_reconciles_total", &[("outcome", "failed")]), 0.0);
-    assert_eq!(v("github_runner_runner_creations_total", &[("result", "failure")]), 2.0);
+    assert_eq!(
+        v("github_runner_reconciles_total", &[("outcome", "success")]),
+        5.0
+    );
+    assert_eq!(
+        v("github_runner_reconciles_total", &[("outcome", "failed")]),
+        0.0
+    );
+    assert_eq!(
+        v(
+            "github_runner_runner_creations_total",
+            &[("result", "failure")]
+        ),
+        2.0
+    );
     assert_eq!(
         v(
             "github_runner_github_api_calls_total",
@@ -73,13 +85,37 @@ fn the_exposition_parses_with_the_prometheus_parser_and_carries_the_state() {
     );
     assert_eq!(v("github_runner_github_rate_limit_remaining", &[]), 4321.0);
     assert_eq!(v("github_runner_github_rate_limit_limit", &[]), 5000.0);
-    assert_eq!(v("github_runner_runner_binary_info", &[("version", "2.311.0")]), 1.0);
-    assert_eq!(v("github_runner_reactive_queue_length", &[]), 5.0);
-    assert_eq!(v("github_runner_reconcile_duration_seconds_count", &[]), 1.0);
-    assert_eq!(v("github_runner_reconcile_duration_seconds_bucket", &[("le", "5.0")]), 1.0);
-    assert_eq!(v("github_runner_reconcile_duration_seconds_bucket", &[("le", "2.0")]), 0.0);
     assert_eq!(
-        v("github_runner_creation_phase_duration_seconds_count", &[("phase", "launch")]),
+        v(
+            "github_runner_runner_binary_info",
+            &[("version", "2.311.0")]
+        ),
+        1.0
+    );
+    assert_eq!(v("github_runner_reactive_queue_length", &[]), 5.0);
+    assert_eq!(
+        v("github_runner_reconcile_duration_seconds_count", &[]),
+        1.0
+    );
+    assert_eq!(
+        v(
+            "github_runner_reconcile_duration_seconds_bucket",
+            &[("le", "5.0")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            "github_runner_reconcile_duration_seconds_bucket",
+            &[("le", "2.0")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        v(
+            "github_runner_creation_phase_duration_seconds_count",
+            &[("phase", "launch")]
+        ),
         0.0
     );
     assert_eq!(v("github_runner_exporter_state_present", &[]), 1.0);
@@ -89,6 +125,9 @@ fn the_exposition_parses_with_the_prometheus_parser_and_carries_the_state() {
 fn without_a_state_file_the_exposition_still_parses_and_says_so() {
     let text = render(None, &LogMetrics::default());
     let samples = parse_openmetrics(&text);
-    assert_eq!(value(&samples, "github_runner_exporter_state_present", &[]), Some(0.0));
+    assert_eq!(
+        value(&samples, "github_runner_exporter_state_present", &[]),
+        Some(0.0)
+    );
     assert_eq!(value(&samples, "github_runner_runners_desired", &[]), None);
 }

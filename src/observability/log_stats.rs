@@ -137,12 +137,11 @@ impl LogMetrics {
                 observe(&self.job_duration, s.job_duration);
             }
             MetricEvent::RunnerCreationPhases(p) => {
-                for (phase, secs) in PHASES.iter().zip([
-                    p.launch,
-                    p.first_exec,
-                    p.files_pushed,
-                    p.listener_started,
-                ]) {
+                for (phase, secs) in
+                    PHASES
+                        .iter()
+                        .zip([p.launch, p.first_exec, p.files_pushed, p.listener_started])
+                {
                     let labels = vec![("phase".to_string(), phase.to_string())];
                     observe(&self.creation_phase_duration.get_or_create(&labels), secs);
                 }
@@ -202,9 +201,7 @@ impl LogTail {
         }
         file.seek(SeekFrom::Start(self.offset))?;
         let mut chunk = Vec::new();
-        let read = file
-            .take(MAX_READ_PER_SCRAPE)
-            .read_to_end(&mut chunk)? as u64;
+        let read = file.take(MAX_READ_PER_SCRAPE).read_to_end(&mut chunk)? as u64;
         self.offset += read;
         let mut rest: &[u8] = &chunk;
         while let Some(end) = rest.iter().position(|b| *b == b'\n') {

@@ -1,7 +1,7 @@
 use super::*;
 use crate::host::metrics::render_line;
 use crate::host::metrics::{
-    Reconciliation, ReactiveJobPickedUp, RunnerCreationPhases, RunnerStart, RunnerStop,
+    ReactiveJobPickedUp, Reconciliation, RunnerCreationPhases, RunnerStart, RunnerStop,
 };
 use std::io::Write;
 

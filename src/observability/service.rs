@@ -5,7 +5,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::host::file::replace_if_changed;
-use crate::host::timer::{checked_charm_dir, checked_unit_name, InstallOutcome, Systemd, TimerError};
+use crate::host::timer::{
+    checked_charm_dir, checked_unit_name, InstallOutcome, Systemd, TimerError,
+};
 use crate::paths::HostPaths;
 
 use super::server::SUBCOMMAND;
@@ -83,12 +85,11 @@ pub fn install(
 ) -> Result<InstallOutcome, TimerError> {
     let service = spec.service_name();
     let path = paths.systemd_dir().join(&service);
-    let changed = replace_if_changed(&path, &render(spec)?, 0o644).map_err(|e| {
-        TimerError::Write {
+    let changed =
+        replace_if_changed(&path, &render(spec)?, 0o644).map_err(|e| TimerError::Write {
             path: path.clone(),
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     if changed {
         systemd.daemon_reload()?;
         systemd.enable_now(&service)?;

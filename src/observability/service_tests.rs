@@ -14,7 +14,10 @@ impl Systemd for Recorder {
         Ok(())
     }
     fn enable_now(&self, unit: &str) -> Result<(), SystemdError> {
-        self.calls.lock().unwrap().push(format!("enable --now {unit}"));
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("enable --now {unit}"));
         Ok(())
     }
     fn restart(&self, unit: &str) -> Result<(), SystemdError> {
@@ -25,7 +28,10 @@ impl Systemd for Recorder {
         Ok(self.active)
     }
     fn disable_now(&self, unit: &str) -> Result<(), SystemdError> {
-        self.calls.lock().unwrap().push(format!("disable --now {unit}"));
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("disable --now {unit}"));
         Ok(())
     }
 }
@@ -55,7 +61,12 @@ fn the_service_runs_the_charm_binary_on_loopback_with_no_secret_and_no_capabilit
     assert!(text.contains(
         "ExecStart=/var/lib/juju/agents/unit-gr-0/charm/bin/github-runner-charm metrics-exporter --listen 127.0.0.1:9472\n"
     ), "{text}");
-    for line in ["Restart=always", "CapabilityBoundingSet=", "ProtectSystem=strict", "NoNewPrivileges=yes"] {
+    for line in [
+        "Restart=always",
+        "CapabilityBoundingSet=",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+    ] {
         assert!(text.lines().any(|l| l == line), "{line}: {text}");
     }
     assert!(render(&spec("gr/x")).is_err());
@@ -70,7 +81,10 @@ fn install_writes_once_repairs_an_inactive_service_and_remove_cleans_up() {
     let paths = HostPaths::new(root.path());
     let s = spec("gr/1");
     let systemd = Recorder::default();
-    assert_eq!(install(&paths, &s, &systemd).unwrap(), InstallOutcome::Updated);
+    assert_eq!(
+        install(&paths, &s, &systemd).unwrap(),
+        InstallOutcome::Updated
+    );
     let name = s.service_name();
     assert_eq!(
         *systemd.calls.lock().unwrap(),
@@ -80,12 +94,18 @@ fn install_writes_once_repairs_an_inactive_service_and_remove_cleans_up() {
             format!("restart {name}")
         ]
     );
-    assert_eq!(install(&paths, &s, &systemd).unwrap(), InstallOutcome::Repaired);
+    assert_eq!(
+        install(&paths, &s, &systemd).unwrap(),
+        InstallOutcome::Repaired
+    );
     let active = Recorder {
         active: true,
         ..Recorder::default()
     };
-    assert_eq!(install(&paths, &s, &active).unwrap(), InstallOutcome::Unchanged);
+    assert_eq!(
+        install(&paths, &s, &active).unwrap(),
+        InstallOutcome::Unchanged
+    );
     assert!(active.calls.lock().unwrap().is_empty());
     remove(&paths, &s, &active).unwrap();
     assert!(!paths.systemd_dir().join(&name).exists());

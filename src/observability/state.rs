@@ -198,9 +198,7 @@ pub fn advance(previous: Option<&ExporterState>, update: &Update<'_>) -> Exporte
                 count,
             })
             .collect(),
-        rate_limit: update
-            .rate_limit
-            .or(previous.and_then(|p| p.rate_limit)),
+        rate_limit: update.rate_limit.or(previous.and_then(|p| p.rate_limit)),
         runner_binary_version: update
             .runner_binary_url
             .and_then(version_from_url)

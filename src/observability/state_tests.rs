@@ -88,9 +88,16 @@ fn counters_accumulate_across_hooks_and_the_census_survives_a_failed_round() {
     assert_eq!(second.runner_binary_version.as_deref(), Some("2.311.0"));
     let third = advance(
         Some(&second),
-        &update(round(RoundOutcome::Partial, Some(census(0, 0)), 1, 2), &BTreeMap::new(), None),
+        &update(
+            round(RoundOutcome::Partial, Some(census(0, 0)), 1, 2),
+            &BTreeMap::new(),
+            None,
+        ),
     );
-    assert_eq!(third.rate_limit, second.rate_limit, "kept until a new answer");
+    assert_eq!(
+        third.rate_limit, second.rate_limit,
+        "kept until a new answer"
+    );
     assert_eq!(third.creations_failed, 2);
     assert_eq!(third.creations_succeeded, 4);
 }
@@ -102,7 +109,14 @@ fn versions_come_only_from_runner_tarball_names() {
             .as_deref(),
         Some("2.320.0")
     );
-    for bad in ["", "x.tar.gz", "a-b.zip", "actions-runner-linux-x64-.tar.gz", "r-2..1.tar.gz", "r-12.tar.gz"] {
+    for bad in [
+        "",
+        "x.tar.gz",
+        "a-b.zip",
+        "actions-runner-linux-x64-.tar.gz",
+        "r-2..1.tar.gz",
+        "r-12.tar.gz",
+    ] {
         assert_eq!(version_from_url(bad), None, "{bad}");
     }
 }
@@ -115,7 +129,11 @@ fn the_file_round_trips_at_0640_and_a_bad_or_foreign_file_is_no_state() {
     assert!(read(&path).unwrap().is_none());
     let state = advance(
         None,
-        &update(round(RoundOutcome::Success, Some(census(1, 0)), 1, 0), &BTreeMap::new(), None),
+        &update(
+            round(RoundOutcome::Success, Some(census(1, 0)), 1, 0),
+            &BTreeMap::new(),
+            None,
+        ),
     );
     write(&path, &state).unwrap();
     assert_eq!(read(&path).unwrap(), Some(state.clone()));

@@ -33,7 +33,8 @@ pub fn python() -> PathBuf {
 
 /// Parse `text` strictly; panics with the parser's message when it is not valid OpenMetrics.
 pub fn parse_openmetrics(text: &str) -> Vec<Sample> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/openmetrics/parse.py");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/openmetrics/parse.py");
     let mut child = Command::new(python())
         .arg(script)
         .stdin(Stdio::piped())

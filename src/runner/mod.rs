@@ -14,7 +14,8 @@ pub mod resources;
 pub mod storage;
 
 pub use create::{
-    create_runner, CreateError, CreateRequest, CreateStep, CreateTimeouts, CreatedRunner, CreationPhases,
+    create_runner, CreateError, CreateRequest, CreateStep, CreateTimeouts, CreatedRunner,
+    CreationPhases,
 };
 pub use files::RunnerEnvironment;
 pub use health::{check_health, Health};
