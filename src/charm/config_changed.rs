@@ -54,6 +54,7 @@ pub fn flush_reason(options: &[&str]) -> String {
 }
 
 pub fn handle(ctx: &Context<'_>) -> Result<(), CharmError> {
+    crate::observability::refresh_cos_agent(ctx.tools, ctx.hook)?;
     handle_with(ctx, &|ctx, config| Runtime::new(ctx, config), &|ctx, rt| {
         setup::ensure_host_for(ctx, rt, setup::When::Always)
     })

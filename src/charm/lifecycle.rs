@@ -179,6 +179,7 @@ pub fn start_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), CharmE
 
 pub fn upgrade_charm_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), CharmError> {
     ctx.tools.application_version_set(CHARM_VERSION)?;
+    crate::observability::refresh_cos_agent(ctx.tools, ctx.hook)?;
     start_after(ctx, host, Some(SETTING_UP_STATUS), StartFlush::Always)
 }
 
@@ -300,6 +301,7 @@ fn take_down(ctx: &Context<'_>, host: &dyn HostAccess, removing: bool) -> Result
         // A timer that cannot be removed must not keep the runners alive.
         tracing::warn!("could not remove the reconcile timer: {e}");
     }
+    crate::observability::remove_exporter(ctx.paths, ctx.hook, host.edges().systemd());
     if removing {
         remove_rebuild_cron(ctx);
     }

@@ -243,6 +243,13 @@ fn reconcile_locked(
         concurrency: rt.concurrency,
     };
     let result = manager_reconcile::reconcile(&ops, &*rt.clock, &settings, options.progress);
+    crate::observability::record_round(
+        &rt.paths,
+        &*rt.clock,
+        &rt.identity.app,
+        rt.config.reconcile_interval_minutes,
+        &result,
+    );
     if let Ok(outcome) = &result {
         runner_metrics::issue_for_round(
             &rt.paths,
@@ -499,9 +506,23 @@ mod tests {
         let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
         assert_eq!(
             events,
-            ["runner_installed", "runner_installed", "reconciliation"]
+            [
+                "runner_installed",
+                "runner_creation_phases",
+                "runner_installed",
+                "runner_creation_phases",
+                "reconciliation"
+            ]
         );
-        let line = &lines[2];
+        // The exporter's state file followed the round.
+        let exported = crate::observability::state::read(
+            &HostPaths::new(unit.root.path()).exporter_state(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(exported.creations_succeeded, 2);
+        assert_eq!(exported.census.creating, 2);
+        let line = &lines[4];
         assert_eq!(line["event"], "reconciliation");
         assert_eq!(line["flavor"], "github-runner");
         assert_eq!(line["crashed_runners"], 0);

@@ -10,6 +10,13 @@ pub fn handle(
     endpoint: Endpoint,
     kind: RelationEventKind,
 ) -> Result<(), CharmError> {
+    if endpoint == Endpoint::CosAgent
+        && matches!(kind, RelationEventKind::Joined | RelationEventKind::Changed)
+    {
+        return Ok(crate::observability::refresh_cos_agent(
+            ctx.tools, ctx.hook,
+        )?);
+    }
     tracing::debug!(
         relation = relation_id(ctx),
         event = kind.name(),

@@ -192,6 +192,7 @@ pub fn ensure_host(
     // event is what retries the rest.
     crate::host::metrics::install_logrotate(ctx.paths)?;
     let timer = install_timer(ctx, config, edges)?;
+    crate::observability::ensure_exporter(ctx.paths, &timer_spec(ctx, config), edges.systemd());
 
     let lxd_installed = ensure_lxd(ctx, edges)?;
     apply_network_settings(edges)?;

@@ -39,6 +39,7 @@ pub fn repair_timer(ctx: &Context<'_>, config: &CharmConfig, systemd: &dyn Syste
             Err(e) => tracing::warn!("could not repair the reconcile timer: {e}"),
         }
     }
+    crate::observability::repair_exporter(ctx.paths, &setup::timer_spec(ctx, config), systemd);
     repair
 }
 

@@ -8,12 +8,18 @@
 
 pub mod cos_agent;
 pub mod exposition;
+pub mod hooks;
 pub mod log_stats;
 pub mod server;
 pub mod service;
 pub mod state;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testing;
+
+pub use hooks::{
+    ensure_exporter, note_runner_binary, record_round, refresh_cos_agent, remove_exporter,
+    repair_exporter,
+};
 
 use crate::host::metrics::{MetricEvent, RunnerCreationPhases};
 use crate::runner::CreationPhases;

@@ -1,0 +1,131 @@
+//! What the charm's hooks call, one line each: the exporter service (install, repair,
+//! remove), the state file after a reconcile round, the cos-agent data refresh. Failures of
+//! observability are logged, never fatal to a hook: metrics must not stop runners (only a
+//! failing hook tool is returned, as everywhere).
+
+use std::collections::BTreeMap;
+
+use std::sync::{Mutex, PoisonError};
+
+use super::cos_agent::{self, CosAgentError};
+use super::service::{self, ExporterSpec};
+use super::state::{self, RoundFacts, Update};
+use crate::clock::Clock;
+use crate::github::calls::ApiCall;
+use crate::github::outcomes::process_outcomes;
+use crate::host::timer::{InstallOutcome, Systemd, TimerSpec};
+use crate::juju::context::HookContext;
+use crate::juju::{HookToolError, HookTools};
+use crate::manager::reconcile::{ReconcileError, ReconcileOutcome};
+use crate::paths::HostPaths;
+
+fn spec_of(timer: &TimerSpec) -> ExporterSpec {
+    ExporterSpec {
+        unit_name: timer.unit_name.clone(),
+        charm_dir: timer.charm_dir.clone(),
+    }
+}
+
+/// Install the exporter service, or repair it (host setup).
+pub fn ensure_exporter(
+    paths: &HostPaths,
+    timer: &TimerSpec,
+    systemd: &dyn Systemd,
+) -> Option<InstallOutcome> {
+    service::install(paths, &spec_of(timer), systemd)
+        .inspect_err(|e| tracing::warn!("could not install the metrics exporter: {e}"))
+        .ok()
+}
+
+/// Restart the exporter when it is installed but stopped (update-status). No systemctl
+/// call at all when it was never installed.
+pub fn repair_exporter(paths: &HostPaths, timer: &TimerSpec, systemd: &dyn Systemd) {
+    let spec = spec_of(timer);
+    if paths.systemd_dir().join(spec.service_name()).exists() {
+        ensure_exporter(paths, timer, systemd);
+    }
+}
+
+/// Stop and delete the exporter service (stop, remove).
+pub fn remove_exporter(paths: &HostPaths, hook: &HookContext, systemd: &dyn Systemd) {
+    let spec = ExporterSpec {
+        unit_name: hook.identity.unit_name(),
+        charm_dir: hook.charm_dir.clone(),
+    };
+    if let Err(e) = service::remove(paths, &spec, systemd) {
+        tracing::warn!("could not remove the metrics exporter: {e}");
+    }
+}
+
+/// This process's runner binary URL, when a binary check ran (setup::update_runner_binary).
+static RUNNER_BINARY_URL: Mutex<Option<String>> = Mutex::new(None);
+/// Call counts already folded into the state file by this process.
+static FOLDED: Mutex<BTreeMap<(ApiCall, String), u64>> = Mutex::new(BTreeMap::new());
+
+/// Remember the runner binary new runners get (its version is exported).
+pub fn note_runner_binary(url: &str) {
+    *RUNNER_BINARY_URL
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(url.to_string());
+}
+
+/// The calls since the last fold, and mark them folded.
+fn unfolded_calls() -> BTreeMap<(ApiCall, String), u64> {
+    let now = process_outcomes().counts();
+    let mut folded = FOLDED.lock().unwrap_or_else(PoisonError::into_inner);
+    let delta = now
+        .iter()
+        .map(|(k, n)| (k.clone(), n - folded.get(k).copied().unwrap_or(0).min(*n)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    *folded = now;
+    delta
+}
+
+/// After a reconcile round: fold it into the exporter's state file.
+pub fn record_round(
+    paths: &HostPaths,
+    clock: &dyn Clock,
+    flavor: &str,
+    interval_minutes: u32,
+    result: &Result<ReconcileOutcome, ReconcileError>,
+) {
+    let path = paths.exporter_state();
+    let previous = state::read(&path).unwrap_or_else(|e| {
+        tracing::warn!("{e}");
+        None
+    });
+    let calls = unfolded_calls();
+    let url = RUNNER_BINARY_URL
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let next = state::advance(
+        previous.as_ref(),
+        &Update {
+            flavor,
+            now: clock.now_epoch(),
+            reconcile_interval_secs: u64::from(interval_minutes.max(1)) * 60,
+            round: RoundFacts::of(result),
+            calls: &calls,
+            rate_limit: process_outcomes().rate_limit(),
+            runner_binary_url: url.as_deref(),
+        },
+    );
+    if let Err(e) = state::write(&path, &next) {
+        tracing::warn!("{e}");
+    }
+}
+
+/// Publish the cos-agent data on every cos-agent relation (relation hooks, upgrade-charm,
+/// config-changed). Only a failing hook tool is an error.
+pub fn refresh_cos_agent(tools: &dyn HookTools, hook: &HookContext) -> Result<(), HookToolError> {
+    match cos_agent::publish(tools, hook) {
+        Ok(_) => Ok(()),
+        Err(CosAgentError::HookTool(e)) => Err(e),
+        Err(e) => {
+            tracing::warn!("cos-agent data not published: {e}");
+            Ok(())
+        }
+    }
+}
