@@ -515,11 +515,10 @@ mod tests {
             ]
         );
         // The exporter's state file followed the round.
-        let exported = crate::observability::state::read(
-            &HostPaths::new(unit.root.path()).exporter_state(),
-        )
-        .unwrap()
-        .unwrap();
+        let exported =
+            crate::observability::state::read(&HostPaths::new(unit.root.path()).exporter_state())
+                .unwrap()
+                .unwrap();
         assert_eq!(exported.creations_succeeded, 2);
         assert_eq!(exported.census.creating, 2);
         let line = &lines[4];
