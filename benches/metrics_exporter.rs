@@ -98,9 +98,10 @@ fn state_file(paths: &HostPaths) {
         "list-run-jobs",
     ]
     .iter()
-    .flat_map(|e| ["200", "201", "404", "502"].map(|s| format!(
-        r#"{{"endpoint":"{e}","status":"{s}","count":1234}}"#
-    )))
+    .flat_map(|e| {
+        ["200", "201", "404", "502"]
+            .map(|s| format!(r#"{{"endpoint":"{e}","status":"{s}","count":1234}}"#))
+    })
     .collect();
     let text = format!(
         r#"{{"version":1,"flavor":"github-runner","updated_at":1700000000,"reconcile_interval_secs":300,
@@ -124,7 +125,11 @@ fn get_metrics(addr: SocketAddr) -> (Duration, usize) {
     let mut body = Vec::new();
     s.read_to_end(&mut body).expect("response");
     let took = started.elapsed();
-    assert!(body.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&body));
+    assert!(
+        body.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     assert!(body.ends_with(b"# EOF\n"));
     (took, body.len())
 }
@@ -194,13 +199,34 @@ fn main() {
     );
     println!("| measure                                   | value     | target   |");
     println!("|-------------------------------------------|-----------|----------|");
-    println!("| first scrape (reads the week's backlog)   | {:>6.2} ms |          |", ms(first));
-    println!("| scrape p50 ({scrapes:>3} scrapes, 4 new events each) | {:>6.2} ms | < 5 ms   |", ms(p(0.5)));
-    println!("| scrape p95                                | {:>6.2} ms | < 5 ms   |", ms(p(0.95)));
-    println!("| scrape max                                | {:>6.2} ms |          |", ms(p(1.0)));
-    println!("| RSS before the first scrape               | {:>6.2} MiB |          |", idle_rss as f64 / 1024.0);
-    println!("| RSS after the scrapes                     | {:>6.2} MiB | < 10 MiB |", rss as f64 / 1024.0);
-    println!("| peak RSS (VmHWM)                          | {:>6.2} MiB | < 10 MiB |", peak as f64 / 1024.0);
+    println!(
+        "| first scrape (reads the week's backlog)   | {:>6.2} ms |          |",
+        ms(first)
+    );
+    println!(
+        "| scrape p50 ({scrapes:>3} scrapes, 4 new events each) | {:>6.2} ms | < 5 ms   |",
+        ms(p(0.5))
+    );
+    println!(
+        "| scrape p95                                | {:>6.2} ms | < 5 ms   |",
+        ms(p(0.95))
+    );
+    println!(
+        "| scrape max                                | {:>6.2} ms |          |",
+        ms(p(1.0))
+    );
+    println!(
+        "| RSS before the first scrape               | {:>6.2} MiB |          |",
+        idle_rss as f64 / 1024.0
+    );
+    println!(
+        "| RSS after the scrapes                     | {:>6.2} MiB | < 10 MiB |",
+        rss as f64 / 1024.0
+    );
+    println!(
+        "| peak RSS (VmHWM)                          | {:>6.2} MiB | < 10 MiB |",
+        peak as f64 / 1024.0
+    );
     if full {
         assert!(p(0.95) < Duration::from_millis(5), "scrape p95 over 5 ms");
         assert!(peak < 10 * 1024, "peak RSS over 10 MiB");

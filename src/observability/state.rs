@@ -274,6 +274,16 @@ pub fn write(path: &Path, state: &ExporterState) -> Result<(), StateError> {
         .map_err(|e| err(e.to_string()))
 }
 
+/// Set the reactive gauges (for the reactive side, which knows them). Returns false when
+/// there is no state file yet: the first reconcile writes it.
+pub fn set_reactive(path: &Path, gauges: ReactiveGauges) -> Result<bool, StateError> {
+    let Some(mut state) = read(path)? else {
+        return Ok(false);
+    };
+    state.reactive = gauges;
+    write(path, &state).map(|()| true)
+}
+
 #[cfg(test)]
 #[path = "state_tests.rs"]
 mod tests;

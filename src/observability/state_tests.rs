@@ -139,6 +139,26 @@ fn the_file_round_trips_at_0640_and_a_bad_or_foreign_file_is_no_state() {
     assert_eq!(read(&path).unwrap(), Some(state.clone()));
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, STATE_MODE);
+    let gauges = ReactiveGauges {
+        workers: 2,
+        workers_busy: 1,
+        queue_length: 9,
+    };
+    assert!(set_reactive(&path, gauges).unwrap());
+    assert_eq!(read(&path).unwrap().unwrap().reactive, gauges);
+    let kept = advance(
+        read(&path).unwrap().as_ref(),
+        &update(
+            round(RoundOutcome::Success, None, 0, 0),
+            &BTreeMap::new(),
+            None,
+        ),
+    );
+    assert_eq!(
+        kept.reactive, gauges,
+        "a round keeps what the reactive side wrote"
+    );
+    assert!(!set_reactive(&dir.path().join("none.json"), gauges).unwrap());
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replace("\"version\":1", "\"version\":2")).unwrap();
     assert!(read(&path).unwrap().is_none());
