@@ -172,11 +172,13 @@ fn main() {
         .expect("start the exporter");
     let exporter = Exporter(child);
     let pid = exporter.0.id();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let spawned = Instant::now();
+    let deadline = spawned + Duration::from_secs(10);
     while TcpStream::connect(addr).is_err() {
         assert!(Instant::now() < deadline, "the exporter never listened");
         std::thread::sleep(Duration::from_millis(10));
     }
+    let start_up = spawned.elapsed();
     let idle_rss = rss_kib(pid, "VmRSS:");
 
     let (first, size) = get_metrics(addr);
@@ -200,7 +202,11 @@ fn main() {
     println!("| measure                                   | value     | target   |");
     println!("|-------------------------------------------|-----------|----------|");
     println!(
-        "| first scrape (reads the week's backlog)   | {:>6.2} ms |          |",
+        "| start-up to listening (reads the backlog) | {:>6.2} ms |          |",
+        ms(start_up)
+    );
+    println!(
+        "| first scrape (backlog read at start-up)   | {:>6.2} ms |          |",
         ms(first)
     );
     println!(

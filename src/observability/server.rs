@@ -53,6 +53,24 @@ impl Exporter {
         }
     }
 
+    /// Read the log's backlog (bounded: at most `rounds` reads of
+    /// `log_stats::MAX_READ_PER_SCRAPE`), so the first scrape is as quick as the next ones.
+    pub fn catch_up(&mut self, rounds: usize) {
+        for _ in 0..rounds {
+            match self.tail.poll(&self.log) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!(
+                        "metrics-exporter: reading {}: {e}",
+                        self.tail.path().display()
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
     /// One scrape's body. Problems reading the files are reported on stderr and leave the
     /// part they concern out; the scrape itself always answers.
     pub fn scrape(&mut self) -> String {
@@ -78,12 +96,13 @@ pub enum ServeError {
 
 /// Serve until the process is stopped.
 pub fn serve(listen: SocketAddr, paths: &HostPaths) -> Result<(), ServeError> {
+    let mut exporter = Exporter::new(paths);
+    exporter.catch_up(64);
     let server = tiny_http::Server::http(listen).map_err(|e| ServeError::Bind {
         addr: listen,
         reason: e.to_string(),
     })?;
     eprintln!("metrics-exporter: serving /metrics on {listen}");
-    let mut exporter = Exporter::new(paths);
     for request in server.incoming_requests() {
         let path = request.url().split('?').next().unwrap_or("");
         let response = match (request.method(), path) {
