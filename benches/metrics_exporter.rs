@@ -199,40 +199,49 @@ fn main() {
         log_bytes / 1024,
         size
     );
-    println!("| measure                                   | value     | target   |");
-    println!("|-------------------------------------------|-----------|----------|");
-    println!(
-        "| start-up to listening (reads the backlog) | {:>6.2} ms |          |",
-        ms(start_up)
-    );
-    println!(
-        "| first scrape (backlog read at start-up)   | {:>6.2} ms |          |",
-        ms(first)
-    );
-    println!(
-        "| scrape p50 ({scrapes:>3} scrapes, 4 new events each) | {:>6.2} ms | < 5 ms   |",
-        ms(p(0.5))
-    );
-    println!(
-        "| scrape p95                                | {:>6.2} ms | < 5 ms   |",
-        ms(p(0.95))
-    );
-    println!(
-        "| scrape max                                | {:>6.2} ms |          |",
-        ms(p(1.0))
-    );
-    println!(
-        "| RSS before the first scrape               | {:>6.2} MiB |          |",
-        idle_rss as f64 / 1024.0
-    );
-    println!(
-        "| RSS after the scrapes                     | {:>6.2} MiB | < 10 MiB |",
-        rss as f64 / 1024.0
-    );
-    println!(
-        "| peak RSS (VmHWM)                          | {:>6.2} MiB | < 10 MiB |",
-        peak as f64 / 1024.0
-    );
+    let rows: [(String, String, &str); 8] = [
+        (
+            "start-up to listening (reads the backlog)".into(),
+            format!("{:.2} ms", ms(start_up)),
+            "",
+        ),
+        (
+            "first scrape".into(),
+            format!("{:.2} ms", ms(first)),
+            "< 5 ms",
+        ),
+        (
+            format!("scrape p50 ({scrapes} scrapes, 4 new events each)"),
+            format!("{:.2} ms", ms(p(0.5))),
+            "< 5 ms",
+        ),
+        (
+            "scrape p95".into(),
+            format!("{:.2} ms", ms(p(0.95))),
+            "< 5 ms",
+        ),
+        ("scrape max".into(), format!("{:.2} ms", ms(p(1.0))), ""),
+        (
+            "RSS before the first scrape".into(),
+            format!("{:.2} MiB", idle_rss as f64 / 1024.0),
+            "",
+        ),
+        (
+            "RSS after the scrapes".into(),
+            format!("{:.2} MiB", rss as f64 / 1024.0),
+            "< 10 MiB",
+        ),
+        (
+            "peak RSS (VmHWM)".into(),
+            format!("{:.2} MiB", peak as f64 / 1024.0),
+            "< 10 MiB",
+        ),
+    ];
+    println!("| {:<46} | {:>10} | {:<8} |", "measure", "value", "target");
+    println!("|{}|{}|{}|", "-".repeat(48), "-".repeat(12), "-".repeat(10));
+    for (what, value, target) in rows {
+        println!("| {what:<46} | {value:>10} | {target:<8} |");
+    }
     if full {
         assert!(p(0.95) < Duration::from_millis(5), "scrape p95 over 5 ms");
         assert!(peak < 10 * 1024, "peak RSS over 10 MiB");

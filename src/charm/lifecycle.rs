@@ -180,6 +180,7 @@ pub fn start_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), CharmE
 pub fn upgrade_charm_with(ctx: &Context<'_>, host: &dyn HostAccess) -> Result<(), CharmError> {
     ctx.tools.application_version_set(CHARM_VERSION)?;
     crate::observability::refresh_cos_agent(ctx.tools, ctx.hook)?;
+    crate::observability::restart_exporter(ctx.paths, ctx.hook, host.edges().systemd());
     start_after(ctx, host, Some(SETTING_UP_STATUS), StartFlush::Always)
 }
 

@@ -222,23 +222,39 @@ fn exposition_samples() -> Vec<Sample> {
     parse_openmetrics(&render(Some(&state), &log))
 }
 
-fn prometheus_exprs() -> Vec<String> {
+/// The `expr` of every rule of `files`, topology applied.
+fn rule_exprs(files: &[(&str, &str)]) -> Vec<String> {
+    let rules = alert_rules(files, &topology()).unwrap();
+    rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().clone())
+        .map(|r| r["expr"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The query of every dashboard panel target on a `datasource` (prometheus, loki).
+fn dashboard_exprs(datasource: &str) -> Vec<String> {
     let mut exprs = Vec::new();
-    let rules = alert_rules(&PROMETHEUS_RULES, &topology()).unwrap();
-    for group in rules["groups"].as_array().unwrap() {
-        for rule in group["rules"].as_array().unwrap() {
-            exprs.push(rule["expr"].as_str().unwrap().to_string());
-        }
-    }
     for (_, text) in DASHBOARDS {
         let dash: Value = serde_json::from_str(text).unwrap();
         for panel in dash["panels"].as_array().unwrap() {
-            if panel["datasource"]["type"] == "prometheus" {
+            if panel["datasource"]["type"] == datasource {
                 for t in panel["targets"].as_array().unwrap() {
                     exprs.push(t["expr"].as_str().unwrap().to_string());
                 }
             }
         }
+    }
+    exprs
+}
+
+fn prometheus_exprs() -> Vec<String> {
+    let mut exprs = rule_exprs(&PROMETHEUS_RULES);
+    exprs.extend(dashboard_exprs("prometheus"));
+    for (_, text) in DASHBOARDS {
+        let dash: Value = serde_json::from_str(text).unwrap();
         for var in dash["templating"]["list"].as_array().unwrap() {
             if let Some(q) = var["query"]
                 .as_str()
@@ -370,27 +386,8 @@ fn event_fields() -> (BTreeSet<String>, BTreeSet<String>) {
 fn every_logql_expression_reads_the_charms_log_file_and_its_real_fields() {
     let (fields, events) = event_fields();
     let log_path = HostPaths::new("/").metrics_log().display().to_string();
-    let mut exprs: Vec<String> = Vec::new();
-    let rules = alert_rules(&LOKI_RULES, &topology()).unwrap();
-    for group in rules["groups"].as_array().unwrap() {
-        for rule in group["rules"].as_array().unwrap() {
-            exprs.push(rule["expr"].as_str().unwrap().to_string());
-        }
-    }
-    for (_, text) in DASHBOARDS {
-        let dash: Value = serde_json::from_str(text).unwrap();
-        for panel in dash["panels"].as_array().unwrap() {
-            if panel["datasource"]["type"] == "loki" {
-                exprs.extend(
-                    panel["targets"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|t| t["expr"].as_str().unwrap().to_string()),
-                );
-            }
-        }
-    }
+    let mut exprs = rule_exprs(&LOKI_RULES);
+    exprs.extend(dashboard_exprs("loki"));
     assert!(exprs.len() >= 3);
     let stop_statuses = ["normal", "abnormal", "repo-policy-check-failure"];
     for expr in &exprs {

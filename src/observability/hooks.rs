@@ -46,13 +46,27 @@ pub fn repair_exporter(paths: &HostPaths, timer: &TimerSpec, systemd: &dyn Syste
     }
 }
 
-/// Stop and delete the exporter service (stop, remove).
-pub fn remove_exporter(paths: &HostPaths, hook: &HookContext, systemd: &dyn Systemd) {
-    let spec = ExporterSpec {
+/// upgrade-charm: the running exporter still executes the old binary; restart it when it
+/// is installed (its unit file may be unchanged).
+pub fn restart_exporter(paths: &HostPaths, hook: &HookContext, systemd: &dyn Systemd) {
+    let name = exporter_spec(hook).service_name();
+    if paths.systemd_dir().join(&name).exists() {
+        if let Err(e) = systemd.restart(&name) {
+            tracing::warn!("could not restart the metrics exporter: {e}");
+        }
+    }
+}
+
+fn exporter_spec(hook: &HookContext) -> ExporterSpec {
+    ExporterSpec {
         unit_name: hook.identity.unit_name(),
         charm_dir: hook.charm_dir.clone(),
-    };
-    if let Err(e) = service::remove(paths, &spec, systemd) {
+    }
+}
+
+/// Stop and delete the exporter service (stop, remove).
+pub fn remove_exporter(paths: &HostPaths, hook: &HookContext, systemd: &dyn Systemd) {
+    if let Err(e) = service::remove(paths, &exporter_spec(hook), systemd) {
         tracing::warn!("could not remove the metrics exporter: {e}");
     }
 }
@@ -69,17 +83,24 @@ pub fn note_runner_binary(url: &str) {
         .unwrap_or_else(PoisonError::into_inner) = Some(url.to_string());
 }
 
-/// The calls since the last fold, and mark them folded.
-fn unfolded_calls() -> BTreeMap<(ApiCall, String), u64> {
-    let now = process_outcomes().counts();
-    let mut folded = FOLDED.lock().unwrap_or_else(PoisonError::into_inner);
-    let delta = now
-        .iter()
+type Counts = BTreeMap<(ApiCall, String), u64>;
+
+/// What `now` counts beyond `folded` (non-zero only). Pure.
+fn delta(now: &Counts, folded: &Counts) -> Counts {
+    now.iter()
         .map(|(k, n)| (k.clone(), n - folded.get(k).copied().unwrap_or(0).min(*n)))
         .filter(|(_, n)| *n > 0)
-        .collect();
+        .collect()
+}
+
+/// The calls since the last fold, and mark them folded: a process that reconciles twice
+/// (flush then reconcile, an action) adds each call to the state file once.
+fn unfolded_calls() -> Counts {
+    let now = process_outcomes().counts();
+    let mut folded = FOLDED.lock().unwrap_or_else(PoisonError::into_inner);
+    let new = delta(&now, &folded);
     *folded = now;
-    delta
+    new
 }
 
 /// After a reconcile round: fold it into the exporter's state file.
@@ -127,5 +148,54 @@ pub fn refresh_cos_agent(tools: &dyn HookTools, hook: &HookContext) -> Result<()
             tracing::warn!("cos-agent data not published: {e}");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_calls_not_folded_yet_are_added() {
+        let key = |s: &str| (ApiCall::ListRunners, s.to_string());
+        let folded: Counts = [(key("200"), 3)].into_iter().collect();
+        let now: Counts = [(key("200"), 5), (key("502"), 1)].into_iter().collect();
+        let d = delta(&now, &folded);
+        assert_eq!(d, [(key("200"), 2), (key("502"), 1)].into_iter().collect());
+        assert!(delta(&now, &now).is_empty());
+    }
+
+    #[test]
+    fn the_service_is_repaired_restarted_and_removed_only_when_installed() {
+        use crate::host::timer::SystemdError;
+        struct Refusing;
+        impl Systemd for Refusing {
+            fn daemon_reload(&self) -> Result<(), SystemdError> {
+                panic!("no systemctl call expected")
+            }
+            fn enable_now(&self, _: &str) -> Result<(), SystemdError> {
+                panic!("no systemctl call expected")
+            }
+            fn restart(&self, _: &str) -> Result<(), SystemdError> {
+                panic!("no systemctl call expected")
+            }
+            fn is_active(&self, _: &str) -> Result<bool, SystemdError> {
+                panic!("no systemctl call expected")
+            }
+            fn disable_now(&self, _: &str) -> Result<(), SystemdError> {
+                panic!("no systemctl call expected")
+            }
+        }
+        let root = tempfile::tempdir().unwrap();
+        let paths = HostPaths::new(root.path());
+        let hook = crate::charm::testing::hook_context();
+        let timer = TimerSpec {
+            unit_name: hook.identity.unit_name(),
+            charm_dir: "/charm".into(),
+            interval_minutes: 5,
+        };
+        repair_exporter(&paths, &timer, &Refusing);
+        restart_exporter(&paths, &hook, &Refusing);
+        remove_exporter(&paths, &hook, &Refusing);
     }
 }

@@ -18,7 +18,7 @@ pub mod testing;
 
 pub use hooks::{
     ensure_exporter, note_runner_binary, record_round, refresh_cos_agent, remove_exporter,
-    repair_exporter,
+    repair_exporter, restart_exporter,
 };
 
 use crate::host::metrics::{MetricEvent, RunnerCreationPhases};

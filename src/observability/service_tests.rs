@@ -8,30 +8,30 @@ struct Recorder {
     active: bool,
 }
 
+impl Recorder {
+    fn note(&self, call: impl Into<String>) {
+        self.calls.lock().unwrap().push(call.into());
+    }
+}
+
 impl Systemd for Recorder {
     fn daemon_reload(&self) -> Result<(), SystemdError> {
-        self.calls.lock().unwrap().push("daemon-reload".into());
+        self.note("daemon-reload");
         Ok(())
     }
     fn enable_now(&self, unit: &str) -> Result<(), SystemdError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("enable --now {unit}"));
+        self.note(format!("enable --now {unit}"));
         Ok(())
     }
     fn restart(&self, unit: &str) -> Result<(), SystemdError> {
-        self.calls.lock().unwrap().push(format!("restart {unit}"));
+        self.note(format!("restart {unit}"));
         Ok(())
     }
     fn is_active(&self, _unit: &str) -> Result<bool, SystemdError> {
         Ok(self.active)
     }
     fn disable_now(&self, unit: &str) -> Result<(), SystemdError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("disable --now {unit}"));
+        self.note(format!("disable --now {unit}"));
         Ok(())
     }
 }
