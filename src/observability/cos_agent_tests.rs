@@ -155,26 +155,6 @@ fn publish_writes_every_cos_agent_relation_and_nothing_without_one() {
     assert!(state.relations["mongodb:5"].data.is_empty());
 }
 
-/// Every metric name in `expr` (`github_runner_...`).
-fn metric_names(expr: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let bytes = expr.as_bytes();
-    let mut i = 0;
-    while let Some(pos) = expr[i..].find("github_runner_") {
-        let start = i + pos;
-        let mut end = start;
-        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
-            end += 1;
-        }
-        // Inside a string (a log path, a legend) it is not a metric.
-        if start == 0 || !matches!(bytes[start - 1], b'"' | b'/' | b'-') {
-            names.push(expr[start..end].to_string());
-        }
-        i = end;
-    }
-    names
-}
-
 /// `(label, op, value)` of every matcher inside `{...}`, and every label of `by/on/ignoring (...)`.
 fn label_uses(expr: &str) -> (Vec<(String, String, String)>, Vec<String>) {
     let mut matchers = Vec::new();
@@ -213,6 +193,65 @@ fn label_uses(expr: &str) -> (Vec<(String, String, String)>, Vec<String>) {
         }
     }
     (matchers, grouping)
+}
+
+/// What a PromQL expression reads, from the AST of the `promql-parser` crate.
+#[derive(Debug, Default)]
+struct PromUses {
+    metrics: Vec<String>,
+    /// `(label, positive match, value)`.
+    matchers: Vec<(String, bool, String)>,
+    /// Labels of `by`/`without`/`on`/`ignoring`.
+    grouping: Vec<String>,
+}
+
+fn walk(expr: &promql_parser::parser::Expr, uses: &mut PromUses) {
+    use promql_parser::label::MatchOp;
+    use promql_parser::parser::{Expr, VectorSelector};
+    let selector = |v: &VectorSelector, uses: &mut PromUses| {
+        uses.metrics
+            .push(v.name.clone().expect("every selector names its metric"));
+        for m in &v.matchers.matchers {
+            let positive = matches!(m.op, MatchOp::Equal | MatchOp::Re(_));
+            uses.matchers
+                .push((m.name.clone(), positive, m.value.clone()));
+        }
+    };
+    match expr {
+        Expr::Aggregate(a) => {
+            walk(&a.expr, uses);
+            if let Some(p) = &a.param {
+                walk(p, uses);
+            }
+            if let Some(m) = &a.modifier {
+                uses.grouping.extend(m.labels().labels.iter().cloned());
+            }
+        }
+        Expr::Unary(u) => walk(&u.expr, uses),
+        Expr::Binary(b) => {
+            walk(&b.lhs, uses);
+            walk(&b.rhs, uses);
+            if let Some(m) = b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
+                uses.grouping.extend(m.labels().labels.iter().cloned());
+            }
+        }
+        Expr::Paren(p) => walk(&p.expr, uses),
+        Expr::Subquery(s) => walk(&s.expr, uses),
+        Expr::VectorSelector(v) => selector(v, uses),
+        Expr::MatrixSelector(m) => selector(&m.vs, uses),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, uses)),
+        _ => {}
+    }
+}
+
+/// Parse `expr` (Grafana's `$__rate_interval` read as 5m) and list what it reads.
+fn prom_uses(expr: &str) -> PromUses {
+    let promql = expr.replace("$__rate_interval", "5m");
+    let ast = promql_parser::parser::parse(&promql)
+        .unwrap_or_else(|e| panic!("not valid PromQL: {e}\n{expr}"));
+    let mut uses = PromUses::default();
+    walk(&ast, &mut uses);
+    uses
 }
 
 fn exposition_samples() -> Vec<Sample> {
@@ -279,23 +318,31 @@ fn every_promql_expression_uses_only_metrics_and_labels_the_exporter_emits() {
     }
     let exprs = prometheus_exprs();
     assert!(exprs.len() >= 20, "{exprs:?}");
-    let mut used = BTreeSet::new();
     for expr in &exprs {
-        let metrics = metric_names(expr);
-        assert!(!metrics.is_empty(), "{expr}");
-        for m in metrics {
+        let uses = if expr.starts_with("label_values(") {
+            // Grafana's variable query, not PromQL: its metric and label by hand.
+            let inner = expr["label_values(".len()..expr.len() - 1].to_string();
+            let (metric, label) = inner.split_once(',').unwrap();
+            PromUses {
+                metrics: vec![metric.trim().to_string()],
+                grouping: vec![label.trim().to_string()],
+                ..PromUses::default()
+            }
+        } else {
+            prom_uses(expr)
+        };
+        assert!(!uses.metrics.is_empty(), "{expr}");
+        for m in uses.metrics {
             assert!(names.contains(m.as_str()), "{m} is not emitted (in {expr})");
-            used.insert(m);
         }
-        let (matchers, grouping) = label_uses(expr);
-        for (label, op, value) in matchers {
+        for (label, positive, value) in uses.matchers {
             if AGENT_LABELS.contains(&label.as_str()) {
                 continue;
             }
             let known = values
                 .get(label.as_str())
                 .unwrap_or_else(|| panic!("label {label} is not emitted (in {expr})"));
-            if op == "=" || op == "=~" {
+            if positive {
                 for alt in value.split('|') {
                     assert!(
                         known.contains(alt),
@@ -304,7 +351,7 @@ fn every_promql_expression_uses_only_metrics_and_labels_the_exporter_emits() {
                 }
             }
         }
-        for label in grouping {
+        for label in uses.grouping {
             assert!(
                 AGENT_LABELS.contains(&label.as_str()) || values.contains_key(label.as_str()),
                 "grouping label {label} is not emitted (in {expr})"
