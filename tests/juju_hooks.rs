@@ -170,7 +170,7 @@ fn debug_logs_are_forwarded_only_in_debug_sessions() {
 #[test]
 fn config_changed_never_leaks_the_token() {
     // The fingerprint the charm records once it acted on a configuration is covered where
-    // the host can be ready (charm::config_changed unit tests, tests/e2e_*); here the host
+    // the host can be ready (src/charm/tests/config_changed.rs, tests/e2e_*); here the host
     // is not, and the token still reaches no argument, log, status or unit state.
     let mut h = Harness::new();
     h.valid_config();

@@ -4,6 +4,7 @@
 use super::download::DownloadError;
 use super::GitHubError;
 use crate::juju::Status;
+use crate::messages;
 
 /// How the charm should treat an error from the GitHub client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,25 +30,19 @@ pub fn disposition(err: &GitHubError) -> Disposition {
         | GitHubError::Unprocessable { .. }
         | GitHubError::Server { .. }
         | GitHubError::Transport { .. }
-        | GitHubError::Protocol { .. } => Disposition::Transient(format!(
-            "GitHub request failed ({err}); retrying at the next reconcile"
-        )),
+        | GitHubError::Protocol { .. } => Disposition::Transient(messages::github_transient(err)),
     }
 }
 
 fn blocked_message(err: &GitHubError) -> String {
     match err {
-        GitHubError::Unauthorized { .. } => {
-            "GitHub token is invalid or expired (401): set a valid `token`".to_string()
-        }
+        GitHubError::Unauthorized { .. } => messages::GITHUB_TOKEN_INVALID.to_string(),
         GitHubError::Forbidden {
             method,
             path,
             needed,
-        } => format!("GitHub token lacks permission (403 on {method} {path}): {needed}"),
-        GitHubError::NotFound { method, path } => format!(
-            "GitHub answered 404 for {method} {path}: check `path` and that the token can see it"
-        ),
+        } => messages::github_token_lacks_permission(method, path, needed),
+        GitHubError::NotFound { method, path } => messages::github_not_found(method, path),
         other => other.to_string(),
     }
 }
@@ -63,22 +58,15 @@ pub fn status_for(err: &GitHubError) -> Status {
 
 /// Maintenance "GitHub rate limit reached, retrying after HH:MM UTC".
 pub fn rate_limit_status(reset_epoch: u64) -> Status {
-    Status::Maintenance(format!(
-        "GitHub rate limit reached, retrying after {} UTC",
-        hh_mm_utc(reset_epoch)
-    ))
+    Status::Maintenance(messages::rate_limited(reset_epoch))
 }
 
-/// `HH:MM` of an epoch time, in UTC.
-pub fn hh_mm_utc(epoch: u64) -> String {
-    let secs_of_day = epoch % 86_400;
-    format!("{:02}:{:02}", secs_of_day / 3600, secs_of_day / 60 % 60)
-}
+pub use crate::messages::hh_mm_utc;
 
 /// A failed runner download never blocks: the old tarball stays and the next reconcile
 /// retries.
 pub fn download_status(err: &DownloadError) -> Status {
-    Status::Maintenance(format!("Failed to update runner binary: {err}"))
+    Status::Maintenance(messages::binary_update_failed(err))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use crate::github::calls::ApiCall;
 use crate::github::outcomes::process_outcomes;
 use crate::host::timer::{InstallOutcome, Systemd, TimerSpec};
 use crate::juju::context::HookContext;
+use crate::juju::event::{Endpoint, Event, RelationEventKind};
 use crate::juju::{HookToolError, HookTools};
 use crate::manager::reconcile::{ReconcileError, ReconcileOutcome};
 use crate::paths::HostPaths;
@@ -43,6 +44,30 @@ pub fn repair_exporter(paths: &HostPaths, timer: &TimerSpec, systemd: &dyn Syste
     let spec = spec_of(timer);
     if paths.systemd_dir().join(spec.service_name()).exists() {
         ensure_exporter(paths, timer, systemd);
+    }
+}
+
+/// The events observability itself acts on, before the charm's pipeline: publish the
+/// cos-agent data on cos-agent relation-joined/changed, config-changed and upgrade-charm (as
+/// the cos_agent library refreshes), and restart the exporter on upgrade-charm.
+pub fn on_event(
+    tools: &dyn HookTools,
+    hook: &HookContext,
+    paths: &HostPaths,
+    event: &Event,
+    systemd: &dyn Systemd,
+) -> Result<(), HookToolError> {
+    match event {
+        Event::Relation {
+            endpoint: Endpoint::CosAgent,
+            kind: RelationEventKind::Joined | RelationEventKind::Changed,
+        }
+        | Event::ConfigChanged => refresh_cos_agent(tools, hook),
+        Event::UpgradeCharm => {
+            restart_exporter(paths, hook, systemd);
+            refresh_cos_agent(tools, hook)
+        }
+        _ => Ok(()),
     }
 }
 

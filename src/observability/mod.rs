@@ -17,8 +17,8 @@ pub mod state;
 pub mod testing;
 
 pub use hooks::{
-    ensure_exporter, note_runner_binary, record_round, refresh_cos_agent, remove_exporter,
-    repair_exporter, restart_exporter,
+    ensure_exporter, note_runner_binary, on_event, record_round, refresh_cos_agent,
+    remove_exporter, repair_exporter, restart_exporter,
 };
 
 use crate::host::metrics::{MetricEvent, RunnerCreationPhases};
