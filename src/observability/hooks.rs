@@ -179,6 +179,7 @@ pub fn refresh_cos_agent(tools: &dyn HookTools, hook: &HookContext) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     #[test]
     fn only_calls_not_folded_yet_are_added() {
@@ -188,6 +189,83 @@ mod tests {
         let d = delta(&now, &folded);
         assert_eq!(d, [(key("200"), 2), (key("502"), 1)].into_iter().collect());
         assert!(delta(&now, &now).is_empty());
+    }
+
+    #[derive(Default)]
+    struct Restarts(Mutex<Vec<String>>);
+
+    impl Systemd for Restarts {
+        fn daemon_reload(&self) -> Result<(), crate::host::timer::SystemdError> {
+            Ok(())
+        }
+        fn enable_now(&self, _: &str) -> Result<(), crate::host::timer::SystemdError> {
+            Ok(())
+        }
+        fn restart(&self, unit: &str) -> Result<(), crate::host::timer::SystemdError> {
+            self.0.lock().unwrap().push(unit.to_string());
+            Ok(())
+        }
+        fn is_active(&self, _: &str) -> Result<bool, crate::host::timer::SystemdError> {
+            Ok(true)
+        }
+        fn disable_now(&self, _: &str) -> Result<(), crate::host::timer::SystemdError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn cos_agent_data_follows_its_relation_config_changes_and_upgrades() {
+        use crate::juju::memory::{MemoryHookTools, MemoryRelation};
+        let tools = MemoryHookTools::default();
+        tools
+            .lock()
+            .relations
+            .insert("cos-agent:7".into(), MemoryRelation::default());
+        let hook = crate::charm::testing::hook_context();
+        let root = tempfile::tempdir().unwrap();
+        let paths = HostPaths::new(root.path());
+        let systemd = Restarts::default();
+        let published = |event: Event| {
+            tools
+                .lock()
+                .relations
+                .get_mut("cos-agent:7")
+                .unwrap()
+                .data
+                .clear();
+            on_event(&tools, &hook, &paths, &event, &systemd).unwrap();
+            !tools.lock().relations["cos-agent:7"].data.is_empty()
+        };
+        let relation = |endpoint, kind| Event::Relation { endpoint, kind };
+        assert!(published(relation(
+            Endpoint::CosAgent,
+            RelationEventKind::Joined
+        )));
+        assert!(published(relation(
+            Endpoint::CosAgent,
+            RelationEventKind::Changed
+        )));
+        assert!(published(Event::ConfigChanged));
+        assert!(!published(relation(
+            Endpoint::CosAgent,
+            RelationEventKind::Broken
+        )));
+        assert!(!published(relation(
+            Endpoint::Mongodb,
+            RelationEventKind::Joined
+        )));
+        assert!(!published(Event::UpdateStatus));
+        // upgrade-charm: publish, and restart an installed exporter (it runs the old binary).
+        assert!(published(Event::UpgradeCharm));
+        assert!(
+            systemd.0.lock().unwrap().is_empty(),
+            "not installed: left alone"
+        );
+        let name = exporter_spec(&hook).service_name();
+        std::fs::create_dir_all(paths.systemd_dir()).unwrap();
+        std::fs::write(paths.systemd_dir().join(&name), "").unwrap();
+        assert!(published(Event::UpgradeCharm));
+        assert_eq!(*systemd.0.lock().unwrap(), vec![name]);
     }
 
     #[test]
