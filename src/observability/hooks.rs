@@ -179,7 +179,7 @@ pub fn refresh_cos_agent(tools: &dyn HookTools, hook: &HookContext) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use crate::observability::testing::RecordingSystemd;
 
     #[test]
     fn only_calls_not_folded_yet_are_added() {
@@ -189,28 +189,6 @@ mod tests {
         let d = delta(&now, &folded);
         assert_eq!(d, [(key("200"), 2), (key("502"), 1)].into_iter().collect());
         assert!(delta(&now, &now).is_empty());
-    }
-
-    #[derive(Default)]
-    struct Restarts(Mutex<Vec<String>>);
-
-    impl Systemd for Restarts {
-        fn daemon_reload(&self) -> Result<(), crate::host::timer::SystemdError> {
-            Ok(())
-        }
-        fn enable_now(&self, _: &str) -> Result<(), crate::host::timer::SystemdError> {
-            Ok(())
-        }
-        fn restart(&self, unit: &str) -> Result<(), crate::host::timer::SystemdError> {
-            self.0.lock().unwrap().push(unit.to_string());
-            Ok(())
-        }
-        fn is_active(&self, _: &str) -> Result<bool, crate::host::timer::SystemdError> {
-            Ok(true)
-        }
-        fn disable_now(&self, _: &str) -> Result<(), crate::host::timer::SystemdError> {
-            Ok(())
-        }
     }
 
     #[test]
@@ -224,7 +202,7 @@ mod tests {
         let hook = crate::charm::testing::hook_context();
         let root = tempfile::tempdir().unwrap();
         let paths = HostPaths::new(root.path());
-        let systemd = Restarts::default();
+        let systemd = RecordingSystemd::default();
         let published = |event: Event| {
             tools
                 .lock()
@@ -257,38 +235,17 @@ mod tests {
         assert!(!published(Event::UpdateStatus));
         // upgrade-charm: publish, and restart an installed exporter (it runs the old binary).
         assert!(published(Event::UpgradeCharm));
-        assert!(
-            systemd.0.lock().unwrap().is_empty(),
-            "not installed: left alone"
-        );
+        assert!(systemd.calls().is_empty(), "not installed: left alone");
         let name = exporter_spec(&hook).service_name();
         std::fs::create_dir_all(paths.systemd_dir()).unwrap();
         std::fs::write(paths.systemd_dir().join(&name), "").unwrap();
         assert!(published(Event::UpgradeCharm));
-        assert_eq!(*systemd.0.lock().unwrap(), vec![name]);
+        assert_eq!(systemd.calls(), vec![format!("restart {name}")]);
     }
 
     #[test]
     fn the_service_is_repaired_restarted_and_removed_only_when_installed() {
-        use crate::host::timer::SystemdError;
-        struct Refusing;
-        impl Systemd for Refusing {
-            fn daemon_reload(&self) -> Result<(), SystemdError> {
-                panic!("no systemctl call expected")
-            }
-            fn enable_now(&self, _: &str) -> Result<(), SystemdError> {
-                panic!("no systemctl call expected")
-            }
-            fn restart(&self, _: &str) -> Result<(), SystemdError> {
-                panic!("no systemctl call expected")
-            }
-            fn is_active(&self, _: &str) -> Result<bool, SystemdError> {
-                panic!("no systemctl call expected")
-            }
-            fn disable_now(&self, _: &str) -> Result<(), SystemdError> {
-                panic!("no systemctl call expected")
-            }
-        }
+        let systemd = RecordingSystemd::default();
         let root = tempfile::tempdir().unwrap();
         let paths = HostPaths::new(root.path());
         let hook = crate::charm::testing::hook_context();
@@ -297,8 +254,9 @@ mod tests {
             charm_dir: "/charm".into(),
             interval_minutes: 5,
         };
-        repair_exporter(&paths, &timer, &Refusing);
-        restart_exporter(&paths, &hook, &Refusing);
-        remove_exporter(&paths, &hook, &Refusing);
+        repair_exporter(&paths, &timer, &systemd);
+        restart_exporter(&paths, &hook, &systemd);
+        remove_exporter(&paths, &hook, &systemd);
+        assert!(systemd.calls().is_empty(), "{:?}", systemd.calls());
     }
 }

@@ -1,40 +1,5 @@
 use super::*;
-use crate::host::timer::SystemdError;
-use std::sync::Mutex;
-
-#[derive(Default)]
-struct Recorder {
-    calls: Mutex<Vec<String>>,
-    active: bool,
-}
-
-impl Recorder {
-    fn note(&self, call: impl Into<String>) {
-        self.calls.lock().unwrap().push(call.into());
-    }
-}
-
-impl Systemd for Recorder {
-    fn daemon_reload(&self) -> Result<(), SystemdError> {
-        self.note("daemon-reload");
-        Ok(())
-    }
-    fn enable_now(&self, unit: &str) -> Result<(), SystemdError> {
-        self.note(format!("enable --now {unit}"));
-        Ok(())
-    }
-    fn restart(&self, unit: &str) -> Result<(), SystemdError> {
-        self.note(format!("restart {unit}"));
-        Ok(())
-    }
-    fn is_active(&self, _unit: &str) -> Result<bool, SystemdError> {
-        Ok(self.active)
-    }
-    fn disable_now(&self, unit: &str) -> Result<(), SystemdError> {
-        self.note(format!("disable --now {unit}"));
-        Ok(())
-    }
-}
+use crate::observability::testing::RecordingSystemd as Recorder;
 
 fn spec(unit: &str) -> ExporterSpec {
     ExporterSpec {
@@ -87,7 +52,7 @@ fn install_writes_once_repairs_an_inactive_service_and_remove_cleans_up() {
     );
     let name = s.service_name();
     assert_eq!(
-        *systemd.calls.lock().unwrap(),
+        systemd.calls(),
         vec![
             "daemon-reload".to_string(),
             format!("enable --now {name}"),
@@ -98,6 +63,10 @@ fn install_writes_once_repairs_an_inactive_service_and_remove_cleans_up() {
         install(&paths, &s, &systemd).unwrap(),
         InstallOutcome::Repaired
     );
+    assert_eq!(
+        systemd.calls()[3..],
+        [format!("is-active {name}"), format!("enable --now {name}")]
+    );
     let active = Recorder {
         active: true,
         ..Recorder::default()
@@ -106,12 +75,12 @@ fn install_writes_once_repairs_an_inactive_service_and_remove_cleans_up() {
         install(&paths, &s, &active).unwrap(),
         InstallOutcome::Unchanged
     );
-    assert!(active.calls.lock().unwrap().is_empty());
+    assert_eq!(active.calls(), vec![format!("is-active {name}")]);
     remove(&paths, &s, &active).unwrap();
     assert!(!paths.systemd_dir().join(&name).exists());
     remove(&paths, &s, &active).unwrap();
     assert_eq!(
-        *active.calls.lock().unwrap(),
-        vec![format!("disable --now {name}"), "daemon-reload".to_string()]
+        active.calls()[1..],
+        [format!("disable --now {name}"), "daemon-reload".to_string()]
     );
 }

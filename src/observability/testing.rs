@@ -72,3 +72,44 @@ pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<
         })
         .map(|s| s.value)
 }
+
+/// A `Systemd` that records each call (`enable --now <unit>`, ...) and answers `is_active`
+/// with `active`.
+#[derive(Debug, Default)]
+pub struct RecordingSystemd {
+    pub calls: std::sync::Mutex<Vec<String>>,
+    pub active: bool,
+}
+
+impl RecordingSystemd {
+    fn note(&self, call: impl Into<String>) {
+        self.calls.lock().expect("not poisoned").push(call.into());
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("not poisoned").clone()
+    }
+}
+
+impl crate::host::timer::Systemd for RecordingSystemd {
+    fn daemon_reload(&self) -> Result<(), crate::host::timer::SystemdError> {
+        self.note("daemon-reload");
+        Ok(())
+    }
+    fn enable_now(&self, unit: &str) -> Result<(), crate::host::timer::SystemdError> {
+        self.note(format!("enable --now {unit}"));
+        Ok(())
+    }
+    fn restart(&self, unit: &str) -> Result<(), crate::host::timer::SystemdError> {
+        self.note(format!("restart {unit}"));
+        Ok(())
+    }
+    fn is_active(&self, unit: &str) -> Result<bool, crate::host::timer::SystemdError> {
+        self.note(format!("is-active {unit}"));
+        Ok(self.active)
+    }
+    fn disable_now(&self, unit: &str) -> Result<(), crate::host::timer::SystemdError> {
+        self.note(format!("disable --now {unit}"));
+        Ok(())
+    }
+}
