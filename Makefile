@@ -12,12 +12,12 @@ CHARMCRAFT_VERSION := 4.5.0
 # Debian/Ubuntu packages the build and the tests need. Extend this list (LXD, ...) rather
 # than adding install steps elsewhere.
 APT_PACKAGES := python3 python3-venv python3-pip binutils gcc libc6-dev pkg-config curl ca-certificates \
-	lxd lxd-client busybox-static shellcheck
+	lxd lxd-client busybox-static shellcheck nftables dnsmasq-base iproute2
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO := $(shell command -v cargo || echo $(HOME)/.cargo/bin/cargo)
 
-.PHONY: charm test deps apt-deps rust venv lxd lint bench clean-charm
+.PHONY: charm test deps apt-deps rust venv lxd lint bench clean-charm clean-lxd
 
 ## charm: release binary + github-runner_ubuntu-22.04-amd64.charm at the repo root.
 charm:
@@ -73,3 +73,9 @@ bench:
 
 clean-charm:
 	rm -f $(CHARM)
+
+## clean-lxd: remove every LXD project, image, pool, network and ACL the tests made (and the
+## unused `default` pool setup-lxd.sh makes), so the next `make test` starts as on a fresh
+## machine. Only while no test runs.
+clean-lxd:
+	python3 tests/support/lxd_fixture/clean-lxd.py

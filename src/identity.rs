@@ -3,6 +3,12 @@
 //! A runner is ours when its name is exactly `{app}-{unit}-{12 hex}` and, for LXD instances,
 //! when it also carries our owner key. A prefix check alone would let app "x" unit 1 claim
 //! the runners of app "x-1".
+//!
+//! LXD refuses instance names over 63 characters (they are hostnames). When `{app}` would
+//! make the name longer, it is shortened deterministically to its first characters plus 8
+//! hex of its SHA-256 ([`UnitIdentity::name_label`]): every hook of the unit derives the
+//! same names, two long application names sharing a prefix still differ, and the owner key
+//! (which holds the full application name) stays the real identity of an instance.
 
 use std::fmt;
 
@@ -10,6 +16,10 @@ use std::fmt;
 pub const OWNER_CONFIG_KEY: &str = "user.github-runner.owner";
 
 const SUFFIX_HEX_LEN: usize = 12;
+/// Longest instance name LXD accepts (a hostname label).
+pub const MAX_RUNNER_NAME_LEN: usize = 63;
+/// Hex digits of the application name's SHA-256 that stand in for its cut-off tail.
+const LABEL_HASH_HEX_LEN: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitIdentity {
@@ -46,9 +56,31 @@ impl UnitIdentity {
         format!("{}/{}", self.app, self.unit_number)
     }
 
-    /// `{app}-{unit}-`: every runner name of this unit starts with it.
+    /// `{label}-{unit}-`: every runner name of this unit starts with it.
     pub fn name_prefix(&self) -> String {
-        format!("{}-{}-", self.app, self.unit_number)
+        format!("{}-{}-", self.name_label(), self.unit_number)
+    }
+
+    /// The application's part of runner names: the application name when the names fit in
+    /// [`MAX_RUNNER_NAME_LEN`], else its first characters and 8 hex of its SHA-256, so they
+    /// do. Deterministic.
+    pub fn name_label(&self) -> String {
+        let unit_len = self.unit_number.to_string().len();
+        // `{label}-{unit}-{12 hex}`; a u32 unit number has at most 10 digits, so this
+        // budget is at least 39.
+        let budget = MAX_RUNNER_NAME_LEN - SUFFIX_HEX_LEN - 2 - unit_len;
+        if self.app.len() <= budget {
+            return self.app.clone();
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.app.as_bytes());
+        let hash: String = digest
+            .iter()
+            .take(LABEL_HASH_HEX_LEN / 2)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let kept: String = self.app.chars().take(budget - LABEL_HASH_HEX_LEN).collect();
+        format!("{kept}{hash}")
     }
 
     /// Value of [`OWNER_CONFIG_KEY`] on our instances.
@@ -121,6 +153,45 @@ mod tests {
         assert!(u.owns_name(n.as_str()), "{n}");
         assert!(n.as_str().len() <= 63);
         assert_ne!(n, u.new_runner_name().unwrap());
+    }
+
+    /// Juju allows application names LXD cannot fit in a 63-character instance name.
+    #[test]
+    fn a_60_character_application_gets_names_lxd_accepts() {
+        let app = format!("a{}", "-long-app-name".repeat(5))
+            .chars()
+            .take(60)
+            .collect::<String>();
+        assert_eq!(app.len(), 60);
+        let u = unit(&format!("{app}/7"));
+        let name = u.new_runner_name().unwrap();
+        assert_eq!(name.as_str().len(), MAX_RUNNER_NAME_LEN, "{name}");
+        assert!(u.owns_name(name.as_str()), "{name}");
+        assert!(name
+            .as_str()
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        assert!(!name.as_str().ends_with('-'));
+        // Every hook derives the same names; the owner key keeps the full name.
+        assert_eq!(unit(&format!("{app}/7")).name_prefix(), u.name_prefix());
+        assert!(u.owner_value().ends_with(&format!("/{app}/7")));
+        // Another long application with the same first 60 characters but one more differs.
+        let other = unit(&format!("{app}x/7"));
+        assert_ne!(other.name_prefix(), u.name_prefix());
+        assert!(!other.owns_name(name.as_str()));
+        // The largest unit number still fits.
+        let big = unit(&format!("{app}/{}", u32::MAX));
+        assert_eq!(
+            big.new_runner_name().unwrap().as_str().len(),
+            MAX_RUNNER_NAME_LEN
+        );
+        // Short names are unchanged.
+        assert_eq!(unit("github-runner/0").name_prefix(), "github-runner-0-");
+        let longest_kept = "a".repeat(MAX_RUNNER_NAME_LEN - SUFFIX_HEX_LEN - 3);
+        assert_eq!(
+            unit(&format!("{longest_kept}/0")).name_label(),
+            longest_kept
+        );
     }
 
     #[test]

@@ -141,6 +141,16 @@ pub fn waiting_for_binary(summary: &str) -> String {
 pub const RECONCILING: &str = "reconciling runners";
 pub const BINARY_UPDATED_FLUSHING: &str = "runner binary updated: flushing idle runners";
 
+/// update-dependencies' status when the new binary is in place but idle runners on the old
+/// one could not all be removed.
+pub const BINARY_UPDATED_FLUSH_FAILED: &str =
+    "runner binary updated, but flushing the idle runners failed; the next reconcile replaces them";
+
+/// update-dependencies' failure naming the runners that could not be flushed.
+pub fn flush_incomplete(failures: impl std::fmt::Display) -> String {
+    format!("the runner binary was updated, but flushing the idle runners failed: {failures}")
+}
+
 pub fn reconciled(created: usize, removed: usize, failed: usize) -> String {
     format!("reconciled: {created} created, {removed} removed, {failed} failed")
 }

@@ -60,6 +60,14 @@ fn every_kind() -> Vec<(&'static str, String)> {
         ("waiting_for_binary", waiting_for_binary("0/1 runners")),
         ("RECONCILING", RECONCILING.into()),
         ("BINARY_UPDATED_FLUSHING", BINARY_UPDATED_FLUSHING.into()),
+        (
+            "BINARY_UPDATED_FLUSH_FAILED",
+            BINARY_UPDATED_FLUSH_FAILED.into(),
+        ),
+        (
+            "flush_incomplete",
+            flush_incomplete("github-runner-0-a1b2c3d4e5f6: 502"),
+        ),
         ("reconciled", reconciled(1, 2, 0)),
         ("flushing_then_reconciling", flushing_then_reconciling(mode)),
         (

@@ -81,6 +81,11 @@ impl HostPaths {
         self.at("var/log/github-runner-image-build.log")
     }
 
+    /// The nft ruleset redirecting runner web traffic to aproxy (kept for operators to read).
+    pub fn aproxy_nft_file(&self) -> PathBuf {
+        self.at("var/lib/github-runner-charm/aproxy.nft")
+    }
+
     /// Numbers the metrics exporter serves that only a hook knows (0640, no secrets).
     pub fn exporter_state(&self) -> PathBuf {
         self.at("var/lib/github-runner-charm/exporter-state.json")

@@ -4,10 +4,14 @@
 //!
 //! Trials alternate between killing the dispatch process alone (the `lxc` clients it
 //! started run on, orphaned, to their end) and its whole process group (the charm and its
-//! `lxc` clients, as a machine crash would). Before the recovering reconcile each trial waits
-//! for the killed run's processes to end and for LXD to finish the operations they started.
+//! `lxc` clients, as a machine crash would). The first two tests wait, before the recovering
+//! reconcile, for the killed run's processes to end and for LXD to finish the operations
+//! they started. Production does not wait: the unit lock goes with the killed hook, so the
+//! next reconcile may start while the orphans still work. The third test reconciles at once
+//! after the kill (it must not fail), then checks convergence once everything settled.
 //! Kill points are uniform over the measured length of an uninterrupted run, drawn from a
-//! seeded RNG; the seed is printed, and `CRASH_SEED=<n>` replays a run.
+//! seeded RNG: a fixed seed by default (CI), `CRASH_SWEEP=1` for a random one (printed),
+//! `CRASH_SEED=<n>` to replay one.
 
 #[path = "support/charm_env/mod.rs"]
 mod charm_env;
@@ -35,6 +39,19 @@ const SETTLE: Duration = Duration::from_secs(30);
 const ONLINE_SOON: Duration = Duration::from_secs(20);
 /// How long the `lxc` clients of a killed hook may run on by themselves.
 const ORPHANS_END_WITHIN: Duration = Duration::from_secs(120);
+/// Trials of the reconcile-at-once test, per operation killed.
+const AT_ONCE_RECONCILE_TRIALS: usize = 4;
+const AT_ONCE_FLUSH_TRIALS: usize = 3;
+
+/// When the recovering reconcile runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovery {
+    /// Once the killed run's orphans ended and LXD is quiet.
+    AfterSettling,
+    /// Right after the kill, orphans still running (as production does); convergence is
+    /// checked once things settled.
+    AtOnce,
+}
 
 /// How a run given a kill deadline ended.
 #[derive(Debug)]
@@ -55,9 +72,14 @@ enum Target {
 }
 
 /// Start `dispatch_path`; SIGKILL `target` when `delay` has passed, unless the run finished
-/// first (its exit is waited for, with the deadline as the bound). Returns once nothing of
-/// the run is left running (orphans get [`ORPHANS_END_WITHIN`]).
-fn kill_after(env: &CharmEnv, dispatch_path: &str, delay: Duration, target: Target) -> Ending {
+/// first (its exit is waited for, with the deadline as the bound). Returns the ending and the
+/// process group, whose orphans may still run.
+fn kill_after(
+    env: &CharmEnv,
+    dispatch_path: &str,
+    delay: Duration,
+    target: Target,
+) -> (Ending, u32) {
     let started = Instant::now();
     let mut child = env.spawn_dispatch(dispatch_path);
     let deadline = started + delay;
@@ -77,17 +99,24 @@ fn kill_after(env: &CharmEnv, dispatch_path: &str, delay: Duration, target: Targ
         Target::Process => kill_process(pgid),
     }
     let _ = child.wait();
+    (ending, pgid)
+}
+
+/// Wait until nothing of the killed run's process group runs (orphans get
+/// [`ORPHANS_END_WITHIN`]).
+#[track_caller]
+fn wait_orphans(pgid: u32) {
     assert!(
         wait_for(ORPHANS_END_WITHIN, || !group_alive(pgid)),
         "processes of the killed run still alive after {ORPHANS_END_WITHIN:?}"
     );
-    ending
 }
 
 /// Run trials until `kills` of them were killed mid-run: `prepare`, then kill
-/// `dispatch_path` at a point uniform over `window`, then [`converge`]. A run that finished
-/// before its kill point still converges, shrinks the window to its duration, and does not
-/// count (at most `kills` such misses).
+/// `dispatch_path` at a point uniform over `window`, then recover as `recovery` says and
+/// [`converge`]. A run that finished before its kill point still converges, shrinks the
+/// window to its duration, and does not count (at most `kills` such misses).
+#[allow(clippy::too_many_arguments)]
 fn trials(
     env: &mut CharmEnv,
     label: &str,
@@ -95,6 +124,7 @@ fn trials(
     dispatch_path: &str,
     kills: usize,
     mut window: Duration,
+    recovery: Recovery,
     prepare: impl Fn(&CharmEnv),
 ) {
     let mut rng = SeededRng::new(seed);
@@ -108,18 +138,25 @@ fn trials(
         } else {
             Target::Group
         };
-        let ending = kill_after(env, dispatch_path, delay, target);
+        let (ending, pgid) = kill_after(env, dispatch_path, delay, target);
         eprintln!(
             "{label} trial {}: kill {target:?} at {delay:?}: {ending:?}",
             killed + missed
         );
-        converge(
-            env,
-            &format!(
-                "seed {seed}, {label} trial {}, kill {target:?} at {delay:?}",
-                killed + missed
-            ),
+        let what = format!(
+            "seed {seed}, {label} trial {}, kill {target:?} at {delay:?}",
+            killed + missed
         );
+        if recovery == Recovery::AtOnce {
+            // The killed run's lxc clients and LXD operations may still be at work.
+            let run = env.reconcile();
+            assert_eq!(
+                run.code, 0,
+                "{what}: the reconcile right after the kill failed: {run:#?}"
+            );
+        }
+        wait_orphans(pgid);
+        converge(env, &what);
         match ending {
             Ending::Killed => killed += 1,
             Ending::Finished(took) => {
@@ -200,6 +237,7 @@ fn sigkill_during_a_reconcile_from_zero_then_reconcile_converges() {
         "reconcile-runners",
         RECONCILE_TRIALS,
         window,
+        Recovery::AfterSettling,
         back_to_zero,
     );
 }
@@ -225,12 +263,59 @@ fn sigkill_during_a_flush_then_reconcile_converges() {
         "actions/flush-runners",
         FLUSH_TRIALS,
         window,
-        |env| {
-            // Flush online runners when they get there; a runner a crash left half-started
-            // stays offline until its grace period ends, and is flushed as it is.
-            env.gh.wait_until(ONLINE_SOON, |s| {
-                s.runners.len() == DESIRED as usize && s.runners.iter().all(|r| r.online)
-            });
-        },
+        Recovery::AfterSettling,
+        wait_online_soon,
+    );
+}
+
+/// Flush online runners when they get there; a runner a crash left half-started stays
+/// offline until its grace period ends, and is flushed as it is.
+fn wait_online_soon(env: &CharmEnv) {
+    env.gh.wait_until(ONLINE_SOON, |s| {
+        s.runners.len() == DESIRED as usize && s.runners.iter().all(|r| r.online)
+    });
+}
+
+/// As production: the next reconcile starts right after the kill, while the killed run's
+/// orphaned `lxc` clients and LXD operations still work. It must not fail, and once
+/// everything settled the fleet converges.
+#[test]
+fn sigkill_then_an_immediate_reconcile_with_orphans_still_running_converges() {
+    let seed = seed_from_env() ^ 0xA7u64;
+    eprintln!(
+        "crash_safety at once: seed {seed} (replay with CRASH_SEED={})",
+        seed ^ 0xA7
+    );
+    let mut env = CharmEnv::new(DESIRED);
+    env.deploy();
+    back_to_zero(&env);
+    let window = measure(&mut env, "reconcile-runners");
+    env.assert_runners(DESIRED as usize);
+    trials(
+        &mut env,
+        "reconcile at once",
+        seed,
+        "reconcile-runners",
+        AT_ONCE_RECONCILE_TRIALS,
+        window,
+        Recovery::AtOnce,
+        back_to_zero,
+    );
+
+    // A runner the last kill left registered but never started only goes once its start
+    // window passed: start the flush trials from a fresh fleet instead.
+    back_to_zero(&env);
+    env.reconcile().assert_ok();
+    env.wait_online(DESIRED as usize);
+    let window = measure(&mut env, "actions/flush-runners");
+    trials(
+        &mut env,
+        "flush at once",
+        seed ^ 0xF1,
+        "actions/flush-runners",
+        AT_ONCE_FLUSH_TRIALS,
+        window,
+        Recovery::AtOnce,
+        wait_online_soon,
     );
 }

@@ -230,6 +230,96 @@ fn a_fleet_of_250_runners_costs_exactly_three_list_requests() {
     );
 }
 
+/// 5 registrations of another unit, then 145 of ours: 2 pages. `delete` (while page 2 is
+/// held back) and `add` change the scope between the pages; returns our names and the
+/// listing.
+fn list_while_page_two_waits(
+    delete_other: bool,
+    add_other: bool,
+) -> (FakeGitHub, std::collections::BTreeSet<String>, Vec<String>) {
+    let gh = FakeGitHub::start();
+    let other = UnitIdentity::parse("github-runner/1", "model-uuid").unwrap();
+    let others: Vec<String> = (0..5).map(|_| other.new_runner_name().unwrap().0).collect();
+    for n in &others {
+        gh.add_runner("canonical/hello", n, &["x"]);
+    }
+    let mut ours = std::collections::BTreeSet::new();
+    for _ in 0..145 {
+        let n = identity().new_runner_name().unwrap();
+        gh.add_runner("canonical/hello", n.as_str(), &["x"]);
+        ours.insert(n.0);
+    }
+    let (c, _) = client(&gh, repo());
+    let listed = std::thread::scope(|scope| {
+        let held = gh.hold_page(Endpoint::ListRunners, 2);
+        let listing = scope.spawn(|| c.list_runners().unwrap());
+        assert!(
+            held.wait_held(Duration::from_secs(30)),
+            "page 2 never asked for"
+        );
+        if delete_other {
+            assert!(gh.remove_runner(&others[2]));
+        }
+        if add_other {
+            gh.add_runner(
+                "canonical/hello",
+                &other.new_runner_name().unwrap().0,
+                &["x"],
+            );
+        }
+        held.release();
+        listing.join().unwrap()
+    });
+    let names = listed.into_iter().map(|r| r.name).collect();
+    (gh, ours, names)
+}
+
+#[test]
+fn a_registration_deleted_between_pages_does_not_hide_a_live_one() {
+    // GitHub drops the deleted entry and every later one moves one place back: the first
+    // entry of page 2 is now the last of page 1, already read. The count moved (150 -> 149),
+    // so the client lists again.
+    let (gh, ours, listed) = list_while_page_two_waits(true, false);
+    let listed_set: std::collections::BTreeSet<String> = listed.iter().cloned().collect();
+    assert_eq!(listed.len(), listed_set.len(), "a runner listed twice");
+    let missing: Vec<&String> = ours.difference(&listed_set).collect();
+    assert!(
+        missing.is_empty(),
+        "live registrations missing from the listing: {missing:?}"
+    );
+    assert_eq!(listed_set, ours);
+    let queries: Vec<String> = gh.requests().into_iter().map(|r| r.query).collect();
+    assert_eq!(
+        queries,
+        [
+            "per_page=100",
+            "per_page=100&page=2",
+            "per_page=100",
+            "per_page=100&page=2"
+        ]
+    );
+}
+
+#[test]
+fn a_deletion_and_an_addition_between_pages_hide_a_runner_that_get_runner_still_finds() {
+    // The count is the same on both pages, so the listing cannot tell; this is why the
+    // manager confirms a runner a listing lacks with GET …/runners/{id} before removing it.
+    let (gh, ours, listed) = list_while_page_two_waits(true, true);
+    let listed: std::collections::BTreeSet<String> = listed.into_iter().collect();
+    let missed: Vec<&String> = ours.difference(&listed).collect();
+    assert_eq!(missed.len(), 1, "{missed:?}");
+    let (c, _) = client(&gh, repo());
+    let id = gh.runner(missed[0]).unwrap().id;
+    assert_eq!(
+        c.get_runner(id).unwrap().map(|r| r.name),
+        Some(missed[0].clone())
+    );
+    assert!(
+        c.get_runner(999_999).unwrap().is_none(),
+        "404 reads as gone"
+    );
+}
+
 #[test]
 fn the_jobs_of_a_run_come_from_every_page_and_only_from_that_run() {
     let gh = FakeGitHub::start();
@@ -379,6 +469,53 @@ fn primary_exhaustion_is_not_retried_and_reports_the_reset() {
     );
     gh.clear_faults();
     assert!(c.list_runners().is_ok());
+}
+
+#[test]
+fn a_spent_primary_budget_answers_403_with_nothing_remaining_and_is_not_retried() {
+    let gh = FakeGitHub::start();
+    let (c, clock) = client(&gh, repo());
+    let reset = fake_github::now_epoch() + 1800;
+    gh.set_rate_budget(2, reset);
+    assert!(c.list_runners().is_ok());
+    assert!(c.list_runners().is_ok());
+    assert_eq!(gh.rate_remaining(), 0);
+    let err = c.list_runners().unwrap_err();
+    assert!(
+        matches!(err, GitHubError::RateLimited { reset_epoch, .. } if reset_epoch == reset),
+        "{err:?}"
+    );
+    assert_eq!(
+        gh.count(Endpoint::ListRunners),
+        3,
+        "a spent budget is not retried"
+    );
+    assert!(clock.sleeps().is_empty());
+}
+
+#[test]
+fn a_secondary_limit_with_nothing_remaining_waits_for_the_primary_reset() {
+    // GitHub: no retry-after and x-ratelimit-remaining 0 means wait until x-ratelimit-reset,
+    // not the minute a secondary limit otherwise asks for.
+    let gh = FakeGitHub::start();
+    let (c, clock) = client(&gh, repo());
+    let reset = fake_github::now_epoch() + 2400;
+    gh.set_rate_budget(1, reset);
+    assert!(c.list_runners().is_ok());
+    gh.inject(
+        Fault::SecondaryRateLimit {
+            status: 403,
+            retry_after: None,
+        },
+        1,
+    );
+    let err = c.remove_token().unwrap_err();
+    assert!(
+        matches!(err, GitHubError::RateLimited { reset_epoch, .. } if reset_epoch == reset),
+        "{err:?}"
+    );
+    assert_eq!(gh.count(Endpoint::RemoveToken), 1);
+    assert!(clock.sleeps().is_empty());
 }
 
 #[test]

@@ -512,6 +512,37 @@ fn tokens_user_agent_and_missing_paths_are_checked() {
 }
 
 #[test]
+fn a_spent_primary_budget_answers_403_until_a_new_window() {
+    let gh = FakeGitHub::start();
+    let t = gh.token();
+    let list = format!("{}/repos/o/r/actions/runners", gh.api_base());
+    let reset = fake_github::now_epoch() + 600;
+    gh.set_rate_budget(1, reset);
+    let last = call("GET", &list, Some(&t), None);
+    assert_eq!(last.status, 200);
+    assert_eq!(last.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(last.header("x-ratelimit-used"), Some("5000"));
+    for _ in 0..2 {
+        let refused = call("GET", &list, Some(&t), None);
+        assert_eq!(refused.status, 403);
+        assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"));
+        assert_eq!(
+            refused.header("x-ratelimit-reset"),
+            Some(reset.to_string().as_str())
+        );
+        assert!(refused.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("rate limit exceeded"));
+    }
+    // A reset in the past opens a new window of 5000.
+    gh.set_rate_budget(0, fake_github::now_epoch() - 1);
+    let fresh = call("GET", &list, Some(&t), None);
+    assert_eq!(fresh.status, 200);
+    assert_eq!(fresh.header("x-ratelimit-remaining"), Some("4999"));
+}
+
+#[test]
 fn faults_fire_as_many_times_as_asked_and_on_the_endpoint_asked() {
     let gh = FakeGitHub::start();
     let t = gh.token();
@@ -547,6 +578,15 @@ fn faults_fire_as_many_times_as_asked_and_on_the_endpoint_asked() {
     let a = call("GET", &list, Some(&t), None);
     assert_eq!(a.status, 429);
     assert_eq!(a.header("retry-after"), Some("7"));
+    for name in [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-used",
+        "x-ratelimit-reset",
+        "x-ratelimit-resource",
+    ] {
+        assert!(a.header(name).is_some(), "secondary limit without {name}");
+    }
     assert!(a.json()["message"]
         .as_str()
         .unwrap()

@@ -13,14 +13,22 @@ const BOTH_MISSING: &str = "invalid config: path: missing, set it with juju conf
      path=<org> or <owner>/<repo>; token: missing, set it with juju config github-runner \
      token=<token>";
 
+/// The status of a unit with a valid config on a host whose LXD project is missing.
+const NO_PROJECT: &str = "the LXD project juju-harness-no-lxd does not exist \
+     (GITHUB_RUNNER_LXD_PROJECT names it; create it first)";
+
 /// Hooks that read the config and set the unit's status.
-const STATUS_HOOKS: [&str; 6] = [
+const STATUS_HOOKS: [&str; 9] = [
     "install",
     "start",
     "upgrade-charm",
     "config-changed",
     "update-status",
     "runner-storage-attached",
+    // The tmate servers changed: the ACL and idle runners follow (src/charm/relations.rs).
+    "debug-ssh-relation-changed",
+    "debug-ssh-relation-departed",
+    "debug-ssh-relation-broken",
 ];
 
 /// Hooks that take runners down: they read the config (and unit state) but, with nothing
@@ -67,14 +75,13 @@ fn every_hook_exits_0_with_valid_config() {
     for name in Event::known_hook_names() {
         h.hook(&name).assert_ok();
         if STATUS_HOOKS.contains(&name.as_str()) {
-            // This harness has no runner storage, GitHub or systemd: the unit cannot be
-            // ready, and says why without failing the hook.
-            let (status, message) = h.last_status().expect("a status");
-            assert!(
-                ["maintenance", "waiting", "blocked"].contains(&status.as_str()),
-                "{name}: {status} {message}"
+            // The harness names an LXD project that does not exist: the unit waits for it,
+            // says what is missing and how to fix it, and the hook does not fail.
+            assert_eq!(
+                h.last_status(),
+                Some(("waiting".into(), NO_PROJECT.into())),
+                "{name}"
             );
-            assert!(!message.is_empty(), "{name}");
         }
     }
 }
@@ -199,8 +206,9 @@ fn invalid_config_changes_no_state() {
     assert!(!h.calls().iter().any(|c| c.tool.starts_with("state-")));
 }
 
+/// Harness self-test: Juju drops what a failed hook or action set in unit state.
 #[test]
-fn a_failed_hook_discards_its_unit_state() {
+fn harness_self_test_a_failed_hook_discards_its_unit_state() {
     let mut h = Harness::new();
     h.valid_config();
     // The reconcile-runners action remembers its status (state-set succeeds), then the
@@ -213,6 +221,69 @@ fn a_failed_hook_discards_its_unit_state() {
         .iter()
         .any(|c| c.tool == "state-set" && c.exit == 0));
     assert!(h.unit_state().is_empty());
+    // The charm: it fails the action (so Juju reports it) and says which tool failed.
+    let logs = h.logs();
+    assert!(
+        logs.iter().any(|l| l.level == "ERROR"
+            && l.message
+                .contains("action-fail exited with 1: ERROR connection is shut down")),
+        "{logs:?}"
+    );
+}
+
+/// Harness self-test: a juju-exec run keeps what its hook tools set whatever its exit code
+/// (as real juju-exec does); a hook's changes go with its failure.
+#[test]
+fn harness_self_test_juju_exec_keeps_state_changes_of_a_failed_run() {
+    let mut h = Harness::new();
+    let script = h.state_dir.join("set-then-fail.sh");
+    std::fs::write(&script, "#!/bin/sh\nstate-set ran=yes || exit 3\nexit 1\n").unwrap();
+    executable::copy_executable(&script, &h.charm_dir.join("dispatch"));
+    let run = h.dispatch_path("reconcile-runners");
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(h.unit_state().get("ran").map(String::as_str), Some("yes"));
+
+    let mut h = Harness::new();
+    executable::copy_executable(&script, &h.charm_dir.join("dispatch"));
+    assert_eq!(h.hook("update-status").code, 1);
+    assert!(h.unit_state().is_empty(), "{:?}", h.unit_state());
+}
+
+/// The timer's reconcile (juju-exec) remembers its status in unit state even when the run
+/// fails afterwards; update-status then shows it without reconciling.
+#[test]
+fn a_reconcile_by_juju_exec_remembers_its_status() {
+    let mut h = Harness::new();
+    h.valid_config();
+    h.dispatch_path("reconcile-runners").assert_ok();
+    let remembered = h.unit_state().get("last-status").cloned();
+    assert_eq!(remembered, Some(format!("waiting: {NO_PROJECT}")));
+}
+
+/// The harness kills a hook only after the charm's own bounds on one hook have run out.
+#[test]
+fn harness_deadline_exceeds_the_charms_own_timeouts() {
+    use github_runner::github::retry::RetryPolicy;
+    use std::time::Duration;
+    let lock_wait = github_runner::host::lock::LockWait::default().max;
+    let lxc_call = github_runner::lxd::cli::DEFAULT_COMMAND_TIMEOUT;
+    let github_call = Duration::from_secs(30) + RetryPolicy::default().sleep_budget;
+    let longest_single = [
+        github_runner::juju::process::HOOK_TOOL_TIMEOUT,
+        github_runner::host::timer::SYSTEMCTL_TIMEOUT,
+        github_runner::runner::CreateTimeouts::default().ready_deadline,
+        lxc_call,
+        lock_wait,
+    ]
+    .into_iter()
+    .max()
+    .unwrap();
+    assert!(juju_harness::HOOK_DEADLINE > longest_single);
+    assert!(
+        juju_harness::HOOK_DEADLINE > lock_wait + lxc_call + github_call,
+        "a hook waiting for the lock, then for a slow lxc call, then for GitHub must reach \
+         the charm's own timeout first"
+    );
 }
 
 #[test]

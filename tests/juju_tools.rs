@@ -411,5 +411,47 @@ fn fake_rejects_what_jujuc_rejects() {
         h.logs().last().map(|l| l.level.clone()),
         Some("INFO".into())
     );
-    assert_eq!(TOOL_NAMES.len(), 22);
+}
+
+/// Every name the harness links to the fake is one the fake answers (a name it does not
+/// know answers "does not implement"): each rejects a flag jujuc has for none of them with
+/// jujuc's argument error, so each went through its own parser.
+#[test]
+fn every_linked_tool_is_handled_by_the_fake() {
+    let h = Harness::new();
+    h.write_world();
+    let hook = h.hook_env("install");
+    let mut action = hook.clone();
+    action.insert("JUJU_ACTION_NAME".into(), "check-runners".into());
+    let run = |tool: &str| {
+        let env = if tool.starts_with("action-") {
+            &action
+        } else {
+            &hook
+        };
+        run_with_deadline(
+            Command::new(h.tools_dir.join(tool))
+                .arg("--no-such-flag")
+                .env_clear()
+                .envs(env),
+        )
+    };
+    for tool in TOOL_NAMES {
+        let r = run(tool);
+        assert!(!r.stderr.contains("does not implement"), "{tool}: {r:#?}");
+        assert_eq!(r.code, 2, "{tool}: {r:#?}");
+        assert!(
+            r.stderr.contains("flag provided but not defined")
+                || r.stderr.contains("option provided but not defined"),
+            "{tool}: {r:#?}"
+        );
+    }
+    // And a name outside the list is refused, so the check above can fail.
+    std::os::unix::fs::symlink(
+        juju_harness::FAKE_JUJUC_BIN,
+        h.tools_dir.join("network-get"),
+    )
+    .unwrap();
+    let r = run("network-get");
+    assert!(r.stderr.contains("does not implement"), "{r:#?}");
 }

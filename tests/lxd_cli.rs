@@ -381,3 +381,23 @@ fn a_killed_runs_project_is_reaped_by_the_next_run() {
     lxd_fixture::reap_stale(&conf);
     assert!(exists(&fx.project));
 }
+
+/// One fixture importing the shared image while another deletes it (each in its project)
+/// always leaves the importer an image it can launch from: the fixture's machine-wide image
+/// lock keeps the deletion out of the import. Without it LXD 5.0 lost the file in about half
+/// of these rounds ("Failed creating instance from image: open /var/lib/lxd/images/...").
+#[test]
+fn an_import_racing_another_projects_image_deletion_keeps_the_image_usable() {
+    for round in 0..8 {
+        let leaving = LxdFixture::new();
+        let arriving = std::thread::scope(|s| {
+            let arriving = s.spawn(LxdFixture::new);
+            s.spawn(move || drop(leaving));
+            arriving.join().expect("fixture")
+        });
+        let name = format!("race-{round}");
+        if let Err(e) = arriving.lxd().launch(&launch_spec(&name, "model/race/0")) {
+            panic!("round {round}: {e}");
+        }
+    }
+}

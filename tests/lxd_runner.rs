@@ -11,7 +11,7 @@ mod fake_github;
 mod lxd_fixture;
 
 use fake_github::FakeGitHub;
-use github_runner::github::{GitHubClient, GitHubPath};
+use github_runner::github::{GitHub, GitHubClient, GitHubPath, GitHubRunner, RunnerOnline};
 use github_runner::identity::{RunnerName, UnitIdentity, OWNER_CONFIG_KEY};
 use github_runner::lxd::{ExecSpec, Instance, InstanceType, LaunchSpec, Lxd};
 use github_runner::runner::create::StepFailure;
@@ -138,6 +138,11 @@ impl Harness {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// This unit's registrations, as the charm's client lists them.
+    fn listed(&self) -> Vec<GitHubRunner> {
+        self.client.list_runners().unwrap()
+    }
+
     fn owned(&self) -> Vec<Instance> {
         self.fx.lxd().list_owned_instances(self.owner()).unwrap()
     }
@@ -176,10 +181,13 @@ fn a_runner_comes_online_takes_one_job_and_its_instance_disappears() {
     let created = h.create();
     let name = created.name.as_str();
     h.wait_online(name);
-    let registered = h.gh.runner(name).unwrap();
-    assert_eq!(registered.id, created.github_id);
-    assert!(registered.ephemeral);
+    // What the charm's client reads back: the registration, online, with our labels.
+    let registered = h.client.get_runner(created.github_id).unwrap().unwrap();
+    assert_eq!(registered.name, name);
+    assert_eq!(registered.status, RunnerOnline::Online);
+    assert!(!registered.busy);
     assert_eq!(registered.labels, vec!["app", "jammy", "test"]);
+    assert_eq!(h.listed(), vec![registered]);
 
     let inst = h.instance(name);
     assert_eq!(
@@ -240,10 +248,8 @@ fn a_runner_comes_online_takes_one_job_and_its_instance_disappears() {
         "instance still there: {:?}",
         h.owned()
     );
-    assert!(
-        h.gh.runner(name).is_none(),
-        "the fake drops an ephemeral registration after its job"
-    );
+    assert!(h.client.get_runner(created.github_id).unwrap().is_none());
+    assert!(h.listed().is_empty(), "{:?}", h.listed());
 }
 
 #[test]
@@ -261,7 +267,9 @@ fn five_runners_created_in_parallel_all_come_online() {
     names.dedup();
     assert_eq!(names.len(), 5);
     assert_eq!(h.owned().len(), 5);
-    assert_eq!(h.gh.runners().len(), 5);
+    let mut listed: Vec<String> = h.listed().into_iter().map(|r| r.name).collect();
+    listed.sort();
+    assert_eq!(listed, names);
 }
 
 /// Creation fails at `step`: no instance and no registration survive.
@@ -273,7 +281,7 @@ fn assert_nothing_left(h: &Harness, err: &github_runner::runner::CreateError, st
         "{:?}",
         h.fx.instance_names()
     );
-    assert!(h.gh.runners().is_empty(), "{:?}", h.gh.runners());
+    assert!(h.listed().is_empty(), "{:?}", h.listed());
 }
 
 #[test]
@@ -319,7 +327,7 @@ fn a_jit_conflict_fails_at_registration_and_leaves_the_other_registration_alone(
     assert_eq!(err.step, CreateStep::RegisterJit, "{err}");
     assert!(err.to_string().contains("409"), "{err}");
     assert!(h.fx.instance_names().is_empty());
-    let left: Vec<u64> = h.gh.runners().iter().map(|r| r.id).collect();
+    let left: Vec<u64> = h.listed().iter().map(|r| r.id).collect();
     assert_eq!(
         left,
         vec![theirs],
@@ -344,7 +352,7 @@ fn removing_an_idle_runner_deletes_registration_and_instance_idempotently() {
         RemoveOutcome::Removed
     );
     assert!(h.owned().is_empty());
-    assert!(h.gh.runner(name).is_none());
+    assert!(h.client.get_runner(created.github_id).unwrap().is_none());
     // Again: nothing left to remove, still fine.
     assert_eq!(
         remove_runner(h.fx.lxd(), &h.client, h.owner(), &target, false).unwrap(),
@@ -387,7 +395,46 @@ fn a_busy_runner_is_kept_unless_removal_is_forced() {
         "{outcome:?}"
     );
     assert!(h.owned().is_empty());
-    assert!(h.gh.job(job).is_some());
+    // The registration as the client reads it matches the outcome: gone, or still busy
+    // (its job died with the instance; GitHub lets it go later).
+    match (outcome, h.client.get_runner(created.github_id).unwrap()) {
+        (RemoveOutcome::Removed, None) => {}
+        (RemoveOutcome::RemovedRegistrationPending, Some(r)) => assert!(r.busy, "{r:?}"),
+        other => panic!("outcome and registration disagree: {other:?}"),
+    }
+    h.gh.release_job(job);
+}
+
+/// Juju accepts application names LXD cannot fit in an instance name (63 characters): the
+/// runner of a 60-character application still launches, registers and is found again.
+#[test]
+fn a_runner_of_a_60_character_application_launches_and_is_found_again() {
+    let h = Harness::new();
+    let app: String = "a-very-long-application-name-for-the-runners-of-one-big-team".into();
+    assert_eq!(app.len(), 60);
+    let unit = UnitIdentity::parse(&format!("{app}/0"), "model-uuid").unwrap();
+    let owner = unit.owner_value();
+    let name = unit.new_runner_name().unwrap();
+    let mut request = h.request(&name);
+    request.owner_value = &owner;
+    let client = real_client(&h.gh, &unit);
+    let created = create_runner(h.fx.lxd(), &client, &request).unwrap();
+    h.wait_online(name.as_str());
+    let owned: Vec<String> =
+        h.fx.lxd()
+            .list_owned_instances(&owner)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+    assert_eq!(owned, vec![name.to_string()]);
+    let listed: Vec<u64> = client
+        .list_runners()
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, vec![created.github_id]);
 }
 
 #[test]
@@ -557,7 +604,7 @@ fn a_name_clash_with_a_foreign_instance_fails_at_launch_and_keeps_it() {
         vec![name.to_string()],
         "not ours: kept"
     );
-    assert!(h.gh.runners().is_empty());
+    assert!(h.listed().is_empty(), "{:?}", h.listed());
 }
 
 /// Unmounts a test tmpfs when dropped (declared before the fixture, so it runs after the

@@ -309,6 +309,10 @@ impl RunnerOps for CharmRunnerOps<'_> {
         }
     }
 
+    fn registration(&self, id: u64) -> Result<Option<GitHubRunner>, OpError> {
+        Ok(self.rt.github.get_runner(id)?)
+    }
+
     fn health(&self, instance: &str) -> Health {
         let instance = self.seen_instance(instance).unwrap_or_else(|| Instance {
             name: instance.to_string(),
@@ -502,6 +506,9 @@ impl Lxd for LaunchWithRunnerId<'_> {
     }
     fn server_info(&self) -> Result<ServerInfo, LxdError> {
         self.inner.server_info()
+    }
+    fn project(&self) -> Option<&str> {
+        self.inner.project()
     }
 }
 

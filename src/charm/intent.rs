@@ -3,7 +3,7 @@
 //! (`observe` -> `decide` -> `act` -> `report`) does the work for every event alike.
 
 use super::setup::When;
-use crate::juju::event::{Action, Event};
+use crate::juju::event::{Action, Endpoint, Event, RelationEventKind};
 use crate::manager::flush::FlushMode;
 use crate::messages;
 
@@ -110,6 +110,8 @@ pub struct TearDown {
     pub remove_timer: bool,
     /// The image's rebuild cron goes too (remove).
     pub remove_rebuild_cron: bool,
+    /// The unit's egress ACL and aproxy's redirect go after the runners (remove).
+    pub remove_network: bool,
     /// Only when the runners' disks live on the Juju storage (storage detaching).
     pub only_on_juju_storage: bool,
     /// Maintenance status while they go.
@@ -194,18 +196,21 @@ impl Intent {
             E::Stop => Intent::TearDown(TearDown {
                 remove_timer: true,
                 remove_rebuild_cron: false,
+                remove_network: false,
                 only_on_juju_storage: false,
                 announce: messages::STOPPING,
             }),
             E::Remove => Intent::TearDown(TearDown {
                 remove_timer: true,
                 remove_rebuild_cron: true,
+                remove_network: true,
                 only_on_juju_storage: false,
                 announce: messages::STOPPING,
             }),
             E::RunnerStorageDetaching => Intent::TearDown(TearDown {
                 remove_timer: false,
                 remove_rebuild_cron: false,
+                remove_network: false,
                 only_on_juju_storage: true,
                 announce: messages::DETACHING,
             }),
@@ -216,6 +221,25 @@ impl Intent {
             E::LeaderSettingsChanged => {
                 Intent::Nothing(Nothing::Leadership("leader-settings-changed"))
             }
+            // The tmate servers changed: the host setup rebuilds the ACL (they are let through
+            // it), and idle runners are replaced by ones that see the change. created/joined
+            // are left: the remote unit has published nothing yet; changed follows.
+            E::Relation {
+                endpoint: Endpoint::DebugSsh,
+                kind:
+                    RelationEventKind::Changed | RelationEventKind::Departed | RelationEventKind::Broken,
+            } => Intent::Converge(Converge {
+                binary: BinaryStep::Skip,
+                ..host_setup(
+                    false,
+                    None,
+                    RunnerStep::Reconcile {
+                        flush: FlushWhen::Always(FlushMode::FlushIdle),
+                        scope: false,
+                        announce: None,
+                    },
+                )
+            }),
             E::Relation { endpoint, kind } => Intent::Nothing(Nothing::Relation {
                 endpoint: endpoint.name(),
                 event: kind.name(),

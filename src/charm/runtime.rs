@@ -98,6 +98,12 @@ impl Runtime {
             },
             config.dockerhub_mirror.clone(),
         );
+        let mut environment = if config.experimental_use_aproxy {
+            environment.without_proxies()
+        } else {
+            environment
+        };
+        environment.debug_ssh = crate::network::debug_ssh::read_servers(ctx.tools);
         Ok(Runtime::from_parts(
             identity,
             config,

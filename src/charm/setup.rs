@@ -84,6 +84,10 @@ pub enum SetupError {
     LxdProjectMissing(String),
     #[error("could not apply the LXD network settings: {0}")]
     Network(LxdError),
+    #[error("could not set up the runners' network and firewall: {0}")]
+    RunnerNetwork(#[from] crate::network::NetworkError),
+    #[error(transparent)]
+    Aproxy(#[from] crate::network::aproxy::AproxyError),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("could not create the runner profiles: {0}")]
@@ -109,7 +113,9 @@ impl SetupError {
         let message = self.to_string();
         Some(match self {
             SetupError::HookTool(_) => return None,
-            SetupError::Guard(_) | SetupError::LxdNotInstallable => Status::Blocked(message),
+            SetupError::Guard(_) | SetupError::LxdNotInstallable | SetupError::Aproxy(_) => {
+                Status::Blocked(message)
+            }
             SetupError::Storage(
                 StorageError::InsufficientSpace { .. } | StorageError::JujuStorageMissing,
             ) => Status::Blocked(message),
@@ -127,7 +133,11 @@ impl SetupError {
                 }
                 Disposition::Transient(_) => Status::Maintenance(message),
             },
+            SetupError::RunnerNetwork(crate::network::NetworkError::NotAManagedBridge {
+                ..
+            }) => Status::Blocked(message),
             SetupError::Network(_)
+            | SetupError::RunnerNetwork(_)
             | SetupError::Storage(_)
             | SetupError::Timer(_)
             | SetupError::Logrotate(_)
@@ -196,6 +206,7 @@ pub fn ensure_host(
 
     let lxd_installed = ensure_lxd(ctx, edges)?;
     apply_network_settings(edges)?;
+    converge_runner_network(ctx, config, edges)?;
 
     let pool = edges.pool_name();
     let location = juju_storage_location(ctx)?;
@@ -421,6 +432,47 @@ pub fn apply_network_settings(edges: &dyn SetupEdges) -> Result<(), SetupError> 
             .map_err(SetupError::Network)?;
         tracing::info!("NIC filtering turned on for the default profile's eth0");
     }
+    Ok(())
+}
+
+/// The runners' bridge and this unit's egress ACL, rebuilt from `config` (see
+/// [`crate::network`]); nothing when the charm manages no bridge here.
+pub fn converge_runner_network(
+    ctx: &Context<'_>,
+    config: &CharmConfig,
+    edges: &dyn SetupEdges,
+) -> Result<(), SetupError> {
+    let Some((bridge, net)) = edges.runner_network() else {
+        return Ok(());
+    };
+    let commands = edges.commands();
+    let ip = commands
+        .find("ip")
+        .ok_or_else(|| SetupError::LxdInstall("the ip command (iproute2) is missing".into()))?;
+    let out = commands.run(&ip, &["-4", "-o", "addr", "show"], Duration::from_secs(30))?;
+    let hosts = crate::network::parse_host_addresses(&out.stdout);
+    let tmate = crate::network::debug_ssh::read_servers(ctx.tools);
+    let exempt = tmate.iter().filter_map(|s| s.ipv4()).collect();
+    let aproxy_upstream = if config.experimental_use_aproxy {
+        let proxy = &ctx.hook.proxy;
+        Some(crate::network::aproxy::upstream(
+            proxy.https.as_deref(),
+            proxy.http.as_deref(),
+        )?)
+    } else {
+        None
+    };
+    let host_ports = match aproxy_upstream {
+        Some(_) => vec![crate::network::aproxy::LISTEN_PORT],
+        None => Vec::new(),
+    };
+    let inputs = crate::network::acl_inputs(config, hosts, exempt, host_ports);
+    let acl = crate::network::acl_name(&ctx.hook.identity);
+    let rules = crate::network::acl::egress_rules(&inputs);
+    let done = crate::network::converge::converge(net, &bridge, &acl, &rules)?;
+    tracing::info!(bridge = %bridge, acl = %acl, changed = ?done, "runner network converged");
+    let nft_file = ctx.paths.aproxy_nft_file();
+    crate::network::aproxy::converge(commands, &nft_file, &bridge, aproxy_upstream.as_deref())?;
     Ok(())
 }
 

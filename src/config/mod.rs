@@ -50,6 +50,8 @@ pub struct CharmConfig {
     pub base_image: BaseImage,
     /// IPv4 networks runners must not reach, as written (`a.b.c.d/n`).
     pub denylist: Vec<String>,
+    /// allow-link-local: runners may reach 169.254.0.0/16 (cloud metadata) too.
+    pub allow_link_local: bool,
     pub dockerhub_mirror: Option<String>,
     pub experimental_use_aproxy: bool,
     pub runner_storage: RunnerStorage,

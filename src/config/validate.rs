@@ -25,6 +25,7 @@ pub mod defaults {
     pub const RECONCILE_INTERVAL: u32 = 10;
     pub const BASE_IMAGE: &str = "jammy";
     pub const DENYLIST: &str = "";
+    pub const ALLOW_LINK_LOCAL: bool = false;
     pub const DOCKERHUB_MIRROR: &str = "";
     pub const EXPERIMENTAL_USE_APROXY: bool = false;
     pub const RUNNER_STORAGE: &str = "juju-storage";
@@ -197,6 +198,7 @@ pub fn validate(
         BaseImage::Jammy,
     );
     let denylist = r.parsed("denylist", defaults::DENYLIST, parse_denylist, Vec::new());
+    let allow_link_local = r.boolean("allow-link-local", defaults::ALLOW_LINK_LOCAL);
     // URLs may carry credentials: a status message must not show them.
     let dockerhub_mirror = r.parsed_shown(
         "dockerhub-mirror",
@@ -246,6 +248,7 @@ pub fn validate(
         reconcile_interval_minutes,
         base_image,
         denylist,
+        allow_link_local,
         dockerhub_mirror,
         experimental_use_aproxy,
         runner_storage,
@@ -577,7 +580,7 @@ mod tests {
     }
 
     /// Every option, in config.yaml's order.
-    const OPTIONS_IN_ORDER: [&str; 16] = [
+    const OPTIONS_IN_ORDER: [&str; 17] = [
         "path",
         "token",
         "group",
@@ -589,6 +592,7 @@ mod tests {
         "reconcile-interval",
         "base-image",
         "denylist",
+        "allow-link-local",
         "dockerhub-mirror",
         "experimental-use-aproxy",
         "runner-storage",
@@ -601,7 +605,8 @@ mod tests {
         let m = raw(json!({
             "path": "a/b/c", "token": 1, "group": 7, "labels": "a b", "virtual-machines": -1,
             "vm-cpu": 0, "vm-memory": "0GiB", "vm-disk": 10, "reconcile-interval": 1,
-            "base-image": "focal", "denylist": "x", "dockerhub-mirror": "ftp://m",
+            "base-image": "focal", "denylist": "x", "allow-link-local": "yes",
+            "dockerhub-mirror": "ftp://m",
             "experimental-use-aproxy": true, "runner-storage": "disk", "test-mode": "on",
             "github-url": "http://example.com"
         }));
@@ -640,6 +645,10 @@ mod tests {
         );
         assert_eq!(default("base-image"), s(defaults::BASE_IMAGE));
         assert_eq!(default("denylist"), s(defaults::DENYLIST));
+        assert_eq!(
+            default("allow-link-local"),
+            serde_yaml::Value::Bool(defaults::ALLOW_LINK_LOCAL)
+        );
         assert_eq!(default("dockerhub-mirror"), s(defaults::DOCKERHUB_MIRROR));
         assert_eq!(
             default("experimental-use-aproxy"),

@@ -30,6 +30,8 @@ pub const API_VERSION: &str = "2022-11-28";
 const PER_PAGE: &str = "100";
 /// A listing longer than this many pages is a server bug, not a fleet.
 const MAX_PAGES: usize = 200;
+/// Listings of the runners, at most, when their count keeps moving between pages.
+const MAX_LISTINGS: usize = 3;
 /// Largest answer body read into memory.
 const MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 /// Longest GitHub error message quoted in an error.
@@ -602,6 +604,9 @@ impl From<RunnerJson> for GitHubRunner {
 
 #[derive(Deserialize)]
 struct RunnerList {
+    /// Registrations in the whole scope at the time of this page.
+    #[serde(default)]
+    total_count: Option<u64>,
     runners: Vec<RunnerJson>,
 }
 
@@ -683,20 +688,46 @@ struct JobJson {
 }
 
 impl GitHub for GitHubClient {
+    /// Every page, re-read from the start when `total_count` moved between pages: a
+    /// registration deleted (anyone's, in the whole scope) while the listing is between
+    /// pages shifts every later entry one place back, so the first entry of the next page
+    /// was on the page already read and is skipped. The first settled read is the answer;
+    /// after [`MAX_LISTINGS`] unsettled reads the union of them is returned: listing a gone runner costs a round, missing a live one
+    /// could kill its job. A deletion and an addition between the same two pages keep the
+    /// count and still shift; the manager confirms any runner a listing lacks with
+    /// [`GitHub::get_runner`] before removing it.
     fn list_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
         let mut url = self.scope_url(&["actions", "runners"]);
         url.query_pairs_mut().append_pair("per_page", PER_PAGE);
         let identity = &self.settings.identity;
-        let mut seen = std::collections::BTreeSet::new();
-        self.get_all_pages(ApiCall::ListRunners, url, |page: RunnerList| {
-            page.runners
-                .into_iter()
-                .filter(|r| identity.owns_name(&r.name))
-                // A runner deleted mid-listing shifts the next page; never count one twice.
-                .filter(|r| seen.insert(r.id))
-                .map(GitHubRunner::from)
-                .collect()
-        })
+        let mut by_id = std::collections::BTreeMap::new();
+        for attempt in 1..=MAX_LISTINGS {
+            let mut totals = Vec::new();
+            let runners =
+                self.get_all_pages(ApiCall::ListRunners, url.clone(), |page: RunnerList| {
+                    totals.push(page.total_count);
+                    page.runners
+                })?;
+            let settled = totals.windows(2).all(|w| w[0] == w[1]);
+            if settled {
+                // Only this read: an earlier one may hold registrations deleted since.
+                by_id.clear();
+            }
+            // An insertion between pages shifts entries forward: the same id twice. A later
+            // read of a runner replaces an earlier one.
+            for r in runners.into_iter().filter(|r| identity.owns_name(&r.name)) {
+                by_id.insert(r.id, r);
+            }
+            if settled {
+                break;
+            }
+            tracing::debug!(
+                attempt,
+                ?totals,
+                "runner count changed during the listing; listing again"
+            );
+        }
+        Ok(by_id.into_values().map(GitHubRunner::from).collect())
     }
 
     fn get_runner(&self, id: u64) -> Result<Option<GitHubRunner>, GitHubError> {

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Bound on one `lxc` call that has no timeout of its own (list, query, push, ...).
-const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Extra time given to `lxc stop --timeout N` before the client itself is killed.
 const STOP_CLIENT_GRACE: Duration = Duration::from_secs(30);
@@ -163,7 +163,7 @@ impl LxcCli {
     }
 
     /// `lxc query` (which refuses `--project`): the project goes into the URL instead.
-    fn query(
+    pub(super) fn query(
         &self,
         operation: &str,
         method: &str,
@@ -232,7 +232,7 @@ impl LxcCli {
     }
 }
 
-enum QueryAnswer {
+pub(super) enum QueryAnswer {
     Found(Vec<u8>),
     NotFound(String),
 }
@@ -286,7 +286,10 @@ pub(crate) fn exec_failed_in_lxd(code: i32, stderr: &str) -> bool {
             .any(|l| EXEC_FAILURE_MARKERS.iter().any(|m| l.trim().starts_with(m)))
 }
 
-fn parse_json<T: for<'de> Deserialize<'de>>(operation: &str, bytes: &[u8]) -> Result<T, LxdError> {
+pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(
+    operation: &str,
+    bytes: &[u8],
+) -> Result<T, LxdError> {
     serde_json::from_slice(bytes).map_err(|e| LxdError::Parse {
         operation: operation.to_string(),
         reason: e.to_string(),
@@ -779,6 +782,10 @@ impl Lxd for LxcCli {
         self.query(&operation, "DELETE", &path, None).map(drop)
     }
 
+    fn project(&self) -> Option<&str> {
+        self.project.as_deref()
+    }
+
     fn server_info(&self) -> Result<ServerInfo, LxdError> {
         let raw: RawServer =
             self.get_json("server info", "/1.0")?
@@ -795,7 +802,7 @@ impl Lxd for LxcCli {
 
 /// Names reach URLs verbatim; LXD names are restricted to URL-safe characters, but refuse
 /// anything else rather than build a different URL.
-fn url_segment(name: &str) -> String {
+pub(super) fn url_segment(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "-_.".contains(c) {

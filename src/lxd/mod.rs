@@ -4,6 +4,7 @@
 //! LXD daemon (see tests/README.md).
 
 pub mod cli;
+pub mod network;
 
 pub use cli::LxcCli;
 
@@ -174,6 +175,10 @@ pub trait Lxd: Send + Sync {
     /// Idempotent: deleting a missing profile is Ok; LXD refuses one in use.
     fn delete_profile(&self, name: &str) -> Result<(), LxdError>;
     fn server_info(&self) -> Result<ServerInfo, LxdError>;
+    /// The LXD project this client works in (None: the default project).
+    fn project(&self) -> Option<&str> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use crate::github::GitHubRunner;
 use crate::identity::RunnerName;
 use crate::manager::ops::{OpError, RemoveOutcome, RunnerOps};
 use crate::manager::planner::{Health, Plan, Removal, RemovalReason};
@@ -125,6 +126,15 @@ impl Report {
 
     pub fn is_clean(&self) -> bool {
         self.failed.is_empty()
+    }
+
+    /// `could not remove a (...): ...; could not ...`, or None when nothing failed.
+    pub fn failure_summary(&self) -> Option<String> {
+        if self.failed.is_empty() {
+            return None;
+        }
+        let failures: Vec<String> = self.failed.iter().map(ToString::to_string).collect();
+        Some(failures.join("; "))
     }
 }
 
@@ -326,6 +336,18 @@ pub fn probe_health(
     instances.iter().cloned().zip(healths).collect()
 }
 
+/// Each registration by id (`RunnerOps::registration`), `concurrency` at a time, in the
+/// ids' order. A panicking check is that check's failure.
+pub fn check_registrations(
+    ops: &dyn RunnerOps,
+    ids: &[u64],
+    concurrency: Concurrency,
+) -> Vec<Result<Option<GitHubRunner>, OpError>> {
+    bounded_map(ids, concurrency.workers(ids.len()), |id| {
+        guarded(|| ops.registration(*id))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,6 +427,10 @@ mod tests {
             Ok(RemoveOutcome::Removed)
         }
 
+        fn registration(&self, _id: u64) -> Result<Option<GitHubRunner>, OpError> {
+            Ok(None)
+        }
+
         fn health(&self, instance: &str) -> Health {
             self.enter();
             self.leave();
@@ -441,6 +467,32 @@ mod tests {
             removals: remove.iter().map(|n| removal(n)).collect(),
             ..Plan::empty(create)
         }
+    }
+
+    #[test]
+    fn the_failure_summary_names_each_failed_operation() {
+        let mut report = Report::default();
+        assert_eq!(report.failure_summary(), None);
+        report.failed = vec![
+            Failure {
+                operation: Operation::Remove {
+                    name: RunnerName("a".into()),
+                    reason: RemovalReason::Flush,
+                },
+                error: OpError::transient("GitHub server error 502"),
+            },
+            Failure {
+                operation: Operation::Create,
+                error: OpError::transient("lxc launch failed"),
+            },
+        ];
+        assert_eq!(
+            report.failure_summary().as_deref(),
+            Some(
+                "could not remove a (flushed): GitHub server error 502; \
+                 could not create a runner: lxc launch failed"
+            )
+        );
     }
 
     #[test]

@@ -22,6 +22,13 @@ pub struct FleetState {
     /// These runners take a job just before their registration is deleted (the 422 race).
     pub take_job_on_delete: BTreeSet<String>,
     pub deleted_registrations: Vec<u64>,
+    /// The next listing leaves these registrations out, as a paginated listing does when
+    /// another registration is deleted between its pages.
+    pub unlisted_once: BTreeSet<String>,
+    /// `registration(id)` fails for these ids (a 5xx on the confirming call).
+    pub registration_check_fails: BTreeSet<u64>,
+    /// Ids asked for with `registration(id)`, in order.
+    pub registration_checks: Vec<u64>,
     pub deleted_instances: Vec<String>,
     next_id: u64,
 }
@@ -101,11 +108,16 @@ fn github_down() -> OpError {
 
 impl RunnerOps for FakeFleet {
     fn observe(&self) -> Result<Observation, OpError> {
-        let s = self.state();
+        let mut s = self.state();
+        let skipped = std::mem::take(&mut s.unlisted_once);
         let github = if s.github_down {
             Err(github_down())
         } else {
-            Ok(s.registrations.values().cloned().collect())
+            Ok(s.registrations
+                .values()
+                .filter(|r| !skipped.contains(&r.name))
+                .cloned()
+                .collect())
         };
         Ok(Observation {
             instances: s.instances.values().cloned().collect(),
@@ -184,6 +196,15 @@ impl RunnerOps for FakeFleet {
         }
         delete_instance(&mut s);
         Ok(RemoveOutcome::Removed)
+    }
+
+    fn registration(&self, id: u64) -> Result<Option<GitHubRunner>, OpError> {
+        let mut s = self.state();
+        s.registration_checks.push(id);
+        if s.github_down || s.registration_check_fails.contains(&id) {
+            return Err(OpError::transient("GitHub server error 502"));
+        }
+        Ok(s.registrations.values().find(|r| r.id == id).cloned())
     }
 
     fn health(&self, _instance: &str) -> Health {

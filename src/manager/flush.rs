@@ -21,7 +21,7 @@ use crate::identity::RunnerName;
 use crate::lxd::{Instance, InstanceState};
 use crate::manager::executor::{self, Concurrency, Progress, Report};
 use crate::manager::ops::{OpError, RunnerOps};
-use crate::manager::planner::{Removal, RemovalReason, RemovalTarget, RUNNER_ID_CONFIG_KEY};
+use crate::manager::planner::{recorded_runner_id, Removal, RemovalReason, RemovalTarget};
 
 /// A job younger than this may still be in its pre-job phase.
 pub const PRE_JOB_WINDOW_SECS: u64 = 60;
@@ -201,9 +201,11 @@ pub fn busy_removals(instances: &[Instance], github: Option<&[GitHubRunner]>) ->
         .collect()
 }
 
-/// One removal per name (instance and registration joined), in name order. Without
-/// GitHub's view, the registration id comes from the instance's own record of it, so the
-/// removal still tries to delete it (and reports it left when that fails).
+/// One removal per name (instance and registration joined), in name order. A runner the
+/// listing lacks (or every runner, without GitHub's view) uses the registration id its
+/// instance recorded: a listing can miss a live registration (one deleted between pages
+/// shifts the next page), and deleting the registration first is what keeps a busy runner
+/// (422) in an unforced removal; a registration already gone answers 404, which is fine.
 fn every_runner(instances: &[Instance], github: Option<&[GitHubRunner]>) -> Vec<Removal> {
     let listed = github.unwrap_or(&[]);
     let mut names: BTreeSet<&str> = instances.iter().map(|i| i.name.as_str()).collect();
@@ -212,12 +214,11 @@ fn every_runner(instances: &[Instance], github: Option<&[GitHubRunner]>) -> Vec<
         .into_iter()
         .map(|name| {
             let instance = instances.iter().find(|i| i.name == name);
-            let id = match github {
-                Some(listed) => listed.iter().find(|r| r.name == name).map(|r| r.id),
-                None => instance
-                    .and_then(|i| i.config.get(RUNNER_ID_CONFIG_KEY))
-                    .and_then(|id| id.parse().ok()),
-            };
+            let id = listed
+                .iter()
+                .find(|r| r.name == name)
+                .map(|r| r.id)
+                .or_else(|| instance.and_then(recorded_runner_id));
             let dead = instance
                 .is_some_and(|i| matches!(i.state, InstanceState::Error | InstanceState::Stopped));
             removal(name, instance.is_some(), id, dead)
@@ -381,6 +382,20 @@ mod tests {
         assert_eq!(removed(&outcome), vec!["idle"]);
         assert_eq!(fleet.names(), vec!["busy".to_string()]);
         assert!(fleet.clock.sleeps().is_empty());
+    }
+
+    /// The listing skipped the busy runner (a page shifted under it): its removal still
+    /// deletes the recorded registration first, GitHub answers 422, and it is kept.
+    #[test]
+    fn flush_idle_keeps_a_busy_runner_the_listing_missed() {
+        let fleet = fleet();
+        fleet.add_runner("idle", 3600, false);
+        fleet.add_runner("busy", 3600, true);
+        fleet.state().unlisted_once.insert("busy".into());
+        let outcome = run(&fleet, FlushMode::FlushIdle).unwrap();
+        assert_eq!(removed(&outcome), vec!["idle"]);
+        assert_eq!(names(&outcome.report.kept_busy), vec!["busy"]);
+        assert!(fleet.state().instances.contains_key("busy"));
     }
 
     #[test]

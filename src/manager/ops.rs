@@ -140,6 +140,12 @@ pub trait RunnerOps: Sync {
     /// `Err` only when something that was to be deleted may still be there.
     fn remove(&self, target: &RemovalTarget, force: bool) -> Result<RemoveOutcome, OpError>;
 
+    /// The registration with this id, read on its own (`GET …/runners/{id}`): `Ok(None)`
+    /// when GitHub answers 404. A paginated listing can miss a live registration (one
+    /// deleted between pages shifts the next page), so a runner missing from a listing is
+    /// confirmed gone here before its instance is removed.
+    fn registration(&self, id: u64) -> Result<Option<GitHubRunner>, OpError>;
+
     /// Whether the runner listener runs in `instance`. Bounded in time; any failure to tell
     /// is [`Health::Unknown`].
     fn health(&self, instance: &str) -> Health;

@@ -55,6 +55,10 @@ pub struct PlanInput<'a> {
     pub github: &'a [GitHubRunner],
     /// Listener health per instance name; a missing entry is [`Health::Unknown`].
     pub health: &'a BTreeMap<String, Health>,
+    /// Recorded runner ids the listing lacked and GitHub then answered 404 for, one by one
+    /// (see [`unlisted_registrations`]). A listing alone never proves a registration gone:
+    /// a registration deleted while the listing is between pages shifts a live one out of it.
+    pub confirmed_gone: &'a BTreeSet<u64>,
     pub binary: BinaryState,
     pub now_epoch: u64,
     /// How long a new instance may stay unregistered or offline before it counts as broken.
@@ -147,6 +151,10 @@ pub enum Condition {
     Transitional,
     /// Registration busy on GitHub with no instance: GitHub has not noticed yet; left alone.
     BusyWithoutInstance,
+    /// Its recorded registration is missing from the listing and GitHub did not confirm it
+    /// gone (the check failed or was not made): it may be running a job, so it is left alone
+    /// and not counted as capacity until a round can tell.
+    Unconfirmed,
 }
 
 impl Condition {
@@ -230,8 +238,10 @@ struct Pair<'a> {
 /// - listed online, listener not running: remove; otherwise idle;
 /// - listed offline: removed when nothing runs in it [`STALLED_START_SECS`] after launch;
 ///   otherwise creating within grace, removed after;
-/// - not listed but the instance records a runner id: it registered and left (job done):
-///   remove the instance only; not listed and no id: creating within grace, removed after;
+/// - not listed but the instance records a runner id: when GitHub confirmed that id gone
+///   (404), it registered and left (job done): remove the instance only; otherwise left
+///   alone ([`Condition::Unconfirmed`]); not listed and no id: creating within grace,
+///   removed after;
 /// - listed with no instance: delete the registration, unless busy (left for GitHub).
 ///
 /// Idle and creating runners on a binary older than the current one are removed. Then
@@ -399,11 +409,14 @@ fn classify_instance(
             RunnerOnline::Offline if within_grace => Condition::Creating,
             RunnerOnline::Offline => Condition::Removing(RemovalReason::Offline),
         },
-        None if instance.config.contains_key(RUNNER_ID_CONFIG_KEY) => {
-            Condition::Removing(RemovalReason::RegistrationGone)
-        }
-        None if within_grace => Condition::Creating,
-        None => Condition::Removing(RemovalReason::NeverRegistered),
+        None => match recorded_runner_id(instance) {
+            Some(id) if input.confirmed_gone.contains(&id) => {
+                Condition::Removing(RemovalReason::RegistrationGone)
+            }
+            Some(_) => Condition::Unconfirmed,
+            None if within_grace => Condition::Creating,
+            None => Condition::Removing(RemovalReason::NeverRegistered),
+        },
     };
     match live {
         Condition::Idle | Condition::Creating if outdated => {
@@ -445,6 +458,34 @@ fn surplus_choice(
     candidates.truncate(surplus);
     let chosen: BTreeSet<usize> = candidates.into_iter().collect();
     chosen.into_iter().collect()
+}
+
+/// The GitHub runner id an instance was launched with ([`RUNNER_ID_CONFIG_KEY`]).
+pub fn recorded_runner_id(instance: &Instance) -> Option<u64> {
+    instance
+        .config
+        .get(RUNNER_ID_CONFIG_KEY)
+        .and_then(|id| id.trim().parse().ok())
+}
+
+/// Running instances whose recorded registration the listing lacks (by name and by id), as
+/// `(name, id)` in name order: the only runners the planner would take for finished, so
+/// the only ones worth one `GET …/runners/{id}` each before a removal. A steady state (every
+/// runner listed) has none.
+pub fn unlisted_registrations(
+    instances: &[Instance],
+    github: &[GitHubRunner],
+) -> Vec<(String, u64)> {
+    let names: BTreeSet<&str> = github.iter().map(|r| r.name.as_str()).collect();
+    let ids: BTreeSet<u64> = github.iter().map(|r| r.id).collect();
+    let mut unlisted: Vec<(String, u64)> = instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Running && !names.contains(i.name.as_str()))
+        .filter_map(|i| recorded_runner_id(i).map(|id| (i.name.clone(), id)))
+        .filter(|(_, id)| !ids.contains(id))
+        .collect();
+    unlisted.sort();
+    unlisted
 }
 
 /// Instances whose health the planner will use: running ones that GitHub lists online and

@@ -60,6 +60,8 @@ struct Case {
     instances: Vec<Instance>,
     github: Vec<GitHubRunner>,
     health: Vec<(&'static str, Health)>,
+    /// Recorded ids GitHub answered 404 for.
+    confirmed_gone: Vec<u64>,
     binary: BinaryState,
     create: u32,
     /// (name, reason, has_instance, github_id, force)
@@ -75,6 +77,7 @@ impl Default for Case {
             instances: vec![],
             github: vec![],
             health: vec![],
+            confirmed_gone: vec![],
             binary: READY,
             create: 0,
             removals: vec![],
@@ -89,11 +92,13 @@ fn run(case: &Case) -> Plan {
         .iter()
         .map(|(n, h)| (n.to_string(), *h))
         .collect();
+    let confirmed_gone: BTreeSet<u64> = case.confirmed_gone.iter().copied().collect();
     plan(&PlanInput {
         desired: case.desired,
         instances: &case.instances,
         github: &case.github,
         health: &health,
+        confirmed_gone: &confirmed_gone,
         binary: case.binary,
         now_epoch: NOW,
         grace_secs: GRACE,
@@ -311,8 +316,28 @@ fn cases() -> Vec<Case> {
             desired: 1,
             instances: vec![running("done", YOUNG, 5)],
             health: vec![("done", Health::NotRunning)],
+            confirmed_gone: vec![5],
             create: 1,
             removals: vec![("done", RegistrationGone, true, None, false)],
+            ..Case::default()
+        },
+        Case {
+            what: "missing from the listing, not confirmed gone (a page shifted, or the \
+                   check failed): left alone, not capacity",
+            desired: 2,
+            instances: vec![running("missed", OLD, 5), running("a", OLD, 6)],
+            github: vec![idle(6, "a")],
+            health: vec![("a", Health::Running)],
+            create: 1,
+            capacity: 1,
+            ..Case::default()
+        },
+        Case {
+            what: "missing from the listing, another id confirmed gone: left alone",
+            desired: 1,
+            instances: vec![running("missed", OLD, 5)],
+            confirmed_gone: vec![9],
+            create: 1,
             ..Case::default()
         },
         Case {
@@ -663,4 +688,28 @@ fn only_online_idle_running_instances_are_probed() {
         instances_to_probe(&old_enough, &[offline(3, "offline")], NOW),
         vec!["offline".to_string()]
     );
+}
+
+#[test]
+fn only_running_instances_missing_from_the_listing_by_name_and_id_are_checked() {
+    let instances = vec![
+        running("listed", OLD, 1),
+        running("renamed-listing", OLD, 2),
+        running("missed-b", OLD, 4),
+        running("missed-a", YOUNG, 3),
+        instance("no-id", InstanceState::Running, OLD, None),
+        instance("stopped", InstanceState::Stopped, OLD, Some(5)),
+        instance(
+            "stopping",
+            InstanceState::Other("Stopping".into()),
+            OLD,
+            Some(6),
+        ),
+    ];
+    let github = vec![idle(1, "listed"), idle(2, "another-name")];
+    assert_eq!(
+        unlisted_registrations(&instances, &github),
+        vec![("missed-a".to_string(), 3), ("missed-b".to_string(), 4)]
+    );
+    assert!(unlisted_registrations(&instances[..1], &github).is_empty());
 }

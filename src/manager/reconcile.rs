@@ -4,9 +4,12 @@
 //! nothing the next round cannot see and fix.
 
 use crate::clock::Clock;
+use crate::github::GitHubRunner;
+use crate::lxd::Instance;
 use crate::manager::executor::{self, Concurrency, Progress, Report};
 use crate::manager::ops::{FailureKind, OpError, RunnerOps};
 use crate::manager::planner::{self, BinaryState, Plan, PlanInput};
+use std::collections::BTreeSet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReconcileSettings {
@@ -53,7 +56,13 @@ pub fn reconcile(
 ) -> Result<ReconcileOutcome, ReconcileError> {
     let started_epoch = clock.now_epoch();
     let observation = ops.observe().map_err(ReconcileError::Lxd)?;
-    let github = observation.github.map_err(ReconcileError::GitHub)?;
+    let mut github = observation.github.map_err(ReconcileError::GitHub)?;
+    let confirmed_gone = confirm_unlisted(
+        ops,
+        &observation.instances,
+        &mut github,
+        settings.concurrency,
+    );
 
     let to_probe = planner::instances_to_probe(&observation.instances, &github, started_epoch);
     let health = executor::probe_health(ops, &to_probe, settings.concurrency);
@@ -63,6 +72,7 @@ pub fn reconcile(
         instances: &observation.instances,
         github: &github,
         health: &health,
+        confirmed_gone: &confirmed_gone,
         binary: settings.binary,
         now_epoch: clock.now_epoch(),
         grace_secs: settings.grace_secs,
@@ -86,6 +96,40 @@ pub fn reconcile(
         started_epoch,
         duration_secs: clock.now_epoch().saturating_sub(started_epoch),
     })
+}
+
+/// Ask GitHub, one registration at a time, about each running instance whose recorded
+/// registration the listing lacks. One still there was skipped by the listing: it joins
+/// `github`, so the planner sees it as it is (busy, idle, ...). Returns the ids GitHub
+/// answered 404 for; an id whose check failed is in neither, and its runner is left alone.
+fn confirm_unlisted(
+    ops: &dyn RunnerOps,
+    instances: &[Instance],
+    github: &mut Vec<GitHubRunner>,
+    concurrency: Concurrency,
+) -> BTreeSet<u64> {
+    let unlisted = planner::unlisted_registrations(instances, github);
+    let ids: Vec<u64> = unlisted.iter().map(|(_, id)| *id).collect();
+    let answers = executor::check_registrations(ops, &ids, concurrency);
+    let mut gone = BTreeSet::new();
+    for ((name, id), answer) in unlisted.iter().zip(answers) {
+        match answer {
+            Ok(None) => {
+                gone.insert(*id);
+            }
+            Ok(Some(found)) if found.name == *name => {
+                tracing::info!(runner = %name, id, "the runner listing missed a live registration; keeping its runner");
+                github.push(found);
+            }
+            Ok(Some(found)) => {
+                tracing::warn!(runner = %name, id, other = %found.name, "the recorded runner id belongs to another registration; leaving the runner alone");
+            }
+            Err(e) => {
+                tracing::warn!(runner = %name, id, "could not confirm the registration is gone, leaving the runner alone: {e}");
+            }
+        }
+    }
+    gone
 }
 
 #[cfg(test)]
@@ -148,6 +192,63 @@ mod tests {
         assert!(fleet.state().instances.contains_key("b"));
         let next = reconcile(&fleet, &*clock, &settings(0), &no_progress).unwrap();
         assert!(next.plan.is_noop());
+    }
+
+    /// A busy runner the listing skipped (a page shifted under it) is confirmed with one
+    /// GET and kept; the next, complete listing changes nothing.
+    #[test]
+    fn a_busy_runner_missing_from_one_listing_keeps_its_instance() {
+        let fleet = fleet();
+        let busy_id = fleet.add_runner("busy", 3600, true);
+        fleet.add_runner("idle", 3600, false);
+        fleet.state().unlisted_once.insert("busy".into());
+        let clock = fleet.clock.clone();
+        let outcome = reconcile(&fleet, &*clock, &settings(2), &no_progress).unwrap();
+        assert!(outcome.plan.is_noop(), "{:?}", outcome.plan);
+        assert_eq!(fleet.state().registration_checks, vec![busy_id]);
+        assert!(fleet.state().deleted_instances.is_empty());
+        assert_eq!(
+            outcome.plan.count(crate::manager::planner::Condition::Busy),
+            1
+        );
+        let next = reconcile(&fleet, &*clock, &settings(2), &no_progress).unwrap();
+        assert!(next.plan.is_noop());
+        assert_eq!(
+            fleet.state().registration_checks,
+            vec![busy_id],
+            "a full listing needs no check"
+        );
+    }
+
+    #[test]
+    fn a_runner_whose_check_fails_is_left_alone_and_one_confirmed_gone_is_removed() {
+        let fleet = fleet();
+        let unsure = fleet.add_runner("unsure", 3600, true);
+        let done = fleet.add_runner("done", 3600, false);
+        {
+            let mut s = fleet.state();
+            s.unlisted_once.insert("unsure".into());
+            s.registration_check_fails.insert(unsure);
+            // GitHub removed "done"'s ephemeral registration after its job.
+            s.registrations.remove("done");
+        }
+        let clock = fleet.clock.clone();
+        let outcome = reconcile(&fleet, &*clock, &settings(1), &no_progress).unwrap();
+        assert_eq!(fleet.state().deleted_instances, vec!["done".to_string()]);
+        assert_eq!(
+            outcome.report.removed[0].reason,
+            RemovalReason::RegistrationGone
+        );
+        assert!(fleet.state().instances.contains_key("unsure"));
+        let mut checked = fleet.state().registration_checks.clone();
+        checked.sort();
+        assert_eq!(checked, vec![unsure, done]);
+        assert_eq!(
+            outcome
+                .plan
+                .count(crate::manager::planner::Condition::Unconfirmed),
+            1
+        );
     }
 
     #[test]

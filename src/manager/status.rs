@@ -87,6 +87,8 @@ impl Census {
             Condition::Removing(_) => self.unhealthy += 1,
             // Stopping, Frozen, ...: neither a runner nor a problem.
             Condition::Transitional => {}
+            // Possibly busy, possibly gone: the next round tells.
+            Condition::Unconfirmed => {}
         }
     }
 

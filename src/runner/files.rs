@@ -1,6 +1,7 @@
 //! Files pushed into a runner instance, rendered as pure functions: the environment files,
 //! docker's daemon.json and the start script (the only place the JIT config goes).
 
+use crate::network::debug_ssh;
 use crate::secret::Secret;
 
 /// Where the runner application lives, owned by uid 1000.
@@ -16,6 +17,10 @@ pub const SYSTEM_ENV_FILE: &str = "/etc/environment";
 /// The runner's own environment file, loaded by the runner at start.
 pub const RUNNER_ENV_FILE: &str = "/home/ubuntu/github-runner/.env";
 pub const DOCKER_DAEMON_JSON: &str = "/etc/docker/daemon.json";
+/// dockerd's proxy settings (a systemd drop-in): `docker pull` goes through the proxy.
+pub const DOCKER_PROXY_DROP_IN: &str = "/etc/systemd/system/docker.service.d/http-proxy.conf";
+/// The runner user's docker client config: containers the job starts get the proxies.
+pub const DOCKER_CLIENT_CONFIG: &str = "/home/ubuntu/.docker/config.json";
 /// The runner's job-started hook (`ACTIONS_RUNNER_HOOK_JOB_STARTED`): root-owned, so a job
 /// cannot change it; records the job for the `runner_start` metric.
 pub const PRE_JOB_SCRIPT: &str = "/usr/local/bin/github-runner-pre-job";
@@ -34,6 +39,8 @@ pub struct RunnerEnvironment {
     pub https_proxy: Option<String>,
     pub no_proxy: Option<String>,
     pub dockerhub_mirror: Option<String>,
+    /// The debug-ssh relation's tmate servers; each runner gets one ([`debug_ssh::pick`]).
+    pub debug_ssh: Vec<debug_ssh::TmateServer>,
 }
 
 impl RunnerEnvironment {
@@ -48,7 +55,37 @@ impl RunnerEnvironment {
             https_proxy: get("JUJU_CHARM_HTTPS_PROXY"),
             no_proxy: get("JUJU_CHARM_NO_PROXY"),
             dockerhub_mirror: dockerhub_mirror.filter(|m| !m.trim().is_empty()),
+            debug_ssh: Vec::new(),
         }
+    }
+
+    /// With aproxy the host redirects runner web traffic transparently: runners get no proxy
+    /// settings at all.
+    pub fn without_proxies(mut self) -> Self {
+        self.http_proxy = None;
+        self.https_proxy = None;
+        self.no_proxy = None;
+        self
+    }
+
+    fn proxied(&self) -> bool {
+        self.http_proxy.is_some() || self.https_proxy.is_some()
+    }
+
+    /// NO_PROXY: Juju's list plus the instance's own name.
+    fn no_proxy_for(&self, instance_name: &str) -> String {
+        let mut hosts: Vec<&str> = self
+            .no_proxy
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .collect();
+        if !hosts.contains(&instance_name) {
+            hosts.push(instance_name);
+        }
+        hosts.join(",")
     }
 }
 
@@ -94,25 +131,17 @@ pub fn render_env_file(
         vars.push(("HTTPS_PROXY", p.clone()));
         vars.push(("https_proxy", p.clone()));
     }
-    if env.http_proxy.is_some() || env.https_proxy.is_some() {
-        let mut hosts: Vec<&str> = env
-            .no_proxy
-            .as_deref()
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-            .collect();
-        if !hosts.contains(&instance_name) {
-            hosts.push(instance_name);
-        }
-        let no_proxy = hosts.join(",");
+    if env.proxied() {
+        let no_proxy = env.no_proxy_for(instance_name);
         vars.push(("NO_PROXY", no_proxy.clone()));
         vars.push(("no_proxy", no_proxy));
     }
     if let Some(m) = &env.dockerhub_mirror {
         vars.push(("DOCKERHUB_MIRROR", m.clone()));
         vars.push(("CONTAINER_REGISTRY_URL", m.clone()));
+    }
+    if let Some(server) = debug_ssh::pick(&env.debug_ssh, instance_name) {
+        vars.extend(server.env_vars());
     }
     let mut out = String::new();
     for (k, v) in vars {
@@ -132,6 +161,52 @@ pub fn render_docker_daemon_json(env: &RunnerEnvironment) -> Option<String> {
         .map(|m| format!("{}\n", serde_json::json!({ "registry-mirrors": [m] })))
 }
 
+/// dockerd's proxy drop-in, when Juju has proxies. Values are systemd-quoted (`%` doubled,
+/// `"` and `\\` escaped); a line break was already refused by [`render_env_file`].
+pub fn render_docker_proxy_drop_in(env: &RunnerEnvironment, instance_name: &str) -> Option<String> {
+    if !env.proxied() {
+        return None;
+    }
+    let quote = |k: &str, v: &str| {
+        let v = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('%', "%%");
+        format!(" \"{k}={v}\"")
+    };
+    let mut line = String::from("Environment=");
+    if let Some(p) = &env.http_proxy {
+        line.push_str(&quote("HTTP_PROXY", p));
+    }
+    if let Some(p) = &env.https_proxy {
+        line.push_str(&quote("HTTPS_PROXY", p));
+    }
+    line.push_str(&quote("NO_PROXY", &env.no_proxy_for(instance_name)));
+    Some(format!(
+        "# Written by the github-runner charm: dockerd pulls through the model's proxy.\n[Service]\n{}\n",
+        line.replacen("Environment= ", "Environment=", 1)
+    ))
+}
+
+/// The runner user's docker client config: containers a job runs get the proxies too.
+pub fn render_docker_client_config(env: &RunnerEnvironment, instance_name: &str) -> Option<String> {
+    if !env.proxied() {
+        return None;
+    }
+    let mut proxies = serde_json::Map::new();
+    if let Some(p) = &env.http_proxy {
+        proxies.insert("httpProxy".into(), p.clone().into());
+    }
+    if let Some(p) = &env.https_proxy {
+        proxies.insert("httpsProxy".into(), p.clone().into());
+    }
+    proxies.insert("noProxy".into(), env.no_proxy_for(instance_name).into());
+    Some(format!(
+        "{}\n",
+        serde_json::json!({ "proxies": { "default": proxies } })
+    ))
+}
+
 /// `'...'` for sh, safe for any text without NUL.
 fn sh_single_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -148,7 +223,10 @@ pub fn render_start_script(
     if jit.contains(['\n', '\r', '\0']) {
         return Err(RenderError::UnsafeJitConfig);
     }
-    let reload_docker = if env.dockerhub_mirror.is_some() {
+    let reload_docker = if env.proxied() {
+        "# Restart dockerd with the proxy drop-in (and daemon.json).\n\
+         if command -v systemctl >/dev/null 2>&1; then systemctl daemon-reload >/dev/null 2>&1; systemctl restart docker >/dev/null 2>&1 || true; fi\n"
+    } else if env.dockerhub_mirror.is_some() {
         "# Pick up registry-mirrors from daemon.json (docker reloads it on SIGHUP).\n\
          if command -v systemctl >/dev/null 2>&1; then systemctl reload docker >/dev/null 2>&1 || true; fi\n"
     } else {
@@ -233,7 +311,27 @@ pub fn render_config_bundle(
     if let Some(json) = render_docker_daemon_json(env) {
         files.push((DOCKER_DAEMON_JSON, json, 0o644, 0));
     }
+    if let Some(drop_in) = render_docker_proxy_drop_in(env, instance_name) {
+        files.push((DOCKER_PROXY_DROP_IN, drop_in, 0o644, 0));
+    }
+    if let Some(json) = render_docker_client_config(env, instance_name) {
+        let runner = u64::from(super::RUNNER_UID);
+        files.push((DOCKER_CLIENT_CONFIG, json, 0o600, runner));
+    }
     let mut builder = tar::Builder::new(Vec::new());
+    if files.iter().any(|f| f.0 == DOCKER_CLIENT_CONFIG) {
+        // Else tar makes ~/.docker root's, and the job's `docker login` cannot write there.
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_size(0);
+        header.set_mode(0o700);
+        header.set_uid(u64::from(super::RUNNER_UID));
+        header.set_gid(u64::from(super::RUNNER_UID));
+        header.set_mtime(0);
+        builder
+            .append_data(&mut header, "home/ubuntu/.docker/", std::io::empty())
+            .map_err(|e| RenderError::Bundle(e.to_string()))?;
+    }
     for (path, content, mode, owner) in files {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
@@ -271,6 +369,7 @@ mod tests {
             https_proxy: Some("http://proxy:3129".into()),
             no_proxy: Some("localhost, 10.0.0.0/8".into()),
             dockerhub_mirror: Some("https://mirror.example:5000".into()),
+            debug_ssh: Vec::new(),
         }
     }
 
@@ -376,7 +475,11 @@ mod tests {
         assert!(!text.contains("systemctl reload docker"));
         // The secret never shows through Debug.
         assert!(!format!("{script:?}").contains("eyJqaXQ"));
-        let with_mirror = render_start_script(&Secret::new("x"), &proxied()).unwrap();
+        let mirror_only = RunnerEnvironment {
+            dockerhub_mirror: Some("https://m".into()),
+            ..Default::default()
+        };
+        let with_mirror = render_start_script(&Secret::new("x"), &mirror_only).unwrap();
         assert!(with_mirror.expose().contains("systemctl reload docker"));
     }
 
@@ -493,5 +596,82 @@ mod tests {
             }
         }
         assert!(found);
+    }
+
+    /// (path, mode, uid) of every entry in a bundle.
+    fn bundle_entries(env: &RunnerEnvironment) -> Vec<(String, u32, u64)> {
+        let bundle = render_config_bundle(env, "r-1").unwrap();
+        let mut archive = tar::Archive::new(bundle.as_slice());
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let path = e.path().unwrap().to_string_lossy().into_owned();
+                (path, e.header().mode().unwrap(), e.header().uid().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dockerd_and_the_docker_client_get_the_proxies_too() {
+        let mut env = proxied();
+        env.https_proxy = Some("http://u:p%41\"x@proxy:3129".into());
+        let drop_in = render_docker_proxy_drop_in(&env, "r-1").unwrap();
+        assert!(drop_in.contains("[Service]\nEnvironment=\"HTTP_PROXY=http://proxy:3128\""));
+        assert!(
+            drop_in.contains(r#""HTTPS_PROXY=http://u:p%%41\"x@proxy:3129""#),
+            "{drop_in}"
+        );
+        assert!(drop_in.contains(r#""NO_PROXY=localhost,10.0.0.0/8,r-1""#));
+        let client: serde_json::Value =
+            serde_json::from_str(&render_docker_client_config(&env, "r-1").unwrap()).unwrap();
+        assert_eq!(
+            client["proxies"]["default"]["httpProxy"],
+            "http://proxy:3128"
+        );
+        assert_eq!(
+            client["proxies"]["default"]["noProxy"],
+            "localhost,10.0.0.0/8,r-1"
+        );
+        let entries = bundle_entries(&env);
+        assert!(entries.contains(&(DOCKER_PROXY_DROP_IN[1..].to_string(), 0o644, 0)));
+        assert!(entries.contains(&(DOCKER_CLIENT_CONFIG[1..].to_string(), 0o600, 1000)));
+        assert!(entries.contains(&("home/ubuntu/.docker/".to_string(), 0o700, 1000)));
+        let script = render_start_script(&Secret::new("j".to_string()), &env).unwrap();
+        assert!(script.expose().contains("systemctl restart docker"));
+    }
+
+    #[test]
+    fn without_proxies_nothing_docker_or_env_mentions_one() {
+        let env = proxied().without_proxies();
+        assert_eq!(render_docker_proxy_drop_in(&env, "r-1"), None);
+        assert_eq!(render_docker_client_config(&env, "r-1"), None);
+        let text = render_env_file(&env, "r-1").unwrap();
+        assert!(!text.to_lowercase().contains("proxy"), "{text}");
+        assert!(bundle_entries(&env)
+            .iter()
+            .all(|e| !e.0.contains("docker.service.d")));
+    }
+
+    #[test]
+    fn a_runner_gets_one_tmate_server_in_its_environment() {
+        let server = |host: &str| debug_ssh::TmateServer {
+            host: host.into(),
+            port: 10022,
+            rsa_fingerprint: "SHA256:rsa".into(),
+            ed25519_fingerprint: "SHA256:ed".into(),
+        };
+        let env = RunnerEnvironment {
+            debug_ssh: vec![server("10.0.0.1"), server("10.0.0.2")],
+            ..Default::default()
+        };
+        let text = render_env_file(&env, "r-1").unwrap();
+        assert_eq!(text.matches("TMATE_SERVER_HOST=").count(), 1, "{text}");
+        assert!(text.contains("\nTMATE_SERVER_PORT=10022\n"));
+        assert!(text.contains("\nTMATE_SERVER_RSA_FINGERPRINT=SHA256:rsa\n"));
+        assert!(text.contains("\nTMATE_SERVER_ED25519_FINGERPRINT=SHA256:ed\n"));
+        let none = render_env_file(&RunnerEnvironment::default(), "r-1").unwrap();
+        assert!(!none.contains("TMATE"));
     }
 }

@@ -79,9 +79,28 @@ fn is_lxd_size(s: &str) -> bool {
 }
 
 /// The profile holding the charm's own settings (empty today).
-pub fn runner_profile() -> ProfileSpec {
+/// The runner profile for runners launched through `lxd`: the runner NIC on the bridge
+/// [`crate::network::runner_bridge`] picks for `lxd`'s project and the bridge knob.
+pub fn runner_profile(lxd: &dyn Lxd) -> ProfileSpec {
+    let knob = std::env::var(crate::network::BRIDGE_ENV).ok();
+    runner_profile_on(crate::network::runner_bridge(lxd.project(), knob).as_deref())
+}
+
+/// The runner profile; with a bridge, it carries the runner NIC
+/// ([`crate::network::runner_nic`]), which replaces the default profile's `eth0`.
+pub fn runner_profile_on(bridge: Option<&str>) -> ProfileSpec {
+    let devices = bridge
+        .map(|b| {
+            (
+                crate::network::RUNNER_NIC.to_string(),
+                crate::network::runner_nic(b),
+            )
+        })
+        .into_iter()
+        .collect();
     ProfileSpec {
         name: RUNNER_PROFILE.to_string(),
+        devices,
         ..ProfileSpec::default()
     }
 }
@@ -130,7 +149,7 @@ pub fn ensure_profiles(
     pool: &str,
     extra: &[String],
 ) -> Result<Vec<String>, LxdError> {
-    lxd.ensure_profile(&runner_profile())?;
+    lxd.ensure_profile(&runner_profile(lxd))?;
     let profile = resources.profile(instance_type, pool);
     lxd.ensure_profile(&profile)?;
     Ok(launch_profiles(&profile.name, extra))
@@ -189,6 +208,13 @@ pub fn runner_labels(app: &str, base_image_alias: &str, custom: &[String]) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_runner_profile_carries_the_runner_nic_only_with_a_bridge() {
+        let with = runner_profile_on(Some("lxdbr0"));
+        assert_eq!(with.devices["eth0"], crate::network::runner_nic("lxdbr0"));
+        assert!(runner_profile_on(None).devices.is_empty());
+    }
 
     const GIB: u64 = 1 << 30;
 

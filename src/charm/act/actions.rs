@@ -30,6 +30,8 @@ pub enum ActionError {
     Reconcile(#[from] ReconcileError),
     #[error(transparent)]
     Flush(#[from] FlushError),
+    #[error("{}", messages::flush_incomplete(.0))]
+    FlushIncomplete(String),
     #[error(transparent)]
     Charm(#[from] CharmError),
     #[error("{}", messages::unknown_action(.0))]

@@ -147,3 +147,20 @@ pub fn remove_rebuild_cron(ctx: &Context<'_>) {
         Err(e) => tracing::warn!("could not remove {}: {e}", path.display()),
     }
 }
+
+/// The unit's ACL off the bridge and deleted (the bridge too when the charm made it and
+/// nothing uses it), and aproxy's redirect removed. Best effort: the unit is going away.
+pub fn remove_runner_network(ctx: &Context<'_>, host: &dyn Host) {
+    let edges = host.edges();
+    let Some((bridge, net)) = edges.runner_network() else {
+        return;
+    };
+    let acl = crate::network::acl_name(&ctx.hook.identity);
+    if let Err(e) = crate::network::converge::remove(net, &bridge, &acl) {
+        tracing::warn!("could not remove the runners' firewall: {e}");
+    }
+    let nft_file = ctx.paths.aproxy_nft_file();
+    if let Err(e) = crate::network::aproxy::converge(edges.commands(), &nft_file, &bridge, None) {
+        tracing::warn!("could not remove the aproxy redirect: {e}");
+    }
+}

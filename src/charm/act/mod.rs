@@ -379,8 +379,18 @@ fn update_dependencies(ctx: &Context<'_>, rt: &Runtime) -> Result<Outcome, Charm
     if binary.changed {
         actions::log_line(ctx, messages::BINARY_UPDATED_FLUSHING);
         let flushed = runners::flush(rt, FlushMode::FlushIdle)?;
-        if let Err(e) = flushed.result {
-            return Ok(Outcome::action(Err(ActionError::Flush(e))));
+        let outcome = match flushed.result {
+            Ok(outcome) => outcome,
+            Err(e) => return Ok(Outcome::action(Err(ActionError::Flush(e)))),
+        };
+        if let Some(failures) = outcome.report.failure_summary() {
+            // The runners on the old binary stay; the next reconcile replaces idle ones.
+            let shown = Status::Maintenance(messages::BINARY_UPDATED_FLUSH_FAILED.into());
+            return Ok(Outcome {
+                shown: Shown::Remember(shown),
+                action: Some(Err(ActionError::FlushIncomplete(failures))),
+                ..Outcome::default()
+            });
         }
     }
     Ok(Outcome::action(Ok(update_dependencies_results(
@@ -432,6 +442,9 @@ fn tear_down(ctx: &Context<'_>, host: &dyn Host, plan: TearDownPlan) -> Result<(
             "runners taken down"
         ),
         Err(e) => tracing::warn!("taking the runners down failed: {e}"),
+    }
+    if steps.remove_network {
+        host::remove_runner_network(ctx, host);
     }
     Ok(())
 }

@@ -30,6 +30,11 @@ pub trait SetupEdges {
     fn project(&self) -> Option<&str> {
         None
     }
+    /// The runners' bridge and the client for it, when the charm manages one here
+    /// ([`crate::network::runner_bridge`]).
+    fn runner_network(&self) -> Option<(String, &dyn crate::lxd::network::LxdNetworks)> {
+        None
+    }
     /// Mount (memory), measure and ensure the pool ([`storage::apply_storage`]).
     fn apply_storage(&self, plan: &StoragePlan, lxd: &dyn Lxd) -> Result<(), StorageError>;
     /// Run the image build script for `alias`.
@@ -57,6 +62,7 @@ pub struct HostEdges {
     conf_dir: std::path::PathBuf,
     lxd: OnceCell<Arc<dyn Lxd>>,
     ops: OnceCell<LxcQueryOps<SystemCommands>>,
+    networks: OnceCell<Option<LxcCli>>,
 }
 
 impl HostEdges {
@@ -81,6 +87,7 @@ impl HostEdges {
             conf_dir: paths.lxd_conf_dir(),
             lxd: OnceCell::new(),
             ops: OnceCell::new(),
+            networks: OnceCell::new(),
         }
     }
 
@@ -98,6 +105,22 @@ impl HostEdges {
 }
 
 impl SetupEdges for HostEdges {
+    fn runner_network(&self) -> Option<(String, &dyn crate::lxd::network::LxdNetworks)> {
+        let bridge = crate::network::runner_bridge(
+            self.project.as_deref(),
+            std::env::var(crate::network::BRIDGE_ENV).ok(),
+        )?;
+        let cli = self.networks.get_or_init(|| {
+            let lxc = self.commands.find("lxc")?;
+            let cli = LxcCli::with_binary(lxc, self.conf_dir.clone()).ok()?;
+            Some(match &self.project {
+                Some(p) => cli.in_project(p.clone()),
+                None => cli,
+            })
+        });
+        Some((bridge, cli.as_ref()?))
+    }
+
     fn commands(&self) -> &dyn HostCommands {
         &self.commands
     }

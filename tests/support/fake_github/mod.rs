@@ -31,8 +31,12 @@
 //!
 //! Every API request needs a `User-Agent` (else 403, as GitHub) and
 //! `Authorization: Bearer <token>` (or `token <token>`) with a valid token (else 401
-//! "Bad credentials"). Answers carry `x-ratelimit-*` headers. Unknown API paths, and paths
-//! marked with [`FakeGitHub::set_path_missing`], answer 404. Any other path is visible.
+//! "Bad credentials"). Answers carry the full `x-ratelimit-*` set (limit, remaining, used,
+//! reset, resource); once the primary budget ([`FakeGitHub::set_rate_budget`], 5000 an hour)
+//! is spent, every API request answers 403 with `x-ratelimit-remaining: 0` until the reset.
+//! A `page` of a listing can be held back ([`FakeGitHub::hold_page`]) while a test changes
+//! the registrations. Unknown API paths, and paths marked with
+//! [`FakeGitHub::set_path_missing`], answer 404. Any other path is visible.
 //!
 //! # Runner side: the listener protocol (`/_fake/listener/`, no auth, plain text)
 //! `encoded_jit_config` is base64 of `"<url> <key>"` (decode with busybox `base64 -d`,
@@ -64,11 +68,12 @@ mod state;
 pub use routes::tarball_name;
 pub use state::{
     AdvertisedChecksum, DownloadFault, Endpoint, FakeJob, FakeRunner, FakeRunnerGroup, Fault,
-    FaultRule, RecordedRequest, Snapshot,
+    FaultRule, PageHold, RecordedRequest, Snapshot,
 };
 
 use http::HttpServer;
-use state::{now_epoch, rfc3339, sha256_hex, Shared, State, Tarball};
+pub use state::now_epoch;
+use state::{rfc3339, sha256_hex, Shared, State, Tarball};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -203,8 +208,10 @@ impl FakeGitHub {
                 requests: Vec::new(),
                 label_ids: BTreeMap::new(),
                 seq: 0,
+                rate_limit: 5000,
                 rate_remaining: 5000,
                 rate_reset: now_epoch() + 3600,
+                holds: Vec::new(),
                 stopping: false,
             }),
             changed: Condvar::new(),
@@ -434,6 +441,27 @@ impl FakeGitHub {
             .1
     }
 
+    // ---- holding a page back ----
+
+    /// Hold the next request for page `page` of `endpoint` (before its answer is rendered)
+    /// until the returned handle is released or dropped: a test can then change the state
+    /// between two pages of a listing, as another client would on GitHub.
+    pub fn hold_page(&self, endpoint: Endpoint, page: usize) -> HeldPage<'_> {
+        let id = self.shared.update(|st| {
+            let id = st.next_seq();
+            st.holds.push(PageHold {
+                id,
+                endpoint,
+                page,
+                waiting: false,
+                fired: false,
+                released: false,
+            });
+            id
+        });
+        HeldPage { gh: self, id }
+    }
+
     // ---- faults ----
 
     /// Answer the next `times` API requests (any endpoint) with `fault`.
@@ -454,6 +482,21 @@ impl FakeGitHub {
     /// Next `n` API requests answer `status` (a 5xx).
     pub fn fail_next(&self, n: usize, status: u16) {
         self.inject(Fault::ServerError(status), n);
+    }
+
+    /// The primary budget: `remaining` API requests are served until `reset_epoch`, then
+    /// each answers 403 with `x-ratelimit-remaining: 0` (as GitHub does) until the wall clock
+    /// passes `reset_epoch`, when a new window of the limit (5000) opens.
+    pub fn set_rate_budget(&self, remaining: u64, reset_epoch: u64) {
+        self.shared.update(|st| {
+            st.rate_remaining = remaining;
+            st.rate_reset = reset_epoch;
+        });
+    }
+
+    /// API requests left in the primary budget.
+    pub fn rate_remaining(&self) -> u64 {
+        self.shared.lock().rate_remaining
     }
 
     /// Primary rate limit exhausted until `clear_faults`: 403, remaining 0, reset.
@@ -606,6 +649,42 @@ impl Drop for FakeGitHub {
         self.shared.update(|st| st.stopping = true);
         // Joins the accept thread; connection threads finish as their waits wake.
         self.server.take();
+    }
+}
+
+/// A page held by [`FakeGitHub::hold_page`]; released on drop.
+pub struct HeldPage<'a> {
+    gh: &'a FakeGitHub,
+    id: u64,
+}
+
+impl HeldPage<'_> {
+    /// Wait (at most `timeout`) until a request is held here; whether one is.
+    pub fn wait_held(&self, timeout: Duration) -> bool {
+        let st = self.gh.shared.lock();
+        let id = self.id;
+        self.gh
+            .shared
+            .wait_for(st, timeout, |st| {
+                st.holds.iter().any(|h| h.id == id && h.waiting)
+            })
+            .1
+    }
+
+    /// Let the held request (or the next matching one) go on.
+    pub fn release(&self) {
+        let id = self.id;
+        self.gh.shared.update(|st| {
+            if let Some(h) = st.holds.iter_mut().find(|h| h.id == id) {
+                h.released = true;
+            }
+        });
+    }
+}
+
+impl Drop for HeldPage<'_> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

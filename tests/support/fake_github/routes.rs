@@ -64,11 +64,25 @@ pub fn handle(shared: &Shared, req: HttpRequest) -> HttpResponse {
             headers: req.headers.clone(),
             endpoint,
         });
-        if endpoint.is_api() {
-            st.rate_remaining = st.rate_remaining.saturating_sub(1);
-            st.take_fault(endpoint)
-        } else {
-            None
+        if !endpoint.is_api() {
+            return None;
+        }
+        if now_epoch() >= st.rate_reset {
+            // A new rate-limit window, as GitHub opens one every hour.
+            st.rate_remaining = st.rate_limit;
+            st.rate_reset = now_epoch() + 3600;
+        }
+        match st.take_fault(endpoint) {
+            Some(fault) => Some(fault),
+            // The primary budget is spent: GitHub answers 403 until the reset.
+            None if st.rate_remaining == 0 => Some(Fault::PrimaryRateLimit {
+                status: 403,
+                reset_epoch: st.rate_reset,
+            }),
+            None => {
+                st.rate_remaining -= 1;
+                None
+            }
         }
     });
     if !endpoint.is_api() {
@@ -81,6 +95,7 @@ pub fn handle(shared: &Shared, req: HttpRequest) -> HttpResponse {
             _ => HttpResponse::text(404, "not found\n"),
         };
     }
+    hold_if_asked(shared, &req, endpoint);
     let response = match fault {
         Some(Fault::Slow(d)) => {
             let st = shared.lock();
@@ -93,31 +108,64 @@ pub fn handle(shared: &Shared, req: HttpRequest) -> HttpResponse {
     with_rate_headers(shared, response)
 }
 
-fn with_rate_headers(shared: &Shared, mut r: HttpResponse) -> HttpResponse {
+/// The longest a page is held back (a test that forgets to release it must not hang).
+const MAX_HOLD: Duration = Duration::from_secs(120);
+
+/// Wait here while an armed [`super::state::PageHold`] matches this request.
+fn hold_if_asked(shared: &Shared, req: &HttpRequest, endpoint: Endpoint) {
+    let page = req
+        .query_param("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1);
+    let id = shared.update(|st| {
+        let hold = st
+            .holds
+            .iter_mut()
+            .find(|h| !h.fired && !h.released && h.endpoint == endpoint && h.page == page)?;
+        hold.fired = true;
+        hold.waiting = true;
+        Some(hold.id)
+    });
+    let Some(id) = id else { return };
     let st = shared.lock();
-    for name in [
-        "x-ratelimit-limit",
-        "x-ratelimit-remaining",
-        "x-ratelimit-reset",
-    ] {
-        if r.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            return r;
-        }
+    let (mut st, _) = shared.wait_for(st, MAX_HOLD, |st| {
+        st.holds.iter().any(|h| h.id == id && h.released)
+    });
+    if let Some(h) = st.holds.iter_mut().find(|h| h.id == id) {
+        h.waiting = false;
     }
-    r.headers.push(("x-ratelimit-limit".into(), "5000".into()));
-    r.headers.push((
-        "x-ratelimit-remaining".into(),
-        st.rate_remaining.to_string(),
-    ));
-    r.headers.push((
-        "x-ratelimit-used".into(),
-        (5000 - st.rate_remaining).to_string(),
-    ));
-    r.headers
-        .push(("x-ratelimit-reset".into(), st.rate_reset.to_string()));
-    r.headers
-        .push(("x-ratelimit-resource".into(), "core".into()));
+    drop(st);
+    shared.changed.notify_all();
+}
+
+/// Every answer of the API carries the full `x-ratelimit-*` set (unless a fault set it).
+fn with_rate_headers(shared: &Shared, mut r: HttpResponse) -> HttpResponse {
+    if r.headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("x-ratelimit-remaining"))
+    {
+        return r;
+    }
+    let st = shared.lock();
+    r.headers = rate_headers(st.rate_limit, st.rate_remaining, st.rate_reset)
+        .into_iter()
+        .chain(r.headers)
+        .collect();
     r
+}
+
+/// `x-ratelimit-limit`, `-remaining`, `-used`, `-reset`, `-resource`, as GitHub sends them.
+fn rate_headers(limit: u64, remaining: u64, reset: u64) -> Vec<(String, String)> {
+    vec![
+        ("x-ratelimit-limit".into(), limit.to_string()),
+        ("x-ratelimit-remaining".into(), remaining.to_string()),
+        (
+            "x-ratelimit-used".into(),
+            limit.saturating_sub(remaining).to_string(),
+        ),
+        ("x-ratelimit-reset".into(), reset.to_string()),
+        ("x-ratelimit-resource".into(), "core".into()),
+    ]
 }
 
 fn error(status: u16, message: &str) -> HttpResponse {
@@ -133,22 +181,26 @@ fn fault_response(shared: &Shared, fault: &Fault) -> HttpResponse {
         Fault::PrimaryRateLimit {
             status,
             reset_epoch,
-        } => error(*status, "API rate limit exceeded for user ID 1.")
-            .with_header("x-ratelimit-limit", "5000")
-            .with_header("x-ratelimit-remaining", "0")
-            .with_header("x-ratelimit-used", "5000")
-            .with_header("x-ratelimit-reset", reset_epoch.to_string())
-            .with_header("x-ratelimit-resource", "core"),
+        } => {
+            let limit = shared.lock().rate_limit;
+            let mut r = error(*status, "API rate limit exceeded for user ID 1.");
+            r.headers.extend(rate_headers(limit, 0, *reset_epoch));
+            r
+        }
         Fault::SecondaryRateLimit {
             status,
             retry_after,
         } => {
-            let remaining = shared.lock().rate_remaining.max(1);
+            // The primary budget as it stands: it may be spent too.
+            let (limit, remaining, reset) = {
+                let st = shared.lock();
+                (st.rate_limit, st.rate_remaining, st.rate_reset)
+            };
             let mut r = error(
                 *status,
                 "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
-            )
-            .with_header("x-ratelimit-remaining", remaining.to_string());
+            );
+            r.headers.extend(rate_headers(limit, remaining, reset));
             if let Some(s) = retry_after {
                 r = r.with_header("retry-after", s.to_string());
             }

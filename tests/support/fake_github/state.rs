@@ -96,6 +96,20 @@ pub enum AdvertisedChecksum {
     Value(String),
 }
 
+/// A page request the fake holds back until the test releases it (see `FakeGitHub::hold_page`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageHold {
+    pub id: u64,
+    pub endpoint: Endpoint,
+    /// The `page` query parameter (1 when absent).
+    pub page: usize,
+    /// A request is waiting at this hold.
+    pub waiting: bool,
+    /// Armed holds stop the first matching request; a fired one stops no other.
+    pub fired: bool,
+    pub released: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FaultRule {
     pub fault: Fault,
@@ -230,8 +244,12 @@ pub struct State {
     pub requests: Vec<RecordedRequest>,
     pub label_ids: BTreeMap<String, u64>,
     pub seq: u64,
+    /// The primary budget per window (`x-ratelimit-limit`).
+    pub rate_limit: u64,
+    /// Requests left in this window; at 0 every API request answers 403 until the reset.
     pub rate_remaining: u64,
     pub rate_reset: u64,
+    pub holds: Vec<PageHold>,
     pub stopping: bool,
 }
 

@@ -9,7 +9,8 @@
 //! variables of the hook, action or custom event, runs `./dispatch` from the charm dir and
 //! returns its exit code and output; the histories (status, juju-log, action results, ...)
 //! are then read back. Unit state and relation data written by a failed hook are discarded,
-//! as Juju does.
+//! as Juju does; a `juju-exec` run ([`Harness::dispatch_path`]) keeps them whatever its exit
+//! code, as real `juju-exec` does.
 //!
 //! Include with `#[path = "support/juju_harness/mod.rs"] mod juju_harness;` and
 //! `#[path = "support/executable.rs"] mod executable;` (test targets
@@ -31,16 +32,29 @@ pub const CHARM_BIN: &str = env!("CARGO_BIN_EXE_github-runner-charm");
 pub const FAKE_JUJUC_BIN: &str = env!("CARGO_BIN_EXE_fake-jujuc");
 pub const REPO_ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Longest a hook may run before the harness kills it and fails the test.
 /// The charm's test knob naming its LXD project, and the project the harness names: one that
 /// never exists.
 pub const LXD_PROJECT_ENV: &str = "GITHUB_RUNNER_LXD_PROJECT";
 pub const NO_LXD_PROJECT: &str = "juju-harness-no-lxd";
-const HOOK_DEADLINE: Duration = Duration::from_secs(60);
+/// Longest a hook may run before the harness kills it and fails the test. Juju itself puts
+/// no deadline on hooks; this one only stops a test that hangs, so it must exceed what the
+/// charm bounds itself to in one hook (the unit lock wait, then one `lxc` call, then a GitHub
+/// call with its retries): a slow daemon must reach the charm's timeout path, not this one.
+/// `harness_deadline_exceeds_the_charms_own_timeouts` (tests/juju_hooks.rs) checks it.
+pub const HOOK_DEADLINE: Duration = Duration::from_secs(720);
 
 /// Files of the repo that make up a charm dir, besides `dispatch`, `hooks/` and `bin/`.
 const CHARM_YAML: [&str; 3] = ["metadata.yaml", "config.yaml", "actions.yaml"];
 const LEGACY_HOOKS: [&str; 3] = ["install", "start", "upgrade-charm"];
+
+/// When a run's changes to the world (unit state, relation data) are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Hooks and actions: only when they exit 0, as Juju does.
+    OnSuccess,
+    /// juju-exec: always.
+    Always,
+}
 
 #[derive(Debug, Clone)]
 pub struct Run {
@@ -260,7 +274,7 @@ impl Harness {
         env.insert("JUJU_HOOK_NAME".into(), name.into());
         env.insert("JUJU_DISPATCH_PATH".into(), format!("hooks/{name}"));
         self.add_hook_context(name, &mut env);
-        self.run_in(&self.charm_dir.join("dispatch"), env)
+        self.run_in(&self.charm_dir.join("dispatch"), env, Commit::OnSuccess)
     }
 
     /// Old Juju: run `hooks/<name>` by absolute path, without `JUJU_DISPATCH_PATH`.
@@ -268,7 +282,11 @@ impl Harness {
         let mut env = self.base_env(name);
         env.insert("JUJU_HOOK_NAME".into(), name.into());
         self.add_hook_context(name, &mut env);
-        self.run_in(&self.charm_dir.join("hooks").join(name), env)
+        self.run_in(
+            &self.charm_dir.join("hooks").join(name),
+            env,
+            Commit::OnSuccess,
+        )
     }
 
     pub fn action(&mut self, name: &str) -> Run {
@@ -279,14 +297,16 @@ impl Harness {
             "JUJU_ACTION_UUID".into(),
             format!("00000000-0000-4000-8000-{:012}", self.runs),
         );
-        self.run_in(&self.charm_dir.join("dispatch"), env)
+        self.run_in(&self.charm_dir.join("dispatch"), env, Commit::OnSuccess)
     }
 
-    /// A custom event, as juju-exec runs `JUJU_DISPATCH_PATH=<path> ./dispatch`.
+    /// A custom event, as juju-exec runs `JUJU_DISPATCH_PATH=<path> ./dispatch`. Unlike a
+    /// hook's, its state changes are kept even when it fails: juju-exec commits what the
+    /// command's hook tools set whatever the command's exit code.
     pub fn dispatch_path(&mut self, path: &str) -> Run {
         let mut env = self.base_env("run-commands");
         env.insert("JUJU_DISPATCH_PATH".into(), path.into());
-        self.run_in(&self.charm_dir.join("dispatch"), env)
+        self.run_in(&self.charm_dir.join("dispatch"), env, Commit::Always)
     }
 
     fn add_hook_context(&mut self, name: &str, env: &mut BTreeMap<String, String>) {
@@ -334,9 +354,9 @@ impl Harness {
         }
     }
 
-    /// Reset per-run histories, write the world, run, and keep the world's changes only
-    /// when the run succeeded.
-    fn run_in(&mut self, program: &Path, env: BTreeMap<String, String>) -> Run {
+    /// Reset per-run histories, write the world, run, and keep the world's changes as
+    /// `commit` says.
+    fn run_in(&mut self, program: &Path, env: BTreeMap<String, String>, commit: Commit) -> Run {
         self.runs += 1;
         for file in [
             fake::CALLS_FILE,
@@ -358,7 +378,7 @@ impl Harness {
                 .current_dir(&self.charm_dir)
                 .stdin(Stdio::null()),
         );
-        if run.code == 0 {
+        if run.code == 0 || commit == Commit::Always {
             self.world = fake::read_json(&world_file).expect("read world");
         }
         run

@@ -168,6 +168,36 @@ pub fn reap_stale(conf: &Path) {
     }
 }
 
+/// Serialises image imports and deletions across every test process on this machine.
+///
+/// Every fixture project imports the same image, so LXD keeps one file for all of them. LXD
+/// 5.0's `image import` moves the file into the image store before it writes the project's
+/// database row; an `image delete` in another project that runs in between sees no other
+/// user and removes the file, leaving the importing project a row without a file ("Failed
+/// creating instance from image: open /var/lib/lxd/images/<fingerprint>: no such file").
+/// Holding this lock (an flock, released by the kernel even when a test process dies) around
+/// both closes that window.
+struct ImageStoreLock(std::fs::File);
+
+impl ImageStoreLock {
+    /// Host-wide path: test processes of any checkout share the one daemon.
+    const PATH: &'static str = "/tmp/ghrt-lxd-image-store.lock";
+
+    fn acquire() -> ImageStoreLock {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(Self::PATH)
+            .expect("open the LXD image store lock");
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .expect("lock the LXD image store");
+        ImageStoreLock(file)
+    }
+}
+
 /// Deletes every instance, image and profile of `project`, then the project.
 pub fn purge_project(conf: &Path, project: &str) {
     let q = |path: &str| query_json(conf, &format!("{path}?project={project}"));
@@ -177,10 +207,13 @@ pub fn purge_project(conf: &Path, project: &str) {
             let _ = lxc_raw(conf, Some(project), &["delete", "--force", name]);
         }
     }
-    for url in q("/1.0/images").as_array().into_iter().flatten() {
-        if let Some(fp) = url.as_str().and_then(|u| u.rsplit('/').next()) {
-            let fp = fp.split('?').next().unwrap_or(fp);
-            let _ = lxc_raw(conf, Some(project), &["image", "delete", fp]);
+    {
+        let _images = ImageStoreLock::acquire();
+        for url in q("/1.0/images").as_array().into_iter().flatten() {
+            if let Some(fp) = url.as_str().and_then(|u| u.rsplit('/').next()) {
+                let fp = fp.split('?').next().unwrap_or(fp);
+                let _ = lxc_raw(conf, Some(project), &["image", "delete", fp]);
+            }
         }
     }
     for url in q("/1.0/profiles").as_array().into_iter().flatten() {
@@ -265,13 +298,16 @@ impl LxdFixture {
             "path=/",
             &format!("pool={}", fixture.pool),
         ]);
-        fixture.lxc_ok(&[
-            "image",
-            "import",
-            path_str(&shared.image),
-            "--alias",
-            IMAGE_ALIAS,
-        ]);
+        {
+            let _images = ImageStoreLock::acquire();
+            fixture.lxc_ok(&[
+                "image",
+                "import",
+                path_str(&shared.image),
+                "--alias",
+                IMAGE_ALIAS,
+            ]);
+        }
         fixture
     }
 

@@ -1,0 +1,212 @@
+//! Converging the runners' bridge and the charm's egress ACL over [`LxdNetworks`], and
+//! taking them away again on `remove`. The decisions ([`bridge_changes`], [`detach_changes`])
+//! are pure; the two entry points only read, decide and write what differs.
+
+use super::NetworkError;
+use crate::lxd::network::{AclRule, LxdNetworks};
+use std::collections::BTreeMap;
+
+/// The description the charm gives what it creates; only those are ever deleted.
+pub const MANAGED_DESCRIPTION: &str = "managed by the github-runner charm";
+const ACLS_KEY: &str = "security.acls";
+const EGRESS_DEFAULT_KEY: &str = "security.acls.default.egress.action";
+const INGRESS_DEFAULT_KEY: &str = "security.acls.default.ingress.action";
+
+/// What [`converge`] changed (for the log and tests).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Converged {
+    pub bridge_created: bool,
+    pub acl_written: bool,
+    pub bridge_keys_set: BTreeMap<String, String>,
+}
+
+/// A fresh bridge: IPv4 with NAT (runners reach the internet through the host), no IPv6.
+pub fn new_bridge_config() -> BTreeMap<String, String> {
+    [
+        ("ipv4.address", "auto"),
+        ("ipv4.nat", "true"),
+        ("ipv6.address", "none"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The keys to set on the bridge so it has no IPv6 and the charm's ACL is attached (other
+/// ACLs an operator attached stay). Empty when nothing differs.
+pub fn bridge_changes(config: &BTreeMap<String, String>, acl: &str) -> BTreeMap<String, String> {
+    let mut changes = BTreeMap::new();
+    if config.get("ipv6.address").map(String::as_str) != Some("none") {
+        changes.insert("ipv6.address".to_string(), "none".to_string());
+    }
+    let mut acls = acl_list(config);
+    if !acls.iter().any(|a| a == acl) {
+        acls.push(acl.to_string());
+        changes.insert(ACLS_KEY.to_string(), acls.join(","));
+    }
+    // Traffic no rule rejects is allowed (LXD's default for an attached ACL is reject).
+    for key in [EGRESS_DEFAULT_KEY, INGRESS_DEFAULT_KEY] {
+        if config.get(key).map(String::as_str) != Some("allow") {
+            changes.insert(key.to_string(), "allow".to_string());
+        }
+    }
+    changes
+}
+
+/// The keys that take the charm's ACL off the bridge (empty value: unset). The default
+/// actions go too when no ACL is left.
+pub fn detach_changes(config: &BTreeMap<String, String>, acl: &str) -> BTreeMap<String, String> {
+    let acls = acl_list(config);
+    if !acls.iter().any(|a| a == acl) {
+        return BTreeMap::new();
+    }
+    let rest: Vec<String> = acls.into_iter().filter(|a| a != acl).collect();
+    let mut changes = BTreeMap::from([(ACLS_KEY.to_string(), rest.join(","))]);
+    if rest.is_empty() {
+        for key in [EGRESS_DEFAULT_KEY, INGRESS_DEFAULT_KEY] {
+            if config.contains_key(key) {
+                changes.insert(key.to_string(), String::new());
+            }
+        }
+    }
+    changes
+}
+
+fn acl_list(config: &BTreeMap<String, String>) -> Vec<String> {
+    config
+        .get(ACLS_KEY)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The bridge exists (created when missing), has no IPv6, and carries the charm's ACL with
+/// exactly `rules`. Writes nothing when all of that already holds. Never touches another
+/// network, and refuses a network of that name that is not an LXD-managed bridge.
+pub fn converge(
+    net: &dyn LxdNetworks,
+    bridge: &str,
+    acl: &str,
+    rules: &[AclRule],
+) -> Result<Converged, NetworkError> {
+    converge_creating(net, bridge, &new_bridge_config(), acl, rules)
+}
+
+/// [`converge`], creating a missing bridge with `new_config` (tests give a fixed subnet
+/// without NAT).
+pub fn converge_creating(
+    net: &dyn LxdNetworks,
+    bridge: &str,
+    new_config: &BTreeMap<String, String>,
+    acl: &str,
+    rules: &[AclRule],
+) -> Result<Converged, NetworkError> {
+    let mut done = Converged::default();
+    let config = match net.network(bridge)? {
+        Some(info) if info.managed && info.kind == "bridge" => info.config,
+        Some(info) => {
+            return Err(NetworkError::NotAManagedBridge {
+                name: bridge.to_string(),
+                kind: info.kind,
+            })
+        }
+        None => {
+            net.create_bridge(bridge, MANAGED_DESCRIPTION, new_config)?;
+            done.bridge_created = true;
+            new_config.clone()
+        }
+    };
+    let current = net.acl(acl)?;
+    if current.as_ref().map(|a| a.egress.as_slice()) != Some(rules) {
+        net.put_acl(acl, MANAGED_DESCRIPTION, rules)?;
+        done.acl_written = true;
+    }
+    let changes = bridge_changes(&config, acl);
+    if !changes.is_empty() {
+        net.set_network_keys(bridge, &changes)?;
+        done.bridge_keys_set = changes;
+    }
+    Ok(done)
+}
+
+/// Takes the charm's ACL off the bridge and deletes it when nothing else uses it, then the
+/// bridge when the charm created it and nothing uses it. Missing pieces are fine.
+pub fn remove(net: &dyn LxdNetworks, bridge: &str, acl: &str) -> Result<(), NetworkError> {
+    if let Some(info) = net.network(bridge)? {
+        let changes = detach_changes(&info.config, acl);
+        if !changes.is_empty() {
+            net.set_network_keys(bridge, &changes)?;
+        }
+    }
+    if let Some(info) = net.acl(acl)? {
+        if info.used_by.is_empty() && info.description == MANAGED_DESCRIPTION {
+            net.delete_acl(acl)?;
+        }
+    }
+    if let Some(info) = net.network(bridge)? {
+        if info.used_by.is_empty() && info.description == MANAGED_DESCRIPTION {
+            net.delete_network(bridge)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_fresh_bridge_gets_the_acl_attached_and_ipv6_stays_off() {
+        assert_eq!(
+            bridge_changes(&new_bridge_config(), "ghr"),
+            map(&[
+                (ACLS_KEY, "ghr"),
+                (EGRESS_DEFAULT_KEY, "allow"),
+                (INGRESS_DEFAULT_KEY, "allow"),
+            ])
+        );
+    }
+
+    #[test]
+    fn an_operators_acls_stay_and_a_converged_bridge_needs_nothing() {
+        let theirs = map(&[("ipv6.address", "fd00::1/64"), (ACLS_KEY, "theirs")]);
+        let changes = bridge_changes(&theirs, "ghr");
+        assert_eq!(changes["ipv6.address"], "none");
+        assert_eq!(changes[ACLS_KEY], "theirs,ghr");
+        let mut converged = theirs.clone();
+        converged.extend(changes);
+        assert!(bridge_changes(&converged, "ghr").is_empty());
+    }
+
+    #[test]
+    fn detaching_leaves_other_acls_and_their_defaults() {
+        let both = map(&[(ACLS_KEY, "theirs,ghr"), (EGRESS_DEFAULT_KEY, "allow")]);
+        assert_eq!(detach_changes(&both, "ghr"), map(&[(ACLS_KEY, "theirs")]));
+        let ours = map(&[
+            (ACLS_KEY, "ghr"),
+            (EGRESS_DEFAULT_KEY, "allow"),
+            (INGRESS_DEFAULT_KEY, "allow"),
+        ]);
+        assert_eq!(
+            detach_changes(&ours, "ghr"),
+            map(&[
+                (ACLS_KEY, ""),
+                (EGRESS_DEFAULT_KEY, ""),
+                (INGRESS_DEFAULT_KEY, "")
+            ])
+        );
+        assert!(detach_changes(&map(&[(ACLS_KEY, "theirs")]), "ghr").is_empty());
+    }
+}

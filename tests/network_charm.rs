@@ -1,0 +1,253 @@
+//! The runner network through `dispatch`: the real charm binary with the fake hook tools,
+//! the real LXD daemon and the fake GitHub (tests/support/charm_env). The unit is pointed at
+//! a bridge of the test's own (no NAT, an unused 10.x prefix) with the test knob
+//! `GITHUB_RUNNER_LXD_BRIDGE`; no packet is sent here (tests/network_acl.rs sends them).
+
+#[path = "support/charm_env/mod.rs"]
+mod charm_env;
+#[path = "support/executable.rs"]
+mod executable;
+#[path = "support/fake_github/mod.rs"]
+mod fake_github;
+#[path = "support/juju_harness/mod.rs"]
+mod juju_harness;
+#[path = "support/lxd_fixture/mod.rs"]
+mod lxd_fixture;
+#[path = "support/net_routes.rs"]
+mod net_routes;
+
+use charm_env::CharmEnv;
+use github_runner::lxd::network::LxdNetworks;
+use github_runner::network::{acl_name, BRIDGE_ENV};
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// A bridge deleted on drop (after the env's instances are gone).
+struct TestBridge(String);
+
+impl Drop for TestBridge {
+    fn drop(&mut self) {
+        let _ = Command::new("lxc")
+            .args(["network", "delete", &self.0])
+            .output();
+    }
+}
+
+fn tmate_unit(host: &str, port: &str) -> BTreeMap<String, String> {
+    [
+        ("host", host),
+        ("port", port),
+        ("rsa_fingerprint", "SHA256:rsaFP+/="),
+        ("ed25519_fingerprint", "SHA256:edFP"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The remote units' data of relation `id` in the fake world.
+fn relation_units<'e>(
+    env: &'e mut CharmEnv,
+    id: &str,
+) -> &'e mut BTreeMap<String, BTreeMap<String, String>> {
+    let relation = env.h.world.relations.iter_mut().find(|r| r.id == id);
+    &mut relation.expect("the relation exists").remote_units
+}
+
+/// The runner's environment file as the job sees it.
+fn runner_env(env: &CharmEnv, instance: &str) -> String {
+    env.fx.lxc_ok(&[
+        "exec",
+        instance,
+        "--",
+        "cat",
+        "/home/ubuntu/github-runner/.env",
+    ])
+}
+
+fn deny_rule(env: &CharmEnv, acl: &str) -> Option<String> {
+    let info = env
+        .fx
+        .lxd()
+        .acl(acl)
+        .unwrap()
+        .expect("the unit's ACL exists");
+    info.egress
+        .iter()
+        .find(|r| r.description == "denylist")
+        .map(|r| r.destination.clone())
+}
+
+#[test]
+fn debug_ssh_servers_reach_runners_and_the_acl_follows_config_and_relation_changes() {
+    let (a, b) = net_routes::unused_prefixes();
+    let bridge = TestBridge(format!("ghn{}", std::process::id() % 1_000_000));
+    let out = Command::new("lxc")
+        .args([
+            "network",
+            "create",
+            &bridge.0,
+            &format!("ipv4.address=10.{a}.{b}.1/24"),
+            "ipv4.nat=false",
+            "ipv6.address=none",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Made before the env, so it is dropped after the env's project (which uses it).
+    let mut env = CharmEnv::new(1);
+    env.h.env.insert(BRIDGE_ENV.into(), bridge.0.clone());
+    let tmate = format!("10.{a}.{}.5", b + 1);
+    let relation = env.h.add_relation("debug-ssh", "tmate-ssh-server", 2);
+    {
+        let units = relation_units(&mut env, &relation);
+        let names: Vec<String> = units.keys().cloned().collect();
+        units.insert(names[0].clone(), tmate_unit(&tmate, "10022"));
+        units.insert(names[1].clone(), tmate_unit("10.9.9.9", "0"));
+    }
+    env.set_config("denylist", format!("10.{a}.{}.0/24", b + 1));
+    env.deploy();
+    let first = env.wait_online(1);
+
+    // The unit's ACL is attached to the bridge and exempts the tmate server.
+    let acl = acl_name(&env.unit);
+    let config = env.fx.lxd().network(&bridge.0).unwrap().unwrap().config;
+    assert_eq!(config["security.acls"], acl);
+    let denied = deny_rule(&env, &acl).expect("a denylist rule");
+    assert!(!denied.contains(&format!("{tmate}/32")), "{denied}");
+    assert!(
+        denied.contains(&format!("10.{a}.{}.4/32", b + 1)),
+        "{denied}"
+    );
+    // The runner NIC is on the bridge, filtered.
+    let nic = env.fx.lxc_ok(&["config", "show", "--expanded", &first[0]]);
+    assert!(nic.contains(&format!("network: {}", bridge.0)), "{nic}");
+    assert!(nic.contains("security.mac_filtering: \"true\""), "{nic}");
+    assert!(nic.contains("security.ipv4_filtering: \"true\""), "{nic}");
+
+    // The valid server reaches the runner; the unit with port 0 was ignored with a warning.
+    let vars = runner_env(&env, &first[0]);
+    assert!(
+        vars.contains(&format!("\nTMATE_SERVER_HOST={tmate}\n")),
+        "{vars}"
+    );
+    assert!(vars.contains("\nTMATE_SERVER_PORT=10022\n"), "{vars}");
+    assert!(vars.contains("\nTMATE_SERVER_RSA_FINGERPRINT=SHA256:rsaFP+/=\n"));
+    assert!(vars.contains("\nTMATE_SERVER_ED25519_FINGERPRINT=SHA256:edFP\n"));
+    assert!(!vars.contains("10.9.9.9"), "{vars}");
+    assert!(env
+        .h
+        .logs()
+        .iter()
+        .any(|l| l.message.contains("ignoring debug-ssh data") && l.message.contains("port")));
+
+    // Clearing denylist rewrites the ACL in place: only the host rules stay.
+    env.set_config("denylist", "");
+    env.config_changed().assert_ok();
+    assert_eq!(deny_rule(&env, &acl), None);
+    let rules = env.fx.lxd().acl(&acl).unwrap().unwrap().egress;
+    assert!(rules.iter().any(|r| r.description == "host: tcp"));
+    assert_eq!(
+        env.instances(),
+        first,
+        "a denylist change keeps running runners"
+    );
+
+    // A changed server: idle runners are replaced and the new one sees it.
+    {
+        let units = relation_units(&mut env, &relation);
+        let first_unit = units.keys().next().unwrap().clone();
+        units.insert(first_unit, tmate_unit("10.7.7.7", "2222"));
+    }
+    env.h.hook("debug-ssh-relation-changed").assert_ok();
+    let second = env.wait_online(1);
+    assert_ne!(second, first, "the idle runner was flushed");
+    let vars = runner_env(&env, &second[0]);
+    assert!(vars.contains("\nTMATE_SERVER_HOST=10.7.7.7\n"), "{vars}");
+    assert!(vars.contains("\nTMATE_SERVER_PORT=2222\n"), "{vars}");
+
+    // remove: the ACL goes, the operator's (here the test's) bridge stays, without it.
+    env.h.hook("stop").assert_ok();
+    env.h.hook("remove").assert_ok();
+    assert_eq!(env.fx.lxd().acl(&acl).unwrap(), None);
+    let config = env.fx.lxd().network(&bridge.0).unwrap().unwrap().config;
+    assert!(!config.contains_key("security.acls"), "{config:?}");
+}
+
+/// What a job cannot do from inside a runner (test mode: a container).
+#[test]
+fn a_runner_has_no_way_into_the_host_and_no_github_token() {
+    let mut env = CharmEnv::new(1);
+    env.deploy();
+    let name = env.wait_online(1).remove(0);
+    let raw = env.fx.lxc_ok(&[
+        "query",
+        &format!("/1.0/instances/{name}?project={}", env.fx.project),
+    ]);
+    let instance: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let config = instance["expanded_config"].as_object().unwrap();
+    for key in ["security.privileged", "security.nesting"] {
+        let value = config.get(key).and_then(|v| v.as_str()).unwrap_or("false");
+        assert_eq!(value, "false", "{key}");
+    }
+    let token = env.gh.token();
+    for (key, value) in config {
+        assert!(!value.to_string().contains(&token), "the token is in {key}");
+    }
+    for (device, keys) in instance["expanded_devices"].as_object().unwrap() {
+        match keys["type"].as_str().unwrap_or_default() {
+            "disk" => {
+                assert_eq!(keys["path"], "/", "{device}: only the root disk");
+                assert!(
+                    keys.get("source").is_none(),
+                    "{device}: a host path is mounted"
+                );
+            }
+            "nic" => {}
+            // The fixture's loopback route to the fake GitHub: the test's, not the charm's.
+            "proxy" => assert_eq!(device, "github-loopback"),
+            other => panic!("{device}: a {other} device into the host"),
+        }
+    }
+    let exec = |script: &str| env.fx.lxc(&["exec", &name, "--", "sh", "-c", script]);
+    // Unprivileged: root inside is not root outside.
+    let map = exec("cat /proc/self/uid_map");
+    let map = String::from_utf8_lossy(&map.stdout).to_string();
+    assert!(
+        !map.split_whitespace().take(2).eq(["0", "0"]),
+        "uid map {map}"
+    );
+    // No LXD socket of the host inside.
+    for socket in [
+        "/var/lib/lxd/unix.socket",
+        "/var/snap/lxd/common/lxd/unix.socket",
+        "/run/lxd.socket",
+    ] {
+        assert!(
+            !exec(&format!("test -e {socket}")).status.success(),
+            "{socket}"
+        );
+    }
+    // The token is nowhere a job can read: its environment and every file outside the
+    // kernel's pseudo filesystems.
+    let env_out = exec("env; cat /proc/1/environ");
+    assert!(!String::from_utf8_lossy(&env_out.stdout).contains(&token));
+    let grep = "grep -rlF '{}' /etc /home /root /tmp /var /run /usr /bin /sbin 2>/dev/null";
+    let probe = exec(&grep.replace("{}", "ACTIONS_RUNNER_HOOK_JOB_STARTED"));
+    assert!(
+        String::from_utf8_lossy(&probe.stdout).contains("/etc/environment"),
+        "the search finds what is there"
+    );
+    let found = exec(&format!(
+        "grep -rlF '{token}' /etc /home /root /tmp /var /run /usr /bin /sbin 2>/dev/null"
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&found.stdout),
+        "",
+        "files holding the token"
+    );
+}
