@@ -50,7 +50,12 @@ rust:
 		curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal; \
 	fi
 
-venv: $(VENV)/bin/charmcraft
+venv: $(VENV)/bin/charmcraft $(VENV)/.prometheus-client
+
+# The Prometheus project's Python client: its strict OpenMetrics parser checks the exporter.
+$(VENV)/.prometheus-client: $(VENV)/bin/charmcraft
+	$(VENV)/bin/pip install --quiet "prometheus-client==0.26.0"
+	touch $@
 
 $(VENV)/bin/charmcraft:
 	python3 -m venv $(VENV)

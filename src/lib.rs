@@ -13,6 +13,7 @@ pub mod lxd;
 pub mod manager;
 pub mod messages;
 pub mod network;
+pub mod observability;
 pub mod paths;
 pub mod reactive;
 pub mod runner;

@@ -7,6 +7,7 @@ use github_runner::juju::context::{HookContext, HookEnv};
 use github_runner::juju::event::Event;
 use github_runner::juju::log;
 use github_runner::juju::process::ProcessHookTools;
+use github_runner::observability::server;
 use github_runner::paths::HostPaths;
 use std::io::Write;
 use std::process::ExitCode;
@@ -18,6 +19,10 @@ use std::time::Instant;
 const TIMING_ENV: &str = "GITHUB_RUNNER_HOOK_TIMING";
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(server::SUBCOMMAND) {
+        return metrics_exporter(&args[1..]);
+    }
     let started = Instant::now();
     let env = HookEnv::from_process();
     let vars = env.to_map();
@@ -67,4 +72,27 @@ fn main() -> ExitCode {
         let _ = writeln!(std::io::stdout(), "{line}");
     }
     code
+}
+
+/// `github-runner-charm metrics-exporter --listen ADDR --unit app/N`: the exporter service
+/// (not a hook).
+fn metrics_exporter(args: &[String]) -> ExitCode {
+    let parsed = match server::parse_args(args) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("github-runner-charm: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut paths = HostPaths::from_env();
+    if let Some(unit) = &parsed.unit {
+        paths = paths.with_unit(unit);
+    }
+    match server::serve(parsed.listen, &paths) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("github-runner-charm: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -172,6 +172,12 @@ impl HostPaths {
         self.at("proc")
     }
 
+    /// Numbers the unit's metrics exporter serves that only a hook knows (0640, no
+    /// secrets); in the unit's state folder.
+    pub fn exporter_state(&self) -> PathBuf {
+        self.state_dir().join("exporter-state.json")
+    }
+
     /// Mount point of the tmpfs used when runner-storage=memory.
     pub fn ram_storage_dir(&self) -> PathBuf {
         self.at("storage/ram")
@@ -199,6 +205,7 @@ mod tests {
             p.image_build_log(),
             p.rebuild_cron_file(),
             p.machine_lock_file(),
+            p.exporter_state(),
         ] {
             assert!(path.starts_with("/tmp/x"), "{path:?}");
         }

@@ -35,6 +35,9 @@ const STATUS_HOOKS: [&str; 9] = [
 /// set up, change nothing and show no status.
 const CLEANUP_HOOKS: [&str; 3] = ["stop", "remove", "runner-storage-detaching"];
 
+/// Relation hooks that (re)publish the cos-agent unit data.
+const COS_AGENT_PUBLISHING: [&str; 2] = ["cos-agent-relation-joined", "cos-agent-relation-changed"];
+
 #[test]
 fn every_hook_exits_0_with_empty_config() {
     let mut h = Harness::new();
@@ -53,6 +56,10 @@ fn every_hook_exits_0_with_empty_config() {
         } else if CLEANUP_HOOKS.contains(&name.as_str()) {
             let tools: Vec<&str> = calls.iter().map(|c| c.tool.as_str()).collect();
             assert_eq!(tools, ["config-get", "state-get"], "{name}");
+        } else if COS_AGENT_PUBLISHING.contains(&name.as_str()) {
+            // The cos-agent data needs no config: published on every cos-agent relation.
+            let tools: Vec<&str> = calls.iter().map(|c| c.tool.as_str()).collect();
+            assert_eq!(tools, ["relation-ids", "relation-set"], "{name}");
         } else {
             // Nothing to do yet for these: no tool at all (debug logs are not forwarded).
             assert!(calls.is_empty(), "{name}: {calls:?}");

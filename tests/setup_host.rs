@@ -205,13 +205,22 @@ fn ensure_host_twice_converges_on_real_lxd() {
     let mode = std::fs::metadata(&cron).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the cron file carries the proxy settings");
     assert!(read(&cron).contains("--alias jammy --type container"));
+    let exporter = "ghro.metrics-exporter.github-runner-0.service";
     assert_eq!(
         m.systemctl_calls(),
         [
             "daemon-reload",
             &format!("enable --now {TIMER_UNIT}"),
-            &format!("restart {TIMER_UNIT}")
+            &format!("restart {TIMER_UNIT}"),
+            "daemon-reload",
+            &format!("enable --now {exporter}"),
+            &format!("restart {exporter}"),
         ]
+    );
+    let unit = read(&root.systemd_dir().join(exporter));
+    assert!(
+        unit.contains("metrics-exporter --listen 127.0.0.1:9470 --unit github-runner/0\n"),
+        "{unit}"
     );
     assert_eq!(
         m.tools
@@ -227,8 +236,11 @@ fn ensure_host_twice_converges_on_real_lxd() {
     assert_eq!(second.timer, InstallOutcome::Unchanged);
     assert_eq!(second.profiles, first.profiles);
     assert_eq!(
-        m.systemctl_calls()[3..],
-        [format!("is-active --quiet {TIMER_UNIT}")]
+        m.systemctl_calls()[6..],
+        [
+            format!("is-active --quiet {TIMER_UNIT}"),
+            format!("is-active --quiet {exporter}")
+        ]
     );
     assert_eq!(
         m.fx.lxc_ok(&["profile", "show", "default"]),

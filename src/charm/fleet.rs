@@ -133,13 +133,19 @@ impl<'a> CharmRunnerOps<'a> {
     }
 
     /// The `runner_installed` metric (creation to started listener command).
-    fn issue_installed(&self, took: Duration) {
+    /// And the `runner_creation_phases` metric of the same creation.
+    fn issue_installed(&self, took: Duration, phases: &runner::CreationPhases) {
+        let flavor = &self.rt.identity.app;
         let event = MetricEvent::RunnerInstalled(RunnerInstalled {
-            flavor: self.rt.identity.app.clone(),
+            flavor: flavor.clone(),
             duration: took.as_secs_f64(),
         });
-        if let Err(e) = MetricsLog::new(&self.rt.paths).issue(&event, &*self.rt.clock) {
-            tracing::warn!("{e}");
+        let log = MetricsLog::new(&self.rt.paths);
+        let phases = crate::observability::creation_phases_event(flavor, phases);
+        for event in [event, phases] {
+            if let Err(e) = log.issue(&event, &*self.rt.clock) {
+                tracing::warn!("{e}");
+            }
         }
     }
 
@@ -236,7 +242,7 @@ impl RunnerOps for CharmRunnerOps<'_> {
         };
         match runner::create_runner(&lxd, &github, &request) {
             Ok(created) => {
-                self.issue_installed(started.elapsed());
+                self.issue_installed(started.elapsed(), &created.phases);
                 Ok(created.name)
             }
             Err(err) => {

@@ -110,9 +110,15 @@ fn created_instances_carry_owner_runner_id_and_profiles_in_order() {
     assert_eq!(runner.name, name.as_str());
     drop(w);
     let metrics = std::fs::read_to_string(rt.paths.metrics_log()).unwrap();
-    let line: serde_json::Value = serde_json::from_str(metrics.trim()).unwrap();
-    assert_eq!(line["event"], "runner_installed");
-    assert_eq!(line["flavor"], "github-runner");
+    let lines: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{metrics}");
+    assert_eq!(lines[0]["event"], "runner_installed");
+    assert_eq!(lines[0]["flavor"], "github-runner");
+    assert_eq!(lines[1]["event"], "runner_creation_phases");
+    assert!(lines[1]["first_exec"].as_f64().unwrap() >= 0.0);
 }
 
 #[test]

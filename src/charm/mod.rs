@@ -39,7 +39,11 @@ pub fn dispatch(ctx: &Context<'_>, event: &Event) -> Result<(), CharmError> {
     tracing::debug!(event = %event, "handling event");
     // A killed hook's temp files (a JIT config copy, a partial download) go first.
     crate::host::sweep::sweep_temp_files(ctx.paths);
-    let result = run(ctx, &ProductionHost::new(ctx), &Intent::of(event));
+    let host = ProductionHost::new(ctx);
+    let systemd = host.edges().systemd();
+    let result = crate::observability::on_event(ctx.tools, ctx.hook, ctx.paths, event, systemd)
+        .map_err(CharmError::from)
+        .and_then(|()| run(ctx, &host, &Intent::of(event)));
     crate::github::calls::log_process_counts();
     result
 }

@@ -209,6 +209,7 @@ pub fn ensure_host(
     // event is what retries the rest.
     crate::host::metrics::install_logrotate(ctx.paths)?;
     let timer = install_timer(ctx, config, edges)?;
+    crate::observability::ensure_exporter(ctx.paths, &timer_spec(ctx, config), edges.systemd());
 
     // LXD itself, the bridge, the pool, the profiles and the image are shared by every unit
     // on the machine: one unit at a time sets them up (the runners are each unit's own).

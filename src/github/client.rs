@@ -4,6 +4,7 @@
 
 use super::calls::{process_counters, ApiCall, CallCounters};
 use super::classify::{classify, next_link, permission_needed, Class, ResponseFacts};
+use super::outcomes::{process_outcomes, RateLimit};
 use super::proxy::{build_agent, is_loopback_host, ProxyError, ProxySettings, Timeouts};
 use super::retry::{decide, Decision, RetryPolicy, Retryable};
 use super::{
@@ -243,6 +244,7 @@ impl GitHubClient {
             process_counters().record(call);
             let (retryable, error) = match self.attempt(method, url, body) {
                 Attempt::Answer { facts, link, body } => {
+                    process_outcomes().record(call, Some(facts.status));
                     tracing::debug!(method, path = %path, status = facts.status, retries, "GitHub API call");
                     match self.interpret(method, &path, facts, link, body) {
                         Interpreted::Done(result) => return result,
@@ -250,6 +252,7 @@ impl GitHubClient {
                     }
                 }
                 Attempt::Transport(reason) => {
+                    process_outcomes().record(call, None);
                     tracing::debug!(method, path = %path, retries, reason = %reason, "GitHub API call failed");
                     let error = GitHubError::Transport {
                         method: method.to_string(),
@@ -313,6 +316,11 @@ impl GitHubClient {
             accepted_permissions: header("x-accepted-github-permissions"),
             message: String::new(),
         };
+        process_outcomes().observe_rate_limit(RateLimit::from_headers(
+            facts.ratelimit_remaining.as_deref(),
+            response.header("x-ratelimit-limit"),
+            facts.ratelimit_reset.as_deref(),
+        ));
         let link = header("link");
         let mut body = String::new();
         if let Err(e) = response

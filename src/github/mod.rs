@@ -11,6 +11,7 @@ pub mod calls;
 pub mod classify;
 pub mod client;
 pub mod download;
+pub mod outcomes;
 pub mod proxy;
 pub mod retry;
 pub mod status;

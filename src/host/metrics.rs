@@ -75,6 +75,32 @@ pub struct Reconciliation {
     pub duration: f64,
 }
 
+/// Where a successful runner creation spent its time (seconds per phase; not in the Python
+/// charm). The phases follow `runner::create`: launch -> exec answers -> runner files in
+/// place (tarball, extraction, JIT registration, start script) -> listener started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunnerCreationPhases {
+    pub flavor: String,
+    /// `lxc launch` until it returned.
+    pub launch: f64,
+    /// From launch until the instance first answered exec.
+    pub first_exec: f64,
+    /// From the first exec until the runner files, the registration and the start script
+    /// were in place.
+    pub files_pushed: f64,
+    /// Starting the listener (the detached start command).
+    pub listener_started: f64,
+}
+
+/// The reactive mode: a worker leased a job from the queue (not in the Python charm).
+/// Read by the exporter's `github_runner_reactive_pickup_duration_seconds` histogram.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReactiveJobPickedUp {
+    pub flavor: String,
+    /// Seconds from the job entering the queue to a worker picking it up.
+    pub queue_seconds: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum MetricEvent {
@@ -82,6 +108,8 @@ pub enum MetricEvent {
     RunnerStart(RunnerStart),
     RunnerStop(RunnerStop),
     Reconciliation(Reconciliation),
+    RunnerCreationPhases(RunnerCreationPhases),
+    ReactiveJobPickedUp(ReactiveJobPickedUp),
 }
 
 /// One line of the log: the timestamp first, as the Python charm wrote it.

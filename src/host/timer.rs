@@ -78,6 +78,35 @@ pub struct RenderedUnits {
     pub timer: String,
 }
 
+/// `app/N` made of a-z, 0-9 and `-`, safe inside a unit file and a shell word.
+pub fn checked_unit_name(unit: &str) -> Result<&str, TimerError> {
+    let unit_ok = unit.split_once('/').is_some_and(|(app, num)| {
+        !app.is_empty()
+            && app
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !num.is_empty()
+            && num.bytes().all(|b| b.is_ascii_digit())
+    });
+    if unit_ok {
+        Ok(unit)
+    } else {
+        Err(TimerError::BadUnitName(unit.to_string()))
+    }
+}
+
+/// An absolute path without spaces, quotes, `%` or control characters.
+pub fn checked_charm_dir(dir: &Path) -> Result<&str, TimerError> {
+    dir.to_str()
+        .filter(|d| {
+            d.starts_with('/')
+                && !d
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || "'\"\\%$`".contains(c))
+        })
+        .ok_or_else(|| TimerError::BadCharmDir(dir.to_path_buf()))
+}
+
 /// Render both unit files, under the unit-less names. Pure.
 pub fn render(spec: &TimerSpec) -> Result<RenderedUnits, TimerError> {
     render_named(
@@ -91,27 +120,8 @@ pub fn render(spec: &TimerSpec) -> Result<RenderedUnits, TimerError> {
 
 /// Render both unit files; the timer starts `names.service`. Pure.
 pub fn render_named(spec: &TimerSpec, names: &UnitNames) -> Result<RenderedUnits, TimerError> {
-    let unit = &spec.unit_name;
-    let unit_ok = unit.split_once('/').is_some_and(|(app, num)| {
-        !app.is_empty()
-            && app
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !num.is_empty()
-            && num.bytes().all(|b| b.is_ascii_digit())
-    });
-    if !unit_ok {
-        return Err(TimerError::BadUnitName(unit.clone()));
-    }
-    let dir = spec.charm_dir.to_str().filter(|d| {
-        d.starts_with('/')
-            && !d
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || "'\"\\%$`".contains(c))
-    });
-    let Some(dir) = dir else {
-        return Err(TimerError::BadCharmDir(spec.charm_dir.clone()));
-    };
+    let unit = checked_unit_name(&spec.unit_name)?;
+    let dir = checked_charm_dir(&spec.charm_dir)?;
     let interval = u64::from(spec.interval_minutes.max(1));
     let timeout_secs = interval * 60 * TIMEOUT_INTERVALS;
     let dispatch = format!("\"JUJU_DISPATCH_PATH={EVENT} ./dispatch\"");

@@ -67,6 +67,17 @@ pub struct CreatedRunner {
     /// The GitHub registration's id (for removal).
     pub github_id: u64,
     pub instance_type: InstanceType,
+    /// Where the creation spent its time (the `runner_creation_phases` metric).
+    pub phases: CreationPhases,
+}
+
+/// Wall time of each phase of one creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CreationPhases {
+    pub launch: Duration,
+    pub first_exec: Duration,
+    pub files_pushed: Duration,
+    pub listener_started: Duration,
 }
 
 /// The creation steps, in order.
@@ -145,11 +156,13 @@ pub fn create_runner(
     req: &CreateRequest<'_>,
 ) -> Result<CreatedRunner, CreateError> {
     let mut registration: Option<u64> = None;
-    match run_steps(lxd, github, req, &mut registration) {
+    let mut phases = CreationPhases::default();
+    match run_steps(lxd, github, req, &mut registration, &mut phases) {
         Ok(github_id) => Ok(CreatedRunner {
             name: req.name.clone(),
             github_id,
             instance_type: req.instance_type,
+            phases,
         }),
         Err((step, cause)) => {
             tracing::warn!(runner = %req.name, %step, error = %cause, "runner creation failed; cleaning up");
@@ -175,7 +188,15 @@ fn run_steps(
     github: &dyn GitHub,
     req: &CreateRequest<'_>,
     registration: &mut Option<u64>,
+    phases: &mut CreationPhases,
 ) -> StepResult<u64> {
+    let mut mark = Instant::now();
+    let mut lap = || {
+        let now = Instant::now();
+        let took = now - mark;
+        mark = now;
+        took
+    };
     let name = req.name.as_str();
     let launch = LaunchSpec {
         name: name.to_string(),
@@ -188,10 +209,12 @@ fn run_steps(
         ephemeral: true,
     };
     at(CreateStep::Launch, lxd.launch(&launch))?;
+    phases.launch = lap();
     at(
         CreateStep::WaitReady,
         wait_until_exec_answers(lxd, name, &req.timeouts),
     )?;
+    phases.first_exec = lap();
 
     at(
         CreateStep::PushTarball,
@@ -239,6 +262,7 @@ fn run_steps(
         gid: 0,
     };
     at(CreateStep::PushStartScript, lxd.push_file(name, &spec))?;
+    phases.files_pushed = lap();
     exec_ok(
         lxd,
         name,
@@ -248,6 +272,7 @@ fn run_steps(
         req.timeouts.exec_timeout,
     )
     .map_err(|e| (CreateStep::StartRunner, e))?;
+    phases.listener_started = lap();
     Ok(jit.runner.id)
 }
 

@@ -127,6 +127,7 @@ pub fn repair_timer(ctx: &Context<'_>, config: &CharmConfig, systemd: &dyn Syste
             Err(e) => tracing::warn!("could not repair the reconcile timer: {e}"),
         }
     }
+    crate::observability::repair_exporter(ctx.paths, &setup::timer_spec(ctx, config), systemd);
     repair
 }
 
@@ -136,6 +137,7 @@ pub fn remove_timer(ctx: &Context<'_>, host: &dyn Host) {
     if let Err(e) = timer::remove(ctx.paths, host.edges().systemd()) {
         tracing::warn!("could not remove the reconcile timer: {e}");
     }
+    crate::observability::remove_exporter(ctx.paths, ctx.hook, host.edges().systemd());
 }
 
 pub fn remove_rebuild_cron(ctx: &Context<'_>) {

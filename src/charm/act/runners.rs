@@ -171,6 +171,13 @@ fn reconcile_locked(rt: &Runtime, notes: &[Status], progress: ProgressSink<'_>) 
         }),
     };
     let result = manager_reconcile::reconcile(&ops, &*rt.clock, &settings, progress);
+    crate::observability::record_round(
+        &rt.paths,
+        &*rt.clock,
+        &rt.identity.app,
+        rt.config.reconcile_interval_minutes,
+        &result,
+    );
     let mut metric = None;
     if let Ok(outcome) = &result {
         runner_metrics::issue_for_round(

@@ -111,12 +111,27 @@ fn reconcile_sets_remembers_and_measures() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    let mut events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    // Creations run in parallel: their lines interleave; the round's line comes last.
+    assert_eq!(events.pop(), Some("reconciliation"));
+    events.sort();
     assert_eq!(
         events,
-        ["runner_installed", "runner_installed", "reconciliation"]
+        [
+            "runner_creation_phases",
+            "runner_creation_phases",
+            "runner_installed",
+            "runner_installed"
+        ]
     );
-    let line = &lines[2];
+    // The exporter's state file followed the round.
+    let exported =
+        crate::observability::state::read(&HostPaths::new(unit.root.path()).exporter_state())
+            .unwrap()
+            .unwrap();
+    assert_eq!(exported.creations_succeeded, 2);
+    assert_eq!(exported.census.creating, 2);
+    let line = &lines[4];
     assert_eq!(line["event"], "reconciliation");
     assert_eq!(line["flavor"], "github-runner");
     assert_eq!(line["crashed_runners"], 0);

@@ -57,6 +57,7 @@ pub fn update_runner_binary_with(
     let state = tools.state_get()?;
     let stored = StoredTarball::from_state(&state);
     let path = tarball_path(paths);
+    crate::observability::note_runner_binary(&latest.download_url);
     if !download_needed(&stored, path.is_file(), &latest) {
         return Ok(BinaryUpdate {
             changed: false,
