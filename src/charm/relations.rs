@@ -4,12 +4,18 @@
 use super::{CharmError, Context};
 use crate::juju::event::{Endpoint, RelationEventKind};
 
-/// No endpoint's data is used yet: every relation event is noted and succeeds.
+/// The leader asks the mongodb provider for the router's database when the relation comes
+/// up; otherwise every relation event is noted and succeeds.
 pub fn handle(
     ctx: &Context<'_>,
     endpoint: Endpoint,
     kind: RelationEventKind,
 ) -> Result<(), CharmError> {
+    if endpoint == Endpoint::Mongodb
+        && matches!(kind, RelationEventKind::Created | RelationEventKind::Joined)
+    {
+        crate::reactive::relation::publish_request(ctx.tools, relation_id(ctx))?;
+    }
     tracing::debug!(
         relation = relation_id(ctx),
         event = kind.name(),
