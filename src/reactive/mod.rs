@@ -5,5 +5,6 @@
 
 pub mod envelope;
 pub mod queue;
+pub mod redis;
 pub mod relation;
 pub mod source;

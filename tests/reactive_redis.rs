@@ -1,0 +1,148 @@
+//! The Redis transport (`reactive::redis::RedisQueue`) against a real `redis-server` on
+//! loopback, fed and read back by the real kombu Redis transport (the .venv's kombu).
+
+#[path = "support/queue_conformance.rs"]
+mod conformance;
+#[path = "support/redis_server/mod.rs"]
+mod redis_server;
+
+use conformance::{kombu, StepClock, LEASE};
+use github_runner::reactive::queue::{JobQueue, QueueError, QueueLength};
+use github_runner::reactive::redis::RedisQueue;
+use github_runner::reactive::source::parse_mq_uri;
+use redis_server::RedisServer;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn open_on(server: &RedisServer) -> impl Fn(&str, Arc<StepClock>) -> Box<dyn JobQueue> + '_ {
+    move |queue, clock| {
+        let uri = parse_mq_uri(&server.uri()).unwrap();
+        Box::new(RedisQueue::open(&uri, queue, clock).unwrap())
+    }
+}
+
+macro_rules! conformance_test {
+    ($name:ident) => {
+        #[test]
+        fn $name() {
+            let server = RedisServer::start();
+            conformance::$name(&server.uri(), stringify!($name), &open_on(&server));
+        }
+    };
+}
+
+conformance_test!(kombu_messages_are_leased_in_order_and_acked);
+conformance_test!(requeued_messages_count_and_stay_readable_by_kombu);
+conformance_test!(not_before_holds_a_requeued_message_back);
+conformance_test!(a_killed_consumers_lease_expires_and_the_message_is_served_again);
+conformance_test!(renew_keeps_a_lease_and_a_lost_lease_is_reported);
+conformance_test!(release_puts_the_message_back_unchanged_and_first);
+
+/// A waiting worker blocks on the broker (BLMOVE) and wakes when kombu puts a message: a
+/// handful of commands, however long it waited.
+#[test]
+fn a_waiting_worker_blocks_on_the_broker_and_wakes_on_put() {
+    let server = RedisServer::start();
+    let uri = parse_mq_uri(&server.uri()).unwrap();
+    let waiter = {
+        let uri = uri.clone();
+        std::thread::spawn(move || {
+            let mut q = RedisQueue::open(&uri, "blocking", StepClock::new()).unwrap();
+            let started = Instant::now();
+            let got = q.lease_next(Duration::from_secs(30), LEASE).unwrap();
+            (got, started.elapsed(), q.round_trips())
+        })
+    };
+    // Give the waiter time to block first; correctness does not depend on it.
+    std::thread::sleep(Duration::from_millis(300));
+    kombu::put(&server.uri(), "blocking", &[&conformance::job(9)]);
+    let (got, waited, round_trips) = waiter.join().unwrap();
+    let got = got.expect("woken by the put");
+    assert_eq!(got.body.unwrap(), conformance::job(9).into_bytes());
+    assert!(waited < Duration::from_secs(20), "waited {waited:?}");
+    assert!(round_trips <= 4, "{round_trips} commands: a poll loop?");
+}
+
+/// A requeued message whose not-before falls inside a worker's wait wakes it in time.
+#[test]
+fn a_waiting_worker_wakes_when_a_delayed_message_falls_due() {
+    let server = RedisServer::start();
+    let uri = parse_mq_uri(&server.uri()).unwrap();
+    kombu::put(&server.uri(), "delayed", &[&conformance::job(10)]);
+    let clock = StepClock::new();
+    let mut q = RedisQueue::open(&uri, "delayed", clock.clone()).unwrap();
+    let d = q.lease_next(Duration::ZERO, LEASE).unwrap().unwrap();
+    use github_runner::clock::Clock;
+    q.requeue(&d, clock.now_epoch() + 1).unwrap();
+    // The step clock stands still, so the worker waits for the due time by the broker's
+    // timeout; move the clock from another thread while it blocks.
+    let mover = {
+        let clock = clock.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            clock.advance(1);
+        })
+    };
+    let again = q.lease_next(Duration::from_secs(5), LEASE).unwrap();
+    mover.join().unwrap();
+    assert_eq!(again.map(|a| a.process_count), Some(1));
+}
+
+#[test]
+fn an_unreachable_broker_is_named_by_host_without_credentials() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let uri = parse_mq_uri(&format!("redis://:hunter2@127.0.0.1:{port}/0")).unwrap();
+    let mut q = RedisQueue::open(&uri, "q", StepClock::new()).unwrap();
+    let err = q.len().unwrap_err();
+    assert!(matches!(err, QueueError::Unreachable { .. }), "{err:?}");
+    let text = format!("{err} {err:?}");
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+/// Messages kombu puts with a priority land in kombu's priority lists; they are leased too.
+#[test]
+fn the_length_counts_every_priority_list_and_delayed_messages() {
+    let server = RedisServer::start();
+    let uri = parse_mq_uri(&server.uri()).unwrap();
+    let mut raw = redis::Client::open(server.uri())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let payload =
+        github_runner::reactive::envelope::kombu_payload(&conformance::job(11), "prio", "tag-9");
+    let _: () = redis::cmd("LPUSH")
+        .arg("prio\x06\x169")
+        .arg(&payload)
+        .query(&mut raw)
+        .unwrap();
+    kombu::put(&server.uri(), "prio", &[&conformance::job(12)]);
+    let clock = StepClock::new();
+    let mut q = RedisQueue::open(&uri, "prio", clock).unwrap();
+    assert_eq!(
+        q.len().unwrap(),
+        QueueLength {
+            waiting: 2,
+            leased: 0
+        }
+    );
+    let first = q.lease_next(Duration::ZERO, LEASE).unwrap().unwrap();
+    assert_eq!(
+        first.body.unwrap(),
+        conformance::job(12).into_bytes(),
+        "priority 0 first"
+    );
+    let second = q.lease_next(Duration::ZERO, LEASE).unwrap().unwrap();
+    assert_eq!(second.id, "tag-9");
+    assert_eq!(
+        q.len().unwrap(),
+        QueueLength {
+            waiting: 0,
+            leased: 2
+        }
+    );
+}

@@ -1,0 +1,201 @@
+//! The `JobQueue` contract, checked the same way on every transport against messages the
+//! real kombu producer wrote, and read back by the real kombu consumer.
+//!
+//! Time: leases and not-before times follow a [`StepClock`] the test moves, so expiry is
+//! tested without sleeping.
+
+use github_runner::clock::Clock;
+use github_runner::reactive::queue::{JobQueue, QueueError, QueueLength};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[path = "kombu/mod.rs"]
+pub mod kombu;
+
+/// A clock that moves only when told.
+#[derive(Debug)]
+pub struct StepClock(AtomicU64);
+
+impl StepClock {
+    pub fn new() -> Arc<StepClock> {
+        Arc::new(StepClock(AtomicU64::new(1_800_000_000)))
+    }
+    pub fn advance(&self, secs: u64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for StepClock {
+    fn now_epoch(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+    fn sleep(&self, d: Duration) {
+        self.advance(d.as_secs());
+    }
+}
+
+/// Opens a consumer of `queue` on the broker under test, on `clock`.
+pub type Open<'a> = &'a dyn Fn(&str, Arc<StepClock>) -> Box<dyn JobQueue>;
+
+pub const LEASE: Duration = Duration::from_secs(60);
+const NOW: Duration = Duration::ZERO;
+
+pub fn job(id: u32) -> String {
+    format!(
+        r#"{{"labels":["large","x64"],"status":"queued","url":"https://api.github.com/repos/octo/hello/actions/jobs/{id}"}}"#
+    )
+}
+
+fn body(d: &github_runner::reactive::queue::Delivery) -> String {
+    String::from_utf8(d.body.clone().expect("decodable body")).unwrap()
+}
+
+pub fn kombu_messages_are_leased_in_order_and_acked(uri: &str, queue: &str, open: Open) {
+    kombu::put(uri, queue, &[&job(1), &job(2)]);
+    let clock = StepClock::new();
+    let mut q = open(queue, clock.clone());
+    assert_eq!(
+        q.len().unwrap(),
+        QueueLength {
+            waiting: 2,
+            leased: 0
+        }
+    );
+    let first = q.lease_next(NOW, LEASE).unwrap().expect("first message");
+    assert_eq!(body(&first), job(1));
+    assert_eq!(first.process_count, 0);
+    assert_eq!(
+        first.id.len(),
+        36,
+        "kombu's uuid4 delivery tag: {}",
+        first.id
+    );
+    assert_eq!(
+        q.len().unwrap(),
+        QueueLength {
+            waiting: 1,
+            leased: 1
+        }
+    );
+    q.ack(&first).unwrap();
+    let second = q.lease_next(NOW, LEASE).unwrap().expect("second message");
+    assert_eq!(body(&second), job(2));
+    assert_ne!(second.id, first.id);
+    q.ack(&second).unwrap();
+    assert_eq!(q.len().unwrap(), QueueLength::default());
+    assert_eq!(q.lease_next(NOW, LEASE).unwrap(), None);
+    assert!(matches!(q.ack(&second), Err(QueueError::LeaseLost { .. })));
+}
+
+pub fn requeued_messages_count_and_stay_readable_by_kombu(uri: &str, queue: &str, open: Open) {
+    kombu::put(uri, queue, &[&job(3)]);
+    let clock = StepClock::new();
+    let mut q = open(queue, clock.clone());
+    let d = q.lease_next(NOW, LEASE).unwrap().expect("message");
+    q.requeue(&d, clock.now_epoch()).unwrap();
+    assert_eq!(
+        q.len().unwrap(),
+        QueueLength {
+            waiting: 1,
+            leased: 0
+        }
+    );
+    let again = q.lease_next(NOW, LEASE).unwrap().expect("requeued message");
+    assert_eq!((again.id.as_str(), again.process_count), (d.id.as_str(), 1));
+    assert_eq!(body(&again), job(3));
+    q.requeue(&again, clock.now_epoch()).unwrap();
+    drop(q);
+    let read = kombu::get(uri, queue, 5.0).expect("kombu reads the requeued message");
+    assert_eq!(read["body"], job(3));
+    assert_eq!(read["headers"]["X-Process-Count"], 2);
+    assert_eq!(read["delivery_tag"], d.id.as_str());
+    assert_eq!(read["content_type"], "text/plain");
+}
+
+pub fn not_before_holds_a_requeued_message_back(uri: &str, queue: &str, open: Open) {
+    kombu::put(uri, queue, &[&job(4)]);
+    let clock = StepClock::new();
+    let mut q = open(queue, clock.clone());
+    let d = q.lease_next(NOW, LEASE).unwrap().expect("message");
+    q.requeue(&d, clock.now_epoch() + 120).unwrap();
+    assert_eq!(
+        q.lease_next(NOW, LEASE).unwrap(),
+        None,
+        "not before its time"
+    );
+    assert_eq!(
+        q.len().unwrap(),
+        QueueLength {
+            waiting: 1,
+            leased: 0
+        }
+    );
+    clock.advance(119);
+    assert_eq!(q.lease_next(NOW, LEASE).unwrap(), None);
+    clock.advance(1);
+    let due = q.lease_next(NOW, LEASE).unwrap().expect("due message");
+    assert_eq!((due.id, due.process_count), (d.id, 1));
+}
+
+pub fn a_killed_consumers_lease_expires_and_the_message_is_served_again(
+    uri: &str,
+    queue: &str,
+    open: Open,
+) {
+    kombu::put(uri, queue, &[&job(5)]);
+    let clock = StepClock::new();
+    let mut killed = open(queue, clock.clone());
+    let held = killed.lease_next(NOW, LEASE).unwrap().expect("message");
+    drop(killed); // no ack, no release: as SIGKILL
+    let mut other = open(queue, clock.clone());
+    assert_eq!(other.lease_next(NOW, LEASE).unwrap(), None, "still leased");
+    assert_eq!(
+        other.len().unwrap(),
+        QueueLength {
+            waiting: 0,
+            leased: 1
+        }
+    );
+    clock.advance(LEASE.as_secs() + 1);
+    let again = other
+        .lease_next(NOW, LEASE)
+        .unwrap()
+        .expect("lease expired");
+    assert_eq!(again.id, held.id);
+    assert_eq!(body(&again), job(5));
+    other.ack(&again).unwrap();
+    assert_eq!(other.len().unwrap(), QueueLength::default());
+}
+
+pub fn renew_keeps_a_lease_and_a_lost_lease_is_reported(uri: &str, queue: &str, open: Open) {
+    kombu::put(uri, queue, &[&job(6)]);
+    let clock = StepClock::new();
+    let mut slow = open(queue, clock.clone());
+    let mut other = open(queue, clock.clone());
+    let d = slow.lease_next(NOW, LEASE).unwrap().expect("message");
+    clock.advance(50);
+    slow.renew(&d, LEASE).unwrap();
+    clock.advance(50);
+    assert_eq!(other.lease_next(NOW, LEASE).unwrap(), None, "renewed");
+    clock.advance(20);
+    let taken = other.lease_next(NOW, LEASE).unwrap().expect("expired");
+    assert_eq!(taken.id, d.id);
+    assert!(matches!(
+        slow.renew(&d, LEASE),
+        Err(QueueError::LeaseLost { .. })
+    ));
+    assert!(matches!(slow.ack(&d), Err(QueueError::LeaseLost { .. })));
+    other.ack(&taken).unwrap();
+}
+
+pub fn release_puts_the_message_back_unchanged_and_first(uri: &str, queue: &str, open: Open) {
+    kombu::put(uri, queue, &[&job(7), &job(8)]);
+    let clock = StepClock::new();
+    let mut q = open(queue, clock.clone());
+    let d = q.lease_next(NOW, LEASE).unwrap().expect("message");
+    q.release(&d).unwrap();
+    let again = q.lease_next(NOW, LEASE).unwrap().expect("released message");
+    assert_eq!((again.id.as_str(), again.process_count), (d.id.as_str(), 0));
+    assert_eq!(body(&again), job(7));
+}
