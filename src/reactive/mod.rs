@@ -4,6 +4,7 @@
 //! kombu messages) and the worker side (what a worker does with one job message).
 
 pub mod envelope;
+pub mod mongo;
 pub mod queue;
 pub mod redis;
 pub mod relation;
