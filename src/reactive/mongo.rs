@@ -137,7 +137,7 @@ impl MongoQueue {
             ),
             (Err(reason), _) => (None, Err(reason), 0),
         };
-        let oid = oid.unwrap_or_else(ObjectId::new);
+        let oid = oid.unwrap_or_default();
         self.held.insert(token.clone(), (oid, payload));
         Delivery {
             id: tag.unwrap_or_else(|| oid.to_hex()),

@@ -413,7 +413,7 @@ impl JobQueue for RedisQueue {
         let result = self.settle(
             ACK_SCRIPT,
             &[&leases, &list],
-            &[delivery.lease.clone()],
+            std::slice::from_ref(&delivery.lease),
             &delivery.id,
         );
         self.held.remove(&delivery.lease);
@@ -457,7 +457,7 @@ impl JobQueue for RedisQueue {
         let result = self.settle(
             RELEASE_SCRIPT,
             &[&leases, &list, &head],
-            &[delivery.lease.clone()],
+            std::slice::from_ref(&delivery.lease),
             &delivery.id,
         );
         self.held.remove(&delivery.lease);
