@@ -9,7 +9,7 @@ mod mongo_standin;
 
 use conformance::{kombu, StepClock, LEASE};
 use github_runner::reactive::mongo::MongoQueue;
-use github_runner::reactive::queue::{JobQueue, QueueError};
+use github_runner::reactive::queue::JobQueue;
 use github_runner::reactive::source::parse_mq_uri;
 use mongo_standin::MongoStandIn;
 use std::sync::Arc;
@@ -65,16 +65,14 @@ fn a_waiting_worker_polls_each_second_and_takes_a_later_put() {
 
 #[test]
 fn an_unreachable_broker_is_named_by_host_without_credentials() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let uri = parse_mq_uri(&format!("mongodb://u:hunter2@127.0.0.1:{port}/db")).unwrap();
-    let mut q = MongoQueue::open(&uri, "q", StepClock::new());
-    let err = q.len().unwrap_err();
-    assert!(matches!(err, QueueError::Unreachable { .. }), "{err:?}");
-    let text = format!("{err} {err:?}");
-    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
-    assert!(!text.contains("hunter2"), "{text}");
+    conformance::an_unreachable_broker_is_named_by_host_without_credentials(
+        &|port| format!("mongodb://u:hunter2@127.0.0.1:{port}/db"),
+        &|uri| {
+            Box::new(MongoQueue::open(
+                &parse_mq_uri(uri).unwrap(),
+                "q",
+                StepClock::new(),
+            ))
+        },
+    );
 }

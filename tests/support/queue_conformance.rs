@@ -199,3 +199,22 @@ pub fn release_puts_the_message_back_unchanged_and_first(uri: &str, queue: &str,
     assert_eq!((again.id.as_str(), again.process_count), (d.id.as_str(), 0));
     assert_eq!(body(&again), job(7));
 }
+
+/// `open_uri` gets a URI with a password for a loopback port nobody listens on: the error
+/// names the broker by host and never carries the password.
+pub fn an_unreachable_broker_is_named_by_host_without_credentials(
+    scheme_uri: &dyn Fn(u16) -> String,
+    open_uri: &dyn Fn(&str) -> Box<dyn JobQueue>,
+) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut q = open_uri(&scheme_uri(port));
+    let err = q.len().unwrap_err();
+    assert!(matches!(err, QueueError::Unreachable { .. }), "{err:?}");
+    let text = format!("{err} {err:?}");
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
