@@ -140,3 +140,55 @@ fn the_length_counts_every_priority_list_and_delayed_messages() {
         }
     );
 }
+
+/// A worker killed between its blocking move and turning the claim into a lease leaves the
+/// message in its lease list under a claim: once the claim's deadline passes, any worker
+/// puts it back and it is served.
+#[test]
+fn a_worker_killed_right_after_its_blocking_move_loses_nothing() {
+    use github_runner::clock::Clock;
+    let server = RedisServer::start();
+    let uri = parse_mq_uri(&server.uri()).unwrap();
+    let clock = StepClock::new();
+    let payload = github_runner::reactive::envelope::kombu_payload(
+        &conformance::job(13),
+        "claimed",
+        "tag-13",
+    );
+    let mut raw = redis::Client::open(server.uri())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let deadline_ms = (clock.now_epoch() + 90) * 1000;
+    let _: () = redis::cmd("ZADD")
+        .arg("github-runner.claims.claimed")
+        .arg(deadline_ms)
+        .arg("deadbeef")
+        .query(&mut raw)
+        .unwrap();
+    let _: () = redis::cmd("LPUSH")
+        .arg("github-runner.lease.claimed.deadbeef")
+        .arg(&payload)
+        .query(&mut raw)
+        .unwrap();
+    let mut q = RedisQueue::open(&uri, "claimed", clock.clone()).unwrap();
+    assert_eq!(
+        q.lease_next(Duration::ZERO, LEASE).unwrap(),
+        None,
+        "claim still live"
+    );
+    clock.advance(91);
+    let served = q
+        .lease_next(Duration::ZERO, LEASE)
+        .unwrap()
+        .expect("claim reaped");
+    assert_eq!(served.id, "tag-13");
+    q.ack(&served).unwrap();
+    let leftovers: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut raw).unwrap();
+    assert!(
+        leftovers
+            .iter()
+            .all(|k| !k.starts_with("github-runner.lease.")),
+        "{leftovers:?}"
+    );
+}
