@@ -1,7 +1,9 @@
 //! The `mongodb` relation through the hook tools: the provider's connection data in, the
 //! requirer's request out. Decisions are in [`super::source`].
 
-use super::source::{relation_source, requirer_app_data, RelationSource};
+use super::source::{
+    effective_source, relation_source, requirer_app_data, MqUri, QueueSource, RelationSource,
+};
 use crate::juju::{HookToolError, HookTools};
 
 pub const ENDPOINT: &str = "mongodb";
@@ -38,6 +40,20 @@ pub fn read_relation_source(
         None => None,
     };
     Ok(relation_source(&app_data, secret.as_ref()))
+}
+
+/// The effective queue source for this hook: `mq-uri` when set (no hook tool is called: it
+/// wins anyway), else the `mongodb` relation as [`read_relation_source`] reads it.
+pub fn read_queue_source(
+    tools: &dyn HookTools,
+    config_uri: Option<&MqUri>,
+    broken: Option<&str>,
+) -> Result<QueueSource, HookToolError> {
+    let relation = match config_uri {
+        Some(_) => RelationSource::Absent,
+        None => read_relation_source(tools, broken)?,
+    };
+    Ok(effective_source(config_uri, &relation))
 }
 
 /// As leader, asks the provider for the router's database and for its credentials in a Juju
@@ -104,6 +120,17 @@ mod tests {
             RelationSource::Ready(u) => assert_eq!(u.host(), "m9"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn mq_uri_wins_without_reading_the_relation() {
+        let tools = related(&[("uris", "mongodb://m/db")]);
+        let config = crate::reactive::source::parse_mq_uri("redis://r").unwrap();
+        let source = read_queue_source(&tools, Some(&config), None).unwrap();
+        assert!(matches!(source, QueueSource::On { ref uri, .. } if uri.host() == "r"));
+        assert!(tools.lock().calls.is_empty());
+        let source = read_queue_source(&tools, None, None).unwrap();
+        assert!(matches!(source, QueueSource::On { ref uri, .. } if uri.host() == "m"));
     }
 
     #[test]
