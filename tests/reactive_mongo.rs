@@ -76,3 +76,26 @@ fn an_unreachable_broker_is_named_by_host_without_credentials() {
         },
     );
 }
+
+fn open_uri(uri: &str) -> impl Fn(&str, Arc<StepClock>) -> Box<dyn JobQueue> + '_ {
+    move |queue, clock| {
+        let uri = parse_mq_uri(uri).unwrap();
+        Box::new(MongoQueue::open(&uri, queue, clock))
+    }
+}
+
+/// A real worker process SIGKILLed while holding a lease (the test binary re-run as one).
+#[test]
+fn a_sigkilled_worker_loses_nothing() {
+    if let Ok(uri) = std::env::var(conformance::CHILD_URI_ENV) {
+        return conformance::hold_until_killed("sigkill", &open_uri(&uri));
+    }
+    let server = standin();
+    let uri = server.uri();
+    conformance::a_sigkilled_worker_loses_nothing(
+        "a_sigkilled_worker_loses_nothing",
+        &uri,
+        "sigkill",
+        &open_uri(&uri),
+    );
+}

@@ -192,3 +192,26 @@ fn a_worker_killed_right_after_its_blocking_move_loses_nothing() {
         "{leftovers:?}"
     );
 }
+
+fn open_uri(uri: &str) -> impl Fn(&str, Arc<StepClock>) -> Box<dyn JobQueue> + '_ {
+    move |queue, clock| {
+        let uri = parse_mq_uri(uri).unwrap();
+        Box::new(RedisQueue::open(&uri, queue, clock).unwrap())
+    }
+}
+
+/// A real worker process SIGKILLed while holding a lease (the test binary re-run as one).
+#[test]
+fn a_sigkilled_worker_loses_nothing() {
+    if let Ok(uri) = std::env::var(conformance::CHILD_URI_ENV) {
+        return conformance::hold_until_killed("sigkill", &open_uri(&uri));
+    }
+    let server = RedisServer::start();
+    let uri = server.uri();
+    conformance::a_sigkilled_worker_loses_nothing(
+        "a_sigkilled_worker_loses_nothing",
+        &uri,
+        "sigkill",
+        &open_uri(&uri),
+    );
+}

@@ -218,3 +218,60 @@ pub fn an_unreachable_broker_is_named_by_host_without_credentials(
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+/// Set in a re-executed test binary: the broker URI the child holds a message on.
+pub const CHILD_URI_ENV: &str = "QUEUE_TEST_CHILD_URI";
+
+/// Child side of [`a_sigkilled_worker_loses_nothing`]: lease one message, say so, wait to be
+/// killed (bounded, so a lost parent does not leave it behind).
+pub fn hold_until_killed(queue: &str, open: Open) {
+    use std::io::Write;
+    let mut q = open(queue, StepClock::new());
+    let d = q
+        .lease_next(Duration::from_secs(5), LEASE)
+        .unwrap()
+        .expect("a message");
+    println!("LEASED {}", d.id);
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    panic!("not killed within 60 s");
+}
+
+/// A real worker process is SIGKILLed while it holds a lease: the message comes back once
+/// the lease expires (same step-clock epoch in both processes), nothing is lost.
+pub fn a_sigkilled_worker_loses_nothing(test_name: &str, uri: &str, queue: &str, open: Open) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    kombu::put(uri, queue, &[&job(30)]);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+        .env(CHILD_URI_ENV, uri)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("re-run the test binary as a worker");
+    let stdout = child.stdout.take().unwrap();
+    let leased = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.split_once("LEASED ")
+                .map(|(_, id)| id.trim().to_string())
+        });
+    child.kill().expect("SIGKILL the worker");
+    child.wait().unwrap();
+    let held_id = leased.expect("the child leased the message");
+    let clock = StepClock::new();
+    let mut q = open(queue, clock.clone());
+    assert_eq!(
+        q.lease_next(NOW, LEASE).unwrap(),
+        None,
+        "still leased by the dead worker"
+    );
+    clock.advance(LEASE.as_secs() + 1);
+    let again = q.lease_next(NOW, LEASE).unwrap().expect("served again");
+    assert_eq!(again.id, held_id);
+    assert_eq!(body(&again), job(30));
+    q.ack(&again).unwrap();
+    assert_eq!(q.len().unwrap(), QueueLength::default());
+}
