@@ -12,18 +12,10 @@ use github_runner::reactive::mongo::MongoQueue;
 use github_runner::reactive::queue::JobQueue;
 use github_runner::reactive::source::parse_mq_uri;
 use mongo_standin::MongoStandIn;
-use std::sync::Arc;
 use std::time::Duration;
 
 fn standin() -> MongoStandIn {
     MongoStandIn::start(&kombu::python())
-}
-
-fn open_on(server: &MongoStandIn) -> impl Fn(&str, Arc<StepClock>) -> Box<dyn JobQueue> + '_ {
-    move |queue, clock| {
-        let uri = parse_mq_uri(&server.uri()).unwrap();
-        Box::new(MongoQueue::open(&uri, queue, clock))
-    }
 }
 
 macro_rules! conformance_test {
@@ -31,7 +23,11 @@ macro_rules! conformance_test {
         #[test]
         fn $name() {
             let server = standin();
-            conformance::$name(&server.uri(), stringify!($name), &open_on(&server));
+            conformance::$name(
+                &server.uri(),
+                stringify!($name),
+                &conformance::open_uri(&server.uri()),
+            );
         }
     };
 }
@@ -77,18 +73,11 @@ fn an_unreachable_broker_is_named_by_host_without_credentials() {
     );
 }
 
-fn open_uri(uri: &str) -> impl Fn(&str, Arc<StepClock>) -> Box<dyn JobQueue> + '_ {
-    move |queue, clock| {
-        let uri = parse_mq_uri(uri).unwrap();
-        Box::new(MongoQueue::open(&uri, queue, clock))
-    }
-}
-
 /// A real worker process SIGKILLed while holding a lease (the test binary re-run as one).
 #[test]
 fn a_sigkilled_worker_loses_nothing() {
     if let Ok(uri) = std::env::var(conformance::CHILD_URI_ENV) {
-        return conformance::hold_until_killed("sigkill", &open_uri(&uri));
+        return conformance::hold_until_killed("sigkill", &conformance::open_uri(&uri));
     }
     let server = standin();
     let uri = server.uri();
@@ -96,6 +85,6 @@ fn a_sigkilled_worker_loses_nothing() {
         "a_sigkilled_worker_loses_nothing",
         &uri,
         "sigkill",
-        &open_uri(&uri),
+        &conformance::open_uri(&uri),
     );
 }

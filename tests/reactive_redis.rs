@@ -11,22 +11,18 @@ use github_runner::reactive::queue::{JobQueue, QueueLength};
 use github_runner::reactive::redis::RedisQueue;
 use github_runner::reactive::source::parse_mq_uri;
 use redis_server::RedisServer;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn open_on(server: &RedisServer) -> impl Fn(&str, Arc<StepClock>) -> Box<dyn JobQueue> + '_ {
-    move |queue, clock| {
-        let uri = parse_mq_uri(&server.uri()).unwrap();
-        Box::new(RedisQueue::open(&uri, queue, clock).unwrap())
-    }
-}
 
 macro_rules! conformance_test {
     ($name:ident) => {
         #[test]
         fn $name() {
             let server = RedisServer::start();
-            conformance::$name(&server.uri(), stringify!($name), &open_on(&server));
+            conformance::$name(
+                &server.uri(),
+                stringify!($name),
+                &conformance::open_uri(&server.uri()),
+            );
         }
     };
 }
@@ -193,18 +189,11 @@ fn a_worker_killed_right_after_its_blocking_move_loses_nothing() {
     );
 }
 
-fn open_uri(uri: &str) -> impl Fn(&str, Arc<StepClock>) -> Box<dyn JobQueue> + '_ {
-    move |queue, clock| {
-        let uri = parse_mq_uri(uri).unwrap();
-        Box::new(RedisQueue::open(&uri, queue, clock).unwrap())
-    }
-}
-
 /// A real worker process SIGKILLed while holding a lease (the test binary re-run as one).
 #[test]
 fn a_sigkilled_worker_loses_nothing() {
     if let Ok(uri) = std::env::var(conformance::CHILD_URI_ENV) {
-        return conformance::hold_until_killed("sigkill", &open_uri(&uri));
+        return conformance::hold_until_killed("sigkill", &conformance::open_uri(&uri));
     }
     let server = RedisServer::start();
     let uri = server.uri();
@@ -212,6 +201,6 @@ fn a_sigkilled_worker_loses_nothing() {
         "a_sigkilled_worker_loses_nothing",
         &uri,
         "sigkill",
-        &open_uri(&uri),
+        &conformance::open_uri(&uri),
     );
 }

@@ -38,6 +38,14 @@ impl Clock for StepClock {
 /// Opens a consumer of `queue` on the broker under test, on `clock`.
 pub type Open<'a> = &'a dyn Fn(&str, Arc<StepClock>) -> Box<dyn JobQueue>;
 
+/// Consumers on `uri` as the worker side opens them: `reactive::open_queue`.
+pub fn open_uri(uri: &str) -> impl Fn(&str, Arc<StepClock>) -> Box<dyn JobQueue> + '_ {
+    move |queue, clock| {
+        let uri = github_runner::reactive::source::parse_mq_uri(uri).unwrap();
+        github_runner::reactive::open_queue(&uri, queue, clock).unwrap()
+    }
+}
+
 pub const LEASE: Duration = Duration::from_secs(60);
 const NOW: Duration = Duration::ZERO;
 
