@@ -2,6 +2,7 @@
 //! wire-protocol stand-in (tests/support/mongo_standin: mockupdb serving an in-memory store),
 //! fed and read back by the real kombu MongoDB transport over pymongo.
 
+#[macro_use]
 #[path = "support/queue_conformance.rs"]
 mod conformance;
 #[path = "support/mongo_standin/mod.rs"]
@@ -18,26 +19,7 @@ fn standin() -> MongoStandIn {
     MongoStandIn::start(&kombu::python())
 }
 
-macro_rules! conformance_test {
-    ($name:ident) => {
-        #[test]
-        fn $name() {
-            let server = standin();
-            conformance::$name(
-                &server.uri(),
-                stringify!($name),
-                &conformance::open_uri(&server.uri()),
-            );
-        }
-    };
-}
-
-conformance_test!(kombu_messages_are_leased_in_order_and_acked);
-conformance_test!(requeued_messages_count_and_stay_readable_by_kombu);
-conformance_test!(not_before_holds_a_requeued_message_back);
-conformance_test!(a_killed_consumers_lease_expires_and_the_message_is_served_again);
-conformance_test!(renew_keeps_a_lease_and_a_lost_lease_is_reported);
-conformance_test!(release_puts_the_message_back_unchanged_and_first);
+conformance_tests!(standin());
 
 /// A waiting worker polls at kombu's 1 s interval and takes a message put meanwhile.
 #[test]
@@ -70,21 +52,5 @@ fn an_unreachable_broker_is_named_by_host_without_credentials() {
                 StepClock::new(),
             ))
         },
-    );
-}
-
-/// A real worker process SIGKILLed while holding a lease (the test binary re-run as one).
-#[test]
-fn a_sigkilled_worker_loses_nothing() {
-    if let Ok(uri) = std::env::var(conformance::CHILD_URI_ENV) {
-        return conformance::hold_until_killed("sigkill", &conformance::open_uri(&uri));
-    }
-    let server = standin();
-    let uri = server.uri();
-    conformance::a_sigkilled_worker_loses_nothing(
-        "a_sigkilled_worker_loses_nothing",
-        &uri,
-        "sigkill",
-        &conformance::open_uri(&uri),
     );
 }

@@ -1,6 +1,7 @@
 //! The Redis transport (`reactive::redis::RedisQueue`) against a real `redis-server` on
 //! loopback, fed and read back by the real kombu Redis transport (the .venv's kombu).
 
+#[macro_use]
 #[path = "support/queue_conformance.rs"]
 mod conformance;
 #[path = "support/redis_server/mod.rs"]
@@ -13,26 +14,7 @@ use github_runner::reactive::source::parse_mq_uri;
 use redis_server::RedisServer;
 use std::time::{Duration, Instant};
 
-macro_rules! conformance_test {
-    ($name:ident) => {
-        #[test]
-        fn $name() {
-            let server = RedisServer::start();
-            conformance::$name(
-                &server.uri(),
-                stringify!($name),
-                &conformance::open_uri(&server.uri()),
-            );
-        }
-    };
-}
-
-conformance_test!(kombu_messages_are_leased_in_order_and_acked);
-conformance_test!(requeued_messages_count_and_stay_readable_by_kombu);
-conformance_test!(not_before_holds_a_requeued_message_back);
-conformance_test!(a_killed_consumers_lease_expires_and_the_message_is_served_again);
-conformance_test!(renew_keeps_a_lease_and_a_lost_lease_is_reported);
-conformance_test!(release_puts_the_message_back_unchanged_and_first);
+conformance_tests!(RedisServer::start());
 
 /// A waiting worker blocks on the broker (BLMOVE) and wakes when kombu puts a message: a
 /// handful of commands, however long it waited.
@@ -186,21 +168,5 @@ fn a_worker_killed_right_after_its_blocking_move_loses_nothing() {
             .iter()
             .all(|k| !k.starts_with("github-runner.lease.")),
         "{leftovers:?}"
-    );
-}
-
-/// A real worker process SIGKILLed while holding a lease (the test binary re-run as one).
-#[test]
-fn a_sigkilled_worker_loses_nothing() {
-    if let Ok(uri) = std::env::var(conformance::CHILD_URI_ENV) {
-        return conformance::hold_until_killed("sigkill", &conformance::open_uri(&uri));
-    }
-    let server = RedisServer::start();
-    let uri = server.uri();
-    conformance::a_sigkilled_worker_loses_nothing(
-        "a_sigkilled_worker_loses_nothing",
-        &uri,
-        "sigkill",
-        &conformance::open_uri(&uri),
     );
 }

@@ -13,6 +13,38 @@ use std::time::Duration;
 #[path = "kombu/mod.rs"]
 pub mod kombu;
 
+/// One `#[test]` per scenario above, each on a fresh broker from `$start` (anything with a
+/// `uri()`), opened through `reactive::open_queue`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($start:expr) => {
+        /// A real worker process SIGKILLed while holding a lease (the test binary re-run
+        /// as one).
+        #[test]
+        fn a_sigkilled_worker_loses_nothing() {
+            use $crate::conformance::{open_uri, CHILD_URI_ENV};
+            if let Ok(uri) = std::env::var(CHILD_URI_ENV) {
+                return $crate::conformance::hold_until_killed("sigkill", &open_uri(&uri));
+            }
+            let server = $start;
+            let uri = server.uri();
+            let name = "a_sigkilled_worker_loses_nothing";
+            $crate::conformance::a_sigkilled_worker_loses_nothing(name, &uri, "sigkill", &open_uri(&uri));
+        }
+        $crate::conformance_tests!($start; kombu_messages_are_leased_in_order_and_acked, requeued_messages_count_and_stay_readable_by_kombu, not_before_holds_a_requeued_message_back, a_killed_consumers_lease_expires_and_the_message_is_served_again, renew_keeps_a_lease_and_a_lost_lease_is_reported, release_puts_the_message_back_unchanged_and_first);
+    };
+    ($start:expr; $($name:ident),+) => {
+        $(
+            #[test]
+            fn $name() {
+                let server = $start;
+                let uri = server.uri();
+                $crate::conformance::$name(&uri, stringify!($name), &$crate::conformance::open_uri(&uri));
+            }
+        )+
+    };
+}
+
 /// A clock that moves only when told.
 #[derive(Debug)]
 pub struct StepClock(AtomicU64);
