@@ -32,6 +32,8 @@ use crate::runner::guards::{self, DeploySettings};
 pub enum Decision {
     /// Nothing to do: noted in the log.
     Nothing(Nothing),
+    /// The leader's request on the mongodb relation.
+    RequestQueue,
     /// Nothing may be done: the status says why (an action fails with its text).
     Refuse(Refusal),
     /// update-status: show the remembered status; restart a dead timer.
@@ -102,6 +104,7 @@ pub fn decide(intent: &Intent, seen: Observed) -> Decision {
     };
     match intent {
         Intent::Nothing(why) => Decision::Nothing(why.clone()),
+        Intent::RequestQueue => Decision::RequestQueue,
         Intent::UnknownAction(name) => Decision::UnknownAction(name.clone()),
         Intent::TearDown(steps) => {
             let (config, host_was_set_up) = seen

@@ -21,6 +21,9 @@ pub enum Intent {
     CheckRunners,
     /// update-dependencies: the runner binary check; idle runners flushed when it changed.
     UpdateDependencies,
+    /// mongodb relation created/joined: the leader asks the provider for the webhook
+    /// router's database (and its credentials in a Juju secret).
+    RequestQueue,
     /// An event with nothing to do yet (leadership, relations, hooks this charm ignores).
     Nothing(Nothing),
     /// An action this charm does not have.
@@ -242,6 +245,10 @@ impl Intent {
                     },
                 )
             }),
+            E::Relation {
+                endpoint: Endpoint::Mongodb,
+                kind: RelationEventKind::Created | RelationEventKind::Joined,
+            } => Intent::RequestQueue,
             E::Relation { endpoint, kind } => Intent::Nothing(Nothing::Relation {
                 endpoint: endpoint.name(),
                 event: kind.name(),

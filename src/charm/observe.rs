@@ -62,7 +62,7 @@ pub fn observe(
 ) -> Result<Observed, CharmError> {
     let mut seen = Observed::default();
     match intent {
-        Intent::Nothing(_) | Intent::UnknownAction(_) => {}
+        Intent::Nothing(_) | Intent::UnknownAction(_) | Intent::RequestQueue => {}
         Intent::TearDown(_) => seen.teardown = Some(teardown_facts(ctx)?),
         Intent::ReportOnly
         | Intent::Converge(_)

@@ -9,6 +9,7 @@ use super::values::{
 };
 use super::{BaseImage, CharmConfig, RunnerStorage};
 use crate::github::GitHubPath;
+use crate::reactive::source::{parse_mq_uri, MqUri, MQ_URI_EXPECTED};
 use crate::secret::{redact_url_credentials, Secret};
 use serde_json::{Map, Value};
 
@@ -32,6 +33,7 @@ pub mod defaults {
     pub const TEST_MODE: &str = "";
     pub const GITHUB_URL: &str = "https://github.com";
     pub const CREATIONS_PER_ROUND: u32 = 16;
+    pub const MQ_URI: &str = "";
 }
 
 /// Upper (and lower) bounds of the numeric options: a value past them is a typo or a wish no
@@ -170,6 +172,33 @@ impl<'a> Reader<'a> {
         });
         Secret::default()
     }
+
+    /// `mq-uri`: empty for none. It may hold a password, so a problem never quotes it.
+    fn mq_uri(&mut self) -> Option<MqUri> {
+        match self.value("mq-uri") {
+            None => None,
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) => match parse_mq_uri(s) {
+                Ok(uri) => Some(uri),
+                Err(expected) => {
+                    self.invalid.push(Problem::Invalid {
+                        option: "mq-uri",
+                        shown: None,
+                        expected,
+                    });
+                    None
+                }
+            },
+            Some(_) => {
+                self.invalid.push(Problem::Invalid {
+                    option: "mq-uri",
+                    shown: None,
+                    expected: MQ_URI_EXPECTED.into(),
+                });
+                None
+            }
+        }
+    }
 }
 
 /// Validate every option; all problems are reported together.
@@ -282,6 +311,7 @@ pub fn validate(
             "plain http:// is accepted only with test-mode=insecure; use https://",
         ));
     }
+    let mq_uri = r.mq_uri();
 
     if !r.invalid.is_empty() || !r.missing.is_empty() {
         let mut problems = r.invalid;
@@ -308,6 +338,7 @@ pub fn validate(
         github_url,
         api_base_url,
         creations_per_round,
+        mq_uri,
     })
 }
 
@@ -737,8 +768,32 @@ mod tests {
             .contains("expected an https:// URL"));
     }
 
+    #[test]
+    fn mq_uri_is_optional_validated_and_never_shown() {
+        assert_eq!(validate(&valid(), &CTX).unwrap().mq_uri, None);
+        assert_eq!(
+            validate(&with("mq-uri", json!("")), &CTX).unwrap().mq_uri,
+            None
+        );
+        let cfg = validate(&with("mq-uri", json!("redis://:hunter2@r1:6379/0")), &CTX).unwrap();
+        assert_eq!(cfg.mq_uri.as_ref().map(|u| u.host()), Some("r1:6379"));
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        for bad in [
+            json!("mongodb://u:hunter2@"),
+            json!("amqp://u:hunter2@h"),
+            json!(7),
+        ] {
+            let msg = message(&with("mq-uri", bad.clone()));
+            assert!(
+                msg.contains("mq-uri: ") && msg.contains("expected mongodb://"),
+                "{msg}"
+            );
+            assert!(!msg.contains("hunter2"), "{msg}");
+        }
+    }
+
     /// Every option, in config.yaml's order.
-    const OPTIONS_IN_ORDER: [&str; 18] = [
+    const OPTIONS_IN_ORDER: [&str; 19] = [
         "path",
         "token",
         "group",
@@ -757,6 +812,7 @@ mod tests {
         "test-mode",
         "github-url",
         "creations-per-round",
+        "mq-uri",
     ];
 
     #[test]
@@ -767,7 +823,8 @@ mod tests {
             "base-image": "focal", "denylist": "x", "allow-link-local": "yes",
             "dockerhub-mirror": "ftp://m",
             "experimental-use-aproxy": true, "runner-storage": "disk", "test-mode": "on",
-            "github-url": "http://example.com", "creations-per-round": 0
+            "github-url": "http://example.com", "creations-per-round": 0,
+            "mq-uri": "amqp://u:p@h"
         }));
         let err = validate(&m, &CTX).unwrap_err();
         let options: Vec<&str> = err.problems.iter().map(Problem::option).collect();
@@ -820,6 +877,7 @@ mod tests {
             default("creations-per-round"),
             n(defaults::CREATIONS_PER_ROUND)
         );
+        assert_eq!(default("mq-uri"), s(defaults::MQ_URI));
         // And the options are validated in config.yaml's order.
         let order: Vec<String> = yaml["options"]
             .as_mapping()

@@ -102,6 +102,15 @@ pub fn act(
             note(&why);
             Ok(Outcome::default())
         }
+        Decision::RequestQueue => {
+            let relation_id = ctx
+                .hook
+                .relation
+                .as_ref()
+                .map_or("", |r| r.relation_id.as_str());
+            crate::reactive::relation::publish_request(ctx.tools, relation_id)?;
+            Ok(Outcome::default())
+        }
         Decision::Refuse(refusal) => {
             let shown = if refusal.remember {
                 Shown::Remember(refusal.status)
