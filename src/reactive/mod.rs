@@ -3,5 +3,6 @@
 //! `queue` is the contract between the broker side (MongoDB and Redis transports that lease
 //! kombu messages) and the worker side (what a worker does with one job message).
 
+pub mod claim;
 pub mod job;
 pub mod queue;
