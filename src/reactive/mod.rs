@@ -5,4 +5,7 @@
 
 pub mod claim;
 pub mod job;
+#[cfg(any(test, feature = "testkit"))]
+pub mod memory_queue;
 pub mod queue;
+pub mod worker;
