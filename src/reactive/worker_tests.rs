@@ -469,7 +469,7 @@ fn an_unreachable_broker_is_reported_by_host_and_retried_with_growing_pauses() {
         &s.report,
         &s.stop,
         1,
-        WorkerTimings::default(),
+        quick(),
     );
     let before = s.clock.now_epoch();
     for _ in 0..3 {
