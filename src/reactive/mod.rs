@@ -9,3 +9,4 @@ pub mod job;
 pub mod memory_queue;
 pub mod queue;
 pub mod worker;
+pub mod workers;
