@@ -8,6 +8,7 @@ use github_runner::juju::event::Event;
 use github_runner::juju::log;
 use github_runner::juju::process::ProcessHookTools;
 use github_runner::paths::HostPaths;
+use github_runner::reactive;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,6 +19,11 @@ use std::time::Instant;
 const TIMING_ENV: &str = "GITHUB_RUNNER_HOOK_TIMING";
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(reactive::workers::WORKER_ARG) {
+        let code = reactive::run::main(&args[2..], reactive::run::no_transport);
+        return ExitCode::from(code as u8);
+    }
     let started = Instant::now();
     let env = HookEnv::from_process();
     let vars = env.to_map();

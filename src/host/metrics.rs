@@ -82,6 +82,31 @@ pub enum MetricEvent {
     RunnerStart(RunnerStart),
     RunnerStop(RunnerStop),
     Reconciliation(Reconciliation),
+    /// Reactive mode: a worker leased a job message.
+    ReactiveJobReceived {
+        flavor: String,
+    },
+    /// Reactive mode: a message acked without a runner (`reason`: see `reactive::job::DropReason::name`).
+    ReactiveJobDropped {
+        flavor: String,
+        reason: String,
+    },
+    /// Reactive mode: a runner created for a job (`duration`: seconds the creation took).
+    ReactiveRunnerSpawned {
+        flavor: String,
+        duration: f64,
+    },
+    /// Reactive mode: the job was picked; `queue_duration` from the message's enqueue.
+    ReactiveJobPickedUp {
+        flavor: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queue_duration: Option<f64>,
+    },
+    /// Reactive mode: a message requeued; `process_count` is its new `X-Process-Count`.
+    ReactiveJobRequeued {
+        flavor: String,
+        process_count: u32,
+    },
 }
 
 /// One line of the log: the timestamp first, as the Python charm wrote it.
@@ -213,6 +238,28 @@ mod tests {
             v,
             json!({"timestamp": 5.0, "event": "reconciliation", "flavor": "gr",
                    "crashed_runners": 1, "idle_runners": 3, "duration": 8.25})
+        );
+    }
+
+    #[test]
+    fn reactive_events_are_flat_snake_case_lines() {
+        let e = MetricEvent::ReactiveJobDropped {
+            flavor: "gr".into(),
+            reason: "malformed".into(),
+        };
+        let v: Value = serde_json::from_str(&render_line(&e, 5).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            json!({"timestamp": 5.0, "event": "reactive_job_dropped", "flavor": "gr", "reason": "malformed"})
+        );
+        let e = MetricEvent::ReactiveJobPickedUp {
+            flavor: "gr".into(),
+            queue_duration: None,
+        };
+        let v: Value = serde_json::from_str(&render_line(&e, 5).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            json!({"timestamp": 5.0, "event": "reactive_job_picked_up", "flavor": "gr"})
         );
     }
 

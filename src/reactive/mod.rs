@@ -8,5 +8,6 @@ pub mod job;
 #[cfg(any(test, feature = "testkit"))]
 pub mod memory_queue;
 pub mod queue;
+pub mod run;
 pub mod worker;
 pub mod workers;
