@@ -81,6 +81,17 @@ impl HostPaths {
         self.at("var/log/github-runner-image-build.log")
     }
 
+    /// Reactive mode of one unit (`{app}-{n}`): worker settings (0600), slots, job claims.
+    pub fn reactive_dir(&self, unit_key: &str) -> PathBuf {
+        self.at("var/lib/github-runner-charm/reactive")
+            .join(unit_key)
+    }
+
+    /// Logs of one unit's reactive workers.
+    pub fn reactive_log_dir(&self, unit_key: &str) -> PathBuf {
+        self.at("var/log/github-runner-reactive").join(unit_key)
+    }
+
     /// Mount point of the tmpfs used when runner-storage=memory.
     pub fn ram_storage_dir(&self) -> PathBuf {
         self.at("storage/ram")
@@ -106,6 +117,8 @@ mod tests {
             p.lxd_conf_dir(),
             p.ram_storage_dir(),
             p.image_build_log(),
+            p.reactive_dir("app-0"),
+            p.reactive_log_dir("app-0"),
         ] {
             assert!(path.starts_with("/tmp/x"), "{path:?}");
         }

@@ -7,6 +7,7 @@ pub mod claim;
 pub mod job;
 #[cfg(any(test, feature = "testkit"))]
 pub mod memory_queue;
+pub mod mode;
 pub mod queue;
 pub mod run;
 pub mod worker;
