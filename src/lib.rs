@@ -11,6 +11,7 @@ pub mod identity;
 pub mod juju;
 pub mod lxd;
 pub mod manager;
+pub mod messages;
 pub mod paths;
 pub mod reactive;
 pub mod runner;

@@ -7,9 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::charm::runtime::Runtime;
+use std::cell::Cell;
+
+use crate::charm::context::Context;
+use crate::charm::edge::Host;
+use crate::charm::runtime::{Runtime, RuntimeError};
+use crate::charm::setup::fakes::{Edges, Fake};
+use crate::charm::setup::{SetupEdges, SetupError, When};
 use crate::charm::testing::hook_context;
-use crate::charm::Context;
 use crate::clock::{Clock, ManualClock};
 use crate::config::{validate, CharmConfig, ConfigContext};
 use crate::github::download::tarball_path;
@@ -164,6 +169,114 @@ impl FakeWorld {
         };
         let rt = self.runtime(root, config(&[("virtual-machines", vms.into())]));
         f(&ctx, &rt)
+    }
+}
+
+/// The pipeline's [`Host`] over a [`FakeWorld`]: fake setup edges, runtimes over the world
+/// (rooted at `root`), a boot time.
+pub struct WorldHost {
+    pub world: FakeWorld,
+    pub edges: Edges,
+    pub root: tempfile::TempDir,
+    /// Runtimes handed out.
+    pub prepared: Cell<u32>,
+    /// The machine's boot time as start sees it.
+    pub boot_epoch: Cell<Option<u64>>,
+    /// Host setups asked for.
+    pub host_setups: Cell<u32>,
+    /// Some: host setup answers this instead of running over the fake edges (the real one
+    /// is tested in setup's own tests and tests/setup_host.rs).
+    pub setup_answer: Option<fn() -> Result<(), SetupError>>,
+}
+
+impl WorldHost {
+    /// A ready host, booted a day before the world's clock (runners made in tests are
+    /// newer).
+    pub fn new() -> WorldHost {
+        WorldHost::over(FakeWorld::new(), Edges::new(Fake::ready()))
+    }
+
+    pub fn over(world: FakeWorld, edges: Edges) -> WorldHost {
+        WorldHost {
+            world,
+            edges,
+            root: tempfile::tempdir().unwrap(),
+            prepared: Cell::new(0),
+            boot_epoch: Cell::new(Some(NOW - 86_400)),
+            host_setups: Cell::new(0),
+            setup_answer: None,
+        }
+    }
+
+    /// Host setup is counted and answered Ok without running.
+    pub fn skipping_setup(self) -> WorldHost {
+        WorldHost {
+            setup_answer: Some(|| Ok(())),
+            ..self
+        }
+    }
+
+    pub fn paths(&self) -> HostPaths {
+        HostPaths::new(self.root.path())
+    }
+
+    /// Runs `f` as unit github-runner/0 with `tools` and this host's root; the charm dir
+    /// is `<root>/charm`.
+    pub fn as_unit<R>(&self, tools: &dyn HookTools, f: impl FnOnce(&Context<'_>) -> R) -> R {
+        let mut hook = hook_context();
+        hook.charm_dir = self.root.path().join("charm");
+        std::fs::create_dir_all(&hook.charm_dir).unwrap();
+        self.as_unit_in(tools, hook, f)
+    }
+
+    /// [`WorldHost::as_unit`] with a given hook context.
+    pub fn as_unit_in<R>(
+        &self,
+        tools: &dyn HookTools,
+        hook: crate::juju::context::HookContext,
+        f: impl FnOnce(&Context<'_>) -> R,
+    ) -> R {
+        let paths = self.paths();
+        let ctx = Context {
+            tools,
+            hook: &hook,
+            paths: &paths,
+        };
+        f(&ctx)
+    }
+
+    /// Runs `event` through the pipeline as the unit.
+    pub fn run(
+        &self,
+        tools: &dyn HookTools,
+        event: &crate::juju::event::Event,
+    ) -> Result<(), crate::charm::CharmError> {
+        self.as_unit(tools, |ctx| {
+            crate::charm::run(ctx, self, &crate::charm::Intent::of(event))
+        })
+    }
+}
+
+impl Host for WorldHost {
+    fn edges(&self) -> &dyn SetupEdges {
+        &self.edges
+    }
+    fn edges_for<'a>(&'a self, _rt: &'a Runtime) -> Box<dyn SetupEdges + 'a> {
+        Box::new(&self.edges)
+    }
+    fn runtime(&self, _ctx: &Context<'_>, config: CharmConfig) -> Result<Runtime, RuntimeError> {
+        self.prepared.set(self.prepared.get() + 1);
+        Ok(self.world.runtime(self.root.path(), config))
+    }
+    fn boot_time_epoch(&self) -> Option<u64> {
+        self.boot_epoch.get()
+    }
+    fn ensure_host(&self, ctx: &Context<'_>, rt: &Runtime, when: When) -> Result<(), SetupError> {
+        self.host_setups.set(self.host_setups.get() + 1);
+        match self.setup_answer {
+            Some(answer) => answer(),
+            None => crate::charm::setup::ensure_host_when(ctx, &rt.config, &self.edges, when),
+        }
     }
 }
 

@@ -1,94 +1,69 @@
-//! Juju event handlers: each event reaches its own handler function.
+//! The charm: every Juju event and action goes through one pipeline,
 //!
-//! Handlers decide with pure code (config validation, state comparison) and act through the
-//! [`HookTools`] in [`Context`]. Runner management (reconcile, flush, checks) plugs in here.
+//! ```text
+//! Event ──Intent::of──> Intent ──observe──> Observed ──decide (pure)──> Decision
+//!       ──act (effects, runner work under the unit lock)──> Outcome ──report──> status,
+//!         action results, metrics
+//! ```
+//!
+//! Layers, lowest first; a module uses only those before it: `context`, `credentials`,
+//! `runtime`, `runner_metrics`, `fleet`, `setup` (host setup toolbox), `error`, `edge`
+//! (the [`Host`] trait), `intent`, `observe`, `decide`, `act`, `report`, and this module,
+//! which runs them.
 
-pub mod actions;
-pub mod config_changed;
+pub mod act;
+pub mod context;
 pub mod credentials;
+pub mod decide;
+pub mod edge;
+pub mod error;
 #[cfg(test)]
 pub(crate) mod fake_world;
 pub mod fleet;
-pub mod leader;
-pub mod lifecycle;
-pub mod reconcile;
-pub mod relations;
+pub mod intent;
+pub mod observe;
+pub mod report;
 pub mod runner_metrics;
 pub mod runtime;
 pub mod setup;
-pub mod status;
-pub mod storage;
-pub mod update_status;
 
-use crate::juju::context::HookContext;
+pub use context::Context;
+pub use edge::{Host, ProductionHost};
+pub use error::CharmError;
+pub use intent::Intent;
+
 use crate::juju::event::Event;
-use crate::juju::{HookToolError, HookTools};
-use crate::paths::HostPaths;
 
-/// Everything a handler may use.
-pub struct Context<'a> {
-    pub tools: &'a dyn HookTools,
-    pub hook: &'a HookContext,
-    pub paths: &'a HostPaths,
-}
-
-/// A hook that fails: the unit goes into error state and Juju retries the hook.
-#[derive(Debug, thiserror::Error)]
-pub enum CharmError {
-    #[error(transparent)]
-    HookTool(#[from] HookToolError),
-    /// Another reconcile or flush held the unit lock for longer than the bounded wait.
-    #[error(transparent)]
-    Lock(#[from] crate::host::lock::LockError),
-    /// The host could not be made ready for a reason a retry may fix.
-    #[error(transparent)]
-    Setup(#[from] setup::SetupError),
-}
-
-/// Run the handler of `event`.
+/// Run `event` through the pipeline with the production host.
 pub fn dispatch(ctx: &Context<'_>, event: &Event) -> Result<(), CharmError> {
     tracing::debug!(event = %event, "handling event");
-    let result = handle(ctx, event);
+    let result = run(ctx, &ProductionHost::new(ctx), &Intent::of(event));
     crate::github::calls::log_process_counts();
     result
 }
 
-fn handle(ctx: &Context<'_>, event: &Event) -> Result<(), CharmError> {
-    match event {
-        Event::Install => lifecycle::install(ctx),
-        Event::Start => lifecycle::start(ctx),
-        Event::Stop => lifecycle::stop(ctx),
-        Event::Remove => lifecycle::remove(ctx),
-        Event::UpgradeCharm => lifecycle::upgrade_charm(ctx),
-        Event::ConfigChanged => config_changed::handle(ctx),
-        Event::UpdateStatus => update_status::handle(ctx),
-        Event::LeaderElected => leader::elected(ctx),
-        Event::LeaderSettingsChanged => leader::settings_changed(ctx),
-        Event::Relation { endpoint, kind } => relations::handle(ctx, *endpoint, *kind),
-        Event::RunnerStorageAttached => storage::attached(ctx),
-        Event::RunnerStorageDetaching => storage::detaching(ctx),
-        Event::ReconcileRunners => reconcile::handle(ctx),
-        Event::Action(action) => actions::run(ctx, *action),
-        Event::UnknownAction(name) => actions::unknown(ctx, name),
-        Event::UnknownHook(name) => {
-            tracing::info!(hook = %name, "no handler for this hook; nothing to do");
-            Ok(())
-        }
-        Event::Unrecognised(path) => {
-            tracing::warn!(
-                dispatch_path = %path,
-                "JUJU_DISPATCH_PATH names no hook, action or custom event; nothing to do"
-            );
-            Ok(())
-        }
-    }
+/// observe -> decide -> act -> report, for one intent. Config and unit state are read at
+/// most once ([`observe::OnceReads`]).
+pub fn run(ctx: &Context<'_>, host: &dyn Host, intent: &Intent) -> Result<(), CharmError> {
+    let tools = observe::OnceReads::new(ctx.tools);
+    let ctx = &Context {
+        tools: &tools,
+        hook: ctx.hook,
+        paths: ctx.paths,
+    };
+    let seen = observe::observe(ctx, host, intent)?;
+    let decision = decide::decide(intent, seen);
+    let outcome = act::act(ctx, host, decision, intent.is_action())?;
+    report::report(ctx, intent, outcome)
 }
 
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
+    use crate::juju::context::HookContext;
     use crate::juju::memory::MemoryHookTools;
     use crate::juju::state::string_map;
+    use crate::paths::HostPaths;
 
     pub fn hook_context() -> HookContext {
         let vars = string_map(&[
@@ -118,3 +93,6 @@ pub(crate) mod testing {
         state.config.insert("token".into(), "ghp_secret".into());
     }
 }
+
+#[cfg(test)]
+mod tests;

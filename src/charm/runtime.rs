@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Context;
+use super::context::Context;
 use crate::clock::{Clock, SystemClock};
 use crate::config::CharmConfig;
 use crate::github::{ClientSettings, ClientSetupError, GitHub, GitHubClient};

@@ -10,7 +10,7 @@
 //! profiles; the image (built when its alias is missing) and its daily rebuild cron; last,
 //! the deploy-time runner-storage/base-image are recorded in unit state, with a fingerprint
 //! of the inputs ([`HOST_READY_KEY`]) so the periodic event can skip a setup already done
-//! ([`ensure_host_for`] with [`When::IfChanged`]).
+//! ([`ensure_host_when`] with [`When::IfChanged`]).
 //!
 //! [`update_runner_binary`] keeps the verified runner tarball current.
 //!
@@ -27,8 +27,7 @@ pub mod lxd_host;
 pub use binary::{update_runner_binary, update_runner_binary_with, BinaryUpdate};
 pub use edges::{HostEdges, SetupEdges};
 
-use super::runtime::Runtime;
-use super::{status, CharmError, Context};
+use super::context::{Context, CHARM_VERSION};
 use crate::config::CharmConfig;
 use crate::github::status::Disposition;
 use crate::github::GitHubError;
@@ -36,8 +35,9 @@ use crate::host::metrics::MetricsError;
 use crate::host::timer::{self, InstallOutcome, TimerError, TimerSpec};
 use crate::juju::{HookToolError, Status};
 use crate::lxd::LxdError;
+use crate::messages;
 use crate::runner::guards::{self, DeploySettings, GuardError};
-use crate::runner::image::{self, ImageError, ImageState, BUILDING_IMAGE_STATUS};
+use crate::runner::image::{self, ImageError, ImageState};
 use crate::runner::resources::{self, Resources};
 use crate::runner::storage::{self, StorageError};
 use commands::CommandError;
@@ -94,9 +94,9 @@ pub enum SetupError {
     Timer(#[from] TimerError),
     #[error("could not install the metrics logrotate rule: {0}")]
     Logrotate(#[from] MetricsError),
-    #[error("Failed to update runner binary: {0}")]
+    #[error("{}", messages::binary_update_failed(.0))]
     RunnerBinary(String),
-    #[error("Failed to update runner binary: {0}")]
+    #[error("{}", messages::binary_update_failed(.0))]
     RunnerBinaryLookup(GitHubError),
     #[error(transparent)]
     HookTool(#[from] HookToolError),
@@ -234,7 +234,7 @@ pub fn ensure_host(
         &mut || {
             if let Err(e) = ctx
                 .tools
-                .status_set(&Status::Maintenance(BUILDING_IMAGE_STATUS.into()))
+                .status_set(&Status::Maintenance(messages::BUILDING_IMAGE.into()))
             {
                 status_err = Some(e);
             }
@@ -281,7 +281,7 @@ pub fn host_fingerprint(ctx: &Context<'_>, config: &CharmConfig, pool: &str) -> 
     use sha2::{Digest, Sha256};
     let inputs = format!(
         "v1|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
-        super::lifecycle::CHARM_VERSION,
+        CHARM_VERSION,
         ctx.hook.identity.unit_name(),
         ctx.hook.charm_dir.display(),
         config.virtual_machines,
@@ -301,7 +301,7 @@ pub fn host_fingerprint(ctx: &Context<'_>, config: &CharmConfig, pool: &str) -> 
         .collect()
 }
 
-/// When [`ensure_host_for`] runs the setup.
+/// When [`ensure_host_when`] runs the setup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {
     /// install, upgrade-charm, start, config-changed, storage attached.
@@ -311,45 +311,21 @@ pub enum When {
     IfChanged,
 }
 
-/// [`ensure_host`] with the runtime's configuration, LXD client and pool, its failure
-/// reported: the status is set (and remembered for update-status) and the answer is false,
-/// so the caller does not reconcile. `Err` only when a hook tool fails.
-pub fn ensure_host_for(ctx: &Context<'_>, rt: &Runtime, when: When) -> Result<bool, CharmError> {
-    let edges = HostEdges::from_env(ctx.paths)
-        .with_lxd(rt.lxd.clone())
-        .with_pool(rt.storage_pool.clone());
-    ensure_host_reported(ctx, &rt.config, &edges, when)
-}
-
-/// [`ensure_host_for`] over given edges: true when the host is ready.
-pub fn ensure_host_reported(
+/// [`ensure_host`] when `when` asks for it: [`When::IfChanged`] skips a setup whose inputs
+/// are those of the last successful one (no LXD call at all).
+pub fn ensure_host_when(
     ctx: &Context<'_>,
     config: &CharmConfig,
     edges: &dyn SetupEdges,
     when: When,
-) -> Result<bool, CharmError> {
+) -> Result<(), SetupError> {
     if when == When::IfChanged {
         let fingerprint = host_fingerprint(ctx, config, &edges.pool_name());
         if ctx.tools.state_get()?.get(HOST_READY_KEY) == Some(&fingerprint) {
-            return Ok(true);
+            return Ok(());
         }
     }
-    match ensure_host(ctx, config, edges) {
-        Ok(_) => Ok(true),
-        Err(err) => report(ctx, err).map(|()| false),
-    }
-}
-
-/// Shows `err` as the unit's status (remembered for update-status); a hook tool failure is
-/// passed on instead, so the hook fails and Juju retries it.
-pub fn report(ctx: &Context<'_>, err: SetupError) -> Result<(), CharmError> {
-    match err.status() {
-        Some(shown) => {
-            tracing::warn!("host setup: {err}");
-            status::set_and_remember(ctx, &shown)
-        }
-        None => Err(err.into()),
-    }
+    ensure_host(ctx, config, edges).map(drop)
 }
 
 /// LXD installed and answering; answers whether it was installed now.
@@ -364,7 +340,7 @@ pub fn ensure_lxd(ctx: &Context<'_>, edges: &dyn SetupEdges) -> Result<bool, Set
         LxdInstall::Impossible => return Err(SetupError::LxdNotInstallable),
         LxdInstall::SnapInstall => {
             ctx.tools
-                .status_set(&Status::Maintenance("Installing LXD".into()))?;
+                .status_set(&Status::Maintenance(messages::INSTALLING_LXD.into()))?;
             let snap = commands.find("snap").ok_or(SetupError::LxdNotInstallable)?;
             run_checked(
                 commands,
@@ -387,7 +363,7 @@ pub fn ensure_lxd(ctx: &Context<'_>, edges: &dyn SetupEdges) -> Result<bool, Set
     let initialised = decide::lxd_init_needed(pools);
     if initialised {
         ctx.tools
-            .status_set(&Status::Maintenance("Initialising LXD".into()))?;
+            .status_set(&Status::Maintenance(messages::INITIALISING_LXD.into()))?;
         let lxd_bin = commands
             .find("lxd")
             .ok_or_else(|| SetupError::LxdInstall("the lxd command is missing".into()))?;

@@ -141,9 +141,7 @@ pub enum GitHubError {
         path: String,
         needed: String,
     },
-    #[error(
-        "GitHub rate limit reached on {method} {path}; retry after {reset_epoch} (epoch seconds)"
-    )]
+    #[error("{}", crate::messages::rate_limited_on(method, path, *reset_epoch))]
     RateLimited {
         method: String,
         path: String,

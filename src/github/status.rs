@@ -63,22 +63,15 @@ pub fn status_for(err: &GitHubError) -> Status {
 
 /// Maintenance "GitHub rate limit reached, retrying after HH:MM UTC".
 pub fn rate_limit_status(reset_epoch: u64) -> Status {
-    Status::Maintenance(format!(
-        "GitHub rate limit reached, retrying after {} UTC",
-        hh_mm_utc(reset_epoch)
-    ))
+    Status::Maintenance(crate::messages::rate_limited(reset_epoch))
 }
 
-/// `HH:MM` of an epoch time, in UTC.
-pub fn hh_mm_utc(epoch: u64) -> String {
-    let secs_of_day = epoch % 86_400;
-    format!("{:02}:{:02}", secs_of_day / 3600, secs_of_day / 60 % 60)
-}
+pub use crate::messages::hh_mm_utc;
 
 /// A failed runner download never blocks: the old tarball stays and the next reconcile
 /// retries.
 pub fn download_status(err: &DownloadError) -> Status {
-    Status::Maintenance(format!("Failed to update runner binary: {err}"))
+    Status::Maintenance(crate::messages::binary_update_failed(err))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::github::status::{hh_mm_utc, rate_limit_status};
+use crate::github::status::rate_limit_status;
 use crate::github::{GitHubRunner, RunnerOnline};
 use crate::juju::Status;
 use crate::lxd::Instance;
@@ -12,6 +12,7 @@ use crate::manager::executor::Report;
 use crate::manager::ops::FailureKind;
 use crate::manager::planner::{Condition, Plan, RemovalReason};
 use crate::manager::reconcile::ReconcileError;
+use crate::messages;
 
 /// Counts behind the status line. Serializable so a hook that must not call GitHub
 /// (update-status) can show the last one from unit state.
@@ -129,22 +130,17 @@ pub fn status_after(plan: &Plan, report: &Report) -> Status {
         FailureKind::RateLimited { reset_epoch } => Some(reset_epoch),
         _ => None,
     }) {
-        return Status::Maintenance(format!(
-            "GitHub rate limit reached, retrying after {} UTC; {summary}",
-            hh_mm_utc(reset)
-        ));
+        return Status::Maintenance(messages::rate_limited_with(reset, &summary));
     }
     if let Some(first) = failures.first() {
-        let others = match failures.len() {
-            1 => String::new(),
-            n => format!(" (and {} more)", n - 1),
-        };
-        return Status::Maintenance(format!(
-            "{summary}; retrying on the next reconcile: {first}{others}"
+        return Status::Maintenance(messages::retrying_next_round(
+            &summary,
+            first,
+            failures.len() - 1,
         ));
     }
     if plan.creates_deferred > 0 {
-        return Status::Waiting(format!("waiting for the runner binary; {summary}"));
+        return Status::Waiting(messages::waiting_for_binary(&summary));
     }
     Status::Active(summary)
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 /// The build script, relative to the charm directory.
 pub const BUILD_SCRIPT: &str = "scripts/build-runner-image.sh";
 /// Status shown while the image is built.
-pub const BUILDING_IMAGE_STATUS: &str = "Building runner image";
+pub const BUILDING_IMAGE_STATUS: &str = crate::messages::BUILDING_IMAGE;
 /// The cron file scheduling the daily rebuild, below HostPaths::cron_dir().
 pub const REBUILD_CRON_FILE: &str = "github-runner-image";
 /// A build downloads an Ubuntu image and upgrades it: bound it generously.

@@ -3,8 +3,8 @@
 //! A failed download leaves the previous verified tarball in place.
 
 use super::SetupError;
+use crate::charm::context::Context;
 use crate::charm::runtime::Runtime;
-use crate::charm::Context;
 use crate::github::download::{
     download_needed, download_runner_tarball, tarball_path, DownloadSettings, StoredTarball,
 };
@@ -13,9 +13,6 @@ use crate::juju::state::state_changes;
 use crate::juju::{HookTools, Status};
 use crate::paths::HostPaths;
 use std::path::PathBuf;
-
-/// Shown while a new tarball downloads.
-pub const DOWNLOADING_STATUS: &str = "Downloading runner binary";
 
 /// What [`update_runner_binary`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +64,9 @@ pub fn update_runner_binary_with(
             url: latest.download_url,
         });
     }
-    tools.status_set(&Status::Maintenance(DOWNLOADING_STATUS.into()))?;
+    tools.status_set(&Status::Maintenance(
+        crate::messages::DOWNLOADING_BINARY.into(),
+    ))?;
     let downloaded = download_runner_tarball(&latest, &paths.runner_binary_dir(), settings)
         .map_err(|e| SetupError::RunnerBinary(e.to_string()))?;
     let changes = state_changes(&stored.to_state(), &downloaded.stored().to_state());

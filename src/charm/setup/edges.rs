@@ -4,8 +4,8 @@
 
 use super::commands::{HostCommands, SystemCommands};
 use super::lxd_host::{LxcQueryOps, LxdHostOps};
+use crate::charm::context::Context;
 use crate::charm::runtime::lxd_project_from;
-use crate::charm::Context;
 use crate::host::timer::{Systemctl, Systemd};
 use crate::lxd::{InstanceType, LxcCli, Lxd, LxdError};
 use crate::paths::HostPaths;

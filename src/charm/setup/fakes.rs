@@ -4,7 +4,7 @@
 use super::commands::{CommandError, CommandOutput, HostCommands};
 use super::lxd_host::{Devices, LxdHostOps};
 use super::SetupEdges;
-use crate::charm::Context;
+use crate::charm::context::Context;
 use crate::host::timer::{Systemd, SystemdError};
 use crate::lxd::{
     ExecOutput, ExecSpec, Instance, InstanceType, LaunchSpec, Lxd, LxdError, ProfileSpec, PushSpec,

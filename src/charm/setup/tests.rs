@@ -7,6 +7,7 @@ use crate::config::{validate, BaseImage, ConfigContext, RunnerStorage};
 use crate::juju::memory::MemoryHookTools;
 use crate::juju::StorageInfo;
 use crate::paths::HostPaths;
+use crate::runner::image::BUILDING_IMAGE_STATUS;
 use std::cell::RefCell;
 use std::path::PathBuf;
 
@@ -438,56 +439,26 @@ fn the_periodic_check_skips_a_setup_whose_inputs_did_not_change() {
         paths: &paths,
     };
     let edges = Edges::new(Fake::ready());
-    assert!(ensure_host_reported(&ctx, &unit.config(), &edges, When::IfChanged).unwrap());
+    assert!(ensure_host_when(&ctx, &unit.config(), &edges, When::IfChanged).is_ok());
     assert!(!edges.lxd_calls().is_empty(), "never set up: runs");
 
     let edges = Edges::new(Fake::ready());
-    assert!(ensure_host_reported(&ctx, &unit.config(), &edges, When::IfChanged).unwrap());
+    assert!(ensure_host_when(&ctx, &unit.config(), &edges, When::IfChanged).is_ok());
     assert!(edges.lxd_calls().is_empty(), "same inputs: skipped");
     assert!(edges.fake.log().is_empty());
 
-    assert!(ensure_host_reported(&ctx, &unit.config(), &edges, When::Always).unwrap());
+    assert!(ensure_host_when(&ctx, &unit.config(), &edges, When::Always).is_ok());
     assert!(!edges.lxd_calls().is_empty(), "Always runs");
 
     unit.set("vm-cpu", 4.into());
     let edges = Edges::new(Fake::ready());
-    assert!(ensure_host_reported(&ctx, &unit.config(), &edges, When::IfChanged).unwrap());
+    assert!(ensure_host_when(&ctx, &unit.config(), &edges, When::IfChanged).is_ok());
     assert!(
         edges
             .lxd_calls()
             .contains(&"profile cpu-4-mem-7GiB-disk-10GiB".to_string()),
         "changed inputs: runs"
     );
-}
-
-#[test]
-fn a_reported_failure_sets_and_remembers_its_status_and_answers_not_ready() {
-    let unit = Unit::new();
-    let mut hook = hook_context();
-    hook.charm_dir = unit.charm_dir.path().to_path_buf();
-    let paths = HostPaths::new(unit.root.path());
-    let ctx = Context {
-        tools: &unit.tools,
-        hook: &hook,
-        paths: &paths,
-    };
-    let edges = Edges::new(Fake {
-        lxd_down: true,
-        ..Fake::ready()
-    });
-    assert!(!ensure_host_reported(&ctx, &unit.config(), &edges, When::Always).unwrap());
-    assert!(
-        matches!(&unit.tools.statuses()[..], [Status::Waiting(m)] if m.starts_with("LXD is not answering"))
-    );
-    assert!(
-        !unit.tools.lock().unit_state.contains_key(HOST_READY_KEY),
-        "a failed setup is retried by the periodic event"
-    );
-    assert!(unit
-        .tools
-        .lock()
-        .unit_state
-        .contains_key(crate::juju::state::LAST_STATUS_KEY));
 }
 
 #[test]

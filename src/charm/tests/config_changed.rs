@@ -1,9 +1,14 @@
-use super::*;
+//! config-changed through the whole pipeline over the in-memory world (host setup
+//! counted, not run: it has its own tests).
+
 use crate::charm::credentials::{credentials_path, load};
-use crate::charm::fake_world::{config, FakeWorld};
-use crate::charm::testing::hook_context;
+use crate::charm::fake_world::{FakeWorld, WorldHost};
+use crate::charm::setup::fakes::{Edges, Fake};
+use crate::charm::setup::SetupError;
+use crate::juju::event::Event;
 use crate::juju::memory::MemoryHookTools;
 use crate::juju::state::{DEPLOY_SETTINGS_KEY, TOKEN_FINGERPRINT_KEY};
+use crate::juju::Status;
 use crate::paths::HostPaths;
 use crate::secret::Secret;
 use serde_json::{json, Value};
@@ -21,10 +26,8 @@ fn base_raw() -> Vec<(&'static str, Value)> {
 
 struct Unit {
     tools: MemoryHookTools,
+    host: WorldHost,
     world: FakeWorld,
-    root: tempfile::TempDir,
-    /// Host setups asked for (the real one is tested in tests/setup_host.rs).
-    host_setups: std::cell::Cell<u32>,
 }
 
 impl Unit {
@@ -33,9 +36,8 @@ impl Unit {
         world.lock().valid_tokens = vec!["ghp_secret".into(), "ghp_new".into()];
         Unit {
             tools: MemoryHookTools::default(),
+            host: WorldHost::over(world.clone(), Edges::new(Fake::ready())).skipping_setup(),
             world,
-            root: tempfile::tempdir().unwrap(),
-            host_setups: std::cell::Cell::new(0),
         }
     }
 
@@ -47,165 +49,16 @@ impl Unit {
     }
 
     fn paths(&self) -> HostPaths {
-        HostPaths::new(self.root.path())
+        self.host.paths()
     }
 
     fn config_changed(&self) {
-        let hook = hook_context();
-        let paths = self.paths();
-        let ctx = Context {
-            tools: &self.tools,
-            hook: &hook,
-            paths: &paths,
-        };
-        let world = self.world.clone();
-        let root = self.root.path().to_path_buf();
-        let make = move |_: &Context<'_>, config: CharmConfig| Ok(world.runtime(&root, config));
-        let ensure_host = |_: &Context<'_>, _: &Runtime| {
-            self.host_setups.set(self.host_setups.get() + 1);
-            Ok(true)
-        };
-        handle_with(&ctx, &make, &ensure_host).unwrap();
+        self.host.run(&self.tools, &Event::ConfigChanged).unwrap();
     }
 
     fn last_status(&self) -> Status {
         self.tools.statuses().last().cloned().expect("a status")
     }
-}
-
-fn state_with(config: &CharmConfig) -> UnitState {
-    let mut state = UnitState::default();
-    state.set_acted_scope(ActedScope::of(config));
-    state
-}
-
-#[test]
-fn plan_table() {
-    let base = config(&[]);
-    let acted = state_with(&base);
-    let cases: Vec<(&str, UnitState, CharmConfig, Vec<&str>)> = vec![
-        ("first config", UnitState::default(), base.clone(), vec![]),
-        ("unchanged", acted.clone(), base.clone(), vec![]),
-        (
-            "token",
-            acted.clone(),
-            config(&[("token", json!("ghp_new"))]),
-            vec!["token"],
-        ),
-        (
-            "path",
-            acted.clone(),
-            config(&[("path", json!("o/r"))]),
-            vec!["path"],
-        ),
-        (
-            "group",
-            acted.clone(),
-            config(&[("group", json!("gpu"))]),
-            vec!["group"],
-        ),
-        (
-            "labels",
-            acted.clone(),
-            config(&[("labels", json!("a,b"))]),
-            vec!["labels"],
-        ),
-        (
-            "github-url",
-            acted.clone(),
-            config(&[("github-url", json!("http://127.0.0.1:2"))]),
-            vec!["github-url"],
-        ),
-        (
-            "token and path",
-            acted.clone(),
-            config(&[("token", json!("ghp_new")), ("path", json!("o/r"))]),
-            vec!["token", "path"],
-        ),
-        (
-            "every scope option",
-            acted.clone(),
-            config(&[
-                ("token", json!("ghp_new")),
-                ("path", json!("o/r")),
-                ("group", json!("g")),
-                ("labels", json!("x")),
-                ("github-url", json!("http://127.0.0.1:2")),
-            ]),
-            vec!["token", "path", "group", "labels", "github-url"],
-        ),
-        (
-            "vm-cpu",
-            acted.clone(),
-            config(&[("vm-cpu", json!(4))]),
-            vec![],
-        ),
-        (
-            "vm-memory",
-            acted.clone(),
-            config(&[("vm-memory", json!("8GiB"))]),
-            vec![],
-        ),
-        (
-            "vm-disk",
-            acted.clone(),
-            config(&[("vm-disk", json!("20GiB"))]),
-            vec![],
-        ),
-        (
-            "vm-cpu and labels",
-            acted.clone(),
-            config(&[("vm-cpu", json!(4)), ("labels", json!("x"))]),
-            vec!["labels"],
-        ),
-        (
-            "reconcile-interval",
-            acted.clone(),
-            config(&[("reconcile-interval", json!(5))]),
-            vec![],
-        ),
-        (
-            "virtual-machines",
-            acted.clone(),
-            config(&[("virtual-machines", json!(9))]),
-            vec![],
-        ),
-        (
-            "dockerhub-mirror",
-            acted.clone(),
-            config(&[("dockerhub-mirror", json!("https://m.example"))]),
-            vec![],
-        ),
-        (
-            "denylist",
-            acted.clone(),
-            config(&[("denylist", json!("10.0.0.0/8"))]),
-            vec![],
-        ),
-        (
-            "same labels in another order",
-            state_with(&config(&[("labels", json!("a,b"))])),
-            config(&[("labels", json!("b,a"))]),
-            vec!["labels"],
-        ),
-    ];
-    for (name, state, now, flush_for) in cases {
-        let plan = plan_change(&state, &now);
-        assert_eq!(plan.flush_for, flush_for, "{name}");
-        assert_eq!(plan.flushes(), !flush_for.is_empty(), "{name}");
-    }
-}
-
-#[test]
-fn a_scope_recorded_by_an_older_charm_without_some_keys_flushes_only_on_known_ones() {
-    let base = config(&[]);
-    let mut state = UnitState {
-        token_fingerprint: Some(base.token.fingerprint()),
-        ..UnitState::default()
-    };
-    assert!(!plan_change(&state, &config(&[("path", json!("o/r"))])).flushes());
-    state.token_fingerprint = Some("other".into());
-    assert_eq!(plan_change(&state, &base).flush_for, vec!["token"]);
 }
 
 #[test]
@@ -240,7 +93,7 @@ fn first_config_creates_runners_and_records_only_a_fingerprint() {
         .logs()
         .iter()
         .all(|(_, l)| !l.contains("ghp_secret")));
-    assert_eq!(unit.host_setups.get(), 1);
+    assert_eq!(unit.host.host_setups.get(), 1);
 }
 
 #[test]
@@ -277,10 +130,9 @@ fn a_token_change_flushes_with_the_old_token_then_reconciles_with_the_new() {
         .runners
         .values()
         .all(|(_, t)| t == "ghp_new"));
-    assert!(unit
-        .tools
-        .statuses()
-        .contains(&Status::Maintenance(flush_reason(&["token"]))));
+    assert!(unit.tools.statuses().contains(&Status::Maintenance(
+        crate::messages::config_change_flush(&["token"])
+    )));
     assert_eq!(
         load(&unit.paths()).unwrap().unwrap().token.expose(),
         "ghp_new"
@@ -390,19 +242,11 @@ fn a_vm_change_leaves_running_runners_and_new_ones_use_the_new_profile() {
 
 #[test]
 fn a_host_that_is_not_ready_stops_before_the_runners() {
-    let unit = Unit::new();
+    let mut unit = Unit::new();
+    unit.host.setup_answer =
+        Some(|| Err(SetupError::LxdUnavailable(crate::lxd::LxdError::LxcMissing)));
     unit.set(&[]);
-    let hook = hook_context();
-    let paths = unit.paths();
-    let ctx = Context {
-        tools: &unit.tools,
-        hook: &hook,
-        paths: &paths,
-    };
-    let world = unit.world.clone();
-    let root = unit.root.path().to_path_buf();
-    let make = move |_: &Context<'_>, config: CharmConfig| Ok(world.runtime(&root, config));
-    handle_with(&ctx, &make, &|_, _| Ok(false)).unwrap();
+    unit.config_changed();
     assert!(unit.world.instance_names().is_empty());
     assert!(!unit
         .tools

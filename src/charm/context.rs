@@ -1,0 +1,16 @@
+//! What every stage of a hook may use: the hook tools, the hook's context, the host paths.
+
+use crate::juju::context::HookContext;
+use crate::juju::HookTools;
+use crate::paths::HostPaths;
+
+/// The hook's edges to Juju and the host's paths.
+pub struct Context<'a> {
+    pub tools: &'a dyn HookTools,
+    pub hook: &'a HookContext,
+    pub paths: &'a HostPaths,
+}
+
+/// The charm's version: `juju status` shows it as the application version, and the host
+/// setup's fingerprint includes it (a new charm checks the host again).
+pub const CHARM_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,115 @@
+use super::*;
+use crate::manager::executor::{Failure, Operation, Report};
+use crate::manager::ops::OpError;
+use crate::manager::planner::Plan;
+
+fn all_kinds() -> [Status; 4] {
+    [
+        Status::Active("a".into()),
+        Status::Maintenance("m".into()),
+        Status::Waiting("w".into()),
+        Status::Blocked("b".into()),
+    ]
+}
+
+#[test]
+fn worst_picks_by_precedence_for_every_pair_and_order() {
+    for (i, x) in all_kinds().iter().enumerate() {
+        for (j, y) in all_kinds().iter().enumerate() {
+            let expected = if j > i { y } else { x };
+            assert_eq!(
+                worst([x.clone(), y.clone()]).as_ref(),
+                Some(expected),
+                "{x:?} vs {y:?}"
+            );
+        }
+    }
+    assert_eq!(worst(Vec::new()), None);
+    // First of equals wins.
+    assert_eq!(
+        worst([
+            Status::Waiting("first".into()),
+            Status::Waiting("second".into())
+        ]),
+        Some(Status::Waiting("first".into()))
+    );
+    assert_eq!(worst(all_kinds()), Some(Status::Blocked("b".into())));
+}
+
+fn plan(desired: u32) -> Plan {
+    Plan::empty(desired)
+}
+
+fn outcome(report: Report) -> ReconcileOutcome {
+    ReconcileOutcome {
+        plan: plan(0),
+        report,
+        health_checks: 0,
+        started_epoch: 0,
+        duration_secs: 0,
+    }
+}
+
+#[test]
+fn reconcile_status_table() {
+    let ready = Readiness::default();
+    let image = Readiness {
+        image_missing: Some("jammy".into()),
+    };
+    let failing = |kind| Report {
+        failed: vec![Failure {
+            operation: Operation::Create,
+            error: OpError {
+                kind,
+                message: "boom".into(),
+            },
+        }],
+        ..Report::default()
+    };
+    let lxd_down = Err(ReconcileError::Lxd(OpError::transient("socket refused")));
+    let lxd_missing = Err(ReconcileError::Lxd(OpError::needs_operator("no lxc")));
+    let gh_401 = Err(ReconcileError::GitHub(OpError::needs_operator("401")));
+    let gh_5xx = Err(ReconcileError::GitHub(OpError::transient("502")));
+    let limited = Err(ReconcileError::GitHub(OpError {
+        kind: FailureKind::RateLimited { reset_epoch: 3600 },
+        message: "rate".into(),
+    }));
+    let clean = Ok(outcome(Report::default()));
+    let blocked_op = Ok(outcome(failing(FailureKind::NeedsOperator)));
+    let transient_op = Ok(outcome(failing(FailureKind::Transient)));
+    let cases: Vec<(
+        &Result<ReconcileOutcome, ReconcileError>,
+        &Readiness,
+        u8,
+        &str,
+    )> = vec![
+        (&clean, &ready, 0, "0/0 runners"),
+        (
+            &clean,
+            &image,
+            2,
+            "waiting for the runner image jammy; 0/0 runners",
+        ),
+        (&lxd_down, &ready, 2, "waiting for LXD"),
+        (&lxd_down, &image, 2, "waiting for LXD"),
+        (&lxd_missing, &ready, 3, "no lxc"),
+        (&gh_401, &image, 3, "401"),
+        (&gh_5xx, &ready, 1, "502"),
+        (&gh_5xx, &image, 2, "waiting for the runner image jammy"),
+        (&limited, &ready, 1, "retrying after 01:00 UTC"),
+        (&blocked_op, &image, 3, "boom"),
+        (&transient_op, &ready, 1, "boom"),
+        (&transient_op, &image, 2, "runner image"),
+    ];
+    for (result, readiness, level, text) in cases {
+        let status = after_reconcile(result, readiness);
+        assert_eq!(severity(&status), level, "{status:?}");
+        let message = match &status {
+            Status::Active(m)
+            | Status::Maintenance(m)
+            | Status::Waiting(m)
+            | Status::Blocked(m) => m,
+        };
+        assert!(message.contains(text), "{status:?} lacks {text:?}");
+    }
+}

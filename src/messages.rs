@@ -1,0 +1,165 @@
+//! The charm's vocabulary: every status text, action-log line and action-fail text the
+//! operator reads is made here, so the same fact reads the same everywhere (a rate limit in
+//! `juju status` and in a failed `juju run` both say "retry(ing) after HH:MM UTC").
+//!
+//! Rules: times for people are `HH:MM UTC`, never epoch seconds; statuses name what to do
+//! when the operator must act. Error types keep their `Display` (they carry the detail);
+//! the sentences around them live here.
+
+use std::time::Duration;
+
+// ---- statuses of a unit at work (Maintenance) ----
+
+/// install, upgrade-charm while the host is set up.
+pub const SETTING_UP: &str = "Setting up the host";
+/// start, upgrade-charm before the runners are flushed and reconciled.
+pub const STARTING: &str = "Starting runners";
+/// stop, remove while the runners go.
+pub const STOPPING: &str = "Removing runners";
+/// storage detaching while the runners on it go.
+pub const DETACHING: &str = "Removing runners: their storage is detaching";
+/// A new runner tarball downloads.
+pub const DOWNLOADING_BINARY: &str = "Downloading runner binary";
+/// `snap install lxd`.
+pub const INSTALLING_LXD: &str = "Installing LXD";
+/// `lxd init --auto` on a never-initialised server.
+pub const INITIALISING_LXD: &str = "Initialising LXD";
+/// The runner image is built (minutes).
+pub const BUILDING_IMAGE: &str = "Building runner image";
+
+/// The old runners go because these scope options changed.
+pub fn config_change_flush(options: &[&str]) -> String {
+    format!(
+        "Removing runners due to config change ({} changed)",
+        options.join(", ")
+    )
+}
+
+/// A flush before a reconcile failed (the reconcile still ran).
+pub fn flush_failed(mode: impl std::fmt::Display, error: impl std::fmt::Display) -> String {
+    format!("{mode} failed: {error}")
+}
+
+/// The runner tarball could not be checked or downloaded (the old one stays).
+pub fn binary_update_failed(reason: impl std::fmt::Display) -> String {
+    format!("Failed to update runner binary: {reason}")
+}
+
+/// GitHub's rate limit, as a status and in every failure that meets it.
+pub fn rate_limited(reset_epoch: u64) -> String {
+    format!(
+        "GitHub rate limit reached, retrying after {} UTC",
+        hh_mm_utc(reset_epoch)
+    )
+}
+
+/// [`rate_limited`] naming the request that met it (the GitHub client's error).
+pub fn rate_limited_on(method: &str, path: &str, reset_epoch: u64) -> String {
+    format!(
+        "GitHub rate limit reached on {method} {path}, retrying after {} UTC",
+        hh_mm_utc(reset_epoch)
+    )
+}
+
+/// [`rate_limited`] with the runner summary after it.
+pub fn rate_limited_with(reset_epoch: u64, summary: &str) -> String {
+    format!("{}; {summary}", rate_limited(reset_epoch))
+}
+
+/// Some operations failed in a round that otherwise went through.
+pub fn retrying_next_round(summary: &str, first: impl std::fmt::Display, more: usize) -> String {
+    let others = match more {
+        0 => String::new(),
+        n => format!(" (and {n} more)"),
+    };
+    format!("{summary}; retrying on the next reconcile: {first}{others}")
+}
+
+// ---- Waiting ----
+
+/// Hooks with a valid configuration before any reconcile set a status.
+pub const FIRST_RECONCILE: &str = "waiting for the first reconcile of the runners";
+
+/// `lxc` is not there yet.
+pub fn waiting_for_lxd_install(error: impl std::fmt::Display) -> String {
+    format!("waiting for LXD to be installed: {error}")
+}
+
+/// LXD does not answer.
+pub fn waiting_for_lxd(error: impl std::fmt::Display) -> String {
+    format!("waiting for LXD: {error}")
+}
+
+/// No image under the base-image alias; the runner summary follows when there is one.
+pub fn waiting_for_image(alias: &str, summary: Option<&str>) -> String {
+    match summary {
+        Some(s) => format!("waiting for the runner image {alias}; {s}"),
+        None => format!("waiting for the runner image {alias}"),
+    }
+}
+
+/// No verified runner tarball yet.
+pub fn waiting_for_binary(summary: &str) -> String {
+    format!("waiting for the runner binary; {summary}")
+}
+
+// ---- action-log lines ----
+
+pub const RECONCILING: &str = "reconciling runners";
+pub const BINARY_UPDATED_FLUSHING: &str = "runner binary updated: flushing idle runners";
+
+pub fn reconciled(created: usize, removed: usize, failed: usize) -> String {
+    format!("reconciled: {created} created, {removed} removed, {failed} failed")
+}
+
+pub fn flushing_then_reconciling(mode: impl std::fmt::Display) -> String {
+    format!("flushing runners ({mode}), then reconciling")
+}
+
+pub fn flush_wait_exhausted(waited: Duration) -> String {
+    format!(
+        "busy runners were still in their pre-job phase after {} s; flushed anyway",
+        waited.as_secs()
+    )
+}
+
+/// A bounded wait for the unit lock, in words; None when there was none.
+pub fn lock_waited(waited_secs: u64) -> Option<String> {
+    (waited_secs > 0).then(|| {
+        format!(
+            "waited {} for another reconcile or flush to finish",
+            minutes_seconds(waited_secs)
+        )
+    })
+}
+
+// ---- action failures ----
+
+pub fn observe_failed(error: impl std::fmt::Display) -> String {
+    format!("could not list the runners: {error}")
+}
+
+pub fn unknown_action(name: &str) -> String {
+    format!("unknown action {name:?}: this charm's actions are check-runners, reconcile-runners, flush-runners and update-dependencies")
+}
+
+// ---- times for people ----
+
+/// `HH:MM` of an epoch time, in UTC.
+pub fn hh_mm_utc(epoch: u64) -> String {
+    let secs_of_day = epoch % 86_400;
+    format!("{:02}:{:02}", secs_of_day / 3600, secs_of_day / 60 % 60)
+}
+
+/// `1m15s`, `5s`.
+pub fn minutes_seconds(secs: u64) -> String {
+    if secs >= 60 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+#[cfg(test)]
+#[path = "messages_tests.rs"]
+mod tests;

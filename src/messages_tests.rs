@@ -1,0 +1,139 @@
+//! Every message kind, rendered, against the vocabulary's rules.
+
+use super::*;
+use crate::github::GitHubError;
+use crate::juju::Status;
+use crate::manager::flush::FlushMode;
+
+/// 2026-11-30 12:46:19 UTC.
+const RESET: u64 = 1_796_215_579;
+
+/// Every message the module makes, by name, with sample arguments.
+fn every_kind() -> Vec<(&'static str, String)> {
+    let mode = FlushMode::FlushIdle;
+    vec![
+        ("SETTING_UP", SETTING_UP.into()),
+        ("STARTING", STARTING.into()),
+        ("STOPPING", STOPPING.into()),
+        ("DETACHING", DETACHING.into()),
+        ("DOWNLOADING_BINARY", DOWNLOADING_BINARY.into()),
+        ("INSTALLING_LXD", INSTALLING_LXD.into()),
+        ("INITIALISING_LXD", INITIALISING_LXD.into()),
+        ("BUILDING_IMAGE", BUILDING_IMAGE.into()),
+        (
+            "config_change_flush",
+            config_change_flush(&["token", "path"]),
+        ),
+        ("flush_failed", flush_failed(mode, "LXD is down")),
+        ("binary_update_failed", binary_update_failed("502")),
+        ("rate_limited", rate_limited(RESET)),
+        (
+            "rate_limited_on",
+            rate_limited_on("GET", "/orgs/o/actions/runners", RESET),
+        ),
+        ("rate_limited_with", rate_limited_with(RESET, "1/2 runners")),
+        (
+            "retrying_next_round",
+            retrying_next_round("1/2 runners", "boom", 2),
+        ),
+        ("FIRST_RECONCILE", FIRST_RECONCILE.into()),
+        (
+            "waiting_for_lxd_install",
+            waiting_for_lxd_install("lxc missing"),
+        ),
+        ("waiting_for_lxd", waiting_for_lxd("socket refused")),
+        (
+            "waiting_for_image",
+            waiting_for_image("jammy", Some("0/1 runners")),
+        ),
+        ("waiting_for_binary", waiting_for_binary("0/1 runners")),
+        ("RECONCILING", RECONCILING.into()),
+        ("BINARY_UPDATED_FLUSHING", BINARY_UPDATED_FLUSHING.into()),
+        ("reconciled", reconciled(1, 2, 0)),
+        ("flushing_then_reconciling", flushing_then_reconciling(mode)),
+        (
+            "flush_wait_exhausted",
+            flush_wait_exhausted(Duration::from_secs(90)),
+        ),
+        ("lock_waited", lock_waited(75).unwrap()),
+        ("observe_failed", observe_failed("GitHub is down")),
+        ("unknown_action", unknown_action("dance")),
+        ("hh_mm_utc", hh_mm_utc(RESET)),
+        ("minutes_seconds", minutes_seconds(75)),
+    ]
+}
+
+#[test]
+fn every_message_kind_follows_the_rules() {
+    let kinds = every_kind();
+    // A new message must join the list above: count the module's public makers.
+    let source = include_str!("messages.rs");
+    let declared = source
+        .lines()
+        .filter(|l| l.starts_with("pub fn ") || l.starts_with("pub const "))
+        .count();
+    assert_eq!(kinds.len(), declared, "every message kind is checked here");
+    for (name, text) in kinds {
+        assert!(!text.trim().is_empty(), "{name}");
+        assert_eq!(text.trim(), text, "{name}: no stray whitespace");
+        assert!(!text.ends_with('.'), "{name}: statuses are not sentences");
+        assert!(!text.contains("epoch"), "{name}: {text}");
+        let digits_run = text
+            .split(|c: char| !c.is_ascii_digit())
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        assert!(digits_run < 9, "{name}: a raw epoch time in {text:?}");
+        for (at, _) in text.match_indices(" UTC") {
+            let time = &text[at.saturating_sub(5)..at];
+            let b = time.as_bytes();
+            assert!(
+                b.len() == 5
+                    && b[2] == b':'
+                    && time.chars().filter(char::is_ascii_digit).count() == 4,
+                "{name}: times for people are HH:MM UTC: {text:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_rate_limit_reads_the_same_in_the_status_and_in_a_failure() {
+    let when = "retrying after 12:46 UTC";
+    let status = crate::github::status::rate_limit_status(RESET);
+    let Status::Maintenance(status) = status else {
+        panic!("{status:?}")
+    };
+    let failure = GitHubError::RateLimited {
+        method: "GET".into(),
+        path: "/orgs/o/actions/runners".into(),
+        reset_epoch: RESET,
+    }
+    .to_string();
+    for text in [status, failure, observe_failed(rate_limited(RESET))] {
+        assert!(text.contains("GitHub rate limit reached"), "{text}");
+        assert!(text.contains(when), "{text}");
+    }
+}
+
+#[test]
+fn times_are_hours_and_minutes_in_utc() {
+    assert_eq!(hh_mm_utc(0), "00:00");
+    assert_eq!(hh_mm_utc(RESET), "12:46");
+    assert_eq!(hh_mm_utc(86_399), "23:59");
+    assert_eq!(minutes_seconds(5), "5s");
+    assert_eq!(minutes_seconds(60), "1m00s");
+}
+
+#[test]
+fn lock_wait_is_reported_in_words() {
+    assert_eq!(lock_waited(0), None);
+    assert_eq!(
+        lock_waited(75).unwrap(),
+        "waited 1m15s for another reconcile or flush to finish"
+    );
+    assert_eq!(
+        lock_waited(5).unwrap(),
+        "waited 5s for another reconcile or flush to finish"
+    );
+}
