@@ -33,6 +33,7 @@ fn settings() -> WorkerSettings {
         no_proxy: None,
         charm_dir: "/nonexistent".into(),
         lxd_project: None,
+        binary: String::new(),
     }
 }
 

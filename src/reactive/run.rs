@@ -57,6 +57,9 @@ pub struct WorkerSettings {
     pub no_proxy: Option<String>,
     pub charm_dir: PathBuf,
     pub lxd_project: Option<String>,
+    /// The charm binary's path and modification time: a new binary restarts the workers.
+    #[serde(default)]
+    pub binary: String,
 }
 
 impl WorkerSettings {

@@ -6,6 +6,7 @@
 
 pub mod actions;
 pub mod host;
+pub mod reactive;
 pub mod runners;
 
 use std::sync::Arc;
@@ -117,7 +118,10 @@ pub fn act(
         Decision::TearDown(plan) => tear_down(ctx, host, plan).map(|()| Outcome::default()),
         Decision::UnknownAction(name) => Ok(Outcome::action(Err(ActionError::Unknown(name)))),
         Decision::CheckRunners(config) => Ok(match runtime(ctx, host, config, in_action) {
-            Ok(rt) => Outcome::action(actions::check_runners(&rt)),
+            Ok(rt) => Outcome::action(actions::check_runners(&rt).map(|mut results| {
+                results.extend(reactive::check_results(&rt).unwrap_or_default());
+                results
+            })),
             Err(refused) => refused,
         }),
         Decision::UpdateDependencies(config) => match runtime(ctx, host, config, in_action) {
@@ -288,6 +292,13 @@ pub(crate) fn converge_runners(
     if let Some(action) = action {
         actions::log_line(ctx, &start_line(action, flush_when));
     }
+    if let Some(round) = reactive::converge(ctx, rt, action)? {
+        return Ok(Outcome {
+            shown: Shown::Remember(round.status.clone()),
+            action: action.map(|_| Ok(reactive::action_results(&round))),
+            ..Outcome::default()
+        });
+    }
     let own = match flush_when {
         FlushWhen::Never => None,
         FlushWhen::Always(mode) => Some(mode),
@@ -388,6 +399,7 @@ fn tear_down(ctx: &Context<'_>, host: &dyn Host, plan: TearDownPlan) -> Result<(
     if steps.remove_timer {
         host::remove_timer(ctx, host);
     }
+    reactive::tear_down(ctx);
     if steps.remove_rebuild_cron {
         host::remove_rebuild_cron(ctx);
     }
