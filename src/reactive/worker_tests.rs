@@ -35,12 +35,15 @@ fn job_body(id: u64, labels: &[&str]) -> Vec<u8> {
         .into_bytes()
 }
 
+type Answers = std::collections::BTreeMap<u64, VecDeque<(JobLookup, Option<String>)>>;
+type Hook<T> = RefCell<Option<Box<dyn Fn(T)>>>;
+
 /// GitHub's answers for each job, in order; the last one repeats.
 #[derive(Default)]
 struct ScriptedJobs {
-    answers: RefCell<std::collections::BTreeMap<u64, VecDeque<(JobLookup, Option<String>)>>>,
+    answers: RefCell<Answers>,
     lookups: RefCell<Vec<u64>>,
-    on_lookup: RefCell<Option<Box<dyn Fn(usize)>>>,
+    on_lookup: Hook<usize>,
 }
 
 impl ScriptedJobs {
@@ -87,7 +90,7 @@ struct FakeRunners {
     lifetime_polls: u32,
     polls: RefCell<u32>,
     /// Checked on each `exists` (e.g. that the claim still names the runner).
-    on_exists: RefCell<Option<Box<dyn Fn(&str)>>>,
+    on_exists: Hook<String>,
 }
 
 impl JobRunners for FakeRunners {
@@ -111,7 +114,7 @@ impl JobRunners for FakeRunners {
     }
     fn exists(&self, name: &str) -> Result<bool, String> {
         if let Some(check) = self.on_exists.borrow().as_ref() {
-            check(name);
+            check(name.to_string());
         }
         *self.polls.borrow_mut() += 1;
         Ok(*self.polls.borrow() <= self.lifetime_polls)
@@ -207,7 +210,7 @@ fn a_queued_job_gets_one_runner_acked_at_pickup_and_the_claim_is_held_until_it_e
         .script(1, vec![found("queued"), found("queued"), picked_by(name)]);
     let claims = s.claims.clone();
     let expected = name.to_string();
-    *s.runners.on_exists.borrow_mut() = Some(Box::new(move |runner| {
+    *s.runners.on_exists.borrow_mut() = Some(Box::new(move |runner: String| {
         assert_eq!(runner, expected);
         // D3: while its job runs, the runner is named by a live claim (never flushed).
         assert_eq!(claims.held_runners(), vec![expected.clone()]);
