@@ -1,0 +1,272 @@
+//! Reactive mode's latency and throughput (issue 10, item 8): queue put -> runner online,
+//! p50 and p95 over N jobs, against the raw container launch measured in the same run; jobs
+//! per minute with `virtual-machines` workers; broker calls per job.
+//!
+//! Drives the real worker loop (`reactive::worker::Worker`) with the charm's runner code on
+//! the real LXD daemon (a project of its own) and the fake GitHub, over the in-memory queue
+//! (it counts every broker call the worker makes; the Redis transport's own cost per call is
+//! the broker side's bench). GitHub's scheduler is a thread that hands each job to the
+//! runner its worker spawned for it (read from the claim files) as soon as it is online;
+//! the fake runner finishes the job at once, so a worker is free again when its runner is
+//! gone.
+//!
+//! Run: `cargo bench --features testkit --bench reactive` (N = 20 jobs, 8 workers;
+//! `REACTIVE_BENCH_JOBS`, `REACTIVE_BENCH_WORKERS` override). Without `--bench` (as under
+//! `cargo test --all-targets`) a smoke pass: 2 jobs, 2 workers.
+
+#[path = "../tests/support/executable.rs"]
+mod executable;
+#[path = "../tests/support/fake_github/mod.rs"]
+mod fake_github;
+#[path = "../tests/support/lxd_fixture/mod.rs"]
+mod lxd_fixture;
+
+use fake_github::FakeGitHub;
+use github_runner::charm::fleet::CharmRunnerOps;
+use github_runner::charm::runtime::Runtime;
+use github_runner::clock::SystemClock;
+use github_runner::config::{validate, ConfigContext};
+use github_runner::github::download::tarball_path;
+use github_runner::github::proxy::ProxySettings;
+use github_runner::github::{ClientSettings, GitHubClient};
+use github_runner::identity::UnitIdentity;
+use github_runner::paths::HostPaths;
+use github_runner::reactive::claim::ClaimDir;
+use github_runner::reactive::memory_queue::MemoryQueue;
+use github_runner::reactive::run::{unit_scope, LxdRunners};
+use github_runner::reactive::worker::{
+    GitHubJobs, Worker, WorkerEvent, WorkerReport, WorkerState, WorkerTimings,
+};
+use lxd_fixture::LxdFixture;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const REPO: &str = "octo/hello";
+
+struct NoReport;
+
+impl WorkerReport for NoReport {
+    fn event(&self, _: WorkerEvent) {}
+    fn state(&self, _: &WorkerState) {}
+}
+
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// runner name -> job id, from the claim files (`slot=N runner=NAME`).
+fn claimed_runners(dir: &Path) -> BTreeMap<String, u64> {
+    let mut map = BTreeMap::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(job) = name.strip_prefix("job-").and_then(|j| j.parse().ok()) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        if let Some(r) = text
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("runner="))
+        {
+            map.insert(r.to_string(), job);
+        }
+    }
+    map
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (jobs, workers) = if full {
+        (
+            knob("REACTIVE_BENCH_JOBS", 20),
+            knob("REACTIVE_BENCH_WORKERS", 8),
+        )
+    } else {
+        (2, 2)
+    };
+    let fx = LxdFixture::new();
+    let gh = FakeGitHub::start();
+    fx.route_default_profile_to_host_port(gh.port());
+    let raw = serde_json::json!({
+        "path": REPO, "token": gh.token(), "github-url": gh.url(), "test-mode": "insecure",
+        "vm-cpu": 1, "vm-memory": "512MiB", "vm-disk": "1GiB",
+        "virtual-machines": workers,
+    });
+    let ctx = ConfigContext {
+        app_name: "github-runner",
+        juju_proxy_configured: false,
+    };
+    let config = validate(raw.as_object().unwrap(), &ctx).expect("valid config");
+    let identity = UnitIdentity::parse("github-runner/0", "model-uuid").unwrap();
+    let mut settings = ClientSettings::from_config(&config, identity.clone());
+    settings.proxy = ProxySettings::from_values(None, None, None);
+    let client = GitHubClient::new(settings).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let paths = HostPaths::new(root.path());
+    let tarball = tarball_path(&paths);
+    std::fs::create_dir_all(tarball.parent().unwrap()).unwrap();
+    std::fs::copy(fx.fake_runner_tarball(), &tarball).unwrap();
+    let mut rt = Runtime::from_parts(
+        identity,
+        config,
+        paths,
+        Arc::new(fx.lxd().clone()),
+        Arc::new(client),
+        Arc::new(SystemClock),
+        Default::default(),
+        root.path().to_path_buf(),
+    );
+    rt.storage_pool = fx.pool.clone();
+
+    // The floor: raw `lxc launch` of one container, the median of a few, same daemon, now.
+    let mut raw_launch: Vec<f64> = (0..3)
+        .map(|i| {
+            let name = format!("raw-{i}");
+            let t = Instant::now();
+            fx.lxc_ok(&["launch", "jammy", &name, "--ephemeral", "--quiet"]);
+            let took = t.elapsed().as_secs_f64();
+            let _ = fx.lxc(&["delete", "--force", &name]);
+            took
+        })
+        .collect();
+    raw_launch.sort_by(f64::total_cmp);
+    let raw = raw_launch[raw_launch.len() / 2];
+
+    let queue = MemoryQueue::new(Arc::new(SystemClock));
+    let claims = ClaimDir::open(root.path().join("claims")).unwrap();
+    let ops = CharmRunnerOps::new(&rt);
+    let runners = LxdRunners { rt: &rt, ops: &ops };
+    let scope = unit_scope(&rt, ops.labels());
+    let github = GitHubJobs(&*rt.github);
+    let stop = AtomicBool::new(false);
+    let put_at: Mutex<BTreeMap<u64, Instant>> = Mutex::new(BTreeMap::new());
+    let online_after: Mutex<BTreeMap<u64, f64>> = Mutex::new(BTreeMap::new());
+
+    let ids: Vec<u64> = (0..jobs).map(|_| gh.add_job(REPO, &[])).collect();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        // GitHub's scheduler: each job to the runner spawned for it, once online.
+        s.spawn(|| {
+            while online_after.lock().unwrap().len() < jobs {
+                let mut fresh = Vec::new();
+                gh.wait_until(Duration::from_millis(500), |snap| {
+                    fresh = snap
+                        .runners
+                        .iter()
+                        .filter(|r| r.online && !r.busy)
+                        .map(|r| r.name.clone())
+                        .collect();
+                    !fresh.is_empty()
+                });
+                let claimed = claimed_runners(claims.path());
+                for name in fresh {
+                    let Some(&job) = claimed.get(&name) else {
+                        continue;
+                    };
+                    if online_after.lock().unwrap().contains_key(&job) {
+                        continue;
+                    }
+                    if gh.dispatch_job(job, &name) {
+                        let put = put_at.lock().unwrap()[&job];
+                        online_after
+                            .lock()
+                            .unwrap()
+                            .insert(job, put.elapsed().as_secs_f64());
+                    }
+                }
+                if started.elapsed() > Duration::from_secs(600) {
+                    break;
+                }
+            }
+        });
+        for slot in 0..workers as u32 {
+            let mut q = queue.clone();
+            let (runners, scope, github, stop, claims) =
+                (&runners, &scope, &github, &stop, &claims);
+            s.spawn(move || {
+                let timings = WorkerTimings {
+                    lease_wait: Duration::from_secs(1),
+                    pickup_poll: Duration::from_millis(500),
+                    runner_end_poll: Duration::from_millis(500),
+                    ..WorkerTimings::default()
+                };
+                Worker::new(
+                    &mut q,
+                    github,
+                    runners,
+                    claims,
+                    scope,
+                    &SystemClock,
+                    &NoReport,
+                    stop,
+                    slot,
+                    timings,
+                )
+                .run();
+            });
+        }
+        for id in &ids {
+            let body = serde_json::json!({
+                "labels": [], "status": "queued",
+                "url": format!("{}/repos/{REPO}/actions/jobs/{id}", gh.api_base()),
+            });
+            put_at.lock().unwrap().insert(*id, Instant::now());
+            queue.put(body.to_string().into_bytes(), 0);
+        }
+        // Done when every job was acked and its runner is gone.
+        let done = lxd_fixture::wait_for(Duration::from_secs(600), || {
+            queue.acked() as usize >= jobs && fx.instance_names().is_empty()
+        });
+        assert!(done, "jobs not all served: acked {}", queue.acked());
+        stop.store(true, Ordering::SeqCst);
+    });
+    let wall = started.elapsed().as_secs_f64();
+    let mut latencies: Vec<f64> = online_after.lock().unwrap().values().copied().collect();
+    latencies.sort_by(f64::total_cmp);
+    let served = ids
+        .iter()
+        .filter(|id| gh.job(**id).is_some_and(|j| j.status == "completed"))
+        .count();
+    let (p50, p95) = (percentile(&latencies, 0.5), percentile(&latencies, 0.95));
+    println!(
+        "reactive: {jobs} jobs, {workers} workers, real LXD + fake GitHub, in-memory queue ({})",
+        if full { "full run" } else { "smoke pass" }
+    );
+    println!("{:<44} {:>10}", "measure", "value");
+    println!("{:<44} {:>9.2}s", "raw lxc launch (median of 3)", raw);
+    println!("{:<44} {:>9.2}s", "put -> runner online p50", p50);
+    println!("{:<44} {:>9.2}s", "put -> runner online p95", p95);
+    println!(
+        "{:<44} {:>9.2}s",
+        "p50 above raw launch (target <= 2 s)",
+        p50 - raw
+    );
+    println!("{:<44} {:>9.2}s", "p95 above raw launch", p95 - raw);
+    println!("{:<44} {:>10}", "jobs served (completed on GitHub)", served);
+    println!(
+        "{:<44} {:>9.2}s",
+        "wall, first put -> last runner gone", wall
+    );
+    println!(
+        "{:<44} {:>10.1}",
+        "jobs per minute",
+        jobs as f64 * 60.0 / wall
+    );
+    println!(
+        "{:<44} {:>10.1}",
+        "broker calls per job (incl. idle waits)",
+        queue.round_trips() as f64 / jobs as f64
+    );
+    assert_eq!(served, jobs, "every job served");
+    assert_eq!(queue.total(), 0, "no message left");
+}
