@@ -18,19 +18,15 @@
 mod executable;
 #[path = "../tests/support/fake_github/mod.rs"]
 mod fake_github;
+#[path = "../tests/support/fixture_runtime.rs"]
+mod fixture_runtime;
 #[path = "../tests/support/lxd_fixture/mod.rs"]
 mod lxd_fixture;
 
 use fake_github::FakeGitHub;
+use fixture_runtime::fixture_runtime;
 use github_runner::charm::fleet::CharmRunnerOps;
-use github_runner::charm::runtime::Runtime;
 use github_runner::clock::SystemClock;
-use github_runner::config::{validate, ConfigContext};
-use github_runner::github::download::tarball_path;
-use github_runner::github::proxy::ProxySettings;
-use github_runner::github::{ClientSettings, GitHubClient};
-use github_runner::identity::UnitIdentity;
-use github_runner::paths::HostPaths;
 use github_runner::reactive::claim::ClaimDir;
 use github_runner::reactive::memory_queue::MemoryQueue;
 use github_runner::reactive::run::{unit_scope, LxdRunners};
@@ -97,36 +93,14 @@ fn main() {
     let fx = LxdFixture::new();
     let gh = FakeGitHub::start();
     fx.route_default_profile_to_host_port(gh.port());
-    let raw = serde_json::json!({
-        "path": REPO, "token": gh.token(), "github-url": gh.url(), "test-mode": "insecure",
-        "vm-cpu": 1, "vm-memory": "512MiB", "vm-disk": "1GiB",
-        "virtual-machines": workers,
-    });
-    let ctx = ConfigContext {
-        app_name: "github-runner",
-        juju_proxy_configured: false,
-    };
-    let config = validate(raw.as_object().unwrap(), &ctx).expect("valid config");
-    let identity = UnitIdentity::parse("github-runner/0", "model-uuid").unwrap();
-    let mut settings = ClientSettings::from_config(&config, identity.clone());
-    settings.proxy = ProxySettings::from_values(None, None, None);
-    let client = GitHubClient::new(settings).unwrap();
     let root = tempfile::tempdir().unwrap();
-    let paths = HostPaths::new(root.path());
-    let tarball = tarball_path(&paths);
-    std::fs::create_dir_all(tarball.parent().unwrap()).unwrap();
-    std::fs::copy(fx.fake_runner_tarball(), &tarball).unwrap();
-    let mut rt = Runtime::from_parts(
-        identity,
-        config,
-        paths,
-        Arc::new(fx.lxd().clone()),
-        Arc::new(client),
-        Arc::new(SystemClock),
-        Default::default(),
-        root.path().to_path_buf(),
+    let rt = fixture_runtime(
+        &fx,
+        &gh,
+        REPO,
+        serde_json::json!({"virtual-machines": workers}),
+        root.path(),
     );
-    rt.storage_pool = fx.pool.clone();
 
     // The floor: raw `lxc launch` of one container, the median of a few, same daemon, now.
     let mut raw_launch: Vec<f64> = (0..3)
