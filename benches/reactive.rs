@@ -23,8 +23,7 @@ mod fixture_runtime;
 #[path = "../tests/support/lxd_fixture/mod.rs"]
 mod lxd_fixture;
 
-use fake_github::FakeGitHub;
-use fixture_runtime::fixture_runtime;
+use fixture_runtime::FixtureUnit;
 use github_runner::charm::fleet::CharmRunnerOps;
 use github_runner::clock::SystemClock;
 use github_runner::reactive::claim::ClaimDir;
@@ -33,7 +32,6 @@ use github_runner::reactive::run::{unit_scope, LxdRunners};
 use github_runner::reactive::worker::{
     GitHubJobs, Worker, WorkerEvent, WorkerReport, WorkerState, WorkerTimings,
 };
-use lxd_fixture::LxdFixture;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,17 +88,8 @@ fn main() {
     } else {
         (2, 2)
     };
-    let fx = LxdFixture::new();
-    let gh = FakeGitHub::start();
-    fx.route_default_profile_to_host_port(gh.port());
-    let root = tempfile::tempdir().unwrap();
-    let rt = fixture_runtime(
-        &fx,
-        &gh,
-        REPO,
-        serde_json::json!({"virtual-machines": workers}),
-        root.path(),
-    );
+    let FixtureUnit { fx, gh, rt, root } =
+        FixtureUnit::new(REPO, serde_json::json!({"virtual-machines": workers}));
 
     // The floor: raw `lxc launch` of one container, the median of a few, same daemon, now.
     let mut raw_launch: Vec<f64> = (0..3)

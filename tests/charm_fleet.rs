@@ -14,45 +14,21 @@ mod fixture_runtime;
 #[path = "support/lxd_fixture/mod.rs"]
 mod lxd_fixture;
 
-use fake_github::FakeGitHub;
-use fixture_runtime::fixture_runtime;
+use fixture_runtime::FixtureUnit;
 use github_runner::charm::fleet::CharmRunnerOps;
-use github_runner::charm::runtime::Runtime;
 use github_runner::identity::RunnerName;
 use github_runner::manager::ops::{RemoveOutcome, RunnerOps};
 use github_runner::manager::planner::{Health, RemovalTarget, RUNNER_ID_CONFIG_KEY};
 use lxd_fixture::wait_for;
-use lxd_fixture::LxdFixture;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const REPO: &str = "octo/hello";
 const ONLINE_WITHIN: Duration = Duration::from_secs(60);
 
-struct Unit {
-    fx: LxdFixture,
-    gh: FakeGitHub,
-    rt: Runtime,
-    _root: tempfile::TempDir,
-}
+type Unit = FixtureUnit;
 
 fn unit() -> Unit {
-    let fx = LxdFixture::new();
-    let gh = FakeGitHub::start();
-    fx.route_default_profile_to_host_port(gh.port());
-    let root = tempfile::tempdir().unwrap();
-    let rt = fixture_runtime(
-        &fx,
-        &gh,
-        REPO,
-        serde_json::json!({"labels": "e2e"}),
-        root.path(),
-    );
-    Unit {
-        fx,
-        gh,
-        rt,
-        _root: root,
-    }
+    FixtureUnit::new(REPO, serde_json::json!({"labels": "e2e"}))
 }
 
 fn now() -> u64 {

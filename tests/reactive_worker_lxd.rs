@@ -14,9 +14,8 @@ mod fixture_runtime;
 mod lxd_fixture;
 
 use fake_github::FakeGitHub;
-use fixture_runtime::fixture_runtime;
+use fixture_runtime::FixtureUnit;
 use github_runner::charm::fleet::CharmRunnerOps;
-use github_runner::charm::runtime::Runtime;
 use github_runner::clock::{Clock, SystemClock};
 use github_runner::reactive::claim::ClaimDir;
 use github_runner::reactive::memory_queue::MemoryQueue;
@@ -24,7 +23,6 @@ use github_runner::reactive::run::{unit_scope, LxdRunners};
 use github_runner::reactive::worker::{
     GitHubJobs, Round, Worker, WorkerEvent, WorkerReport, WorkerState, WorkerTimings,
 };
-use lxd_fixture::LxdFixture;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,34 +30,25 @@ use std::time::Duration;
 const REPO: &str = "octo/hello";
 
 struct Unit {
-    fx: LxdFixture,
-    gh: FakeGitHub,
-    rt: Runtime,
+    base: FixtureUnit,
     queue: MemoryQueue,
     claims: ClaimDir,
-    _root: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Unit {
+    type Target = FixtureUnit;
+    fn deref(&self) -> &FixtureUnit {
+        &self.base
+    }
 }
 
 fn unit() -> Unit {
-    let fx = LxdFixture::new();
-    let gh = FakeGitHub::start();
-    fx.route_default_profile_to_host_port(gh.port());
-    let root = tempfile::tempdir().unwrap();
-    let rt = fixture_runtime(
-        &fx,
-        &gh,
-        REPO,
-        serde_json::json!({"labels": "large"}),
-        root.path(),
-    );
-    let claims = ClaimDir::open(root.path().join("claims")).unwrap();
+    let base = FixtureUnit::new(REPO, serde_json::json!({"labels": "large"}));
+    let claims = ClaimDir::open(base.root.path().join("claims")).unwrap();
     Unit {
-        fx,
-        gh,
-        rt,
+        base,
         queue: MemoryQueue::new(Arc::new(SystemClock)),
         claims,
-        _root: root,
     }
 }
 

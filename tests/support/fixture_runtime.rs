@@ -3,6 +3,7 @@
 //! fake runner tarball in the host cache below `root`, the project's storage pool.
 //!
 //! Included by path next to `lxd_fixture` and `fake_github` (it refers to both).
+#![allow(dead_code)] // each includer uses part of it
 
 use crate::fake_github::FakeGitHub;
 use crate::lxd_fixture::LxdFixture;
@@ -16,6 +17,26 @@ use github_runner::identity::UnitIdentity;
 use github_runner::paths::HostPaths;
 use std::path::Path;
 use std::sync::Arc;
+
+/// A unit of the charm at library level: the test's LXD project (its default profile
+/// routed to the fake GitHub), the fake, the runtime, its host root.
+pub struct FixtureUnit {
+    pub fx: LxdFixture,
+    pub gh: FakeGitHub,
+    pub rt: Runtime,
+    pub root: tempfile::TempDir,
+}
+
+impl FixtureUnit {
+    pub fn new(repo: &str, extra: serde_json::Value) -> FixtureUnit {
+        let fx = LxdFixture::new();
+        let gh = FakeGitHub::start();
+        fx.route_default_profile_to_host_port(gh.port());
+        let root = tempfile::tempdir().expect("temp dir");
+        let rt = fixture_runtime(&fx, &gh, repo, extra, root.path());
+        FixtureUnit { fx, gh, rt, root }
+    }
+}
 
 /// Unit `github-runner/0` of path `repo`, host paths below `root`.
 pub fn fixture_runtime(
