@@ -3,7 +3,7 @@
 //! (`observe` -> `decide` -> `act` -> `report`) does the work for every event alike.
 
 use super::setup::When;
-use crate::juju::event::{Action, Event};
+use crate::juju::event::{Action, Endpoint, Event, RelationEventKind};
 use crate::manager::flush::FlushMode;
 use crate::messages;
 
@@ -216,6 +216,23 @@ impl Intent {
             E::LeaderSettingsChanged => {
                 Intent::Nothing(Nothing::Leadership("leader-settings-changed"))
             }
+            // The broker's connection data came, changed or went: switch mode and converge.
+            E::Relation {
+                endpoint: Endpoint::Mongodb,
+                kind: RelationEventKind::Changed | RelationEventKind::Broken,
+            } => Intent::Converge(Converge {
+                set_version: false,
+                announce: None,
+                install_lxd_first: false,
+                host: None,
+                binary: BinaryStep::Skip,
+                runners: RunnerStep::Reconcile {
+                    flush: FlushWhen::Never,
+                    scope: false,
+                    announce: None,
+                },
+                action: None,
+            }),
             E::Relation { endpoint, kind } => Intent::Nothing(Nothing::Relation {
                 endpoint: endpoint.name(),
                 event: kind.name(),
