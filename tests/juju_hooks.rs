@@ -14,13 +14,16 @@ const BOTH_MISSING: &str = "invalid config: path: missing, set it with juju conf
      token=<token>";
 
 /// Hooks that read the config and set the unit's status.
-const STATUS_HOOKS: [&str; 6] = [
+const STATUS_HOOKS: [&str; 8] = [
     "install",
     "start",
     "upgrade-charm",
     "config-changed",
     "update-status",
     "runner-storage-attached",
+    // The broker's connection data changed or went: the runners converge (mode switch).
+    "mongodb-relation-changed",
+    "mongodb-relation-broken",
 ];
 
 /// Hooks that take runners down: they read the config (and unit state) but, with nothing
