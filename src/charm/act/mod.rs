@@ -113,6 +113,7 @@ pub fn act(
         }
         Decision::ReportOnly { status, config } => {
             host::repair_timer(ctx, &config, host.edges().systemd());
+            let status = reactive::report_status(ctx, config.virtual_machines).unwrap_or(status);
             Ok(Outcome::shown(Shown::Set(status)))
         }
         Decision::TearDown(plan) => tear_down(ctx, host, plan).map(|()| Outcome::default()),

@@ -150,3 +150,16 @@ pub fn check_results(rt: &Runtime) -> Option<ActionResults> {
     };
     Some(mode::check_results(&view))
 }
+
+/// update-status in reactive mode: the workers' own reports (slot files), no broker, GitHub
+/// or LXD call. None in pull mode.
+pub fn report_status(ctx: &Context<'_>, virtual_machines: u32) -> Option<crate::juju::Status> {
+    let dirs = mode::unit_dirs(ctx.paths, &ctx.hook.identity);
+    if mode::previous_mode(&dirs) != Mode::Reactive {
+        return None;
+    }
+    Some(mode::reactive_status(&mode::ReactiveView {
+        target: virtual_machines,
+        workers: survey(&dirs),
+    }))
+}
