@@ -12,7 +12,7 @@ CHARMCRAFT_VERSION := 4.5.0
 # Debian/Ubuntu packages the build and the tests need. Extend this list (LXD, ...) rather
 # than adding install steps elsewhere.
 APT_PACKAGES := python3 python3-venv python3-pip binutils gcc libc6-dev pkg-config curl ca-certificates \
-	lxd lxd-client busybox-static shellcheck
+	lxd lxd-client busybox-static shellcheck redis-server
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO := $(shell command -v cargo || echo $(HOME)/.cargo/bin/cargo)
@@ -50,7 +50,15 @@ rust:
 		curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal; \
 	fi
 
-venv: $(VENV)/bin/charmcraft
+venv: $(VENV)/bin/charmcraft $(VENV)/.reactive-deps
+
+# The real kombu producer/consumer (Redis and MongoDB transports) and the MongoDB wire
+# stand-in (mockupdb over pymongo's bson) for the reactive queue tests.
+REACTIVE_PIP := "kombu[redis,mongodb]==5.7.0" "pymongo==4.20.1" "mockupdb==1.8.1" "redis==8.1.0"
+$(VENV)/.reactive-deps:
+	[ -x $(VENV)/bin/python ] || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet $(REACTIVE_PIP)
+	touch $@
 
 $(VENV)/bin/charmcraft:
 	python3 -m venv $(VENV)

@@ -21,7 +21,7 @@ const TIMING_ENV: &str = "GITHUB_RUNNER_HOOK_TIMING";
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(reactive::workers::WORKER_ARG) {
-        let code = reactive::run::main(&args[2..], reactive::run::no_transport);
+        let code = reactive::run::main(&args[2..], reactive::run::open_broker);
         return ExitCode::from(code as u8);
     }
     let started = Instant::now();

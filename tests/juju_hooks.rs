@@ -48,12 +48,44 @@ fn every_hook_exits_0_with_empty_config() {
         } else if CLEANUP_HOOKS.contains(&name.as_str()) {
             let tools: Vec<&str> = calls.iter().map(|c| c.tool.as_str()).collect();
             assert_eq!(tools, ["config-get", "state-get"], "{name}");
+        } else if MONGODB_REQUEST_HOOKS.contains(&name.as_str()) {
+            // Only the leader writes the relation's request; this unit is not leader.
+            let tools: Vec<&str> = calls.iter().map(|c| c.tool.as_str()).collect();
+            assert_eq!(tools, ["is-leader"], "{name}");
         } else {
             // Nothing to do yet for these: no tool at all (debug logs are not forwarded).
             assert!(calls.is_empty(), "{name}: {calls:?}");
         }
         assert!(calls.iter().all(|c| c.exit == 0), "{name}: {calls:?}");
     }
+}
+
+/// Hooks in which the leader asks the mongodb provider for the router's database.
+const MONGODB_REQUEST_HOOKS: [&str; 2] = ["mongodb-relation-created", "mongodb-relation-joined"];
+
+#[test]
+fn the_leader_requests_the_router_database_and_secrets_on_the_mongodb_relation() {
+    let mut h = Harness::new();
+    h.world.leader = true;
+    let run = h.hook("mongodb-relation-created");
+    assert_eq!(run.code, 0, "{run:#?}");
+    let world = h.read_world();
+    let relation = world
+        .relations
+        .iter()
+        .find(|r| r.endpoint() == "mongodb")
+        .expect("mongodb relation");
+    assert_eq!(
+        relation.local_app_data.get("database").map(String::as_str),
+        Some("github-runner-webhook-router")
+    );
+    assert_eq!(
+        relation
+            .local_app_data
+            .get("requested-secrets")
+            .map(String::as_str),
+        Some(r#"["username", "password", "tls", "tls-ca", "uris"]"#)
+    );
 }
 
 #[test]

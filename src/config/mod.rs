@@ -59,4 +59,6 @@ pub struct CharmConfig {
     pub github_url: String,
     /// REST API base: `https://api.github.com` or `<github-url>/api/v3`.
     pub api_base_url: String,
+    /// `mq-uri`: the broker of reactive mode (wins over the `mongodb` relation).
+    pub mq_uri: Option<crate::reactive::source::MqUri>,
 }

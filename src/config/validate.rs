@@ -9,6 +9,7 @@ use super::values::{
 };
 use super::{BaseImage, CharmConfig, RunnerStorage};
 use crate::github::GitHubPath;
+use crate::reactive::source::{parse_mq_uri, MqUri, MQ_URI_EXPECTED};
 use crate::secret::{redact_url_credentials, Secret};
 use serde_json::{Map, Value};
 
@@ -30,6 +31,7 @@ pub mod defaults {
     pub const RUNNER_STORAGE: &str = "juju-storage";
     pub const TEST_MODE: &str = "";
     pub const GITHUB_URL: &str = "https://github.com";
+    pub const MQ_URI: &str = "";
 }
 
 pub const PUBLIC_GITHUB_API: &str = "https://api.github.com";
@@ -150,6 +152,33 @@ impl<'a> Reader<'a> {
         });
         Secret::default()
     }
+
+    /// `mq-uri`: empty for none. It may hold a password, so a problem never quotes it.
+    fn mq_uri(&mut self) -> Option<MqUri> {
+        match self.value("mq-uri") {
+            None => None,
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) => match parse_mq_uri(s) {
+                Ok(uri) => Some(uri),
+                Err(expected) => {
+                    self.invalid.push(Problem::Invalid {
+                        option: "mq-uri",
+                        shown: None,
+                        expected,
+                    });
+                    None
+                }
+            },
+            Some(_) => {
+                self.invalid.push(Problem::Invalid {
+                    option: "mq-uri",
+                    shown: None,
+                    expected: MQ_URI_EXPECTED.into(),
+                });
+                None
+            }
+        }
+    }
 }
 
 /// Validate every option; all problems are reported together.
@@ -228,6 +257,7 @@ pub fn validate(
         (String::new(), String::new()),
         redact_url_credentials,
     );
+    let mq_uri = r.mq_uri();
 
     if !r.invalid.is_empty() || !r.missing.is_empty() {
         let mut problems = r.invalid;
@@ -252,6 +282,7 @@ pub fn validate(
         test_mode_insecure,
         github_url,
         api_base_url,
+        mq_uri,
     })
 }
 
@@ -576,8 +607,32 @@ mod tests {
             .contains("expected an https:// URL"));
     }
 
+    #[test]
+    fn mq_uri_is_optional_validated_and_never_shown() {
+        assert_eq!(validate(&valid(), &CTX).unwrap().mq_uri, None);
+        assert_eq!(
+            validate(&with("mq-uri", json!("")), &CTX).unwrap().mq_uri,
+            None
+        );
+        let cfg = validate(&with("mq-uri", json!("redis://:hunter2@r1:6379/0")), &CTX).unwrap();
+        assert_eq!(cfg.mq_uri.as_ref().map(|u| u.host()), Some("r1:6379"));
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        for bad in [
+            json!("mongodb://u:hunter2@"),
+            json!("amqp://u:hunter2@h"),
+            json!(7),
+        ] {
+            let msg = message(&with("mq-uri", bad.clone()));
+            assert!(
+                msg.contains("mq-uri: ") && msg.contains("expected mongodb://"),
+                "{msg}"
+            );
+            assert!(!msg.contains("hunter2"), "{msg}");
+        }
+    }
+
     /// Every option, in config.yaml's order.
-    const OPTIONS_IN_ORDER: [&str; 16] = [
+    const OPTIONS_IN_ORDER: [&str; 17] = [
         "path",
         "token",
         "group",
@@ -594,6 +649,7 @@ mod tests {
         "runner-storage",
         "test-mode",
         "github-url",
+        "mq-uri",
     ];
 
     #[test]
@@ -603,7 +659,7 @@ mod tests {
             "vm-cpu": 0, "vm-memory": "0GiB", "vm-disk": 10, "reconcile-interval": 1,
             "base-image": "focal", "denylist": "x", "dockerhub-mirror": "ftp://m",
             "experimental-use-aproxy": true, "runner-storage": "disk", "test-mode": "on",
-            "github-url": "http://example.com"
+            "github-url": "http://example.com", "mq-uri": "amqp://u:p@h"
         }));
         let err = validate(&m, &CTX).unwrap_err();
         let options: Vec<&str> = err.problems.iter().map(Problem::option).collect();
@@ -648,6 +704,7 @@ mod tests {
         assert_eq!(default("runner-storage"), s(defaults::RUNNER_STORAGE));
         assert_eq!(default("test-mode"), s(defaults::TEST_MODE));
         assert_eq!(default("github-url"), s(defaults::GITHUB_URL));
+        assert_eq!(default("mq-uri"), s(defaults::MQ_URI));
         // And the options are validated in config.yaml's order.
         let order: Vec<String> = yaml["options"]
             .as_mapping()

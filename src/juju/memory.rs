@@ -188,14 +188,19 @@ impl HookTools for MemoryHookTools {
         &self,
         relation_id: &str,
         unit_or_app: &str,
-        _app: bool,
+        app: bool,
     ) -> Result<BTreeMap<String, String>, HookToolError> {
         let state = self.call("relation-get")?;
         let relation = state
             .relations
             .get(relation_id)
             .ok_or_else(|| relation_not_found("relation-get", relation_id))?;
-        Ok(relation.data.get(unit_or_app).cloned().unwrap_or_default())
+        // As jujuc: with --app, a unit name stands for its application.
+        let key = match app {
+            true => unit_or_app.split('/').next().unwrap_or(unit_or_app),
+            false => unit_or_app,
+        };
+        Ok(relation.data.get(key).cloned().unwrap_or_default())
     }
 
     fn relation_set(

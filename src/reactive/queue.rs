@@ -47,6 +47,8 @@ pub enum QueueError {
 
 /// A worker's view of one queue (the application's name). Implementations block on the
 /// broker where it can (Redis); MongoDB polls at kombu's own interval.
+// `len` is a count of two kinds of message, not a container's length: no `is_empty`.
+#[allow(clippy::len_without_is_empty)]
 pub trait JobQueue: Send {
     /// The next message whose not-before time has passed, leased for `lease_for`; None when
     /// none arrived within `wait`.

@@ -428,13 +428,14 @@ impl JobRunners for LxdRunners<'_> {
     }
 }
 
-/// Opener of a build without broker transports: the broker is reported as refusing.
-pub fn no_transport(
+/// The broker the settings name, through the transports (`reactive::open_queue`).
+pub fn open_broker(
     settings: &WorkerSettings,
-    _: Arc<dyn Clock>,
+    clock: Arc<dyn Clock>,
 ) -> Result<Box<dyn JobQueue>, QueueError> {
-    Err(QueueError::Refused {
+    let uri = super::source::parse_mq_uri(&settings.mq_uri).map_err(|_| QueueError::Refused {
         host: settings.broker_host.clone(),
-        detail: "no transport for this broker in this build".into(),
-    })
+        detail: "the broker URI in the worker settings does not parse".into(),
+    })?;
+    super::open_queue(&uri, &settings.queue_name, clock)
 }

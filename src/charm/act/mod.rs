@@ -100,6 +100,7 @@ pub fn act(
 ) -> Result<Outcome, CharmError> {
     match decision {
         Decision::Nothing(why) => {
+            reactive::on_relation(ctx, &why)?;
             note(&why);
             Ok(Outcome::default())
         }

@@ -11,6 +11,7 @@ use crate::manager::flush::FlushMode;
 use crate::paths::HOST_ROOT_ENV;
 use crate::reactive::mode::{self, Mode, ModeSwitch, ReactiveRound};
 use crate::reactive::run::WorkerSettings;
+use crate::reactive::source::QueueSource;
 use crate::reactive::workers::{survey, DetachedWorkers};
 use crate::secret::Secret;
 
@@ -23,10 +24,33 @@ pub struct ReactiveQueue {
     pub queue_name: String,
 }
 
-/// The queue source of this unit. The broker side (`mq-uri`, the `mongodb` relation) fills
-/// it in; without it the unit runs in pull mode.
-pub fn queue_source(_ctx: &Context<'_>, _rt: &Runtime) -> Option<ReactiveQueue> {
-    None
+/// The queue source of this unit: `mq-uri`, else the `mongodb` relation's connection data
+/// (the relation being broken in this hook does not count). None: pull mode.
+pub fn queue_source(ctx: &Context<'_>, rt: &Runtime) -> Result<Option<ReactiveQueue>, CharmError> {
+    let broken = ctx
+        .hook
+        .dispatch_path
+        .as_deref()
+        .filter(|p| p.ends_with("mongodb-relation-broken"))
+        .and(ctx.hook.relation.as_ref())
+        .map(|r| r.relation_id.as_str());
+    let source = crate::reactive::relation::read_queue_source(
+        ctx.tools,
+        rt.config.mq_uri.as_ref(),
+        broken,
+    )?;
+    Ok(match source {
+        QueueSource::On { uri, .. } => Some(ReactiveQueue {
+            uri: uri.secret().clone(),
+            broker_host: uri.host().to_string(),
+            queue_name: rt.identity.app.clone(),
+        }),
+        QueueSource::Waiting(why) => {
+            tracing::info!("reactive mode waits: {why}");
+            None
+        }
+        QueueSource::Off => None,
+    })
 }
 
 /// The production process control: this very binary, with an explicit environment.
@@ -85,7 +109,7 @@ pub fn converge(
     action: Option<Action>,
 ) -> Result<Option<ReactiveRound>, CharmError> {
     let dirs = mode::unit_dirs(&rt.paths, &rt.identity);
-    let queue = queue_source(ctx, rt);
+    let queue = queue_source(ctx, rt)?;
     let now = if queue.is_some() {
         Mode::Reactive
     } else {
@@ -162,4 +186,24 @@ pub fn report_status(ctx: &Context<'_>, virtual_machines: u32) -> Option<crate::
         target: virtual_machines,
         workers: survey(&dirs),
     }))
+}
+
+/// mongodb relation-created/-joined: the leader asks the provider for the router's database
+/// (and for its credentials in a Juju secret).
+pub fn on_relation(ctx: &Context<'_>, why: &super::super::intent::Nothing) -> Result<(), CharmError> {
+    use super::super::intent::Nothing;
+    if let Nothing::Relation {
+        endpoint: "mongodb",
+        event: "created" | "joined",
+    } = why
+    {
+        let id = ctx
+            .hook
+            .relation
+            .as_ref()
+            .map(|r| r.relation_id.as_str())
+            .unwrap_or("");
+        crate::reactive::relation::publish_request(ctx.tools, id)?;
+    }
+    Ok(())
 }

@@ -1,0 +1,511 @@
+//! [`JobQueue`] over Redis, on kombu's own list layout so kombu producers work unchanged.
+//!
+//! kombu (transport/redis.py) keeps queue `Q` as lists `Q` (priority 0) and `Q\x06\x16{3,6,9}`;
+//! producers `LPUSH` the payload, consumers pop the oldest from the right, lists in that
+//! order. A lease here moves the message atomically into a list of its own,
+//! `github-runner.lease.Q.<lease id>`, recorded with its deadline in the sorted set
+//! `github-runner.leases.Q`; ack deletes both. Any worker's next lease call first returns
+//! every expired lease to the head of `Q` (served next) and moves due requeued messages from
+//! `github-runner.delayed.Q` (scored by not-before) to the tail. All of that is one Lua
+//! script, so each step is atomic.
+//!
+//! Waiting blocks on the broker: when nothing is ready, `BLMOVE Q <lease list>` with a
+//! timeout bounded by the next due time (a delayed message or an expiring lease). While it
+//! blocks the lease list is registered in `github-runner.claims.Q`, so a worker killed right
+//! after the move loses nothing either. Messages with a priority other than 0 (the router
+//! never sets one) are seen by the non-blocking step, i.e. within the wait. Standalone Redis
+//! only (the scripts touch keys they derive, which Redis Cluster forbids).
+
+use super::envelope::Envelope;
+use super::queue::{Delivery, JobQueue, QueueError, QueueLength};
+use super::source::MqUri;
+use crate::clock::Clock;
+use ::redis::{Connection, Script};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// kombu's priority separator and steps (transport/redis.py `sep`, `PRIORITY_STEPS`).
+const KOMBU_SEP: &str = "\x06\x16";
+const PRIORITY_STEPS: [u8; 4] = [0, 3, 6, 9];
+/// Most expired leases or due messages one lease call moves (bounds the script's run time).
+const MAX_MOVED_PER_CALL: u32 = 100;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reply timeout beyond a blocking call's own timeout.
+const REPLY_MARGIN: Duration = Duration::from_secs(10);
+
+/// Reap expired leases and claims, move due delayed messages, then pop one message into a
+/// new lease; when there is none, register the claim for the blocking move.
+/// KEYS: leases, claims, delayed, lease list, then the queue's priority lists.
+/// ARGV: now ms, lease deadline ms, lease id, lease list prefix, claim deadline ms, max moved.
+/// -> {1, payload} or {0, next due ms or -1}.
+const LEASE_SCRIPT: &str = r#"
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[6])
+local head = KEYS[5]
+for _, set in ipairs({KEYS[1], KEYS[2]}) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, limit)) do
+    local list = ARGV[4] .. id
+    local msg = redis.call('RPOP', list)
+    while msg do
+      redis.call('RPUSH', head, msg)
+      msg = redis.call('RPOP', list)
+    end
+    redis.call('ZREM', set, id)
+  end
+end
+for _, msg in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)) do
+  redis.call('LPUSH', head, msg)
+  redis.call('ZREM', KEYS[3], msg)
+end
+for i = 5, #KEYS do
+  local msg = redis.call('RPOP', KEYS[i])
+  if msg then
+    redis.call('LPUSH', KEYS[4], msg)
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+    return {1, msg}
+  end
+end
+local next_due = -1
+for _, set in ipairs({KEYS[1], KEYS[2], KEYS[3]}) do
+  local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local at = tonumber(first[2])
+    if next_due < 0 or at < next_due then next_due = at end
+  end
+end
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3])
+return {0, tostring(next_due)}
+"#;
+
+/// After a blocking move delivered: the claim becomes a lease. KEYS: claims, leases, lease
+/// list. ARGV: lease id, deadline ms. -> payload, or nil when the claim was reaped meanwhile.
+const PROMOTE_SCRIPT: &str = r#"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+  return redis.call('LINDEX', KEYS[3], 0)
+end
+return false
+"#;
+
+/// KEYS: leases, lease list. ARGV: lease id. -> 1, or 0 when the lease was lost.
+const ACK_SCRIPT: &str = r#"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+"#;
+
+/// KEYS: leases. ARGV: lease id, new deadline ms.
+const RENEW_SCRIPT: &str = r#"
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
+  return 1
+end
+return 0
+"#;
+
+/// KEYS: leases, lease list, delayed, queue. ARGV: lease id, payload, not-before ms, now ms.
+/// Due now: straight to the tail of the queue (wakes a blocked worker); else delayed.
+const REQUEUE_SCRIPT: &str = r#"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('DEL', KEYS[2])
+  if tonumber(ARGV[3]) <= tonumber(ARGV[4]) then
+    redis.call('LPUSH', KEYS[4], ARGV[2])
+  else
+    redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+  end
+  return 1
+end
+return 0
+"#;
+
+/// KEYS: leases, lease list, queue. ARGV: lease id. Back at the head, served next.
+const RELEASE_SCRIPT: &str = r#"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  local msg = redis.call('RPOP', KEYS[2])
+  while msg do
+    redis.call('RPUSH', KEYS[3], msg)
+    msg = redis.call('RPOP', KEYS[2])
+  end
+  return 1
+end
+return 0
+"#;
+
+struct Keys {
+    /// kombu's lists, in consumption order.
+    queues: Vec<String>,
+    leases: String,
+    claims: String,
+    delayed: String,
+    lease_prefix: String,
+}
+
+impl Keys {
+    fn new(queue: &str) -> Keys {
+        let queues = PRIORITY_STEPS
+            .iter()
+            .map(|p| match p {
+                0 => queue.to_string(),
+                p => format!("{queue}{KOMBU_SEP}{p}"),
+            })
+            .collect();
+        Keys {
+            queues,
+            leases: format!("github-runner.leases.{queue}"),
+            claims: format!("github-runner.claims.{queue}"),
+            delayed: format!("github-runner.delayed.{queue}"),
+            lease_prefix: format!("github-runner.lease.{queue}."),
+        }
+    }
+
+    fn lease_list(&self, lease: &str) -> String {
+        format!("{}{lease}", self.lease_prefix)
+    }
+}
+
+/// One worker's connection to a Redis queue.
+pub struct RedisQueue {
+    client: ::redis::Client,
+    connection: Option<Connection>,
+    host: String,
+    keys: Keys,
+    clock: Arc<dyn Clock>,
+    /// Payloads of the messages this worker holds, by lease id (for requeue).
+    held: HashMap<String, String>,
+    round_trips: u64,
+}
+
+impl RedisQueue {
+    pub fn open(uri: &MqUri, queue: &str, clock: Arc<dyn Clock>) -> Result<Self, QueueError> {
+        let host = uri.host().to_string();
+        let client =
+            ::redis::Client::open(uri.secret().expose()).map_err(|e| QueueError::Refused {
+                host: host.clone(),
+                detail: format!("invalid redis URI ({:?})", e.kind()),
+            })?;
+        Ok(RedisQueue {
+            client,
+            connection: None,
+            host,
+            keys: Keys::new(queue),
+            clock,
+            held: HashMap::new(),
+            round_trips: 0,
+        })
+    }
+
+    /// Commands sent to Redis so far (each one round trip).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips
+    }
+
+    fn error(&mut self, e: ::redis::RedisError) -> QueueError {
+        let detail = scrub(&e.to_string());
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_timeout()
+            || e.is_connection_refusal()
+        {
+            // Reconnect on the next call.
+            self.connection = None;
+            QueueError::Unreachable {
+                host: self.host.clone(),
+                detail,
+            }
+        } else {
+            QueueError::Refused {
+                host: self.host.clone(),
+                detail,
+            }
+        }
+    }
+
+    /// Runs `f` on a connection whose reply timeout is `reply_timeout`.
+    fn with_connection<T>(
+        &mut self,
+        reply_timeout: Duration,
+        f: impl FnOnce(&mut Connection) -> ::redis::RedisResult<T>,
+    ) -> Result<T, QueueError> {
+        if self.connection.is_none() {
+            match self.client.get_connection_with_timeout(CONNECT_TIMEOUT) {
+                Ok(c) => self.connection = Some(c),
+                Err(e) => return Err(self.error(e)),
+            }
+        }
+        self.round_trips += 1;
+        let result = match self.connection.as_mut() {
+            Some(connection) => connection
+                .set_read_timeout(Some(reply_timeout))
+                .and_then(|()| f(connection)),
+            None => unreachable!("connected just above"),
+        };
+        result.map_err(|e| self.error(e))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.now_epoch().saturating_mul(1000)
+    }
+
+    fn delivery(&mut self, lease: String, payload: String) -> Delivery {
+        let (id, body, process_count) = match Envelope::parse(payload.as_bytes()) {
+            Ok(env) => (
+                env.delivery_tag().map(str::to_string),
+                env.body(),
+                env.process_count(),
+            ),
+            Err(reason) => (None, Err(reason), 0),
+        };
+        self.held.insert(lease.clone(), payload);
+        Delivery {
+            id: id.unwrap_or_else(|| format!("redis-lease-{lease}")),
+            body,
+            process_count,
+            enqueued_epoch: None,
+            lease,
+        }
+    }
+
+    /// One non-blocking attempt: `Ok(Ok(delivery))`, or `Ok(Err(next due ms))` with the
+    /// claim for a blocking move registered under `lease`.
+    fn try_lease(
+        &mut self,
+        lease: &str,
+        lease_for: Duration,
+        block: Duration,
+    ) -> Result<Result<String, Option<u64>>, QueueError> {
+        let now = self.now_ms();
+        let deadline = now + lease_for.as_millis() as u64;
+        let claim_deadline = deadline + block.as_millis() as u64;
+        let script = Script::new(LEASE_SCRIPT);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(&self.keys.leases)
+            .key(&self.keys.claims)
+            .key(&self.keys.delayed)
+            .key(self.keys.lease_list(lease));
+        for q in &self.keys.queues {
+            invocation.key(q);
+        }
+        invocation
+            .arg(now)
+            .arg(deadline)
+            .arg(lease)
+            .arg(&self.keys.lease_prefix)
+            .arg(claim_deadline)
+            .arg(MAX_MOVED_PER_CALL);
+        let (found, value): (u8, String) =
+            self.with_connection(REPLY_MARGIN, |c| invocation.invoke(c))?;
+        Ok(match found {
+            1 => Ok(value),
+            _ => Err(value
+                .parse::<i64>()
+                .ok()
+                .and_then(|v| u64::try_from(v).ok())),
+        })
+    }
+
+    fn settle(
+        &mut self,
+        script: &str,
+        keys: &[&str],
+        args: &[String],
+        id: &str,
+    ) -> Result<(), QueueError> {
+        let script = Script::new(script);
+        let mut invocation = script.prepare_invoke();
+        let invocation = &mut invocation;
+        for k in keys {
+            invocation.key(*k);
+        }
+        for a in args {
+            invocation.arg(a);
+        }
+        let done: u8 = self.with_connection(REPLY_MARGIN, |c| invocation.invoke(c))?;
+        match done {
+            1 => Ok(()),
+            _ => Err(QueueError::LeaseLost { id: id.to_string() }),
+        }
+    }
+}
+
+impl JobQueue for RedisQueue {
+    fn lease_next(
+        &mut self,
+        wait: Duration,
+        lease_for: Duration,
+    ) -> Result<Option<Delivery>, QueueError> {
+        let started = Instant::now();
+        loop {
+            let lease = new_lease_id();
+            let left = wait.saturating_sub(started.elapsed());
+            let next_due = match self.try_lease(&lease, lease_for, left)? {
+                Ok(payload) => return Ok(Some(self.delivery(lease, payload))),
+                Err(next_due) => next_due,
+            };
+            // Block until a message arrives, the wait ends, or something falls due.
+            let until_due =
+                next_due.map(|at| Duration::from_millis(at.saturating_sub(self.now_ms())));
+            let block = match until_due {
+                Some(due) => left.min(due.max(Duration::from_millis(10))),
+                None => left,
+            };
+            let list = self.keys.lease_list(&lease);
+            let moved: Option<String> = if block.is_zero() {
+                None
+            } else {
+                let head = self.keys.queues[0].clone();
+                self.with_connection(block + REPLY_MARGIN, |c| {
+                    ::redis::cmd("BLMOVE")
+                        .arg(&head)
+                        .arg(&list)
+                        .arg("RIGHT")
+                        .arg("LEFT")
+                        .arg(format!("{:.3}", block.as_secs_f64().max(0.001)))
+                        .query(c)
+                })?
+            };
+            if moved.is_some() {
+                let deadline = self.now_ms() + lease_for.as_millis() as u64;
+                let claims = self.keys.claims.clone();
+                let leases = self.keys.leases.clone();
+                let promoted: Option<String> = self.with_connection(REPLY_MARGIN, |c| {
+                    Script::new(PROMOTE_SCRIPT)
+                        .key(&claims)
+                        .key(&leases)
+                        .key(&list)
+                        .arg(&lease)
+                        .arg(deadline)
+                        .invoke(c)
+                })?;
+                if let Some(payload) = promoted {
+                    return Ok(Some(self.delivery(lease, payload)));
+                }
+                // Reaped while this worker stalled: the message is back on the queue.
+                continue;
+            }
+            let claims = self.keys.claims.clone();
+            let _: u8 = self.with_connection(REPLY_MARGIN, |c| {
+                ::redis::cmd("ZREM").arg(&claims).arg(&lease).query(c)
+            })?;
+            if started.elapsed() >= wait {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn renew(&mut self, delivery: &Delivery, lease_for: Duration) -> Result<(), QueueError> {
+        let deadline = self.now_ms() + lease_for.as_millis() as u64;
+        let leases = self.keys.leases.clone();
+        self.settle(
+            RENEW_SCRIPT,
+            &[&leases],
+            &[delivery.lease.clone(), deadline.to_string()],
+            &delivery.id,
+        )
+    }
+
+    fn ack(&mut self, delivery: &Delivery) -> Result<(), QueueError> {
+        let leases = self.keys.leases.clone();
+        let list = self.keys.lease_list(&delivery.lease);
+        let result = self.settle(
+            ACK_SCRIPT,
+            &[&leases, &list],
+            std::slice::from_ref(&delivery.lease),
+            &delivery.id,
+        );
+        self.held.remove(&delivery.lease);
+        result
+    }
+
+    fn requeue(&mut self, delivery: &Delivery, not_before_epoch: u64) -> Result<(), QueueError> {
+        let Some(payload) = self.held.get(&delivery.lease) else {
+            return Err(QueueError::LeaseLost {
+                id: delivery.id.clone(),
+            });
+        };
+        let requeued = match Envelope::parse(payload.as_bytes()) {
+            Ok(env) => env.requeued(delivery.process_count.saturating_add(1)),
+            Err(_) => payload.clone(),
+        };
+        let leases = self.keys.leases.clone();
+        let list = self.keys.lease_list(&delivery.lease);
+        let delayed = self.keys.delayed.clone();
+        let head = self.keys.queues[0].clone();
+        let args = [
+            delivery.lease.clone(),
+            requeued,
+            not_before_epoch.saturating_mul(1000).to_string(),
+            self.now_ms().to_string(),
+        ];
+        let result = self.settle(
+            REQUEUE_SCRIPT,
+            &[&leases, &list, &delayed, &head],
+            &args,
+            &delivery.id,
+        );
+        self.held.remove(&delivery.lease);
+        result
+    }
+
+    fn release(&mut self, delivery: &Delivery) -> Result<(), QueueError> {
+        let leases = self.keys.leases.clone();
+        let list = self.keys.lease_list(&delivery.lease);
+        let head = self.keys.queues[0].clone();
+        let result = self.settle(
+            RELEASE_SCRIPT,
+            &[&leases, &list, &head],
+            std::slice::from_ref(&delivery.lease),
+            &delivery.id,
+        );
+        self.held.remove(&delivery.lease);
+        result
+    }
+
+    fn len(&mut self) -> Result<QueueLength, QueueError> {
+        let mut pipe = ::redis::pipe();
+        for q in &self.keys.queues {
+            pipe.cmd("LLEN").arg(q);
+        }
+        pipe.cmd("ZCARD").arg(&self.keys.delayed);
+        pipe.cmd("ZCARD").arg(&self.keys.leases);
+        let counts: Vec<u64> = self.with_connection(REPLY_MARGIN, |c| pipe.query(c))?;
+        let (waiting, leased) = counts.split_at(counts.len().saturating_sub(1));
+        Ok(QueueLength {
+            waiting: waiting.iter().sum(),
+            leased: leased.iter().sum(),
+        })
+    }
+}
+
+/// 128 random bits, hex: names a lease (and its list) uniquely across workers and machines.
+pub(crate) fn new_lease_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The OS random source failing leaves a time-derived id: still unique per worker.
+    if getrandom::getrandom(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes = (nanos ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Broker error texts must not carry credentials: drop anything that looks like a URI's
+/// user information.
+pub(crate) fn scrub(detail: &str) -> String {
+    detail
+        .split(' ')
+        .map(|word| {
+            if word.contains("://") {
+                crate::secret::redact_url_credentials(word)
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
