@@ -26,7 +26,7 @@ pub struct ReactiveQueue {
 
 /// The queue source of this unit: `mq-uri`, else the `mongodb` relation's connection data
 /// (the relation being broken in this hook does not count). None: pull mode.
-pub fn queue_source(ctx: &Context<'_>, rt: &Runtime) -> Result<Option<ReactiveQueue>, CharmError> {
+pub fn queue_source(ctx: &Context<'_>, rt: &Runtime) -> Option<ReactiveQueue> {
     let broken = ctx
         .hook
         .dispatch_path
@@ -34,12 +34,16 @@ pub fn queue_source(ctx: &Context<'_>, rt: &Runtime) -> Result<Option<ReactiveQu
         .filter(|p| p.ends_with("mongodb-relation-broken"))
         .and(ctx.hook.relation.as_ref())
         .map(|r| r.relation_id.as_str());
-    let source = crate::reactive::relation::read_queue_source(
+    let source = match crate::reactive::relation::read_queue_source(
         ctx.tools,
         rt.config.mq_uri.as_ref(),
         broken,
-    )?;
-    Ok(match source {
+    ) {
+        Ok(source) => source,
+        // No usable data (a provider that wrote nothing yet): not reactive for now.
+        Err(e) => QueueSource::Waiting(format!("mongodb relation unreadable: {e}")),
+    };
+    match source {
         QueueSource::On { uri, .. } => Some(ReactiveQueue {
             uri: uri.secret().clone(),
             broker_host: uri.host().to_string(),
@@ -50,7 +54,7 @@ pub fn queue_source(ctx: &Context<'_>, rt: &Runtime) -> Result<Option<ReactiveQu
             None
         }
         QueueSource::Off => None,
-    })
+    }
 }
 
 /// The production process control: this very binary, with an explicit environment.
@@ -109,7 +113,7 @@ pub fn converge(
     action: Option<Action>,
 ) -> Result<Option<ReactiveRound>, CharmError> {
     let dirs = mode::unit_dirs(&rt.paths, &rt.identity);
-    let queue = queue_source(ctx, rt)?;
+    let queue = queue_source(ctx, rt);
     let now = if queue.is_some() {
         Mode::Reactive
     } else {
@@ -190,7 +194,10 @@ pub fn report_status(ctx: &Context<'_>, virtual_machines: u32) -> Option<crate::
 
 /// mongodb relation-created/-joined: the leader asks the provider for the router's database
 /// (and for its credentials in a Juju secret).
-pub fn on_relation(ctx: &Context<'_>, why: &super::super::intent::Nothing) -> Result<(), CharmError> {
+pub fn on_relation(
+    ctx: &Context<'_>,
+    why: &super::super::intent::Nothing,
+) -> Result<(), CharmError> {
     use super::super::intent::Nothing;
     if let Nothing::Relation {
         endpoint: "mongodb",
