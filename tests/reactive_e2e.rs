@@ -63,7 +63,11 @@ fn reactive_mode_serves_queued_jobs_drops_bad_messages_and_stops_clean() {
         "two workers"
     );
     env.reconcile().assert_ok();
-    assert!(env.status().1.starts_with("reactive: 2/2 workers"), "{:?}", env.status());
+    assert!(
+        env.status().1.starts_with("reactive: 2/2 workers"),
+        "{:?}",
+        env.status()
+    );
 
     // A queued job: one runner, online, handed the job, gone after it.
     let job = env.gh.add_job(REPO, &[]);
@@ -74,26 +78,53 @@ fn reactive_mode_serves_queued_jobs_drops_bad_messages_and_stops_clean() {
         runner.is_some()
     }));
     assert!(env.gh.dispatch_job(job, runner.as_deref().unwrap()));
-    assert!(env
-        .gh
-        .wait_until(Duration::from_secs(60), |s| s.jobs.iter().any(|j| j.id == job && j.status == "completed")));
-    assert!(wait_for(Duration::from_secs(60), || env.instances().is_empty()));
+    assert!(env.gh.wait_until(Duration::from_secs(60), |s| s
+        .jobs
+        .iter()
+        .any(|j| j.id == job && j.status == "completed")));
+    assert!(wait_for(Duration::from_secs(60), || env
+        .instances()
+        .is_empty()));
 
     // A job already running: no runner. Unsupported labels and a malformed message: dropped.
     let running = env.gh.add_job(REPO, &[]);
-    env.gh.update_job(running, |j| j.status = "in_progress".into());
+    env.gh
+        .update_job(running, |j| j.status = "in_progress".into());
     kombu::put(
         &redis.uri(),
         QUEUE,
-        &[&body(&env, running, &[]), &body(&env, job + 100, &["gpu"]), "not json"],
+        &[
+            &body(&env, running, &[]),
+            &body(&env, job + 100, &["gpu"]),
+            "not json",
+        ],
     );
     assert!(wait_for(Duration::from_secs(30), || {
         metric_count(&env, "reactive_job_received") >= 4
             && metric_count(&env, "reactive_job_dropped") >= 2
     }));
     assert_eq!(metric_count(&env, "reactive_runner_spawned"), 1);
-    assert!(kombu::get(&redis.uri(), QUEUE, 0.5).is_none(), "nothing left");
+    assert!(
+        kombu::get(&redis.uri(), QUEUE, 0.5).is_none(),
+        "nothing left"
+    );
     assert_eq!(workers(&env), 2, "workers kept running");
+
+    // A job nobody hands to the runner: requeued with its count, the runner removed.
+    let unpicked = env.gh.add_job(REPO, &[]);
+    kombu::put(&redis.uri(), QUEUE, &[&body(&env, unpicked, &[])]);
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            metric_count(&env, "\"reactive_job_requeued\"") == 1
+        }),
+        "requeued after the test-mode pickup bound"
+    );
+    let log = std::fs::read_to_string(HostPaths::new(&env.h.host_root).metrics_log()).unwrap();
+    assert!(log.contains("\"process_count\":1"), "{log}");
+    assert!(wait_for(Duration::from_secs(30), || env
+        .instances()
+        .is_empty()));
+    assert_eq!(env.gh.job(unpicked).unwrap().status, "queued");
 
     // Scale to 0, then stop: no worker, no runner.
     env.set_config("virtual-machines", 0);

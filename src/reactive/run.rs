@@ -35,6 +35,9 @@ use crate::manager::planner::RUNNER_ID_CONFIG_KEY;
 use crate::paths::HostPaths;
 use crate::runner::RunnerEnvironment;
 
+/// How long a runner waits for its job in test-mode=insecure (5 minutes otherwise).
+pub const TEST_MODE_PICKUP_BOUND: Duration = Duration::from_secs(15);
+
 /// Largest settings file read.
 const MAX_SETTINGS_BYTES: u64 = 1024 * 1024;
 
@@ -277,7 +280,11 @@ fn serve(
     let scope = unit_scope(&rt, ops.labels());
     let claims = ClaimDir::open(dirs.claims_dir()).map_err(|e| e.to_string())?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let timings = WorkerTimings::default();
+    let mut timings = WorkerTimings::default();
+    if rt.config.test_mode_insecure {
+        // Containers come online in seconds: a job nobody takes is requeued sooner.
+        timings.pickup_bound = TEST_MODE_PICKUP_BOUND;
+    }
     let mut backoff = timings.broker_backoff;
     let mut queue = loop {
         if STOP.load(Ordering::SeqCst) {
