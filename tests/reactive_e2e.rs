@@ -126,10 +126,24 @@ fn reactive_mode_serves_queued_jobs_drops_bad_messages_and_stops_clean() {
         .is_empty()));
     assert_eq!(env.gh.job(unpicked).unwrap().status, "queued");
 
-    // Scale to 0, then stop: no worker, no runner.
+    // Scale to 0 while a worker holds a job (its runner online, waiting for the job): the
+    // worker removes its unused runner and hands the message back before it exits.
+    let held = env.gh.add_job(REPO, &[]);
+    let held_body = body(&env, held, &[]);
+    kombu::put(&redis.uri(), QUEUE, &[&held_body]);
+    assert!(env.gh.wait_until(Duration::from_secs(90), |s| s
+        .runners
+        .iter()
+        .any(|r| r.online)));
     env.set_config("virtual-machines", 0);
     env.config_changed().assert_ok();
     assert!(wait_for(Duration::from_secs(30), || workers(&env) == 0));
+    assert!(wait_for(Duration::from_secs(30), || env
+        .instances()
+        .is_empty()));
+    let back = kombu::get(&redis.uri(), QUEUE, 5.0).expect("the held message is back");
+    assert_eq!(back["body"], held_body.as_str(), "{back}");
+    assert_eq!(env.gh.job(held).unwrap().status, "queued");
     env.set_config("virtual-machines", 1);
     env.config_changed().assert_ok();
     assert!(wait_for(Duration::from_secs(30), || workers(&env) == 1));
