@@ -178,6 +178,17 @@ impl HostPaths {
         self.state_dir().join("exporter-state.json")
     }
 
+    /// Reactive mode of one unit (`{app}-{n}`): worker settings (0600), slots, job claims.
+    pub fn reactive_dir(&self, unit_key: &str) -> PathBuf {
+        self.at("var/lib/github-runner-charm/reactive")
+            .join(unit_key)
+    }
+
+    /// Logs of one unit's reactive workers.
+    pub fn reactive_log_dir(&self, unit_key: &str) -> PathBuf {
+        self.at("var/log/github-runner-reactive").join(unit_key)
+    }
+
     /// Mount point of the tmpfs used when runner-storage=memory.
     pub fn ram_storage_dir(&self) -> PathBuf {
         self.at("storage/ram")
@@ -206,6 +217,8 @@ mod tests {
             p.rebuild_cron_file(),
             p.machine_lock_file(),
             p.exporter_state(),
+            p.reactive_dir("app-0"),
+            p.reactive_log_dir("app-0"),
         ] {
             assert!(path.starts_with("/tmp/x"), "{path:?}");
         }

@@ -9,87 +9,26 @@
 mod executable;
 #[path = "support/fake_github/mod.rs"]
 mod fake_github;
+#[path = "support/fixture_runtime.rs"]
+mod fixture_runtime;
 #[path = "support/lxd_fixture/mod.rs"]
 mod lxd_fixture;
 
-use fake_github::FakeGitHub;
+use fixture_runtime::FixtureUnit;
 use github_runner::charm::fleet::{fetch_pre_job, CharmRunnerOps};
-use github_runner::charm::runtime::Runtime;
-use github_runner::clock::SystemClock;
-use github_runner::config::{validate, ConfigContext};
-use github_runner::github::download::tarball_path;
-use github_runner::github::proxy::ProxySettings;
-use github_runner::github::{ClientSettings, GitHubClient};
-use github_runner::identity::{RunnerName, UnitIdentity};
+use github_runner::identity::RunnerName;
 use github_runner::manager::ops::{RemoveOutcome, RunnerOps};
 use github_runner::manager::planner::{Health, RemovalTarget, RUNNER_ID_CONFIG_KEY};
-use github_runner::paths::HostPaths;
-use github_runner::runner::RunnerEnvironment;
-use lxd_fixture::wait_for;
-use lxd_fixture::LxdFixture;
-use std::sync::Arc;
+use lxd_fixture::{wait_for, LxdFixture};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const REPO: &str = "octo/hello";
 const ONLINE_WITHIN: Duration = Duration::from_secs(60);
 
-struct Unit {
-    fx: LxdFixture,
-    gh: FakeGitHub,
-    rt: Runtime,
-    _root: tempfile::TempDir,
-}
+type Unit = FixtureUnit;
 
 fn unit() -> Unit {
-    let fx = LxdFixture::new();
-    let gh = FakeGitHub::start();
-    fx.route_default_profile_to_host_port(gh.port());
-    let raw = serde_json::json!({
-        "path": REPO,
-        "token": gh.token(),
-        "github-url": gh.url(),
-        "test-mode": "insecure",
-        "vm-cpu": 1,
-        "vm-memory": "512MiB",
-        "vm-disk": "1GiB",
-        "labels": "e2e",
-    });
-    let config = validate(
-        raw.as_object().unwrap(),
-        &ConfigContext {
-            app_name: "github-runner",
-            juju_proxy_configured: false,
-        },
-    )
-    .expect("valid config");
-    let identity = UnitIdentity::parse("github-runner/0", "model-uuid").unwrap();
-    let mut settings = ClientSettings::from_config(&config, identity.clone());
-    settings.proxy = ProxySettings::from_values(None, None, None);
-    let client = GitHubClient::new(settings).unwrap();
-
-    let root = tempfile::tempdir().unwrap();
-    let paths = HostPaths::new(root.path());
-    let tarball = tarball_path(&paths);
-    std::fs::create_dir_all(tarball.parent().unwrap()).unwrap();
-    std::fs::copy(fx.fake_runner_tarball(), &tarball).unwrap();
-
-    let mut rt = Runtime::from_parts(
-        identity,
-        config,
-        paths,
-        Arc::new(fx.lxd().clone()),
-        Arc::new(client),
-        Arc::new(SystemClock),
-        RunnerEnvironment::default(),
-        root.path().to_path_buf(),
-    );
-    rt.storage_pool = fx.pool.clone();
-    Unit {
-        fx,
-        gh,
-        rt,
-        _root: root,
-    }
+    FixtureUnit::new(REPO, serde_json::json!({"labels": "e2e"}))
 }
 
 fn now() -> u64 {

@@ -18,7 +18,7 @@ const NO_PROJECT: &str = "the LXD project juju-harness-no-lxd does not exist \
      (GITHUB_RUNNER_LXD_PROJECT names it; create it first)";
 
 /// Hooks that read the config and set the unit's status.
-const STATUS_HOOKS: [&str; 9] = [
+const STATUS_HOOKS: [&str; 11] = [
     "install",
     "start",
     "upgrade-charm",
@@ -29,6 +29,9 @@ const STATUS_HOOKS: [&str; 9] = [
     "debug-ssh-relation-changed",
     "debug-ssh-relation-departed",
     "debug-ssh-relation-broken",
+    // The broker's connection data changed or went: the runners converge (mode switch).
+    "mongodb-relation-changed",
+    "mongodb-relation-broken",
 ];
 
 /// Hooks that take runners down: they read the config (and unit state) but, with nothing

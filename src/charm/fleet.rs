@@ -149,6 +149,61 @@ impl<'a> CharmRunnerOps<'a> {
         }
     }
 
+    /// Creates a runner named `name` (reactive workers record the name before creating).
+    pub fn create_named(&self, name: RunnerName) -> Result<RunnerName, OpError> {
+        let started = Instant::now();
+        let profiles = self.profiles()?;
+        let jit = self
+            .rt
+            .github
+            .generate_jit_config(name.as_str(), &self.labels)?;
+        let runner_id = jit.runner.id;
+        let lxd = LaunchWithRunnerId {
+            inner: &*self.rt.lxd,
+            runner_id,
+        };
+        let github = PreRegistered {
+            inner: &*self.rt.github,
+            jit,
+        };
+        let request = CreateRequest {
+            name: &name,
+            owner_value: &self.owner,
+            image_alias: self.image_alias,
+            instance_type: self.instance_type,
+            profiles: &profiles,
+            labels: &self.labels,
+            runner_tarball: &self.tarball,
+            environment: &self.rt.environment,
+            timeouts: self.timeouts,
+        };
+        match runner::create_runner(&lxd, &github, &request) {
+            Ok(created) => {
+                self.issue_installed(started.elapsed(), &created.phases);
+                Ok(created.name)
+            }
+            Err(err) => {
+                let registered_in_pipeline = !matches!(
+                    err.step,
+                    CreateStep::Launch
+                        | CreateStep::WaitReady
+                        | CreateStep::PushTarball
+                        | CreateStep::ExtractTarball
+                );
+                let mut op_error = self.create_error(err);
+                if !registered_in_pipeline {
+                    // create_runner cleans up only what it registered itself.
+                    if let Some(problem) = delete_registration(&*self.rt.github, runner_id) {
+                        op_error
+                            .message
+                            .push_str(&format!("; cleanup also failed: {problem}"));
+                    }
+                }
+                Err(op_error)
+            }
+        }
+    }
+
     fn create_error(&self, err: runner::CreateError) -> OpError {
         let kind = match &*err.cause {
             StepFailure::GitHub(e) => github_failure_kind(e),
@@ -214,57 +269,7 @@ impl RunnerOps for CharmRunnerOps<'_> {
             .identity
             .new_runner_name()
             .map_err(|e| OpError::transient(e.to_string()))?;
-        let started = Instant::now();
-        let profiles = self.profiles()?;
-        let jit = self
-            .rt
-            .github
-            .generate_jit_config(name.as_str(), &self.labels)?;
-        let runner_id = jit.runner.id;
-        let lxd = LaunchWithRunnerId {
-            inner: &*self.rt.lxd,
-            runner_id,
-        };
-        let github = PreRegistered {
-            inner: &*self.rt.github,
-            jit,
-        };
-        let request = CreateRequest {
-            name: &name,
-            owner_value: &self.owner,
-            image_alias: self.image_alias,
-            instance_type: self.instance_type,
-            profiles: &profiles,
-            labels: &self.labels,
-            runner_tarball: &self.tarball,
-            environment: &self.rt.environment,
-            timeouts: self.timeouts,
-        };
-        match runner::create_runner(&lxd, &github, &request) {
-            Ok(created) => {
-                self.issue_installed(started.elapsed(), &created.phases);
-                Ok(created.name)
-            }
-            Err(err) => {
-                let registered_in_pipeline = !matches!(
-                    err.step,
-                    CreateStep::Launch
-                        | CreateStep::WaitReady
-                        | CreateStep::PushTarball
-                        | CreateStep::ExtractTarball
-                );
-                let mut op_error = self.create_error(err);
-                if !registered_in_pipeline {
-                    // create_runner cleans up only what it registered itself.
-                    if let Some(problem) = delete_registration(&*self.rt.github, runner_id) {
-                        op_error
-                            .message
-                            .push_str(&format!("; cleanup also failed: {problem}"));
-                    }
-                }
-                Err(op_error)
-            }
-        }
+        self.create_named(name)
     }
 
     fn remove(&self, target: &RemovalTarget, force: bool) -> Result<RemoveOutcome, OpError> {

@@ -249,6 +249,25 @@ impl Intent {
                 endpoint: Endpoint::Mongodb,
                 kind: RelationEventKind::Created | RelationEventKind::Joined,
             } => Intent::RequestQueue,
+            // The broker's connection data came, changed or went: switch mode and converge.
+            E::Relation {
+                endpoint: Endpoint::Mongodb,
+                kind: RelationEventKind::Changed | RelationEventKind::Broken,
+            } => Intent::Converge(Converge {
+                set_version: false,
+                announce: None,
+                install_lxd_first: false,
+                // Checked like the periodic event: nothing is asked of LXD or GitHub before
+                // the host is known to be ready.
+                host: Some(When::IfChanged),
+                binary: BinaryStep::Skip,
+                runners: RunnerStep::Reconcile {
+                    flush: FlushWhen::Never,
+                    scope: false,
+                    announce: None,
+                },
+                action: None,
+            }),
             E::Relation { endpoint, kind } => Intent::Nothing(Nothing::Relation {
                 endpoint: endpoint.name(),
                 event: kind.name(),

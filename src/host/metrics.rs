@@ -97,8 +97,10 @@ pub struct RunnerCreationPhases {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReactiveJobPickedUp {
     pub flavor: String,
-    /// Seconds from the job entering the queue to a worker picking it up.
-    pub queue_seconds: f64,
+    /// Seconds from the job entering the queue to GitHub showing it picked, when the
+    /// broker knows when it was queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +112,25 @@ pub enum MetricEvent {
     Reconciliation(Reconciliation),
     RunnerCreationPhases(RunnerCreationPhases),
     ReactiveJobPickedUp(ReactiveJobPickedUp),
+    /// Reactive mode: a worker leased a job message.
+    ReactiveJobReceived {
+        flavor: String,
+    },
+    /// Reactive mode: a message acked without a runner (`reason`: see `reactive::job::DropReason::name`).
+    ReactiveJobDropped {
+        flavor: String,
+        reason: String,
+    },
+    /// Reactive mode: a runner created for a job (`duration`: seconds the creation took).
+    ReactiveRunnerSpawned {
+        flavor: String,
+        duration: f64,
+    },
+    /// Reactive mode: a message requeued; `process_count` is its new `X-Process-Count`.
+    ReactiveJobRequeued {
+        flavor: String,
+        process_count: u32,
+    },
 }
 
 /// One line of the log: the timestamp first, as the Python charm wrote it.
@@ -247,6 +268,28 @@ mod tests {
             v,
             json!({"timestamp": 5.0, "event": "reconciliation", "flavor": "gr",
                    "crashed_runners": 1, "idle_runners": 3, "duration": 8.25})
+        );
+    }
+
+    #[test]
+    fn reactive_events_are_flat_snake_case_lines() {
+        let e = MetricEvent::ReactiveJobDropped {
+            flavor: "gr".into(),
+            reason: "malformed".into(),
+        };
+        let v: Value = serde_json::from_str(&render_line(&e, 5).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            json!({"timestamp": 5.0, "event": "reactive_job_dropped", "flavor": "gr", "reason": "malformed"})
+        );
+        let e = MetricEvent::ReactiveJobPickedUp(ReactiveJobPickedUp {
+            flavor: "gr".into(),
+            queue_seconds: None,
+        });
+        let v: Value = serde_json::from_str(&render_line(&e, 5).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            json!({"timestamp": 5.0, "event": "reactive_job_picked_up", "flavor": "gr"})
         );
     }
 

@@ -77,13 +77,13 @@ where
 
 /// `message key=value key=value`.
 #[derive(Default)]
-struct LineVisitor {
+pub(crate) struct LineVisitor {
     message: String,
     fields: String,
 }
 
 impl LineVisitor {
-    fn finish(&self) -> String {
+    pub(crate) fn finish(&self) -> String {
         format!("{}{}", self.message, self.fields)
     }
 }

@@ -416,7 +416,7 @@ fn event_fields() -> (BTreeSet<String>, BTreeSet<String>) {
         }),
         MetricEvent::ReactiveJobPickedUp(ReactiveJobPickedUp {
             flavor: "f".into(),
-            queue_seconds: 1.0,
+            queue_seconds: Some(1.0),
         }),
     ];
     let mut fields = BTreeSet::new();

@@ -147,8 +147,14 @@ impl LogMetrics {
                 }
             }
             MetricEvent::ReactiveJobPickedUp(r) => {
-                observe(&self.reactive_pickup_duration, r.queue_seconds)
+                if let Some(secs) = r.queue_seconds {
+                    observe(&self.reactive_pickup_duration, secs)
+                }
             }
+            MetricEvent::ReactiveJobReceived { .. }
+            | MetricEvent::ReactiveJobDropped { .. }
+            | MetricEvent::ReactiveRunnerSpawned { .. }
+            | MetricEvent::ReactiveJobRequeued { .. } => {}
         }
     }
 }

@@ -78,7 +78,7 @@ fn every_event_lands_in_its_metric() {
         &render_line(
             &MetricEvent::ReactiveJobPickedUp(ReactiveJobPickedUp {
                 flavor: "gr".into(),
-                queue_seconds: 7.0,
+                queue_seconds: Some(7.0),
             }),
             1,
         )

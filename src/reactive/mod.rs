@@ -5,12 +5,20 @@
 //! decides where the queue lives (`mq-uri` or the `mongodb` relation), `relation` reads and
 //! answers that relation, `envelope` reads and writes kombu's message format.
 
+pub mod claim;
 pub mod envelope;
+pub mod job;
+#[cfg(any(test, feature = "testkit"))]
+pub mod memory_queue;
+pub mod mode;
 pub mod mongo;
 pub mod queue;
 pub mod redis;
 pub mod relation;
+pub mod run;
 pub mod source;
+pub mod worker;
+pub mod workers;
 
 use crate::clock::Clock;
 use source::{BrokerKind, MqUri};

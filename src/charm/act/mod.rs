@@ -4,9 +4,10 @@
 //! [`Outcome`]; only progress (a Maintenance status while a step runs, action-log lines)
 //! is shown as it happens.
 
-pub(crate) mod actions;
-pub(crate) mod host;
-pub(crate) mod runners;
+pub mod actions;
+pub mod host;
+pub mod reactive;
+pub mod runners;
 
 use std::sync::Arc;
 
@@ -121,12 +122,18 @@ pub fn act(
         }
         Decision::ReportOnly { status, config } => {
             host::repair_timer(ctx, &config, host.edges().systemd());
+            let status = reactive::report_status(ctx, config.virtual_machines).unwrap_or(status);
             Ok(Outcome::shown(Shown::Set(status)))
         }
         Decision::TearDown(plan) => tear_down(ctx, host, plan).map(|()| Outcome::default()),
         Decision::UnknownAction(name) => Ok(Outcome::action(Err(ActionError::Unknown(name)))),
         Decision::CheckRunners(config) => with_runtime(ctx, host, config, in_action, |rt| {
-            Ok(Outcome::action(actions::check_runners(&rt)))
+            Ok(Outcome::action(actions::check_runners(&rt).map(
+                |mut results| {
+                    results.extend(reactive::check_results(&rt).unwrap_or_default());
+                    results
+                },
+            )))
         }),
         Decision::UpdateDependencies(config) => with_runtime(ctx, host, config, in_action, |rt| {
             catch(update_dependencies(ctx, &rt), in_action)
@@ -307,6 +314,13 @@ pub(crate) fn converge_runners(
     if let Some(action) = action {
         actions::log_line(ctx, &start_line(action, flush_when));
     }
+    if let Some(round) = reactive::converge(ctx, rt, action)? {
+        return Ok(Outcome {
+            shown: Shown::Remember(round.status.clone()),
+            action: action.map(|_| Ok(reactive::action_results(&round))),
+            ..Outcome::default()
+        });
+    }
     let own = match flush_when {
         FlushWhen::Never => None,
         FlushWhen::Always(mode) => Some(mode),
@@ -417,6 +431,7 @@ fn tear_down(ctx: &Context<'_>, host: &dyn Host, plan: TearDownPlan) -> Result<(
     if steps.remove_timer {
         host::remove_timer(ctx, host);
     }
+    reactive::tear_down(ctx);
     if steps.remove_rebuild_cron {
         host::remove_rebuild_cron(ctx);
     }

@@ -416,6 +416,24 @@ impl FakeGitHub {
         })
     }
 
+    /// GitHub hands the existing queued job `job_id` to runner `name` (as it does to any
+    /// idle runner with matching labels); false when either is missing or the runner has
+    /// a job.
+    pub fn dispatch_job(&self, job_id: u64, name: &str) -> bool {
+        self.shared.update(|st| {
+            if !st.jobs.contains_key(&job_id) {
+                return false;
+            }
+            match st.runner_by_name_mut(name) {
+                Some(r) if r.job_id.is_none() => {
+                    r.job_id = Some(job_id);
+                    true
+                }
+                _ => false,
+            }
+        })
+    }
+
     /// Let a held job finish; false when no such job.
     pub fn release_job(&self, job_id: u64) -> bool {
         self.shared

@@ -1,0 +1,193 @@
+//! Reactive mode in the pipeline: where a converge, a tear-down and check-runners meet
+//! `reactive::mode`. Kept to call sites; the logic is in `src/reactive/`.
+
+use super::super::context::Context;
+use super::super::error::CharmError;
+use super::super::runtime::{lxd_project_from, Runtime};
+use super::actions::ActionResults;
+use super::runners;
+use crate::juju::event::Action;
+use crate::manager::flush::FlushMode;
+use crate::paths::HOST_ROOT_ENV;
+use crate::reactive::mode::{self, Mode, ModeSwitch, ReactiveRound};
+use crate::reactive::run::WorkerSettings;
+use crate::reactive::source::QueueSource;
+use crate::reactive::workers::{survey, DetachedWorkers};
+use crate::secret::Secret;
+
+/// The broker reactive mode consumes from, once known (`mq-uri` or the `mongodb` relation).
+#[derive(Debug, Clone)]
+pub struct ReactiveQueue {
+    pub uri: Secret,
+    /// Hosts without credentials.
+    pub broker_host: String,
+    pub queue_name: String,
+}
+
+/// The queue source of this unit: `mq-uri`, else the `mongodb` relation's connection data
+/// (the relation being broken in this hook does not count). None: pull mode.
+pub fn queue_source(ctx: &Context<'_>, rt: &Runtime) -> Option<ReactiveQueue> {
+    let broken = ctx
+        .hook
+        .dispatch_path
+        .as_deref()
+        .filter(|p| p.ends_with("mongodb-relation-broken"))
+        .and(ctx.hook.relation.as_ref())
+        .map(|r| r.relation_id.as_str());
+    let source = match crate::reactive::relation::read_queue_source(
+        ctx.tools,
+        rt.config.mq_uri.as_ref(),
+        broken,
+    ) {
+        Ok(source) => source,
+        // No usable data (a provider that wrote nothing yet): not reactive for now.
+        Err(e) => QueueSource::Waiting(format!("mongodb relation unreadable: {e}")),
+    };
+    match source {
+        QueueSource::On { uri, .. } => Some(ReactiveQueue {
+            uri: uri.secret().clone(),
+            broker_host: uri.host().to_string(),
+            queue_name: rt.identity.app.clone(),
+        }),
+        QueueSource::Waiting(why) => {
+            tracing::info!("reactive mode waits: {why}");
+            None
+        }
+        QueueSource::Off => None,
+    }
+}
+
+/// The production process control: this very binary, with an explicit environment.
+pub fn control() -> DetachedWorkers {
+    let mut env = vec![(
+        "PATH".to_string(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin".into()),
+    )];
+    if let Ok(root) = std::env::var(HOST_ROOT_ENV) {
+        env.push((HOST_ROOT_ENV.to_string(), root));
+    }
+    DetachedWorkers {
+        // The running binary; a missing /proc is a broken host, and the spawn then fails
+        // with the path in its message.
+        binary: std::env::current_exe().unwrap_or_else(|_| "github-runner-charm".into()),
+        env,
+    }
+}
+
+/// What workers need: the queue, the unit, the hook's configuration and proxies, and the
+/// binary's identity (an upgrade-charm restarts workers: D12).
+fn settings(
+    ctx: &Context<'_>,
+    rt: &Runtime,
+    q: &ReactiveQueue,
+) -> Result<WorkerSettings, CharmError> {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            let m = std::fs::metadata(&p).ok()?.modified().ok()?;
+            let secs = m.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+            Some(format!("{} {secs}", p.display()))
+        })
+        .unwrap_or_default();
+    Ok(WorkerSettings {
+        mq_uri: q.uri.expose().to_string(),
+        broker_host: q.broker_host.clone(),
+        queue_name: q.queue_name.clone(),
+        unit_name: rt.identity.unit_name(),
+        model_uuid: rt.identity.model_uuid.clone(),
+        config: ctx.tools.config_get()?,
+        http_proxy: ctx.hook.proxy.http.clone(),
+        https_proxy: ctx.hook.proxy.https.clone(),
+        no_proxy: ctx.hook.proxy.no_proxy.clone(),
+        charm_dir: ctx.hook.charm_dir.clone(),
+        lxd_project: lxd_project_from(|k| std::env::var(k).ok()),
+        binary,
+    })
+}
+
+/// Before a converge's runner round: the mode switch, and in reactive mode the whole round.
+/// None: pull mode, the pull round runs.
+pub fn converge(
+    ctx: &Context<'_>,
+    rt: &Runtime,
+    action: Option<Action>,
+) -> Result<Option<ReactiveRound>, CharmError> {
+    let dirs = mode::unit_dirs(&rt.paths, &rt.identity);
+    let queue = queue_source(ctx, rt);
+    let now = if queue.is_some() {
+        Mode::Reactive
+    } else {
+        Mode::Pull
+    };
+    let control = control();
+    match mode::mode_switch(mode::previous_mode(&dirs), now) {
+        ModeSwitch::None => {}
+        ModeSwitch::PullToReactive => {
+            tracing::info!("switching to reactive mode: idle runners go, workers start");
+        }
+        ModeSwitch::ReactiveToPull => {
+            tracing::info!("switching to pull mode: workers stop, their idle runners go");
+            mode::leave(&rt.paths, &rt.identity, &control);
+            let flushed = runners::flush(rt, FlushMode::FlushIdle)?;
+            if let Err(e) = flushed.result {
+                tracing::warn!("flushing the reactive runners failed: {e}");
+            }
+        }
+    }
+    let Some(queue) = queue else {
+        return Ok(None);
+    };
+    let settings = settings(ctx, rt, &queue)?;
+    let _lock = crate::host::lock::UnitLock::acquire(
+        &rt.paths.lock_file(),
+        "reactive",
+        &*rt.clock,
+        rt.lock_wait,
+    )?;
+    if action == Some(Action::FlushRunners) {
+        mode::restart_workers(&rt.paths, &rt.identity, &control);
+    }
+    Ok(Some(mode::converge(rt, &control, &settings)))
+}
+
+/// The action results of a reactive round.
+pub fn action_results(round: &ReactiveRound) -> ActionResults {
+    let mut results = mode::check_results(&round.view);
+    results.insert(
+        "delta.virtual-machines".into(),
+        (i64::from(round.started) - i64::from(round.stopped)).to_string(),
+    );
+    results
+}
+
+/// stop, remove: every worker stops (handing back what it holds) before the runners go,
+/// whatever the configuration.
+pub fn tear_down(ctx: &Context<'_>) {
+    mode::leave(ctx.paths, &ctx.hook.identity, &control());
+}
+
+/// check-runners' reactive keys (worker count, queue length) while in reactive mode.
+pub fn check_results(rt: &Runtime) -> Option<ActionResults> {
+    let dirs = mode::unit_dirs(&rt.paths, &rt.identity);
+    if mode::previous_mode(&dirs) != Mode::Reactive {
+        return None;
+    }
+    let view = mode::ReactiveView {
+        target: rt.config.virtual_machines,
+        workers: survey(&dirs),
+    };
+    Some(mode::check_results(&view))
+}
+
+/// update-status in reactive mode: the workers' own reports (slot files), no broker, GitHub
+/// or LXD call. None in pull mode.
+pub fn report_status(ctx: &Context<'_>, virtual_machines: u32) -> Option<crate::juju::Status> {
+    let dirs = mode::unit_dirs(ctx.paths, &ctx.hook.identity);
+    if mode::previous_mode(&dirs) != Mode::Reactive {
+        return None;
+    }
+    Some(mode::reactive_status(&mode::ReactiveView {
+        target: virtual_machines,
+        workers: survey(&dirs),
+    }))
+}

@@ -1,0 +1,355 @@
+//! Reactive mode as the charm drives it: converge (settings, workers, orphan runners,
+//! status), leave (mode switch to pull, stop, remove), restart (flush-runners), and the
+//! check-runners keys. Decisions are pure ([`mode_switch`], [`reactive_status`],
+//! [`orphan_runners`], [`check_results`]); the rest goes through `reactive::workers` and the
+//! runner code.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::claim::ClaimDir;
+use super::run::{LxdRunners, WorkerSettings};
+use super::worker::{JobRunners, RunnerRemoval};
+use super::workers::{
+    ensure_workers, render_logrotate, settings_fingerprint, stop_all, survey, write_settings,
+    LiveWorker, ProcessControl, UnitDirs,
+};
+use crate::charm::fleet::CharmRunnerOps;
+use crate::charm::runtime::Runtime;
+use crate::identity::UnitIdentity;
+use crate::juju::Status;
+use crate::paths::HostPaths;
+
+/// How long a reconcile waits for the workers it started to take their slots (status).
+const START_WAIT: Duration = Duration::from_secs(3);
+/// How long stop, remove and a mode switch wait for workers to hand back what they hold.
+pub const STOP_WAIT: Duration = Duration::from_secs(60);
+
+/// The unit's reactive folders.
+pub fn unit_dirs(paths: &HostPaths, identity: &UnitIdentity) -> UnitDirs {
+    let key = format!("{}-{}", identity.app, identity.unit_number);
+    UnitDirs::new(paths.reactive_dir(&key), paths.reactive_log_dir(&key))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Pull,
+    Reactive,
+}
+
+/// The mode the unit was in: reactive while a settings file exists (written by every
+/// reactive reconcile, removed when leaving).
+pub fn previous_mode(dirs: &UnitDirs) -> Mode {
+    if dirs.settings_file().exists() {
+        Mode::Reactive
+    } else {
+        Mode::Pull
+    }
+}
+
+/// What a change of mode requires before converging in the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeSwitch {
+    None,
+    /// Pull's idle runners go (the reactive converge removes every runner no worker holds).
+    PullToReactive,
+    /// Workers stop (handing back what they hold), their idle runners go.
+    ReactiveToPull,
+}
+
+pub fn mode_switch(previous: Mode, now: Mode) -> ModeSwitch {
+    match (previous, now) {
+        (Mode::Pull, Mode::Reactive) => ModeSwitch::PullToReactive,
+        (Mode::Reactive, Mode::Pull) => ModeSwitch::ReactiveToPull,
+        _ => ModeSwitch::None,
+    }
+}
+
+/// The unit's runners that no live worker holds: a reconcile removes them unless busy
+/// (defect D3: a runner a worker holds a message or a job for is never touched).
+pub fn orphan_runners(instances: &[String], held: &[String]) -> Vec<String> {
+    instances
+        .iter()
+        .filter(|i| !held.contains(i))
+        .cloned()
+        .collect()
+}
+
+/// What the status and check-runners show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReactiveView {
+    pub target: u32,
+    pub workers: Vec<LiveWorker>,
+}
+
+impl ReactiveView {
+    /// Workers that are not on their way out.
+    pub fn running(&self) -> usize {
+        self.workers.iter().filter(|w| !w.status.stopping).count()
+    }
+
+    /// Runners workers hold (creating, waiting for pickup, or running their job).
+    pub fn runners(&self) -> usize {
+        self.workers
+            .iter()
+            .filter(|w| w.status.runner.is_some())
+            .count()
+    }
+
+    /// The queue's waiting messages as last seen by a worker.
+    pub fn queue(&self) -> Option<u64> {
+        self.workers
+            .iter()
+            .filter_map(|w| w.status.queue_waiting)
+            .max()
+    }
+
+    pub fn broker_error(&self) -> Option<&str> {
+        self.workers
+            .iter()
+            .find_map(|w| w.status.broker_error.as_deref())
+            .filter(|h| !h.is_empty())
+    }
+}
+
+/// "reactive: 2/4 workers, 1 runner busy, queue 3"; Maintenance naming the broker host
+/// while workers cannot reach it.
+pub fn reactive_status(view: &ReactiveView) -> Status {
+    let runners = view.runners();
+    let mut text = format!(
+        "reactive: {}/{} workers, {runners} runner{} busy",
+        view.running(),
+        view.target,
+        if runners == 1 { "" } else { "s" }
+    );
+    if let Some(q) = view.queue() {
+        text.push_str(&format!(", queue {q}"));
+    }
+    match view.broker_error() {
+        Some(host) => Status::Maintenance(format!(
+            "reactive: message broker {host} unreachable, workers retrying ({} of {} up)",
+            view.running(),
+            view.target
+        )),
+        None => Status::Active(text),
+    }
+}
+
+/// check-runners' reactive keys.
+pub fn check_results(view: &ReactiveView) -> BTreeMap<String, String> {
+    let mut r = BTreeMap::from([
+        ("mode".to_string(), "reactive".to_string()),
+        ("workers".to_string(), view.running().to_string()),
+        ("workers-target".to_string(), view.target.to_string()),
+        ("reactive-runners".to_string(), view.runners().to_string()),
+    ]);
+    if let Some(q) = view.queue() {
+        r.insert("queue".to_string(), q.to_string());
+    }
+    r
+}
+
+/// What a reactive round did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReactiveRound {
+    pub status: Status,
+    pub view: ReactiveView,
+    pub started: u32,
+    pub stopped: u32,
+    pub orphans_removed: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+/// One reactive reconcile: settings file, logrotate rule, workers up to `virtual-machines`,
+/// orphan runners removed, status.
+pub fn converge(
+    rt: &Runtime,
+    control: &dyn ProcessControl,
+    settings: &WorkerSettings,
+) -> ReactiveRound {
+    let dirs = unit_dirs(&rt.paths, &rt.identity);
+    let target = rt.config.virtual_machines;
+    let mut problems = Vec::new();
+    let bytes = settings.to_bytes();
+    let current = std::fs::read(dirs.settings_file()).ok();
+    if current.as_deref() != Some(&bytes[..]) {
+        if let Err(e) = write_settings(&dirs, &bytes) {
+            problems.push(format!("cannot write the worker settings: {e}"));
+        }
+    }
+    let rule = rt.paths.logrotate_dir().join(format!(
+        "github-runner-reactive-{}-{}",
+        rt.identity.app, rt.identity.unit_number
+    ));
+    if let Err(e) =
+        crate::host::file::replace_if_changed(&rule, &render_logrotate(&dirs.logs), 0o644)
+    {
+        problems.push(format!("cannot write {}: {e}", rule.display()));
+    }
+    let fingerprint = settings_fingerprint(&bytes);
+    let outcome = ensure_workers(&dirs, control, target, &fingerprint);
+    problems.extend(outcome.problems);
+    let orphans_removed = remove_orphans(rt, &dirs, &mut problems);
+    let deadline = Instant::now() + START_WAIT;
+    let view = loop {
+        let workers = survey(&dirs);
+        let up = workers
+            .iter()
+            .filter(|w| !w.status.stopping && w.status.pid != 0)
+            .count();
+        if up >= target as usize || Instant::now() >= deadline {
+            break ReactiveView { target, workers };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for p in &problems {
+        tracing::warn!("reactive: {p}");
+    }
+    ReactiveRound {
+        status: reactive_status(&view),
+        view,
+        started: outcome.started,
+        stopped: outcome.stopped,
+        orphans_removed,
+        problems,
+    }
+}
+
+fn remove_orphans(rt: &Runtime, dirs: &UnitDirs, problems: &mut Vec<String>) -> Vec<String> {
+    let instances = match rt.lxd.list_owned_instances(&rt.identity.owner_value()) {
+        Ok(list) => list.into_iter().map(|i| i.name).collect::<Vec<_>>(),
+        Err(e) => {
+            problems.push(format!("cannot list runners: {e}"));
+            return Vec::new();
+        }
+    };
+    let held = ClaimDir::open(dirs.claims_dir())
+        .map(|c| c.held_runners())
+        .unwrap_or_default();
+    let ops = CharmRunnerOps::new(rt);
+    let runners = LxdRunners { rt, ops: &ops };
+    orphan_runners(&instances, &held)
+        .into_iter()
+        .filter(|name| match runners.remove_if_idle(name) {
+            Ok(RunnerRemoval::Removed) => true,
+            Ok(RunnerRemoval::Busy) => false,
+            Err(e) => {
+                problems.push(format!("cannot remove runner {name}: {e}"));
+                false
+            }
+        })
+        .collect()
+}
+
+/// Leaves reactive mode (mode switch to pull, stop, remove): every worker stops, handing
+/// back what it holds, and the settings file (token, broker URI) goes. Returns the workers
+/// still running after [`STOP_WAIT`].
+pub fn leave(paths: &HostPaths, identity: &UnitIdentity, control: &dyn ProcessControl) -> usize {
+    let dirs = unit_dirs(paths, identity);
+    let left = stop_all(&dirs, control, STOP_WAIT);
+    match std::fs::remove_file(dirs.settings_file()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove the worker settings: {e}"),
+    }
+    if left > 0 {
+        tracing::warn!("{left} reactive workers still running after {STOP_WAIT:?}");
+    }
+    left
+}
+
+/// flush-runners in reactive mode: every worker stops (handing back what it holds), then
+/// the next converge starts fresh ones.
+pub fn restart_workers(paths: &HostPaths, identity: &UnitIdentity, control: &dyn ProcessControl) {
+    let dirs = unit_dirs(paths, identity);
+    let left = stop_all(&dirs, control, STOP_WAIT);
+    if left > 0 {
+        tracing::warn!("{left} reactive workers still finishing; replaced once they exit");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reactive::workers::SlotStatus;
+
+    fn worker(
+        slot: u32,
+        runner: Option<&str>,
+        queue: Option<u64>,
+        broker: Option<&str>,
+    ) -> LiveWorker {
+        LiveWorker {
+            slot,
+            status: SlotStatus {
+                pid: 10 + slot,
+                runner: runner.map(str::to_string),
+                busy: runner.is_some(),
+                queue_waiting: queue,
+                broker_error: broker.map(str::to_string),
+                ..SlotStatus::default()
+            },
+        }
+    }
+
+    #[test]
+    fn mode_switch_table() {
+        use Mode::*;
+        assert_eq!(mode_switch(Pull, Pull), ModeSwitch::None);
+        assert_eq!(mode_switch(Reactive, Reactive), ModeSwitch::None);
+        assert_eq!(mode_switch(Pull, Reactive), ModeSwitch::PullToReactive);
+        assert_eq!(mode_switch(Reactive, Pull), ModeSwitch::ReactiveToPull);
+    }
+
+    #[test]
+    fn status_shows_workers_runners_and_queue() {
+        let view = ReactiveView {
+            target: 4,
+            workers: vec![
+                worker(0, Some("r1"), None, None),
+                worker(1, None, Some(3), None),
+            ],
+        };
+        assert_eq!(
+            reactive_status(&view),
+            Status::Active("reactive: 2/4 workers, 1 runner busy, queue 3".into())
+        );
+        let empty = ReactiveView {
+            target: 0,
+            workers: vec![],
+        };
+        assert_eq!(
+            reactive_status(&empty),
+            Status::Active("reactive: 0/0 workers, 0 runners busy".into())
+        );
+        let results = check_results(&view);
+        assert_eq!(results["workers"], "2");
+        assert_eq!(results["queue"], "3");
+        assert_eq!(results["reactive-runners"], "1");
+    }
+
+    #[test]
+    fn an_unreachable_broker_is_maintenance_naming_the_host() {
+        let view = ReactiveView {
+            target: 2,
+            workers: vec![
+                worker(0, None, None, Some("redis.internal:6379")),
+                worker(1, None, None, None),
+            ],
+        };
+        assert_eq!(
+            reactive_status(&view),
+            Status::Maintenance(
+                "reactive: message broker redis.internal:6379 unreachable, workers retrying (2 of 2 up)"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn orphans_are_the_runners_no_live_claim_names() {
+        let instances = vec!["a".to_string(), "b".into(), "c".into()];
+        assert_eq!(orphan_runners(&instances, &["b".into()]), vec!["a", "c"]);
+        assert!(orphan_runners(&instances, &instances).is_empty());
+    }
+}

@@ -1,0 +1,458 @@
+//! The worker process: `github-runner-charm reactive-worker --dir D --logs L --slot N`.
+//!
+//! Started detached by a reconcile (`reactive::workers`). It closes whatever it inherited,
+//! takes its slot lock (or exits: another worker has the slot), reads the 0600 settings file
+//! the charm wrote (token, broker URI, configuration: never argv or environment), and runs
+//! [`Worker`] until SIGTERM. Logs go to stderr, which is its own log file.
+
+use std::cell::RefCell;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::claim::ClaimDir;
+use super::job::UnitScope;
+use super::queue::{JobQueue, QueueError};
+use super::worker::{
+    GitHubJobs, JobRunners, RunnerRemoval, SpawnFailure, Worker, WorkerEvent, WorkerReport,
+    WorkerState, WorkerTimings,
+};
+use super::workers::{close_inherited_fds, settings_fingerprint, SlotHold, UnitDirs};
+use crate::charm::fleet::CharmRunnerOps;
+use crate::charm::runtime::Runtime;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{validate, CharmConfig, ConfigContext};
+use crate::github::{Arch, ClientSettings, GitHub, GitHubClient};
+use crate::host::metrics::{MetricEvent, MetricsLog, ReactiveJobPickedUp};
+use crate::identity::{RunnerName, UnitIdentity};
+use crate::lxd::LxcCli;
+use crate::manager::ops::FailureKind;
+use crate::manager::planner::RUNNER_ID_CONFIG_KEY;
+use crate::paths::HostPaths;
+use crate::runner::RunnerEnvironment;
+
+/// How long a runner waits for its job in test-mode=insecure (5 minutes otherwise).
+pub const TEST_MODE_PICKUP_BOUND: Duration = Duration::from_secs(15);
+
+/// Largest settings file read.
+const MAX_SETTINGS_BYTES: u64 = 1024 * 1024;
+
+/// What a worker needs, written by the charm into the 0600 settings file. Holds secrets:
+/// no `Debug`.
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
+pub struct WorkerSettings {
+    /// The broker URI with its password.
+    pub mq_uri: String,
+    /// Broker hosts without credentials (status).
+    pub broker_host: String,
+    /// The queue (the application's name).
+    pub queue_name: String,
+    pub unit_name: String,
+    pub model_uuid: String,
+    /// `config-get` as the hook read it (token included).
+    pub config: serde_json::Map<String, serde_json::Value>,
+    pub http_proxy: Option<String>,
+    pub https_proxy: Option<String>,
+    pub no_proxy: Option<String>,
+    pub charm_dir: PathBuf,
+    pub lxd_project: Option<String>,
+    /// The charm binary's path and modification time: a new binary restarts the workers.
+    #[serde(default)]
+    pub binary: String,
+}
+
+impl WorkerSettings {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serialising plain strings and maps cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Opens the broker named by the settings. The transports live with the broker side.
+pub type QueueOpener = fn(&WorkerSettings, Arc<dyn Clock>) -> Result<Box<dyn JobQueue>, QueueError>;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+struct StderrLayer;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for StderrLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        use std::io::Write;
+        let mut line = crate::juju::log::LineVisitor::default();
+        event.record(&mut line);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let _ = writeln!(
+            std::io::stderr(),
+            "{now} {} {}",
+            event.metadata().level(),
+            line.finish()
+        );
+    }
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// The worker process's main. `args` are argv after `reactive-worker`.
+pub fn main(args: &[String], open: QueueOpener) -> i32 {
+    close_inherited_fds(&[]);
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(
+            libc::SIGTERM,
+            on_sigterm as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::Layer;
+        let subscriber = tracing_subscriber::registry()
+            .with(StderrLayer.with_filter(tracing_subscriber::filter::LevelFilter::INFO));
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    }
+    let (Some(dir), Some(logs), Some(slot)) = (
+        arg(args, "--dir"),
+        arg(args, "--logs"),
+        arg(args, "--slot").and_then(|s| s.parse::<u32>().ok()),
+    ) else {
+        eprintln!("usage: github-runner-charm reactive-worker --dir <dir> --logs <dir> --slot <n>");
+        return 2;
+    };
+    let dirs = UnitDirs::new(dir, logs);
+    let mut hold = match SlotHold::acquire(&dirs, slot, Duration::from_secs(2)) {
+        Ok(Some(h)) => h,
+        Ok(None) => {
+            tracing::info!(slot, "slot taken by another worker; exiting");
+            return 0;
+        }
+        Err(e) => {
+            tracing::error!(slot, "cannot take the worker slot: {e}");
+            return 1;
+        }
+    };
+    let bytes = match read_settings(&dirs) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("cannot read the worker settings: {e}");
+            return 1;
+        }
+    };
+    hold.status.pid = std::process::id();
+    hold.status.started_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    hold.status.settings = settings_fingerprint(&bytes);
+    let _ = hold.publish();
+    let settings: WorkerSettings = match serde_json::from_slice(&bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("worker settings unreadable: {}", e.classify_name());
+            return 1;
+        }
+    };
+    tracing::info!(slot, pid = hold.status.pid, broker = %settings.broker_host, "worker started");
+    let code = match serve(&dirs, slot, hold, &settings, open) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("worker stopped: {e}");
+            1
+        }
+    };
+    tracing::info!(slot, "worker exiting");
+    code
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    /// serde_json's message may quote the input, which holds secrets.
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "I/O error",
+            serde_json::error::Category::Syntax => "not JSON",
+            serde_json::error::Category::Data => "a field is missing or of the wrong type",
+            serde_json::error::Category::Eof => "truncated",
+        }
+    }
+}
+
+fn read_settings(dirs: &UnitDirs) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(dirs.settings_file())?
+        .take(MAX_SETTINGS_BYTES)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Builds the runtime the charm's hooks use, for this worker.
+fn runtime(settings: &WorkerSettings) -> Result<Runtime, String> {
+    let identity = UnitIdentity::parse(&settings.unit_name, &settings.model_uuid)
+        .map_err(|e| e.to_string())?;
+    let ctx = ConfigContext {
+        app_name: &identity.app,
+        juju_proxy_configured: settings.http_proxy.is_some() || settings.https_proxy.is_some(),
+    };
+    let config: CharmConfig = validate(&settings.config, &ctx).map_err(|e| e.to_string())?;
+    // The unit's own paths (its runner tarball, LXD_CONF, state), as its hooks use them.
+    let paths = HostPaths::from_env().with_unit(&settings.unit_name);
+    let mut lxc = LxcCli::for_host(&paths).map_err(|e| e.to_string())?;
+    if let Some(project) = &settings.lxd_project {
+        lxc = lxc.in_project(project.clone());
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let github: Arc<dyn GitHub> = Arc::new(
+        GitHubClient::new(ClientSettings::from_config(&config, identity.clone()))
+            .map_err(|e| e.to_string())?
+            .with_clock(clock.clone()),
+    );
+    let environment = RunnerEnvironment::from_juju(
+        |k| match k {
+            "JUJU_CHARM_HTTP_PROXY" => settings.http_proxy.clone(),
+            "JUJU_CHARM_HTTPS_PROXY" => settings.https_proxy.clone(),
+            "JUJU_CHARM_NO_PROXY" => settings.no_proxy.clone(),
+            _ => None,
+        },
+        config.dockerhub_mirror.clone(),
+    );
+    // With aproxy the host redirects runner web traffic: runners get no proxy variables.
+    let environment = if config.experimental_use_aproxy {
+        environment.without_proxies()
+    } else {
+        environment
+    };
+    Ok(Runtime::from_parts(
+        identity,
+        config,
+        paths,
+        Arc::new(lxc),
+        github,
+        clock,
+        environment,
+        settings.charm_dir.clone(),
+    ))
+}
+
+/// This unit's labels for the label check: the runners' own, plus the host architecture.
+pub fn unit_scope(rt: &Runtime, runner_labels: &[String]) -> UnitScope {
+    let mut labels = runner_labels.to_vec();
+    if let Some(arch) = Arch::host() {
+        labels.push(arch.github_name().to_string());
+    }
+    UnitScope {
+        api_base_url: rt.config.api_base_url.clone(),
+        path: rt.config.path.clone(),
+        labels,
+    }
+}
+
+fn serve(
+    dirs: &UnitDirs,
+    slot: u32,
+    hold: SlotHold,
+    settings: &WorkerSettings,
+    open: QueueOpener,
+) -> Result<(), String> {
+    let report = SlotReport {
+        hold: RefCell::new(hold),
+        // The metrics log is machine-wide (one file for the log shipper).
+        metrics: MetricsLog::new(&HostPaths::from_env()),
+        flavor: settings
+            .unit_name
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        clock: SystemClock,
+    };
+    let rt = runtime(settings)?;
+    let ops = CharmRunnerOps::new(&rt);
+    let runners = LxdRunners { rt: &rt, ops: &ops };
+    let scope = unit_scope(&rt, ops.labels());
+    let claims = ClaimDir::open(dirs.claims_dir()).map_err(|e| e.to_string())?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut timings = WorkerTimings::default();
+    if rt.config.test_mode_insecure {
+        // Containers come online in seconds: a job nobody takes is requeued sooner.
+        timings.pickup_bound = TEST_MODE_PICKUP_BOUND;
+    }
+    let mut backoff = timings.broker_backoff;
+    let mut queue = loop {
+        if STOP.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        match open(settings, clock.clone()) {
+            Ok(q) => break q,
+            Err(e) => {
+                tracing::warn!("{e}; retrying in {backoff:?}");
+                report.state(&WorkerState {
+                    broker_error: Some(settings.broker_host.clone()),
+                    ..WorkerState::default()
+                });
+                let until = std::time::Instant::now() + backoff;
+                while std::time::Instant::now() < until && !STOP.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                backoff = (backoff * 2).min(timings.max_broker_backoff);
+            }
+        }
+    };
+    let jobs = GitHubJobs(&*rt.github);
+    let mut worker = Worker::new(
+        &mut *queue,
+        &jobs,
+        &runners,
+        &claims,
+        &scope,
+        &SystemClock,
+        &report,
+        &STOP,
+        slot,
+        timings,
+    );
+    worker.run();
+    Ok(())
+}
+
+/// Metrics to the unit's metrics log; state into the slot file.
+struct SlotReport {
+    hold: RefCell<SlotHold>,
+    metrics: MetricsLog,
+    flavor: String,
+    clock: SystemClock,
+}
+
+impl WorkerReport for SlotReport {
+    fn event(&self, event: WorkerEvent) {
+        let flavor = self.flavor.clone();
+        let event = match event {
+            WorkerEvent::JobReceived => MetricEvent::ReactiveJobReceived { flavor },
+            WorkerEvent::JobDropped { reason } => MetricEvent::ReactiveJobDropped {
+                flavor,
+                reason: reason.to_string(),
+            },
+            WorkerEvent::RunnerSpawned { seconds } => MetricEvent::ReactiveRunnerSpawned {
+                flavor,
+                duration: seconds,
+            },
+            WorkerEvent::PickedUp { queue_seconds } => {
+                MetricEvent::ReactiveJobPickedUp(ReactiveJobPickedUp {
+                    flavor,
+                    queue_seconds,
+                })
+            }
+            WorkerEvent::Requeued { process_count } => MetricEvent::ReactiveJobRequeued {
+                flavor,
+                process_count,
+            },
+        };
+        if let Err(e) = self.metrics.issue(&event, &self.clock) {
+            tracing::warn!("{e}");
+        }
+    }
+
+    fn state(&self, state: &WorkerState) {
+        let mut hold = self.hold.borrow_mut();
+        hold.status.apply(state);
+        hold.status.stopping = STOP.load(Ordering::SeqCst);
+        if let Err(e) = hold.publish() {
+            tracing::warn!("cannot write the worker's slot file: {e}");
+        }
+    }
+}
+
+/// [`JobRunners`] over the charm's runner code: creation through [`CharmRunnerOps`] (the
+/// unit's labels, profiles, JIT registration), removal through `runner::remove_runner`
+/// without force (a busy runner is kept).
+pub struct LxdRunners<'a> {
+    pub rt: &'a Runtime,
+    pub ops: &'a CharmRunnerOps<'a>,
+}
+
+impl JobRunners for LxdRunners<'_> {
+    fn new_name(&self) -> Result<String, String> {
+        self.rt
+            .identity
+            .new_runner_name()
+            .map(|n| n.0)
+            .map_err(|e| e.to_string())
+    }
+
+    fn create(&self, name: &str) -> Result<(), SpawnFailure> {
+        match self.ops.create_named(RunnerName(name.to_string())) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(SpawnFailure {
+                retry_epoch: match e.kind {
+                    FailureKind::RateLimited { reset_epoch } => Some(reset_epoch),
+                    _ => None,
+                },
+                message: e.message,
+            }),
+        }
+    }
+
+    fn remove_if_idle(&self, name: &str) -> Result<RunnerRemoval, String> {
+        let owner = self.rt.identity.owner_value();
+        let instance = self
+            .rt
+            .lxd
+            .list_owned_instances(&owner)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|i| i.name == name);
+        let github_id = instance
+            .as_ref()
+            .and_then(|i| i.config.get(RUNNER_ID_CONFIG_KEY))
+            .and_then(|v| v.parse().ok());
+        let target = crate::runner::remove::RemovalTarget {
+            name,
+            instance: instance.as_ref(),
+            github_id,
+        };
+        match crate::runner::remove_runner(&*self.rt.lxd, &*self.rt.github, &owner, &target, false)
+        {
+            Ok(crate::runner::RemoveOutcome::KeptBusy) => Ok(RunnerRemoval::Busy),
+            Ok(_) => Ok(RunnerRemoval::Removed),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn exists(&self, name: &str) -> Result<bool, String> {
+        let owner = self.rt.identity.owner_value();
+        let instances = self
+            .rt
+            .lxd
+            .list_owned_instances(&owner)
+            .map_err(|e| e.to_string())?;
+        Ok(instances.iter().any(|i| i.name == name))
+    }
+}
+
+/// The broker the settings name, through the transports (`reactive::open_queue`).
+pub fn open_broker(
+    settings: &WorkerSettings,
+    clock: Arc<dyn Clock>,
+) -> Result<Box<dyn JobQueue>, QueueError> {
+    let uri = super::source::parse_mq_uri(&settings.mq_uri).map_err(|_| QueueError::Refused {
+        host: settings.broker_host.clone(),
+        detail: "the broker URI in the worker settings does not parse".into(),
+    })?;
+    super::open_queue(&uri, &settings.queue_name, clock)
+}

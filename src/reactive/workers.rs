@@ -1,0 +1,433 @@
+//! The unit's worker processes: counted by the slot locks they hold, started up to the target,
+//! stopped idle-first then newest-first, replaced when they crash.
+//!
+//! Each worker holds an exclusive `flock` on `<unit dir>/workers/slot-<n>` for its whole life
+//! and writes its state there (JSON, rewritten in place). The kernel drops the lock when the
+//! process dies, however it dies, so "the lock is held" is exactly "the worker lives": the
+//! count never comes from `ps` text (defect D5) and a crashed worker's slot is free for the
+//! next reconcile. [`plan_workers`] is the pure decision; [`ProcessControl`] spawns and
+//! signals, [`DetachedWorkers`] is the real one (the charm's own binary in a new session,
+//! stdin/stdout/stderr on /dev/null and its log file, no other inherited descriptor).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::queue::QueueLength;
+use super::worker::WorkerState;
+
+/// Longest slot file read (one JSON line).
+const MAX_SLOT_BYTES: u64 = 4096;
+/// The argv[1] that starts the binary as a worker.
+pub const WORKER_ARG: &str = "reactive-worker";
+
+/// The per-unit folder of reactive mode: settings, worker slots, job claims, logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitDirs {
+    /// 0700: the settings file in it holds the token and the broker URI.
+    pub state: PathBuf,
+    /// Workers' logs (one file per slot, rotated daily).
+    pub logs: PathBuf,
+}
+
+impl UnitDirs {
+    pub fn new(state: impl Into<PathBuf>, logs: impl Into<PathBuf>) -> Self {
+        UnitDirs {
+            state: state.into(),
+            logs: logs.into(),
+        }
+    }
+
+    /// The 0600 settings file workers read at start (token, broker URI, configuration).
+    pub fn settings_file(&self) -> PathBuf {
+        self.state.join("worker-settings.json")
+    }
+
+    pub fn slots_dir(&self) -> PathBuf {
+        self.state.join("workers")
+    }
+
+    pub fn claims_dir(&self) -> PathBuf {
+        self.state.join("claims")
+    }
+
+    pub fn slot_file(&self, slot: u32) -> PathBuf {
+        self.slots_dir().join(format!("slot-{slot}"))
+    }
+
+    pub fn log_file(&self, slot: u32) -> PathBuf {
+        self.logs.join(format!("worker-{slot}.log"))
+    }
+
+    /// Creates the folders (state ones 0700).
+    pub fn create(&self) -> std::io::Result<()> {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true).mode(0o700);
+        b.create(&self.state)?;
+        b.create(self.slots_dir())?;
+        b.create(self.claims_dir())?;
+        b.mode(0o750).create(&self.logs)
+    }
+}
+
+/// What a live worker wrote into its slot file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotStatus {
+    pub pid: u32,
+    /// Start time, milliseconds since the epoch (newest-first order).
+    pub started_ms: u64,
+    /// Fingerprint of the settings it runs with; a reconcile restarts workers whose differs.
+    pub settings: String,
+    /// SIGTERM received: finishing or handing back what it holds, then exiting.
+    #[serde(default)]
+    pub stopping: bool,
+    #[serde(default)]
+    pub busy: bool,
+    #[serde(default)]
+    pub runner: Option<String>,
+    #[serde(default)]
+    pub queue_waiting: Option<u64>,
+    #[serde(default)]
+    pub queue_leased: Option<u64>,
+    /// Broker host of the last failure (never credentials).
+    #[serde(default)]
+    pub broker_error: Option<String>,
+}
+
+impl SlotStatus {
+    pub fn apply(&mut self, state: &WorkerState) {
+        self.busy = state.busy;
+        self.runner = state.runner.clone();
+        self.queue_waiting = state.queue.map(|q| q.waiting);
+        self.queue_leased = state.queue.map(|q| q.leased);
+        self.broker_error = state.broker_error.clone();
+    }
+
+    pub fn queue(&self) -> Option<QueueLength> {
+        Some(QueueLength {
+            waiting: self.queue_waiting?,
+            leased: self.queue_leased.unwrap_or(0),
+        })
+    }
+}
+
+/// A worker's hold on its slot. Dropping it (or dying) frees the slot.
+#[derive(Debug)]
+pub struct SlotHold {
+    file: File,
+    pub slot: u32,
+    pub status: SlotStatus,
+}
+
+impl SlotHold {
+    /// Takes `slot`, waiting up to `wait` (a reconcile's probe holds it for an instant).
+    /// None: another live worker has it.
+    pub fn acquire(dirs: &UnitDirs, slot: u32, wait: Duration) -> std::io::Result<Option<Self>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(dirs.slot_file(slot))?;
+        let deadline = Instant::now() + wait;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(TryLockError::WouldBlock) => return Ok(None),
+                Err(TryLockError::Error(e)) => return Err(e),
+            }
+        }
+        Ok(Some(SlotHold {
+            file,
+            slot,
+            status: SlotStatus::default(),
+        }))
+    }
+
+    /// Rewrites the slot file with `status`.
+    pub fn publish(&mut self) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(&self.status).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.write_all(&line)
+    }
+}
+
+/// A slot a live worker holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveWorker {
+    pub slot: u32,
+    pub status: SlotStatus,
+}
+
+/// The live workers of the unit, by slot: the slots whose lock is held.
+pub fn survey(dirs: &UnitDirs) -> Vec<LiveWorker> {
+    let Ok(entries) = std::fs::read_dir(dirs.slots_dir()) else {
+        return Vec::new();
+    };
+    let mut live: Vec<LiveWorker> = entries
+        .flatten()
+        .filter_map(|e| {
+            let slot: u32 = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("slot-")?
+                .parse()
+                .ok()?;
+            let mut file = File::open(e.path()).ok()?;
+            match file.try_lock_shared() {
+                Err(TryLockError::WouldBlock) => {}
+                // Free (or unreadable): no live worker.
+                _ => return None,
+            }
+            let mut text = String::new();
+            (&mut file)
+                .take(MAX_SLOT_BYTES)
+                .read_to_string(&mut text)
+                .ok()?;
+            // A worker that has not written its status yet counts, with a blank one.
+            let status = serde_json::from_str(text.trim()).unwrap_or_default();
+            Some(LiveWorker { slot, status })
+        })
+        .collect();
+    live.sort_by_key(|w| w.slot);
+    live
+}
+
+/// What to do about the unit's workers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerPlan {
+    /// Slots to start a worker in.
+    pub start: Vec<u32>,
+    /// Workers to send SIGTERM: (slot, pid).
+    pub stop: Vec<(u32, u32)>,
+}
+
+/// The pure decision: `target` workers running `settings`. Workers with other settings are
+/// stopped (they hand back what they hold); surplus ones are stopped idle first, then
+/// newest first (defect D6); new ones take the lowest free slots. Workers already stopping
+/// count for nothing.
+pub fn plan_workers(live: &[LiveWorker], target: u32, settings: &str) -> WorkerPlan {
+    let mut plan = WorkerPlan::default();
+    let mut current: Vec<&LiveWorker> = Vec::new();
+    for w in live.iter().filter(|w| !w.status.stopping) {
+        if w.status.settings == settings {
+            current.push(w);
+        } else {
+            plan.stop.push((w.slot, w.status.pid));
+        }
+    }
+    let target = target as usize;
+    if current.len() > target {
+        // Keep busy before idle, then oldest before newest; stop the tail, from its end
+        // (idle newest first).
+        current.sort_by_key(|w| (!w.status.busy, w.status.started_ms, w.slot));
+        for w in current.split_off(target).into_iter().rev() {
+            plan.stop.push((w.slot, w.status.pid));
+        }
+    }
+    let taken: Vec<u32> = live.iter().map(|w| w.slot).collect();
+    let mut slot = 0;
+    while current.len() + plan.start.len() < target {
+        if !taken.contains(&slot) {
+            plan.start.push(slot);
+        }
+        slot += 1;
+    }
+    plan
+}
+
+/// Starting and signalling worker processes.
+pub trait ProcessControl {
+    fn start(&self, dirs: &UnitDirs, slot: u32) -> Result<(), String>;
+    /// SIGTERM `pid` (a worker found holding its slot lock just now).
+    fn terminate(&self, pid: u32) -> Result<(), String>;
+}
+
+/// What [`ensure_workers`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkersOutcome {
+    pub started: u32,
+    pub stopped: u32,
+    pub problems: Vec<String>,
+}
+
+/// Brings the unit to `target` workers running `settings`.
+pub fn ensure_workers(
+    dirs: &UnitDirs,
+    control: &dyn ProcessControl,
+    target: u32,
+    settings: &str,
+) -> WorkersOutcome {
+    let mut out = WorkersOutcome::default();
+    if let Err(e) = dirs.create() {
+        out.problems
+            .push(format!("cannot create {}: {e}", dirs.state.display()));
+        return out;
+    }
+    let plan = plan_workers(&survey(dirs), target, settings);
+    for (slot, pid) in plan.stop {
+        match control.terminate(pid) {
+            Ok(()) => out.stopped += 1,
+            Err(e) => out.problems.push(format!("worker {slot}: {e}")),
+        }
+    }
+    for slot in plan.start {
+        match control.start(dirs, slot) {
+            Ok(()) => out.started += 1,
+            Err(e) => out.problems.push(format!("worker {slot}: {e}")),
+        }
+    }
+    out
+}
+
+/// Stops every worker and waits up to `wait` for them to exit (they hand back what they
+/// hold first). Returns how many still run.
+pub fn stop_all(dirs: &UnitDirs, control: &dyn ProcessControl, wait: Duration) -> usize {
+    for w in survey(dirs) {
+        if let Err(e) = control.terminate(w.status.pid) {
+            tracing::warn!(slot = w.slot, "cannot stop worker: {e}");
+        }
+    }
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = survey(dirs).len();
+        if left == 0 || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The real [`ProcessControl`]: `<binary> reactive-worker --dir <state dir> --logs <log dir>
+/// --slot <n>` (no secret in argv: the worker reads the 0600 settings file), in a new
+/// session so it outlives the hook, with an explicit environment.
+#[derive(Debug, Clone)]
+pub struct DetachedWorkers {
+    pub binary: PathBuf,
+    /// The whole environment the worker gets (test knobs such as the host root included).
+    pub env: Vec<(String, String)>,
+}
+
+impl ProcessControl for DetachedWorkers {
+    fn start(&self, dirs: &UnitDirs, slot: u32) -> Result<(), String> {
+        use std::os::unix::process::CommandExt;
+        let log = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .open(dirs.log_file(slot))
+            .map_err(|e| format!("cannot open {}: {e}", dirs.log_file(slot).display()))?;
+        let log_err = log.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = std::process::Command::new(&self.binary);
+        cmd.arg(WORKER_ARG)
+            .arg("--dir")
+            .arg(&dirs.state)
+            .arg("--logs")
+            .arg(&dirs.logs)
+            .arg("--slot")
+            .arg(slot.to_string())
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir("/")
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        // SAFETY: only async-signal-safe calls between fork and exec (setsid, a syscall).
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::setsid().map_err(std::io::Error::from)?;
+                mark_inherited_fds_cloexec();
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
+        // Not waited for: the worker outlives this process (init reaps it).
+        drop(child);
+        Ok(())
+    }
+
+    fn terminate(&self, pid: u32) -> Result<(), String> {
+        let pid = rustix::process::Pid::from_raw(pid as i32).ok_or("pid 0")?;
+        match rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(format!("kill {pid:?}: {e}")),
+        }
+    }
+}
+
+/// Every descriptor above stderr closes at exec (the hook's pipes among them: Juju waits for
+/// them to close). `close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`; the worker also closes what a
+/// kernel without it left (see [`close_inherited_fds`]).
+fn mark_inherited_fds_cloexec() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: a plain syscall on integers; failure (old kernel) is handled by the worker.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        );
+    }
+}
+
+/// Closes every descriptor above stderr except `keep` (run first thing in a worker).
+pub fn close_inherited_fds(keep: &[i32]) {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2 && !keep.contains(fd))
+        .collect();
+    for fd in fds {
+        // SAFETY: closing a descriptor this process does not use (read_dir's own is gone).
+        unsafe {
+            libc::close(fd);
+        }
+    }
+}
+
+/// The settings fingerprint workers compare: SHA-256 of the settings file's bytes.
+pub fn settings_fingerprint(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes the settings file (0600, atomically).
+pub fn write_settings(dirs: &UnitDirs, bytes: &[u8]) -> std::io::Result<()> {
+    dirs.create()?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dirs.state)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_data()?;
+    // NamedTempFile is created 0600.
+    tmp.persist(dirs.settings_file()).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// The logrotate rule for the workers' logs: daily, a week kept, copytruncate (a worker
+/// keeps its file open; a moved file would go on growing unseen, defect D16).
+pub fn render_logrotate(logs: &Path) -> String {
+    format!(
+        "{}/*.log {{\n    daily\n    rotate 7\n    missingok\n    notifempty\n    compress\n    delaycompress\n    copytruncate\n}}\n",
+        logs.display()
+    )
+}
+
+#[cfg(test)]
+#[path = "workers_tests.rs"]
+mod tests;

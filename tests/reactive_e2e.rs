@@ -1,0 +1,153 @@
+//! Reactive mode end to end through `dispatch`: the real binary with the fake hook tools,
+//! the real LXD daemon, the fake GitHub, a real redis-server on loopback fed by the real
+//! kombu producer, and the charm's own detached workers.
+
+#[path = "support/charm_env/mod.rs"]
+mod charm_env;
+#[path = "support/executable.rs"]
+mod executable;
+#[path = "support/fake_github/mod.rs"]
+mod fake_github;
+#[path = "support/juju_harness/mod.rs"]
+mod juju_harness;
+#[path = "support/kombu/mod.rs"]
+mod kombu;
+#[path = "support/lxd_fixture/mod.rs"]
+mod lxd_fixture;
+#[path = "support/redis_server/mod.rs"]
+mod redis_server;
+
+use charm_env::{wait_for, CharmEnv, REPO};
+use github_runner::paths::HostPaths;
+use github_runner::reactive::mode::unit_dirs;
+use github_runner::reactive::workers::survey;
+use redis_server::RedisServer;
+use std::time::Duration;
+
+const QUEUE: &str = "github-runner";
+
+fn body(env: &CharmEnv, job: u64, labels: &[&str]) -> String {
+    serde_json::json!({
+        "labels": labels,
+        "status": "queued",
+        "url": format!("{}/repos/{REPO}/actions/jobs/{job}", env.gh.api_base()),
+    })
+    .to_string()
+}
+
+fn workers(env: &CharmEnv) -> usize {
+    let paths = HostPaths::new(&env.h.host_root);
+    survey(&unit_dirs(&paths, &env.unit))
+        .iter()
+        .filter(|w| w.status.pid != 0)
+        .count()
+}
+
+fn metric_count(env: &CharmEnv, needle: &str) -> usize {
+    let paths = HostPaths::new(&env.h.host_root);
+    std::fs::read_to_string(paths.metrics_log())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+#[test]
+fn reactive_mode_serves_queued_jobs_drops_bad_messages_and_stops_clean() {
+    let redis = RedisServer::start();
+    let mut env = CharmEnv::new(2);
+    env.set_config("mq-uri", redis.uri());
+    env.deploy();
+    assert!(
+        wait_for(Duration::from_secs(30), || workers(&env) == 2),
+        "two workers"
+    );
+    env.reconcile().assert_ok();
+    assert!(
+        env.status().1.starts_with("reactive: 2/2 workers"),
+        "{:?}",
+        env.status()
+    );
+
+    // A queued job: one runner, online, handed the job, gone after it.
+    let job = env.gh.add_job(REPO, &[]);
+    kombu::put(&redis.uri(), QUEUE, &[&body(&env, job, &[])]);
+    let mut runner = None;
+    assert!(env.gh.wait_until(Duration::from_secs(90), |s| {
+        runner = s.runners.iter().find(|r| r.online).map(|r| r.name.clone());
+        runner.is_some()
+    }));
+    assert!(env.gh.dispatch_job(job, runner.as_deref().unwrap()));
+    assert!(env.gh.wait_until(Duration::from_secs(60), |s| s
+        .jobs
+        .iter()
+        .any(|j| j.id == job && j.status == "completed")));
+    assert!(wait_for(Duration::from_secs(60), || env
+        .instances()
+        .is_empty()));
+
+    // A job already running: no runner. Unsupported labels and a malformed message: dropped.
+    let running = env.gh.add_job(REPO, &[]);
+    env.gh
+        .update_job(running, |j| j.status = "in_progress".into());
+    kombu::put(
+        &redis.uri(),
+        QUEUE,
+        &[
+            &body(&env, running, &[]),
+            &body(&env, job + 100, &["gpu"]),
+            "not json",
+        ],
+    );
+    assert!(wait_for(Duration::from_secs(30), || {
+        metric_count(&env, "reactive_job_received") >= 4
+            && metric_count(&env, "reactive_job_dropped") >= 2
+    }));
+    assert_eq!(metric_count(&env, "reactive_runner_spawned"), 1);
+    assert!(
+        kombu::get(&redis.uri(), QUEUE, 0.5).is_none(),
+        "nothing left"
+    );
+    assert_eq!(workers(&env), 2, "workers kept running");
+
+    // A job nobody hands to the runner: requeued with its count, the runner removed.
+    let unpicked = env.gh.add_job(REPO, &[]);
+    kombu::put(&redis.uri(), QUEUE, &[&body(&env, unpicked, &[])]);
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            metric_count(&env, "\"reactive_job_requeued\"") == 1
+        }),
+        "requeued after the test-mode pickup bound"
+    );
+    let log = std::fs::read_to_string(HostPaths::new(&env.h.host_root).metrics_log()).unwrap();
+    assert!(log.contains("\"process_count\":1"), "{log}");
+    assert!(wait_for(Duration::from_secs(30), || env
+        .instances()
+        .is_empty()));
+    assert_eq!(env.gh.job(unpicked).unwrap().status, "queued");
+
+    // Scale to 0 while a worker holds a job (its runner online, waiting for the job): the
+    // worker removes its unused runner and hands the message back before it exits.
+    let held = env.gh.add_job(REPO, &[]);
+    let held_body = body(&env, held, &[]);
+    kombu::put(&redis.uri(), QUEUE, &[&held_body]);
+    assert!(env.gh.wait_until(Duration::from_secs(90), |s| s
+        .runners
+        .iter()
+        .any(|r| r.online)));
+    env.set_config("virtual-machines", 0);
+    env.config_changed().assert_ok();
+    assert!(wait_for(Duration::from_secs(30), || workers(&env) == 0));
+    assert!(wait_for(Duration::from_secs(30), || env
+        .instances()
+        .is_empty()));
+    let back = kombu::get(&redis.uri(), QUEUE, 5.0).expect("the held message is back");
+    assert_eq!(back["body"], held_body.as_str(), "{back}");
+    assert_eq!(env.gh.job(held).unwrap().status, "queued");
+    env.set_config("virtual-machines", 1);
+    env.config_changed().assert_ok();
+    assert!(wait_for(Duration::from_secs(30), || workers(&env) == 1));
+    env.h.hook("stop").assert_ok();
+    assert_eq!(workers(&env), 0);
+    assert!(env.instances().is_empty());
+}
