@@ -231,3 +231,21 @@ pub fn minutes_seconds(secs: u64) -> String {
 #[cfg(test)]
 #[path = "messages_tests.rs"]
 mod tests;
+
+/// Reactive mode's census: `reactive: 2/4 workers, 1 runner busy, queue 3` (the queue as a
+/// worker last saw it; left out before any worker reported it).
+pub fn reactive_summary(workers: usize, target: u32, runners: usize, queue: Option<u64>) -> String {
+    let plural = if runners == 1 { "" } else { "s" };
+    let mut text = format!("reactive: {workers}/{target} workers, {runners} runner{plural} busy");
+    if let Some(q) = queue {
+        text.push_str(&format!(", queue {q}"));
+    }
+    text
+}
+
+/// Reactive workers cannot reach the broker: its host only, never the URI's credentials.
+pub fn broker_unreachable(host: &str, workers: usize, target: u32) -> String {
+    format!(
+        "reactive: message broker {host} unreachable, workers retrying ({workers} of {target} up)"
+    )
+}

@@ -32,6 +32,11 @@ fn every_kind() -> Vec<(&'static str, String)> {
             rate_limited_on("GET", "/orgs/o/actions/runners", RESET),
         ),
         ("rate_limited_with", rate_limited_with(RESET, "1/2 runners")),
+        ("reactive_summary", reactive_summary(2, 4, 1, Some(3))),
+        (
+            "broker_unreachable",
+            broker_unreachable("redis.internal:6379", 1, 4),
+        ),
         (
             "held_back",
             held_back(Some(("host memory", 4)), Some((16, 4))).unwrap_or_default(),

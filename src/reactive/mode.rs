@@ -115,23 +115,18 @@ impl ReactiveView {
 /// "reactive: 2/4 workers, 1 runner busy, queue 3"; Maintenance naming the broker host
 /// while workers cannot reach it.
 pub fn reactive_status(view: &ReactiveView) -> Status {
-    let runners = view.runners();
-    let mut text = format!(
-        "reactive: {}/{} workers, {runners} runner{} busy",
-        view.running(),
-        view.target,
-        if runners == 1 { "" } else { "s" }
-    );
-    if let Some(q) = view.queue() {
-        text.push_str(&format!(", queue {q}"));
-    }
     match view.broker_error() {
-        Some(host) => Status::Maintenance(format!(
-            "reactive: message broker {host} unreachable, workers retrying ({} of {} up)",
+        Some(host) => Status::Maintenance(crate::messages::broker_unreachable(
+            host,
             view.running(),
-            view.target
+            view.target,
         )),
-        None => Status::Active(text),
+        None => Status::Active(crate::messages::reactive_summary(
+            view.running(),
+            view.target,
+            view.runners(),
+            view.queue(),
+        )),
     }
 }
 

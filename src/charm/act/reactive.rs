@@ -147,7 +147,22 @@ pub fn converge(
     if action == Some(Action::FlushRunners) {
         mode::restart_workers(&rt.paths, &rt.identity, &control);
     }
-    Ok(Some(mode::converge(rt, &control, &settings)))
+    let round = mode::converge(rt, &control, &settings);
+    publish_gauges(rt, &round.view);
+    Ok(Some(round))
+}
+
+/// The exporter's reactive gauges (workers, busy ones, queue length) from the workers' own
+/// reports. A metrics failure never fails the round.
+fn publish_gauges(rt: &Runtime, view: &mode::ReactiveView) {
+    let gauges = crate::observability::state::ReactiveGauges {
+        workers: u32::try_from(view.running()).unwrap_or(u32::MAX),
+        workers_busy: u32::try_from(view.runners()).unwrap_or(u32::MAX),
+        queue_length: view.queue().unwrap_or(0),
+    };
+    if let Err(e) = crate::observability::state::set_reactive(&rt.paths.exporter_state(), gauges) {
+        tracing::warn!("could not record the reactive gauges for the exporter: {e}");
+    }
 }
 
 /// The action results of a reactive round.
