@@ -34,6 +34,7 @@ fn settings() -> WorkerSettings {
         charm_dir: "/nonexistent".into(),
         lxd_project: None,
         binary: String::new(),
+        debug_ssh: Vec::new(),
     }
 }
 

@@ -9,7 +9,8 @@ use std::net::Ipv4Addr;
 pub const ENDPOINT: &str = "debug-ssh";
 
 /// One tmate server, validated: every field is safe to write into an environment file.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// Serialised only into the reactive workers' 0600 settings file, which the charm writes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct TmateServer {
     pub host: String,
     pub port: u16,

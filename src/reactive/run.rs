@@ -63,6 +63,10 @@ pub struct WorkerSettings {
     /// The charm binary's path and modification time: a new binary restarts the workers.
     #[serde(default)]
     pub binary: String,
+    /// The debug-ssh relation's tmate servers (workers cannot read relations): a change
+    /// restarts the workers, so new runners see it.
+    #[serde(default)]
+    pub debug_ssh: Vec<crate::network::debug_ssh::TmateServer>,
 }
 
 impl WorkerSettings {
@@ -233,11 +237,12 @@ fn runtime(settings: &WorkerSettings) -> Result<Runtime, String> {
         config.dockerhub_mirror.clone(),
     );
     // With aproxy the host redirects runner web traffic: runners get no proxy variables.
-    let environment = if config.experimental_use_aproxy {
+    let mut environment = if config.experimental_use_aproxy {
         environment.without_proxies()
     } else {
         environment
     };
+    environment.debug_ssh = settings.debug_ssh.clone();
     Ok(Runtime::from_parts(
         identity,
         config,
@@ -455,4 +460,60 @@ pub fn open_broker(
         detail: "the broker URI in the worker settings does not parse".into(),
     })?;
     super::open_queue(&uri, &settings.queue_name, clock)
+}
+
+#[cfg(test)]
+mod runtime_tests {
+    use super::*;
+    use crate::network::debug_ssh::TmateServer;
+
+    fn settings(debug_ssh: Vec<TmateServer>, aproxy: bool) -> WorkerSettings {
+        let config = serde_json::json!({
+            "path": "octo/hello",
+            "token": "ghp_worker_runtime",
+            "test-mode": "insecure",
+            "github-url": "http://127.0.0.1:9",
+            "experimental-use-aproxy": aproxy,
+        });
+        WorkerSettings {
+            mq_uri: "redis://127.0.0.1:9/0".into(),
+            broker_host: "127.0.0.1:9".into(),
+            queue_name: "app".into(),
+            unit_name: "app/0".into(),
+            model_uuid: "uuid-1".into(),
+            config: config.as_object().cloned().unwrap_or_default(),
+            http_proxy: Some("http://proxy.internal:3128".into()),
+            https_proxy: Some("http://proxy.internal:3128".into()),
+            no_proxy: None,
+            charm_dir: "/nonexistent".into(),
+            lxd_project: None,
+            binary: String::new(),
+            debug_ssh,
+        }
+    }
+
+    /// Reactive runners see what pull runners see: the tmate servers the hook read from the
+    /// debug-ssh relation, and no proxy variables under aproxy; and the worker uses the
+    /// unit's own paths.
+    #[test]
+    fn a_workers_runtime_carries_the_units_debug_ssh_servers_paths_and_proxy_rule() {
+        let server = TmateServer {
+            host: "10.1.2.3".into(),
+            port: 2222,
+            rsa_fingerprint: "SHA256:rsa".into(),
+            ed25519_fingerprint: "SHA256:ed".into(),
+        };
+        let Ok(rt) = runtime(&settings(vec![server.clone()], false)) else {
+            // Without `lxc` on PATH there is no runtime to look at; CI has it.
+            assert!(which::which("lxc").is_err(), "lxc is there but no runtime");
+            return;
+        };
+        assert_eq!(rt.environment.debug_ssh, vec![server]);
+        assert!(rt.environment.http_proxy.is_some());
+        assert_eq!(rt.paths.unit_folder(), Some("app-0"));
+        let rt = runtime(&settings(Vec::new(), true)).expect("runtime");
+        assert!(rt.environment.debug_ssh.is_empty());
+        assert_eq!(rt.environment.http_proxy, None);
+        assert_eq!(rt.environment.https_proxy, None);
+    }
 }

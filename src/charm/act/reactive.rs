@@ -102,6 +102,7 @@ fn settings(
         charm_dir: ctx.hook.charm_dir.clone(),
         lxd_project: lxd_project_from(|k| std::env::var(k).ok()),
         binary,
+        debug_ssh: crate::network::debug_ssh::read_servers(ctx.tools),
     })
 }
 
