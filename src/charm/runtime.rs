@@ -15,6 +15,7 @@ use crate::config::CharmConfig;
 use crate::github::{ClientSettings, ClientSetupError, GitHub, GitHubClient};
 use crate::host::lock::LockWait;
 use crate::identity::UnitIdentity;
+use crate::juju::context::ProxySettings;
 use crate::lxd::{LxcCli, Lxd, LxdError};
 use crate::manager::executor::Concurrency;
 use crate::paths::HostPaths;
@@ -88,22 +89,11 @@ impl Runtime {
         }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let github = github_client(&config, &identity, clock.clone())?;
-        let proxy = &ctx.hook.proxy;
-        let environment = RunnerEnvironment::from_juju(
-            |k| match k {
-                "JUJU_CHARM_HTTP_PROXY" => proxy.http.clone(),
-                "JUJU_CHARM_HTTPS_PROXY" => proxy.https.clone(),
-                "JUJU_CHARM_NO_PROXY" => proxy.no_proxy.clone(),
-                _ => None,
-            },
-            config.dockerhub_mirror.clone(),
+        let environment = runner_environment(
+            &ctx.hook.proxy,
+            &config,
+            crate::network::debug_ssh::read_servers(ctx.tools),
         );
-        let mut environment = if config.experimental_use_aproxy {
-            environment.without_proxies()
-        } else {
-            environment
-        };
-        environment.debug_ssh = crate::network::debug_ssh::read_servers(ctx.tools);
         Ok(Runtime::from_parts(
             identity,
             config,
@@ -198,6 +188,32 @@ fn github_client(
 ) -> Result<Arc<dyn GitHub>, ClientSetupError> {
     let settings = ClientSettings::from_config(config, identity.clone());
     Ok(Arc::new(GitHubClient::new(settings)?.with_clock(clock)))
+}
+
+/// What a unit's runners get, for hooks and reactive workers alike: the model's proxies,
+/// unless aproxy redirects their web traffic on the host (then none), the Docker Hub mirror
+/// and the debug-ssh relation's tmate servers.
+pub fn runner_environment(
+    proxy: &ProxySettings,
+    config: &CharmConfig,
+    debug_ssh: Vec<crate::network::debug_ssh::TmateServer>,
+) -> RunnerEnvironment {
+    let environment = RunnerEnvironment::from_juju(
+        |k| match k {
+            "JUJU_CHARM_HTTP_PROXY" => proxy.http.clone(),
+            "JUJU_CHARM_HTTPS_PROXY" => proxy.https.clone(),
+            "JUJU_CHARM_NO_PROXY" => proxy.no_proxy.clone(),
+            _ => None,
+        },
+        config.dockerhub_mirror.clone(),
+    );
+    let mut environment = if config.experimental_use_aproxy {
+        environment.without_proxies()
+    } else {
+        environment
+    };
+    environment.debug_ssh = debug_ssh;
+    environment
 }
 
 #[cfg(test)]

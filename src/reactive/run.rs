@@ -23,17 +23,17 @@ use super::worker::{
 };
 use super::workers::{close_inherited_fds, settings_fingerprint, SlotHold, UnitDirs};
 use crate::charm::fleet::CharmRunnerOps;
-use crate::charm::runtime::Runtime;
+use crate::charm::runtime::{runner_environment, Runtime};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{validate, CharmConfig, ConfigContext};
 use crate::github::{Arch, ClientSettings, GitHub, GitHubClient};
 use crate::host::metrics::{MetricEvent, MetricsLog, ReactiveJobPickedUp};
 use crate::identity::{RunnerName, UnitIdentity};
+use crate::juju::context::ProxySettings;
 use crate::lxd::LxcCli;
 use crate::manager::ops::FailureKind;
 use crate::manager::planner::RUNNER_ID_CONFIG_KEY;
 use crate::paths::HostPaths;
-use crate::runner::RunnerEnvironment;
 
 /// How long a runner waits for its job in test-mode=insecure (5 minutes otherwise).
 pub const TEST_MODE_PICKUP_BOUND: Duration = Duration::from_secs(15);
@@ -227,22 +227,12 @@ fn runtime(settings: &WorkerSettings) -> Result<Runtime, String> {
             .map_err(|e| e.to_string())?
             .with_clock(clock.clone()),
     );
-    let environment = RunnerEnvironment::from_juju(
-        |k| match k {
-            "JUJU_CHARM_HTTP_PROXY" => settings.http_proxy.clone(),
-            "JUJU_CHARM_HTTPS_PROXY" => settings.https_proxy.clone(),
-            "JUJU_CHARM_NO_PROXY" => settings.no_proxy.clone(),
-            _ => None,
-        },
-        config.dockerhub_mirror.clone(),
-    );
-    // With aproxy the host redirects runner web traffic: runners get no proxy variables.
-    let mut environment = if config.experimental_use_aproxy {
-        environment.without_proxies()
-    } else {
-        environment
+    let proxy = ProxySettings {
+        http: settings.http_proxy.clone(),
+        https: settings.https_proxy.clone(),
+        no_proxy: settings.no_proxy.clone(),
     };
-    environment.debug_ssh = settings.debug_ssh.clone();
+    let environment = runner_environment(&proxy, &config, settings.debug_ssh.clone());
     Ok(Runtime::from_parts(
         identity,
         config,
