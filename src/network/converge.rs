@@ -160,12 +160,7 @@ pub fn remove(net: &dyn LxdNetworks, bridge: &str, acl: &str) -> Result<(), Netw
 mod tests {
     use super::*;
 
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::juju::state::string_map as map;
 
     #[test]
     fn a_fresh_bridge_gets_the_acl_attached_and_ipv6_stays_off() {

@@ -295,12 +295,7 @@ pub fn effective_source(config_uri: Option<&MqUri>, relation: &RelationSource) -
 mod tests {
     use super::*;
 
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::juju::state::string_map as map;
 
     #[test]
     fn mongodb_uris_parse_with_hosts_and_database() {
