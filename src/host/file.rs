@@ -28,6 +28,20 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
+/// Opens (creating it 0600) a lock file for reading and writing, never through a symlink: a
+/// link planted at a lock's path must not make the charm open, or create, another file.
+pub fn open_lock_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
 /// Sets `file`'s mode to `mode` unless it has it already (a file made by an older charm with
 /// a wider mode).
 pub fn tighten_mode(file: &std::fs::File, mode: u32) -> std::io::Result<()> {

@@ -6,9 +6,8 @@
 //! writes who it is and since when into the file, so a waiter that gives up can say for how
 //! long the lock has been held.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -108,15 +107,7 @@ impl UnitLock {
         if let Some(dir) = path.parent() {
             crate::host::file::create_private_dir(dir).map_err(io)?;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(path)
-            .map_err(io)?;
+        let mut file = crate::host::file::open_lock_file(path).map_err(io)?;
         crate::host::file::tighten_mode(&file, 0o600).map_err(io)?;
         let started = clock.now_epoch();
         loop {
@@ -316,7 +307,7 @@ mod tests {
             .expect("flock(1) from util-linux");
         // Wait (bounded) until the child really holds it.
         let deadline = Instant::now() + Duration::from_secs(20);
-        let probe = OpenOptions::new().read(true).open(&path).unwrap();
+        let probe = std::fs::OpenOptions::new().read(true).open(&path).unwrap();
         loop {
             match probe.try_lock() {
                 Err(TryLockError::WouldBlock) => break,

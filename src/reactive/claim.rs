@@ -97,15 +97,7 @@ impl ClaimDir {
         // A holder that releases unlinks the file after we opened it: then our lock is on
         // an orphan inode and we must open the path again.
         for _ in 0..8 {
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(&path)
-                .map_err(err)?;
+            let mut file = crate::host::file::open_lock_file(&path).map_err(err)?;
             match file.try_lock() {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => return Ok(ClaimAttempt::HeldByAnother),
