@@ -102,7 +102,8 @@ fn settings(
         charm_dir: ctx.hook.charm_dir.clone(),
         lxd_project: lxd_project_from(|k| std::env::var(k).ok()),
         binary,
-        debug_ssh: crate::network::debug_ssh::read_servers(ctx.tools),
+        // Read once, by the runtime: the same servers pull runners get.
+        debug_ssh: rt.environment.debug_ssh.clone(),
     })
 }
 
