@@ -6,7 +6,9 @@
 //! or the router redelivering) finds the lock held and is dropped as a duplicate. The file
 //! names the runner spawned for the job, so a reconcile can tell which runners workers hold
 //! (never flushed, defect D3), and a worker that takes over a dead worker's claim learns of
-//! the runner left behind. The directory is 0700: job ids and runner names are not secrets,
+//! the runner left behind. It also names (by a digest) the message the holder leased, so
+//! the same message leased again after its lease lapsed is told from a second message for
+//! the job: the first goes back on the queue, only the second is a duplicate. The directory is 0700: job ids and runner names are not secrets,
 //! but nothing else on the machine has business there.
 
 use std::fs::{File, OpenOptions, TryLockError};
@@ -35,8 +37,11 @@ pub struct ClaimDir {
 #[derive(Debug)]
 pub enum ClaimAttempt {
     Claimed(Claim),
-    /// A live worker of this unit handles the job.
+    /// A live worker of this unit handles the job, for another message.
     HeldByAnother,
+    /// A live worker of this unit handles the job for this very message: its lease lapsed
+    /// (a creation outlasted it) and the broker handed it out again.
+    HeldForThisMessage,
 }
 
 /// A held claim; dropping it releases the lock and keeps the file, [`Claim::release`]
@@ -45,16 +50,30 @@ pub enum ClaimAttempt {
 pub struct Claim {
     file: File,
     path: PathBuf,
+    /// Digest of the message this claim is for ([`message_digest`]).
+    message: String,
     pub job_id: u64,
     /// The runner a dead worker recorded for this job, if any: the new holder decides its fate.
     pub leftover_runner: Option<String>,
 }
 
-fn parse_runner(text: &str) -> Option<String> {
+fn field(text: &str, key: &str) -> Option<String> {
     text.split_whitespace()
-        .find_map(|f| f.strip_prefix("runner="))
-        .filter(|r| !r.is_empty())
+        .find_map(|f| f.strip_prefix(key))
+        .filter(|v| !v.is_empty())
         .map(str::to_string)
+}
+
+fn parse_runner(text: &str) -> Option<String> {
+    field(text, "runner=")
+}
+
+/// A short digest of a message id: ids come from the producer (hostile, any bytes), the
+/// claim file holds one word.
+pub fn message_digest(message_id: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(message_id.as_bytes());
+    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 
 fn read_capped(file: &mut File) -> std::io::Result<String> {
@@ -87,8 +106,15 @@ impl ClaimDir {
         self.dir.join(format!("job-{job_id}"))
     }
 
-    /// Claim `job_id` for the worker in `slot`, without waiting.
-    pub fn claim(&self, job_id: u64, slot: u32) -> Result<ClaimAttempt, ClaimError> {
+    /// Claim `job_id` for the worker in `slot` handling message `message_id`, without
+    /// waiting.
+    pub fn claim(
+        &self,
+        job_id: u64,
+        slot: u32,
+        message_id: &str,
+    ) -> Result<ClaimAttempt, ClaimError> {
+        let message = message_digest(message_id);
         let path = self.file_for(job_id);
         let err = |source| ClaimError {
             path: path.clone(),
@@ -100,7 +126,18 @@ impl ClaimDir {
             let mut file = crate::host::file::open_lock_file(&path).map_err(err)?;
             match file.try_lock() {
                 Ok(()) => {}
-                Err(TryLockError::WouldBlock) => return Ok(ClaimAttempt::HeldByAnother),
+                Err(TryLockError::WouldBlock) => {
+                    // Racing the holder's first write, this reads the previous record: a
+                    // mismatch then only makes a re-leased message look like a duplicate.
+                    let held_for = read_capped(&mut file)
+                        .ok()
+                        .and_then(|t| field(&t, "message="));
+                    return Ok(if held_for.as_deref() == Some(message.as_str()) {
+                        ClaimAttempt::HeldForThisMessage
+                    } else {
+                        ClaimAttempt::HeldByAnother
+                    });
+                }
                 Err(TryLockError::Error(e)) => return Err(err(e)),
             }
             let same = match std::fs::symlink_metadata(&path) {
@@ -118,6 +155,7 @@ impl ClaimDir {
             let mut claim = Claim {
                 file,
                 path: path.clone(),
+                message,
                 job_id,
                 leftover_runner,
             };
@@ -179,9 +217,10 @@ impl ClaimDir {
 
 impl Claim {
     fn write(&mut self, slot: u32, runner: Option<&str>) -> std::io::Result<()> {
+        let message = &self.message;
         let line = match runner {
-            Some(r) => format!("slot={slot} runner={r}\n"),
-            None => format!("slot={slot}\n"),
+            Some(r) => format!("slot={slot} message={message} runner={r}\n"),
+            None => format!("slot={slot} message={message}\n"),
         };
         self.file.set_len(0)?;
         self.file.seek(SeekFrom::Start(0))?;
@@ -219,7 +258,7 @@ mod tests {
     fn claimed(a: ClaimAttempt) -> Claim {
         match a {
             ClaimAttempt::Claimed(c) => c,
-            ClaimAttempt::HeldByAnother => panic!("expected a claim"),
+            other => panic!("expected a claim, got {other:?}"),
         }
     }
 
@@ -229,16 +268,21 @@ mod tests {
         let dir = ClaimDir::open(tmp.path().join("claims")).unwrap();
         let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
-        let first = claimed(dir.claim(7, 1).unwrap());
+        let first = claimed(dir.claim(7, 1, "m").unwrap());
         assert!(matches!(
-            dir.claim(7, 2).unwrap(),
+            dir.claim(7, 2, "second message").unwrap(),
             ClaimAttempt::HeldByAnother
         ));
+        // The same message again (its lease lapsed while the holder works) is told apart.
+        assert!(matches!(
+            dir.claim(7, 2, "m").unwrap(),
+            ClaimAttempt::HeldForThisMessage
+        ));
         // Another job is independent.
-        let other = claimed(dir.claim(8, 2).unwrap());
+        let other = claimed(dir.claim(8, 2, "m").unwrap());
         assert_eq!(dir.held_jobs(), 2);
         first.release().unwrap();
-        let again = claimed(dir.claim(7, 2).unwrap());
+        let again = claimed(dir.claim(7, 2, "m").unwrap());
         assert_eq!(again.leftover_runner, None);
         drop(other);
         drop(again);
@@ -249,13 +293,13 @@ mod tests {
     fn held_runners_lists_only_live_claims_and_a_dead_holders_runner_is_handed_on() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = ClaimDir::open(tmp.path()).unwrap();
-        let mut live = claimed(dir.claim(1, 1).unwrap());
+        let mut live = claimed(dir.claim(1, 1, "m").unwrap());
         live.record_runner(1, "app-0-aaaaaaaaaaaa").unwrap();
-        let mut dead = claimed(dir.claim(2, 2).unwrap());
+        let mut dead = claimed(dir.claim(2, 2, "m").unwrap());
         dead.record_runner(2, "app-0-bbbbbbbbbbbb").unwrap();
         drop(dead); // the worker died: lock gone, file stays
         assert_eq!(dir.held_runners(), vec!["app-0-aaaaaaaaaaaa".to_string()]);
-        let taken_over = claimed(dir.claim(2, 3).unwrap());
+        let taken_over = claimed(dir.claim(2, 3, "m").unwrap());
         assert_eq!(
             taken_over.leftover_runner.as_deref(),
             Some("app-0-bbbbbbbbbbbb")
@@ -285,13 +329,13 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert!(matches!(
-            dir.claim(5, 1).unwrap(),
+            dir.claim(5, 1, "m").unwrap(),
             ClaimAttempt::HeldByAnother
         ));
         assert_eq!(dir.held_runners(), vec!["r-1".to_string()]);
         child.kill().unwrap();
         child.wait().unwrap();
-        let c = claimed(dir.claim(5, 1).unwrap());
+        let c = claimed(dir.claim(5, 1, "m").unwrap());
         assert_eq!(c.leftover_runner.as_deref(), Some("r-1"));
     }
 
@@ -307,14 +351,14 @@ mod tests {
                         let (dir, barrier) = (&dir, &barrier);
                         s.spawn(move || {
                             barrier.wait();
-                            match dir.claim(round, slot).unwrap() {
+                            match dir.claim(round, slot, "m").unwrap() {
                                 ClaimAttempt::Claimed(c) => {
                                     // Hold it until every thread tried.
                                     barrier.wait();
                                     c.release().unwrap();
                                     1
                                 }
-                                ClaimAttempt::HeldByAnother => {
+                                _ => {
                                     barrier.wait();
                                     0
                                 }

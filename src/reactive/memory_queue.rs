@@ -120,6 +120,22 @@ impl MemoryQueue {
             .map(|(m, _)| m)
             .ok_or_else(|| QueueError::LeaseLost { id: d.id.clone() })
     }
+
+    fn requeue_counted(
+        &mut self,
+        d: &Delivery,
+        process_count: u32,
+        not_before_epoch: u64,
+    ) -> Result<(), QueueError> {
+        let mut inner = self.lock();
+        self.enter(&mut inner)?;
+        let mut m = self.take_lease(&mut inner, d)?;
+        m.process_count = process_count;
+        m.not_before_epoch = not_before_epoch;
+        inner.waiting.push_back(m);
+        self.inner.1.notify_all();
+        Ok(())
+    }
 }
 
 impl JobQueue for MemoryQueue {
@@ -197,14 +213,11 @@ impl JobQueue for MemoryQueue {
     }
 
     fn requeue(&mut self, d: &Delivery, not_before_epoch: u64) -> Result<(), QueueError> {
-        let mut inner = self.lock();
-        self.enter(&mut inner)?;
-        let mut m = self.take_lease(&mut inner, d)?;
-        m.process_count = d.process_count + 1;
-        m.not_before_epoch = not_before_epoch;
-        inner.waiting.push_back(m);
-        self.inner.1.notify_all();
-        Ok(())
+        self.requeue_counted(d, d.process_count + 1, not_before_epoch)
+    }
+
+    fn defer(&mut self, d: &Delivery, not_before_epoch: u64) -> Result<(), QueueError> {
+        self.requeue_counted(d, d.process_count, not_before_epoch)
     }
 
     fn release(&mut self, d: &Delivery) -> Result<(), QueueError> {

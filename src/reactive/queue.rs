@@ -64,6 +64,10 @@ pub trait JobQueue: Send {
     /// Back on the queue (at the tail, kombu's `redelivered: true`) with `X-Process-Count`
     /// set to `process_count + 1`, not to be leased before `not_before_epoch`.
     fn requeue(&mut self, delivery: &Delivery, not_before_epoch: u64) -> Result<(), QueueError>;
+    /// Back on the queue with its `X-Process-Count` unchanged, not to be leased before
+    /// `not_before_epoch`: its lease lapsed while another worker of this unit still handles
+    /// its job, which settles it (the holder's own ack or requeue then finds the lease lost).
+    fn defer(&mut self, delivery: &Delivery, not_before_epoch: u64) -> Result<(), QueueError>;
     /// Back on the queue unchanged (the worker is stopping before it handled the message).
     fn release(&mut self, delivery: &Delivery) -> Result<(), QueueError>;
     fn len(&mut self) -> Result<QueueLength, QueueError>;

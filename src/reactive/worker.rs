@@ -343,10 +343,22 @@ impl<'a> Worker<'a> {
                 return Round::Handled;
             }
         };
-        let mut claim = match self.claims.claim(target.job_id, self.slot) {
+        let mut claim = match self.claims.claim(target.job_id, self.slot, &d.id) {
             Ok(ClaimAttempt::Claimed(c)) => c,
             Ok(ClaimAttempt::HeldByAnother) => {
                 self.drop_message(&d, &DropReason::Duplicate);
+                return Round::Handled;
+            }
+            Ok(ClaimAttempt::HeldForThisMessage) => {
+                // Never dropped: if the holder's runner goes unpicked, this is the only copy.
+                let not_before = self.clock.now_epoch() + self.timings.lease_for.as_secs();
+                tracing::info!(
+                    message = %d.id,
+                    job = target.job_id,
+                    "lease lapsed while another worker handles the job; back on the queue"
+                );
+                let r = self.queue.defer(&d, not_before);
+                self.settle_err("defer", &d, r);
                 return Round::Handled;
             }
             Err(e) => {

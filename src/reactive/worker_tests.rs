@@ -412,9 +412,9 @@ fn a_failed_creation_releases_the_message_and_pauses() {
 #[test]
 fn a_second_message_for_a_job_another_worker_holds_is_dropped_as_a_duplicate() {
     let s = Setup::new();
-    let other = match s.claims.claim(13, 2).unwrap() {
+    let other = match s.claims.claim(13, 2, "the first message").unwrap() {
         ClaimAttempt::Claimed(c) => c,
-        ClaimAttempt::HeldByAnother => unreachable!(),
+        _ => unreachable!(),
     };
     s.queue.put(job_body(13, &[]), 0);
     s.jobs.script(13, vec![found("queued")]);
@@ -422,6 +422,29 @@ fn a_second_message_for_a_job_another_worker_holds_is_dropped_as_a_duplicate() {
     assert!(s.created().is_empty());
     assert!(s.events().contains(&dropped("duplicate")));
     drop(other);
+}
+
+/// The broker handed out again a message whose lease lapsed while its holder still works
+/// (a creation outlasted the lease): it goes back with its count, not dropped, since the
+/// holder's own ack or requeue will find its lease lost.
+#[test]
+fn the_same_message_leased_again_while_its_holder_works_is_deferred_not_dropped() {
+    let s = Setup::new();
+    let id = s.queue.put(job_body(15, &[]), 2);
+    s.jobs.script(15, vec![found("queued")]);
+    let holder = match s.claims.claim(15, 2, &id).unwrap() {
+        ClaimAttempt::Claimed(c) => c,
+        _ => unreachable!(),
+    };
+    assert_eq!(s.round(), Round::Handled);
+    assert!(s.created().is_empty(), "no second runner");
+    assert!(!s
+        .events()
+        .iter()
+        .any(|e| matches!(e, WorkerEvent::JobDropped { .. })));
+    let lease = WorkerTimings::default().lease_for.as_secs();
+    assert_eq!(s.queue.waiting(), vec![(id, 2, T0 + lease)]);
+    drop(holder);
 }
 
 #[test]

@@ -31,7 +31,7 @@ macro_rules! conformance_tests {
             let name = "a_sigkilled_worker_loses_nothing";
             $crate::conformance::a_sigkilled_worker_loses_nothing(name, &uri, "sigkill", &open_uri(&uri));
         }
-        $crate::conformance_tests!($start; kombu_messages_are_leased_in_order_and_acked, requeued_messages_count_and_stay_readable_by_kombu, not_before_holds_a_requeued_message_back, a_killed_consumers_lease_expires_and_the_message_is_served_again, renew_keeps_a_lease_and_a_lost_lease_is_reported, release_puts_the_message_back_unchanged_and_first);
+        $crate::conformance_tests!($start; kombu_messages_are_leased_in_order_and_acked, requeued_messages_count_and_stay_readable_by_kombu, not_before_holds_a_requeued_message_back, defer_keeps_the_count_and_holds_the_message_back, a_killed_consumers_lease_expires_and_the_message_is_served_again, renew_keeps_a_lease_and_a_lost_lease_is_reported, release_puts_the_message_back_unchanged_and_first);
     };
     ($start:expr; $($name:ident),+) => {
         $(
@@ -151,6 +151,33 @@ pub fn requeued_messages_count_and_stay_readable_by_kombu(uri: &str, queue: &str
     assert_eq!(read["headers"]["X-Process-Count"], 2);
     assert_eq!(read["delivery_tag"], d.id.as_str());
     assert_eq!(read["content_type"], "text/plain");
+}
+
+/// A deferred message (its lease lapsed while another worker handles its job) keeps its
+/// `X-Process-Count` and waits for its not-before time; kombu still reads it.
+pub fn defer_keeps_the_count_and_holds_the_message_back(uri: &str, queue: &str, open: Open) {
+    kombu::put(uri, queue, &[&job(8)]);
+    let clock = StepClock::new();
+    let mut q = open(queue, clock.clone());
+    let d = q.lease_next(NOW, LEASE).unwrap().expect("message");
+    q.requeue(&d, clock.now_epoch()).unwrap();
+    let counted = q.lease_next(NOW, LEASE).unwrap().expect("requeued message");
+    assert_eq!(counted.process_count, 1);
+    q.defer(&counted, clock.now_epoch() + 60).unwrap();
+    assert_eq!(
+        q.lease_next(NOW, LEASE).unwrap(),
+        None,
+        "not before its time"
+    );
+    clock.advance(60);
+    let again = q.lease_next(NOW, LEASE).unwrap().expect("deferred message");
+    assert_eq!((again.id.as_str(), again.process_count), (d.id.as_str(), 1));
+    assert_eq!(body(&again), job(8));
+    q.defer(&again, clock.now_epoch()).unwrap();
+    drop(q);
+    let read = kombu::get(uri, queue, 5.0).expect("kombu reads the deferred message");
+    assert_eq!(read["body"], job(8));
+    assert_eq!(read["headers"]["X-Process-Count"], 1);
 }
 
 pub fn not_before_holds_a_requeued_message_back(uri: &str, queue: &str, open: Open) {
