@@ -1,8 +1,8 @@
-//! Reactive mode as the charm drives it: converge (settings, workers, orphan runners,
-//! status), leave (mode switch to pull, stop, remove), restart (flush-runners), and the
-//! check-runners keys. Decisions are pure ([`mode_switch`], [`reactive_status`],
-//! [`orphan_runners`], [`check_results`]); the rest goes through `reactive::workers` and the
-//! runner code.
+//! Reactive mode as the charm drives it: converge (settings, workers, orphan runners and
+//! registrations, status), leave (mode switch to pull, stop, remove), restart
+//! (flush-runners), and the check-runners keys. Decisions are pure ([`mode_switch`],
+//! [`reactive_status`], [`orphan_runners`], [`orphan_registrations`], [`check_results`]);
+//! the rest goes through `reactive::workers` and the runner code.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use super::workers::{
 };
 use crate::charm::fleet::CharmRunnerOps;
 use crate::charm::runtime::Runtime;
+use crate::github::{DeleteOutcome, GitHubRunner};
 use crate::identity::UnitIdentity;
 use crate::juju::Status;
 use crate::paths::HostPaths;
@@ -72,6 +73,21 @@ pub fn orphan_runners(instances: &[String], held: &[String]) -> Vec<String> {
         .iter()
         .filter(|i| !held.contains(i))
         .cloned()
+        .collect()
+}
+
+/// The unit's GitHub registrations with no instance behind them that no live worker holds,
+/// as (name, id): a worker killed between its runner's JIT registration and the launch
+/// leaves one. A busy one is GitHub's to end.
+pub fn orphan_registrations(
+    registrations: &[GitHubRunner],
+    instances: &[String],
+    held: &[String],
+) -> Vec<(String, u64)> {
+    registrations
+        .iter()
+        .filter(|r| !r.busy && !instances.contains(&r.name) && !held.contains(&r.name))
+        .map(|r| (r.name.clone(), r.id))
         .collect()
 }
 
@@ -218,12 +234,23 @@ fn remove_orphans(rt: &Runtime, dirs: &UnitDirs, problems: &mut Vec<String>) -> 
             return Vec::new();
         }
     };
+    let registrations = match rt.github.list_runners() {
+        Ok(list) => list
+            .into_iter()
+            .filter(|r| rt.identity.owns_name(&r.name))
+            .collect(),
+        Err(e) => {
+            problems.push(format!("cannot list runner registrations: {e}"));
+            Vec::new()
+        }
+    };
+    // Read last: a runner created after the listings is named by its worker's claim by then.
     let held = ClaimDir::open(dirs.claims_dir())
         .map(|c| c.held_runners())
         .unwrap_or_default();
     let ops = CharmRunnerOps::new(rt);
     let runners = LxdRunners { rt, ops: &ops };
-    orphan_runners(&instances, &held)
+    let mut removed: Vec<String> = orphan_runners(&instances, &held)
         .into_iter()
         .filter(|name| match runners.remove_if_idle(name) {
             Ok(RunnerRemoval::Removed) => true,
@@ -233,7 +260,15 @@ fn remove_orphans(rt: &Runtime, dirs: &UnitDirs, problems: &mut Vec<String>) -> 
                 false
             }
         })
-        .collect()
+        .collect();
+    for (name, id) in orphan_registrations(&registrations, &instances, &held) {
+        match rt.github.delete_runner(id) {
+            Ok(DeleteOutcome::Deleted | DeleteOutcome::AlreadyGone) => removed.push(name),
+            Ok(DeleteOutcome::Busy) => {}
+            Err(e) => problems.push(format!("cannot delete registration {name}: {e}")),
+        }
+    }
+    removed
 }
 
 /// Leaves reactive mode (mode switch to pull, stop, remove): every worker stops, handing
@@ -339,6 +374,29 @@ mod tests {
                     .into()
             )
         );
+    }
+
+    #[test]
+    fn orphan_registrations_are_idle_ones_with_no_instance_and_no_live_claim() {
+        use crate::github::RunnerOnline;
+        let reg = |id: u64, name: &str, busy: bool| GitHubRunner {
+            id,
+            name: name.into(),
+            status: RunnerOnline::Offline,
+            busy,
+            labels: vec![],
+        };
+        let registrations = vec![
+            reg(1, "with-instance", false),
+            reg(2, "held", false),
+            reg(3, "busy", true),
+            reg(4, "left-behind", false),
+        ];
+        assert_eq!(
+            orphan_registrations(&registrations, &["with-instance".into()], &["held".into()]),
+            vec![("left-behind".to_string(), 4)]
+        );
+        assert!(orphan_registrations(&[], &[], &[]).is_empty());
     }
 
     #[test]

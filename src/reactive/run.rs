@@ -37,6 +37,9 @@ use crate::paths::HostPaths;
 
 /// How long a runner waits for its job in test-mode=insecure (5 minutes otherwise).
 pub const TEST_MODE_PICKUP_BOUND: Duration = Duration::from_secs(15);
+/// A message's lease in test-mode=insecure (15 minutes otherwise): a killed worker's message
+/// is served again sooner. Still longer than a container's creation.
+pub const TEST_MODE_LEASE: Duration = Duration::from_secs(20);
 
 /// Largest settings file read.
 const MAX_SETTINGS_BYTES: u64 = 1024 * 1024;
@@ -287,6 +290,7 @@ fn serve(
     if rt.config.test_mode_insecure {
         // Containers come online in seconds: a job nobody takes is requeued sooner.
         timings.pickup_bound = TEST_MODE_PICKUP_BOUND;
+        timings.lease_for = TEST_MODE_LEASE;
     }
     let mut backoff = timings.broker_backoff;
     let mut queue = loop {
