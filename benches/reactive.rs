@@ -2,13 +2,15 @@
 //! p50 and p95 over N jobs, against the raw container launch measured in the same run; jobs
 //! per minute with `virtual-machines` workers; broker calls per job.
 //!
-//! Drives the real worker loop (`reactive::worker::Worker`) with the charm's runner code on
-//! the real LXD daemon (a project of its own) and the fake GitHub, over the in-memory queue
-//! (it counts every broker call the worker makes; the Redis transport's own cost per call is
-//! the broker side's bench). GitHub's scheduler is a thread that hands each job to the
-//! runner its worker spawned for it (read from the claim files) as soon as it is online;
-//! the fake runner finishes the job at once, so a worker is free again when its runner is
-//! gone.
+//! Drives the real worker loop (`reactive::worker::Worker`, one thread per worker, each with
+//! its own Redis connection) with the charm's runner code on the real LXD daemon (a project
+//! of its own) and the fake GitHub, over a real redis-server on loopback. Messages are put
+//! in kombu's own format (`LPUSH` of `kombu_payload`, what `SimpleQueue.put` writes; the
+//! queue tests check that format against real kombu) so the put time is exact. Broker calls
+//! are the transport's own command count. GitHub's scheduler is a thread that hands each
+//! job to the runner its worker spawned for it (read from the claim files) as soon as it is
+//! online; the fake runner finishes the job at once, so a worker is free again when its
+//! runner is gone.
 //!
 //! Run: `cargo bench --features testkit --bench reactive` (N = 20 jobs, 8 workers;
 //! `REACTIVE_BENCH_JOBS`, `REACTIVE_BENCH_WORKERS` override). Without `--bench` (as under
@@ -22,19 +24,24 @@ mod fake_github;
 mod fixture_runtime;
 #[path = "../tests/support/lxd_fixture/mod.rs"]
 mod lxd_fixture;
+#[path = "../tests/support/redis_server/mod.rs"]
+mod redis_server;
 
 use fixture_runtime::FixtureUnit;
 use github_runner::charm::fleet::CharmRunnerOps;
 use github_runner::clock::SystemClock;
 use github_runner::reactive::claim::ClaimDir;
-use github_runner::reactive::memory_queue::MemoryQueue;
+use github_runner::reactive::envelope::kombu_payload;
+use github_runner::reactive::redis::RedisQueue;
 use github_runner::reactive::run::{unit_scope, LxdRunners};
+use github_runner::reactive::source::parse_mq_uri;
 use github_runner::reactive::worker::{
     GitHubJobs, Worker, WorkerEvent, WorkerReport, WorkerState, WorkerTimings,
 };
+use redis_server::RedisServer;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -87,11 +94,34 @@ struct Phase {
     broker_calls: u64,
 }
 
-/// `jobs` jobs through `workers` workers. `one_at_a_time`: each job is put once the previous
-/// one is served (latency with a free worker); else all at once (throughput).
-fn phase(u: &FixtureUnit, jobs: usize, workers: usize, one_at_a_time: bool) -> Phase {
+/// Messages on the broker for `queue`: waiting, and leased by some worker.
+fn on_broker(con: &mut redis::Connection, queue: &str) -> u64 {
+    let waiting: u64 = redis::cmd("LLEN").arg(queue).query(con).unwrap();
+    let leased: u64 = redis::cmd("ZCARD")
+        .arg(format!("github-runner.leases.{queue}"))
+        .query(con)
+        .unwrap();
+    waiting + leased
+}
+
+/// `jobs` jobs through `workers` workers on the Redis queue `queue`. `one_at_a_time`: each
+/// job is put once the previous one is served (latency with a free worker); else all at
+/// once (throughput).
+fn phase(
+    u: &FixtureUnit,
+    redis: &RedisServer,
+    queue: &str,
+    jobs: usize,
+    workers: usize,
+    one_at_a_time: bool,
+) -> Phase {
     let (fx, gh, rt) = (&u.fx, &u.gh, &u.rt);
-    let queue = MemoryQueue::new(Arc::new(SystemClock));
+    let uri = parse_mq_uri(&redis.uri()).unwrap();
+    let mut producer = redis::Client::open(redis.uri())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let broker_calls = AtomicU64::new(0);
     let claims_dir = tempfile::tempdir_in(u.root.path()).unwrap();
     let claims = ClaimDir::open(claims_dir.path()).unwrap();
     let ops = CharmRunnerOps::new(rt);
@@ -136,9 +166,9 @@ fn phase(u: &FixtureUnit, jobs: usize, workers: usize, one_at_a_time: bool) -> P
             }
         });
         for slot in 0..workers as u32 {
-            let mut q = queue.clone();
-            let (runners, scope, github, stop, claims) =
-                (&runners, &scope, &github, &stop, &claims);
+            let mut q = RedisQueue::open(&uri, queue, Arc::new(SystemClock)).unwrap();
+            let (runners, scope, github, stop, claims, broker_calls) =
+                (&runners, &scope, &github, &stop, &claims, &broker_calls);
             s.spawn(move || {
                 let timings = WorkerTimings {
                     lease_wait: Duration::from_secs(1),
@@ -159,11 +189,20 @@ fn phase(u: &FixtureUnit, jobs: usize, workers: usize, one_at_a_time: bool) -> P
                     timings,
                 )
                 .run();
+                broker_calls.fetch_add(q.round_trips(), Ordering::SeqCst);
             });
         }
-        let served_and_gone = |n: usize| {
+        let mut checker = redis::Client::open(redis.uri())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let mut served_and_gone = |n: usize| {
             lxd_fixture::wait_for(Duration::from_secs(600), || {
-                queue.acked() as usize >= n && fx.instance_names().is_empty()
+                ids[..n]
+                    .iter()
+                    .all(|id| gh.job(*id).is_some_and(|j| j.status == "completed"))
+                    && fx.instance_names().is_empty()
+                    && on_broker(&mut checker, queue) == 0
             })
         };
         for (n, id) in ids.iter().enumerate() {
@@ -171,15 +210,20 @@ fn phase(u: &FixtureUnit, jobs: usize, workers: usize, one_at_a_time: bool) -> P
                 "labels": [], "status": "queued",
                 "url": format!("{}/repos/{REPO}/actions/jobs/{id}", gh.api_base()),
             });
+            let payload = kombu_payload(&body.to_string(), queue, &format!("bench-{id}"));
             put_at.lock().unwrap().insert(*id, Instant::now());
-            queue.put(body.to_string().into_bytes(), 0);
+            let _: () = redis::cmd("LPUSH")
+                .arg(queue)
+                .arg(payload)
+                .query(&mut producer)
+                .unwrap();
             if one_at_a_time {
                 assert!(served_and_gone(n + 1), "job {n} not served");
             }
         }
         let done = served_and_gone(jobs);
         stop.store(true, Ordering::SeqCst);
-        assert!(done, "jobs not all served: acked {}", queue.acked());
+        assert!(done, "jobs not all served");
     });
     let wall = started.elapsed().as_secs_f64();
     let mut latencies: Vec<f64> = online_after.lock().unwrap().values().copied().collect();
@@ -189,12 +233,12 @@ fn phase(u: &FixtureUnit, jobs: usize, workers: usize, one_at_a_time: bool) -> P
         .filter(|id| gh.job(**id).is_some_and(|j| j.status == "completed"))
         .count();
     assert_eq!(served, jobs, "every job served");
-    assert_eq!(queue.total(), 0, "no message left");
+    assert_eq!(on_broker(&mut producer, queue), 0, "no message left");
     Phase {
         latencies,
         wall,
         served,
-        broker_calls: queue.round_trips(),
+        broker_calls: broker_calls.load(Ordering::SeqCst),
     }
 }
 
@@ -225,8 +269,9 @@ fn main() {
     raw_launch.sort_by(f64::total_cmp);
     let raw = raw_launch[raw_launch.len() / 2];
 
-    let latency = phase(&unit, jobs, 1, true);
-    let burst = phase(&unit, jobs, workers, false);
+    let redis = RedisServer::start();
+    let latency = phase(&unit, &redis, "bench-latency", jobs, 1, true);
+    let burst = phase(&unit, &redis, "bench-burst", jobs, workers, false);
     let (p50, p95) = (
         percentile(&latency.latencies, 0.5),
         percentile(&latency.latencies, 0.95),
@@ -236,7 +281,7 @@ fn main() {
         percentile(&burst.latencies, 0.95),
     );
     println!(
-        "reactive: {jobs} jobs, real LXD + fake GitHub, in-memory queue ({})",
+        "reactive: {jobs} jobs, real LXD + fake GitHub + real redis-server ({})",
         if full { "full run" } else { "smoke pass" }
     );
     println!("{:<52} {:>10}", "measure", "value");
