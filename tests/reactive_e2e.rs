@@ -1,6 +1,7 @@
 //! Reactive mode end to end through `dispatch`: the real binary with the fake hook tools,
 //! the real LXD daemon, the fake GitHub, a real redis-server on loopback fed by the real
-//! kombu producer, and the charm's own detached workers.
+//! kombu producer, and the charm's own detached workers. `kill_trials`: at-least-once under
+//! SIGKILL of those workers.
 
 #[path = "support/charm_env/mod.rs"]
 mod charm_env;
@@ -16,6 +17,9 @@ mod kombu;
 mod lxd_fixture;
 #[path = "support/redis_server/mod.rs"]
 mod redis_server;
+
+#[path = "reactive_e2e/kill_trials.rs"]
+mod kill_trials;
 
 use charm_env::{wait_for, CharmEnv, REPO};
 use github_runner::paths::HostPaths;

@@ -8,30 +8,16 @@
 //! runner, at most one runner more than jobs per kill was ever registered, and no runner,
 //! registration or message is left.
 //!
-//! The seed is printed; `CRASH_SEED=<n>` replays one, `CRASH_SWEEP=1` draws a new one.
+//! The seed is printed; `CRASH_SEED=<n>` replays one, `CRASH_SWEEP=1` draws a new one. In
+//! the `reactive_e2e` binary, so it runs beside the other end-to-end test.
 
-#[path = "support/charm_env/mod.rs"]
-mod charm_env;
-#[path = "support/executable.rs"]
-mod executable;
-#[path = "support/fake_github/mod.rs"]
-mod fake_github;
-#[path = "support/juju_harness/mod.rs"]
-mod juju_harness;
-#[path = "support/kombu/mod.rs"]
-#[allow(dead_code)]
-mod kombu;
-#[path = "support/lxd_fixture/mod.rs"]
-mod lxd_fixture;
-#[path = "support/redis_server/mod.rs"]
-mod redis_server;
-
-use charm_env::{kill_process, seed_from_env, wait_for, CharmEnv, SeededRng, REPO};
-use fake_github::{Endpoint, FakeGitHub};
+use crate::charm_env::{kill_process, seed_from_env, wait_for, CharmEnv, SeededRng, REPO};
+use crate::fake_github::{Endpoint, FakeGitHub};
+use crate::kombu;
+use crate::redis_server::RedisServer;
 use github_runner::paths::HostPaths;
 use github_runner::reactive::mode::unit_dirs;
 use github_runner::reactive::workers::{survey, LiveWorker, UnitDirs};
-use redis_server::RedisServer;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
