@@ -6,6 +6,7 @@ SHELL := /bin/bash
 
 CHARM := github-runner_ubuntu-22.04-amd64.charm
 RELEASE_BIN := target/release/github-runner-charm
+RELEASE_WORKER_BIN := target/release/github-runner-worker
 VENV := .venv
 CHARMCRAFT_VERSION := 4.5.0
 
@@ -21,8 +22,9 @@ CARGO := $(shell command -v cargo || echo $(HOME)/.cargo/bin/cargo)
 
 ## charm: release binary + github-runner_ubuntu-22.04-amd64.charm at the repo root.
 charm:
-	$(CARGO) build --release --locked --bin github-runner-charm
-	python3 scripts/pack_charm.py --binary $(RELEASE_BIN) --output $(CHARM)
+	$(CARGO) build --release --locked --bin github-runner-charm --bin github-runner-worker
+	python3 scripts/pack_charm.py --binary $(RELEASE_BIN) --worker-binary $(RELEASE_WORKER_BIN) \
+		--output $(CHARM)
 
 ## test: the whole suite; the archive tests check the release binary `make charm` ships.
 test: deps charm

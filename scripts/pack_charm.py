@@ -4,7 +4,8 @@
 charmcraft's own `pack` needs a build VM; this writes the same layout offline: the three
 YAML files, a generated manifest.yaml (Juju reads only its bases), dispatch, hooks/ (as
 regular files with dispatch's content, like charmcraft packs its hook links) and
-bin/github-runner-charm. Executables keep mode 0755. Entries are sorted and timestamped
+bin/github-runner-charm (hooks, actions, the exporter) with bin/github-runner-worker (reactive
+workers, the only one carrying the message-queue drivers). Executables keep mode 0755. Entries are sorted and timestamped
 from SOURCE_DATE_EPOCH (default 2020-01-01) so the archive is reproducible.
 """
 
@@ -19,6 +20,7 @@ import zipfile
 YAML_FILES = ("metadata.yaml", "config.yaml", "actions.yaml")
 LEGACY_HOOKS = ("install", "start", "upgrade-charm")
 BINARY_NAME = "github-runner-charm"
+WORKER_BINARY_NAME = "github-runner-worker"
 
 
 def manifest(base: str, arch: str) -> bytes:
@@ -48,6 +50,7 @@ def add_dir(archive: zipfile.ZipFile, name: str, when) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", required=True, type=pathlib.Path)
+    parser.add_argument("--worker-binary", required=True, type=pathlib.Path)
     parser.add_argument("--output", required=True, type=pathlib.Path)
     parser.add_argument("--project", default=pathlib.Path(__file__).resolve().parent.parent, type=pathlib.Path)
     parser.add_argument("--base", default="22.04")
@@ -68,6 +71,7 @@ def main() -> int:
             add(archive, f"hooks/{hook}", dispatch, 0o755, when)
         add_dir(archive, "bin", when)
         add(archive, f"bin/{BINARY_NAME}", args.binary.read_bytes(), 0o755, when)
+        add(archive, f"bin/{WORKER_BINARY_NAME}", args.worker_binary.read_bytes(), 0o755, when)
     tmp.replace(args.output)
     print(f"packed {args.output}")
     return 0

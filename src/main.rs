@@ -9,7 +9,6 @@ use github_runner::juju::log;
 use github_runner::juju::process::ProcessHookTools;
 use github_runner::observability::server;
 use github_runner::paths::HostPaths;
-use github_runner::reactive;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,10 +22,6 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(server::SUBCOMMAND) {
         return metrics_exporter(&args[1..]);
-    }
-    if args.first().map(String::as_str) == Some(reactive::workers::WORKER_ARG) {
-        let code = reactive::run::main(&args[1..], reactive::run::open_broker);
-        return ExitCode::from(code as u8);
     }
     let started = Instant::now();
     let env = HookEnv::from_process();

@@ -2,7 +2,8 @@
 //! model, and the glibc the binary needs.
 //!
 //! Packs `$GITHUB_RUNNER_CHARM_BINARY` when set (`make test` points it at the release build
-//! that `make charm` ships), else the binary cargo built for this test. charmcraft comes
+//! that `make charm` ships; the worker binary is the one beside it), else the binaries cargo
+//! built for this test. charmcraft comes
 //! from `$CHARMCRAFT`, else `.venv/bin/charmcraft` (`make deps` installs it).
 
 use github_runner::juju::event::{Endpoint, RUNNER_STORAGE};
@@ -18,6 +19,14 @@ fn charm_binary() -> PathBuf {
     match std::env::var_os("GITHUB_RUNNER_CHARM_BINARY") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => PathBuf::from(env!("CARGO_BIN_EXE_github-runner-charm")),
+    }
+}
+
+/// The worker binary of the same build as [`charm_binary`].
+fn worker_binary() -> PathBuf {
+    match std::env::var_os("GITHUB_RUNNER_CHARM_BINARY") {
+        Some(p) if !p.is_empty() => PathBuf::from(p).with_file_name("github-runner-worker"),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_github-runner-worker")),
     }
 }
 
@@ -59,6 +68,8 @@ fn pack(dir: &Path) -> PathBuf {
         .arg(Path::new(REPO_ROOT).join("scripts/pack_charm.py"))
         .arg("--binary")
         .arg(charm_binary())
+        .arg("--worker-binary")
+        .arg(worker_binary())
         .arg("--output")
         .arg(&output)
         .status()
@@ -110,6 +121,7 @@ fn archive_has_the_files_juju_needs_with_their_modes() {
     for name in [
         "dispatch",
         "bin/github-runner-charm",
+        "bin/github-runner-worker",
         "hooks/install",
         "hooks/start",
         "hooks/upgrade-charm",
@@ -264,24 +276,51 @@ fn glibc_versions_required(elf: &[u8]) -> Vec<(u32, u32)> {
 }
 
 #[test]
-fn binary_runs_on_ubuntu_22_04_glibc() {
-    let binary = charm_binary();
-    let elf = std::fs::read(&binary).unwrap();
-    let versions = glibc_versions_required(&elf);
-    assert!(
-        !versions.is_empty(),
-        "found no GLIBC versions: the parser is broken"
-    );
-    let newest = *versions.last().unwrap();
-    assert!(
-        newest <= MAX_GLIBC,
-        "{} needs GLIBC_{}.{}, newer than Ubuntu 22.04's {}.{}: build it on an older base",
-        binary.display(),
-        newest.0,
-        newest.1,
-        MAX_GLIBC.0,
-        MAX_GLIBC.1
-    );
+fn binaries_run_on_ubuntu_22_04_glibc() {
+    for binary in [charm_binary(), worker_binary()] {
+        let elf = std::fs::read(&binary).unwrap();
+        let versions = glibc_versions_required(&elf);
+        assert!(
+            !versions.is_empty(),
+            "found no GLIBC versions: the parser is broken"
+        );
+        let newest = *versions.last().unwrap();
+        assert!(
+            newest <= MAX_GLIBC,
+            "{} needs GLIBC_{}.{}, newer than Ubuntu 22.04's {}.{}: build it on an older base",
+            binary.display(),
+            newest.0,
+            newest.1,
+            MAX_GLIBC.0,
+            MAX_GLIBC.1
+        );
+    }
+}
+
+/// Hooks run the charm binary: the message-queue drivers and the MongoDB driver's async
+/// runtime must be only in the worker binary (a hook's start-up and memory stay small).
+#[test]
+fn only_the_worker_binary_carries_the_queue_drivers() {
+    let contains =
+        |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
+    let hook = std::fs::read(charm_binary()).unwrap();
+    let worker = std::fs::read(worker_binary()).unwrap();
+    // The Redis transport's key prefix, the MongoDB driver's auth mechanism, the async
+    // runtime's own panic text.
+    for marker in [
+        "github-runner.lease.",
+        "SCRAM-SHA-256",
+        "must be called from the context of a Tokio",
+    ] {
+        assert!(
+            contains(&worker, marker),
+            "the worker binary lacks {marker:?}"
+        );
+        assert!(
+            !contains(&hook, marker),
+            "the hook binary carries {marker:?}"
+        );
+    }
 }
 
 /// The ELF reader above agrees with binutils.

@@ -56,7 +56,7 @@ impl Unit {
         let bytes = settings().to_bytes();
         write_settings(&dirs, &bytes).unwrap();
         let control = DetachedWorkers {
-            binary: env!("CARGO_BIN_EXE_github-runner-charm").into(),
+            binary: env!("CARGO_BIN_EXE_github-runner-worker").into(),
             env: vec![
                 ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
                 (

@@ -1,4 +1,4 @@
-//! The worker process: `github-runner-charm reactive-worker --dir D --logs L --slot N`.
+//! The worker process: `github-runner-worker --dir D --logs L --slot N`.
 //!
 //! Started detached by a reconcile (`reactive::workers`). It closes whatever it inherited,
 //! takes its slot lock (or exits: another worker has the slot), reads the 0600 settings file
@@ -115,7 +115,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
         .cloned()
 }
 
-/// The worker process's main. `args` are argv after `reactive-worker`.
+/// The worker process's main. `args` are argv after the program name.
 pub fn main(args: &[String], open: QueueOpener) -> i32 {
     close_inherited_fds(&[]);
     // SAFETY: the handler only stores to an atomic (async-signal-safe).
@@ -137,7 +137,7 @@ pub fn main(args: &[String], open: QueueOpener) -> i32 {
         arg(args, "--logs"),
         arg(args, "--slot").and_then(|s| s.parse::<u32>().ok()),
     ) else {
-        eprintln!("usage: github-runner-charm reactive-worker --dir <dir> --logs <dir> --slot <n>");
+        eprintln!("usage: github-runner-worker --dir <dir> --logs <dir> --slot <n>");
         return 2;
     };
     let dirs = UnitDirs::new(dir, logs);

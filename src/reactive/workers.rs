@@ -6,7 +6,7 @@
 //! process dies, however it dies, so "the lock is held" is exactly "the worker lives": the
 //! count never comes from `ps` text (defect D5) and a crashed worker's slot is free for the
 //! next reconcile. [`plan_workers`] is the pure decision; [`ProcessControl`] spawns and
-//! signals, [`DetachedWorkers`] is the real one (the charm's own binary in a new session,
+//! signals, [`DetachedWorkers`] is the real one (the charm's worker binary in a new session,
 //! stdin/stdout/stderr on /dev/null and its log file, no other inherited descriptor).
 
 use std::fs::{File, OpenOptions, TryLockError};
@@ -22,8 +22,8 @@ use super::worker::WorkerState;
 
 /// Longest slot file read (one JSON line).
 const MAX_SLOT_BYTES: u64 = 4096;
-/// The argv[1] that starts the binary as a worker.
-pub const WORKER_ARG: &str = "reactive-worker";
+/// The charm's worker binary, beside the hook binary in the charm's `bin/`.
+pub const WORKER_BINARY: &str = "github-runner-worker";
 
 /// The per-unit folder of reactive mode: settings, worker slots, job claims, logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,7 +308,7 @@ pub fn stop_all(dirs: &UnitDirs, control: &dyn ProcessControl, wait: Duration) -
     }
 }
 
-/// The real [`ProcessControl`]: `<binary> reactive-worker --dir <state dir> --logs <log dir>
+/// The real [`ProcessControl`]: `github-runner-worker --dir <state dir> --logs <log dir>
 /// --slot <n>` (no secret in argv: the worker reads the 0600 settings file), in a new
 /// session so it outlives the hook, with an explicit environment.
 #[derive(Debug, Clone)]
@@ -329,8 +329,7 @@ impl ProcessControl for DetachedWorkers {
             .map_err(|e| format!("cannot open {}: {e}", dirs.log_file(slot).display()))?;
         let log_err = log.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = std::process::Command::new(&self.binary);
-        cmd.arg(WORKER_ARG)
-            .arg("--dir")
+        cmd.arg("--dir")
             .arg(&dirs.state)
             .arg("--logs")
             .arg(&dirs.logs)

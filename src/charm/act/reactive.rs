@@ -12,8 +12,9 @@ use crate::paths::HOST_ROOT_ENV;
 use crate::reactive::mode::{self, Mode, ModeSwitch, ReactiveRound};
 use crate::reactive::run::WorkerSettings;
 use crate::reactive::source::QueueSource;
-use crate::reactive::workers::{survey, DetachedWorkers};
+use crate::reactive::workers::{survey, DetachedWorkers, WORKER_BINARY};
 use crate::secret::Secret;
+use std::path::PathBuf;
 
 /// The broker reactive mode consumes from, once known (`mq-uri` or the `mongodb` relation).
 #[derive(Debug, Clone)]
@@ -57,7 +58,16 @@ pub fn queue_source(ctx: &Context<'_>, rt: &Runtime) -> Option<ReactiveQueue> {
     }
 }
 
-/// The production process control: this very binary, with an explicit environment.
+/// The charm's worker binary: beside the running hook binary.
+fn worker_binary() -> PathBuf {
+    // A missing /proc is a broken host: the spawn then fails with the bare name.
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(WORKER_BINARY)))
+        .unwrap_or_else(|| PathBuf::from(WORKER_BINARY))
+}
+
+/// The production process control: the worker binary, with an explicit environment.
 pub fn control() -> DetachedWorkers {
     let mut env = vec![(
         "PATH".to_string(),
@@ -67,27 +77,24 @@ pub fn control() -> DetachedWorkers {
         env.push((HOST_ROOT_ENV.to_string(), root));
     }
     DetachedWorkers {
-        // The running binary; a missing /proc is a broken host, and the spawn then fails
-        // with the path in its message.
-        binary: std::env::current_exe().unwrap_or_else(|_| "github-runner-charm".into()),
+        binary: worker_binary(),
         env,
     }
 }
 
 /// What workers need: the queue, the unit, the hook's configuration and proxies, and the
-/// binary's identity (an upgrade-charm restarts workers: D12).
+/// worker binary's identity (an upgrade-charm restarts workers: D12).
 fn settings(
     ctx: &Context<'_>,
     rt: &Runtime,
     q: &ReactiveQueue,
 ) -> Result<WorkerSettings, CharmError> {
-    let binary = std::env::current_exe()
+    let worker = worker_binary();
+    let binary = std::fs::metadata(&worker)
+        .and_then(|m| m.modified())
         .ok()
-        .and_then(|p| {
-            let m = std::fs::metadata(&p).ok()?.modified().ok()?;
-            let secs = m.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
-            Some(format!("{} {secs}", p.display()))
-        })
+        .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|age| format!("{} {}", worker.display(), age.as_secs()))
         .unwrap_or_default();
     Ok(WorkerSettings {
         mq_uri: q.uri.expose().to_string(),

@@ -29,6 +29,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const CHARM_BIN: &str = env!("CARGO_BIN_EXE_github-runner-charm");
+pub const WORKER_BIN: &str = env!("CARGO_BIN_EXE_github-runner-worker");
 pub const FAKE_JUJUC_BIN: &str = env!("CARGO_BIN_EXE_fake-jujuc");
 pub const REPO_ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -64,6 +65,10 @@ pub struct Run {
     pub stderr: String,
     /// Wall time from spawn to exit.
     pub elapsed: Duration,
+    /// Peak resident memory of the hook process itself (`dispatch` execs the charm, so the
+    /// charm's), KiB, from the kernel's accounting of the reaped process; its children (hook
+    /// tools, lxc) are not in it.
+    pub peak_rss_kib: u64,
 }
 
 impl Run {
@@ -137,6 +142,16 @@ impl Harness {
         std::fs::create_dir_all(charm_dir.join("bin")).expect("bin dir");
         std::os::unix::fs::symlink(charm_binary, charm_dir.join("bin/github-runner-charm"))
             .expect("link charm binary");
+        // The worker binary of the same build when it is there (a release charm binary has
+        // its release worker beside it), else this test build's.
+        let sibling = charm_binary.with_file_name("github-runner-worker");
+        let worker = if sibling.exists() {
+            sibling
+        } else {
+            PathBuf::from(WORKER_BIN)
+        };
+        std::os::unix::fs::symlink(worker, charm_dir.join("bin/github-runner-worker"))
+            .expect("link worker binary");
         for tool in fake::TOOL_NAMES {
             std::os::unix::fs::symlink(FAKE_JUJUC_BIN, tools_dir.join(tool)).expect("link tool");
         }
@@ -425,7 +440,9 @@ impl Harness {
 /// (no polling), so the benchmark measures the hook, not a poll interval.
 pub fn run_with_deadline(command: &mut Command) -> Run {
     let started = Instant::now();
-    let child = command
+    // Reaped below with wait4, which also reports the process's peak memory.
+    #[allow(clippy::zombie_processes)]
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -439,7 +456,24 @@ pub fn run_with_deadline(command: &mut Command) -> Run {
         }
         false
     });
-    let output = child.wait_with_output().expect("wait for hook");
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    // wait4 rather than Child::wait: it also gives the reaped process's peak memory.
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in; all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own unreaped child; status and usage outlive the call.
+    let reaped = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid as i32, "wait4 on the hook");
     let elapsed = started.elapsed();
     let _ = done.send(());
     let killed = watchdog.join().expect("watchdog");
@@ -447,10 +481,14 @@ pub fn run_with_deadline(command: &mut Command) -> Run {
         !killed,
         "hook still running after {HOOK_DEADLINE:?}; killed"
     );
+    use std::os::unix::process::ExitStatusExt;
     Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        code: std::process::ExitStatus::from_raw(status)
+            .code()
+            .unwrap_or(-1),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
         elapsed,
+        peak_rss_kib: usage.ru_maxrss as u64,
     }
 }
