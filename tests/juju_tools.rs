@@ -183,6 +183,11 @@ fn relations() {
         t.relation_get(&id, "mongo", true).unwrap(),
         map(&[("database", "db")])
     );
+    // As jujuc: with --app, a unit names its application.
+    assert_eq!(
+        t.relation_get(&id, "mongo/1", true).unwrap(),
+        map(&[("database", "db")])
+    );
     assert!(t.relation_get(&id, "mongo/1", false).unwrap().is_empty());
     t.relation_set(&id, false, &map(&[("a", "1"), ("b", "2")]))
         .unwrap();

@@ -1,7 +1,8 @@
 //! Reactive mode end to end through `dispatch`: the real binary with the fake hook tools,
 //! the real LXD daemon, the fake GitHub, a real redis-server on loopback fed by the real
 //! kombu producer, and the charm's own detached workers. `kill_trials`: at-least-once under
-//! SIGKILL of those workers.
+//! SIGKILL of those workers. `mongodb`: the same from the `mongodb` relation, over the
+//! MongoDB wire stand-in fed by kombu's MongoDB transport.
 
 #[path = "support/charm_env/mod.rs"]
 mod charm_env;
@@ -18,10 +19,16 @@ mod lxd_fixture;
 #[path = "support/redis_server/mod.rs"]
 mod redis_server;
 
+#[path = "support/mongo_standin/mod.rs"]
+mod mongo_standin;
+
 #[path = "reactive_e2e/kill_trials.rs"]
 mod kill_trials;
+#[path = "reactive_e2e/mongodb.rs"]
+mod mongodb;
 
 use charm_env::{wait_for, CharmEnv, REPO};
+use fake_github::FakeGitHub;
 use github_runner::paths::HostPaths;
 use github_runner::reactive::mode::unit_dirs;
 use github_runner::reactive::workers::survey;
@@ -30,11 +37,12 @@ use std::time::Duration;
 
 const QUEUE: &str = "github-runner";
 
-fn body(env: &CharmEnv, job: u64, labels: &[&str]) -> String {
+/// The webhook router's message for `job`.
+fn body(gh: &FakeGitHub, job: u64, labels: &[&str]) -> String {
     serde_json::json!({
         "labels": labels,
         "status": "queued",
-        "url": format!("{}/repos/{REPO}/actions/jobs/{job}", env.gh.api_base()),
+        "url": format!("{}/repos/{REPO}/actions/jobs/{job}", gh.api_base()),
     })
     .to_string()
 }
@@ -75,7 +83,7 @@ fn reactive_mode_serves_queued_jobs_drops_bad_messages_and_stops_clean() {
 
     // A queued job: one runner, online, handed the job, gone after it.
     let job = env.gh.add_job(REPO, &[]);
-    kombu::put(&redis.uri(), QUEUE, &[&body(&env, job, &[])]);
+    kombu::put(&redis.uri(), QUEUE, &[&body(&env.gh, job, &[])]);
     let mut runner = None;
     assert!(env.gh.wait_until(Duration::from_secs(90), |s| {
         runner = s.runners.iter().find(|r| r.online).map(|r| r.name.clone());
@@ -98,8 +106,8 @@ fn reactive_mode_serves_queued_jobs_drops_bad_messages_and_stops_clean() {
         &redis.uri(),
         QUEUE,
         &[
-            &body(&env, running, &[]),
-            &body(&env, job + 100, &["gpu"]),
+            &body(&env.gh, running, &[]),
+            &body(&env.gh, job + 100, &["gpu"]),
             "not json",
         ],
     );
@@ -116,7 +124,7 @@ fn reactive_mode_serves_queued_jobs_drops_bad_messages_and_stops_clean() {
 
     // A job nobody hands to the runner: requeued with its count, the runner removed.
     let unpicked = env.gh.add_job(REPO, &[]);
-    kombu::put(&redis.uri(), QUEUE, &[&body(&env, unpicked, &[])]);
+    kombu::put(&redis.uri(), QUEUE, &[&body(&env.gh, unpicked, &[])]);
     assert!(
         wait_for(Duration::from_secs(60), || {
             metric_count(&env, "\"reactive_job_requeued\"") == 1
@@ -133,7 +141,7 @@ fn reactive_mode_serves_queued_jobs_drops_bad_messages_and_stops_clean() {
     // Scale to 0 while a worker holds a job (its runner online, waiting for the job): the
     // worker removes its unused runner and hands the message back before it exits.
     let held = env.gh.add_job(REPO, &[]);
-    let held_body = body(&env, held, &[]);
+    let held_body = body(&env.gh, held, &[]);
     kombu::put(&redis.uri(), QUEUE, &[&held_body]);
     assert!(env.gh.wait_until(Duration::from_secs(90), |s| s
         .runners

@@ -587,6 +587,11 @@ fn relation_get(t: &Tool, args: &[String]) -> ToolResult {
             })
         })
         .ok_or_else(|| usage("no unit or application specified"))?;
+    // As jujuc: with --app, a unit name stands for its application.
+    let target = match target.split_once('/') {
+        Some((application, _)) if app => application.to_string(),
+        _ => target,
+    };
     let local_unit = env("JUJU_UNIT_NAME").unwrap_or_default();
     let local_app = local_unit.split('/').next().unwrap_or("").to_string();
     let data = if app && target == local_app {

@@ -15,6 +15,7 @@ use crate::charm_env::{kill_process, seed_from_env, wait_for, CharmEnv, SeededRn
 use crate::fake_github::{Endpoint, FakeGitHub};
 use crate::kombu;
 use crate::redis_server::RedisServer;
+use crate::{body, QUEUE};
 use github_runner::paths::HostPaths;
 use github_runner::reactive::mode::unit_dirs;
 use github_runner::reactive::workers::{survey, LiveWorker, UnitDirs};
@@ -24,7 +25,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const QUEUE: &str = "github-runner";
 const WORKERS: u32 = 3;
 const TRIALS: usize = 20;
 /// Time for one phase to show up (a container's creation on a loaded CI machine).
@@ -48,15 +48,6 @@ const KILL_POINTS: [KillPoint; 4] = [
     KillPoint::WaitingForPickup,
     KillPoint::Running,
 ];
-
-fn body(gh: &FakeGitHub, job: u64) -> String {
-    serde_json::json!({
-        "labels": [],
-        "status": "queued",
-        "url": format!("{}/repos/{REPO}/actions/jobs/{job}", gh.api_base()),
-    })
-    .to_string()
-}
 
 /// The claim file of a job: (slot, runner) of its last holder, live or dead.
 fn claim_of(claims: &Path, job: u64) -> Option<(u32, Option<String>)> {
@@ -172,7 +163,7 @@ fn sigkilled_workers_lose_no_job_and_leave_at_most_one_surplus_runner_per_kill()
             if point == KillPoint::Running {
                 env.gh.update_job(job, |j| j.held = true);
             }
-            kombu::put(&redis.uri(), QUEUE, &[&body(&env.gh, job)]);
+            kombu::put(&redis.uri(), QUEUE, &[&body(&env.gh, job, &[])]);
 
             // Find the worker at the chosen point.
             let runner_of = || claim_of(&claims, job).and_then(|(_, r)| r);

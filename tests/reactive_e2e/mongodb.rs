@@ -1,0 +1,81 @@
+//! Reactive mode from the `mongodb` relation end to end: the provider's `uris` point at the
+//! MongoDB wire stand-in (mockupdb over an in-memory store), the real kombu MongoDB transport
+//! puts the jobs, the charm's own worker (the official Rust driver) serves them on LXD
+//! against the fake GitHub. A served job's message is gone; a job nobody takes is put back
+//! with `X-Process-Count` 1 and kombu still reads it.
+
+use crate::charm_env::{wait_for, CharmEnv, REPO};
+use crate::kombu;
+use crate::mongo_standin::MongoStandIn;
+use crate::{body, metric_count, workers, QUEUE};
+use std::time::Duration;
+
+#[test]
+fn the_mongodb_relation_turns_reactive_mode_on_and_its_jobs_are_served() {
+    let mongo = MongoStandIn::start(&kombu::python());
+    let mut env = CharmEnv::new(1);
+    env.h.world.leader = true;
+    env.h.add_relation("mongodb", "mongodb", 1);
+    let relation = env
+        .h
+        .world
+        .relations
+        .iter_mut()
+        .find(|r| r.endpoint() == "mongodb")
+        .expect("the relation just added");
+    relation.remote_app_data.insert("uris".into(), mongo.uri());
+    relation
+        .remote_app_data
+        .insert("database".into(), "github-runner-webhook-router".into());
+    env.deploy();
+    env.h.hook("mongodb-relation-changed").assert_ok();
+    assert!(
+        wait_for(Duration::from_secs(30), || workers(&env) == 1),
+        "one worker from the relation's data: {:?}",
+        env.status()
+    );
+
+    // A queued job: one runner, online, handed the job; its message acked.
+    let job = env.gh.add_job(REPO, &[]);
+    kombu::put(&mongo.uri(), QUEUE, &[&body(&env.gh, job, &[])]);
+    let mut runner = None;
+    assert!(env.gh.wait_until(Duration::from_secs(90), |s| {
+        runner = s.runners.iter().find(|r| r.online).map(|r| r.name.clone());
+        runner.is_some()
+    }));
+    assert!(env.gh.dispatch_job(job, runner.as_deref().unwrap()));
+    assert!(env.gh.wait_until(Duration::from_secs(60), |s| s
+        .jobs
+        .iter()
+        .any(|j| j.id == job && j.status == "completed")));
+    assert!(wait_for(Duration::from_secs(60), || env
+        .instances()
+        .is_empty()));
+
+    // A job nobody takes: its runner removed, the message back (not before a minute) with
+    // its count, and kombu's own consumer reads it.
+    let unpicked = env.gh.add_job(REPO, &[]);
+    let unpicked_body = body(&env.gh, unpicked, &[]);
+    kombu::put(&mongo.uri(), QUEUE, &[&unpicked_body]);
+    assert!(
+        wait_for(Duration::from_secs(60), || metric_count(
+            &env,
+            "\"reactive_job_requeued\""
+        ) == 1),
+        "requeued after the test-mode pickup bound"
+    );
+    assert!(wait_for(Duration::from_secs(30), || env
+        .instances()
+        .is_empty()));
+    let back = kombu::get(&mongo.uri(), QUEUE, 5.0).expect("kombu reads the requeued message");
+    assert_eq!(back["body"], unpicked_body.as_str(), "{back}");
+    assert_eq!(back["headers"]["X-Process-Count"], 1, "{back}");
+    assert!(
+        kombu::get(&mongo.uri(), QUEUE, 0.5).is_none(),
+        "the served job's message was acked"
+    );
+
+    env.h.hook("stop").assert_ok();
+    assert_eq!(workers(&env), 0);
+    assert!(env.instances().is_empty());
+}
