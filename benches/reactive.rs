@@ -16,6 +16,9 @@
 //! `REACTIVE_BENCH_JOBS`, `REACTIVE_BENCH_WORKERS` override). Without `--bench` (as under
 //! `cargo test --all-targets`) a smoke pass: 2 jobs, 2 workers.
 
+#[path = "../tests/support/claim_files.rs"]
+#[allow(dead_code)]
+mod claim_files;
 #[path = "../tests/support/executable.rs"]
 mod executable;
 #[path = "../tests/support/fake_github/mod.rs"]
@@ -40,7 +43,6 @@ use github_runner::reactive::worker::{
 };
 use redis_server::RedisServer;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -64,25 +66,6 @@ fn knob(name: &str, default: usize) -> usize {
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
-}
-
-/// runner name -> job id, from the claim files (`slot=N runner=NAME`).
-fn claimed_runners(dir: &Path) -> BTreeMap<String, u64> {
-    let mut map = BTreeMap::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(job) = name.strip_prefix("job-").and_then(|j| j.parse().ok()) else {
-            continue;
-        };
-        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-        if let Some(r) = text
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix("runner="))
-        {
-            map.insert(r.to_string(), job);
-        }
-    }
-    map
 }
 
 /// What one phase measured.
@@ -147,7 +130,7 @@ fn phase(
                         .collect();
                     !fresh.is_empty()
                 });
-                let claimed = claimed_runners(claims.path());
+                let claimed = claim_files::runner_jobs(claims.path());
                 for name in fresh {
                     let Some(&job) = claimed.get(&name) else {
                         continue;

@@ -6,6 +6,8 @@
 
 #[path = "support/charm_env/mod.rs"]
 mod charm_env;
+#[path = "support/claim_files.rs"]
+mod claim_files;
 #[path = "support/executable.rs"]
 mod executable;
 #[path = "support/fake_github/mod.rs"]
@@ -64,6 +66,24 @@ fn metric_count(env: &CharmEnv, needle: &str) -> usize {
         .count()
 }
 
+/// The queued `job` whose message was put: one runner comes online, GitHub hands it the
+/// job, it completes, and the runner is gone.
+fn served_by_one_runner(env: &CharmEnv, job: u64) {
+    let mut runner = None;
+    assert!(env.gh.wait_until(Duration::from_secs(90), |s| {
+        runner = s.runners.iter().find(|r| r.online).map(|r| r.name.clone());
+        runner.is_some()
+    }));
+    assert!(env.gh.dispatch_job(job, runner.as_deref().unwrap()));
+    assert!(env.gh.wait_until(Duration::from_secs(60), |s| s
+        .jobs
+        .iter()
+        .any(|j| j.id == job && j.status == "completed")));
+    assert!(wait_for(Duration::from_secs(60), || env
+        .instances()
+        .is_empty()));
+}
+
 #[test]
 fn reactive_mode_serves_queued_jobs_drops_bad_messages_and_stops_clean() {
     let redis = RedisServer::start();
@@ -84,19 +104,7 @@ fn reactive_mode_serves_queued_jobs_drops_bad_messages_and_stops_clean() {
     // A queued job: one runner, online, handed the job, gone after it.
     let job = env.gh.add_job(REPO, &[]);
     kombu::put(&redis.uri(), QUEUE, &[&body(&env.gh, job, &[])]);
-    let mut runner = None;
-    assert!(env.gh.wait_until(Duration::from_secs(90), |s| {
-        runner = s.runners.iter().find(|r| r.online).map(|r| r.name.clone());
-        runner.is_some()
-    }));
-    assert!(env.gh.dispatch_job(job, runner.as_deref().unwrap()));
-    assert!(env.gh.wait_until(Duration::from_secs(60), |s| s
-        .jobs
-        .iter()
-        .any(|j| j.id == job && j.status == "completed")));
-    assert!(wait_for(Duration::from_secs(60), || env
-        .instances()
-        .is_empty()));
+    served_by_one_runner(&env, job);
 
     // A job already running: no runner. Unsupported labels and a malformed message: dropped.
     let running = env.gh.add_job(REPO, &[]);

@@ -120,22 +120,6 @@ impl MemoryQueue {
             .map(|(m, _)| m)
             .ok_or_else(|| QueueError::LeaseLost { id: d.id.clone() })
     }
-
-    fn requeue_counted(
-        &mut self,
-        d: &Delivery,
-        process_count: u32,
-        not_before_epoch: u64,
-    ) -> Result<(), QueueError> {
-        let mut inner = self.lock();
-        self.enter(&mut inner)?;
-        let mut m = self.take_lease(&mut inner, d)?;
-        m.process_count = process_count;
-        m.not_before_epoch = not_before_epoch;
-        inner.waiting.push_back(m);
-        self.inner.1.notify_all();
-        Ok(())
-    }
 }
 
 impl JobQueue for MemoryQueue {
@@ -212,12 +196,20 @@ impl JobQueue for MemoryQueue {
         Ok(())
     }
 
-    fn requeue(&mut self, d: &Delivery, not_before_epoch: u64) -> Result<(), QueueError> {
-        self.requeue_counted(d, d.process_count + 1, not_before_epoch)
-    }
-
-    fn defer(&mut self, d: &Delivery, not_before_epoch: u64) -> Result<(), QueueError> {
-        self.requeue_counted(d, d.process_count, not_before_epoch)
+    fn requeue_counted(
+        &mut self,
+        d: &Delivery,
+        process_count: u32,
+        not_before_epoch: u64,
+    ) -> Result<(), QueueError> {
+        let mut inner = self.lock();
+        self.enter(&mut inner)?;
+        let mut m = self.take_lease(&mut inner, d)?;
+        m.process_count = process_count;
+        m.not_before_epoch = not_before_epoch;
+        inner.waiting.push_back(m);
+        self.inner.1.notify_all();
+        Ok(())
     }
 
     fn release(&mut self, d: &Delivery) -> Result<(), QueueError> {

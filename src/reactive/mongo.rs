@@ -168,30 +168,6 @@ impl MongoQueue {
             _ => Ok(()),
         }
     }
-
-    /// Back on the queue with `process_count` as its `X-Process-Count`.
-    fn requeue_counted(
-        &mut self,
-        delivery: &Delivery,
-        process_count: u32,
-        not_before_epoch: u64,
-    ) -> Result<(), QueueError> {
-        let payload = match self.held.get(&delivery.lease) {
-            Some((_, payload)) => match Envelope::parse(payload.as_bytes()) {
-                Ok(env) => env.requeued(process_count),
-                Err(_) => payload.clone(),
-            },
-            None => String::new(),
-        };
-        let not_before = i64::try_from(not_before_epoch.saturating_mul(1000)).unwrap_or(i64::MAX);
-        let update = doc! {
-            "$set": { "payload": payload, "not_before": not_before },
-            "$unset": { "lease_owner": "", "lease_until": "" },
-        };
-        let result = self.settle(delivery, update);
-        self.held.remove(&delivery.lease);
-        result
-    }
 }
 
 impl JobQueue for MongoQueue {
@@ -230,16 +206,27 @@ impl JobQueue for MongoQueue {
         }
     }
 
-    fn requeue(&mut self, delivery: &Delivery, not_before_epoch: u64) -> Result<(), QueueError> {
-        self.requeue_counted(
-            delivery,
-            delivery.process_count.saturating_add(1),
-            not_before_epoch,
-        )
-    }
-
-    fn defer(&mut self, delivery: &Delivery, not_before_epoch: u64) -> Result<(), QueueError> {
-        self.requeue_counted(delivery, delivery.process_count, not_before_epoch)
+    fn requeue_counted(
+        &mut self,
+        delivery: &Delivery,
+        process_count: u32,
+        not_before_epoch: u64,
+    ) -> Result<(), QueueError> {
+        let payload = match self.held.get(&delivery.lease) {
+            Some((_, payload)) => match Envelope::parse(payload.as_bytes()) {
+                Ok(env) => env.requeued(process_count),
+                Err(_) => payload.clone(),
+            },
+            None => String::new(),
+        };
+        let not_before = i64::try_from(not_before_epoch.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let update = doc! {
+            "$set": { "payload": payload, "not_before": not_before },
+            "$unset": { "lease_owner": "", "lease_until": "" },
+        };
+        let result = self.settle(delivery, update);
+        self.held.remove(&delivery.lease);
+        result
     }
 
     fn release(&mut self, delivery: &Delivery) -> Result<(), QueueError> {

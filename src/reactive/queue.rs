@@ -62,12 +62,24 @@ pub trait JobQueue: Send {
     /// Done with it for good (served, or dropped as unservable): removed from the broker.
     fn ack(&mut self, delivery: &Delivery) -> Result<(), QueueError>;
     /// Back on the queue (at the tail, kombu's `redelivered: true`) with `X-Process-Count`
-    /// set to `process_count + 1`, not to be leased before `not_before_epoch`.
-    fn requeue(&mut self, delivery: &Delivery, not_before_epoch: u64) -> Result<(), QueueError>;
-    /// Back on the queue with its `X-Process-Count` unchanged, not to be leased before
-    /// `not_before_epoch`: its lease lapsed while another worker of this unit still handles
-    /// its job, which settles it (the holder's own ack or requeue then finds the lease lost).
-    fn defer(&mut self, delivery: &Delivery, not_before_epoch: u64) -> Result<(), QueueError>;
+    /// set to `process_count`, not to be leased before `not_before_epoch`.
+    fn requeue_counted(
+        &mut self,
+        delivery: &Delivery,
+        process_count: u32,
+        not_before_epoch: u64,
+    ) -> Result<(), QueueError>;
+    /// Back on the queue with its count one higher (the worker handled it once more).
+    fn requeue(&mut self, delivery: &Delivery, not_before_epoch: u64) -> Result<(), QueueError> {
+        let count = delivery.process_count.saturating_add(1);
+        self.requeue_counted(delivery, count, not_before_epoch)
+    }
+    /// Back on the queue with its count unchanged: its lease lapsed while another worker of
+    /// this unit still handles its job, which settles it (the holder's own ack or requeue
+    /// then finds the lease lost).
+    fn defer(&mut self, delivery: &Delivery, not_before_epoch: u64) -> Result<(), QueueError> {
+        self.requeue_counted(delivery, delivery.process_count, not_before_epoch)
+    }
     /// Back on the queue unchanged (the worker is stopping before it handled the message).
     fn release(&mut self, delivery: &Delivery) -> Result<(), QueueError>;
     fn len(&mut self) -> Result<QueueLength, QueueError>;

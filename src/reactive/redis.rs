@@ -329,42 +329,6 @@ impl RedisQueue {
             _ => Err(QueueError::LeaseLost { id: id.to_string() }),
         }
     }
-
-    /// Back on the queue with `process_count` as its `X-Process-Count`.
-    fn requeue_counted(
-        &mut self,
-        delivery: &Delivery,
-        process_count: u32,
-        not_before_epoch: u64,
-    ) -> Result<(), QueueError> {
-        let Some(payload) = self.held.get(&delivery.lease) else {
-            return Err(QueueError::LeaseLost {
-                id: delivery.id.clone(),
-            });
-        };
-        let requeued = match Envelope::parse(payload.as_bytes()) {
-            Ok(env) => env.requeued(process_count),
-            Err(_) => payload.clone(),
-        };
-        let leases = self.keys.leases.clone();
-        let list = self.keys.lease_list(&delivery.lease);
-        let delayed = self.keys.delayed.clone();
-        let head = self.keys.queues[0].clone();
-        let args = [
-            delivery.lease.clone(),
-            requeued,
-            not_before_epoch.saturating_mul(1000).to_string(),
-            self.now_ms().to_string(),
-        ];
-        let result = self.settle(
-            REQUEUE_SCRIPT,
-            &[&leases, &list, &delayed, &head],
-            &args,
-            &delivery.id,
-        );
-        self.held.remove(&delivery.lease);
-        result
-    }
 }
 
 impl JobQueue for RedisQueue {
@@ -456,16 +420,39 @@ impl JobQueue for RedisQueue {
         result
     }
 
-    fn requeue(&mut self, delivery: &Delivery, not_before_epoch: u64) -> Result<(), QueueError> {
-        self.requeue_counted(
-            delivery,
-            delivery.process_count.saturating_add(1),
-            not_before_epoch,
-        )
-    }
-
-    fn defer(&mut self, delivery: &Delivery, not_before_epoch: u64) -> Result<(), QueueError> {
-        self.requeue_counted(delivery, delivery.process_count, not_before_epoch)
+    fn requeue_counted(
+        &mut self,
+        delivery: &Delivery,
+        process_count: u32,
+        not_before_epoch: u64,
+    ) -> Result<(), QueueError> {
+        let Some(payload) = self.held.get(&delivery.lease) else {
+            return Err(QueueError::LeaseLost {
+                id: delivery.id.clone(),
+            });
+        };
+        let requeued = match Envelope::parse(payload.as_bytes()) {
+            Ok(env) => env.requeued(process_count),
+            Err(_) => payload.clone(),
+        };
+        let leases = self.keys.leases.clone();
+        let list = self.keys.lease_list(&delivery.lease);
+        let delayed = self.keys.delayed.clone();
+        let head = self.keys.queues[0].clone();
+        let args = [
+            delivery.lease.clone(),
+            requeued,
+            not_before_epoch.saturating_mul(1000).to_string(),
+            self.now_ms().to_string(),
+        ];
+        let result = self.settle(
+            REQUEUE_SCRIPT,
+            &[&leases, &list, &delayed, &head],
+            &args,
+            &delivery.id,
+        );
+        self.held.remove(&delivery.lease);
+        result
     }
 
     fn release(&mut self, delivery: &Delivery) -> Result<(), QueueError> {

@@ -12,6 +12,7 @@
 //! the `reactive_e2e` binary, so it runs beside the other end-to-end test.
 
 use crate::charm_env::{kill_process, seed_from_env, wait_for, CharmEnv, SeededRng, REPO};
+use crate::claim_files::{claim_of, runner_jobs};
 use crate::fake_github::{Endpoint, FakeGitHub};
 use crate::kombu;
 use crate::redis_server::RedisServer;
@@ -48,33 +49,6 @@ const KILL_POINTS: [KillPoint; 4] = [
     KillPoint::WaitingForPickup,
     KillPoint::Running,
 ];
-
-/// The claim file of a job: (slot, runner) of its last holder, live or dead.
-fn claim_of(claims: &Path, job: u64) -> Option<(u32, Option<String>)> {
-    let text = std::fs::read_to_string(claims.join(format!("job-{job}"))).ok()?;
-    let field = |key: &str| {
-        text.split_whitespace()
-            .find_map(|f| f.strip_prefix(key))
-            .map(str::to_string)
-    };
-    let slot = field("slot=")?.parse().ok()?;
-    Some((slot, field("runner=")))
-}
-
-/// runner name -> job, from every claim file (a dead worker's stays until taken over).
-fn runner_jobs(claims: &Path) -> BTreeMap<String, u64> {
-    let mut map = BTreeMap::new();
-    for e in std::fs::read_dir(claims).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(job) = name.strip_prefix("job-").and_then(|j| j.parse().ok()) else {
-            continue;
-        };
-        if let Some((_, Some(runner))) = claim_of(claims, job) {
-            map.insert(runner, job);
-        }
-    }
-    map
-}
 
 fn live(dirs: &UnitDirs) -> Vec<LiveWorker> {
     survey(dirs)

@@ -7,7 +7,7 @@
 use crate::charm_env::{wait_for, CharmEnv, REPO};
 use crate::kombu;
 use crate::mongo_standin::MongoStandIn;
-use crate::{body, metric_count, workers, QUEUE};
+use crate::{body, metric_count, served_by_one_runner, workers, QUEUE};
 use std::time::Duration;
 
 #[test]
@@ -38,19 +38,7 @@ fn the_mongodb_relation_turns_reactive_mode_on_and_its_jobs_are_served() {
     // A queued job: one runner, online, handed the job; its message acked.
     let job = env.gh.add_job(REPO, &[]);
     kombu::put(&mongo.uri(), QUEUE, &[&body(&env.gh, job, &[])]);
-    let mut runner = None;
-    assert!(env.gh.wait_until(Duration::from_secs(90), |s| {
-        runner = s.runners.iter().find(|r| r.online).map(|r| r.name.clone());
-        runner.is_some()
-    }));
-    assert!(env.gh.dispatch_job(job, runner.as_deref().unwrap()));
-    assert!(env.gh.wait_until(Duration::from_secs(60), |s| s
-        .jobs
-        .iter()
-        .any(|j| j.id == job && j.status == "completed")));
-    assert!(wait_for(Duration::from_secs(60), || env
-        .instances()
-        .is_empty()));
+    served_by_one_runner(&env, job);
 
     // A job nobody takes: its runner removed, the message back (not before a minute) with
     // its count, and kombu's own consumer reads it.
