@@ -170,6 +170,25 @@ fn debug_ssh_servers_reach_runners_and_the_acl_follows_config_and_relation_chang
     assert!(vars.contains("\nTMATE_SERVER_HOST=10.7.7.7\n"), "{vars}");
     assert!(vars.contains("\nTMATE_SERVER_PORT=2222\n"), "{vars}");
 
+    // A server named by host name is exempted by the addresses this machine resolves it
+    // to (the real getent): here `localhost`, inside a denied 127.0.0.0/8.
+    {
+        let units = relation_units(&mut env, &relation);
+        let second_unit = units.keys().nth(1).unwrap().clone();
+        units.insert(second_unit, tmate_unit("localhost", "22"));
+    }
+    env.set_config("denylist", "127.0.0.0/8");
+    env.config_changed().assert_ok();
+    let denied = deny_rule(&env, &acl).expect("a denylist rule");
+    assert!(
+        !denied
+            .split(',')
+            .any(|n| n == "127.0.0.1/32" || n == "127.0.0.0/8"),
+        "{denied}"
+    );
+    assert!(denied.split(',').any(|n| n == "127.0.0.0/32"), "{denied}");
+    assert!(denied.split(',').any(|n| n == "127.0.0.2/31"), "{denied}");
+
     // remove: the ACL goes, the operator's (here the test's) bridge stays, without it.
     env.h.hook("stop").assert_ok();
     env.h.hook("remove").assert_ok();

@@ -472,7 +472,7 @@ pub fn converge_runner_network(
     let out = commands.run(&ip, &["-4", "-o", "addr", "show"], Duration::from_secs(30))?;
     let hosts = crate::network::parse_host_addresses(&out.stdout);
     let tmate = crate::network::debug_ssh::read_servers(ctx.tools);
-    let exempt = tmate.iter().filter_map(|s| s.ipv4()).collect();
+    let exempt = tmate_addresses(&tmate, commands);
     let aproxy_upstream = if config.experimental_use_aproxy {
         let proxy = &ctx.hook.proxy;
         Some(crate::network::aproxy::upstream(
@@ -494,6 +494,48 @@ pub fn converge_runner_network(
     let nft_file = ctx.paths.aproxy_nft_file();
     crate::network::aproxy::converge(commands, &nft_file, &bridge, aproxy_upstream.as_deref())?;
     Ok(())
+}
+
+/// The IPv4 addresses of the tmate servers, to exempt from the denylist: an address as
+/// given, a host name as this machine resolves it (runners resolve through the bridge's
+/// dnsmasq, which asks the host's resolver). A name that does not resolve is logged and
+/// exempts nothing: runners could not reach it either.
+pub fn tmate_addresses(
+    servers: &[crate::network::debug_ssh::TmateServer],
+    commands: &dyn commands::HostCommands,
+) -> Vec<std::net::Ipv4Addr> {
+    let mut addrs = Vec::new();
+    for server in servers {
+        if let Some(ip) = server.ipv4() {
+            addrs.push(ip);
+            continue;
+        }
+        let resolved = match commands.find("getent") {
+            Some(getent) => commands
+                .run(
+                    &getent,
+                    &["ahostsv4", &server.host],
+                    Duration::from_secs(15),
+                )
+                .map(|out| crate::network::debug_ssh::parse_ahostsv4(&out.stdout))
+                .unwrap_or_else(|e| {
+                    tracing::warn!("could not resolve debug-ssh server {}: {e}", server.host);
+                    Vec::new()
+                }),
+            None => Vec::new(),
+        };
+        if resolved.is_empty() {
+            tracing::warn!(
+                "debug-ssh server {} does not resolve on this machine: no address of it is \
+                 exempted from the denylist",
+                server.host
+            );
+        }
+        addrs.extend(resolved);
+    }
+    addrs.sort();
+    addrs.dedup();
+    addrs
 }
 
 /// The reconcile timer for this unit, (re)written when its content changes.

@@ -32,10 +32,23 @@ impl TmateServer {
         ]
     }
 
-    /// The host as an IPv4 address, when it is one (only those can be exempted in the ACL).
+    /// The host as an IPv4 address, when it is one; a host name must be resolved first
+    /// (see [`parse_ahostsv4`]) to be exempted in the ACL.
     pub fn ipv4(&self) -> Option<Ipv4Addr> {
         self.host.parse().ok()
     }
+}
+
+/// The IPv4 addresses in `getent ahostsv4 <name>` output (`<addr> STREAM <name>` lines,
+/// then DGRAM and RAW ones for the same addresses), sorted, without duplicates. Pure.
+pub fn parse_ahostsv4(output: &str) -> Vec<Ipv4Addr> {
+    let mut addrs: Vec<Ipv4Addr> = output
+        .lines()
+        .filter_map(|line| line.split_whitespace().next()?.parse().ok())
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    addrs
 }
 
 /// A unit's relation data as a server, or why not.
@@ -171,6 +184,32 @@ mod tests {
         let mut d = valid();
         d.remove("host");
         assert_eq!(parse_unit_data(&d).unwrap_err(), "host is missing");
+    }
+
+    #[test]
+    fn getent_output_gives_each_address_once() {
+        let out = "203.0.113.7     STREAM tmate.example\n203.0.113.7     DGRAM  \n\
+                   203.0.113.7     RAW    \n198.51.100.2    STREAM \n198.51.100.2    DGRAM  \n";
+        assert_eq!(
+            parse_ahostsv4(out),
+            vec![
+                Ipv4Addr::new(198, 51, 100, 2),
+                Ipv4Addr::new(203, 0, 113, 7)
+            ]
+        );
+        assert!(parse_ahostsv4("").is_empty());
+        assert!(parse_ahostsv4("garbage line\n::1 STREAM x\n").is_empty());
+    }
+
+    #[test]
+    fn the_real_getent_output_parses() {
+        let out = std::process::Command::new("getent")
+            .args(["ahostsv4", "localhost"])
+            .output()
+            .expect("getent (libc-bin) is on every Debian/Ubuntu machine");
+        assert!(out.status.success());
+        let addrs = parse_ahostsv4(&String::from_utf8_lossy(&out.stdout));
+        assert!(addrs.contains(&Ipv4Addr::LOCALHOST), "{addrs:?}");
     }
 
     #[test]

@@ -493,3 +493,84 @@ fn a_missing_lxd_project_waits_before_anything_is_created() {
     assert!(edges.lxd_calls().is_empty(), "no pool, profile or image");
     assert!(!edges.fake.log().iter().any(|l| l.starts_with("run ")));
 }
+
+/// `getent` that knows one name; records what it was asked.
+struct Resolver {
+    asked: RefCell<Vec<String>>,
+}
+
+impl commands::HostCommands for Resolver {
+    fn find(&self, program: &str) -> Option<PathBuf> {
+        (program == "getent").then(|| PathBuf::from("/usr/bin/getent"))
+    }
+
+    fn run(
+        &self,
+        _program: &std::path::Path,
+        args: &[&str],
+        _timeout: Duration,
+    ) -> Result<commands::CommandOutput, CommandError> {
+        self.asked.borrow_mut().push(args.join(" "));
+        let (code, stdout) = match args {
+            ["ahostsv4", "tmate.example"] => (
+                0,
+                "203.0.113.7     STREAM tmate.example\n203.0.113.7     DGRAM  \n\
+                 203.0.113.8     STREAM \n",
+            ),
+            _ => (2, ""),
+        };
+        Ok(commands::CommandOutput {
+            code,
+            stdout: stdout.into(),
+            stderr: String::new(),
+        })
+    }
+}
+
+#[test]
+fn tmate_servers_named_by_host_name_are_exempted_by_their_resolved_addresses() {
+    let server = |host: &str| crate::network::debug_ssh::TmateServer {
+        host: host.into(),
+        port: 10022,
+        rsa_fingerprint: "SHA256:a".into(),
+        ed25519_fingerprint: "SHA256:b".into(),
+    };
+    let resolver = Resolver {
+        asked: RefCell::new(Vec::new()),
+    };
+    let servers = [
+        server("10.1.2.3"),
+        server("tmate.example"),
+        server("gone.example"),
+    ];
+    let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+    assert_eq!(
+        tmate_addresses(&servers, &resolver),
+        vec![ip("10.1.2.3"), ip("203.0.113.7"), ip("203.0.113.8")]
+    );
+    // An address is never looked up; a name is, once.
+    assert_eq!(
+        *resolver.asked.borrow(),
+        vec!["ahostsv4 tmate.example", "ahostsv4 gone.example"]
+    );
+    // And the resolved addresses leave the denylist; the rest of it stays.
+    let unit = Unit::new();
+    unit.tools
+        .lock()
+        .config
+        .insert("denylist".into(), "203.0.113.0/24".into());
+    let inputs = crate::network::acl_inputs(
+        &unit.config(),
+        vec![],
+        tmate_addresses(&servers, &resolver),
+        vec![],
+    );
+    let denied: Vec<crate::network::cidr::Ipv4Net> = crate::network::acl::egress_rules(&inputs)
+        .iter()
+        .flat_map(|r| r.destination.split(','))
+        .filter_map(crate::network::cidr::Ipv4Net::parse)
+        .collect();
+    let is_denied = |a: &str| denied.iter().any(|n| n.contains(ip(a)));
+    assert!(!is_denied("203.0.113.7") && !is_denied("203.0.113.8"));
+    assert!(is_denied("203.0.113.6") && is_denied("203.0.113.9"));
+}
