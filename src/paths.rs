@@ -10,12 +10,12 @@ pub const HOST_ROOT_ENV: &str = "GITHUB_RUNNER_HOST_ROOT";
 /// or [`HostPaths::with_unit`] named it: several units of this charm (of one application or
 /// of several) may share a machine, and none may read, lock or delete another's files.
 ///
-/// Per unit (below a folder named by [`unit_folder_name`]): the state folder (previous
-/// credentials, started-runners record), the runner tarball, `LXD_CONF`, the lock, crashed
-/// runners' logs, the rebuild cron file, and the systemd unit names (`host::timer`).
-/// Machine-wide: what belongs to objects the units share: the metrics log and its logrotate
-/// rule (one file the log shipper reads, each line appended whole), the image build log (the
-/// image is shared), the tmpfs mount (the storage pool is shared) and the machine lock.
+/// Per unit (below a folder named by [`unit_folder_name`], or a file name ending in it): the
+/// state folder (previous credentials, started-runners record), the runner tarball,
+/// `LXD_CONF`, the lock, crashed runners' logs, the rebuild cron file, the metrics log and
+/// its logrotate rule, and the systemd unit names (`host::timer`).
+/// Machine-wide: what belongs to objects the units share: the image build log (the image is
+/// shared), the tmpfs mount (the storage pool is shared) and the machine lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPaths {
     root: PathBuf,
@@ -118,9 +118,20 @@ impl HostPaths {
             .join(self.unit_file_name("github-runner-image"))
     }
 
-    /// JSON-lines metrics events (machine-wide: one file for the log shipper).
+    /// The unit's JSON-lines metrics events, `github-runner-metrics-<unit>.log` in
+    /// `/var/log` where the log shipper reads (the unit-less layout: the Python charm's
+    /// `github-runner-metrics.log`). Per unit, so a unit's exporter counts only its events.
     pub fn metrics_log(&self) -> PathBuf {
-        self.at("var/log/github-runner-metrics.log")
+        self.at("var/log").join(format!(
+            "{}.log",
+            self.unit_file_name("github-runner-metrics")
+        ))
+    }
+
+    /// The logrotate rule of [`HostPaths::metrics_log`].
+    pub fn metrics_logrotate_rule(&self) -> PathBuf {
+        self.logrotate_dir()
+            .join(self.unit_file_name("github-runner-metrics"))
     }
 
     /// Logs pulled from crashed runners, one folder each.
@@ -240,6 +251,8 @@ mod tests {
                 p.lxd_conf_dir(),
                 p.runner_logs_dir(),
                 p.rebuild_cron_file(),
+                p.metrics_log(),
+                p.metrics_logrotate_rule(),
             ]
         };
         for (x, y) in per_unit(&a).iter().zip(per_unit(&b).iter()) {
@@ -258,7 +271,18 @@ mod tests {
             a.rebuild_cron_file(),
             PathBuf::from("/etc/cron.d/github-runner-image-github-runner-0")
         );
-        assert_eq!(a.metrics_log(), b.metrics_log());
+        assert_eq!(
+            a.metrics_log(),
+            PathBuf::from("/var/log/github-runner-metrics-github-runner-0.log")
+        );
+        assert_eq!(
+            a.legacy().metrics_log(),
+            PathBuf::from("/var/log/github-runner-metrics.log")
+        );
+        assert_eq!(
+            a.metrics_logrotate_rule(),
+            PathBuf::from("/etc/logrotate.d/github-runner-metrics-github-runner-0")
+        );
         assert_eq!(a.machine_lock_file(), b.machine_lock_file());
         assert!(!a
             .lock_file()

@@ -356,7 +356,8 @@ fn a_runner_that_finishes_its_job_is_replaced() {
     assert!(after.contains(&before[1]), "the other runner was kept");
     env.assert_runners(2);
 
-    let log = env.h.host_root.join("var/log/github-runner-metrics.log");
+    let log =
+        github_runner::paths::HostPaths::for_unit(&env.h.host_root, &env.h.unit_name).metrics_log();
     let text = std::fs::read_to_string(&log).expect("read the metrics log");
     let jobs: Vec<Value> = text
         .lines()

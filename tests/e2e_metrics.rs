@@ -85,8 +85,10 @@ impl Exporter {
 }
 
 fn events(env: &CharmEnv, name: &str) -> usize {
-    let text = std::fs::read_to_string(env.h.host_root.join("var/log/github-runner-metrics.log"))
-        .unwrap_or_default();
+    let text = std::fs::read_to_string(
+        github_runner::paths::HostPaths::for_unit(&env.h.host_root, &env.h.unit_name).metrics_log(),
+    )
+    .unwrap_or_default();
     text.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|l| l["event"] == name)

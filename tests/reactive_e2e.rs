@@ -58,7 +58,7 @@ fn workers(env: &CharmEnv) -> usize {
 }
 
 fn metric_count(env: &CharmEnv, needle: &str) -> usize {
-    let paths = HostPaths::new(&env.h.host_root);
+    let paths = HostPaths::for_unit(&env.h.host_root, &env.h.unit_name);
     std::fs::read_to_string(paths.metrics_log())
         .unwrap_or_default()
         .lines()
@@ -139,7 +139,10 @@ fn reactive_mode_serves_queued_jobs_drops_bad_messages_and_stops_clean() {
         }),
         "requeued after the test-mode pickup bound"
     );
-    let log = std::fs::read_to_string(HostPaths::new(&env.h.host_root).metrics_log()).unwrap();
+    let log = std::fs::read_to_string(
+        HostPaths::for_unit(&env.h.host_root, &env.h.unit_name).metrics_log(),
+    )
+    .unwrap();
     assert!(log.contains("\"process_count\":1"), "{log}");
     assert!(wait_for(Duration::from_secs(30), || env
         .instances()

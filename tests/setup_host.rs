@@ -200,7 +200,7 @@ fn ensure_host_twice_converges_on_real_lxd() {
         )),
         "{service}"
     );
-    assert!(root.logrotate_dir().join("github-runner-metrics").is_file());
+    assert!(root.metrics_logrotate_rule().is_file());
     let cron = root.cron_dir().join("github-runner-image");
     let mode = std::fs::metadata(&cron).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the cron file carries the proxy settings");

@@ -57,6 +57,26 @@ fn two_units_of_two_applications_share_a_machine_without_touching_each_other() {
     assert_eq!(a.instances(), a_runners);
     assert_eq!(a.instances_of(&owner_b), b_runners);
 
+    // Each unit its own metrics log (its exporter counts only its own events) and rule.
+    let events = |p: &HostPaths| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p.metrics_log())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+    for (paths, flavor) in [(&paths_a, "github-runner"), (&paths_b, "other-runners")] {
+        let own = events(paths);
+        assert!(
+            own.iter().any(|e| e["event"] == "reconciliation"),
+            "{:?}: {own:?}",
+            paths.metrics_log()
+        );
+        assert!(own.iter().all(|e| e["flavor"] == flavor), "{own:?}");
+        assert!(paths.metrics_logrotate_rule().is_file());
+    }
+    assert!(!HostPaths::new(&a.h.host_root).metrics_log().exists());
+
     // b flushes: only its own runner is replaced.
     b.action("flush-runners").assert_ok();
     assert_eq!(a.instances(), a_runners, "b's flush touched a's runners");
@@ -72,6 +92,8 @@ fn two_units_of_two_applications_share_a_machine_without_touching_each_other() {
     assert!(!timer(&paths_b).exists());
     assert!(timer(&paths_a).exists(), "b's remove deleted a's timer");
     assert!(!creds(&paths_b).exists(), "b's token left behind");
+    assert!(!paths_b.metrics_logrotate_rule().exists());
+    assert!(paths_a.metrics_logrotate_rule().exists());
     assert!(
         creds(&paths_a).exists(),
         "b's remove deleted a's credentials"

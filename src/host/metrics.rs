@@ -206,9 +206,6 @@ impl MetricsLog {
 /// Mode of the metrics log, also when logrotate recreates it.
 pub const METRICS_LOG_MODE: u32 = 0o640;
 
-/// Name of the rule file under `HostPaths::logrotate_dir()` (the Python charm's).
-pub const LOGROTATE_RULE: &str = "github-runner-metrics";
-
 /// The logrotate rule for the metrics log: weekly, keeping no old copy (the log is shipped
 /// as it is written), recreated empty. Pure.
 pub fn render_logrotate(paths: &HostPaths) -> String {
@@ -218,9 +215,9 @@ pub fn render_logrotate(paths: &HostPaths) -> String {
     )
 }
 
-/// Write the logrotate rule when it differs. Returns whether it wrote.
+/// Write the unit's logrotate rule when it differs. Returns whether it wrote.
 pub fn install_logrotate(paths: &HostPaths) -> Result<bool, MetricsError> {
-    let path = paths.logrotate_dir().join(LOGROTATE_RULE);
+    let path = paths.metrics_logrotate_rule();
     // logrotate refuses rules that are group- or world-writable.
     crate::host::file::replace_if_changed(&path, &render_logrotate(paths), 0o644).map_err(|e| {
         MetricsError::Logrotate {
@@ -382,9 +379,9 @@ mod tests {
     }
 
     #[test]
-    fn logrotate_rule_names_the_log_and_is_written_once() {
+    fn logrotate_rule_names_the_units_log_and_is_written_once() {
         let root = tempfile::tempdir().unwrap();
-        let paths = HostPaths::new(root.path());
+        let paths = HostPaths::for_unit(root.path(), "github-runner/0");
         let rule = render_logrotate(&paths);
         assert!(
             rule.starts_with(&format!("{} {{\n", paths.metrics_log().display())),
@@ -404,8 +401,15 @@ mod tests {
         }
         assert!(install_logrotate(&paths).unwrap());
         assert!(!install_logrotate(&paths).unwrap());
-        let path = paths.logrotate_dir().join(LOGROTATE_RULE);
+        let path = root
+            .path()
+            .join("etc/logrotate.d/github-runner-metrics-github-runner-0");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), rule);
+        // Another unit's rule is its own, for its own log.
+        let other = HostPaths::for_unit(root.path(), "github-runner/1");
+        assert!(install_logrotate(&other).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), rule);
+        assert!(render_logrotate(&other).contains("github-runner-metrics-github-runner-1.log {"));
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,

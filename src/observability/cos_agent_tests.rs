@@ -432,19 +432,42 @@ fn event_fields() -> (BTreeSet<String>, BTreeSet<String>) {
 #[test]
 fn every_logql_expression_reads_the_charms_log_file_and_its_real_fields() {
     let (fields, events) = event_fields();
-    let log_path = HostPaths::new("/").metrics_log().display().to_string();
+    let unit_logs = [
+        HostPaths::for_unit("/", "github-runner/0").metrics_log(),
+        HostPaths::for_unit("/", "runners-large/12").metrics_log(),
+        // The Python charm's, until its units are upgraded.
+        HostPaths::new("/").metrics_log(),
+    ];
+    let not_metrics = [
+        HostPaths::new("/").image_build_log(),
+        std::path::PathBuf::from("/var/log/github-runner-metrics.log.1"),
+        std::path::PathBuf::from("/var/log/syslog"),
+    ];
     let mut exprs = rule_exprs(&LOKI_RULES);
     exprs.extend(dashboard_exprs("loki"));
     assert!(exprs.len() >= 3);
     let stop_statuses = ["normal", "abnormal", "repo-policy-check-failure"];
     for expr in &exprs {
         let (matchers, grouping) = label_uses(expr);
-        let filename = matchers.iter().find(|(l, _, _)| l == "filename");
-        assert_eq!(
-            filename.map(|(_, _, v)| v.as_str()),
-            Some(log_path.as_str()),
-            "{expr}"
-        );
+        let (_, op, pattern) = matchers
+            .iter()
+            .find(|(l, _, _)| l == "filename")
+            .unwrap_or_else(|| panic!("no filename matcher in {expr}"));
+        assert_eq!(op, "=~", "{expr}");
+        // Loki's regex matchers are anchored at both ends.
+        let filename = regex::Regex::new(&format!("^(?:{pattern})$")).unwrap();
+        for log in &unit_logs {
+            assert!(
+                filename.is_match(&log.display().to_string()),
+                "{log:?} {expr}"
+            );
+        }
+        for other in &not_metrics {
+            assert!(
+                !filename.is_match(&other.display().to_string()),
+                "{other:?} {expr}"
+            );
+        }
         assert!(
             matchers
                 .iter()

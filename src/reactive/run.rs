@@ -270,8 +270,8 @@ fn serve(
 ) -> Result<(), String> {
     let report = SlotReport {
         hold: RefCell::new(hold),
-        // The metrics log is machine-wide (one file for the log shipper).
-        metrics: MetricsLog::new(&HostPaths::from_env()),
+        // The unit's metrics log, which its exporter reads.
+        metrics: MetricsLog::new(&HostPaths::from_env().with_unit(&settings.unit_name)),
         flavor: settings
             .unit_name
             .split('/')

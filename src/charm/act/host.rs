@@ -145,10 +145,12 @@ pub fn remove_rebuild_cron(ctx: &Context<'_>) {
 }
 
 /// remove: the unit's files that outlive the runners (the previous token, the started-runners
-/// record); the timer and cron went first.
+/// record, the metrics log's logrotate rule); the timer and cron went first. The metrics
+/// log itself stays, for the log shipper to finish and for the operator to read.
 pub fn remove_unit_files(ctx: &Context<'_>) {
     remove_file_logged(&credentials::credentials_path(ctx.paths));
     remove_file_logged(&runner_metrics::record_path(ctx.paths));
+    remove_file_logged(&ctx.paths.metrics_logrotate_rule());
 }
 
 fn remove_file_logged(path: &std::path::Path) {
