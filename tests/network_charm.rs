@@ -18,6 +18,7 @@ mod net_routes;
 
 use charm_env::CharmEnv;
 use github_runner::lxd::network::LxdNetworks;
+use github_runner::network::converge::MANAGED_DESCRIPTION;
 use github_runner::network::{acl_name, BRIDGE_ENV};
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -195,6 +196,67 @@ fn debug_ssh_servers_reach_runners_and_the_acl_follows_config_and_relation_chang
     assert_eq!(env.fx.lxd().acl(&acl).unwrap(), None);
     let config = env.fx.lxd().network(&bridge.0).unwrap().unwrap().config;
     assert!(!config.contains_key("security.acls"), "{config:?}");
+}
+
+/// A bridge the charm made (it carries the charm's description) goes on remove, after the
+/// runner profile that used it.
+#[test]
+fn remove_deletes_a_bridge_the_charm_made_once_its_runner_profile_is_gone() {
+    let (a, b) = net_routes::unused_prefixes();
+    let bridge = TestBridge(format!("ghm{}", std::process::id() % 1_000_000));
+    let out = Command::new("lxc")
+        .args([
+            "network",
+            "create",
+            &bridge.0,
+            &format!("ipv4.address=10.{a}.{b}.1/24"),
+            "ipv4.nat=false",
+            "ipv6.address=none",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // As the charm creates one: with its description (LXD 5.0's client has no flag for it).
+    let patch = serde_json::json!({ "description": MANAGED_DESCRIPTION }).to_string();
+    env_lxc(&[
+        "query",
+        "-X",
+        "PATCH",
+        &format!("/1.0/networks/{}", bridge.0),
+        "-d",
+        &patch,
+    ]);
+    let mut env = CharmEnv::new(1);
+    env.h.env.insert(BRIDGE_ENV.into(), bridge.0.clone());
+    env.deploy();
+    let runner = env.wait_online(1).remove(0);
+    let nic = env.fx.lxc_ok(&["config", "show", "--expanded", &runner]);
+    assert!(nic.contains(&format!("network: {}", bridge.0)), "{nic}");
+    let used_by = env.fx.lxd().network(&bridge.0).unwrap().unwrap().used_by;
+    assert!(!used_by.is_empty(), "the runner profile uses the bridge");
+
+    env.h.hook("stop").assert_ok();
+    env.h.hook("remove").assert_ok();
+    let acl = acl_name(&env.unit);
+    assert_eq!(env.fx.lxd().acl(&acl).unwrap(), None);
+    assert_eq!(
+        env.fx.lxd().network(&bridge.0).unwrap().map(|n| n.used_by),
+        None,
+        "the charm's bridge is left"
+    );
+}
+
+fn env_lxc(args: &[&str]) {
+    let out = Command::new("lxc").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "lxc {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// What a job cannot do from inside a runner (test mode: a container).

@@ -474,6 +474,7 @@ fn tear_down(ctx: &Context<'_>, host: &dyn Host, plan: TearDownPlan) -> Result<(
         Err(e) => tracing::warn!("taking the runners down failed: {e}"),
     }
     if steps.unit_removed {
+        // Profiles first: the runner profile's NIC keeps a bridge the charm made in use.
         let left = crate::runner::resources::remove_charm_leftovers(&*rt.lxd, &rt.storage_pool);
         tracing::info!(profiles = ?left.profiles, pool = left.pool, "LXD objects removed");
         host::remove_runner_network(ctx, host);
