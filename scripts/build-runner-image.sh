@@ -4,6 +4,11 @@
 # missing, and daily from cron (/etc/cron.d/github-runner-image).
 #
 # Usage: build-runner-image.sh --alias jammy|noble [--type virtual-machine|container]
+#                              [--lock <file>]
+#
+# With --lock, the build first takes an flock on <file> (waiting up to 2 hours): every
+# unit's daily cron and the install-time build share the builder instance and LXD's proxy
+# settings, so only one may run on the machine at a time.
 #
 # Proxies come from HTTP_PROXY / HTTPS_PROXY / NO_PROXY in the environment (never argv).
 # They reach apt inside the builder through a root-only file removed before publishing,
@@ -14,9 +19,10 @@ set -euo pipefail
 
 alias_name=""
 instance_type="virtual-machine"
+lock_file=""
 
 usage() {
-    echo "usage: $0 --alias jammy|noble [--type virtual-machine|container]" >&2
+    echo "usage: $0 --alias jammy|noble [--type virtual-machine|container] [--lock <file>]" >&2
     exit 2
 }
 
@@ -24,6 +30,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --alias) alias_name="${2:-}"; shift 2 ;;
         --type) instance_type="${2:-}"; shift 2 ;;
+        --lock) lock_file="${2:-}"; [ -n "$lock_file" ] || usage; shift 2 ;;
         *) usage ;;
     esac
 done
@@ -39,6 +46,19 @@ case "$instance_type" in
 esac
 
 log() { echo "build-runner-image: $*"; }
+
+# One build at a time on the machine. The lock is held on fd 9 until this script exits.
+if [ -n "$lock_file" ]; then
+    (umask 077 && mkdir -p "$(dirname "$lock_file")" && : >>"$lock_file")
+    exec 9>>"$lock_file"
+    if ! flock --nonblock 9; then
+        log "another image build holds ${lock_file}: waiting for it"
+        if ! flock --wait 7200 9; then
+            log "gave up: another image build held ${lock_file} for 2 hours"
+            exit 1
+        fi
+    fi
+fi
 
 builder="github-runner-image-builder-${alias_name}"
 http_proxy_value="${HTTP_PROXY:-${http_proxy:-}}"

@@ -178,6 +178,12 @@ impl HostPaths {
         self.at("var/lib/github-runner-charm/aproxy.nft")
     }
 
+    /// Held by the runner image build script (every unit's daily cron and the install-time
+    /// build): one build at a time on the machine.
+    pub fn image_build_lock_file(&self) -> PathBuf {
+        self.at("run/github-runner-charm/image-build.lock")
+    }
+
     /// The kernel's /proc (machine facts: memory, CPUs); tests give a root without one.
     pub fn proc_dir(&self) -> PathBuf {
         self.at("proc")
@@ -227,6 +233,7 @@ mod tests {
             p.image_build_log(),
             p.rebuild_cron_file(),
             p.machine_lock_file(),
+            p.image_build_lock_file(),
             p.exporter_state(),
             p.reactive_dir("app-0"),
             p.reactive_log_dir("app-0"),

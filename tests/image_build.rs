@@ -48,6 +48,7 @@ fn stubbed(
     let mut cmd = build_command(
         charm_dir(),
         &stub.path().join("conf"),
+        &stub.path().join("run/image-build.lock"),
         "jammy",
         instance_type,
         proxies,
@@ -161,6 +162,11 @@ fn test_mode_builds_a_container_without_touching_proxy_settings() {
     );
     assert!(!calls.contains("core.proxy"), "{calls}");
     assert!(!stub.path().join("pushed-proxy-env").exists());
+    // The build lock the script made is root's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let lock = stub.path().join("run/image-build.lock");
+    let mode = std::fs::metadata(&lock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "lock mode {mode:o}");
 }
 
 #[test]
@@ -182,6 +188,72 @@ fn a_failing_step_fails_the_build_and_still_removes_the_builder() {
     assert!(std::fs::read_to_string(&log)
         .unwrap()
         .contains("stub: failing on dist-upgrade"));
+}
+
+/// Two builds on one machine (two units' crons, or a cron and an install-time build) share
+/// the builder instance and LXD's proxy settings: the second waits for the first's lock.
+#[test]
+fn a_build_waits_while_another_holds_the_machines_build_lock() {
+    let (stub, cmd) = stubbed(&BuildProxies::default(), InstanceType::Container);
+    let lock = stub.path().join("run/image-build.lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    std::fs::write(&lock, "").unwrap();
+    // The other build: flock(1) holds the lock while `cat` runs, until its stdin closes.
+    let mut holder = std::process::Command::new("flock")
+        .arg(&lock)
+        .arg("cat")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock(1) from util-linux");
+    let probe = || {
+        std::process::Command::new("flock")
+            .args(["--nonblock", lock.to_str().unwrap(), "true"])
+            .status()
+            .unwrap()
+            .success()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while probe() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock(1) never took the lock"
+        );
+        std::thread::yield_now();
+    }
+    let log = stub.path().join("build.log");
+    let build = {
+        let (cmd, log) = (cmd.clone(), log.clone());
+        std::thread::spawn(move || run_build(&cmd, "jammy", &log, Duration::from_secs(120)))
+    };
+    let waiting = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("another image build holds")
+    };
+    while !waiting() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build never said it waits"
+        );
+        assert!(
+            !build.is_finished(),
+            "the build ran while the lock was held"
+        );
+        std::thread::yield_now();
+    }
+    // Blocked in flock (the lock is still held): not one lxc call yet.
+    assert!(
+        !stub.path().join("calls").exists(),
+        "lxc ran under another build's lock"
+    );
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    build
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+    let calls = std::fs::read_to_string(stub.path().join("calls")).unwrap();
+    assert!(calls.contains("publish"), "{calls}");
 }
 
 /// Every shell script the charm ships or runs is shellcheck-clean (shellcheck is installed by

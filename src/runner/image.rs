@@ -61,11 +61,15 @@ fn instance_type_arg(t: InstanceType) -> &'static str {
     }
 }
 
-/// `bash <charm>/scripts/build-runner-image.sh --alias <alias> --type <type>` with an
-/// explicit environment: PATH, LXD_CONF (the charm's), LANG and the proxies.
+/// `bash <charm>/scripts/build-runner-image.sh --alias <alias> --type <type> --lock <lock>`
+/// with an explicit environment: PATH, LXD_CONF (the charm's), LANG and the proxies. The
+/// script waits for `lock` (`HostPaths::image_build_lock_file`, machine-wide), so the
+/// install-time build and every unit's daily cron never run at once: they share the
+/// builder instance and LXD's proxy settings.
 pub fn build_command(
     charm_dir: &Path,
     lxd_conf_dir: &Path,
+    lock: &Path,
     alias: &str,
     instance_type: InstanceType,
     proxies: &BuildProxies,
@@ -93,6 +97,8 @@ pub fn build_command(
             alias.into(),
             "--type".into(),
             instance_type_arg(instance_type).into(),
+            "--lock".into(),
+            lock.display().to_string(),
         ],
         env,
     }
@@ -257,6 +263,7 @@ mod tests {
         build_command(
             Path::new("/var/lib/juju/agents/unit-x-0/charm"),
             Path::new("/conf"),
+            Path::new("/run/github-runner-charm/image-build.lock"),
             "jammy",
             t,
             proxies,
@@ -280,7 +287,9 @@ mod tests {
                 "--alias",
                 "jammy",
                 "--type",
-                "virtual-machine"
+                "virtual-machine",
+                "--lock",
+                "/run/github-runner-charm/image-build.lock"
             ]
         );
         let keys: Vec<&str> = c.env.iter().map(|(k, _)| k.as_str()).collect();
@@ -330,6 +339,7 @@ mod tests {
         let c = build_command(
             &charm,
             Path::new("/conf"),
+            &dir.path().join("build.lock"),
             "noble",
             InstanceType::Container,
             &BuildProxies::default(),
@@ -338,7 +348,10 @@ mod tests {
         run_build(&c, "noble", &log, Duration::from_secs(30)).unwrap();
         let recorded = std::fs::read_to_string(&record).unwrap();
         assert!(
-            recorded.starts_with("--alias noble --type container\n"),
+            recorded.starts_with(&format!(
+                "--alias noble --type container --lock {}\n",
+                dir.path().join("build.lock").display()
+            )),
             "{recorded}"
         );
         assert!(recorded.contains("LXD_CONF=/conf\n"));
@@ -386,7 +399,7 @@ mod tests {
         assert!(text.contains("\nHTTPS_PROXY=http://p:3128\n"), "{text}");
         assert!(text.contains("\nLXD_CONF=/conf\n"));
         assert!(text.ends_with(
-            "17 3 * * * root /bin/bash /var/lib/juju/agents/unit-x-0/charm/scripts/build-runner-image.sh --alias jammy --type virtual-machine >>/var/log/build-runner-image.log 2>&1\n"
+            "17 3 * * * root /bin/bash /var/lib/juju/agents/unit-x-0/charm/scripts/build-runner-image.sh --alias jammy --type virtual-machine --lock /run/github-runner-charm/image-build.lock >>/var/log/build-runner-image.log 2>&1\n"
         ), "{text}");
         let dir = tempfile::tempdir().unwrap();
         let path = install_rebuild_cron(&HostPaths::new(dir.path()), &text).unwrap();

@@ -200,6 +200,7 @@ fn build_command(
     image::build_command(
         &ctx.hook.charm_dir,
         conf_dir,
+        &ctx.paths.image_build_lock_file(),
         alias,
         instance_type,
         &BuildProxies {
