@@ -284,19 +284,33 @@ pub const MAX_PRE_JOB_BYTES: usize = 1024;
 /// folder (a symlink, a device, a FIFO): the job put something else there.
 pub const PRE_JOB_NOT_REGULAR: i32 = 3;
 
+/// Seconds the read of [`PRE_JOB_FILE`] may take: a plain file of 1 KiB reads at once; a
+/// FIFO swapped in after the check would block the open until a writer came.
+pub const PRE_JOB_READ_SECONDS: u32 = 2;
+
 /// Shell printing at most `MAX_PRE_JOB_BYTES + 1` bytes of [`PRE_JOB_FILE`] (one byte more
 /// than allowed, so an oversized file is seen as such): the job owns the runner and can put
 /// a symlink to /dev/zero, a FIFO or a huge file there. Symlinks (of the file or its folder)
-/// and non-regular files are refused; what the job swaps in between the test and the read
-/// is still cut by `head -c` and by the exec's output cap.
+/// and non-regular files are refused. What the job swaps in between the test and the read is
+/// still cut by `head -c` and the exec's output cap, and a read that blocks (a FIFO) is
+/// killed after [`PRE_JOB_READ_SECONDS`] rather than holding the exec to its timeout.
 pub fn read_pre_job_script() -> String {
+    read_pre_job_script_in(METRICS_DIR)
+}
+
+/// [`read_pre_job_script`] for the folder `dir` (tests run it on the host).
+pub fn read_pre_job_script_in(dir: &str) -> String {
     format!(
         "d={dir}; f=\"$d\"/{file}; \
          if [ -L \"$d\" ] || [ -L \"$f\" ] || [ ! -f \"$f\" ]; then \
          echo 'pre-job.json is not a regular file' >&2; exit {PRE_JOB_NOT_REGULAR}; fi; \
-         exec head -c {limit} -- \"$f\"",
-        dir = sh_single_quote(METRICS_DIR),
+         timeout -s KILL {seconds} head -c {limit} -- \"$f\"; rc=$?; \
+         if [ \"$rc\" -eq 137 ] || [ \"$rc\" -eq 124 ]; then \
+         echo 'pre-job.json is not a regular file (reading it blocked)' >&2; \
+         exit {PRE_JOB_NOT_REGULAR}; fi; exit \"$rc\"",
+        dir = sh_single_quote(dir),
         file = PRE_JOB_FILE,
+        seconds = PRE_JOB_READ_SECONDS,
         limit = MAX_PRE_JOB_BYTES + 1,
     )
 }
@@ -385,6 +399,96 @@ pub fn start_command() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs the pre-job read script on the host with `bin` first on PATH, bounded: a read
+    /// that never returns fails the test instead of hanging it.
+    fn run_read_script(dir: &std::path::Path, bin: &std::path::Path) -> std::process::Output {
+        use std::io::Read;
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", &read_pre_job_script_in(dir.to_str().unwrap())])
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("the pre-job read blocked past its bound");
+            }
+            std::thread::yield_now();
+        };
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_end(&mut stdout)
+            .unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_end(&mut stderr)
+            .unwrap();
+        std::process::Output {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn executable(path: &std::path::Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn a_fifo_swapped_in_after_the_check_is_refused_within_the_read_bound() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, bin) = (root.path().join("metrics"), root.path().join("bin"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&bin).unwrap();
+        let file = dir.join(PRE_JOB_FILE);
+        std::fs::write(&file, "{}").unwrap();
+        let plain = run_read_script(&dir, &bin);
+        assert!(plain.status.success(), "{plain:?}");
+        assert_eq!(plain.stdout, b"{}");
+
+        // `head` that swaps a FIFO in for the file first: the job winning the race between
+        // the script's check and its read, every time.
+        executable(
+            &bin.join("head"),
+            "#!/bin/sh\nfor f; do :; done\nrm -f \"$f\" && mkfifo \"$f\" && exec /usr/bin/head \"$@\"\n",
+        );
+        let raced = run_read_script(&dir, &bin);
+        assert_eq!(raced.status.code(), Some(PRE_JOB_NOT_REGULAR), "{raced:?}");
+        assert!(
+            String::from_utf8_lossy(&raced.stderr).contains("reading it blocked"),
+            "{raced:?}"
+        );
+        // A FIFO already there is refused by the check, before any read.
+        let before = run_read_script(&dir, &bin);
+        assert_eq!(before.status.code(), Some(PRE_JOB_NOT_REGULAR));
+        assert!(!String::from_utf8_lossy(&before.stderr).contains("blocked"));
+
+        // The test image's busybox `timeout` (it runs its own `head` applet, so no PATH
+        // shim reaches it) ends a blocked open with the status the script looks for.
+        let out = std::process::Command::new("/bin/sh")
+            .args([
+                "-c",
+                "busybox timeout -s KILL 1 head -c 1 -- \"$0\"; echo \"$?\"",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "137\n");
+    }
     use std::path::Path;
 
     fn proxied() -> RunnerEnvironment {
