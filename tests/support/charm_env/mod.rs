@@ -162,6 +162,7 @@ impl CharmEnv {
     /// `virtual_machines` runners; nothing run yet.
     pub fn unit_on_same_machine(&self, unit_name: &str, virtual_machines: u32) -> Harness {
         let mut h = Harness::with_unit(unit_name);
+        h.model_uuid = self.h.model_uuid.clone();
         h.host_root = self.h.host_root.clone();
         h.env = self.h.env.clone();
         h.world.storage = self.h.world.storage.clone();

@@ -100,6 +100,15 @@ impl Default for Harness {
     }
 }
 
+/// A model UUID of its own for each harness: tests run in parallel against one LXD daemon,
+/// and the LXD objects named after the model (a unit's network ACL) must not collide.
+fn unique_model_uuid() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let unique = (std::process::id() << 8) ^ NEXT.fetch_add(1, Ordering::SeqCst);
+    format!("{unique:08x}-1d0b-4d6e-8e7c-3f0e6e0b7c11")
+}
+
 impl Harness {
     pub fn new() -> Self {
         Harness::with_unit("github-runner/0")
@@ -168,7 +177,7 @@ impl Harness {
             host_root,
             world: World::default(),
             unit_name: unit_name.to_string(),
-            model_uuid: "5bb2e5a4-1d0b-4d6e-8e7c-3f0e6e0b7c11".to_string(),
+            model_uuid: unique_model_uuid(),
             env: BTreeMap::new(),
             runs: 0,
         }
