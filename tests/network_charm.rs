@@ -17,6 +17,7 @@ mod lxd_fixture;
 mod net_routes;
 
 use charm_env::CharmEnv;
+use github_runner::identity::UnitIdentity;
 use github_runner::lxd::network::LxdNetworks;
 use github_runner::network::converge::MANAGED_DESCRIPTION;
 use github_runner::network::{acl_name, BRIDGE_ENV};
@@ -196,6 +197,75 @@ fn debug_ssh_servers_reach_runners_and_the_acl_follows_config_and_relation_chang
     assert_eq!(env.fx.lxd().acl(&acl).unwrap(), None);
     let config = env.fx.lxd().network(&bridge.0).unwrap().unwrap().config;
     assert!(!config.contains_key("security.acls"), "{config:?}");
+}
+
+/// Two units share the machine's bridge, and LXD applies both their ACLs to every runner
+/// on it: a unit whose option another unit's ACL overrides is Blocked, naming that ACL, and
+/// Active again once the other unit agrees. Checked by the timer's event too.
+#[test]
+fn a_promise_another_units_acl_breaks_is_refused_with_blocked() {
+    let (a, b) = net_routes::unused_prefixes();
+    let bridge = TestBridge(format!("ghp{}", std::process::id() % 1_000_000));
+    let out = Command::new("lxc")
+        .args([
+            "network",
+            "create",
+            &bridge.0,
+            &format!("ipv4.address=10.{a}.{b}.1/24"),
+            "ipv4.nat=false",
+            "ipv6.address=none",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut env = CharmEnv::new(1);
+    env.h.env.insert(BRIDGE_ENV.into(), bridge.0.clone());
+    env.set_config("allow-link-local", true);
+    env.deploy();
+    let runners = env.wait_online(1);
+    assert_eq!(env.status().0, "active", "{:?}", env.status());
+
+    // Another application's unit arrives with the default: link-local rejected.
+    let mut other = env.unit_on_same_machine("strict-runners/0", 0);
+    for hook in [
+        "runner-storage-attached",
+        "install",
+        "config-changed",
+        "start",
+    ] {
+        other.hook(hook).assert_ok();
+    }
+    let other_acl = acl_name(&UnitIdentity::parse("strict-runners/0", &other.model_uuid).unwrap());
+    let config = env.fx.lxd().network(&bridge.0).unwrap().unwrap().config;
+    assert!(config["security.acls"].contains(&other_acl), "{config:?}");
+    assert_eq!(other.last_status().unwrap().0, "active");
+
+    // The timer's event of the first unit sees it: Blocked, naming the option and the ACL;
+    // its runner is left alone.
+    env.reconcile().assert_ok();
+    let (status, message) = env.status();
+    assert_eq!(status, "blocked", "{message}");
+    assert!(message.contains("allow-link-local=true"), "{message}");
+    assert!(message.contains(&other_acl), "{message}");
+    assert_eq!(env.instances(), runners);
+    // A config-changed of its own says the same.
+    env.config_changed().assert_ok();
+    assert_eq!(env.status().0, "blocked");
+
+    // The other unit allows link-local too: the next timer event is Active again.
+    other.set_config("allow-link-local", true);
+    other.hook("config-changed").assert_ok();
+    env.reconcile().assert_ok();
+    assert_eq!(env.status().0, "active", "{:?}", env.status());
+
+    for hook in ["stop", "remove"] {
+        other.hook(hook).assert_ok();
+        env.h.hook(hook).assert_ok();
+    }
 }
 
 /// A bridge the charm made (it carries the charm's description) goes on remove, after the

@@ -139,9 +139,10 @@ impl SetupError {
                 }
                 Disposition::Transient(_) => Status::Maintenance(message),
             },
-            SetupError::RunnerNetwork(crate::network::NetworkError::NotAManagedBridge {
-                ..
-            }) => Status::Blocked(message),
+            SetupError::RunnerNetwork(
+                crate::network::NetworkError::NotAManagedBridge { .. }
+                | crate::network::NetworkError::PromiseBroken { .. },
+            ) => Status::Blocked(message),
             SetupError::Network(_)
             | SetupError::RunnerNetwork(_)
             | SetupError::Storage(_)
@@ -291,6 +292,8 @@ pub fn ensure_host(
         ctx.tools.state_set(&remember)?;
     }
     tracing::info!(pool = %pool, image = ?image, timer = %timer, "host ready for runners");
+    // Last, once everything else is set up: a broken promise blocks, it undoes nothing.
+    check_network_promises(ctx, config, edges)?;
     Ok(HostReadiness {
         lxd_installed,
         pool,
@@ -354,7 +357,7 @@ pub fn ensure_host_when(
     if when == When::IfChanged {
         let fingerprint = host_fingerprint(ctx, config, &edges.pool_name());
         if ctx.tools.state_get()?.get(HOST_READY_KEY) == Some(&fingerprint) {
-            return Ok(());
+            return check_network_promises(ctx, config, edges);
         }
     }
     ensure_host(ctx, config, edges).map(drop)
@@ -455,24 +458,28 @@ pub fn apply_network_settings(edges: &dyn SetupEdges) -> Result<(), SetupError> 
     Ok(())
 }
 
-/// The runners' bridge and this unit's egress ACL, rebuilt from `config` (see
-/// [`crate::network`]); nothing when the charm manages no bridge here.
-pub fn converge_runner_network(
+/// What the ACL and the promise check are computed from, read from the host now.
+struct NetworkInputs {
+    acl: crate::network::acl::AclInputs,
+    /// Address and port of each debug-ssh server.
+    tmate: Vec<(std::net::Ipv4Addr, u16)>,
+    aproxy_upstream: Option<String>,
+}
+
+fn network_inputs(
     ctx: &Context<'_>,
     config: &CharmConfig,
-    edges: &dyn SetupEdges,
-) -> Result<(), SetupError> {
-    let Some((bridge, net)) = edges.runner_network() else {
-        return Ok(());
-    };
-    let commands = edges.commands();
+    commands: &dyn commands::HostCommands,
+) -> Result<NetworkInputs, SetupError> {
     let ip = commands
         .find("ip")
         .ok_or_else(|| SetupError::LxdInstall("the ip command (iproute2) is missing".into()))?;
     let out = commands.run(&ip, &["-4", "-o", "addr", "show"], Duration::from_secs(30))?;
     let hosts = crate::network::parse_host_addresses(&out.stdout);
-    let tmate = crate::network::debug_ssh::read_servers(ctx.tools);
-    let exempt = tmate_addresses(&tmate, commands);
+    let servers = crate::network::debug_ssh::read_servers(ctx.tools);
+    let tmate = tmate_endpoints(&servers, commands);
+    let mut exempt: Vec<std::net::Ipv4Addr> = tmate.iter().map(|(addr, _)| *addr).collect();
+    exempt.dedup();
     let aproxy_upstream = if config.experimental_use_aproxy {
         let proxy = &ctx.hook.proxy;
         Some(crate::network::aproxy::upstream(
@@ -486,28 +493,81 @@ pub fn converge_runner_network(
         Some(_) => vec![crate::network::aproxy::LISTEN_PORT],
         None => Vec::new(),
     };
-    let inputs = crate::network::acl_inputs(config, hosts, exempt, host_ports);
+    Ok(NetworkInputs {
+        acl: crate::network::acl_inputs(config, hosts, exempt, host_ports),
+        tmate,
+        aproxy_upstream,
+    })
+}
+
+/// The runners' bridge and this unit's egress ACL, rebuilt from `config` (see
+/// [`crate::network`]); nothing when the charm manages no bridge here.
+pub fn converge_runner_network(
+    ctx: &Context<'_>,
+    config: &CharmConfig,
+    edges: &dyn SetupEdges,
+) -> Result<(), SetupError> {
+    let Some((bridge, net)) = edges.runner_network() else {
+        return Ok(());
+    };
+    let commands = edges.commands();
+    let inputs = network_inputs(ctx, config, commands)?;
     let acl = crate::network::acl_name(&ctx.hook.identity);
-    let rules = crate::network::acl::egress_rules(&inputs);
+    let rules = crate::network::acl::egress_rules(&inputs.acl);
     let done = crate::network::converge::converge(net, &bridge, &acl, &rules)?;
     tracing::info!(bridge = %bridge, acl = %acl, changed = ?done, "runner network converged");
     let nft_file = ctx.paths.aproxy_nft_file();
-    crate::network::aproxy::converge(commands, &nft_file, &bridge, aproxy_upstream.as_deref())?;
+    crate::network::aproxy::converge(
+        commands,
+        &nft_file,
+        &bridge,
+        inputs.aproxy_upstream.as_deref(),
+    )?;
     Ok(())
 }
 
-/// The IPv4 addresses of the tmate servers, to exempt from the denylist: an address as
+/// Blocked when another ACL on the shared bridge (another unit's on this machine, or an
+/// operator's) stops what this unit's options promise runners can reach. Run by every setup
+/// and by the periodic event even when the setup is skipped, since another unit may change
+/// its options at any time; that costs one LXD query while this unit's ACL is alone.
+pub fn check_network_promises(
+    ctx: &Context<'_>,
+    config: &CharmConfig,
+    edges: &dyn SetupEdges,
+) -> Result<(), SetupError> {
+    let Some((bridge, net)) = edges.runner_network() else {
+        return Ok(());
+    };
+    let acl = crate::network::acl_name(&ctx.hook.identity);
+    let others = crate::network::converge::other_acls(net, &bridge, &acl)?;
+    if others.is_empty() {
+        return Ok(());
+    }
+    let inputs = network_inputs(ctx, config, edges.commands())?;
+    let promised = crate::network::promises::promises(&inputs.acl, &inputs.tmate);
+    match crate::network::promises::broken_promise(&promised, &others) {
+        None => Ok(()),
+        Some((promise, acl)) => Err(crate::network::NetworkError::PromiseBroken {
+            promise: promise.source.clone(),
+            acl,
+            bridge,
+        }
+        .into()),
+    }
+}
+
+/// The address and port of each tmate server, to exempt from the denylist: an address as
 /// given, a host name as this machine resolves it (runners resolve through the bridge's
 /// dnsmasq, which asks the host's resolver). A name that does not resolve is logged and
 /// exempts nothing: runners could not reach it either.
-pub fn tmate_addresses(
+pub fn tmate_endpoints(
     servers: &[crate::network::debug_ssh::TmateServer],
     commands: &dyn commands::HostCommands,
-) -> Vec<std::net::Ipv4Addr> {
-    let mut addrs = Vec::new();
+) -> Vec<(std::net::Ipv4Addr, u16)> {
+    let mut endpoints = Vec::new();
     for server in servers {
         if let Some(ip) = server.ipv4() {
-            addrs.push(ip);
+            endpoints.push((ip, server.port));
             continue;
         }
         let resolved = match commands.find("getent") {
@@ -531,11 +591,11 @@ pub fn tmate_addresses(
                 server.host
             );
         }
-        addrs.extend(resolved);
+        endpoints.extend(resolved.into_iter().map(|ip| (ip, server.port)));
     }
-    addrs.sort();
-    addrs.dedup();
-    addrs
+    endpoints.sort();
+    endpoints.dedup();
+    endpoints
 }
 
 /// The reconcile timer for this unit, (re)written when its content changes.

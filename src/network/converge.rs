@@ -72,6 +72,25 @@ pub fn detach_changes(config: &BTreeMap<String, String>, acl: &str) -> BTreeMap<
     changes
 }
 
+/// The egress rules of every ACL on `bridge` but `own` (other units', an operator's), to
+/// check this unit's promises against ([`super::promises`]). One query when `own` is alone.
+pub fn other_acls(
+    net: &dyn LxdNetworks,
+    bridge: &str,
+    own: &str,
+) -> Result<Vec<(String, Vec<AclRule>)>, NetworkError> {
+    let Some(info) = net.network(bridge)? else {
+        return Ok(Vec::new());
+    };
+    let mut others = Vec::new();
+    for name in acl_list(&info.config).into_iter().filter(|a| a != own) {
+        if let Some(acl) = net.acl(&name)? {
+            others.push((name, acl.egress));
+        }
+    }
+    Ok(others)
+}
+
 fn acl_list(config: &BTreeMap<String, String>) -> Vec<String> {
     config
         .get(ACLS_KEY)

@@ -9,6 +9,7 @@ pub mod aproxy;
 pub mod cidr;
 pub mod converge;
 pub mod debug_ssh;
+pub mod promises;
 
 use crate::lxd::LxdError;
 use std::collections::BTreeMap;
@@ -27,6 +28,17 @@ pub enum NetworkError {
          (rename or remove it, or let `lxd init --auto` create {name})"
     )]
     NotAManagedBridge { name: String, kind: String },
+    #[error(
+        "{promise} cannot be kept: the LXD network ACL {acl} on the runners' bridge {bridge} \
+         stops it, and LXD applies every ACL of a bridge to every runner on it (units on one \
+         machine share it): set the other units of this machine alike, or deploy them to \
+         separate machines"
+    )]
+    PromiseBroken {
+        promise: String,
+        acl: String,
+        bridge: String,
+    },
     #[error(transparent)]
     Lxd(#[from] LxdError),
 }

@@ -545,8 +545,12 @@ fn tmate_servers_named_by_host_name_are_exempted_by_their_resolved_addresses() {
     ];
     let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
     assert_eq!(
-        tmate_addresses(&servers, &resolver),
-        vec![ip("10.1.2.3"), ip("203.0.113.7"), ip("203.0.113.8")]
+        tmate_endpoints(&servers, &resolver),
+        vec![
+            (ip("10.1.2.3"), 10022),
+            (ip("203.0.113.7"), 10022),
+            (ip("203.0.113.8"), 10022)
+        ]
     );
     // An address is never looked up; a name is, once.
     assert_eq!(
@@ -562,7 +566,10 @@ fn tmate_servers_named_by_host_name_are_exempted_by_their_resolved_addresses() {
     let inputs = crate::network::acl_inputs(
         &unit.config(),
         vec![],
-        tmate_addresses(&servers, &resolver),
+        tmate_endpoints(&servers, &resolver)
+            .into_iter()
+            .map(|(addr, _)| addr)
+            .collect(),
         vec![],
     );
     let denied: Vec<crate::network::cidr::Ipv4Net> = crate::network::acl::egress_rules(&inputs)
