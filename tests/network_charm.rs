@@ -27,6 +27,32 @@ use std::process::Command;
 /// A bridge deleted on drop (after the env's instances are gone).
 struct TestBridge(String);
 
+impl TestBridge {
+    /// A bridge `<prefix><pid>` on an unused 10.a.b.0/24, without NAT (nothing routes out),
+    /// with the `(a, b)` of its subnet.
+    fn create(prefix: &str) -> (TestBridge, (u8, u8)) {
+        let (a, b) = net_routes::unused_prefixes();
+        let bridge = TestBridge(format!("{prefix}{}", std::process::id() % 1_000_000));
+        let out = Command::new("lxc")
+            .args([
+                "network",
+                "create",
+                &bridge.0,
+                &format!("ipv4.address=10.{a}.{b}.1/24"),
+                "ipv4.nat=false",
+                "ipv6.address=none",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (bridge, (a, b))
+    }
+}
+
 impl Drop for TestBridge {
     fn drop(&mut self) {
         let _ = Command::new("lxc")
@@ -82,24 +108,7 @@ fn deny_rule(env: &CharmEnv, acl: &str) -> Option<String> {
 
 #[test]
 fn debug_ssh_servers_reach_runners_and_the_acl_follows_config_and_relation_changes() {
-    let (a, b) = net_routes::unused_prefixes();
-    let bridge = TestBridge(format!("ghn{}", std::process::id() % 1_000_000));
-    let out = Command::new("lxc")
-        .args([
-            "network",
-            "create",
-            &bridge.0,
-            &format!("ipv4.address=10.{a}.{b}.1/24"),
-            "ipv4.nat=false",
-            "ipv6.address=none",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (bridge, (a, b)) = TestBridge::create("ghn");
     // Made before the env, so it is dropped after the env's project (which uses it).
     let mut env = CharmEnv::new(1);
     env.h.env.insert(BRIDGE_ENV.into(), bridge.0.clone());
@@ -204,24 +213,7 @@ fn debug_ssh_servers_reach_runners_and_the_acl_follows_config_and_relation_chang
 /// Active again once the other unit agrees. Checked by the timer's event too.
 #[test]
 fn a_promise_another_units_acl_breaks_is_refused_with_blocked() {
-    let (a, b) = net_routes::unused_prefixes();
-    let bridge = TestBridge(format!("ghp{}", std::process::id() % 1_000_000));
-    let out = Command::new("lxc")
-        .args([
-            "network",
-            "create",
-            &bridge.0,
-            &format!("ipv4.address=10.{a}.{b}.1/24"),
-            "ipv4.nat=false",
-            "ipv6.address=none",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (bridge, _) = TestBridge::create("ghp");
     let mut env = CharmEnv::new(1);
     env.h.env.insert(BRIDGE_ENV.into(), bridge.0.clone());
     env.set_config("allow-link-local", true);
@@ -272,24 +264,7 @@ fn a_promise_another_units_acl_breaks_is_refused_with_blocked() {
 /// runner profile that used it.
 #[test]
 fn remove_deletes_a_bridge_the_charm_made_once_its_runner_profile_is_gone() {
-    let (a, b) = net_routes::unused_prefixes();
-    let bridge = TestBridge(format!("ghm{}", std::process::id() % 1_000_000));
-    let out = Command::new("lxc")
-        .args([
-            "network",
-            "create",
-            &bridge.0,
-            &format!("ipv4.address=10.{a}.{b}.1/24"),
-            "ipv4.nat=false",
-            "ipv6.address=none",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (bridge, _) = TestBridge::create("ghm");
     // As the charm creates one: with its description (LXD 5.0's client has no flag for it).
     let patch = serde_json::json!({ "description": MANAGED_DESCRIPTION }).to_string();
     env_lxc(&[
