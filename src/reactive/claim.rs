@@ -316,11 +316,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = ClaimDir::open(tmp.path()).unwrap();
         std::fs::write(dir.path().join("job-5"), "slot=9 runner=r-1\n").unwrap();
-        // -o: the lock stays with flock itself, not with its sleep child.
-        let mut child = std::process::Command::new("flock")
-            .arg("-o")
+        // One process holds the lock and nothing else does: the shell locks its own fd 9
+        // (flock(1) on an inherited fd) and becomes `sleep`, which keeps it. (`flock -o`
+        // leaves a window where its forked child still shares the lock after the parent
+        // is killed.)
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "exec 9>>\"$0\" && flock 9 && exec sleep 30"])
             .arg(dir.path().join("job-5"))
-            .args(["sleep", "30"])
             .spawn()
             .unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
