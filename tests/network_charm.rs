@@ -134,6 +134,24 @@ fn debug_ssh_servers_reach_runners_and_the_acl_follows_config_and_relation_chang
         denied.contains(&format!("10.{a}.{}.4/32", b + 1)),
         "{denied}"
     );
+    // Someone detaches the ACL and empties it: the timer's event puts both back, though
+    // nothing of the unit's own changed.
+    env.fx
+        .lxc_ok(&["network", "unset", &bridge.0, "security.acls"]);
+    env.fx.lxc_ok(&[
+        "query",
+        "-X",
+        "PATCH",
+        &format!("/1.0/network-acls/{acl}"),
+        "-d",
+        r#"{"egress": []}"#,
+    ]);
+    assert_eq!(deny_rule(&env, &acl), None);
+    env.reconcile().assert_ok();
+    let config = env.fx.lxd().network(&bridge.0).unwrap().unwrap().config;
+    assert_eq!(config["security.acls"], acl);
+    assert_eq!(deny_rule(&env, &acl), Some(denied.clone()));
+
     // The runner NIC is on the bridge, filtered.
     let nic = env.fx.lxc_ok(&["config", "show", "--expanded", &first[0]]);
     assert!(nic.contains(&format!("network: {}", bridge.0)), "{nic}");

@@ -359,10 +359,32 @@ pub fn ensure_host_when(
     if when == When::IfChanged {
         let fingerprint = host_fingerprint(ctx, config, &edges.pool_name());
         if ctx.tools.state_get()?.get(HOST_READY_KEY) == Some(&fingerprint) {
-            return check_network_promises(ctx, config, edges);
+            return keep_runner_network(ctx, config, edges);
         }
     }
     ensure_host(ctx, config, edges).map(drop)
+}
+
+/// The periodic event's share of the network, even when nothing else of the host changed:
+/// the firewall is converged again (an ACL someone detached or edited is put back, a
+/// debug-ssh host name is resolved anew; LXD is written only where it differs), then the
+/// promises are checked. Under the machine lock: units share the bridge's ACL list.
+fn keep_runner_network(
+    ctx: &Context<'_>,
+    config: &CharmConfig,
+    edges: &dyn SetupEdges,
+) -> Result<(), SetupError> {
+    if edges.runner_network().is_none() {
+        return Ok(());
+    }
+    let _shared = crate::host::lock::UnitLock::acquire(
+        &ctx.paths.machine_lock_file(),
+        "runner-network",
+        &crate::clock::SystemClock,
+        crate::host::lock::LockWait::default(),
+    )?;
+    converge_runner_network(ctx, config, edges)?;
+    check_network_promises(ctx, config, edges)
 }
 
 /// LXD installed and answering; answers whether it was installed now.

@@ -79,7 +79,7 @@ pub fn converge_runner_network(
 /// Blocked when another ACL on the shared bridge (another unit's on this machine, or an
 /// operator's) stops what this unit's options promise runners can reach. Run by every setup
 /// and by the periodic event even when the setup is skipped, since another unit may change
-/// its options at any time; that costs one LXD query while this unit's ACL is alone.
+/// its options at any time; one LXD query while this unit's ACL is alone.
 pub fn check_network_promises(
     ctx: &Context<'_>,
     config: &CharmConfig,
