@@ -50,8 +50,8 @@ fn network_inputs(
     })
 }
 
-/// The runners' bridge and this unit's egress ACL, rebuilt from `config` (see
-/// [`crate::network`]); nothing when the charm manages no bridge here.
+/// The runners' bridge, this unit's egress ACL and aproxy's redirect, rebuilt from `config`
+/// (see [`crate::network`]); nothing when the charm manages no bridge here.
 pub fn converge_runner_network(
     ctx: &Context<'_>,
     config: &CharmConfig,
@@ -62,10 +62,7 @@ pub fn converge_runner_network(
     };
     let commands = edges.commands();
     let inputs = network_inputs(ctx, config, commands)?;
-    let acl = crate::network::acl_name(&ctx.hook.identity);
-    let rules = crate::network::acl::egress_rules(&inputs.acl);
-    let done = crate::network::converge::converge(net, &bridge, &acl, &rules)?;
-    tracing::info!(bridge = %bridge, acl = %acl, changed = ?done, "runner network converged");
+    converge_acl(ctx, &bridge, net, &inputs)?;
     let nft_file = ctx.paths.aproxy_nft_file();
     crate::network::aproxy::converge(
         commands,
@@ -73,6 +70,33 @@ pub fn converge_runner_network(
         &bridge,
         inputs.aproxy_upstream.as_deref(),
     )?;
+    Ok(())
+}
+
+/// The bridge and this unit's ACL only, for the periodic event: aproxy is left to setups
+/// (`snap set` would restart the proxy under running jobs).
+pub fn converge_runner_acl(
+    ctx: &Context<'_>,
+    config: &CharmConfig,
+    edges: &dyn SetupEdges,
+) -> Result<(), SetupError> {
+    let Some((bridge, net)) = edges.runner_network() else {
+        return Ok(());
+    };
+    let inputs = network_inputs(ctx, config, edges.commands())?;
+    converge_acl(ctx, &bridge, net, &inputs)
+}
+
+fn converge_acl(
+    ctx: &Context<'_>,
+    bridge: &str,
+    net: &dyn crate::lxd::network::LxdNetworks,
+    inputs: &NetworkInputs,
+) -> Result<(), SetupError> {
+    let acl = crate::network::acl_name(&ctx.hook.identity);
+    let rules = crate::network::acl::egress_rules(&inputs.acl);
+    let done = crate::network::converge::converge(net, bridge, &acl, &rules)?;
+    tracing::info!(bridge = %bridge, acl = %acl, changed = ?done, "runner network converged");
     Ok(())
 }
 
