@@ -241,14 +241,7 @@ fn a_promise_another_units_acl_breaks_is_refused_with_blocked() {
 
     // Another application's unit arrives with the default: link-local rejected.
     let mut other = env.unit_on_same_machine("strict-runners/0", 0);
-    for hook in [
-        "runner-storage-attached",
-        "install",
-        "config-changed",
-        "start",
-    ] {
-        other.hook(hook).assert_ok();
-    }
+    other.deploy();
     let other_acl = acl_name(&UnitIdentity::parse("strict-runners/0", &other.model_uuid).unwrap());
     let config = env.fx.lxd().network(&bridge.0).unwrap().unwrap().config;
     assert!(config["security.acls"].contains(&other_acl), "{config:?}");

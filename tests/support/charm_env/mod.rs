@@ -194,23 +194,9 @@ impl CharmEnv {
 
     // ---- Juju events ----
 
-    /// What Juju runs on a fresh unit with storage: storage-attached, install,
-    /// config-changed, start. Each must succeed.
+    /// What Juju runs on a fresh unit with storage ([`Harness::deploy`]).
     pub fn deploy(&mut self) {
-        for hook in [
-            "runner-storage-attached",
-            "install",
-            "config-changed",
-            "start",
-        ] {
-            let run = self.h.hook(hook);
-            assert_eq!(
-                run.code,
-                0,
-                "hook {hook} failed: {run:#?}\nstatus: {:?}",
-                self.h.last_status()
-            );
-        }
+        self.h.deploy();
     }
 
     /// The timer's event: `JUJU_DISPATCH_PATH=reconcile-runners ./dispatch`.

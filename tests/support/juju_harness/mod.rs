@@ -291,6 +291,26 @@ impl Harness {
         env
     }
 
+    /// What Juju runs on a fresh unit with storage: storage-attached, install,
+    /// config-changed, start. Each must succeed.
+    pub fn deploy(&mut self) {
+        for hook in [
+            "runner-storage-attached",
+            "install",
+            "config-changed",
+            "start",
+        ] {
+            let run = self.hook(hook);
+            assert_eq!(
+                run.code,
+                0,
+                "{}: hook {hook} failed: {run:#?}\nstatus: {:?}",
+                self.unit_name,
+                self.last_status()
+            );
+        }
+    }
+
     /// Run hook `name` through `dispatch`, with the relation or storage variables its name
     /// calls for (adding a relation or the runner storage when the world has none).
     pub fn hook(&mut self, name: &str) -> Run {
