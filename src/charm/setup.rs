@@ -28,7 +28,7 @@ pub mod runner_network;
 pub use binary::{update_runner_binary, update_runner_binary_with, BinaryUpdate};
 pub use edges::{HostEdges, SetupEdges};
 pub use runner_network::{
-    check_network_promises, converge_runner_acl, converge_runner_network, tmate_endpoints,
+    check_network_promises, converge_acl_and_promises, converge_runner_network, tmate_endpoints,
 };
 
 use super::context::{Context, CHARM_VERSION};
@@ -370,7 +370,8 @@ pub fn ensure_host_when(
 /// The periodic event's share of the network, even when nothing else of the host changed:
 /// the ACL is converged again (one someone detached or edited is put back, a debug-ssh host
 /// name is resolved anew; LXD is written only where it differs), then the promises are
-/// checked. Under the machine lock: units share the bridge's ACL list.
+/// checked ([`converge_acl_and_promises`]). Under the machine lock: units share the
+/// bridge's ACL list.
 fn keep_runner_network(
     ctx: &Context<'_>,
     config: &CharmConfig,
@@ -385,8 +386,7 @@ fn keep_runner_network(
         &crate::clock::SystemClock,
         crate::host::lock::LockWait::default(),
     )?;
-    converge_runner_acl(ctx, config, edges)?;
-    check_network_promises(ctx, config, edges)
+    converge_acl_and_promises(ctx, config, edges)
 }
 
 /// LXD installed and answering; answers whether it was installed now.

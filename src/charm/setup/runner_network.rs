@@ -73,9 +73,10 @@ pub fn converge_runner_network(
     Ok(())
 }
 
-/// The bridge and this unit's ACL only, for the periodic event: aproxy is left to setups
-/// (`snap set` would restart the proxy under running jobs).
-pub fn converge_runner_acl(
+/// The periodic event's share: the bridge and this unit's ACL, then the promise check, from
+/// one reading of the inputs. aproxy is left to setups (`snap set` would restart the proxy
+/// under running jobs).
+pub fn converge_acl_and_promises(
     ctx: &Context<'_>,
     config: &CharmConfig,
     edges: &dyn SetupEdges,
@@ -84,26 +85,46 @@ pub fn converge_runner_acl(
         return Ok(());
     };
     let inputs = network_inputs(ctx, config, edges.commands())?;
-    converge_acl(ctx, &bridge, net, &inputs)
+    let acl = converge_acl(ctx, &bridge, net, &inputs)?;
+    let others = crate::network::converge::other_acls(net, &bridge, &acl)?;
+    promises_kept(&inputs, &others, bridge)
 }
 
+/// Returns the ACL's name.
 fn converge_acl(
     ctx: &Context<'_>,
     bridge: &str,
     net: &dyn crate::lxd::network::LxdNetworks,
     inputs: &NetworkInputs,
-) -> Result<(), SetupError> {
+) -> Result<String, SetupError> {
     let acl = crate::network::acl_name(&ctx.hook.identity);
     let rules = crate::network::acl::egress_rules(&inputs.acl);
     let done = crate::network::converge::converge(net, bridge, &acl, &rules)?;
     tracing::info!(bridge = %bridge, acl = %acl, changed = ?done, "runner network converged");
-    Ok(())
+    Ok(acl)
+}
+
+fn promises_kept(
+    inputs: &NetworkInputs,
+    others: &[(String, Vec<crate::network::acl::AclRule>)],
+    bridge: String,
+) -> Result<(), SetupError> {
+    let promised = crate::network::promises::promises(&inputs.acl, &inputs.tmate);
+    match crate::network::promises::broken_promise(&promised, others) {
+        None => Ok(()),
+        Some((promise, acl)) => Err(crate::network::NetworkError::PromiseBroken {
+            promise: promise.source.clone(),
+            acl,
+            bridge,
+        }
+        .into()),
+    }
 }
 
 /// Blocked when another ACL on the shared bridge (another unit's on this machine, or an
-/// operator's) stops what this unit's options promise runners can reach. Run by every setup
-/// and by the periodic event even when the setup is skipped, since another unit may change
-/// its options at any time; one LXD query while this unit's ACL is alone.
+/// operator's) stops what this unit's options promise runners can reach. Run last by every
+/// setup (the periodic event checks in [`converge_acl_and_promises`], since another unit
+/// may change its options at any time); one LXD query while this unit's ACL is alone.
 pub fn check_network_promises(
     ctx: &Context<'_>,
     config: &CharmConfig,
@@ -118,16 +139,7 @@ pub fn check_network_promises(
         return Ok(());
     }
     let inputs = network_inputs(ctx, config, edges.commands())?;
-    let promised = crate::network::promises::promises(&inputs.acl, &inputs.tmate);
-    match crate::network::promises::broken_promise(&promised, &others) {
-        None => Ok(()),
-        Some((promise, acl)) => Err(crate::network::NetworkError::PromiseBroken {
-            promise: promise.source.clone(),
-            acl,
-            bridge,
-        }
-        .into()),
-    }
+    promises_kept(&inputs, &others, bridge)
 }
 
 /// The address and port of each tmate server, to exempt from the denylist: an address as
