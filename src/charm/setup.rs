@@ -27,9 +27,7 @@ pub mod runner_network;
 
 pub use binary::{update_runner_binary, update_runner_binary_with, BinaryUpdate};
 pub use edges::{HostEdges, SetupEdges};
-pub use runner_network::{
-    check_network_promises, converge_acl_and_promises, converge_runner_network, tmate_endpoints,
-};
+pub use runner_network::{converge_acl_and_promises, converge_runner_network, tmate_endpoints};
 
 use super::context::{Context, CHARM_VERSION};
 use crate::config::CharmConfig;
@@ -218,15 +216,10 @@ pub fn ensure_host(
 
     // LXD itself, the bridge, the pool, the profiles and the image are shared by every unit
     // on the machine: one unit at a time sets them up (the runners are each unit's own).
-    let _shared = crate::host::lock::UnitLock::acquire(
-        &ctx.paths.machine_lock_file(),
-        "host-setup",
-        &crate::clock::SystemClock,
-        crate::host::lock::LockWait::default(),
-    )?;
+    let _shared = lock_machine(ctx, "host-setup")?;
     let lxd_installed = ensure_lxd(ctx, edges)?;
     apply_network_settings(edges)?;
-    converge_runner_network(ctx, config, edges)?;
+    let broken_promise = converge_runner_network(ctx, config, edges)?;
 
     let pool = edges.pool_name();
     let location = juju_storage_location(ctx)?;
@@ -297,7 +290,9 @@ pub fn ensure_host(
     }
     tracing::info!(pool = %pool, image = ?image, timer = %timer, "host ready for runners");
     // Last, once everything else is set up: a broken promise blocks, it undoes nothing.
-    check_network_promises(ctx, config, edges)?;
+    if let Some(broken) = broken_promise {
+        return Err(broken.into());
+    }
     Ok(HostReadiness {
         lxd_installed,
         pool,
@@ -361,32 +356,24 @@ pub fn ensure_host_when(
     if when == When::IfChanged {
         let fingerprint = host_fingerprint(ctx, config, &edges.pool_name());
         if ctx.tools.state_get()?.get(HOST_READY_KEY) == Some(&fingerprint) {
-            return keep_runner_network(ctx, config, edges);
+            return converge_acl_and_promises(ctx, config, edges);
         }
     }
     ensure_host(ctx, config, edges).map(drop)
 }
 
-/// The periodic event's share of the network, even when nothing else of the host changed:
-/// the ACL is converged again (one someone detached or edited is put back, a debug-ssh host
-/// name is resolved anew; LXD is written only where it differs), then the promises are
-/// checked ([`converge_acl_and_promises`]). Under the machine lock: units share the
-/// bridge's ACL list.
-fn keep_runner_network(
+/// The machine's lock around the LXD objects all units share (LXD itself, the bridge and
+/// its ACL list, the pool, the profiles, the image), for `purpose`.
+fn lock_machine(
     ctx: &Context<'_>,
-    config: &CharmConfig,
-    edges: &dyn SetupEdges,
-) -> Result<(), SetupError> {
-    if edges.runner_network().is_none() {
-        return Ok(());
-    }
-    let _shared = crate::host::lock::UnitLock::acquire(
+    purpose: &str,
+) -> Result<crate::host::lock::UnitLock, SetupError> {
+    Ok(crate::host::lock::UnitLock::acquire(
         &ctx.paths.machine_lock_file(),
-        "runner-network",
+        purpose,
         &crate::clock::SystemClock,
         crate::host::lock::LockWait::default(),
-    )?;
-    converge_acl_and_promises(ctx, config, edges)
+    )?)
 }
 
 /// LXD installed and answering; answers whether it was installed now.

@@ -1,11 +1,12 @@
 //! The runners' bridge, this unit's egress ACL and aproxy's redirect, converged by host
-//! setup; and the check that no other ACL on the shared bridge stops what this unit's
-//! options promise ([`crate::network::promises`]).
+//! setup, the ACL also by every timer event; and, each time, the check that no other ACL on
+//! the shared bridge stops what this unit's options promise ([`crate::network::promises`]).
 
 use super::commands::HostCommands;
 use super::{SetupEdges, SetupError};
 use crate::charm::context::Context;
 use crate::config::CharmConfig;
+use crate::network::NetworkError;
 use std::time::Duration;
 
 /// What the ACL and the promise check are computed from, read from the host now.
@@ -51,18 +52,20 @@ fn network_inputs(
 }
 
 /// The runners' bridge, this unit's egress ACL and aproxy's redirect, rebuilt from `config`
-/// (see [`crate::network`]); nothing when the charm manages no bridge here.
+/// (see [`crate::network`]); nothing when the charm manages no bridge here. Answers the
+/// promise another ACL on the bridge breaks, if one does, for the caller to refuse once the
+/// rest of the host is set up.
 pub fn converge_runner_network(
     ctx: &Context<'_>,
     config: &CharmConfig,
     edges: &dyn SetupEdges,
-) -> Result<(), SetupError> {
+) -> Result<Option<NetworkError>, SetupError> {
     let Some((bridge, net)) = edges.runner_network() else {
-        return Ok(());
+        return Ok(None);
     };
     let commands = edges.commands();
     let inputs = network_inputs(ctx, config, commands)?;
-    converge_acl(ctx, &bridge, net, &inputs)?;
+    let broken = converge_acl_and_check(ctx, bridge.clone(), net, &inputs)?;
     let nft_file = ctx.paths.aproxy_nft_file();
     crate::network::aproxy::converge(
         commands,
@@ -70,12 +73,14 @@ pub fn converge_runner_network(
         &bridge,
         inputs.aproxy_upstream.as_deref(),
     )?;
-    Ok(())
+    Ok(broken)
 }
 
-/// The periodic event's share: the bridge and this unit's ACL, then the promise check, from
-/// one reading of the inputs. aproxy is left to setups (`snap set` would restart the proxy
-/// under running jobs).
+/// The periodic event's share, even when nothing else of the host changed: the ACL is
+/// converged again (one someone detached or edited is put back, a debug-ssh host name is
+/// resolved anew; LXD is written only where it differs), and a broken promise refused. Under
+/// the machine lock: units share the bridge's ACL list. aproxy is left to setups (`snap
+/// set` would restart the proxy under running jobs).
 pub fn converge_acl_and_promises(
     ctx: &Context<'_>,
     config: &CharmConfig,
@@ -84,62 +89,38 @@ pub fn converge_acl_and_promises(
     let Some((bridge, net)) = edges.runner_network() else {
         return Ok(());
     };
+    let _shared = super::lock_machine(ctx, "runner-network")?;
     let inputs = network_inputs(ctx, config, edges.commands())?;
-    let acl = converge_acl(ctx, &bridge, net, &inputs)?;
-    let others = crate::network::converge::other_acls(net, &bridge, &acl)?;
-    promises_kept(&inputs, &others, bridge)
+    match converge_acl_and_check(ctx, bridge, net, &inputs)? {
+        Some(broken) => Err(broken.into()),
+        None => Ok(()),
+    }
 }
 
-/// Returns the ACL's name.
-fn converge_acl(
+/// This unit's ACL on `bridge`, then the first of its promises another ACL on the bridge
+/// (another unit's on this machine, or an operator's) stops: one LXD query more while
+/// this unit's ACL is alone.
+fn converge_acl_and_check(
     ctx: &Context<'_>,
-    bridge: &str,
+    bridge: String,
     net: &dyn crate::lxd::network::LxdNetworks,
     inputs: &NetworkInputs,
-) -> Result<String, SetupError> {
+) -> Result<Option<NetworkError>, SetupError> {
     let acl = crate::network::acl_name(&ctx.hook.identity);
     let rules = crate::network::acl::egress_rules(&inputs.acl);
-    let done = crate::network::converge::converge(net, bridge, &acl, &rules)?;
+    let done = crate::network::converge::converge(net, &bridge, &acl, &rules)?;
     tracing::info!(bridge = %bridge, acl = %acl, changed = ?done, "runner network converged");
-    Ok(acl)
-}
-
-fn promises_kept(
-    inputs: &NetworkInputs,
-    others: &[(String, Vec<crate::network::acl::AclRule>)],
-    bridge: String,
-) -> Result<(), SetupError> {
-    let promised = crate::network::promises::promises(&inputs.acl, &inputs.tmate);
-    match crate::network::promises::broken_promise(&promised, others) {
-        None => Ok(()),
-        Some((promise, acl)) => Err(crate::network::NetworkError::PromiseBroken {
-            promise: promise.source.clone(),
-            acl,
-            bridge,
-        }
-        .into()),
-    }
-}
-
-/// Blocked when another ACL on the shared bridge (another unit's on this machine, or an
-/// operator's) stops what this unit's options promise runners can reach. Run last by every
-/// setup (the periodic event checks in [`converge_acl_and_promises`], since another unit
-/// may change its options at any time); one LXD query while this unit's ACL is alone.
-pub fn check_network_promises(
-    ctx: &Context<'_>,
-    config: &CharmConfig,
-    edges: &dyn SetupEdges,
-) -> Result<(), SetupError> {
-    let Some((bridge, net)) = edges.runner_network() else {
-        return Ok(());
-    };
-    let acl = crate::network::acl_name(&ctx.hook.identity);
     let others = crate::network::converge::other_acls(net, &bridge, &acl)?;
-    if others.is_empty() {
-        return Ok(());
-    }
-    let inputs = network_inputs(ctx, config, edges.commands())?;
-    promises_kept(&inputs, &others, bridge)
+    let promised = crate::network::promises::promises(&inputs.acl, &inputs.tmate);
+    Ok(
+        crate::network::promises::broken_promise(&promised, &others).map(|(promise, acl)| {
+            NetworkError::PromiseBroken {
+                promise: promise.source.clone(),
+                acl,
+                bridge,
+            }
+        }),
+    )
 }
 
 /// The address and port of each tmate server, to exempt from the denylist: an address as
