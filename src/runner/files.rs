@@ -403,7 +403,6 @@ mod tests {
     /// Runs the pre-job read script on the host with `bin` first on PATH, bounded: a read
     /// that never returns fails the test instead of hanging it.
     fn run_read_script(dir: &std::path::Path, bin: &std::path::Path) -> std::process::Output {
-        use std::io::Read;
         let mut child = std::process::Command::new("/bin/sh")
             .args(["-c", &read_pre_job_script_in(dir.to_str().unwrap())])
             .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
@@ -411,34 +410,16 @@ mod tests {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if std::time::Instant::now() > deadline {
-                child.kill().unwrap();
-                panic!("the pre-job read blocked past its bound");
-            }
-            std::thread::yield_now();
-        };
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_end(&mut stdout)
-            .unwrap();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_end(&mut stderr)
-            .unwrap();
+        let done = crate::host::child::collect_with_deadline(
+            &mut child,
+            std::time::Duration::from_secs(20),
+        )
+        .unwrap()
+        .expect("the pre-job read blocked past its bound");
         std::process::Output {
-            status,
-            stdout,
-            stderr,
+            status: done.status,
+            stdout: done.stdout,
+            stderr: done.stderr,
         }
     }
 
