@@ -22,7 +22,6 @@ use github_runner::lxd::network::LxdNetworks;
 use github_runner::network::converge::MANAGED_DESCRIPTION;
 use github_runner::network::{acl_name, BRIDGE_ENV};
 use std::collections::BTreeMap;
-use std::process::Command;
 
 /// A bridge deleted on drop (after the env's instances are gone).
 struct TestBridge(String);
@@ -33,32 +32,36 @@ impl TestBridge {
     fn create(prefix: &str) -> (TestBridge, (u8, u8)) {
         let (a, b) = net_routes::unused_prefixes();
         let bridge = TestBridge(format!("{prefix}{}", std::process::id() % 1_000_000));
-        let out = Command::new("lxc")
-            .args([
-                "network",
-                "create",
-                &bridge.0,
-                &format!("ipv4.address=10.{a}.{b}.1/24"),
-                "ipv4.nat=false",
-                "ipv6.address=none",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        lxc_ok(&[
+            "network",
+            "create",
+            &bridge.0,
+            &format!("ipv4.address=10.{a}.{b}.1/24"),
+            "ipv4.nat=false",
+            "ipv6.address=none",
+        ]);
         (bridge, (a, b))
     }
 }
 
 impl Drop for TestBridge {
     fn drop(&mut self) {
-        let _ = Command::new("lxc")
-            .args(["network", "delete", &self.0])
-            .output();
+        let _ = lxd_fixture::lxc_raw(
+            &lxd_fixture::shared_conf_dir(),
+            None,
+            &["network", "delete", &self.0],
+        );
     }
+}
+
+/// `lxc` outside any test project (networks are global), through the fixtures' client.
+fn lxc_ok(args: &[&str]) {
+    let out = lxd_fixture::lxc_raw(&lxd_fixture::shared_conf_dir(), None, args);
+    assert!(
+        out.status.success(),
+        "lxc {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn tmate_unit(host: &str, port: &str) -> BTreeMap<String, String> {
@@ -278,7 +281,7 @@ fn remove_deletes_a_bridge_the_charm_made_once_its_runner_profile_is_gone() {
     let (bridge, _) = TestBridge::create("ghm");
     // As the charm creates one: with its description (LXD 5.0's client has no flag for it).
     let patch = serde_json::json!({ "description": MANAGED_DESCRIPTION }).to_string();
-    env_lxc(&[
+    lxc_ok(&[
         "query",
         "-X",
         "PATCH",
@@ -303,15 +306,6 @@ fn remove_deletes_a_bridge_the_charm_made_once_its_runner_profile_is_gone() {
         env.fx.lxd().network(&bridge.0).unwrap().map(|n| n.used_by),
         None,
         "the charm's bridge is left"
-    );
-}
-
-fn env_lxc(args: &[&str]) {
-    let out = Command::new("lxc").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "lxc {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 
