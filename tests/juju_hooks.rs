@@ -403,3 +403,33 @@ fn timing_line_on_request() {
     h.env.clear();
     assert_eq!(h.hook("update-status").stdout, "");
 }
+
+/// After `juju refresh` a running exporter still executes the old binary file; its unit
+/// text names the file, so the next converge (here update-status) restarts it even when
+/// upgrade-charm's own restart never happened.
+#[test]
+fn another_charm_binary_file_restarts_the_running_exporter() {
+    let mut h = Harness::new();
+    h.valid_config();
+    let service = "ghro.metrics-exporter.github-runner-0.service";
+    let unit_file = h.host_root.join("etc/systemd/system").join(service);
+    std::fs::create_dir_all(unit_file.parent().unwrap()).unwrap();
+    std::fs::write(&unit_file, "a unit file of an earlier revision\n").unwrap();
+    let calls_file = h.tools_dir.join("calls");
+    let calls = || std::fs::read_to_string(&calls_file).unwrap_or_default();
+    h.hook("update-status").assert_ok();
+    assert!(calls().contains(&format!("restart {service}")), "{}", calls());
+
+    // The same binary again: asked, not restarted.
+    std::fs::remove_file(&calls_file).unwrap();
+    h.hook("update-status").assert_ok();
+    assert!(!calls().contains("restart"), "{}", calls());
+
+    // A refresh puts another file where the binary was (a copy, not the symlinked build).
+    let bin = h.charm_dir.join("bin/github-runner-charm");
+    let next = h.charm_dir.join("bin/github-runner-charm.next");
+    std::fs::copy(&bin, &next).unwrap();
+    std::fs::rename(&next, &bin).unwrap();
+    h.hook("update-status").assert_ok();
+    assert!(calls().contains(&format!("restart {service}")), "{}", calls());
+}

@@ -23,6 +23,10 @@ pub struct ExporterSpec {
     /// `app/N`.
     pub unit_name: String,
     pub charm_dir: PathBuf,
+    /// Which binary file the service runs ([`binary_identity`]): a `juju refresh` puts a new
+    /// file in place, so the unit text changes and [`install`] restarts the service, from
+    /// whichever converge comes first (upgrade-charm's own restart may have failed).
+    pub binary_id: String,
 }
 
 impl ExporterSpec {
@@ -41,6 +45,29 @@ impl ExporterSpec {
     }
 }
 
+/// The path of the binary the service runs.
+pub fn binary_path(charm_dir: &Path) -> PathBuf {
+    charm_dir.join("bin/github-runner-charm")
+}
+
+/// Device, inode, size and modification time of the file `binary` resolves to: another
+/// revision's binary is another file. `missing` when it cannot be read (the unit text then
+/// still renders; the next converge that can read it restarts the service).
+pub fn binary_identity(binary: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(binary) {
+        Ok(m) => format!(
+            "{}:{}:{}:{}.{:09}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec()
+        ),
+        Err(_) => "missing".to_string(),
+    }
+}
+
 /// The unit's port (see [`BASE_PORT`]). Pure.
 pub fn exporter_port(unit_name: &str) -> u16 {
     let number: u16 = unit_name
@@ -55,12 +82,19 @@ pub fn render(spec: &ExporterSpec) -> Result<String, TimerError> {
     let unit = checked_unit_name(&spec.unit_name)?;
     let dir = checked_charm_dir(&spec.charm_dir)?;
     let listen = spec.listen();
+    // Only what binary_identity writes; anything else could break the unit text.
+    let binary: String = spec
+        .binary_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '.'))
+        .collect();
     Ok(format!(
         "[Unit]\n\
          Description=Prometheus metrics of {unit} (github-runner charm)\n\
          After=network.target\n\
          \n\
          [Service]\n\
+         # Binary file {binary}: another file (a refresh) restarts the service.\n\
          ExecStart={dir}/bin/github-runner-charm {SUBCOMMAND} --listen {listen} --unit {unit}\n\
          Restart=always\n\
          RestartSec=5\n\

@@ -5,6 +5,7 @@ fn spec(unit: &str) -> ExporterSpec {
     ExporterSpec {
         unit_name: unit.into(),
         charm_dir: "/var/lib/juju/agents/unit-gr-0/charm".into(),
+        binary_id: "2049:1234:9000000:1796600000.000000001".into(),
     }
 }
 
@@ -83,4 +84,59 @@ fn install_writes_once_repairs_an_inactive_service_and_remove_cleans_up() {
         active.calls()[1..],
         [format!("disable --now {name}"), "daemon-reload".to_string()]
     );
+}
+
+/// `juju refresh` puts another binary file in place: the unit text changes, so the next
+/// install restarts a running exporter (it still executes the old file otherwise).
+#[test]
+fn another_binary_file_restarts_a_running_exporter() {
+    let root = tempfile::tempdir().unwrap();
+    let paths = HostPaths::new(root.path());
+    let old = spec("gr/1");
+    let active = Recorder {
+        active: true,
+        ..Recorder::default()
+    };
+    install(&paths, &old, &active).unwrap();
+    let refreshed = ExporterSpec {
+        binary_id: "2049:5678:9100000:1796700000.000000002".into(),
+        ..old.clone()
+    };
+    let name = old.service_name();
+    let before = active.calls().len();
+    assert_eq!(
+        install(&paths, &refreshed, &active).unwrap(),
+        InstallOutcome::Updated
+    );
+    assert_eq!(
+        active.calls()[before..],
+        [
+            "daemon-reload".to_string(),
+            format!("enable --now {name}"),
+            format!("restart {name}")
+        ]
+    );
+    assert!(render(&refreshed).unwrap().contains("# Binary file 2049:5678:9100000:1796700000.000000002:"));
+}
+
+#[test]
+fn binary_identity_follows_the_file_not_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::write(&bin, b"revision 1").unwrap();
+    let first = binary_identity(&bin);
+    assert_eq!(binary_identity(&bin), first, "stable for one file");
+    // As a refresh does: a new file renamed over the old name.
+    let new = dir.path().join("bin.new");
+    std::fs::write(&new, b"revision 2").unwrap();
+    std::fs::rename(&new, &bin).unwrap();
+    assert_ne!(binary_identity(&bin), first);
+    assert_eq!(binary_identity(&dir.path().join("absent")), "missing");
+    // Nothing but what binary_identity writes reaches the unit text.
+    let hostile = ExporterSpec {
+        binary_id: "1:2\nExecStartPre=/bin/sh".into(),
+        ..spec("gr/1")
+    };
+    let text = render(&hostile).unwrap();
+    assert!(!text.contains("\nExecStartPre"), "{text}");
 }
