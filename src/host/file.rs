@@ -69,6 +69,21 @@ pub fn replace_if_changed(path: &Path, content: &str, mode: u32) -> std::io::Res
     Ok(true)
 }
 
+/// Delete a file or a whole folder the charm owns, logging what went (an absent one is
+/// fine: every removal may be rerun). Best effort: a failure is a warning.
+pub fn remove_logged(path: &Path) {
+    let result = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => tracing::info!("{} removed", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("could not remove {}: {e}", path.display()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

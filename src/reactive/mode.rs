@@ -32,6 +32,22 @@ pub fn unit_dirs(paths: &HostPaths, identity: &UnitIdentity) -> UnitDirs {
     UnitDirs::new(paths.reactive_dir(&key), paths.reactive_log_dir(&key))
 }
 
+/// The logrotate rule of the unit's worker logs.
+pub fn logrotate_rule(paths: &HostPaths, identity: &UnitIdentity) -> std::path::PathBuf {
+    paths.logrotate_dir().join(format!(
+        "github-runner-reactive-{}-{}",
+        identity.app, identity.unit_number
+    ))
+}
+
+/// remove: the unit's reactive state folder (settings, slots, claims) and the logrotate
+/// rule go; the workers' logs stay, as the metrics log does. Call after [`leave`].
+/// Idempotent.
+pub fn remove_unit_files(paths: &HostPaths, identity: &UnitIdentity) {
+    crate::host::file::remove_logged(&unit_dirs(paths, identity).state);
+    crate::host::file::remove_logged(&logrotate_rule(paths, identity));
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Pull,
@@ -188,10 +204,7 @@ pub fn converge(
             problems.push(format!("cannot write the worker settings: {e}"));
         }
     }
-    let rule = rt.paths.logrotate_dir().join(format!(
-        "github-runner-reactive-{}-{}",
-        rt.identity.app, rt.identity.unit_number
-    ));
+    let rule = logrotate_rule(&rt.paths, &rt.identity);
     if let Err(e) =
         crate::host::file::replace_if_changed(&rule, &render_logrotate(&dirs.logs), 0o644)
     {

@@ -8,6 +8,8 @@ use crate::charm_env::{wait_for, CharmEnv, REPO};
 use crate::kombu;
 use crate::mongo_standin::MongoStandIn;
 use crate::{body, metric_count, served_by_one_runner, workers, QUEUE};
+use github_runner::paths::HostPaths;
+use github_runner::reactive::mode::{logrotate_rule, unit_dirs};
 use std::time::Duration;
 
 #[test]
@@ -66,4 +68,14 @@ fn the_mongodb_relation_turns_reactive_mode_on_and_its_jobs_are_served() {
     env.h.hook("stop").assert_ok();
     assert_eq!(workers(&env), 0);
     assert!(env.instances().is_empty());
+
+    // remove: nothing of the unit's reactive mode stays but its workers' logs.
+    let paths = HostPaths::new(&env.h.host_root);
+    let dirs = unit_dirs(&paths, &env.unit);
+    let rule = logrotate_rule(&paths, &env.unit);
+    assert!(dirs.state.is_dir() && rule.is_file(), "reactive mode wrote them");
+    env.h.hook("remove").assert_ok();
+    assert!(!dirs.state.exists(), "{} left", dirs.state.display());
+    assert!(!rule.exists(), "{} left", rule.display());
+    assert!(dirs.logs.is_dir(), "the workers' logs stay");
 }

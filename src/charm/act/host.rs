@@ -141,24 +141,17 @@ pub fn remove_timer(ctx: &Context<'_>, host: &dyn Host) {
 }
 
 pub fn remove_rebuild_cron(ctx: &Context<'_>) {
-    remove_file_logged(&ctx.paths.rebuild_cron_file());
+    crate::host::file::remove_logged(&ctx.paths.rebuild_cron_file());
 }
 
 /// remove: the unit's files that outlive the runners (the previous token, the started-runners
 /// record, the metrics log's logrotate rule); the timer and cron went first. The metrics
 /// log itself stays, for the log shipper to finish and for the operator to read.
 pub fn remove_unit_files(ctx: &Context<'_>) {
-    remove_file_logged(&credentials::credentials_path(ctx.paths));
-    remove_file_logged(&runner_metrics::record_path(ctx.paths));
-    remove_file_logged(&ctx.paths.metrics_logrotate_rule());
-}
-
-fn remove_file_logged(path: &std::path::Path) {
-    match std::fs::remove_file(path) {
-        Ok(()) => tracing::info!("{} removed", path.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!("could not remove {}: {e}", path.display()),
-    }
+    crate::host::file::remove_logged(&credentials::credentials_path(ctx.paths));
+    crate::host::file::remove_logged(&runner_metrics::record_path(ctx.paths));
+    crate::host::file::remove_logged(&ctx.paths.metrics_logrotate_rule());
+    crate::reactive::mode::remove_unit_files(ctx.paths, &ctx.hook.identity);
 }
 
 /// The unit's ACL off the bridge and deleted (the bridge too when the charm made it and
