@@ -59,6 +59,14 @@ fn shared() -> &'static Shared {
 
 /// `lxc` with an explicit environment (LXD_CONF of our own), for fixture chores.
 pub fn lxc_raw(conf: &Path, project: Option<&str>, args: &[&str]) -> Output {
+    lxc_command(conf, project, args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run lxc")
+}
+
+/// `lxc` with the fixtures' explicit environment, not yet run.
+fn lxc_command(conf: &Path, project: Option<&str>, args: &[&str]) -> Command {
     let mut cmd = Command::new("lxc");
     cmd.env_clear()
         .env(
@@ -70,10 +78,63 @@ pub fn lxc_raw(conf: &Path, project: Option<&str>, args: &[&str]) -> Output {
     if let Some(p) = project {
         cmd.arg("--project").arg(p);
     }
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run lxc")
+    cmd.args(args);
+    cmd
+}
+
+/// Longest an `lxc image import` of the 1 MiB test image may take before its client counts
+/// as hung (it takes about a second; several seconds under a loaded CI).
+const IMAGE_IMPORT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// `lxc image import --alias` into `project`, under [`IMAGE_IMPORT_DEADLINE`]. LXD 5.0's
+/// client can hang after the upload, waiting for the import operation's end, when many test
+/// processes import at once: the image is then in the project without its alias, and the
+/// hung client holds the machine-wide image lock, stalling every test process. A hung client
+/// is killed, and the import finished by hand: the alias put on the image already there, or
+/// the import run again.
+fn import_image(conf: &Path, project: &str, image: &Path) {
+    let import = ["image", "import", path_str(image), "--alias", IMAGE_ALIAS];
+    for attempt in 1..=3 {
+        let mut child = lxc_command(conf, Some(project), &import)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run lxc image import");
+        match github_runner::host::child::collect_with_deadline(&mut child, IMAGE_IMPORT_DEADLINE) {
+            Ok(Some(done)) if done.status.success() => return,
+            Ok(Some(done)) => panic!(
+                "lxc image import into {project}: {}",
+                String::from_utf8_lossy(&done.stderr)
+            ),
+            Ok(None) => eprintln!(
+                "lxd fixture: lxc image import into {project} hung past \
+                 {IMAGE_IMPORT_DEADLINE:?} (attempt {attempt}); killed it"
+            ),
+            Err(e) => panic!("lxc image import into {project}: {e}"),
+        }
+        let images = query_json(conf, &format!("/1.0/images?recursion=1&project={project}"));
+        let images = images.as_array().cloned().unwrap_or_default();
+        let has_alias = |i: &serde_json::Value| {
+            i["aliases"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|a| a["name"] == IMAGE_ALIAS))
+        };
+        if images.iter().any(has_alias) {
+            return;
+        }
+        if let Some(fingerprint) = images.iter().find_map(|i| i["fingerprint"].as_str()) {
+            let out = lxc_raw(
+                conf,
+                Some(project),
+                &["image", "alias", "create", IMAGE_ALIAS, fingerprint],
+            );
+            if out.status.success() {
+                return;
+            }
+        }
+    }
+    panic!("lxc image import into {project} did not finish in 3 attempts");
 }
 
 fn ensure_daemon(conf: &Path) {
@@ -300,13 +361,7 @@ impl LxdFixture {
         ]);
         {
             let _images = ImageStoreLock::acquire();
-            fixture.lxc_ok(&[
-                "image",
-                "import",
-                path_str(&shared.image),
-                "--alias",
-                IMAGE_ALIAS,
-            ]);
+            import_image(&fixture.conf, &fixture.project, &shared.image);
         }
         fixture
     }
