@@ -27,9 +27,12 @@ charm:
 		--output $(CHARM)
 
 ## test: the whole suite; the archive tests check the release binary `make charm` ships.
+## The test binaries run TEST_JOBS at a time (scripts/run_tests.py): most of them wait on
+## LXD, redis or child processes, not the CPU. TEST_JOBS=1 runs them as `cargo test` does.
+TEST_JOBS ?= 3
 test: deps charm
-	GITHUB_RUNNER_CHARM_BINARY=$(CURDIR)/$(RELEASE_BIN) \
-		$(CARGO) test --locked --no-fail-fast --all-targets --features testkit
+	GITHUB_RUNNER_CHARM_BINARY=$(CURDIR)/$(RELEASE_BIN) PATH="$(dir $(CARGO)):$$PATH" \
+		python3 scripts/run_tests.py --jobs $(TEST_JOBS) -- --locked --all-targets --features testkit
 
 ## deps: everything `make test` needs. Idempotent: installs only what is missing.
 deps: apt-deps rust venv lxd

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Run every test binary of the crate, several at once, as `cargo test --no-fail-fast` would.
+
+`cargo test` runs its test binaries one after another. Most of ours wait on LXD, redis or
+child processes, not on the CPU, so the suite runs a few binaries at a time: the slowest
+first (so they never end up alone at the tail), each binary's output printed whole when it
+ends (never interleaved), and a closing line with the totals. Exit status 1 when any test
+binary failed (or could not be run), else 0.
+
+Usage: run_tests.py [--jobs N] -- <cargo test arguments, e.g. --locked --all-targets --features testkit>
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+# Seconds each binary took in a serial CI run on a 2-core machine: only the order matters
+# (longest first). Binaries not named here count as short.
+KNOWN_SECONDS = {
+    "crash_safety": 151,
+    "reactive_e2e": 83,
+    "e2e_charm": 52,
+    "e2e_lifecycle": 38,
+    "juju_actions": 35,
+    "reconcile": 30,
+    "reactive": 26,
+    "juju_hooks": 23,
+    "network_acl": 23,
+    "network_charm": 22,
+    "shared_machine": 21,
+    "lxd_spawn": 20,
+    "lxd_cli": 19,
+    "reactive_mongo": 15,
+    "juju_charm_archive": 15,
+    "e2e_metrics": 15,
+    "reactive_redis": 10,
+    "github_client": 10,
+    "queue_round_trips": 9,
+    "reactive_worker_lxd": 8,
+    "charm_fleet": 6,
+    "setup_host": 6,
+    "github_runner": 6,
+}
+
+RESULT = re.compile(r"^test result: (\w+)\. (\d+) passed; (\d+) failed; (\d+) ignored")
+
+
+def test_binaries(cargo_args):
+    """Build every test target (cargo test --no-run) and list (name, kind, executable)."""
+    cmd = ["cargo", "test", "--no-run", "--message-format=json-render-diagnostics"] + cargo_args
+    build = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if build.returncode != 0:
+        sys.exit(build.returncode)
+    found = []
+    for line in build.stdout.splitlines():
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if msg.get("reason") != "compiler-artifact" or not msg.get("executable"):
+            continue
+        if not msg.get("profile", {}).get("test"):
+            continue
+        target = msg["target"]
+        found.append((target["name"], target["kind"][0], msg["executable"]))
+    return found
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("TEST_JOBS", "3")))
+    parser.add_argument("cargo_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    cargo_args = [a for a in args.cargo_args if a != "--"]
+    binaries = test_binaries(cargo_args)
+    binaries.sort(key=lambda b: -KNOWN_SECONDS.get(b[0], 1))
+    queue = list(binaries)
+    lock = threading.Lock()
+    totals = {"passed": 0, "failed": 0, "ignored": 0}
+    failures = []
+    started = time.monotonic()
+
+    def lane():
+        while True:
+            with lock:
+                if not queue:
+                    return
+                name, kind, exe = queue.pop(0)
+            begin = time.monotonic()
+            run = subprocess.run([exe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, cwd=os.getcwd())
+            took = time.monotonic() - begin
+            out = run.stdout.decode("utf-8", "replace")
+            with lock:
+                sys.stdout.write(f"     Running {kind} {name} ({exe}) [{took:.1f} s]\n")
+                sys.stdout.write(out)
+                if not out.endswith("\n"):
+                    sys.stdout.write("\n")
+                sys.stdout.flush()
+                for line in out.splitlines():
+                    m = RESULT.match(line)
+                    if m:
+                        totals["passed"] += int(m.group(2))
+                        totals["failed"] += int(m.group(3))
+                        totals["ignored"] += int(m.group(4))
+                if run.returncode != 0:
+                    failures.append(f"{kind} {name} (exit {run.returncode})")
+
+    lanes = [threading.Thread(target=lane) for _ in range(max(1, args.jobs))]
+    for t in lanes:
+        t.start()
+    for t in lanes:
+        t.join()
+    wall = time.monotonic() - started
+    print(f"\n{len(binaries)} test binaries, {args.jobs} at a time, in {wall:.0f} s")
+    for f in failures:
+        print(f"error: test failed: {f}")
+    print(f"{totals['passed']} passed, {totals['failed']} failed, {totals['ignored']} skipped")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
