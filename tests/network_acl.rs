@@ -17,7 +17,7 @@ mod net_routes;
 use github_runner::lxd::network::LxdNetworks;
 use github_runner::network::acl::{egress_rules, AclInputs};
 use github_runner::network::cidr::Ipv4Net;
-use github_runner::network::{converge, runner_nic};
+use github_runner::network::{converge, runner_hwaddr, runner_nic, RUNNER_HWADDR_KEY};
 use lxd_fixture::{wait_for, LxdFixture, IMAGE_ALIAS};
 use net_routes::{host_route_dev, unused_prefixes};
 use std::io::{Read, Write};
@@ -156,7 +156,10 @@ impl Lab {
             })
             .collect();
         nic.push(format!("ipv4.address={addr}"));
-        self.fixture.lxc_ok(&["init", IMAGE_ALIAS, name]);
+        // The MAC a runner of the charm gets (a unit's prefix), as the charm sets it.
+        let mac = format!("{RUNNER_HWADDR_KEY}={}", runner_hwaddr("model/app/0", name));
+        self.fixture
+            .lxc_ok(&["init", IMAGE_ALIAS, name, "--config", &mac]);
         let mut args = vec!["config", "device", "add", name, "eth0", "nic"];
         args.extend(nic.iter().map(String::as_str));
         self.fixture.lxc_ok(&args);
@@ -185,10 +188,12 @@ impl Lab {
     fn launch_runner(&self) {
         self.launch_on_bridge(&self.container, self.runner_addr, true);
         let host = host_address();
-        // Only two routes: the listener's /30 and the host's address, both via the bridge.
+        // Only two routes out of the bridge: the listener's /30 and the host's address, both
+        // via the bridge; and broadcast and multicast onto the bridge itself.
         self.exec_ok(&format!(
             "ip addr add {}/24 dev eth0 && ip link set eth0 up && \
-             ip route add {}/30 via {gw} && ip route add {host}/32 via {gw}",
+             ip route add {}/30 via {gw} && ip route add {host}/32 via {gw} && \
+             ip route add 224.0.0.0/4 dev eth0 && ip route add 255.255.255.255/32 dev eth0",
             self.runner_addr,
             Ipv4Net::new(self.target, 30)
                 .unwrap()
@@ -247,14 +252,70 @@ impl Lab {
     }
 
     fn apply(&self, denylist: &[Ipv4Net], exempt: &[Ipv4Addr], allowed: &[u16]) {
-        let rules = egress_rules(&AclInputs {
-            host_addresses: vec![self.gateway, host_address()],
+        self.apply_inputs(AclInputs {
             allowed_host_tcp_ports: allowed.to_vec(),
             denylist: denylist.to_vec(),
             exempt: exempt.to_vec(),
-            reject_link_local: true,
+            ..self.inputs()
         });
+    }
+
+    /// The charm's inputs for this lab: the host's addresses and the bridge's broadcast.
+    fn inputs(&self) -> AclInputs {
+        let [a, b, c, _] = self.gateway.octets();
+        AclInputs {
+            host_addresses: vec![self.gateway, host_address()],
+            host_broadcasts: vec![Ipv4Addr::new(a, b, c, 255)],
+            reject_link_local: true,
+            ..AclInputs::default()
+        }
+    }
+
+    fn apply_inputs(&self, inputs: AclInputs) {
+        let rules = egress_rules(&inputs);
         converge::converge(self.fixture.lxd(), &self.bridge, &self.acl, &rules).unwrap();
+    }
+
+    /// Pushes the probe sender (tests/support/probe_sender.rs, built here) into the runner.
+    fn push_probe_sender(&self) {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("probe_sender");
+        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/probe_sender.rs");
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+        let out = Command::new(rustc)
+            .args([
+                "-O",
+                "-C",
+                "target-feature=+crt-static",
+                "-C",
+                "strip=symbols",
+            ])
+            .arg(source)
+            .arg("-o")
+            .arg(&binary)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run rustc");
+        assert!(
+            out.status.success(),
+            "build the probe sender: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let target = format!("{}/bin/probe_sender", self.container);
+        self.fixture.lxc_ok(&[
+            "file",
+            "push",
+            binary.to_str().unwrap(),
+            &target,
+            "--mode",
+            "0755",
+        ]);
+    }
+
+    /// Sends one probe from the runner (`raw <addr> <protocol>` or `udp <addr> <port>`).
+    fn probe(&self, args: &str) {
+        self.exec_ok(&format!("probe_sender {args}"));
     }
 }
 
@@ -474,4 +535,198 @@ fn runners_cannot_reach_each_other_on_the_bridge() {
     );
     // ...and between two runners (both isolated) nothing passes.
     assert!(!lab.ping(other_runner), "runner to runner");
+}
+
+/// An IP protocol no rule names (253: for experiments, RFC 3692).
+const OTHER_PROTOCOL: i32 = 253;
+/// How long a probe the host should not get is waited for.
+const ABSENCE_WAIT: Duration = Duration::from_secs(3);
+
+/// A raw socket on the host: it sees every packet of its protocol the host accepts (after
+/// the firewall's input hook, where LXD's ACL sits). Closed on drop.
+struct RawReceiver(i32);
+
+impl RawReceiver {
+    fn new(protocol: i32) -> RawReceiver {
+        // SAFETY: plain syscalls; the descriptor is owned by the returned value.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, protocol);
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let timeout = libc::timeval {
+                tv_sec: ABSENCE_WAIT.as_secs() as libc::time_t,
+                tv_usec: 0,
+            };
+            let set = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+            assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+            RawReceiver(fd)
+        }
+    }
+
+    /// Whether a probe from `from` arrives before the timeout (other packets are skipped).
+    fn got_probe_from(&self, from: Ipv4Addr) -> bool {
+        let mut buf = [0u8; 2048];
+        loop {
+            // SAFETY: the buffer outlives the call and its length is passed.
+            let n = unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return false; // the timeout
+            }
+            let packet = &buf[..n as usize];
+            if packet.len() > 20
+                && packet[12..16] == from.octets()
+                && packet.ends_with(b"ghr-probe")
+            {
+                return true;
+            }
+        }
+    }
+}
+
+impl Drop for RawReceiver {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor is ours and closed once.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// A UDP socket on the host's wildcard address (it gets broadcasts) that joined `group`
+/// on the bridge.
+fn udp_receiver(group: Ipv4Addr, bridge_address: Ipv4Addr) -> std::net::UdpSocket {
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    socket.join_multicast_v4(&group, &bridge_address).unwrap();
+    socket.set_read_timeout(Some(ABSENCE_WAIT)).unwrap();
+    socket
+}
+
+fn udp_probe_from(socket: &std::net::UdpSocket, from: Ipv4Addr) -> bool {
+    let mut buf = [0u8; 64];
+    while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+        if peer.ip() == std::net::IpAddr::V4(from) && &buf[..n] == b"ghr-probe" {
+            return true;
+        }
+    }
+    false
+}
+
+/// Issue 19 item 6: nothing of another IP protocol, and no broadcast or multicast, reaches
+/// the host; DHCP and DNS still do.
+#[test]
+fn the_host_gets_no_other_protocol_broadcast_or_multicast_but_dhcp_and_dns_pass() {
+    let lab = Lab::new();
+    lab.check_no_route_out();
+    assert_eq!(
+        lab.exec_ok("cat /sys/class/net/eth0/address").trim(),
+        runner_hwaddr("model/app/0", &lab.container),
+        "the runner has the MAC the charm gives it"
+    );
+    lab.push_probe_sender();
+    let group = Ipv4Addr::new(239, 255, 77, 19);
+    let raw = RawReceiver::new(OTHER_PROTOCOL);
+    let udp = udp_receiver(group, lab.gateway);
+    let port = udp.local_addr().unwrap().port();
+    let send_all = || {
+        lab.probe(&format!("raw {} {OTHER_PROTOCOL}", lab.gateway));
+        lab.probe(&format!("udp 255.255.255.255 {port}"));
+        lab.probe(&format!("udp {group} {port}"));
+    };
+    // Without the ACL each probe arrives: the sender and the receivers work.
+    lab.probe(&format!("raw {} {OTHER_PROTOCOL}", lab.gateway));
+    assert!(raw.got_probe_from(lab.runner_addr), "control: raw protocol");
+    lab.probe(&format!("udp 255.255.255.255 {port}"));
+    assert!(udp_probe_from(&udp, lab.runner_addr), "control: broadcast");
+    lab.probe(&format!("udp {group} {port}"));
+    assert!(udp_probe_from(&udp, lab.runner_addr), "control: multicast");
+
+    lab.apply(&[], &[], &[]);
+    send_all();
+    assert!(
+        !raw.got_probe_from(lab.runner_addr),
+        "IP protocol {OTHER_PROTOCOL} reached the host"
+    );
+    assert!(
+        !udp_probe_from(&udp, lab.runner_addr),
+        "a broadcast or multicast datagram reached the host"
+    );
+    // What runners need still passes: a DHCP lease and an answer from the bridge's DNS.
+    lab.exec_ok("udhcpc -i eth0 -n -q -t 3 -T 1 -s /bin/true");
+    let dns = lab.exec(&format!("nslookup {} {}", lab.container, lab.gateway));
+    let answer =
+        String::from_utf8_lossy(&dns.stdout).to_string() + &String::from_utf8_lossy(&dns.stderr);
+    assert!(
+        !answer.contains("timed out") && !answer.contains("no servers"),
+        "DNS to the bridge: {answer}"
+    );
+}
+
+/// Issue 19 item 5: the job queue broker is rejected for runners like the host.
+#[test]
+fn the_job_queue_broker_is_out_of_reach() {
+    let lab = Lab::new();
+    lab.check_no_route_out();
+    lab.apply(&[], &[], &[]);
+    assert!(
+        wait_for(Duration::from_secs(10), || lab
+            .tcp(lab.target, LISTENER_PORT)),
+        "control: reachable while it is no broker"
+    );
+    lab.apply_inputs(AclInputs {
+        brokers: vec![lab.target],
+        ..lab.inputs()
+    });
+    assert!(!lab.tcp(lab.target, LISTENER_PORT), "the broker: tcp");
+    assert!(!lab.ping(lab.target), "the broker: icmp");
+}
+
+/// Issue 19 item 4: an operator's default actions on their own bridge are theirs.
+#[test]
+fn an_operators_default_acl_actions_are_kept_and_reported() {
+    let fixture = LxdFixture::new();
+    let id = format!(
+        "{}{}",
+        std::process::id() % 100_000,
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let (bridge, acl) = (format!("ghd{id}"), format!("ghrt-acl-d{id}"));
+    let (a, b) = unused_prefixes();
+    run_ok(
+        "lxc",
+        &[
+            "network",
+            "create",
+            &bridge,
+            &format!("ipv4.address=10.{a}.{b}.1/24"),
+            "ipv4.nat=false",
+            "ipv6.address=none",
+            "security.acls.default.egress.action=reject",
+        ],
+    );
+    let lxd = fixture.lxd();
+    let rules = egress_rules(&AclInputs::default());
+    let first = converge::converge(lxd, &bridge, &acl, &rules);
+    let second = converge::converge(lxd, &bridge, &acl, &rules);
+    let config = lxd.network(&bridge).unwrap().map(|n| n.config);
+    let _ = converge::remove(lxd, &bridge, &acl);
+    let _ = run("lxc", &["network", "delete", &bridge]);
+    let (first, second) = (first.unwrap(), second.unwrap());
+    let config = config.expect("the bridge");
+    assert_eq!(config["security.acls.default.egress.action"], "reject");
+    assert_eq!(
+        config["security.acls.default.ingress.action"], "allow",
+        "unset: the charm's"
+    );
+    for done in [&first, &second] {
+        assert_eq!(
+            done.kept_defaults
+                .get("security.acls.default.egress.action"),
+            Some(&"reject".to_string()),
+            "{done:?}"
+        );
+    }
+    assert!(second.bridge_keys_set.is_empty(), "{second:?}");
 }
