@@ -25,46 +25,46 @@ impl Netns {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::SeqCst)
         );
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        assert_ok(
+            &Command::new("ip")
+                .args(["netns", "add", &name])
+                .output()
+                .unwrap(),
         );
         Netns(name)
     }
 
+    /// The real nft with `args` in this namespace.
+    fn nft(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     /// `table` in this namespace, as `nft list` shows it (None: no such table).
     fn table(&self, table: &str) -> Option<String> {
-        let out = Command::new("ip")
-            .args([
-                "netns", "exec", &self.0, "nft", "list", "table", "ip", table,
-            ])
-            .output()
-            .unwrap();
+        let out = self.nft(&["list", "table", "ip", table]);
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Applies `ruleset` with the real nft in this namespace.
+    /// Applies `ruleset` in this namespace.
     fn apply(&self, ruleset: &str, dir: &Path) {
         let file = dir.join("extra.nft");
         std::fs::write(&file, ruleset).unwrap();
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft", "-f"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&self.nft(&["-f", file.to_str().unwrap()]));
     }
+}
+
+fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for Netns {

@@ -117,28 +117,24 @@ pub fn runner_bridge(project: Option<&str>, knob: Option<String>) -> Option<Stri
 /// The host's IPv4 addresses from `ip -4 -o addr show` (loopback left out: runners cannot
 /// address it through the bridge).
 pub fn parse_host_addresses(ip_output: &str) -> Vec<std::net::Ipv4Addr> {
-    let mut addrs: Vec<std::net::Ipv4Addr> = ip_output
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            words.find(|w| *w == "inet")?;
-            words.next()?.split('/').next()?.parse().ok()
-        })
-        .filter(|a: &std::net::Ipv4Addr| !a.is_loopback())
-        .collect();
-    addrs.sort();
-    addrs.dedup();
+    let mut addrs = addresses_after(ip_output, "inet");
+    addrs.retain(|a| !a.is_loopback());
     addrs
 }
 
 /// The broadcast addresses of the host's networks (`brd` in `ip -4 -o addr show`).
 pub fn parse_host_broadcasts(ip_output: &str) -> Vec<std::net::Ipv4Addr> {
+    addresses_after(ip_output, "brd")
+}
+
+/// The address after `word` on each line (a `/prefix` dropped), sorted, without duplicates.
+fn addresses_after(ip_output: &str, word: &str) -> Vec<std::net::Ipv4Addr> {
     let mut addrs: Vec<std::net::Ipv4Addr> = ip_output
         .lines()
         .filter_map(|line| {
             let mut words = line.split_whitespace();
-            words.find(|w| *w == "brd")?;
-            words.next()?.parse().ok()
+            words.find(|w| *w == word)?;
+            words.next()?.split('/').next()?.parse().ok()
         })
         .collect();
     addrs.sort();
