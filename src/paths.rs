@@ -173,9 +173,12 @@ impl HostPaths {
         self.at("var/log/github-runner-image-build.log")
     }
 
-    /// The nft ruleset redirecting runner web traffic to aproxy (kept for operators to read).
+    /// The unit's nft ruleset redirecting its runners' web traffic to aproxy (kept for
+    /// operators to read); `aproxy-<unit>.nft`, the unit-less layout's `aproxy.nft` being the
+    /// machine-wide one of earlier revisions.
     pub fn aproxy_nft_file(&self) -> PathBuf {
-        self.at("var/lib/github-runner-charm/aproxy.nft")
+        self.at("var/lib/github-runner-charm")
+            .join(format!("{}.nft", self.unit_file_name("aproxy")))
     }
 
     /// Held by the runner image build script (every unit's daily cron and the install-time
@@ -235,6 +238,7 @@ mod tests {
             p.machine_lock_file(),
             p.image_build_lock_file(),
             p.exporter_state(),
+            p.aproxy_nft_file(),
             p.reactive_dir("app-0"),
             p.reactive_log_dir("app-0"),
         ] {
@@ -260,6 +264,7 @@ mod tests {
                 p.rebuild_cron_file(),
                 p.metrics_log(),
                 p.metrics_logrotate_rule(),
+                p.aproxy_nft_file(),
             ]
         };
         for (x, y) in per_unit(&a).iter().zip(per_unit(&b).iter()) {

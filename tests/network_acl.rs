@@ -13,11 +13,13 @@ mod executable;
 mod lxd_fixture;
 #[path = "support/net_routes.rs"]
 mod net_routes;
+#[path = "network_acl/probes.rs"]
+mod probes;
 
 use github_runner::lxd::network::LxdNetworks;
 use github_runner::network::acl::{egress_rules, AclInputs};
 use github_runner::network::cidr::Ipv4Net;
-use github_runner::network::{converge, runner_nic};
+use github_runner::network::{converge, runner_hwaddr, runner_nic, RUNNER_HWADDR_KEY};
 use lxd_fixture::{wait_for, LxdFixture, IMAGE_ALIAS};
 use net_routes::{host_route_dev, unused_prefixes};
 use std::io::{Read, Write};
@@ -47,6 +49,15 @@ fn run_ok(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A name part unique in this process and across concurrent processes.
+fn unique_id() -> String {
+    format!(
+        "{}{}",
+        std::process::id() % 100_000,
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
 struct Lab {
     fixture: LxdFixture,
     bridge: String,
@@ -67,11 +78,7 @@ struct Lab {
 impl Lab {
     fn new() -> Lab {
         let fixture = LxdFixture::new();
-        let id = format!(
-            "{}{}",
-            std::process::id() % 100_000,
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
+        let id = unique_id();
         let (a, b) = unused_prefixes();
         let mut lab = Lab {
             fixture,
@@ -156,7 +163,10 @@ impl Lab {
             })
             .collect();
         nic.push(format!("ipv4.address={addr}"));
-        self.fixture.lxc_ok(&["init", IMAGE_ALIAS, name]);
+        // The MAC a runner of the charm gets (a unit's prefix), as the charm sets it.
+        let mac = format!("{RUNNER_HWADDR_KEY}={}", runner_hwaddr("model/app/0", name));
+        self.fixture
+            .lxc_ok(&["init", IMAGE_ALIAS, name, "--config", &mac]);
         let mut args = vec!["config", "device", "add", name, "eth0", "nic"];
         args.extend(nic.iter().map(String::as_str));
         self.fixture.lxc_ok(&args);
@@ -185,10 +195,12 @@ impl Lab {
     fn launch_runner(&self) {
         self.launch_on_bridge(&self.container, self.runner_addr, true);
         let host = host_address();
-        // Only two routes: the listener's /30 and the host's address, both via the bridge.
+        // Only two routes out of the bridge: the listener's /30 and the host's address, both
+        // via the bridge; and broadcast and multicast onto the bridge itself.
         self.exec_ok(&format!(
             "ip addr add {}/24 dev eth0 && ip link set eth0 up && \
-             ip route add {}/30 via {gw} && ip route add {host}/32 via {gw}",
+             ip route add {}/30 via {gw} && ip route add {host}/32 via {gw} && \
+             ip route add 224.0.0.0/4 dev eth0 && ip route add 255.255.255.255/32 dev eth0",
             self.runner_addr,
             Ipv4Net::new(self.target, 30)
                 .unwrap()
@@ -247,13 +259,27 @@ impl Lab {
     }
 
     fn apply(&self, denylist: &[Ipv4Net], exempt: &[Ipv4Addr], allowed: &[u16]) {
-        let rules = egress_rules(&AclInputs {
-            host_addresses: vec![self.gateway, host_address()],
+        self.apply_inputs(AclInputs {
             allowed_host_tcp_ports: allowed.to_vec(),
             denylist: denylist.to_vec(),
             exempt: exempt.to_vec(),
-            reject_link_local: true,
+            ..self.inputs()
         });
+    }
+
+    /// The charm's inputs for this lab: the host's addresses and the bridge's broadcast.
+    fn inputs(&self) -> AclInputs {
+        let [a, b, c, _] = self.gateway.octets();
+        AclInputs {
+            host_addresses: vec![self.gateway, host_address()],
+            host_broadcasts: vec![Ipv4Addr::new(a, b, c, 255)],
+            reject_link_local: true,
+            ..AclInputs::default()
+        }
+    }
+
+    fn apply_inputs(&self, inputs: AclInputs) {
+        let rules = egress_rules(&inputs);
         converge::converge(self.fixture.lxd(), &self.bridge, &self.acl, &rules).unwrap();
     }
 }
@@ -414,11 +440,7 @@ fn attaching_changing_and_detaching_repeatedly_leaves_nothing_behind() {
 #[test]
 fn a_missing_bridge_is_created_and_removed_with_the_acl() {
     let fixture = LxdFixture::new();
-    let id = format!(
-        "{}{}",
-        std::process::id() % 100_000,
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    );
+    let id = unique_id();
     let (bridge, acl) = (format!("ghc{id}"), format!("ghrt-acl-c{id}"));
     let lxd = fixture.lxd();
     let rules = egress_rules(&AclInputs::default());
@@ -474,4 +496,67 @@ fn runners_cannot_reach_each_other_on_the_bridge() {
     );
     // ...and between two runners (both isolated) nothing passes.
     assert!(!lab.ping(other_runner), "runner to runner");
+}
+
+/// Issue 19 item 5: the job queue broker is rejected for runners like the host.
+#[test]
+fn the_job_queue_broker_is_out_of_reach() {
+    let lab = Lab::new();
+    lab.check_no_route_out();
+    lab.apply(&[], &[], &[]);
+    assert!(
+        wait_for(Duration::from_secs(10), || lab
+            .tcp(lab.target, LISTENER_PORT)),
+        "control: reachable while it is no broker"
+    );
+    lab.apply_inputs(AclInputs {
+        brokers: vec![lab.target],
+        ..lab.inputs()
+    });
+    assert!(!lab.tcp(lab.target, LISTENER_PORT), "the broker: tcp");
+    assert!(!lab.ping(lab.target), "the broker: icmp");
+}
+
+/// Issue 19 item 4: an operator's default actions on their own bridge are theirs.
+#[test]
+fn an_operators_default_acl_actions_are_kept_and_reported() {
+    let fixture = LxdFixture::new();
+    let id = unique_id();
+    let (bridge, acl) = (format!("ghd{id}"), format!("ghrt-acl-d{id}"));
+    let (a, b) = unused_prefixes();
+    run_ok(
+        "lxc",
+        &[
+            "network",
+            "create",
+            &bridge,
+            &format!("ipv4.address=10.{a}.{b}.1/24"),
+            "ipv4.nat=false",
+            "ipv6.address=none",
+            "security.acls.default.egress.action=reject",
+        ],
+    );
+    let lxd = fixture.lxd();
+    let rules = egress_rules(&AclInputs::default());
+    let first = converge::converge(lxd, &bridge, &acl, &rules);
+    let second = converge::converge(lxd, &bridge, &acl, &rules);
+    let config = lxd.network(&bridge).unwrap().map(|n| n.config);
+    let _ = converge::remove(lxd, &bridge, &acl);
+    let _ = run("lxc", &["network", "delete", &bridge]);
+    let (first, second) = (first.unwrap(), second.unwrap());
+    let config = config.expect("the bridge");
+    assert_eq!(config["security.acls.default.egress.action"], "reject");
+    assert_eq!(
+        config["security.acls.default.ingress.action"], "allow",
+        "unset: the charm's"
+    );
+    for done in [&first, &second] {
+        assert_eq!(
+            done.kept_defaults
+                .get("security.acls.default.egress.action"),
+            Some(&"reject".to_string()),
+            "{done:?}"
+        );
+    }
+    assert!(second.bridge_keys_set.is_empty(), "{second:?}");
 }

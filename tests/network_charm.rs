@@ -15,6 +15,8 @@ mod juju_harness;
 mod lxd_fixture;
 #[path = "support/net_routes.rs"]
 mod net_routes;
+#[path = "support/redis_server/mod.rs"]
+mod redis_server;
 
 use charm_env::CharmEnv;
 use github_runner::identity::UnitIdentity;
@@ -182,7 +184,9 @@ fn debug_ssh_servers_reach_runners_and_the_acl_follows_config_and_relation_chang
     env.config_changed().assert_ok();
     assert_eq!(deny_rule(&env, &acl), None);
     let rules = env.fx.lxd().acl(&acl).unwrap().unwrap().egress;
-    assert!(rules.iter().any(|r| r.description == "host: tcp"));
+    assert!(rules
+        .iter()
+        .any(|r| r.description == "host: every protocol"));
     assert_eq!(
         env.instances(),
         first,
@@ -270,6 +274,56 @@ fn a_promise_another_units_acl_breaks_is_refused_with_blocked() {
 
     for hook in ["stop", "remove"] {
         other.hook(hook).assert_ok();
+        env.h.hook(hook).assert_ok();
+    }
+}
+
+/// Issue 19 items 4 and 5, through dispatch: in reactive mode the broker's addresses (its
+/// host name resolved on the machine) are rejected for runners, the URI's password in no
+/// log; and an operator's default ACL action on their own bridge survives setup and the
+/// timer's event, with a warning.
+#[test]
+fn the_broker_is_rejected_and_an_operators_default_action_is_kept() {
+    let (bridge, _) = TestBridge::create("ghq");
+    lxc_ok(&[
+        "network",
+        "set",
+        &bridge.0,
+        "security.acls.default.egress.action=reject",
+    ]);
+    let redis = redis_server::RedisServer::start();
+    let mut env = CharmEnv::new(0);
+    env.h.env.insert(BRIDGE_ENV.into(), bridge.0.clone());
+    // The test's own redis, named by host name and with a password in the URI.
+    let uri = redis
+        .uri()
+        .replace("redis://127.0.0.1:", "redis://:brokerS3cret@localhost:");
+    env.set_config("mq-uri", uri);
+    env.deploy();
+    env.reconcile().assert_ok();
+    let acl = acl_name(&env.unit);
+    let rules = env.fx.lxd().acl(&acl).unwrap().expect("the ACL").egress;
+    let broker = rules
+        .iter()
+        .find(|r| r.description == "job queue broker")
+        .unwrap_or_else(|| panic!("no broker rule: {rules:?}"));
+    assert_eq!(
+        broker.destination, "127.0.0.1",
+        "localhost, as getent resolves it"
+    );
+    assert_eq!(broker.protocol, "");
+    let config = env.fx.lxd().network(&bridge.0).unwrap().unwrap().config;
+    assert_eq!(config["security.acls.default.egress.action"], "reject");
+    assert_eq!(config["security.acls.default.ingress.action"], "allow");
+    let logs = env.h.logs();
+    assert!(
+        logs.iter().any(|l| l.level == "WARNING"
+            && l.message.contains("keeps the default ACL actions")
+            && l.message.contains("reject")),
+        "{logs:?}"
+    );
+    assert!(!logs.iter().any(|l| l.message.contains("brokerS3cret")));
+    for hook in ["stop", "remove"] {
         env.h.hook(hook).assert_ok();
     }
 }

@@ -14,3 +14,20 @@ pub struct Context<'a> {
 /// The charm's version: `juju status` shows it as the application version, and the host
 /// setup's fingerprint includes it (a new charm checks the host again).
 pub const CHARM_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+impl Context<'_> {
+    /// The id of the `endpoint` relation this hook tears down (`<endpoint>-relation-broken`):
+    /// it counts as gone for what the hook converges.
+    pub fn broken_relation(&self, endpoint: &str) -> Option<&str> {
+        self.hook
+            .dispatch_path
+            .as_deref()
+            .filter(|p| {
+                p.rsplit('/')
+                    .next()
+                    .is_some_and(|hook| hook == format!("{endpoint}-relation-broken"))
+            })
+            .and(self.hook.relation.as_ref())
+            .map(|r| r.relation_id.as_str())
+    }
+}

@@ -3,9 +3,16 @@
 //!
 //! LXD applies a bridge's ACL where the bridge meets the host: to traffic from runners to
 //! the host itself and to everything routed beyond it (not between two instances on the
-//! bridge). LXD lets DHCP and DNS to the bridge through before the ACL, so runners keep an
-//! address and a resolver. Whatever no rule rejects is allowed
-//! (`security.acls.default.egress.action=allow`).
+//! bridge). LXD lets DHCP and DNS to the host (and the ICMP errors path MTU needs) through
+//! before the ACL, so runners keep an address and a resolver. LXD orders an ACL's rules by
+//! action (drop, reject, then allow, then the default action), so an allow rule can never
+//! open what a reject rule closes: what runners may reach is cut out of the reject rules.
+//! Whatever no rule rejects is allowed (`security.acls.default.egress.action=allow`).
+//!
+//! The host is closed to every protocol (not only TCP, UDP and ICMP), and so are broadcast
+//! and multicast, which the host receives too. With aproxy on, its TCP port stays open: LXD
+//! rules can name only tcp, udp, icmp4 or any protocol, so the host's other protocols are
+//! then closed by aproxy's own nft table ([`super::aproxy::nft_ruleset`]).
 
 use super::cidr::Ipv4Net;
 pub use crate::lxd::network::AclRule;
@@ -27,7 +34,15 @@ pub struct AclInputs {
     pub exempt: Vec<Ipv4Addr>,
     /// Reject 169.254.0.0/16 (the default; an operator may opt out).
     pub reject_link_local: bool,
+    /// The broadcast addresses of the host's networks (`brd` of `ip addr`).
+    pub host_broadcasts: Vec<Ipv4Addr>,
+    /// The job queue broker's addresses in reactive mode: rejected like the host, so a job
+    /// cannot forge, delete or read the queue's messages.
+    pub brokers: Vec<Ipv4Addr>,
 }
+
+/// Destinations the host receives that are none of its addresses.
+pub const BROADCAST_AND_MULTICAST: [&str; 2] = ["255.255.255.255", "224.0.0.0/4"];
 
 /// The egress rules, in a stable order (equal inputs give equal rules, so convergence
 /// writes only on a real change).
@@ -39,27 +54,50 @@ pub fn egress_rules(inputs: &AclInputs) -> Vec<AclRule> {
     if !hosts.is_empty() {
         let host_list = join(hosts.iter());
         let ports = tcp_port_ranges_except(&inputs.allowed_host_tcp_ports);
-        if !ports.is_empty() {
+        if inputs.allowed_host_tcp_ports.is_empty() {
+            rules.push(AclRule::reject(
+                host_list,
+                "",
+                String::new(),
+                "host: every protocol",
+            ));
+        } else {
+            if !ports.is_empty() {
+                rules.push(AclRule::reject(
+                    host_list.clone(),
+                    "tcp",
+                    ports,
+                    "host: tcp",
+                ));
+            }
             rules.push(AclRule::reject(
                 host_list.clone(),
-                "tcp",
-                ports,
-                "host: tcp",
+                "udp",
+                String::new(),
+                "host: udp",
+            ));
+            rules.push(AclRule::reject(
+                host_list,
+                "icmp4",
+                String::new(),
+                "host: icmp",
             ));
         }
-        rules.push(AclRule::reject(
-            host_list.clone(),
-            "udp",
-            String::new(),
-            "host: udp",
-        ));
-        rules.push(AclRule::reject(
-            host_list,
-            "icmp4",
-            String::new(),
-            "host: icmp",
-        ));
     }
+    let mut broadcasts: Vec<String> = inputs
+        .host_broadcasts
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    broadcasts.sort();
+    broadcasts.dedup();
+    broadcasts.extend(BROADCAST_AND_MULTICAST.iter().map(|d| d.to_string()));
+    rules.push(AclRule::reject(
+        broadcasts.join(","),
+        "",
+        String::new(),
+        "host: broadcast and multicast",
+    ));
     rules.push(AclRule::reject("::/0".into(), "", String::new(), "no IPv6"));
     if inputs.reject_link_local {
         rules.push(AclRule::reject(
@@ -67,6 +105,17 @@ pub fn egress_rules(inputs: &AclInputs) -> Vec<AclRule> {
             "",
             String::new(),
             "link-local",
+        ));
+    }
+    let mut brokers = inputs.brokers.clone();
+    brokers.sort();
+    brokers.dedup();
+    if !brokers.is_empty() {
+        rules.push(AclRule::reject(
+            join(brokers.iter()),
+            "",
+            String::new(),
+            "job queue broker",
         ));
     }
     let mut keep_reachable = hosts;
@@ -129,6 +178,8 @@ mod tests {
             denylist: vec![],
             exempt: vec![],
             reject_link_local: true,
+            host_broadcasts: vec![ip("10.99.0.255")],
+            brokers: vec![],
         }
     }
 
@@ -151,13 +202,48 @@ mod tests {
         assert_eq!(
             summary(&egress_rules(&inputs())),
             [
-                "reject 10.99.0.1,192.0.2.2 tcp 1-65535",
-                "reject 10.99.0.1,192.0.2.2 udp",
-                "reject 10.99.0.1,192.0.2.2 icmp4",
+                "reject 10.99.0.1,192.0.2.2",
+                "reject 10.99.0.255,255.255.255.255,224.0.0.0/4",
                 "reject ::/0",
                 "reject 169.254.0.0/16",
             ]
         );
+    }
+
+    #[test]
+    fn the_host_is_closed_to_every_protocol_but_aproxys_port() {
+        let closed = egress_rules(&inputs());
+        assert_eq!(
+            closed[0].protocol, "",
+            "any protocol, not only tcp/udp/icmp"
+        );
+        let mut on = inputs();
+        on.allowed_host_tcp_ports = vec![54969];
+        assert_eq!(
+            summary(&egress_rules(&on))[..4],
+            [
+                "reject 10.99.0.1,192.0.2.2 tcp 1-54968,54970-65535",
+                "reject 10.99.0.1,192.0.2.2 udp",
+                "reject 10.99.0.1,192.0.2.2 icmp4",
+                "reject 10.99.0.255,255.255.255.255,224.0.0.0/4",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_job_queue_broker_is_rejected_even_inside_no_denylist() {
+        let mut i = inputs();
+        i.brokers = vec![ip("203.0.113.9"), ip("198.51.100.4"), ip("203.0.113.9")];
+        let rules = egress_rules(&i);
+        let broker = rules
+            .iter()
+            .find(|r| r.description == "job queue broker")
+            .expect("a broker rule");
+        assert_eq!(broker.destination, "198.51.100.4,203.0.113.9");
+        assert_eq!(broker.protocol, "", "every protocol");
+        assert!(!summary(&egress_rules(&inputs()))
+            .iter()
+            .any(|r| r.contains("203.0.113.9")));
     }
 
     #[test]
@@ -223,7 +309,7 @@ mod tests {
 
     #[test]
     fn rules_serialise_in_lxds_shape() {
-        let rule = &egress_rules(&inputs())[3];
+        let rule = &egress_rules(&inputs())[2];
         assert_eq!(
             serde_json::to_value(rule).unwrap(),
             serde_json::json!({"action": "reject", "destination": "::/0",

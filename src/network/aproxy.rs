@@ -2,20 +2,72 @@
 //! model's HTTP(S) proxy. Runners get no proxy settings; nft redirects their TCP 80/443 to
 //! non-private destinations to aproxy's listener. The ruleset and the snap calls are pure
 //! functions; [`converge`] runs them through [`HostCommands`].
+//!
+//! Per unit: units sharing a machine share the bridge, so each unit's redirect lives in an
+//! nft table of its own ([`table_name`]), written from a ruleset file of its own, and
+//! matches only its own runners, by the MAC prefix every runner NIC of the unit carries
+//! ([`crate::network::unit_mac_prefix`]; LXD's MAC filtering keeps a runner from taking
+//! another's). No set to keep up to date: a runner is matched from its first packet, and a
+//! gone runner leaves nothing behind. The snap is machine-wide and never removed (another
+//! unit may use it; removing it is the operator's call).
 
 use crate::charm::setup::commands::{CommandError, HostCommands};
-use std::path::Path;
+use crate::identity::UnitIdentity;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where aproxy listens on the host (the ACL keeps this one host port open to runners).
 pub const LISTEN_PORT: u16 = 54969;
-/// The nft table the charm owns (the whole table is replaced or deleted, nothing else).
-pub const NFT_TABLE: &str = "github-runner-aproxy";
+/// The machine-wide table of earlier revisions (redirecting every runner on the bridge):
+/// deleted by the first converge of this revision.
+pub const LEGACY_NFT_TABLE: &str = "github-runner-aproxy";
+/// Longest table name [`table_name`] gives: the limit LXD names keep, well within nft's
+/// (`NFT_NAME_MAXLEN`, 256 bytes; 32 on kernels before 4.16 is not supported).
+pub const MAX_TABLE_NAME_LEN: usize = 63;
 const SNAP_TIMEOUT: Duration = Duration::from_secs(600);
 const NFT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Destinations never redirected: private and loopback networks.
 const PRIVATE: &str = "10.0.0.0/8, 127.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16";
+
+/// The unit's nft table (`ghr-aproxy-5bb2e5a4-github-runner-0`): one per unit and model,
+/// cut to [`MAX_TABLE_NAME_LEN`] with 8 hex of the full name's SHA-256 when the application
+/// name is long, so two units never share one.
+pub fn table_name(identity: &UnitIdentity) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect()
+    };
+    let model: String = clean(&identity.model_uuid).chars().take(8).collect();
+    let app = clean(&identity.app);
+    let full = format!("ghr-aproxy-{model}-{app}-{}", identity.unit_number);
+    if full.len() <= MAX_TABLE_NAME_LEN {
+        return full;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(identity.owner_value().as_bytes());
+    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let tail = format!("-{hash}-{}", identity.unit_number);
+    let head_len = MAX_TABLE_NAME_LEN - tail.len();
+    // ASCII only (cleaned above), so byte slicing is on char boundaries.
+    format!("{}{tail}", &full[..head_len])
+}
+
+/// What one unit's redirect is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AproxyTarget {
+    /// [`table_name`] of the unit.
+    pub table: String,
+    /// The unit's ruleset file ([`crate::paths::HostPaths::aproxy_nft_file`]).
+    pub nft_file: PathBuf,
+    /// The machine-wide file of earlier revisions (the unit-less layout's).
+    pub legacy_nft_file: PathBuf,
+    /// The runners' bridge.
+    pub bridge: String,
+    /// [`crate::network::unit_mac_prefix`] of the unit.
+    pub runner_mac_prefix: [u8; 3],
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AproxyError {
@@ -83,41 +135,56 @@ pub fn snap_commands(upstream: &str) -> Vec<Vec<String>> {
     ]
 }
 
-/// The ruleset: the charm's table replaced as a whole (declared, deleted, declared again,
-/// so `nft -f` is atomic and idempotent), redirecting TCP 80/443 that enters from `bridge`
-/// towards a non-private destination to aproxy on the host.
-pub fn nft_ruleset(bridge: &str) -> String {
+/// nft's match for a source MAC starting with `prefix`.
+fn mac_match(prefix: [u8; 3]) -> String {
+    let [a, b, c] = prefix;
+    format!("ether saddr & ff:ff:ff:00:00:00 == {a:02x}:{b:02x}:{c:02x}:00:00:00")
+}
+
+/// The unit's ruleset: its table replaced as a whole (declared, deleted, declared again, so
+/// `nft -f` is atomic and idempotent). From the unit's runners only (on `bridge`, by MAC
+/// prefix): TCP 80/443 to a non-private destination is redirected to aproxy on the host,
+/// and every protocol to the host but TCP, UDP and ICMP is rejected (the ACL closes those
+/// three but for aproxy's port; LXD rules cannot name other protocols apart).
+pub fn nft_ruleset(table: &str, bridge: &str, runner_mac_prefix: [u8; 3]) -> String {
+    let runners = format!("iifname \"{bridge}\" {}", mac_match(runner_mac_prefix));
     format!(
-        "table ip {NFT_TABLE} {{}}\n\
-         delete table ip {NFT_TABLE}\n\
-         table ip {NFT_TABLE} {{\n\
+        "table ip {table} {{}}\n\
+         delete table ip {table}\n\
+         table ip {table} {{\n\
          \tchain prerouting {{\n\
          \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
-         \t\tiifname \"{bridge}\" ip daddr != {{ {PRIVATE} }} tcp dport {{ 80, 443 }} redirect to :{LISTEN_PORT}\n\
+         \t\t{runners} ip daddr != {{ {PRIVATE} }} tcp dport {{ 80, 443 }} redirect to :{LISTEN_PORT}\n\
+         \t}}\n\
+         \tchain input {{\n\
+         \t\ttype filter hook input priority filter; policy accept;\n\
+         \t\t{runners} fib daddr type local meta l4proto != {{ tcp, udp, icmp }} reject\n\
          \t}}\n\
          }}\n"
     )
 }
 
-/// The ruleset that deletes the charm's table (whether or not it exists).
-pub fn nft_removal() -> String {
-    format!("table ip {NFT_TABLE} {{}}\ndelete table ip {NFT_TABLE}\n")
+/// The ruleset that deletes `table` (whether or not it exists).
+pub fn nft_removal(table: &str) -> String {
+    format!("table ip {table} {{}}\ndelete table ip {table}\n")
 }
 
-/// With `upstream`: aproxy installed and configured, the redirect in place. Without: the
-/// redirect gone (the snap stays: removing it is the operator's call).
+/// With `upstream`: aproxy installed and configured, the unit's redirect in place. Without:
+/// the unit's redirect gone (other units' tables and the snap stay). Either way the
+/// machine-wide table of earlier revisions goes.
 pub fn converge(
     commands: &dyn HostCommands,
-    nft_file: &Path,
-    bridge: &str,
+    target: &AproxyTarget,
     upstream: Option<&str>,
 ) -> Result<(), AproxyError> {
     let nft = commands.find("nft");
+    // A file is there exactly when its rules were applied (no nft spawn otherwise).
+    if let Some(nft) = &nft {
+        remove_table(commands, nft, &target.legacy_nft_file, LEGACY_NFT_TABLE)?;
+    }
     let Some(upstream) = upstream else {
-        // Off: the file is there exactly when rules were applied (no nft spawn otherwise).
-        if let (Some(nft), true) = (nft, nft_file.exists()) {
-            apply_nft(commands, &nft, nft_file, &nft_removal())?;
-            std::fs::remove_file(nft_file).map_err(|e| AproxyError::Io(e.to_string()))?;
+        if let Some(nft) = &nft {
+            remove_table(commands, nft, &target.nft_file, &target.table)?;
         }
         return Ok(());
     };
@@ -127,7 +194,22 @@ pub fn converge(
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         check(commands.run(&snap, &args, SNAP_TIMEOUT)?, "snap", &args)?;
     }
-    apply_nft(commands, &nft, nft_file, &nft_ruleset(bridge))
+    let ruleset = nft_ruleset(&target.table, &target.bridge, target.runner_mac_prefix);
+    apply_nft(commands, &nft, &target.nft_file, &ruleset)
+}
+
+/// Deletes `table` when its ruleset `file` says it was applied, then the file.
+fn remove_table(
+    commands: &dyn HostCommands,
+    nft: &Path,
+    file: &Path,
+    table: &str,
+) -> Result<(), AproxyError> {
+    if !file.exists() {
+        return Ok(());
+    }
+    apply_nft(commands, nft, file, &nft_removal(table))?;
+    std::fs::remove_file(file).map_err(|e| AproxyError::Io(e.to_string()))
 }
 
 fn apply_nft(
@@ -178,23 +260,51 @@ mod tests {
     }
 
     #[test]
-    fn the_ruleset_redirects_only_runner_web_traffic_to_public_destinations() {
-        let rules = nft_ruleset("lxdbr0");
-        assert!(rules.starts_with(
-            "table ip github-runner-aproxy {}\ndelete table ip github-runner-aproxy\n"
-        ));
+    fn the_ruleset_redirects_only_the_units_runner_web_traffic_to_public_destinations() {
+        let rules = nft_ruleset("ghr-aproxy-m-app-0", "lxdbr0", [0x02, 0xab, 0x0c]);
+        assert!(rules
+            .starts_with("table ip ghr-aproxy-m-app-0 {}\ndelete table ip ghr-aproxy-m-app-0\n"));
         assert!(rules.contains(
-            "iifname \"lxdbr0\" ip daddr != { 10.0.0.0/8, 127.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 } tcp dport { 80, 443 } redirect to :54969"
+            "iifname \"lxdbr0\" ether saddr & ff:ff:ff:00:00:00 == 02:ab:0c:00:00:00 ip daddr != { 10.0.0.0/8, 127.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 } tcp dport { 80, 443 } redirect to :54969"
         ));
         assert!(rules.contains("type nat hook prerouting priority dstnat"));
+        assert!(rules.contains(
+            "02:ab:0c:00:00:00 fib daddr type local meta l4proto != { tcp, udp, icmp } reject"
+        ));
         assert!(
             !rules.contains("hook output"),
             "the host's own traffic is left alone"
         );
+        assert_eq!(nft_removal("t"), "table ip t {}\ndelete table ip t\n");
+    }
+
+    fn unit(app: &str, n: u32) -> UnitIdentity {
+        UnitIdentity {
+            app: app.into(),
+            unit_number: n,
+            model_uuid: "5bb2e5a4-1d0b-4d6e".into(),
+        }
+    }
+
+    #[test]
+    fn each_unit_has_its_own_table_within_the_name_limit() {
         assert_eq!(
-            nft_removal(),
-            "table ip github-runner-aproxy {}\ndelete table ip github-runner-aproxy\n"
+            table_name(&unit("github-runner", 0)),
+            "ghr-aproxy-5bb2e5a4-github-runner-0"
         );
+        assert_ne!(
+            table_name(&unit("github-runner", 0)),
+            table_name(&unit("github-runner", 1))
+        );
+        let long = "a".repeat(59);
+        let (a, b) = (
+            table_name(&unit(&long, 0)),
+            table_name(&unit(&format!("{long}b"), 0)),
+        );
+        assert_eq!(a.len(), MAX_TABLE_NAME_LEN);
+        assert!(a.ends_with("-0"), "{a}");
+        assert_ne!(a, b, "cut names still differ");
+        assert_eq!(a, table_name(&unit(&long, 0)), "deterministic");
     }
 
     #[test]

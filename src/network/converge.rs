@@ -18,6 +18,18 @@ pub struct Converged {
     pub bridge_created: bool,
     pub acl_written: bool,
     pub bridge_keys_set: BTreeMap<String, String>,
+    /// Default actions an operator set on a bridge the charm did not create, kept as they
+    /// are (the caller warns: runners get their allowlist, not the charm's allow).
+    pub kept_defaults: BTreeMap<String, String>,
+}
+
+/// What the bridge needs ([`bridge_changes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BridgeChanges {
+    /// Keys to set (empty: nothing differs).
+    pub set: BTreeMap<String, String>,
+    /// Default actions left as the operator set them.
+    pub kept_defaults: BTreeMap<String, String>,
 }
 
 /// A fresh bridge: IPv4 with NAT (runners reach the internet through the host), no IPv6.
@@ -33,21 +45,37 @@ pub fn new_bridge_config() -> BTreeMap<String, String> {
 }
 
 /// The keys to set on the bridge so it has no IPv6 and the charm's ACL is attached (other
-/// ACLs an operator attached stay). Empty when nothing differs.
-pub fn bridge_changes(config: &BTreeMap<String, String>, acl: &str) -> BTreeMap<String, String> {
-    let mut changes = BTreeMap::new();
+/// ACLs an operator attached stay). The default actions become `allow` (traffic no rule
+/// rejects passes; LXD's default for an attached ACL is reject) only on a bridge the charm
+/// created (`charm_created`) or where they are unset: an operator's own default (an
+/// allowlist of theirs, `reject`) is kept.
+pub fn bridge_changes(
+    config: &BTreeMap<String, String>,
+    acl: &str,
+    charm_created: bool,
+) -> BridgeChanges {
+    let mut changes = BridgeChanges::default();
     if config.get("ipv6.address").map(String::as_str) != Some("none") {
-        changes.insert("ipv6.address".to_string(), "none".to_string());
+        changes
+            .set
+            .insert("ipv6.address".to_string(), "none".to_string());
     }
     let mut acls = acl_list(config);
     if !acls.iter().any(|a| a == acl) {
         acls.push(acl.to_string());
-        changes.insert(ACLS_KEY.to_string(), acls.join(","));
+        changes.set.insert(ACLS_KEY.to_string(), acls.join(","));
     }
-    // Traffic no rule rejects is allowed (LXD's default for an attached ACL is reject).
     for key in [EGRESS_DEFAULT_KEY, INGRESS_DEFAULT_KEY] {
-        if config.get(key).map(String::as_str) != Some("allow") {
-            changes.insert(key.to_string(), "allow".to_string());
+        match config.get(key).map(String::as_str) {
+            Some("allow") => {}
+            Some(theirs) if !charm_created && !theirs.is_empty() => {
+                changes
+                    .kept_defaults
+                    .insert(key.to_string(), theirs.to_string());
+            }
+            _ => {
+                changes.set.insert(key.to_string(), "allow".to_string());
+            }
         }
     }
     changes
@@ -126,8 +154,10 @@ pub fn converge_creating(
     rules: &[AclRule],
 ) -> Result<Converged, NetworkError> {
     let mut done = Converged::default();
-    let config = match net.network(bridge)? {
-        Some(info) if info.managed && info.kind == "bridge" => info.config,
+    let (config, charm_created) = match net.network(bridge)? {
+        Some(info) if info.managed && info.kind == "bridge" => {
+            (info.config, info.description == MANAGED_DESCRIPTION)
+        }
         Some(info) => {
             return Err(NetworkError::NotAManagedBridge {
                 name: bridge.to_string(),
@@ -137,7 +167,7 @@ pub fn converge_creating(
         None => {
             net.create_bridge(bridge, MANAGED_DESCRIPTION, new_config)?;
             done.bridge_created = true;
-            new_config.clone()
+            (new_config.clone(), true)
         }
     };
     let current = net.acl(acl)?;
@@ -145,11 +175,12 @@ pub fn converge_creating(
         net.put_acl(acl, MANAGED_DESCRIPTION, rules)?;
         done.acl_written = true;
     }
-    let changes = bridge_changes(&config, acl);
-    if !changes.is_empty() {
-        net.set_network_keys(bridge, &changes)?;
-        done.bridge_keys_set = changes;
+    let changes = bridge_changes(&config, acl, charm_created);
+    if !changes.set.is_empty() {
+        net.set_network_keys(bridge, &changes.set)?;
+        done.bridge_keys_set = changes.set;
     }
+    done.kept_defaults = changes.kept_defaults;
     Ok(done)
 }
 
@@ -184,7 +215,7 @@ mod tests {
     #[test]
     fn a_fresh_bridge_gets_the_acl_attached_and_ipv6_stays_off() {
         assert_eq!(
-            bridge_changes(&new_bridge_config(), "ghr"),
+            bridge_changes(&new_bridge_config(), "ghr", true).set,
             map(&[
                 (ACLS_KEY, "ghr"),
                 (EGRESS_DEFAULT_KEY, "allow"),
@@ -196,12 +227,47 @@ mod tests {
     #[test]
     fn an_operators_acls_stay_and_a_converged_bridge_needs_nothing() {
         let theirs = map(&[("ipv6.address", "fd00::1/64"), (ACLS_KEY, "theirs")]);
-        let changes = bridge_changes(&theirs, "ghr");
+        let changes = bridge_changes(&theirs, "ghr", false).set;
         assert_eq!(changes["ipv6.address"], "none");
         assert_eq!(changes[ACLS_KEY], "theirs,ghr");
+        assert_eq!(
+            changes[EGRESS_DEFAULT_KEY], "allow",
+            "unset: the charm sets it"
+        );
         let mut converged = theirs.clone();
         converged.extend(changes);
-        assert!(bridge_changes(&converged, "ghr").is_empty());
+        assert_eq!(
+            bridge_changes(&converged, "ghr", false),
+            BridgeChanges::default()
+        );
+    }
+
+    #[test]
+    fn an_operators_default_actions_stay_on_their_bridge_but_not_on_the_charms() {
+        let theirs = map(&[
+            (ACLS_KEY, "theirs,ghr"),
+            ("ipv6.address", "none"),
+            (EGRESS_DEFAULT_KEY, "reject"),
+            (INGRESS_DEFAULT_KEY, "drop"),
+        ]);
+        let kept = bridge_changes(&theirs, "ghr", false);
+        assert!(kept.set.is_empty(), "{kept:?}");
+        assert_eq!(
+            kept.kept_defaults,
+            map(&[
+                (EGRESS_DEFAULT_KEY, "reject"),
+                (INGRESS_DEFAULT_KEY, "drop")
+            ])
+        );
+        let ours = bridge_changes(&theirs, "ghr", true);
+        assert_eq!(
+            ours.set,
+            map(&[
+                (EGRESS_DEFAULT_KEY, "allow"),
+                (INGRESS_DEFAULT_KEY, "allow")
+            ])
+        );
+        assert!(ours.kept_defaults.is_empty());
     }
 
     #[test]

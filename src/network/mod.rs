@@ -6,6 +6,7 @@
 
 pub mod acl;
 pub mod aproxy;
+pub mod broker;
 pub mod cidr;
 pub mod converge;
 pub mod debug_ssh;
@@ -58,6 +59,32 @@ pub fn runner_nic(bridge: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
+/// The instance config key that fixes the runner NIC's MAC address, set at creation.
+pub const RUNNER_HWADDR_KEY: &str = "volatile.eth0.hwaddr";
+
+/// The first three bytes of the MAC address of every runner NIC of the unit whose owner
+/// value (`<model-uuid>/<unit-name>`) is `owner`: 22 bits of its SHA-256, marked locally
+/// administered and unicast. How the unit's nft rules (aproxy) tell its runners from the
+/// other units' on the shared bridge.
+pub fn unit_mac_prefix(owner: &str) -> [u8; 3] {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(owner.as_bytes());
+    [(digest[0] & 0xfc) | 0x02, digest[1], digest[2]]
+}
+
+/// The MAC address of a runner NIC: the unit's prefix ([`unit_mac_prefix`]) and three bytes
+/// of the runner name's SHA-256 (the name is random, so the MAC is; the same name gives the
+/// same MAC, so a rerun creation is no different).
+pub fn runner_hwaddr(owner: &str, runner_name: &str) -> String {
+    use sha2::Digest;
+    let [a, b, c] = unit_mac_prefix(owner);
+    let digest = sha2::Sha256::digest(runner_name.as_bytes());
+    format!(
+        "{a:02x}:{b:02x}:{c:02x}:{:02x}:{:02x}:{:02x}",
+        digest[0], digest[1], digest[2]
+    )
+}
+
 /// The charm's ACL name for a unit (`ghr-5bb2e5a4-github-runner-0`): one per unit and
 /// model, so units sharing a machine never rewrite each other's rules.
 pub fn acl_name(identity: &crate::identity::UnitIdentity) -> String {
@@ -90,30 +117,52 @@ pub fn runner_bridge(project: Option<&str>, knob: Option<String>) -> Option<Stri
 /// The host's IPv4 addresses from `ip -4 -o addr show` (loopback left out: runners cannot
 /// address it through the bridge).
 pub fn parse_host_addresses(ip_output: &str) -> Vec<std::net::Ipv4Addr> {
+    let mut addrs = addresses_after(ip_output, "inet");
+    addrs.retain(|a| !a.is_loopback());
+    addrs
+}
+
+/// The broadcast addresses of the host's networks (`brd` in `ip -4 -o addr show`).
+pub fn parse_host_broadcasts(ip_output: &str) -> Vec<std::net::Ipv4Addr> {
+    addresses_after(ip_output, "brd")
+}
+
+/// The address after `word` on each line (a `/prefix` dropped), sorted, without duplicates.
+fn addresses_after(ip_output: &str, word: &str) -> Vec<std::net::Ipv4Addr> {
     let mut addrs: Vec<std::net::Ipv4Addr> = ip_output
         .lines()
         .filter_map(|line| {
             let mut words = line.split_whitespace();
-            words.find(|w| *w == "inet")?;
+            words.find(|w| *w == word)?;
             words.next()?.split('/').next()?.parse().ok()
         })
-        .filter(|a: &std::net::Ipv4Addr| !a.is_loopback())
         .collect();
     addrs.sort();
     addrs.dedup();
     addrs
 }
 
+/// What the ACL rejects besides the configuration: the host (its addresses and broadcasts)
+/// and the job queue broker.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rejected {
+    pub host_addresses: Vec<std::net::Ipv4Addr>,
+    pub host_broadcasts: Vec<std::net::Ipv4Addr>,
+    pub brokers: Vec<std::net::Ipv4Addr>,
+}
+
 /// The ACL inputs for a validated configuration (an invalid denylist entry cannot reach
 /// here: validation refused it).
 pub fn acl_inputs(
     config: &crate::config::CharmConfig,
-    host_addresses: Vec<std::net::Ipv4Addr>,
+    rejected: Rejected,
     debug_ssh_servers: Vec<std::net::Ipv4Addr>,
     allowed_host_tcp_ports: Vec<u16>,
 ) -> acl::AclInputs {
     acl::AclInputs {
-        host_addresses,
+        host_addresses: rejected.host_addresses,
+        host_broadcasts: rejected.host_broadcasts,
+        brokers: rejected.brokers,
         allowed_host_tcp_ports,
         denylist: config
             .denylist
@@ -159,6 +208,10 @@ mod tests {
                 "192.0.2.2".parse().unwrap()
             ]
         );
+        assert_eq!(
+            parse_host_broadcasts(out),
+            ["192.0.2.255".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
     }
 
     #[test]
@@ -173,5 +226,19 @@ mod tests {
             model_uuid: "5bb2e5a4-1d0b-4d6e".into(),
         };
         assert_eq!(acl_name(&unit), "ghr-5bb2e5a4-github-runner-0");
+    }
+
+    #[test]
+    fn a_units_runner_macs_share_its_prefix_and_are_local_unicast() {
+        let owner = "5bb2e5a4/github-runner/0";
+        let prefix = unit_mac_prefix(owner);
+        assert_eq!(prefix[0] & 0x03, 0x02, "locally administered, unicast");
+        assert_ne!(prefix, unit_mac_prefix("5bb2e5a4/github-runner/1"));
+        let mac = runner_hwaddr(owner, "github-runner-0-0123456789ab");
+        let want = format!("{:02x}:{:02x}:{:02x}:", prefix[0], prefix[1], prefix[2]);
+        assert!(mac.starts_with(&want), "{mac}");
+        assert_eq!(mac.len(), 17);
+        assert_ne!(mac, runner_hwaddr(owner, "github-runner-0-0123456789ac"));
+        assert_eq!(mac, runner_hwaddr(owner, "github-runner-0-0123456789ab"));
     }
 }

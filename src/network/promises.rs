@@ -176,6 +176,7 @@ mod tests {
             denylist: vec![net("10.0.0.0/8")],
             exempt: vec![ip("10.1.2.3")],
             reject_link_local: true,
+            ..AclInputs::default()
         }
     }
 

@@ -203,9 +203,16 @@ fn run_steps(
         image_alias: req.image_alias.to_string(),
         instance_type: req.instance_type,
         profiles: req.profiles.to_vec(),
-        config: [(OWNER_CONFIG_KEY.to_string(), req.owner_value.to_string())]
-            .into_iter()
-            .collect(),
+        // The MAC tells the unit's runners apart on the shared bridge (aproxy's redirect).
+        config: [
+            (OWNER_CONFIG_KEY.to_string(), req.owner_value.to_string()),
+            (
+                crate::network::RUNNER_HWADDR_KEY.to_string(),
+                crate::network::runner_hwaddr(req.owner_value, name),
+            ),
+        ]
+        .into_iter()
+        .collect(),
         ephemeral: true,
     };
     at(CreateStep::Launch, lxd.launch(&launch))?;

@@ -155,7 +155,7 @@ pub fn remove_unit_files(ctx: &Context<'_>) {
 }
 
 /// The unit's ACL off the bridge and deleted (the bridge too when the charm made it and
-/// nothing uses it), and aproxy's redirect removed. Best effort: the unit is going away.
+/// nothing uses it), and the unit's aproxy redirect removed (other units' stay). Best effort: the unit is going away.
 pub fn remove_runner_network(ctx: &Context<'_>, host: &dyn Host) {
     let edges = host.edges();
     let Some((bridge, net)) = edges.runner_network() else {
@@ -165,8 +165,8 @@ pub fn remove_runner_network(ctx: &Context<'_>, host: &dyn Host) {
     if let Err(e) = crate::network::converge::remove(net, &bridge, &acl) {
         tracing::warn!("could not remove the runners' firewall: {e}");
     }
-    let nft_file = ctx.paths.aproxy_nft_file();
-    if let Err(e) = crate::network::aproxy::converge(edges.commands(), &nft_file, &bridge, None) {
+    let target = crate::charm::setup::runner_network::aproxy_target(ctx, bridge);
+    if let Err(e) = crate::network::aproxy::converge(edges.commands(), &target, None) {
         tracing::warn!("could not remove the aproxy redirect: {e}");
     }
 }

@@ -28,13 +28,7 @@ pub struct ReactiveQueue {
 /// The queue source of this unit: `mq-uri`, else the `mongodb` relation's connection data
 /// (the relation being broken in this hook does not count). None: pull mode.
 pub fn queue_source(ctx: &Context<'_>, rt: &Runtime) -> Option<ReactiveQueue> {
-    let broken = ctx
-        .hook
-        .dispatch_path
-        .as_deref()
-        .filter(|p| p.ends_with("mongodb-relation-broken"))
-        .and(ctx.hook.relation.as_ref())
-        .map(|r| r.relation_id.as_str());
+    let broken = ctx.broken_relation(crate::reactive::relation::ENDPOINT);
     let source = match crate::reactive::relation::read_queue_source(
         ctx.tools,
         rt.config.mq_uri.as_ref(),

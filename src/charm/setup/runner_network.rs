@@ -26,7 +26,11 @@ fn network_inputs(
         .find("ip")
         .ok_or_else(|| SetupError::LxdInstall("the ip command (iproute2) is missing".into()))?;
     let out = commands.run(&ip, &["-4", "-o", "addr", "show"], Duration::from_secs(30))?;
-    let hosts = crate::network::parse_host_addresses(&out.stdout);
+    let rejected = crate::network::Rejected {
+        host_addresses: crate::network::parse_host_addresses(&out.stdout),
+        host_broadcasts: crate::network::parse_host_broadcasts(&out.stdout),
+        brokers: broker_addresses(ctx, config, commands),
+    };
     let servers = crate::network::debug_ssh::read_servers(ctx.tools);
     let tmate = tmate_endpoints(&servers, commands);
     let mut exempt: Vec<std::net::Ipv4Addr> = tmate.iter().map(|(addr, _)| *addr).collect();
@@ -45,7 +49,7 @@ fn network_inputs(
         None => Vec::new(),
     };
     Ok(NetworkInputs {
-        acl: crate::network::acl_inputs(config, hosts, exempt, host_ports),
+        acl: crate::network::acl_inputs(config, rejected, exempt, host_ports),
         tmate,
         aproxy_upstream,
     })
@@ -66,14 +70,24 @@ pub fn converge_runner_network(
     let commands = edges.commands();
     let inputs = network_inputs(ctx, config, commands)?;
     let broken = converge_acl_and_check(ctx, bridge.clone(), net, &inputs)?;
-    let nft_file = ctx.paths.aproxy_nft_file();
     crate::network::aproxy::converge(
         commands,
-        &nft_file,
-        &bridge,
+        &aproxy_target(ctx, bridge),
         inputs.aproxy_upstream.as_deref(),
     )?;
     Ok(broken)
+}
+
+/// This unit's aproxy redirect on `bridge`: its table, its file, its runners' MAC prefix.
+pub fn aproxy_target(ctx: &Context<'_>, bridge: String) -> crate::network::aproxy::AproxyTarget {
+    let identity = &ctx.hook.identity;
+    crate::network::aproxy::AproxyTarget {
+        table: crate::network::aproxy::table_name(identity),
+        nft_file: ctx.paths.aproxy_nft_file(),
+        legacy_nft_file: ctx.paths.legacy().aproxy_nft_file(),
+        bridge,
+        runner_mac_prefix: crate::network::unit_mac_prefix(&identity.owner_value()),
+    }
 }
 
 /// The periodic event's share, even when nothing else of the host changed: the ACL is
@@ -110,6 +124,13 @@ fn converge_acl_and_check(
     let rules = crate::network::acl::egress_rules(&inputs.acl);
     let done = crate::network::converge::converge(net, &bridge, &acl, &rules)?;
     tracing::info!(bridge = %bridge, acl = %acl, changed = ?done, "runner network converged");
+    if !done.kept_defaults.is_empty() {
+        tracing::warn!(
+            "the runners' bridge {bridge} keeps the default ACL actions someone else set \
+             ({:?}): traffic no rule of its ACLs matches gets that action, not allow",
+            done.kept_defaults
+        );
+    }
     let others = crate::network::converge::other_acls(net, &bridge, &acl)?;
     let promised = crate::network::promises::promises(&inputs.acl, &inputs.tmate);
     Ok(
@@ -123,43 +144,74 @@ fn converge_acl_and_check(
     )
 }
 
+/// The job queue broker's addresses in reactive mode (`mq-uri`, else the `mongodb`
+/// relation), resolved on this machine; none in pull mode. Only the hosts are logged: the
+/// URI holds a password.
+fn broker_addresses(
+    ctx: &Context<'_>,
+    config: &CharmConfig,
+    commands: &dyn HostCommands,
+) -> Vec<std::net::Ipv4Addr> {
+    use crate::reactive::source::QueueSource;
+    let broken = ctx.broken_relation(crate::reactive::relation::ENDPOINT);
+    let source =
+        crate::reactive::relation::read_queue_source(ctx.tools, config.mq_uri.as_ref(), broken);
+    let hosts = match source {
+        Ok(QueueSource::On { uri, .. }) => crate::network::broker::broker_hosts(uri.host()),
+        Ok(_) => return Vec::new(),
+        Err(e) => {
+            tracing::warn!("could not read the mongodb relation for the runners' ACL: {e}");
+            return Vec::new();
+        }
+    };
+    let mut addrs: Vec<std::net::Ipv4Addr> = hosts
+        .iter()
+        .flat_map(|host| resolve_ipv4(commands, host, "job queue broker"))
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    tracing::info!(brokers = ?addrs, "job queue broker rejected for runners");
+    addrs
+}
+
+/// `host` as an IPv4 address, or as this machine resolves it (`getent ahostsv4`; runners
+/// resolve through the bridge's dnsmasq, which asks the host's resolver). A name that does
+/// not resolve is logged (as `what`) and gives nothing: runners could not reach it either.
+fn resolve_ipv4(commands: &dyn HostCommands, host: &str, what: &str) -> Vec<std::net::Ipv4Addr> {
+    if let Ok(ip) = host.parse() {
+        return vec![ip];
+    }
+    let resolved = match commands.find("getent") {
+        Some(getent) => commands
+            .run(&getent, &["ahostsv4", host], Duration::from_secs(15))
+            .map(|out| crate::network::debug_ssh::parse_ahostsv4(&out.stdout))
+            .unwrap_or_else(|e| {
+                tracing::warn!("could not resolve {what} {host}: {e}");
+                Vec::new()
+            }),
+        None => Vec::new(),
+    };
+    if resolved.is_empty() {
+        tracing::warn!("{what} {host} does not resolve on this machine");
+    }
+    resolved
+}
+
 /// The address and port of each tmate server, to exempt from the denylist: an address as
-/// given, a host name as this machine resolves it (runners resolve through the bridge's
-/// dnsmasq, which asks the host's resolver). A name that does not resolve is logged and
-/// exempts nothing: runners could not reach it either.
+/// given, a host name as this machine resolves it ([`resolve_ipv4`]; one that does not
+/// resolve exempts nothing).
 pub fn tmate_endpoints(
     servers: &[crate::network::debug_ssh::TmateServer],
     commands: &dyn HostCommands,
 ) -> Vec<(std::net::Ipv4Addr, u16)> {
-    let mut endpoints = Vec::new();
-    for server in servers {
-        if let Some(ip) = server.ipv4() {
-            endpoints.push((ip, server.port));
-            continue;
-        }
-        let resolved = match commands.find("getent") {
-            Some(getent) => commands
-                .run(
-                    &getent,
-                    &["ahostsv4", &server.host],
-                    Duration::from_secs(15),
-                )
-                .map(|out| crate::network::debug_ssh::parse_ahostsv4(&out.stdout))
-                .unwrap_or_else(|e| {
-                    tracing::warn!("could not resolve debug-ssh server {}: {e}", server.host);
-                    Vec::new()
-                }),
-            None => Vec::new(),
-        };
-        if resolved.is_empty() {
-            tracing::warn!(
-                "debug-ssh server {} does not resolve on this machine: no address of it is \
-                 exempted from the denylist",
-                server.host
-            );
-        }
-        endpoints.extend(resolved.into_iter().map(|ip| (ip, server.port)));
-    }
+    let mut endpoints: Vec<(std::net::Ipv4Addr, u16)> = servers
+        .iter()
+        .flat_map(|server| {
+            resolve_ipv4(commands, &server.host, "debug-ssh server")
+                .into_iter()
+                .map(|ip| (ip, server.port))
+        })
+        .collect();
     endpoints.sort();
     endpoints.dedup();
     endpoints

@@ -565,7 +565,7 @@ fn tmate_servers_named_by_host_name_are_exempted_by_their_resolved_addresses() {
         .insert("denylist".into(), "203.0.113.0/24".into());
     let inputs = crate::network::acl_inputs(
         &unit.config(),
-        vec![],
+        Default::default(),
         tmate_endpoints(&servers, &resolver)
             .into_iter()
             .map(|(addr, _)| addr)
