@@ -356,6 +356,13 @@ pub fn stop_all(dirs: &UnitDirs, control: &dyn ProcessControl, wait: Duration) -
 /// (`systemd-run --scope`): out of the unit agent's cgroup, so an agent restart (systemd
 /// stopping `jujud-machine-N`'s cgroup) does not reach it. systemd-run registers the scope
 /// for its own pid, then execs the worker: the scope's process is the worker.
+///
+/// A scope, not a service per worker: the slot locks and the reconcile already refill a dead
+/// worker's slot, and a unit's own `Restart=` would race them. Not through
+/// `host::timer::Systemd` either: the scope must be the worker process itself, so it is part
+/// of the spawn; tests record it with a stand-in `systemd-run` on PATH, as they do
+/// `systemctl`. Without systemd (`/run/systemd/system` absent: a container) workers start
+/// directly and share the agent's fate until the next reconcile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerScope {
     pub systemd_run: PathBuf,
