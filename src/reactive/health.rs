@@ -280,7 +280,7 @@ mod tests {
                 ..SlotStatus::default()
             },
         };
-        assert_eq!(worst_problem(&[stopped.clone()]), None);
+        assert_eq!(worst_problem(std::slice::from_ref(&stopped)), None);
         assert!(failure_lines(&[stopped]).is_empty());
         assert_eq!(failure_lines(&all).len(), 5);
     }

@@ -387,22 +387,19 @@ pub fn worker_argv(
 ) -> Vec<std::ffi::OsString> {
     let mut argv: Vec<std::ffi::OsString> = Vec::new();
     if let Some(scope) = scope {
-        argv.extend(
-            [
-                scope.systemd_run.as_os_str().to_owned(),
-                "--scope".into(),
-                "--quiet".into(),
-                "--collect".into(),
-                format!("--unit={}-{slot}-{started_ms}", scope.unit_prefix).into(),
-                format!(
-                    "--description=github-runner reactive worker {slot} ({})",
-                    scope.unit_prefix
-                )
-                .into(),
-                "--".into(),
-            ]
-            .into_iter(),
-        );
+        argv.extend([
+            scope.systemd_run.as_os_str().to_owned(),
+            "--scope".into(),
+            "--quiet".into(),
+            "--collect".into(),
+            format!("--unit={}-{slot}-{started_ms}", scope.unit_prefix).into(),
+            format!(
+                "--description=github-runner reactive worker {slot} ({})",
+                scope.unit_prefix
+            )
+            .into(),
+            "--".into(),
+        ]);
     }
     argv.push(binary.as_os_str().to_owned());
     argv.extend(["--dir".into(), dirs.state.clone().into_os_string()]);

@@ -228,40 +228,32 @@ fn a_worker_runs_in_a_scope_named_after_its_unit_slot_and_start_or_directly() {
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
     };
-    assert_eq!(
-        text(worker_argv(bin, &d, 2, None, 7)),
-        vec![
-            "/charm/bin/github-runner-worker",
-            "--dir",
-            "/s",
-            "--logs",
-            "/l",
-            "--slot",
-            "2"
-        ]
-    );
+    let direct = [
+        "/charm/bin/github-runner-worker",
+        "--dir",
+        "/s",
+        "--logs",
+        "/l",
+        "--slot",
+        "2",
+    ];
+    assert_eq!(text(worker_argv(bin, &d, 2, None, 7)), direct);
     let scope = WorkerScope {
         systemd_run: "/usr/bin/systemd-run".into(),
         unit_prefix: scope_prefix("app-0"),
     };
+    let scoped = [
+        "/usr/bin/systemd-run",
+        "--scope",
+        "--quiet",
+        "--collect",
+        "--unit=github-runner-worker-app-0-2-7",
+        "--description=github-runner reactive worker 2 (github-runner-worker-app-0)",
+        "--",
+    ];
     assert_eq!(
         text(worker_argv(bin, &d, 2, Some(&scope), 7)),
-        vec![
-            "/usr/bin/systemd-run",
-            "--scope",
-            "--quiet",
-            "--collect",
-            "--unit=github-runner-worker-app-0-2-7",
-            "--description=github-runner reactive worker 2 (github-runner-worker-app-0)",
-            "--",
-            "/charm/bin/github-runner-worker",
-            "--dir",
-            "/s",
-            "--logs",
-            "/l",
-            "--slot",
-            "2"
-        ]
+        [&scoped[..], &direct[..]].concat()
     );
 }
 
