@@ -249,3 +249,42 @@ pub fn broker_unreachable(host: &str, workers: usize, target: u32) -> String {
         "reactive: message broker {host} unreachable, workers retrying ({workers} of {target} up)"
     )
 }
+
+/// A reactive worker met a 401 (Blocked): GitHub's message carries the fix.
+pub fn reactive_token_rejected(detail: &str) -> String {
+    format!("reactive: workers cannot use the token: {detail}")
+}
+
+/// A slot's workers keep dying; `detail` is the last one's failure, if it left one.
+pub fn reactive_crash_loop(slot: u32, crashes: u32, detail: Option<&str>) -> String {
+    let why = detail.unwrap_or("see its log");
+    format!("reactive: worker {slot} crashed {crashes} times in a row ({why})")
+}
+
+/// Reactive workers report a failure that still holds (`what` is the failure kind).
+pub fn reactive_failing(what: &str, detail: &str, slots: usize, at_epoch: u64) -> String {
+    let plural = if slots == 1 { "" } else { "s" };
+    format!(
+        "reactive: {what} on {slots} worker{plural} since {} UTC: {detail}",
+        hh_mm_utc(at_epoch)
+    )
+}
+
+/// One line of check-runners' `worker-failures`.
+pub fn worker_failure_line(
+    slot: u32,
+    live: bool,
+    crashes: u32,
+    failure: Option<(&str, &str, u64)>,
+) -> String {
+    let state = if live { "running" } else { "not running" };
+    let mut line = format!("worker {slot} ({state}");
+    if crashes > 0 {
+        line.push_str(&format!(", {crashes} crashes in a row"));
+    }
+    line.push(')');
+    if let Some((kind, detail, at)) = failure {
+        line.push_str(&format!(": {kind} at {} UTC: {detail}", hh_mm_utc(at)));
+    }
+    line
+}

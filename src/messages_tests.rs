@@ -38,6 +38,22 @@ fn every_kind() -> Vec<(&'static str, String)> {
             broker_unreachable("redis.internal:6379", 1, 4),
         ),
         (
+            "reactive_token_rejected",
+            reactive_token_rejected("GitHub rejected the token (401 on GET /x)"),
+        ),
+        (
+            "reactive_crash_loop",
+            reactive_crash_loop(1, 3, Some("cannot start")),
+        ),
+        (
+            "reactive_failing",
+            reactive_failing("runner-creation", "LXD is down", 2, RESET),
+        ),
+        (
+            "worker_failure_line",
+            worker_failure_line(0, false, 2, Some(("runner-creation", "LXD is down", RESET))),
+        ),
+        (
             "held_back",
             held_back(Some(("host memory", 4)), Some((16, 4))).unwrap_or_default(),
         ),

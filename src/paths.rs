@@ -209,6 +209,12 @@ impl HostPaths {
         self.at("var/log/github-runner-reactive").join(unit_key)
     }
 
+    /// Present (a directory) when systemd runs the machine (`sd_booted`); tests make it in
+    /// their root to say so.
+    pub fn systemd_booted_marker(&self) -> PathBuf {
+        self.at("run/systemd/system")
+    }
+
     /// Mount point of the tmpfs used when runner-storage=memory.
     pub fn ram_storage_dir(&self) -> PathBuf {
         self.at("storage/ram")
@@ -241,6 +247,7 @@ mod tests {
             p.aproxy_nft_file(),
             p.reactive_dir("app-0"),
             p.reactive_log_dir("app-0"),
+            p.systemd_booted_marker(),
         ] {
             assert!(path.starts_with("/tmp/x"), "{path:?}");
         }

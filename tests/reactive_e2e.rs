@@ -35,6 +35,7 @@ use github_runner::paths::HostPaths;
 use github_runner::reactive::mode::unit_dirs;
 use github_runner::reactive::workers::survey;
 use redis_server::RedisServer;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 const QUEUE: &str = "github-runner";
@@ -55,6 +56,26 @@ fn workers(env: &CharmEnv) -> usize {
         .iter()
         .filter(|w| w.status.pid != 0)
         .count()
+}
+
+/// The live workers' (pid, start time) by slot.
+fn worker_pids(env: &CharmEnv) -> BTreeMap<u32, (u32, u64)> {
+    let paths = HostPaths::new(&env.h.host_root);
+    survey(&unit_dirs(&paths, &env.unit))
+        .into_iter()
+        .filter(|w| w.status.pid != 0)
+        .map(|w| (w.slot, (w.status.pid, w.status.started_ms)))
+        .collect()
+}
+
+/// Waits until exactly `n` workers live (the stopped ones gone) and answers them.
+fn settle_at(env: &CharmEnv, n: usize) -> BTreeMap<u32, (u32, u64)> {
+    assert!(
+        wait_for(Duration::from_secs(60), || worker_pids(env).len() == n),
+        "wanted {n} workers, have {:?}",
+        worker_pids(env)
+    );
+    worker_pids(env)
 }
 
 fn metric_count(env: &CharmEnv, needle: &str) -> usize {
@@ -173,4 +194,91 @@ fn reactive_mode_serves_queued_jobs_drops_bad_messages_and_stops_clean() {
     env.h.hook("stop").assert_ok();
     assert_eq!(workers(&env), 0);
     assert!(env.instances().is_empty());
+}
+
+/// Issue 20 item 8: `virtual-machines` scales the workers (new ones in free slots; surplus
+/// ones stopped idle first, newest first) and restarts none; a change of something workers
+/// read (`labels`) restarts them all.
+#[test]
+fn virtual_machines_scales_the_workers_and_only_what_they_read_restarts_them() {
+    let redis = RedisServer::start();
+    let mut env = CharmEnv::new(3);
+    env.set_config("mq-uri", redis.uri());
+    env.deploy();
+    let three = settle_at(&env, 3);
+
+    env.set_config("virtual-machines", 5);
+    env.config_changed().assert_ok();
+    let five = settle_at(&env, 5);
+    for (slot, worker) in &three {
+        assert_eq!(
+            five.get(slot),
+            Some(worker),
+            "slot {slot} kept its worker: {five:?}"
+        );
+    }
+
+    env.set_config("virtual-machines", 2);
+    env.config_changed().assert_ok();
+    let two = settle_at(&env, 2);
+    // All idle: the two oldest stay.
+    let mut by_age: Vec<(&u32, &(u32, u64))> = five.iter().collect();
+    by_age.sort_by_key(|(slot, (_, started))| (*started, **slot));
+    let oldest: BTreeMap<u32, (u32, u64)> =
+        by_age.into_iter().take(2).map(|(s, w)| (*s, *w)).collect();
+    assert_eq!(two, oldest);
+
+    env.set_config("labels", "large");
+    env.config_changed().assert_ok();
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let now = worker_pids(&env);
+            now.len() == 2 && now.values().all(|w| !two.values().any(|old| old.0 == w.0))
+        }),
+        "every worker restarted for the new labels: {:?} then {:?}",
+        two,
+        worker_pids(&env)
+    );
+    env.h.hook("stop").assert_ok();
+}
+
+/// Issue 20 item 11: on a machine run by systemd, the charm starts each worker through
+/// `systemd-run --scope` in a scope named after the unit and slot, so the unit agent's
+/// restart (systemd stopping the agent's cgroup) does not reach it. The recording
+/// systemd-run on the hook's PATH execs the worker, as the real one does.
+#[test]
+fn on_a_systemd_machine_workers_start_in_scopes_of_their_own() {
+    let redis = RedisServer::start();
+    let mut env = CharmEnv::new(2);
+    env.set_config("mq-uri", redis.uri());
+    std::fs::create_dir_all(HostPaths::new(&env.h.host_root).systemd_booted_marker()).unwrap();
+    executable::copy_executable(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_systemd_run.sh"),
+        &env.bin_dir.join("systemd-run"),
+    );
+    env.deploy();
+    let live = settle_at(&env, 2);
+    let calls = std::fs::read_to_string(env.bin_dir.join("calls")).unwrap_or_default();
+    let scopes: Vec<&str> = calls.lines().filter(|l| l.contains(" --scope ")).collect();
+    assert_eq!(scopes.len(), 2, "{calls}");
+    for (slot, (pid, _)) in &live {
+        let call = scopes
+            .iter()
+            .find(|c| c.starts_with(&format!("{pid} ")))
+            .unwrap_or_else(|| panic!("worker {pid} is not a scope's process: {calls}"));
+        assert!(
+            call.contains(&format!(
+                "--unit=github-runner-worker-github-runner-0-{slot}-"
+            )) && call.contains(" -- ")
+                && call.ends_with(&format!("--slot {slot}")),
+            "{call}"
+        );
+    }
+    env.h.hook("stop").assert_ok();
+    assert!(worker_pids(&env).is_empty());
+    for call in scopes {
+        if let Some(name) = call.split(' ').find_map(|a| a.strip_prefix("--unit=")) {
+            let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/systemd/{name}.scope"));
+        }
+    }
 }

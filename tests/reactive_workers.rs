@@ -1,11 +1,25 @@
 //! The worker process manager (`reactive::workers`) with the real binary as workers: started
 //! detached, counted by their slot locks, scaled down idle/newest first, a SIGKILLed one
-//! replaced, all stopped; no secret in argv or environment; none of the starter's pipes kept.
+//! replaced, all stopped; no secret in argv or environment; none of the starter's pipes kept;
+//! each in a systemd scope of its own when there is systemd (a recording `systemd-run`);
+//! failures and crash loops in their slot files, shown by the unit's status.
 
+#[path = "support/executable.rs"]
+mod executable;
+#[path = "support/fake_github/mod.rs"]
+mod fake_github;
+#[path = "support/kombu/mod.rs"]
+#[allow(dead_code)] // put only
+mod kombu;
+#[path = "support/redis_server/mod.rs"]
+mod redis_server;
+
+use github_runner::juju::Status;
+use github_runner::reactive::mode::{check_results, reactive_status, ReactiveView};
 use github_runner::reactive::run::WorkerSettings;
 use github_runner::reactive::workers::{
     ensure_workers, settings_fingerprint, stop_all, survey, write_settings, DetachedWorkers,
-    UnitDirs,
+    UnitDirs, WorkerScope,
 };
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -47,15 +61,20 @@ struct Unit {
 
 impl Unit {
     fn new() -> Unit {
+        Unit::with_settings(settings())
+    }
+
+    fn with_settings(settings: WorkerSettings) -> Unit {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("root");
         let dirs = UnitDirs::new(
             root.join("var/lib/github-runner-charm/reactive/app-0"),
             root.join("var/log/github-runner-reactive/app-0"),
         );
-        let bytes = settings().to_bytes();
+        let bytes = settings.to_bytes();
         write_settings(&dirs, &bytes).unwrap();
         let control = DetachedWorkers {
+            scope: None,
             binary: env!("CARGO_BIN_EXE_github-runner-worker").into(),
             env: vec![
                 ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
@@ -216,4 +235,212 @@ fn a_worker_keeps_none_of_the_starters_pipes() {
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     assert!(fds.iter().all(|f| !f.starts_with("pipe:")), "{fds:?}");
+}
+
+fn cgroup_of(pid: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.contains(":name=systemd:") || l.starts_with("0::"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Issue 20 item 11: with systemd on the machine, each worker is the process of a transient
+/// scope of its own (`systemd-run --scope --unit=<prefix>-<slot>-<ms>`), outside the cgroup
+/// of whoever started it (the unit agent's), so an agent restart does not kill it. The
+/// recording systemd-run moves itself into the scope's cgroup where this machine lets it,
+/// as systemd would, and execs the worker: the worker stays there.
+#[test]
+fn with_systemd_each_worker_runs_in_a_scope_of_its_own() {
+    let mut unit = Unit::new();
+    let bin = unit._tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let systemd_run = bin.join("systemd-run");
+    executable::copy_executable(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_systemd_run.sh"),
+        &systemd_run,
+    );
+    let prefix = format!("github-runner-worker-test{}", std::process::id());
+    unit.control.scope = Some(WorkerScope {
+        systemd_run: systemd_run.clone(),
+        unit_prefix: prefix.clone(),
+    });
+    unit.ensure(2);
+    let live = unit.wait_live(2);
+    let calls = std::fs::read_to_string(bin.join("calls")).unwrap();
+    let calls: Vec<&str> = calls.lines().collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    for w in &live {
+        let pid = w.status.pid.to_string();
+        let call = calls
+            .iter()
+            .find(|c| c.split(' ').next() == Some(pid.as_str()))
+            .unwrap_or_else(|| panic!("worker {pid} is not the scope's process: {calls:?}"));
+        let unit_arg = format!("--unit={prefix}-{}-", w.slot);
+        let expected_tail = format!(
+            " -- {} --dir {} --logs {} --slot {}",
+            env!("CARGO_BIN_EXE_github-runner-worker"),
+            unit.dirs.state.display(),
+            unit.dirs.logs.display(),
+            w.slot
+        );
+        assert!(
+            call.contains(" --scope --quiet --collect ")
+                && call.contains(&unit_arg)
+                && call.ends_with(&expected_tail),
+            "{call}"
+        );
+        let scope_cgroup = format!(
+            "/sys/fs/cgroup/systemd/{}.scope",
+            call.split(' ')
+                .find_map(|a| a.strip_prefix("--unit="))
+                .unwrap()
+        );
+        if std::path::Path::new(&scope_cgroup).is_dir() {
+            assert_ne!(cgroup_of(&pid), cgroup_of("self"), "worker {pid}");
+            assert!(cgroup_of(&pid).ends_with(".scope"), "{}", cgroup_of(&pid));
+        }
+    }
+    assert_eq!(
+        stop_all(&unit.dirs, &unit.control, Duration::from_secs(10)),
+        0
+    );
+    // The scope cgroups the recording systemd-run made (systemd collects its own).
+    for call in calls {
+        if let Some(name) = call.split(' ').find_map(|a| a.strip_prefix("--unit=")) {
+            let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/systemd/{name}.scope"));
+        }
+    }
+}
+
+/// The unit's status and check-runners' keys as a hook reads them from the slot files.
+fn unit_view(unit: &Unit, target: u32) -> (Status, std::collections::BTreeMap<String, String>) {
+    let view = ReactiveView::read(&unit.dirs, target);
+    (reactive_status(&view), check_results(&view))
+}
+
+fn failure_kind(unit: &Unit) -> Option<&'static str> {
+    survey(&unit.dirs)
+        .into_iter()
+        .find_map(|w| w.status.failure)
+        .map(|f| f.kind.name())
+}
+
+/// Issue 20 item 15: a worker whose runner cannot be created (LXD fails: the unit's LXD
+/// project does not exist) and then whose token GitHub rejects (401) says so in its slot
+/// file; the unit's status turns Maintenance, then Blocked, and check-runners lists it.
+#[test]
+fn lxd_failures_and_a_revoked_token_show_in_the_status_and_check_runners() {
+    let redis = redis_server::RedisServer::start();
+    let gh = fake_github::FakeGitHub::start();
+    let mut config = settings().config;
+    config.insert("token".into(), gh.token().into());
+    config.insert("github-url".into(), gh.url().into());
+    let unit = Unit::with_settings(WorkerSettings {
+        mq_uri: redis.uri(),
+        broker_host: "127.0.0.1".into(),
+        config,
+        lxd_project: Some(format!("no-such-project-{}", std::process::id())),
+        ..settings()
+    });
+    unit.ensure(1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while survey(&unit.dirs)
+        .iter()
+        .all(|w| w.status.queue_waiting.is_none())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no worker reached the broker: {}",
+            unit.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(matches!(unit_view(&unit, 1).0, Status::Active(_)));
+
+    let job = gh.add_job("octo/hello", &[]);
+    let body = serde_json::json!({
+        "labels": [],
+        "status": "queued",
+        "url": format!("{}/repos/octo/hello/actions/jobs/{job}", gh.api_base()),
+    })
+    .to_string();
+    kombu::put(&redis.uri(), "app", &[&body]);
+    let wait_kind = |kind: &str| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while failure_kind(&unit) != Some(kind) {
+            assert!(
+                Instant::now() < deadline,
+                "no {kind} failure: {:?}; logs: {}",
+                survey(&unit.dirs),
+                unit.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_kind("runner-creation");
+    let (status, results) = unit_view(&unit, 1);
+    let Status::Maintenance(text) = status else {
+        panic!("{status:?}")
+    };
+    assert!(
+        text.starts_with("reactive: runner-creation on 1 worker since "),
+        "{text}"
+    );
+    assert!(
+        results["worker-failures"].starts_with("worker 0 (running): runner-creation at "),
+        "{results:?}"
+    );
+
+    // The token is revoked: the next look at the job meets 401.
+    gh.revoke_token(&gh.token());
+    wait_kind("token-rejected");
+    let (status, results) = unit_view(&unit, 1);
+    let Status::Blocked(text) = status else {
+        panic!("{status:?}")
+    };
+    assert!(text.contains("GitHub rejected the token (401"), "{text}");
+    assert!(
+        results["worker-failures"].contains("token-rejected"),
+        "{results:?}"
+    );
+    assert!(!text.contains(&gh.token()) && !results["worker-failures"].contains(&gh.token()));
+}
+
+/// Issue 20 item 15: a worker that cannot start (here: no token in its settings) dies at
+/// once, every time a reconcile restarts it; the third death in a row makes the slot
+/// crash-looping, and the status says so with the reason.
+#[test]
+fn a_crash_looping_worker_shows_in_the_status() {
+    let mut broken = settings();
+    broken.config.remove("token");
+    let unit = Unit::with_settings(broken);
+    for round in 1..=3u32 {
+        unit.ensure(1);
+        // Started, then dead: its slot file says it started and is no longer held.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let slots = github_runner::reactive::workers::survey_slots(&unit.dirs);
+            if slots.len() == 1 && !slots[0].live && slots[0].status.crashes == round - 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "round {round}: {slots:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let (status, results) = unit_view(&unit, 1);
+    let Status::Maintenance(text) = status else {
+        panic!("{status:?}")
+    };
+    assert!(
+        text.starts_with("reactive: worker 0 crashed 3 times in a row (worker stopped: "),
+        "{text}"
+    );
+    assert!(text.contains("token"), "{text}");
+    assert!(
+        results["worker-failures"]
+            .starts_with("worker 0 (not running, 3 crashes in a row): start-failed"),
+        "{results:?}"
+    );
 }

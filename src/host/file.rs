@@ -9,12 +9,75 @@ use std::path::Path;
 /// killed hook left ([`crate::host::sweep`]) without touching anyone else's files.
 pub const TEMP_PREFIX: &str = ".github-runner-charm-tmp-";
 
-/// A 0600 temporary file in `dir` named with [`TEMP_PREFIX`]; deleted when dropped unless
-/// persisted.
+/// The kernel's process table. Not a host file a test root could stand in for: the pids in
+/// temp file names are this kernel's.
+const PROCESSES: &str = "/proc";
+
+/// A 0600 temporary file in `dir` named [`TEMP_PREFIX`] + [`TempOwner::current`] + random;
+/// deleted when dropped unless persisted. The owner in the name lets the sweep keep what a
+/// live process (a reactive worker, another unit's hook) is still writing.
 pub fn temp_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
+        .prefix(&format!("{TEMP_PREFIX}{}-", TempOwner::current().tag()))
         .tempfile_in(dir)
+}
+
+/// The process that made a temp file: its pid and start time (clock ticks after boot, from
+/// `/proc/<pid>/stat`), so a reused pid is not taken for the owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TempOwner {
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
+impl TempOwner {
+    /// This process (start time 0, any, when `/proc` cannot say).
+    pub fn current() -> TempOwner {
+        let pid = std::process::id();
+        TempOwner::of_process(pid).unwrap_or(TempOwner {
+            pid,
+            start_ticks: 0,
+        })
+    }
+
+    /// Process `pid`, while `/proc` shows it.
+    pub fn of_process(pid: u32) -> Option<TempOwner> {
+        Some(TempOwner {
+            pid,
+            start_ticks: process_start_ticks(pid)?,
+        })
+    }
+
+    /// `<pid>.<start>`, the part of a temp file's name after [`TEMP_PREFIX`].
+    pub fn tag(&self) -> String {
+        format!("{}.{}", self.pid, self.start_ticks)
+    }
+
+    /// The owner named by a temp file name (`TEMP_PREFIX<pid>.<start>-<random>`); None for
+    /// names without one (older charms).
+    pub fn of_temp_name(name: &str) -> Option<TempOwner> {
+        let (tag, _) = name.strip_prefix(TEMP_PREFIX)?.split_once('-')?;
+        let (pid, start) = tag.split_once('.')?;
+        Some(TempOwner {
+            pid: pid.parse().ok()?,
+            start_ticks: start.parse().ok()?,
+        })
+    }
+
+    /// The process still runs (same pid, same start time).
+    pub fn is_alive(&self) -> bool {
+        match process_start_ticks(self.pid) {
+            Some(start) => self.start_ticks == 0 || start == self.start_ticks,
+            None => false,
+        }
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat` (after the parenthesised command, which may hold spaces).
+fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("{PROCESSES}/{pid}/stat")).ok()?;
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    after.split(' ').nth(19)?.parse().ok()
 }
 
 /// Creates `dir` (and its parents) and makes it 0700 even when it already existed: what it

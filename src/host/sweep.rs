@@ -1,11 +1,13 @@
 //! What a killed hook leaves behind: temporary files (a 0600 copy of a start script holding a
 //! JIT config, a partial runner download of up to 512 MiB, a half-written unit file). Each
-//! hook starts by deleting them. Juju runs one hook (or action, or `juju-exec`) at a time on
-//! a machine, so none of them is still being written.
+//! hook starts by deleting them. Juju runs one hook at a time on a machine, but other
+//! processes make the same files meanwhile (the unit's reactive workers push start scripts
+//! through `LXD_CONF`), so a file whose name says its owner still runs is kept
+//! ([`TempOwner`]); only a dead owner's files, and those of older charms, go.
 
 use std::path::{Path, PathBuf};
 
-use crate::host::file::TEMP_PREFIX;
+use crate::host::file::{TempOwner, TEMP_PREFIX};
 use crate::paths::HostPaths;
 
 /// Names of temporary files an older charm made, in folders only the charm writes.
@@ -57,11 +59,13 @@ fn sweep_dir(dir: &Path, charm_only: bool) -> Vec<PathBuf> {
 }
 
 fn is_temp_name(name: &str, charm_only: bool) -> bool {
-    name.starts_with(TEMP_PREFIX)
-        || (charm_only
-            && LEGACY_PATTERNS
-                .iter()
-                .any(|(prefix, suffix)| name.starts_with(prefix) && name.ends_with(suffix)))
+    if name.starts_with(TEMP_PREFIX) {
+        return !TempOwner::of_temp_name(name).is_some_and(|owner| owner.is_alive());
+    }
+    charm_only
+        && LEGACY_PATTERNS
+            .iter()
+            .any(|(prefix, suffix)| name.starts_with(prefix) && name.ends_with(suffix))
 }
 
 #[cfg(test)]
@@ -78,21 +82,22 @@ mod tests {
             std::fs::write(&p, "x").unwrap();
             p
         };
-        // What a hook killed mid-way leaves: kept alive by holding them past a kill.
-        let jit = crate::host::file::temp_file_in(&{
-            std::fs::create_dir_all(paths.lxd_conf_dir()).unwrap();
-            paths.lxd_conf_dir()
-        })
-        .unwrap()
-        .keep()
-        .unwrap()
-        .1;
+        // What a hook killed mid-way leaves: named by a process that is gone.
+        let dead = dead_owner();
         let gone = [
-            jit,
+            write(
+                paths.lxd_conf_dir(),
+                &format!("{TEMP_PREFIX}{}-jit1", dead.tag()),
+            ),
+            // An older charm's name, without an owner.
+            write(paths.state_dir(), &format!("{TEMP_PREFIX}abc123")),
             write(paths.runner_binary_dir(), ".actions-runner-abc.partial"),
             write(paths.state_dir(), ".tmpXy12ab"),
             write(paths.lxd_conf_dir(), ".push-abc"),
-            write(paths.systemd_dir(), &format!("{TEMP_PREFIX}x")),
+            write(
+                paths.systemd_dir(),
+                &format!("{TEMP_PREFIX}{}-x", dead.tag()),
+            ),
         ];
         let kept = [
             write(paths.state_dir(), "credentials.json"),
@@ -115,5 +120,52 @@ mod tests {
         assert!(kept.iter().all(|p| p.exists()));
         assert!(link_target.exists());
         assert!(sweep_temp_files(&paths).is_empty());
+    }
+
+    /// A child that ran and was reaped: its pid names no process (or a newer one, with
+    /// another start time).
+    fn dead_owner() -> TempOwner {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        // Unreaped, it still shows in /proc.
+        let owner = TempOwner::of_process(child.id()).unwrap();
+        child.wait().unwrap();
+        owner
+    }
+
+    /// Issue 20 item 10: a reactive worker pushes a start script (a JIT config) through a
+    /// temp file in the unit's `LXD_CONF` while a hook of the same unit starts. The hook's
+    /// sweep keeps the file of a live owner, and takes it once that owner is gone.
+    #[test]
+    fn a_live_processs_temp_file_is_kept_and_swept_once_it_is_gone() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = HostPaths::new(root.path());
+        let conf = paths.lxd_conf_dir();
+        std::fs::create_dir_all(&conf).unwrap();
+        // This process's own, in flight.
+        let mine = crate::host::file::temp_file_in(&conf).unwrap();
+        // Another live process's (a worker).
+        let mut worker = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let owner = TempOwner::of_process(worker.id()).unwrap();
+        assert!(owner.is_alive());
+        let theirs = conf.join(format!("{TEMP_PREFIX}{}-start", owner.tag()));
+        std::fs::write(&theirs, "jit").unwrap();
+        // The same pid with another start time is a reused pid: not the owner.
+        let reused = conf.join(format!(
+            "{TEMP_PREFIX}{}.{}-old",
+            owner.pid,
+            owner.start_ticks + 1
+        ));
+        std::fs::write(&reused, "x").unwrap();
+
+        assert_eq!(sweep_temp_files(&paths), vec![reused.clone()]);
+        assert!(mine.path().exists() && theirs.exists());
+
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+        assert_eq!(sweep_temp_files(&paths), vec![theirs]);
+        assert!(mine.path().exists());
     }
 }

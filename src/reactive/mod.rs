@@ -7,11 +7,13 @@
 
 pub mod claim;
 pub mod envelope;
+pub mod health;
 pub mod job;
 #[cfg(any(test, feature = "testkit"))]
 pub mod memory_queue;
 pub mod mode;
 pub mod mongo;
+pub mod observed;
 pub mod queue;
 pub mod redis;
 pub mod relation;

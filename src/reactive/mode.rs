@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::claim::ClaimDir;
+use super::health::{failure_lines, worst_problem, SlotHealth, WorstProblem};
 use super::run::{LxdRunners, WorkerSettings};
 use super::worker::{JobRunners, RunnerRemoval};
 use super::workers::{
-    ensure_workers, render_logrotate, settings_fingerprint, stop_all, survey, write_settings,
+    ensure_workers, render_logrotate, settings_fingerprint, stop_all, survey_slots, write_settings,
     LiveWorker, ProcessControl, UnitDirs,
 };
 use crate::charm::fleet::CharmRunnerOps;
@@ -26,9 +27,14 @@ const START_WAIT: Duration = Duration::from_secs(3);
 /// How long stop, remove and a mode switch wait for workers to hand back what they hold.
 pub const STOP_WAIT: Duration = Duration::from_secs(60);
 
+/// `<app>-<n>`: the unit's name in reactive folders and worker scopes.
+pub fn unit_key(identity: &UnitIdentity) -> String {
+    format!("{}-{}", identity.app, identity.unit_number)
+}
+
 /// The unit's reactive folders.
 pub fn unit_dirs(paths: &HostPaths, identity: &UnitIdentity) -> UnitDirs {
-    let key = format!("{}-{}", identity.app, identity.unit_number);
+    let key = unit_key(identity);
     UnitDirs::new(paths.reactive_dir(&key), paths.reactive_log_dir(&key))
 }
 
@@ -112,9 +118,33 @@ pub fn orphan_registrations(
 pub struct ReactiveView {
     pub target: u32,
     pub workers: Vec<LiveWorker>,
+    /// The slots that tell how workers fare: every live one, and the dead ones a reconcile
+    /// refills (below the target).
+    pub health: Vec<SlotHealth>,
 }
 
 impl ReactiveView {
+    /// The unit's slot files as they are now.
+    pub fn read(dirs: &UnitDirs, target: u32) -> Self {
+        let health: Vec<SlotHealth> = survey_slots(dirs)
+            .into_iter()
+            .filter(|s| s.live || s.slot < target)
+            .collect();
+        let workers = health
+            .iter()
+            .filter(|s| s.live)
+            .map(|s| LiveWorker {
+                slot: s.slot,
+                status: s.status.clone(),
+            })
+            .collect();
+        ReactiveView {
+            target,
+            workers,
+            health,
+        }
+    }
+
     /// Workers that are not on their way out.
     pub fn running(&self) -> usize {
         self.workers.iter().filter(|w| !w.status.stopping).count()
@@ -144,16 +174,42 @@ impl ReactiveView {
     }
 }
 
-/// "reactive: 2/4 workers, 1 runner busy, queue 3"; Maintenance naming the broker host
-/// while workers cannot reach it.
+/// "reactive: 2/4 workers, 1 runner busy, queue 3" while nothing fails. Otherwise the worst
+/// the workers report: Blocked for a token GitHub rejects; Maintenance for a crash-looping
+/// slot, an unreachable broker (its host), then the worst other failure.
 pub fn reactive_status(view: &ReactiveView) -> Status {
-    match view.broker_error() {
-        Some(host) => Status::Maintenance(crate::messages::broker_unreachable(
+    use crate::messages;
+    let problem = worst_problem(&view.health);
+    match (problem, view.broker_error()) {
+        (Some(WorstProblem::TokenRejected(f)), _) => {
+            Status::Blocked(messages::reactive_token_rejected(&f.detail))
+        }
+        (
+            Some(WorstProblem::CrashLoop {
+                slot,
+                crashes,
+                failure,
+            }),
+            _,
+        ) => Status::Maintenance(messages::reactive_crash_loop(
+            slot,
+            crashes,
+            failure.map(|f| f.detail.as_str()),
+        )),
+        (_, Some(host)) => Status::Maintenance(messages::broker_unreachable(
             host,
             view.running(),
             view.target,
         )),
-        None => Status::Active(crate::messages::reactive_summary(
+        (Some(WorstProblem::Failing { failure, slots }), None) => {
+            Status::Maintenance(messages::reactive_failing(
+                failure.kind.name(),
+                &failure.detail,
+                slots,
+                failure.at_epoch,
+            ))
+        }
+        (None, None) => Status::Active(messages::reactive_summary(
             view.running(),
             view.target,
             view.runners(),
@@ -172,6 +228,10 @@ pub fn check_results(view: &ReactiveView) -> BTreeMap<String, String> {
     ]);
     if let Some(q) = view.queue() {
         r.insert("queue".to_string(), q.to_string());
+    }
+    let failures = failure_lines(&view.health);
+    if !failures.is_empty() {
+        r.insert("worker-failures".to_string(), failures.join("\n"));
     }
     r
 }
@@ -216,13 +276,14 @@ pub fn converge(
     let orphans_removed = remove_orphans(rt, &dirs, &mut problems);
     let deadline = Instant::now() + START_WAIT;
     let view = loop {
-        let workers = survey(&dirs);
-        let up = workers
+        let view = ReactiveView::read(&dirs, target);
+        let up = view
+            .workers
             .iter()
             .filter(|w| !w.status.stopping && w.status.pid != 0)
             .count();
         if up >= target as usize || Instant::now() >= deadline {
-            break ReactiveView { target, workers };
+            break view;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -352,6 +413,7 @@ mod tests {
                 worker(0, Some("r1"), None, None),
                 worker(1, None, Some(3), None),
             ],
+            health: vec![],
         };
         assert_eq!(
             reactive_status(&view),
@@ -360,6 +422,7 @@ mod tests {
         let empty = ReactiveView {
             target: 0,
             workers: vec![],
+            health: vec![],
         };
         assert_eq!(
             reactive_status(&empty),
@@ -379,6 +442,7 @@ mod tests {
                 worker(0, None, None, Some("redis.internal:6379")),
                 worker(1, None, None, None),
             ],
+            health: vec![],
         };
         assert_eq!(
             reactive_status(&view),
@@ -387,6 +451,52 @@ mod tests {
                     .into()
             )
         );
+    }
+
+    /// Issue 20 item 15: what workers report shows; a rejected token blocks.
+    #[test]
+    fn worker_failures_show_in_the_status_worst_first_and_in_check_runners() {
+        use crate::reactive::health::{FailureKind, WorkerFailure};
+        let failing = |slot: u32, kind: FailureKind, detail: &str| SlotHealth {
+            slot,
+            live: true,
+            status: SlotStatus {
+                pid: 10 + slot,
+                failure: Some(WorkerFailure::new(kind, detail, 8 * 3600 + 15 * 60)),
+                ..SlotStatus::default()
+            },
+        };
+        let lxd = failing(0, FailureKind::RunnerCreation, "LXD: image not found");
+        let token = failing(
+            1,
+            FailureKind::TokenRejected,
+            "GitHub rejected the token (401)",
+        );
+        let view = |health: Vec<SlotHealth>| ReactiveView {
+            target: 2,
+            workers: vec![worker(0, None, None, None), worker(1, None, None, None)],
+            health,
+        };
+        assert_eq!(
+            reactive_status(&view(vec![lxd.clone()])),
+            Status::Maintenance(
+                "reactive: runner-creation on 1 worker since 08:15 UTC: LXD: image not found"
+                    .into()
+            )
+        );
+        assert_eq!(
+            reactive_status(&view(vec![lxd.clone(), token.clone()])),
+            Status::Blocked(
+                "reactive: workers cannot use the token: GitHub rejected the token (401)".into()
+            )
+        );
+        let results = check_results(&view(vec![lxd, token]));
+        assert_eq!(
+            results["worker-failures"],
+            "worker 0 (running): runner-creation at 08:15 UTC: LXD: image not found\n\
+             worker 1 (running): token-rejected at 08:15 UTC: GitHub rejected the token (401)"
+        );
+        assert!(!check_results(&view(vec![])).contains_key("worker-failures"));
     }
 
     #[test]

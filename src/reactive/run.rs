@@ -5,7 +5,6 @@
 //! the charm wrote (token, broker URI, configuration: never argv or environment), and runs
 //! [`Worker`] until SIGTERM. Logs go to stderr, which is its own log file.
 
-use std::cell::RefCell;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,13 +14,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::claim::ClaimDir;
+use super::health::FailureKind as Failure;
 use super::job::UnitScope;
+use super::observed::{ObservedGitHub, ReportingRunners, SharedSlot};
 use super::queue::{JobQueue, QueueError};
 use super::worker::{
     GitHubJobs, JobRunners, RunnerRemoval, SpawnFailure, Worker, WorkerEvent, WorkerReport,
     WorkerState, WorkerTimings,
 };
-use super::workers::{close_inherited_fds, settings_fingerprint, SlotHold, UnitDirs};
+use super::workers::{close_inherited_fds, now_ms, settings_fingerprint, SlotHold, UnitDirs};
 use crate::charm::fleet::CharmRunnerOps;
 use crate::charm::runtime::{runner_environment, Runtime};
 use crate::clock::{Clock, SystemClock};
@@ -56,7 +57,7 @@ pub struct WorkerSettings {
     pub queue_name: String,
     pub unit_name: String,
     pub model_uuid: String,
-    /// `config-get` as the hook read it (token included).
+    /// `config-get` as the hook read it (token included), minus [`HOOK_ONLY_OPTIONS`].
     pub config: serde_json::Map<String, serde_json::Value>,
     pub http_proxy: Option<String>,
     pub https_proxy: Option<String>,
@@ -70,6 +71,25 @@ pub struct WorkerSettings {
     /// restarts the workers, so new runners see it.
     #[serde(default)]
     pub debug_ssh: Vec<crate::network::debug_ssh::TmateServer>,
+}
+
+/// Options only the hooks read: how many workers run (`virtual-machines` scales them, idle
+/// first, newest first), when the timer fires, and the pull round's creation cap. They stay
+/// out of the workers' settings, so changing one never restarts a worker (the settings
+/// fingerprint is of the file's bytes).
+pub const HOOK_ONLY_OPTIONS: &[&str] = &[
+    "virtual-machines",
+    "reconcile-interval",
+    "creations-per-round",
+];
+
+/// `config-get` as workers get it: without [`HOOK_ONLY_OPTIONS`] (a missing option takes its
+/// default when the worker validates the rest).
+pub fn worker_config(
+    mut config: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    config.retain(|k, _| !HOOK_ONLY_OPTIONS.contains(&k.as_str()));
+    config
 }
 
 impl WorkerSettings {
@@ -152,37 +172,48 @@ pub fn main(args: &[String], open: QueueOpener) -> i32 {
             return 1;
         }
     };
+    hold.status.pid = std::process::id();
+    hold.status.started_ms = now_ms();
+    let slot_file = SharedSlot::new(hold);
     let bytes = match read_settings(&dirs) {
         Ok(b) => b,
         Err(e) => {
-            tracing::error!("cannot read the worker settings: {e}");
-            return 1;
+            return start_failed(&slot_file, &format!("cannot read the worker settings: {e}"))
         }
     };
-    hold.status.pid = std::process::id();
-    hold.status.started_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    hold.status.settings = settings_fingerprint(&bytes);
-    let _ = hold.publish();
+    slot_file.update(|s| {
+        s.settings = settings_fingerprint(&bytes);
+        true
+    });
     let settings: WorkerSettings = match serde_json::from_slice(&bytes) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!("worker settings unreadable: {}", e.classify_name());
-            return 1;
+            let why = format!("worker settings unreadable: {}", e.classify_name());
+            return start_failed(&slot_file, &why);
         }
     };
-    tracing::info!(slot, pid = hold.status.pid, broker = %settings.broker_host, "worker started");
-    let code = match serve(&dirs, slot, hold, &settings, open) {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::error!("worker stopped: {e}");
-            1
+    let pid = std::process::id();
+    tracing::info!(slot, pid, broker = %settings.broker_host, "worker started");
+    let code = match serve(&dirs, slot, &slot_file, &settings, open) {
+        Ok(()) => {
+            // Only a stop request ends `serve` well: this end is no crash.
+            slot_file.update(|s| {
+                s.stopped = true;
+                true
+            });
+            0
         }
+        Err(e) => start_failed(&slot_file, &format!("worker stopped: {e}")),
     };
     tracing::info!(slot, "worker exiting");
     code
+}
+
+/// Records why the worker could not run in its slot file, and its exit code.
+fn start_failed(slot_file: &SharedSlot, why: &str) -> i32 {
+    tracing::error!("{why}");
+    slot_file.fail(Failure::StartFailed, why);
+    1
 }
 
 trait ClassifyName {
@@ -209,8 +240,9 @@ fn read_settings(dirs: &UnitDirs) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Builds the runtime the charm's hooks use, for this worker.
-fn runtime(settings: &WorkerSettings) -> Result<Runtime, String> {
+/// Builds the runtime the charm's hooks use, for this worker; its GitHub calls record their
+/// failures in `slot_file` when given.
+fn runtime(settings: &WorkerSettings, slot_file: Option<&SharedSlot>) -> Result<Runtime, String> {
     let identity = UnitIdentity::parse(&settings.unit_name, &settings.model_uuid)
         .map_err(|e| e.to_string())?;
     let ctx = ConfigContext {
@@ -225,11 +257,17 @@ fn runtime(settings: &WorkerSettings) -> Result<Runtime, String> {
         lxc = lxc.in_project(project.clone());
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let github: Arc<dyn GitHub> = Arc::new(
+    let mut github: Arc<dyn GitHub> = Arc::new(
         GitHubClient::new(ClientSettings::from_config(&config, identity.clone()))
             .map_err(|e| e.to_string())?
             .with_clock(clock.clone()),
     );
+    if let Some(slot) = slot_file {
+        github = Arc::new(ObservedGitHub {
+            inner: github,
+            slot: slot.clone(),
+        });
+    }
     let proxy = ProxySettings {
         http: settings.http_proxy.clone(),
         https: settings.https_proxy.clone(),
@@ -264,12 +302,12 @@ pub fn unit_scope(rt: &Runtime, runner_labels: &[String]) -> UnitScope {
 fn serve(
     dirs: &UnitDirs,
     slot: u32,
-    hold: SlotHold,
+    slot_file: &SharedSlot,
     settings: &WorkerSettings,
     open: QueueOpener,
 ) -> Result<(), String> {
     let report = SlotReport {
-        hold: RefCell::new(hold),
+        slot_file: slot_file.clone(),
         // The unit's metrics log, which its exporter reads.
         metrics: MetricsLog::new(&HostPaths::from_env().with_unit(&settings.unit_name)),
         flavor: settings
@@ -280,9 +318,12 @@ fn serve(
             .to_string(),
         clock: SystemClock,
     };
-    let rt = runtime(settings)?;
+    let rt = runtime(settings, Some(slot_file))?;
     let ops = CharmRunnerOps::new(&rt);
-    let runners = LxdRunners { rt: &rt, ops: &ops };
+    let runners = ReportingRunners {
+        inner: LxdRunners { rt: &rt, ops: &ops },
+        slot: slot_file.clone(),
+    };
     let scope = unit_scope(&rt, ops.labels());
     let claims = ClaimDir::open(dirs.claims_dir()).map_err(|e| e.to_string())?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -332,7 +373,7 @@ fn serve(
 
 /// Metrics to the unit's metrics log; state into the slot file.
 struct SlotReport {
-    hold: RefCell<SlotHold>,
+    slot_file: SharedSlot,
     metrics: MetricsLog,
     flavor: String,
     clock: SystemClock,
@@ -368,12 +409,11 @@ impl WorkerReport for SlotReport {
     }
 
     fn state(&self, state: &WorkerState) {
-        let mut hold = self.hold.borrow_mut();
-        hold.status.apply(state);
-        hold.status.stopping = STOP.load(Ordering::SeqCst);
-        if let Err(e) = hold.publish() {
-            tracing::warn!("cannot write the worker's slot file: {e}");
-        }
+        self.slot_file.update(|s| {
+            s.apply(state);
+            s.stopping = STOP.load(Ordering::SeqCst);
+            true
+        });
     }
 }
 
@@ -497,7 +537,7 @@ mod runtime_tests {
             rsa_fingerprint: "SHA256:rsa".into(),
             ed25519_fingerprint: "SHA256:ed".into(),
         };
-        let Ok(rt) = runtime(&settings(vec![server.clone()], false)) else {
+        let Ok(rt) = runtime(&settings(vec![server.clone()], false), None) else {
             // Without `lxc` on PATH there is no runtime to look at; CI has it.
             assert!(which::which("lxc").is_err(), "lxc is there but no runtime");
             return;
@@ -505,9 +545,30 @@ mod runtime_tests {
         assert_eq!(rt.environment.debug_ssh, vec![server]);
         assert!(rt.environment.http_proxy.is_some());
         assert_eq!(rt.paths.unit_folder(), Some("app-0"));
-        let rt = runtime(&settings(Vec::new(), true)).expect("runtime");
+        let rt = runtime(&settings(Vec::new(), true), None).expect("runtime");
         assert!(rt.environment.debug_ssh.is_empty());
         assert_eq!(rt.environment.http_proxy, None);
         assert_eq!(rt.environment.https_proxy, None);
+    }
+
+    /// `virtual-machines` (and the other hook-only options) never reach the settings file:
+    /// changing them leaves its bytes, so the workers' fingerprint, as they were.
+    #[test]
+    fn hook_only_options_stay_out_of_the_worker_settings() {
+        let with = |vm: i64, labels: &str| {
+            let mut config = settings(Vec::new(), false).config;
+            config.insert("virtual-machines".into(), vm.into());
+            config.insert("reconcile-interval".into(), (vm * 10).into());
+            config.insert("labels".into(), labels.into());
+            WorkerSettings {
+                config: worker_config(config),
+                ..settings(Vec::new(), false)
+            }
+            .to_bytes()
+        };
+        assert_eq!(with(3, "large"), with(5, "large"));
+        assert_ne!(with(3, "large"), with(3, "small"));
+        let text = String::from_utf8(with(3, "large")).unwrap();
+        assert!(!text.contains("virtual-machines") && !text.contains("reconcile-interval"));
     }
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::health::{crashes_before, SlotHealth, WorkerFailure};
 use super::queue::QueueLength;
 use super::worker::WorkerState;
 
@@ -96,6 +97,19 @@ pub struct SlotStatus {
     /// Broker host of the last failure (never credentials).
     #[serde(default)]
     pub broker_error: Option<String>,
+    /// When the worker last wrote this file (ms since the epoch): with `started_ms`, how
+    /// long a dead worker lived.
+    #[serde(default)]
+    pub updated_ms: u64,
+    /// The worker's last failure that still holds (`reactive::health`).
+    #[serde(default)]
+    pub failure: Option<WorkerFailure>,
+    /// Workers of this slot that died in a row before this one ([`crashes_before`]).
+    #[serde(default)]
+    pub crashes: u32,
+    /// The worker exited on request (SIGTERM): its end is no crash.
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 impl SlotStatus {
@@ -145,15 +159,21 @@ impl SlotHold {
                 Err(TryLockError::Error(e)) => return Err(e),
             }
         }
+        // What the previous worker of the slot left says whether it crashed.
+        let previous = read_slot_status(&mut (&file));
         Ok(Some(SlotHold {
             file,
             slot,
-            status: SlotStatus::default(),
+            status: SlotStatus {
+                crashes: crashes_before(&previous),
+                ..SlotStatus::default()
+            },
         }))
     }
 
-    /// Rewrites the slot file with `status`.
+    /// Rewrites the slot file with `status`, stamped with the time.
     pub fn publish(&mut self) -> std::io::Result<()> {
+        self.status.updated_ms = now_ms();
         let mut line = serde_json::to_vec(&self.status).map_err(std::io::Error::other)?;
         line.push(b'\n');
         self.file.set_len(0)?;
@@ -169,12 +189,29 @@ pub struct LiveWorker {
     pub status: SlotStatus,
 }
 
-/// The live workers of the unit, by slot: the slots whose lock is held.
-pub fn survey(dirs: &UnitDirs) -> Vec<LiveWorker> {
+/// Milliseconds since the epoch (0 before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A slot file's status (blank when empty or unreadable: a worker that has not written yet).
+fn read_slot_status(file: &mut impl Read) -> SlotStatus {
+    let mut text = String::new();
+    match file.take(MAX_SLOT_BYTES).read_to_string(&mut text) {
+        Ok(_) => serde_json::from_str(text.trim()).unwrap_or_default(),
+        Err(_) => SlotStatus::default(),
+    }
+}
+
+/// Every slot of the unit, by slot: held (a live worker) or not (what the last one left).
+pub fn survey_slots(dirs: &UnitDirs) -> Vec<SlotHealth> {
     let Ok(entries) = std::fs::read_dir(dirs.slots_dir()) else {
         return Vec::new();
     };
-    let mut live: Vec<LiveWorker> = entries
+    let mut slots: Vec<SlotHealth> = entries
         .flatten()
         .filter_map(|e| {
             let slot: u32 = e
@@ -184,23 +221,30 @@ pub fn survey(dirs: &UnitDirs) -> Vec<LiveWorker> {
                 .parse()
                 .ok()?;
             let mut file = File::open(e.path()).ok()?;
-            match file.try_lock_shared() {
-                Err(TryLockError::WouldBlock) => {}
-                // Free (or unreadable): no live worker.
-                _ => return None,
-            }
-            let mut text = String::new();
-            (&mut file)
-                .take(MAX_SLOT_BYTES)
-                .read_to_string(&mut text)
-                .ok()?;
-            // A worker that has not written its status yet counts, with a blank one.
-            let status = serde_json::from_str(text.trim()).unwrap_or_default();
-            Some(LiveWorker { slot, status })
+            let live = match file.try_lock_shared() {
+                Err(TryLockError::WouldBlock) => true,
+                Ok(()) => false,
+                // Unreadable: nothing to say about it.
+                Err(TryLockError::Error(_)) => return None,
+            };
+            let status = read_slot_status(&mut file);
+            Some(SlotHealth { slot, live, status })
         })
         .collect();
-    live.sort_by_key(|w| w.slot);
-    live
+    slots.sort_by_key(|s| s.slot);
+    slots
+}
+
+/// The live workers of the unit, by slot: the slots whose lock is held.
+pub fn survey(dirs: &UnitDirs) -> Vec<LiveWorker> {
+    survey_slots(dirs)
+        .into_iter()
+        .filter(|s| s.live)
+        .map(|s| LiveWorker {
+            slot: s.slot,
+            status: s.status,
+        })
+        .collect()
 }
 
 /// What to do about the unit's workers.
@@ -308,14 +352,72 @@ pub fn stop_all(dirs: &UnitDirs, control: &dyn ProcessControl, wait: Duration) -
     }
 }
 
+/// Where systemd runs the machine, each worker starts in a transient scope of its own
+/// (`systemd-run --scope`): out of the unit agent's cgroup, so an agent restart (systemd
+/// stopping `jujud-machine-N`'s cgroup) does not reach it. systemd-run registers the scope
+/// for its own pid, then execs the worker: the scope's process is the worker.
+///
+/// A scope, not a service per worker: the slot locks and the reconcile already refill a dead
+/// worker's slot, and a unit's own `Restart=` would race them. Not through
+/// `host::timer::Systemd` either: the scope must be the worker process itself, so it is part
+/// of the spawn; tests record it with a stand-in `systemd-run` on PATH, as they do
+/// `systemctl`. Without systemd (`/run/systemd/system` absent: a container) workers start
+/// directly and share the agent's fate until the next reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerScope {
+    pub systemd_run: PathBuf,
+    /// `github-runner-worker-<app>-<n>`: the unit's scopes are `<prefix>-<slot>-<ms>.scope`.
+    pub unit_prefix: String,
+}
+
+/// The prefix of a unit's worker scopes: `github-runner-worker-<app>-<n>`.
+pub fn scope_prefix(unit_key: &str) -> String {
+    format!("github-runner-worker-{unit_key}")
+}
+
+/// The argv that starts a worker in `slot` (pure): the worker binary and its arguments, run
+/// by `systemd-run --scope` when there is a scope. The scope name ends in the start time:
+/// the scope of a worker that just died may still be on its way out.
+pub fn worker_argv(
+    binary: &Path,
+    dirs: &UnitDirs,
+    slot: u32,
+    scope: Option<&WorkerScope>,
+    started_ms: u64,
+) -> Vec<std::ffi::OsString> {
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(scope) = scope {
+        argv.extend([
+            scope.systemd_run.as_os_str().to_owned(),
+            "--scope".into(),
+            "--quiet".into(),
+            "--collect".into(),
+            format!("--unit={}-{slot}-{started_ms}", scope.unit_prefix).into(),
+            format!(
+                "--description=github-runner reactive worker {slot} ({})",
+                scope.unit_prefix
+            )
+            .into(),
+            "--".into(),
+        ]);
+    }
+    argv.push(binary.as_os_str().to_owned());
+    argv.extend(["--dir".into(), dirs.state.clone().into_os_string()]);
+    argv.extend(["--logs".into(), dirs.logs.clone().into_os_string()]);
+    argv.extend(["--slot".into(), slot.to_string().into()]);
+    argv
+}
+
 /// The real [`ProcessControl`]: `github-runner-worker --dir <state dir> --logs <log dir>
 /// --slot <n>` (no secret in argv: the worker reads the 0600 settings file), in a new
-/// session so it outlives the hook, with an explicit environment.
+/// session so it outlives the hook, with an explicit environment; in a systemd scope of its
+/// own when `scope` is set ([`WorkerScope`]).
 #[derive(Debug, Clone)]
 pub struct DetachedWorkers {
     pub binary: PathBuf,
     /// The whole environment the worker gets (test knobs such as the host root included).
     pub env: Vec<(String, String)>,
+    pub scope: Option<WorkerScope>,
 }
 
 impl ProcessControl for DetachedWorkers {
@@ -328,13 +430,10 @@ impl ProcessControl for DetachedWorkers {
             .open(dirs.log_file(slot))
             .map_err(|e| format!("cannot open {}: {e}", dirs.log_file(slot).display()))?;
         let log_err = log.try_clone().map_err(|e| e.to_string())?;
-        let mut cmd = std::process::Command::new(&self.binary);
-        cmd.arg("--dir")
-            .arg(&dirs.state)
-            .arg("--logs")
-            .arg(&dirs.logs)
-            .arg("--slot")
-            .arg(slot.to_string())
+        let argv = worker_argv(&self.binary, dirs, slot, self.scope.as_ref(), now_ms());
+        let (program, args) = argv.split_first().ok_or("empty worker command")?;
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args)
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir("/")
@@ -351,7 +450,7 @@ impl ProcessControl for DetachedWorkers {
         }
         let child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
+            .map_err(|e| format!("cannot start {}: {e}", Path::new(program).display()))?;
         // Not waited for: the worker outlives this process (init reaps it).
         drop(child);
         Ok(())

@@ -218,3 +218,64 @@ fn the_logrotate_rule_is_daily_and_truncates_in_place() {
     assert!(rule.starts_with("/var/log/github-runner-reactive/app-0/*.log {"));
     assert!(rule.contains("daily") && rule.contains("copytruncate"));
 }
+
+#[test]
+fn a_worker_runs_in_a_scope_named_after_its_unit_slot_and_start_or_directly() {
+    let d = UnitDirs::new("/s", "/l");
+    let bin = std::path::Path::new("/charm/bin/github-runner-worker");
+    let text = |argv: Vec<std::ffi::OsString>| {
+        argv.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+    };
+    let direct = [
+        "/charm/bin/github-runner-worker",
+        "--dir",
+        "/s",
+        "--logs",
+        "/l",
+        "--slot",
+        "2",
+    ];
+    assert_eq!(text(worker_argv(bin, &d, 2, None, 7)), direct);
+    let scope = WorkerScope {
+        systemd_run: "/usr/bin/systemd-run".into(),
+        unit_prefix: scope_prefix("app-0"),
+    };
+    let scoped = [
+        "/usr/bin/systemd-run",
+        "--scope",
+        "--quiet",
+        "--collect",
+        "--unit=github-runner-worker-app-0-2-7",
+        "--description=github-runner reactive worker 2 (github-runner-worker-app-0)",
+        "--",
+    ];
+    assert_eq!(
+        text(worker_argv(bin, &d, 2, Some(&scope), 7)),
+        [&scoped[..], &direct[..]].concat()
+    );
+}
+
+#[test]
+fn a_new_worker_counts_the_crashes_its_slot_saw_and_publishes_its_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = UnitDirs::new(tmp.path().join("s"), tmp.path().join("l"));
+    d.create().unwrap();
+    let crashed = SlotStatus {
+        pid: 5,
+        started_ms: 1,
+        updated_ms: 2,
+        crashes: 1,
+        ..SlotStatus::default()
+    };
+    std::fs::write(d.slot_file(0), serde_json::to_vec(&crashed).unwrap()).unwrap();
+    let mut hold = SlotHold::acquire(&d, 0, Duration::ZERO).unwrap().unwrap();
+    assert_eq!(hold.status.crashes, 2);
+    hold.publish().unwrap();
+    assert!(hold.status.updated_ms > 0);
+    let slots = survey_slots(&d);
+    assert!(slots[0].live && slots[0].status.crashes == 2);
+    drop(hold);
+    assert!(!survey_slots(&d)[0].live);
+}

@@ -4,15 +4,18 @@
 use super::super::context::Context;
 use super::super::error::CharmError;
 use super::super::runtime::{lxd_project_from, Runtime};
+use super::super::setup::commands::{HostCommands, SystemCommands};
 use super::actions::ActionResults;
 use super::runners;
+use crate::identity::UnitIdentity;
 use crate::juju::event::Action;
 use crate::manager::flush::FlushMode;
+use crate::paths::HostPaths;
 use crate::paths::HOST_ROOT_ENV;
 use crate::reactive::mode::{self, Mode, ModeSwitch, ReactiveRound};
 use crate::reactive::run::WorkerSettings;
 use crate::reactive::source::QueueSource;
-use crate::reactive::workers::{survey, DetachedWorkers, WORKER_BINARY};
+use crate::reactive::workers::{scope_prefix, DetachedWorkers, WorkerScope, WORKER_BINARY};
 use crate::secret::Secret;
 use std::path::PathBuf;
 
@@ -61,18 +64,32 @@ fn worker_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(WORKER_BINARY))
 }
 
-/// The production process control: the worker binary, with an explicit environment.
-pub fn control() -> DetachedWorkers {
-    let mut env = vec![(
-        "PATH".to_string(),
-        std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin".into()),
-    )];
+/// The production process control: the worker binary, with an explicit environment, each
+/// worker in a systemd scope of its own when systemd runs the machine (so an agent restart
+/// does not kill it); started directly otherwise (a container without systemd).
+pub fn control(paths: &HostPaths, identity: &UnitIdentity) -> DetachedWorkers {
+    let path =
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin".into());
+    let mut env = vec![("PATH".to_string(), path.clone())];
     if let Ok(root) = std::env::var(HOST_ROOT_ENV) {
         env.push((HOST_ROOT_ENV.to_string(), root));
+    }
+    let scope = paths
+        .systemd_booted_marker()
+        .is_dir()
+        .then(|| SystemCommands::new(Some(&path), &paths.lxd_conf_dir()).find("systemd-run"))
+        .flatten()
+        .map(|systemd_run| WorkerScope {
+            systemd_run,
+            unit_prefix: scope_prefix(&mode::unit_key(identity)),
+        });
+    if scope.is_none() {
+        tracing::debug!("no systemd: workers start in the hook's cgroup");
     }
     DetachedWorkers {
         binary: worker_binary(),
         env,
+        scope,
     }
 }
 
@@ -96,7 +113,7 @@ fn settings(
         queue_name: q.queue_name.clone(),
         unit_name: rt.identity.unit_name(),
         model_uuid: rt.identity.model_uuid.clone(),
-        config: ctx.tools.config_get()?,
+        config: crate::reactive::run::worker_config(ctx.tools.config_get()?),
         http_proxy: ctx.hook.proxy.http.clone(),
         https_proxy: ctx.hook.proxy.https.clone(),
         no_proxy: ctx.hook.proxy.no_proxy.clone(),
@@ -122,7 +139,7 @@ pub fn converge(
     } else {
         Mode::Pull
     };
-    let control = control();
+    let control = control(&rt.paths, &rt.identity);
     match mode::mode_switch(mode::previous_mode(&dirs), now) {
         ModeSwitch::None => {}
         ModeSwitch::PullToReactive => {
@@ -181,7 +198,11 @@ pub fn action_results(round: &ReactiveRound) -> ActionResults {
 /// stop, remove: every worker stops (handing back what it holds) before the runners go,
 /// whatever the configuration.
 pub fn tear_down(ctx: &Context<'_>) {
-    mode::leave(ctx.paths, &ctx.hook.identity, &control());
+    mode::leave(
+        ctx.paths,
+        &ctx.hook.identity,
+        &control(ctx.paths, &ctx.hook.identity),
+    );
 }
 
 /// check-runners' reactive keys (worker count, queue length) while in reactive mode.
@@ -190,10 +211,7 @@ pub fn check_results(rt: &Runtime) -> Option<ActionResults> {
     if mode::previous_mode(&dirs) != Mode::Reactive {
         return None;
     }
-    let view = mode::ReactiveView {
-        target: rt.config.virtual_machines,
-        workers: survey(&dirs),
-    };
+    let view = mode::ReactiveView::read(&dirs, rt.config.virtual_machines);
     Some(mode::check_results(&view))
 }
 
@@ -204,8 +222,8 @@ pub fn report_status(ctx: &Context<'_>, virtual_machines: u32) -> Option<crate::
     if mode::previous_mode(&dirs) != Mode::Reactive {
         return None;
     }
-    Some(mode::reactive_status(&mode::ReactiveView {
-        target: virtual_machines,
-        workers: survey(&dirs),
-    }))
+    Some(mode::reactive_status(&mode::ReactiveView::read(
+        &dirs,
+        virtual_machines,
+    )))
 }
