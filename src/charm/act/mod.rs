@@ -314,7 +314,15 @@ pub(crate) fn converge_runners(
     if let Some(action) = action {
         actions::log_line(ctx, &start_line(action, flush_when));
     }
-    if let Some(round) = reactive::converge(ctx, rt, action)? {
+    if let Some(reactive::ReactiveConverge {
+        round,
+        scope_flushed,
+    }) = reactive::converge(ctx, rt, action, &scope_flush)?
+    {
+        // Every mode records the scope it acted on: a later pull round compares with it.
+        if scope && scope_flushed {
+            runners::record_acted(ctx, rt)?;
+        }
         return Ok(Outcome {
             shown: Shown::Remember(round.status.clone()),
             action: action.map(|_| Ok(reactive::action_results(&round))),
