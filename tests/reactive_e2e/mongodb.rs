@@ -95,19 +95,15 @@ fn mongodb_relation(env: &mut CharmEnv) -> &mut github_runner::juju::fake::FakeR
         .expect("the mongodb relation")
 }
 
-/// Issue 20 items 7 and 4. A relation unusable for a moment (its provider unit replaced, a
-/// failing `relation-get`, an unreadable secret) keeps the unit reactive on its last broker,
-/// Waiting with the reason, with no pull runner made; a failing hook tool fails the hook. The
-/// provider's new revision of its credentials secret reaches the workers at `secret-changed`
-/// (Juju pins a consumer to the revision it read until `--refresh`). A provider asking for
-/// TLS blocks the unit instead of a plaintext try.
-#[test]
-fn the_relations_secret_revisions_are_followed_and_a_transient_problem_keeps_reactive_mode() {
-    let mongo = MongoStandIn::start(&kombu::python());
+/// A unit serving from a `mongodb` relation whose credentials are in the provider's Juju
+/// secret (`secret_uri`), over the stand-in; one worker up.
+fn reactive_from_the_relations_secret(
+    mongo: &MongoStandIn,
+    secret_uri: &str,
+) -> (CharmEnv, Vec<u32>) {
     let mut env = CharmEnv::new(1);
     env.h.world.leader = true;
     env.h.add_relation("mongodb", "mongodb", 1);
-    let secret_uri = "secret://model-uuid/d4mongocreds";
     let relation = mongodb_relation(&mut env);
     relation
         .remote_app_data
@@ -115,12 +111,6 @@ fn the_relations_secret_revisions_are_followed_and_a_transient_problem_keeps_rea
     relation
         .remote_app_data
         .insert("database".into(), "github-runner-webhook-router".into());
-    let credentials = |uris: &str| {
-        std::collections::BTreeMap::from([
-            ("uris".to_string(), uris.to_string()),
-            ("username".to_string(), "relation-10".to_string()),
-        ])
-    };
     env.h
         .world
         .secrets
@@ -132,8 +122,26 @@ fn the_relations_secret_revisions_are_followed_and_a_transient_problem_keeps_rea
         "one worker from the relation's secret: {:?}",
         env.status()
     );
-    let first = worker_pids(&env);
     assert_eq!(worker_settings(&env).mq_uri, mongo.uri());
+    let pids = worker_pids(&env);
+    (env, pids)
+}
+
+fn credentials(uris: &str) -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::from([
+        ("uris".to_string(), uris.to_string()),
+        ("username".to_string(), "relation-10".to_string()),
+    ])
+}
+
+/// Issue 20 item 7. A relation unusable for a moment (its provider unit replaced, a
+/// failing `relation-get`, an unreadable secret) keeps the unit reactive on its last broker,
+/// Waiting with the reason, with no pull runner made; a failing hook tool fails the hook.
+#[test]
+fn a_transient_relation_problem_keeps_reactive_mode_on_the_last_broker() {
+    let mongo = MongoStandIn::start(&kombu::python());
+    let secret_uri = "secret://model-uuid/d7mongocreds";
+    let (mut env, first) = reactive_from_the_relations_secret(&mongo, secret_uri);
 
     // The provider unit goes for a moment (a MongoDB unit replaced).
     let units = std::mem::take(&mut mongodb_relation(&mut env).remote_units);
@@ -161,6 +169,29 @@ fn the_relations_secret_revisions_are_followed_and_a_transient_problem_keeps_rea
     assert_eq!(worker_pids(&env), first);
     assert!(env.instances().is_empty());
     env.h.world.secrets.insert(secret_uri.into(), content);
+
+    // Back: Active again on the same workers. Then the relation really goes: pull mode.
+    env.h.hook("mongodb-relation-changed").assert_ok();
+    assert!(
+        env.status().1.starts_with("reactive:"),
+        "{:?}",
+        env.status()
+    );
+    assert_eq!(worker_pids(&env), first);
+    env.h.hook("mongodb-relation-broken").assert_ok();
+    assert!(wait_for(Duration::from_secs(30), || workers(&env) == 0));
+    env.h.hook("stop").assert_ok();
+}
+
+/// Issue 20 item 4. The provider's new revision of its credentials secret reaches the
+/// workers at `secret-changed` (Juju pins a consumer to the revision it read until
+/// `--refresh`), and a job is served on it. A provider asking for TLS blocks the unit
+/// instead of a plaintext try.
+#[test]
+fn the_relations_secret_revisions_are_followed_and_tls_blocks() {
+    let mongo = MongoStandIn::start(&kombu::python());
+    let secret_uri = "secret://model-uuid/d4mongocreds";
+    let (mut env, first) = reactive_from_the_relations_secret(&mongo, secret_uri);
 
     // The provider rotates its credentials: a new revision. An ordinary hook still reads
     // the tracked one; secret-changed follows the new one and the workers restart on it.
