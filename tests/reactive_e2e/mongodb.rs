@@ -13,27 +13,8 @@ use std::time::Duration;
 #[test]
 fn the_mongodb_relation_turns_reactive_mode_on_and_its_jobs_are_served() {
     let mongo = MongoStandIn::start(&kombu::python());
-    let mut env = CharmEnv::new(1);
-    env.h.world.leader = true;
-    env.h.add_relation("mongodb", "mongodb", 1);
-    let relation = env
-        .h
-        .world
-        .relations
-        .iter_mut()
-        .find(|r| r.endpoint() == "mongodb")
-        .expect("the relation just added");
-    relation.remote_app_data.insert("uris".into(), mongo.uri());
-    relation
-        .remote_app_data
-        .insert("database".into(), "github-runner-webhook-router".into());
-    env.deploy();
-    env.h.hook("mongodb-relation-changed").assert_ok();
-    assert!(
-        wait_for(Duration::from_secs(30), || workers(&env) == 1),
-        "one worker from the relation's data: {:?}",
-        env.status()
-    );
+    let mut env = related_unit(&[("uris", &mongo.uri())]);
+    deploy_until_one_worker(&mut env);
 
     // A queued job: one runner, online, handed the job; its message acked.
     let job = env.gh.add_job(REPO, &[]);
@@ -86,6 +67,35 @@ fn worker_pids(env: &CharmEnv) -> Vec<u32> {
     .collect()
 }
 
+/// A leader unit of one runner, related to a `mongodb` provider whose application data
+/// holds `data` and the router's database.
+fn related_unit(data: &[(&str, &str)]) -> CharmEnv {
+    let mut env = CharmEnv::new(1);
+    env.h.world.leader = true;
+    env.h.add_relation("mongodb", "mongodb", 1);
+    let relation = mongodb_relation(&mut env);
+    for (key, value) in data
+        .iter()
+        .chain(&[("database", "github-runner-webhook-router")])
+    {
+        relation
+            .remote_app_data
+            .insert(key.to_string(), value.to_string());
+    }
+    env
+}
+
+/// Deployed, then the relation's data read: one worker up.
+fn deploy_until_one_worker(env: &mut CharmEnv) {
+    env.deploy();
+    env.h.hook("mongodb-relation-changed").assert_ok();
+    assert!(
+        wait_for(Duration::from_secs(30), || workers(env) == 1),
+        "one worker from the relation: {:?}",
+        env.status()
+    );
+}
+
 fn mongodb_relation(env: &mut CharmEnv) -> &mut github_runner::juju::fake::FakeRelation {
     env.h
         .world
@@ -101,27 +111,12 @@ fn reactive_from_the_relations_secret(
     mongo: &MongoStandIn,
     secret_uri: &str,
 ) -> (CharmEnv, Vec<u32>) {
-    let mut env = CharmEnv::new(1);
-    env.h.world.leader = true;
-    env.h.add_relation("mongodb", "mongodb", 1);
-    let relation = mongodb_relation(&mut env);
-    relation
-        .remote_app_data
-        .insert("secret-user".into(), secret_uri.into());
-    relation
-        .remote_app_data
-        .insert("database".into(), "github-runner-webhook-router".into());
+    let mut env = related_unit(&[("secret-user", secret_uri)]);
     env.h
         .world
         .secrets
         .insert(secret_uri.into(), credentials(&mongo.uri()));
-    env.deploy();
-    env.h.hook("mongodb-relation-changed").assert_ok();
-    assert!(
-        wait_for(Duration::from_secs(30), || workers(&env) == 1),
-        "one worker from the relation's secret: {:?}",
-        env.status()
-    );
+    deploy_until_one_worker(&mut env);
     assert_eq!(worker_settings(&env).mq_uri, mongo.uri());
     let pids = worker_pids(&env);
     (env, pids)
