@@ -144,6 +144,12 @@ fn a_transient_relation_problem_keeps_reactive_mode_on_the_last_broker() {
     let (kind, message) = env.status();
     assert_eq!(kind, "waiting", "{message}");
     assert!(message.contains("no provider unit"), "{message}");
+    env.h.hook("update-status").assert_ok();
+    assert_eq!(
+        env.status(),
+        (kind, message),
+        "update-status keeps the reason"
+    );
     assert_eq!(worker_pids(&env), first, "the workers kept running");
     assert!(env.instances().is_empty(), "no pull runner was made");
     mongodb_relation(&mut env).remote_units = units;

@@ -122,7 +122,8 @@ pub fn act(
         }
         Decision::ReportOnly { status, config } => {
             host::repair_timer(ctx, &config, host.edges().systemd());
-            let status = reactive::report_status(ctx, config.virtual_machines).unwrap_or(status);
+            let status =
+                reactive::report_status(ctx, config.virtual_machines, &status).unwrap_or(status);
             Ok(Outcome::shown(Shown::Set(status)))
         }
         Decision::TearDown(plan) => tear_down(ctx, host, plan).map(|()| Outcome::default()),

@@ -234,11 +234,20 @@ pub fn check_results(rt: &Runtime) -> Option<ActionResults> {
 }
 
 /// update-status in reactive mode: the workers' own reports (slot files), no broker, GitHub
-/// or LXD call. None in pull mode.
-pub fn report_status(ctx: &Context<'_>, virtual_machines: u32) -> Option<crate::juju::Status> {
+/// or LXD call. None in pull mode. A Waiting the last converge remembered (a relation
+/// unusable for now, the unit on its last broker) stays until a hook reads the relation
+/// again.
+pub fn report_status(
+    ctx: &Context<'_>,
+    virtual_machines: u32,
+    remembered: &crate::juju::Status,
+) -> Option<crate::juju::Status> {
     let dirs = mode::unit_dirs(ctx.paths, &ctx.hook.identity);
     if mode::previous_mode(&dirs) != Mode::Reactive {
         return None;
+    }
+    if matches!(remembered, crate::juju::Status::Waiting(_)) {
+        return Some(remembered.clone());
     }
     Some(mode::reactive_status(&mode::ReactiveView {
         target: virtual_machines,
