@@ -97,8 +97,8 @@ impl Unit {
         let identity = UnitIdentity::parse("github-runner/0", "bench-model").expect("unit name");
         let config = config(&gh);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let mut settings = ClientSettings::from_config(&config, identity.clone());
-        settings.proxy = ProxySettings::from_values(None, None, None);
+        let settings =
+            ClientSettings::from_config(&config, identity.clone(), ProxySettings::default());
         let github = GitHubClient::new(settings)
             .expect("GitHub client for the fake")
             .with_clock(clock.clone());

@@ -288,3 +288,13 @@ pub fn worker_failure_line(
     }
     line
 }
+
+/// The `mongodb` provider sets `tls`: workers would try plaintext, so the unit says so.
+pub const MONGODB_TLS_UNSUPPORTED: &str =
+    "mongodb relation: the provider requires TLS, which reactive mode does not support; \
+     turn TLS off for this relation or set mq-uri";
+
+/// A reactive unit whose relation is unusable for now keeps serving on what it had.
+pub fn reactive_held(why: &str) -> String {
+    format!("{why}; reactive mode goes on with the last broker settings")
+}

@@ -104,6 +104,11 @@ fn every_kind() -> Vec<(&'static str, String)> {
         ("unknown_action", unknown_action("dance")),
         ("hh_mm_utc", hh_mm_utc(RESET)),
         ("minutes_seconds", minutes_seconds(75)),
+        ("MONGODB_TLS_UNSUPPORTED", MONGODB_TLS_UNSUPPORTED.into()),
+        (
+            "reactive_held",
+            reactive_held("mongodb relation: no provider unit yet"),
+        ),
     ]
 }
 

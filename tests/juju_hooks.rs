@@ -18,7 +18,7 @@ const NO_PROJECT: &str = "the LXD project juju-harness-no-lxd does not exist \
      (GITHUB_RUNNER_LXD_PROJECT names it; create it first)";
 
 /// Hooks that read the config and set the unit's status.
-const STATUS_HOOKS: [&str; 11] = [
+const STATUS_HOOKS: [&str; 12] = [
     "install",
     "start",
     "upgrade-charm",
@@ -32,6 +32,8 @@ const STATUS_HOOKS: [&str; 11] = [
     // The broker's connection data changed or went: the runners converge (mode switch).
     "mongodb-relation-changed",
     "mongodb-relation-broken",
+    // A new revision of the relation's credentials secret: the same converge.
+    "secret-changed",
 ];
 
 /// Hooks that take runners down: they read the config (and unit state) but, with nothing
@@ -45,7 +47,7 @@ const COS_AGENT_PUBLISHING: [&str; 2] = ["cos-agent-relation-joined", "cos-agent
 fn every_hook_exits_0_with_empty_config() {
     let mut h = Harness::new();
     let names = Event::known_hook_names();
-    assert_eq!(names.len(), 9 + 3 * 5 + 2);
+    assert_eq!(names.len(), 10 + 3 * 5 + 2);
     for name in names {
         let run = h.hook(&name);
         assert_eq!(run.code, 0, "{name}: {run:#?}");
@@ -148,7 +150,7 @@ fn old_juju_hooks_reach_dispatch_without_dispatch_path() {
 #[test]
 fn unknown_hook_is_logged_and_exits_0() {
     let mut h = Harness::new();
-    let run = h.hook("secret-changed");
+    let run = h.hook("secret-expired");
     run.assert_ok();
     let logs = h.logs();
     assert_eq!(logs.len(), 1, "{logs:?}");
@@ -157,7 +159,7 @@ fn unknown_hook_is_logged_and_exits_0() {
         logs[0].message.contains("no handler for this hook"),
         "{logs:?}"
     );
-    assert!(logs[0].message.contains("secret-changed"), "{logs:?}");
+    assert!(logs[0].message.contains("secret-expired"), "{logs:?}");
     assert!(h.statuses().is_empty());
 }
 
@@ -340,7 +342,7 @@ fn a_failing_hook_tool_fails_the_hook_with_its_stderr() {
 fn a_failing_juju_log_never_fails_the_hook() {
     let mut h = Harness::new();
     h.fail_tool("juju-log", 1, "ERROR cannot log");
-    let run = h.hook("secret-changed");
+    let run = h.hook("secret-expired");
     run.assert_ok();
     assert!(run.stderr.contains("no handler for this hook"), "{run:#?}");
     assert!(run.stderr.contains("juju-log failed"), "{run:#?}");

@@ -10,7 +10,7 @@ mod juju_harness;
 use github_runner::juju::context::HookEnv;
 use github_runner::juju::fake::{FakeStorage, TOOL_NAMES};
 use github_runner::juju::process::ProcessHookTools;
-use github_runner::juju::{HookToolError, HookTools, LogLevel, Status, StorageInfo};
+use github_runner::juju::{HookToolError, HookTools, LogLevel, SecretRead, Status, StorageInfo};
 use juju_harness::{run_with_deadline, Harness};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -290,11 +290,11 @@ fn reboot_and_secrets() {
     t.juju_reboot(true).unwrap();
     t.juju_reboot(false).unwrap();
     assert_eq!(
-        t.secret_get("secret:abc").unwrap(),
+        t.secret_get("secret:abc", SecretRead::Tracked).unwrap(),
         map(&[("token", "s3cret")])
     );
     assert_failed(
-        t.secret_get("secret:nope"),
+        t.secret_get("secret:nope", SecretRead::Tracked),
         1,
         "secret \"secret:nope\" not found",
     );
@@ -304,6 +304,47 @@ fn reboot_and_secrets() {
         1,
         "not supported when running an action",
     );
+}
+
+/// A consumer's `secret-get` as Juju answers it: the tracked revision until `--refresh`,
+/// `--peek` the latest without moving.
+#[test]
+fn secret_get_follows_the_tracked_revision_until_refresh() {
+    let mut h = Harness::new();
+    h.world
+        .secrets
+        .insert("secret:abc".into(), map(&[("password", "one")]));
+    let t = tools(&h);
+    assert_eq!(
+        t.secret_get("secret:abc", SecretRead::Tracked).unwrap(),
+        map(&[("password", "one")])
+    );
+    // The owner adds a revision.
+    let mut world = h.read_world();
+    world
+        .secrets
+        .insert("secret:abc".into(), map(&[("password", "two")]));
+    h.world = world;
+    h.write_world();
+    let read = |how| t.secret_get("secret:abc", how).unwrap()["password"].clone();
+    assert_eq!(read(SecretRead::Tracked), "one");
+    assert_eq!(read(SecretRead::Peek), "two");
+    assert_eq!(read(SecretRead::Tracked), "one", "peek does not move");
+    assert_eq!(read(SecretRead::Refresh), "two");
+    assert_eq!(read(SecretRead::Tracked), "two", "refresh moves");
+    let calls = h_calls(&h);
+    assert!(
+        calls.iter().any(|c| c.contains(&"--refresh".to_string())),
+        "{calls:?}"
+    );
+}
+
+fn h_calls(h: &Harness) -> Vec<Vec<String>> {
+    h.calls()
+        .into_iter()
+        .filter(|c| c.tool == "secret-get")
+        .map(|c| c.args)
+        .collect()
 }
 
 #[test]

@@ -105,6 +105,47 @@ fn served_by_one_runner(env: &CharmEnv, job: u64) {
         .is_empty()));
 }
 
+/// Issue 20 item 6: a reactive round records the scope (token, path, group, labels) it
+/// acted on, as a pull round does. A scope change made while reactive, then a return to
+/// pull mode, must not flush again against the record pull mode left before reactive.
+#[test]
+fn a_scope_change_while_reactive_is_recorded_and_pull_mode_later_compares_with_it() {
+    let redis = RedisServer::start();
+    let mut env = CharmEnv::new(1);
+    env.set_config("labels", "before");
+    env.deploy();
+    env.wait_online(1);
+    assert_eq!(
+        env.h.unit_state().get("acted-labels").map(String::as_str),
+        Some("before")
+    );
+
+    env.set_config("mq-uri", redis.uri());
+    env.config_changed().assert_ok();
+    assert!(wait_for(Duration::from_secs(30), || workers(&env) == 1));
+    env.set_config("labels", "scopechange");
+    env.config_changed().assert_ok();
+    assert_eq!(
+        env.h.unit_state().get("acted-labels").map(String::as_str),
+        Some("scopechange"),
+        "the reactive round recorded what it acted on"
+    );
+    assert!(wait_for(Duration::from_secs(30), || workers(&env) == 1));
+
+    // Back to pull mode: nothing changed since reactive mode acted, so no scope flush.
+    env.set_config("mq-uri", "");
+    env.config_changed().assert_ok();
+    assert_eq!(workers(&env), 0);
+    let flush = github_runner::messages::config_change_flush(&["labels"]);
+    assert!(
+        !env.h.statuses().iter().any(|s| s.message == flush),
+        "{:?}",
+        env.h.statuses()
+    );
+    env.wait_online(1);
+    env.h.hook("stop").assert_ok();
+}
+
 #[test]
 fn reactive_mode_serves_queued_jobs_drops_bad_messages_and_stops_clean() {
     let redis = RedisServer::start();

@@ -3,6 +3,7 @@
 //! replaced, all stopped; no secret in argv or environment; none of the starter's pipes kept;
 //! each in a systemd scope of its own when there is systemd (a recording `systemd-run`);
 //! failures and crash loops in their slot files, shown by the unit's status.
+//! a worker's own GitHub calls go through the model's proxy (real redis-server, real kombu).
 
 #[path = "support/executable.rs"]
 mod executable;
@@ -21,6 +22,7 @@ use github_runner::reactive::workers::{
     ensure_workers, settings_fingerprint, stop_all, survey, write_settings, DetachedWorkers,
     UnitDirs, WorkerScope,
 };
+use redis_server::RedisServer;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -49,6 +51,7 @@ fn settings() -> WorkerSettings {
         lxd_project: None,
         binary: String::new(),
         debug_ssh: Vec::new(),
+        from_relation: false,
     }
 }
 
@@ -443,4 +446,79 @@ fn a_crash_looping_worker_shows_in_the_status() {
             .starts_with("worker 0 (not running, 3 crashes in a row): start-failed"),
         "{results:?}"
     );
+}
+
+/// A forward proxy on loopback that records each request line and answers 502: enough to
+/// see whether a client goes through it.
+struct RecordingProxy {
+    port: u16,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RecordingProxy {
+    fn start() -> RecordingProxy {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = lines.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = std::io::BufReader::new(&stream);
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_ok() {
+                    seen.lock().unwrap().push(line.trim_end().to_string());
+                }
+                let _ =
+                    (&stream).write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n");
+            }
+        });
+        RecordingProxy { port, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+/// Issue 20 item 1: behind a mandatory proxy the model's proxies reach the worker's own
+/// calls, not only its runners. The GitHub host (`github.invalid`) resolves nowhere: the
+/// only way to it is the proxy, so a job lookup shows up there as a CONNECT.
+#[test]
+fn a_workers_github_calls_go_through_the_models_proxy() {
+    let redis = RedisServer::start();
+    let proxy = RecordingProxy::start();
+    let mut s = settings();
+    s.mq_uri = redis.uri();
+    s.broker_host = format!("127.0.0.1:{}", redis.port);
+    s.config
+        .insert("github-url".into(), "https://github.invalid".into());
+    s.https_proxy = Some(format!("http://127.0.0.1:{}", proxy.port));
+    s.http_proxy = s.https_proxy.clone();
+    s.no_proxy = Some("127.0.0.1,localhost".into());
+    let unit = Unit::with_settings(s);
+    let body = serde_json::json!({
+        "labels": [],
+        "status": "queued",
+        "url": "https://github.invalid/api/v3/repos/octo/hello/actions/jobs/4242",
+    })
+    .to_string();
+    kombu::put(&redis.uri(), "app", &[&body]);
+    unit.ensure(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !proxy
+        .lines()
+        .iter()
+        .any(|l| l.starts_with("CONNECT github.invalid:443 "))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the worker's job lookup never reached the proxy: {:?}; logs: {}",
+            proxy.lines(),
+            unit.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logs = unit.logs();
+    assert!(!logs.contains(TOKEN), "{logs}");
 }

@@ -279,7 +279,7 @@ fn run(tool: &str, args: &[String], state_dir: Option<&Path>) -> ToolResult {
         "state-set" => state_set(&mut t, args),
         "state-delete" => state_delete(&mut t, args),
         "juju-reboot" => juju_reboot(&t, args),
-        "secret-get" => secret_get(&t, args),
+        "secret-get" => secret_get(&mut t, args),
         "opened-ports" => {
             let p = parse(args, &[FORMAT, OUTPUT])?;
             p.at_most(0)?;
@@ -773,7 +773,9 @@ fn juju_reboot(t: &Tool, args: &[String]) -> ToolResult {
     Ok(String::new())
 }
 
-fn secret_get(t: &Tool, args: &[String]) -> ToolResult {
+/// As Juju answers a consumer: the tracked revision (the first read tracks the latest),
+/// `--refresh` the latest and tracks it, `--peek` the latest without tracking it.
+fn secret_get(t: &mut Tool, args: &[String]) -> ToolResult {
     let p = parse(
         args,
         &[
@@ -790,11 +792,24 @@ fn secret_get(t: &Tool, args: &[String]) -> ToolResult {
         .first()
         .cloned()
         .ok_or_else(|| usage("require either a secret URI or label"))?;
-    let content = t
+    if p.flag("--peek") && p.flag("--refresh") {
+        return Err(usage("specify one of --peek or --refresh but not both"));
+    }
+    let latest = t
         .world
         .secrets
         .get(&id)
+        .cloned()
         .ok_or_else(|| runtime(format!("secret {id:?} not found")))?;
+    let content = if p.flag("--peek") {
+        latest
+    } else if let (false, Some(tracked)) = (p.flag("--refresh"), t.world.secrets_tracked.get(&id)) {
+        tracked.clone()
+    } else {
+        t.world.secrets_tracked.insert(id.clone(), latest.clone());
+        t.save()?;
+        latest
+    };
     match p.positional.get(1) {
         Some(key) => render(&p, &content.get(key).map_or(Value::Null, |v| json!(v))),
         None => render(&p, &serde_json::to_value(content).map_err(io_failure)?),

@@ -30,4 +30,13 @@ impl Context<'_> {
             .and(self.hook.relation.as_ref())
             .map(|r| r.relation_id.as_str())
     }
+
+    /// What this hook tells the job-queue source reading: the `mongodb` relation it tears
+    /// down, and the secret a `secret-changed` hook is about.
+    pub fn queue_hook_facts(&self) -> crate::reactive::relation::HookFacts<'_> {
+        crate::reactive::relation::HookFacts {
+            broken: self.broken_relation(crate::reactive::relation::ENDPOINT),
+            changed_secret: self.hook.secret_id.as_deref(),
+        }
+    }
 }

@@ -150,8 +150,9 @@ impl FakeWorld {
             RunnerEnvironment::default(),
             root.to_path_buf(),
         );
-        rt.github_factory =
-            Arc::new(move |config, _identity, _clock| Ok(world.github(config.token.expose())));
+        rt.github_factory = Arc::new(move |config, _identity, _proxy, _clock| {
+            Ok(world.github(config.token.expose()))
+        });
         rt
     }
 

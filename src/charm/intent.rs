@@ -249,11 +249,13 @@ impl Intent {
                 endpoint: Endpoint::Mongodb,
                 kind: RelationEventKind::Created | RelationEventKind::Joined,
             } => Intent::RequestQueue,
-            // The broker's connection data came, changed or went: switch mode and converge.
+            // The broker's connection data came, changed or went (a new revision of the
+            // provider's credentials secret too): switch mode and converge.
             E::Relation {
                 endpoint: Endpoint::Mongodb,
                 kind: RelationEventKind::Changed | RelationEventKind::Broken,
-            } => Intent::Converge(Converge {
+            }
+            | E::SecretChanged => Intent::Converge(Converge {
                 set_version: false,
                 announce: None,
                 install_lxd_first: false,

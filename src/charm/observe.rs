@@ -25,7 +25,7 @@ use super::intent::Intent;
 use super::setup::HOST_READY_KEY;
 use crate::config::{validate, CharmConfig, ConfigContext, ConfigError};
 use crate::juju::state::UnitState;
-use crate::juju::{HookToolError, HookTools, LogLevel, Status, StorageInfo};
+use crate::juju::{HookToolError, HookTools, LogLevel, SecretRead, Status, StorageInfo};
 use crate::runner::guards;
 
 /// What the hook knows before deciding.
@@ -252,8 +252,12 @@ impl HookTools for OnceReads<'_> {
     fn juju_reboot(&self, now: bool) -> Result<(), HookToolError> {
         self.inner.juju_reboot(now)
     }
-    fn secret_get(&self, secret_id: &str) -> Result<BTreeMap<String, String>, HookToolError> {
-        self.inner.secret_get(secret_id)
+    fn secret_get(
+        &self,
+        secret_id: &str,
+        read: SecretRead,
+    ) -> Result<BTreeMap<String, String>, HookToolError> {
+        self.inner.secret_get(secret_id, read)
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::context::Context;
 use crate::clock::{Clock, SystemClock};
 use crate::config::CharmConfig;
+use crate::github::proxy::ProxySettings as ClientProxy;
 use crate::github::{ClientSettings, ClientSetupError, GitHub, GitHubClient};
 use crate::host::lock::LockWait;
 use crate::identity::UnitIdentity;
@@ -57,11 +58,18 @@ pub struct Runtime {
     pub concurrency: Concurrency,
     /// Makes the GitHub client for other credentials ([`Runtime::with_credentials`]).
     pub github_factory: GitHubFactory,
+    /// The model's proxies for the charm's own calls (GitHub, downloads).
+    pub proxy: ClientProxy,
 }
 
 /// Builds a GitHub client for a configuration's credentials and scope.
 pub type GitHubFactory = Arc<
-    dyn Fn(&CharmConfig, &UnitIdentity, Arc<dyn Clock>) -> Result<Arc<dyn GitHub>, ClientSetupError>
+    dyn Fn(
+            &CharmConfig,
+            &UnitIdentity,
+            &ClientProxy,
+            Arc<dyn Clock>,
+        ) -> Result<Arc<dyn GitHub>, ClientSetupError>
         + Send
         + Sync,
 >;
@@ -87,23 +95,49 @@ impl Runtime {
         if let Some(project) = lxd_project_from(|k| std::env::var(k).ok()) {
             lxc = lxc.in_project(project);
         }
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let github = github_client(&config, &identity, clock.clone())?;
         let environment = runner_environment(
             &ctx.hook.proxy,
             &config,
             crate::network::debug_ssh::read_servers(ctx.tools),
         );
-        Ok(Runtime::from_parts(
+        Runtime::for_process(
             identity,
             config,
             ctx.paths.clone(),
             Arc::new(lxc),
+            &ctx.hook.proxy,
+            environment,
+            ctx.hook.charm_dir.clone(),
+        )
+    }
+
+    /// The runtime of a hook or of a long-running process of the charm (a reactive
+    /// worker): the system clock and the GitHub client through the model's proxies
+    /// ([`ProxySettings::for_clients`]), the same in both.
+    pub fn for_process(
+        identity: UnitIdentity,
+        config: CharmConfig,
+        paths: HostPaths,
+        lxd: Arc<dyn Lxd>,
+        model_proxy: &ProxySettings,
+        environment: RunnerEnvironment,
+        charm_dir: PathBuf,
+    ) -> Result<Runtime, RuntimeError> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let proxy = model_proxy.for_clients();
+        let github = github_client(&config, &identity, &proxy, clock.clone())?;
+        let mut rt = Runtime::from_parts(
+            identity,
+            config,
+            paths,
+            lxd,
             github,
             clock,
             environment,
-            ctx.hook.charm_dir.clone(),
-        ))
+            charm_dir,
+        );
+        rt.proxy = proxy;
+        Ok(rt)
     }
 
     /// A runtime over the given effects, with the default pool, lock wait and concurrency.
@@ -131,13 +165,15 @@ impl Runtime {
             lock_wait: LockWait::default(),
             concurrency: Concurrency::Default,
             github_factory: Arc::new(github_client),
+            proxy: ClientProxy::default(),
         }
     }
 
     /// The same runtime acting with `config`'s credentials and scope (token, path, group,
     /// github-url): a new GitHub client, the same LXD, clock and paths.
     pub fn with_credentials(&self, config: CharmConfig) -> Result<Runtime, RuntimeError> {
-        let github = (self.github_factory)(&config, &self.identity, self.clock.clone())?;
+        let github =
+            (self.github_factory)(&config, &self.identity, &self.proxy, self.clock.clone())?;
         Ok(self.with_github(config, github))
     }
 
@@ -156,6 +192,7 @@ impl Runtime {
             lock_wait: self.lock_wait,
             concurrency: self.concurrency,
             github_factory: self.github_factory.clone(),
+            proxy: self.proxy.clone(),
         }
     }
 
@@ -184,9 +221,10 @@ pub fn lxd_project_from(var: impl Fn(&str) -> Option<String>) -> Option<String> 
 fn github_client(
     config: &CharmConfig,
     identity: &UnitIdentity,
+    proxy: &ClientProxy,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<dyn GitHub>, ClientSetupError> {
-    let settings = ClientSettings::from_config(config, identity.clone());
+    let settings = ClientSettings::from_config(config, identity.clone(), proxy.clone());
     Ok(Arc::new(GitHubClient::new(settings)?.with_clock(clock)))
 }
 

@@ -41,13 +41,13 @@ pub struct DownloadSettings {
 }
 
 impl Default for DownloadSettings {
-    /// 30 s connect, 10 min in all, 512 MiB, proxies from `JUJU_CHARM_*`.
+    /// 30 s connect, 10 min in all, 512 MiB, no proxy (the charm sets the model's).
     fn default() -> Self {
         DownloadSettings {
             connect_timeout: Duration::from_secs(30),
             timeout: Duration::from_secs(600),
             max_bytes: MAX_TARBALL_BYTES,
-            proxy: ProxySettings::from_env(),
+            proxy: ProxySettings::default(),
             user_agent_version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }

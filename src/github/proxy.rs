@@ -1,5 +1,9 @@
 //! Proxy settings from Juju's model config (`JUJU_CHARM_HTTP_PROXY`, `..._HTTPS_PROXY`,
 //! `..._NO_PROXY`), which proxy a URL goes through, and building the HTTP agent.
+//!
+//! Never read from a process's own environment: a long-running process of the charm (a
+//! reactive worker, the exporter) has none of the hook's variables. Every client gets its
+//! proxies explicitly, from [`crate::juju::context::ProxySettings::for_clients`].
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,16 +29,7 @@ pub enum ProxyError {
 }
 
 impl ProxySettings {
-    /// From `JUJU_CHARM_*_PROXY`; empty values mean unset.
-    pub fn from_env() -> Self {
-        let get = |k: &str| std::env::var(k).ok();
-        ProxySettings::from_values(
-            get(HTTP_PROXY_ENV).as_deref(),
-            get(HTTPS_PROXY_ENV).as_deref(),
-            get(NO_PROXY_ENV).as_deref(),
-        )
-    }
-
+    /// Empty values mean unset.
     pub fn from_values(http: Option<&str>, https: Option<&str>, no_proxy: Option<&str>) -> Self {
         let clean = |v: Option<&str>| v.map(str::trim).filter(|v| !v.is_empty()).map(String::from);
         ProxySettings {

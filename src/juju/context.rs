@@ -89,6 +89,17 @@ impl ProxySettings {
     pub fn is_configured(&self) -> bool {
         self.http.is_some() || self.https.is_some()
     }
+
+    /// The proxies of the charm's own HTTP calls (GitHub API, downloads), in hooks and in
+    /// every long-running process of the charm alike (reactive workers get these values in
+    /// their 0600 settings file): the one place a client's proxies come from.
+    pub fn for_clients(&self) -> crate::github::proxy::ProxySettings {
+        crate::github::proxy::ProxySettings::from_values(
+            self.http.as_deref(),
+            self.https.as_deref(),
+            self.no_proxy.as_deref(),
+        )
+    }
 }
 
 impl fmt::Debug for ProxySettings {
@@ -115,6 +126,8 @@ pub struct HookContext {
     pub relation: Option<RelationContext>,
     pub storage: Option<StorageContext>,
     pub proxy: ProxySettings,
+    /// `JUJU_SECRET_ID`: the secret a `secret-changed` (or other secret hook) is about.
+    pub secret_id: Option<String>,
     /// `JUJU_DEBUG` is set (a `juju debug-hooks` session): forward DEBUG logs to juju-log too.
     pub debug: bool,
     pub juju_version: Option<String>,
@@ -166,6 +179,7 @@ impl HookContext {
                 https: get("JUJU_CHARM_HTTPS_PROXY"),
                 no_proxy: get("JUJU_CHARM_NO_PROXY"),
             },
+            secret_id: get("JUJU_SECRET_ID"),
             debug: get("JUJU_DEBUG").is_some(),
             juju_version: get("JUJU_VERSION"),
         })

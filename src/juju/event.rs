@@ -116,7 +116,9 @@ pub enum Event {
     Action(Action),
     /// The periodic reconcile (custom dispatch path, not a Juju hook).
     ReconcileRunners,
-    /// A hook this charm does not handle (`secret-changed`, a future Juju hook, ...).
+    /// A new revision of a secret this unit reads (the `mongodb` relation's credentials).
+    SecretChanged,
+    /// A hook this charm does not handle (`secret-expired`, a future Juju hook, ...).
     UnknownHook(String),
     /// An action not in actions.yaml (Juju refuses those, but a stale charm dir may not).
     UnknownAction(String),
@@ -154,6 +156,7 @@ impl Event {
             "update-status" => Event::UpdateStatus,
             "leader-elected" => Event::LeaderElected,
             "leader-settings-changed" => Event::LeaderSettingsChanged,
+            "secret-changed" => Event::SecretChanged,
             _ => Event::relation_or_storage(name)
                 .unwrap_or_else(|| Event::UnknownHook(name.to_string())),
         }
@@ -196,6 +199,7 @@ impl Event {
             Event::RunnerStorageDetaching => format!("{RUNNER_STORAGE}-storage-detaching"),
             Event::Action(a) => a.name().into(),
             Event::ReconcileRunners => RECONCILE_RUNNERS_PATH.into(),
+            Event::SecretChanged => "secret-changed".into(),
             Event::UnknownHook(n) | Event::UnknownAction(n) | Event::Unrecognised(n) => n.clone(),
         }
     }
@@ -216,6 +220,7 @@ impl Event {
             "update-status",
             "leader-elected",
             "leader-settings-changed",
+            "secret-changed",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -330,8 +335,8 @@ mod tests {
     #[test]
     fn unknown_things_are_kept_by_name() {
         assert_eq!(
-            Event::from_dispatch_path("hooks/secret-changed"),
-            Event::UnknownHook("secret-changed".into())
+            Event::from_dispatch_path("hooks/secret-expired"),
+            Event::UnknownHook("secret-expired".into())
         );
         assert_eq!(
             Event::from_dispatch_path("hooks/db-relation-changed"),

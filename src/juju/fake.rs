@@ -60,8 +60,11 @@ pub struct World {
     pub relations: Vec<FakeRelation>,
     /// By storage id (`runner/0`).
     pub storage: BTreeMap<String, FakeStorage>,
-    /// By secret id (`secret:abc`).
+    /// By secret id (`secret:abc`): the owner's latest revision.
     pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// By secret id: the revision this unit tracks as a consumer (set by its first
+    /// `secret-get`, moved to the latest by `--refresh`), as Juju keeps it.
+    pub secrets_tracked: BTreeMap<String, BTreeMap<String, String>>,
     pub unit_state: BTreeMap<String, String>,
     pub action_params: Map<String, Value>,
     /// Tool name -> how it fails.

@@ -5,7 +5,9 @@
 //! where code depends on it: action tools fail outside an action, invalid action keys fail,
 //! an unknown relation fails, and any tool can be made to fail.
 
-use super::{validate_action_key, HookToolError, HookTools, LogLevel, Status, StorageInfo};
+use super::{
+    validate_action_key, HookToolError, HookTools, LogLevel, SecretRead, Status, StorageInfo,
+};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -29,7 +31,10 @@ pub struct MemoryState {
     /// By relation id (`mongodb:3`).
     pub relations: BTreeMap<String, MemoryRelation>,
     pub storage: BTreeMap<String, StorageInfo>,
+    /// By secret id: the latest content (no revisions here; fake-jujuc models them).
     pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// Every `secret-get`: which secret, read how.
+    pub secret_reads: Vec<(String, SecretRead)>,
     /// Tool name -> (exit code, stderr) it fails with.
     pub failing: BTreeMap<String, (i32, String)>,
     pub statuses: Vec<Status>,
@@ -294,8 +299,14 @@ impl HookTools for MemoryHookTools {
         Ok(())
     }
 
-    fn secret_get(&self, secret_id: &str) -> Result<BTreeMap<String, String>, HookToolError> {
-        let state = self.call("secret-get")?;
+    /// Always the latest content (unit tests need no revisions; fake-jujuc models them).
+    fn secret_get(
+        &self,
+        secret_id: &str,
+        read: SecretRead,
+    ) -> Result<BTreeMap<String, String>, HookToolError> {
+        let mut state = self.call("secret-get")?;
+        state.secret_reads.push((secret_id.to_string(), read));
         state
             .secrets
             .get(secret_id)

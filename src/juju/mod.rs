@@ -94,7 +94,46 @@ pub trait HookTools: Sync {
     fn state_set(&self, values: &BTreeMap<String, String>) -> Result<(), HookToolError>;
     fn state_delete(&self, key: &str) -> Result<(), HookToolError>;
     fn juju_reboot(&self, now: bool) -> Result<(), HookToolError>;
-    fn secret_get(&self, secret_id: &str) -> Result<BTreeMap<String, String>, HookToolError>;
+    /// `secret-get`: the revision this unit tracks ([`SecretRead`] says which).
+    fn secret_get(
+        &self,
+        secret_id: &str,
+        read: SecretRead,
+    ) -> Result<BTreeMap<String, String>, HookToolError>;
+}
+
+/// Which revision of a secret another application owns `secret-get` answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretRead {
+    /// The revision this unit tracks (the first read starts tracking the latest).
+    Tracked,
+    /// `--refresh`: the latest, which this unit then tracks (after `secret-changed`).
+    Refresh,
+    /// `--peek`: the latest, without tracking it.
+    Peek,
+}
+
+impl SecretRead {
+    /// The `secret-get` flag.
+    pub fn flag(self) -> Option<&'static str> {
+        match self {
+            SecretRead::Tracked => None,
+            SecretRead::Refresh => Some("--refresh"),
+            SecretRead::Peek => Some("--peek"),
+        }
+    }
+}
+
+/// True when two secret URIs name the same secret: Juju writes `secret:<id>` in one place
+/// and `secret://<model-uuid>/<id>` in another.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    let id = |uri: &str| {
+        uri.rsplit(['/', ':'])
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    !id(a).is_empty() && id(a) == id(b)
 }
 
 /// Keys Juju keeps for itself in action results.

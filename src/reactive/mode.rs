@@ -21,6 +21,8 @@ use crate::github::{DeleteOutcome, GitHubRunner};
 use crate::identity::UnitIdentity;
 use crate::juju::Status;
 use crate::paths::HostPaths;
+use crate::reactive::source::{QueueSource, SourceOrigin};
+use crate::secret::Secret;
 
 /// How long a reconcile waits for the workers it started to take their slots (status).
 const START_WAIT: Duration = Duration::from_secs(3);
@@ -86,6 +88,86 @@ pub fn mode_switch(previous: Mode, now: Mode) -> ModeSwitch {
         (Mode::Reactive, Mode::Pull) => ModeSwitch::ReactiveToPull,
         _ => ModeSwitch::None,
     }
+}
+
+/// The broker a reactive unit serves from: read this hook, or the last one it served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    pub uri: Secret,
+    /// Hosts without credentials.
+    pub host: String,
+    pub from_relation: bool,
+}
+
+/// What this hook runs on, from the queue source it read and the broker the unit last
+/// served (issue 20 item 7: a relation unusable for a moment never switches modes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueChoice {
+    /// No queue: pull mode (reactive mode is left if it was on).
+    Pull,
+    /// Reactive on `broker`; `held` says why it is the last one served, not a fresh read.
+    Reactive {
+        broker: Broker,
+        held: Option<Status>,
+    },
+    /// The relation asks for what reactive mode does not do: workers stop, nothing else
+    /// changes, the status says why.
+    Blocked(Status),
+}
+
+/// Pure. Only `mq-uri` gone with no relation, or the relation really gone (broken, or no
+/// longer in `relation-ids`), leaves reactive mode; a relation that is there but unusable
+/// (no provider unit, no data yet, an unreadable secret) keeps a unit that served from it
+/// on its last broker, Waiting with the reason. A unit that never served waits in pull mode.
+pub fn choose_queue(source: QueueSource, last: Option<Broker>) -> QueueChoice {
+    match source {
+        QueueSource::On { uri, origin } => QueueChoice::Reactive {
+            broker: Broker {
+                host: uri.host().to_string(),
+                uri: uri.secret().clone(),
+                from_relation: origin == SourceOrigin::Relation,
+            },
+            held: None,
+        },
+        QueueSource::Off => QueueChoice::Pull,
+        QueueSource::Unsupported(why) => QueueChoice::Blocked(Status::Blocked(why)),
+        QueueSource::Waiting(why) => match last {
+            Some(broker) if broker.from_relation => QueueChoice::Reactive {
+                broker,
+                held: Some(Status::Waiting(crate::messages::reactive_held(&why))),
+            },
+            _ => {
+                tracing::info!("reactive mode waits: {why}");
+                QueueChoice::Pull
+            }
+        },
+    }
+}
+
+/// The broker the unit's workers were last given (its 0600 settings file), if any.
+/// The queue this hook runs on: the source read now ([`read_queue_source`]) chosen against
+/// the broker last served ([`choose_queue`]). Every consumer (the reactive round, the
+/// runners' ACL rejecting the broker) asks this, so they never disagree.
+///
+/// [`read_queue_source`]: crate::reactive::relation::read_queue_source
+pub fn current_queue(
+    tools: &dyn crate::juju::HookTools,
+    config_uri: Option<&crate::reactive::source::MqUri>,
+    facts: crate::reactive::relation::HookFacts<'_>,
+    dirs: &UnitDirs,
+) -> Result<QueueChoice, crate::juju::HookToolError> {
+    let source = crate::reactive::relation::read_queue_source(tools, config_uri, facts)?;
+    Ok(choose_queue(source, last_broker(dirs)))
+}
+
+pub fn last_broker(dirs: &UnitDirs) -> Option<Broker> {
+    let bytes = super::run::read_settings(dirs).ok()?;
+    let settings: WorkerSettings = serde_json::from_slice(&bytes).ok()?;
+    Some(Broker {
+        uri: Secret::new(settings.mq_uri),
+        host: settings.broker_host,
+        from_relation: settings.from_relation,
+    })
 }
 
 /// The unit's runners that no live worker holds: a reconcile removes them unless busy
@@ -247,6 +329,24 @@ pub struct ReactiveRound {
     pub problems: Vec<String>,
 }
 
+impl ReactiveRound {
+    /// A round that did nothing but say why (the workers stopped).
+    pub fn blocked(status: Status, target: u32) -> ReactiveRound {
+        ReactiveRound {
+            status,
+            view: ReactiveView {
+                target,
+                workers: Vec::new(),
+                health: Vec::new(),
+            },
+            started: 0,
+            stopped: 0,
+            orphans_removed: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+}
+
 /// One reactive reconcile: settings file, logrotate rule, workers up to `virtual-machines`,
 /// orphan runners removed, status.
 pub fn converge(
@@ -394,6 +494,59 @@ mod tests {
                 ..SlotStatus::default()
             },
         }
+    }
+
+    fn broker(host: &str, from_relation: bool) -> Broker {
+        Broker {
+            uri: Secret::new(format!("mongodb://u:pw@{host}/db")),
+            host: host.into(),
+            from_relation,
+        }
+    }
+
+    /// Issue 20 item 7: only a relation really gone leaves reactive mode.
+    #[test]
+    fn a_relation_unusable_for_a_moment_keeps_the_last_broker() {
+        let fresh = crate::reactive::source::parse_mq_uri("mongodb://u:pw@m2/db").unwrap();
+        let waiting = || QueueSource::Waiting("mongodb relation: no provider unit yet".into());
+        let held = Status::Waiting(
+            "mongodb relation: no provider unit yet; reactive mode goes on with the last broker settings"
+                .into(),
+        );
+        assert_eq!(
+            choose_queue(waiting(), Some(broker("m1", true))),
+            QueueChoice::Reactive {
+                broker: broker("m1", true),
+                held: Some(held)
+            }
+        );
+        // Never served from the relation (or from mq-uri, now unset): pull mode waits.
+        assert_eq!(choose_queue(waiting(), None), QueueChoice::Pull);
+        assert_eq!(
+            choose_queue(waiting(), Some(broker("r1", false))),
+            QueueChoice::Pull
+        );
+        // Gone: pull, whatever was served.
+        assert_eq!(
+            choose_queue(QueueSource::Off, Some(broker("m1", true))),
+            QueueChoice::Pull
+        );
+        // A fresh read wins over the last broker.
+        let on = QueueSource::On {
+            uri: fresh,
+            origin: SourceOrigin::Relation,
+        };
+        assert!(matches!(
+            choose_queue(on, Some(broker("m1", true))),
+            QueueChoice::Reactive { broker: Broker { ref host, from_relation: true, .. }, held: None } if host == "m2"
+        ));
+        assert_eq!(
+            choose_queue(
+                QueueSource::Unsupported("tls".into()),
+                Some(broker("m1", true))
+            ),
+            QueueChoice::Blocked(Status::Blocked("tls".into()))
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::charm::fleet::CharmRunnerOps;
 use crate::charm::runtime::{runner_environment, Runtime};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{validate, CharmConfig, ConfigContext};
-use crate::github::{Arch, ClientSettings, GitHub, GitHubClient};
+use crate::github::Arch;
 use crate::host::metrics::{MetricEvent, MetricsLog, ReactiveJobPickedUp};
 use crate::identity::{RunnerName, UnitIdentity};
 use crate::juju::context::ProxySettings;
@@ -71,6 +71,10 @@ pub struct WorkerSettings {
     /// restarts the workers, so new runners see it.
     #[serde(default)]
     pub debug_ssh: Vec<crate::network::debug_ssh::TmateServer>,
+    /// The broker came from the `mongodb` relation (not `mq-uri`): while the relation is
+    /// unusable for a moment the unit goes on with it (`reactive::mode::choose_queue`).
+    #[serde(default)]
+    pub from_relation: bool,
 }
 
 /// Options only the hooks read: how many workers run (`virtual-machines` scales them, idle
@@ -232,7 +236,8 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
-fn read_settings(dirs: &UnitDirs) -> std::io::Result<Vec<u8>> {
+/// The settings file's bytes, capped (the worker at start; a hook for the last broker).
+pub fn read_settings(dirs: &UnitDirs) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     std::fs::File::open(dirs.settings_file())?
         .take(MAX_SETTINGS_BYTES)
@@ -256,34 +261,30 @@ fn runtime(settings: &WorkerSettings, slot_file: Option<&SharedSlot>) -> Result<
     if let Some(project) = &settings.lxd_project {
         lxc = lxc.in_project(project.clone());
     }
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut github: Arc<dyn GitHub> = Arc::new(
-        GitHubClient::new(ClientSettings::from_config(&config, identity.clone()))
-            .map_err(|e| e.to_string())?
-            .with_clock(clock.clone()),
-    );
-    if let Some(slot) = slot_file {
-        github = Arc::new(ObservedGitHub {
-            inner: github,
-            slot: slot.clone(),
-        });
-    }
     let proxy = ProxySettings {
         http: settings.http_proxy.clone(),
         https: settings.https_proxy.clone(),
         no_proxy: settings.no_proxy.clone(),
     };
     let environment = runner_environment(&proxy, &config, settings.debug_ssh.clone());
-    Ok(Runtime::from_parts(
+    // The hook's proxies, from the settings file: this process's own environment has none.
+    let mut rt = Runtime::for_process(
         identity,
         config,
         paths,
         Arc::new(lxc),
-        github,
-        clock,
+        &proxy,
         environment,
         settings.charm_dir.clone(),
-    ))
+    )
+    .map_err(|e| e.to_string())?;
+    if let Some(slot) = slot_file {
+        rt.github = Arc::new(ObservedGitHub {
+            inner: rt.github.clone(),
+            slot: slot.clone(),
+        });
+    }
+    Ok(rt)
 }
 
 /// This unit's labels for the label check: the runners' own, plus the host architecture.
@@ -523,6 +524,7 @@ mod runtime_tests {
             lxd_project: None,
             binary: String::new(),
             debug_ssh,
+            from_relation: false,
         }
     }
 

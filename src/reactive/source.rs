@@ -180,6 +180,9 @@ pub enum RelationSource {
     Absent,
     /// Related, but the provider has not (or not yet) sent usable connection data.
     Waiting(String),
+    /// The provider asks for what reactive mode does not do (TLS): Blocked, never a
+    /// plaintext try.
+    Unsupported(String),
     Ready(MqUri),
 }
 
@@ -197,6 +200,9 @@ pub fn relation_source(
             .or_else(|| app_data.get(key))
             .filter(|v| !v.is_empty())
     };
+    if field("tls").is_some_and(|tls| tls.eq_ignore_ascii_case("true")) {
+        return RelationSource::Unsupported(crate::messages::MONGODB_TLS_UNSUPPORTED.into());
+    }
     let uri = match (field("uris"), field("username"), field("password")) {
         (Some(uris), _, _) => uris.clone(),
         (None, Some(user), Some(password)) => match app_data.get("endpoints") {
@@ -269,6 +275,8 @@ pub enum QueueSource {
     Off,
     /// Reactive mode is asked for (the relation exists) but cannot start yet.
     Waiting(String),
+    /// The relation asks for what reactive mode does not do (Blocked).
+    Unsupported(String),
     On {
         uri: MqUri,
         origin: SourceOrigin,
@@ -287,6 +295,7 @@ pub fn effective_source(config_uri: Option<&MqUri>, relation: &RelationSource) -
             origin: SourceOrigin::Relation,
         },
         (None, RelationSource::Waiting(why)) => QueueSource::Waiting(why.clone()),
+        (None, RelationSource::Unsupported(why)) => QueueSource::Unsupported(why.clone()),
         (None, RelationSource::Absent) => QueueSource::Off,
     }
 }
@@ -425,6 +434,33 @@ mod tests {
             relation_source(&bad, None),
             RelationSource::Waiting(w) if !w.contains("hunter2")
         ));
+    }
+
+    /// Issue 20 item 4: TLS asked for by the provider is never tried in plaintext.
+    #[test]
+    fn a_provider_asking_for_tls_is_unsupported_wherever_it_says_so() {
+        let uris = ("uris", "mongodb://u:pw@m1/github-runner-webhook-router");
+        for (data, secret) in [
+            (map(&[uris, ("tls", "true")]), None),
+            (map(&[uris, ("tls", "True")]), None),
+            (
+                map(&[uris]),
+                Some(map(&[("tls", "true"), ("tls-ca", "PEM")])),
+            ),
+        ] {
+            assert_eq!(
+                relation_source(&data, secret.as_ref()),
+                RelationSource::Unsupported(crate::messages::MONGODB_TLS_UNSUPPORTED.into())
+            );
+        }
+        assert!(matches!(
+            relation_source(&map(&[uris, ("tls", "false")]), None),
+            RelationSource::Ready(_)
+        ));
+        assert_eq!(
+            effective_source(None, &RelationSource::Unsupported("x".into())),
+            QueueSource::Unsupported("x".into())
+        );
     }
 
     #[test]

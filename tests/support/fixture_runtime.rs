@@ -67,8 +67,7 @@ pub fn fixture_runtime(
     )
     .expect("valid config");
     let identity = UnitIdentity::parse("github-runner/0", "model-uuid").expect("unit name");
-    let mut settings = ClientSettings::from_config(&config, identity.clone());
-    settings.proxy = ProxySettings::from_values(None, None, None);
+    let settings = ClientSettings::from_config(&config, identity.clone(), ProxySettings::default());
     let client = GitHubClient::new(settings).expect("client for the fake");
     let paths = HostPaths::new(root);
     let tarball = tarball_path(&paths);

@@ -122,7 +122,8 @@ pub fn act(
         }
         Decision::ReportOnly { status, config } => {
             host::repair_timer(ctx, &config, host.edges().systemd());
-            let status = reactive::report_status(ctx, config.virtual_machines).unwrap_or(status);
+            let status =
+                reactive::report_status(ctx, config.virtual_machines, &status).unwrap_or(status);
             Ok(Outcome::shown(Shown::Set(status)))
         }
         Decision::TearDown(plan) => tear_down(ctx, host, plan).map(|()| Outcome::default()),
@@ -314,7 +315,15 @@ pub(crate) fn converge_runners(
     if let Some(action) = action {
         actions::log_line(ctx, &start_line(action, flush_when));
     }
-    if let Some(round) = reactive::converge(ctx, rt, action)? {
+    if let Some(reactive::ReactiveConverge {
+        round,
+        scope_flushed,
+    }) = reactive::converge(ctx, rt, action, &scope_flush)?
+    {
+        // Every mode records the scope it acted on: a later pull round compares with it.
+        if scope && scope_flushed {
+            runners::record_acted(ctx, rt)?;
+        }
         return Ok(Outcome {
             shown: Shown::Remember(round.status.clone()),
             action: action.map(|_| Ok(reactive::action_results(&round))),

@@ -12,47 +12,29 @@ use crate::juju::event::Action;
 use crate::manager::flush::FlushMode;
 use crate::paths::HostPaths;
 use crate::paths::HOST_ROOT_ENV;
-use crate::reactive::mode::{self, Mode, ModeSwitch, ReactiveRound};
+use crate::reactive::mode::{self, Broker, Mode, ModeSwitch, QueueChoice, ReactiveRound};
 use crate::reactive::run::WorkerSettings;
-use crate::reactive::source::QueueSource;
 use crate::reactive::workers::{scope_prefix, DetachedWorkers, WorkerScope, WORKER_BINARY};
-use crate::secret::Secret;
 use std::path::PathBuf;
 
 /// The broker reactive mode consumes from, once known (`mq-uri` or the `mongodb` relation).
 #[derive(Debug, Clone)]
 pub struct ReactiveQueue {
-    pub uri: Secret,
-    /// Hosts without credentials.
-    pub broker_host: String,
+    pub broker: Broker,
     pub queue_name: String,
 }
 
-/// The queue source of this unit: `mq-uri`, else the `mongodb` relation's connection data
-/// (the relation being broken in this hook does not count). None: pull mode.
-pub fn queue_source(ctx: &Context<'_>, rt: &Runtime) -> Option<ReactiveQueue> {
-    let broken = ctx.broken_relation(crate::reactive::relation::ENDPOINT);
-    let source = match crate::reactive::relation::read_queue_source(
+/// What this hook runs on: `mq-uri`, else the `mongodb` relation's connection data (the
+/// relation being broken in this hook does not count), else, while the relation is there
+/// but unusable, the broker the unit last served ([`mode::choose_queue`]). A failing hook
+/// tool fails the hook: Juju retries it, and nothing switched mode meanwhile.
+pub fn queue_choice(ctx: &Context<'_>, rt: &Runtime) -> Result<QueueChoice, CharmError> {
+    Ok(mode::current_queue(
         ctx.tools,
         rt.config.mq_uri.as_ref(),
-        broken,
-    ) {
-        Ok(source) => source,
-        // No usable data (a provider that wrote nothing yet): not reactive for now.
-        Err(e) => QueueSource::Waiting(format!("mongodb relation unreadable: {e}")),
-    };
-    match source {
-        QueueSource::On { uri, .. } => Some(ReactiveQueue {
-            uri: uri.secret().clone(),
-            broker_host: uri.host().to_string(),
-            queue_name: rt.identity.app.clone(),
-        }),
-        QueueSource::Waiting(why) => {
-            tracing::info!("reactive mode waits: {why}");
-            None
-        }
-        QueueSource::Off => None,
-    }
+        ctx.queue_hook_facts(),
+        &mode::unit_dirs(&rt.paths, &rt.identity),
+    )?)
 }
 
 /// The charm's worker binary: beside the running hook binary.
@@ -108,8 +90,9 @@ fn settings(
         .map(|age| format!("{} {}", worker.display(), age.as_secs()))
         .unwrap_or_default();
     Ok(WorkerSettings {
-        mq_uri: q.uri.expose().to_string(),
-        broker_host: q.broker_host.clone(),
+        mq_uri: q.broker.uri.expose().to_string(),
+        broker_host: q.broker.host.clone(),
+        from_relation: q.broker.from_relation,
         queue_name: q.queue_name.clone(),
         unit_name: rt.identity.unit_name(),
         model_uuid: rt.identity.model_uuid.clone(),
@@ -125,22 +108,44 @@ fn settings(
     })
 }
 
+/// A reactive round, and whether the scope it acted on may be recorded.
+#[derive(Debug)]
+pub struct ReactiveConverge {
+    pub round: ReactiveRound,
+    /// False when the old fleet of a scope change could not be flushed: the change is
+    /// retried by the next converge.
+    pub scope_flushed: bool,
+}
+
 /// Before a converge's runner round: the mode switch, and in reactive mode the whole round.
-/// None: pull mode, the pull round runs.
+/// None: pull mode, the pull round runs. `scope_flush`: the scope options that changed
+/// since the charm last acted (the old fleet goes with the old credentials first, in
+/// reactive mode too).
 pub fn converge(
     ctx: &Context<'_>,
     rt: &Runtime,
     action: Option<Action>,
-) -> Result<Option<ReactiveRound>, CharmError> {
+    scope_flush: &[&'static str],
+) -> Result<Option<ReactiveConverge>, CharmError> {
     let dirs = mode::unit_dirs(&rt.paths, &rt.identity);
-    let queue = queue_source(ctx, rt);
-    let now = if queue.is_some() {
-        Mode::Reactive
-    } else {
-        Mode::Pull
+    let choice = queue_choice(ctx, rt)?;
+    let now = match choice {
+        QueueChoice::Reactive { .. } => Mode::Reactive,
+        QueueChoice::Pull | QueueChoice::Blocked(_) => Mode::Pull,
     };
     let control = control(&rt.paths, &rt.identity);
-    match mode::mode_switch(mode::previous_mode(&dirs), now) {
+    let previous = mode::previous_mode(&dirs);
+    if let QueueChoice::Blocked(status) = choice {
+        // Workers stop (handing back what they hold); pull runners are left as they are.
+        if previous == Mode::Reactive {
+            mode::leave(&rt.paths, &rt.identity, &control);
+        }
+        return Ok(Some(ReactiveConverge {
+            round: ReactiveRound::blocked(status, rt.config.virtual_machines),
+            scope_flushed: false,
+        }));
+    }
+    match mode::mode_switch(previous, now) {
         ModeSwitch::None => {}
         ModeSwitch::PullToReactive => {
             tracing::info!("switching to reactive mode: idle runners go, workers start");
@@ -154,10 +159,25 @@ pub fn converge(
             }
         }
     }
-    let Some(queue) = queue else {
+    let QueueChoice::Reactive { broker, held } = choice else {
         return Ok(None);
     };
+    let queue = ReactiveQueue {
+        broker,
+        queue_name: rt.identity.app.clone(),
+    };
     let settings = settings(ctx, rt, &queue)?;
+    let mut scope_flushed = true;
+    if !scope_flush.is_empty() {
+        // Workers made runners with the old scope: they stop first (handing back what they
+        // hold), then the old fleet goes with the credentials it was made with.
+        mode::restart_workers(&rt.paths, &rt.identity, &control);
+        let flushed = runners::flush_old_scope(ctx, rt, scope_flush)?;
+        if let Err(e) = &flushed.result {
+            tracing::warn!("flushing the runners of the old scope failed: {e}");
+            scope_flushed = false;
+        }
+    }
     let _lock = crate::host::lock::UnitLock::acquire(
         &rt.paths.lock_file(),
         "reactive",
@@ -167,9 +187,15 @@ pub fn converge(
     if action == Some(Action::FlushRunners) {
         mode::restart_workers(&rt.paths, &rt.identity, &control);
     }
-    let round = mode::converge(rt, &control, &settings);
+    let mut round = mode::converge(rt, &control, &settings);
     publish_gauges(rt, &round.view);
-    Ok(Some(round))
+    if let Some(held) = held {
+        round.status = held;
+    }
+    Ok(Some(ReactiveConverge {
+        round,
+        scope_flushed,
+    }))
 }
 
 /// The exporter's reactive gauges (workers, busy ones, queue length) from the workers' own
@@ -216,11 +242,20 @@ pub fn check_results(rt: &Runtime) -> Option<ActionResults> {
 }
 
 /// update-status in reactive mode: the workers' own reports (slot files), no broker, GitHub
-/// or LXD call. None in pull mode.
-pub fn report_status(ctx: &Context<'_>, virtual_machines: u32) -> Option<crate::juju::Status> {
+/// or LXD call. None in pull mode. A Waiting the last converge remembered (a relation
+/// unusable for now, the unit on its last broker) stays until a hook reads the relation
+/// again.
+pub fn report_status(
+    ctx: &Context<'_>,
+    virtual_machines: u32,
+    remembered: &crate::juju::Status,
+) -> Option<crate::juju::Status> {
     let dirs = mode::unit_dirs(ctx.paths, &ctx.hook.identity);
     if mode::previous_mode(&dirs) != Mode::Reactive {
         return None;
+    }
+    if matches!(remembered, crate::juju::Status::Waiting(_)) {
+        return Some(remembered.clone());
     }
     Some(mode::reactive_status(&mode::ReactiveView::read(
         &dirs,

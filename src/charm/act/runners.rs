@@ -116,13 +116,33 @@ pub fn scope_flush_then_reconcile(
     notes: &[Status],
     progress: ProgressSink<'_>,
 ) -> Result<(FlushRun, ReconcileRun), CharmError> {
+    let old_rt = announce_old_scope(ctx, rt, changed)?;
+    let flush_rt = old_rt.as_ref().unwrap_or(rt);
+    flush_then_reconcile(flush_rt, SCOPE_FLUSH_MODE, rt, notes, progress)
+}
+
+/// Reactive mode's scope change: the old fleet flushed with the credentials it was made
+/// with (the new ones when there is no usable record of them), no pull round after it.
+pub fn flush_old_scope(
+    ctx: &Context<'_>,
+    rt: &Runtime,
+    changed: &[&str],
+) -> Result<FlushRun, CharmError> {
+    let old_rt = announce_old_scope(ctx, rt, changed)?;
+    flush(old_rt.as_ref().unwrap_or(rt), SCOPE_FLUSH_MODE)
+}
+
+/// The status naming the changed options, and the runtime of the old credentials.
+fn announce_old_scope(
+    ctx: &Context<'_>,
+    rt: &Runtime,
+    changed: &[&str],
+) -> Result<Option<Runtime>, CharmError> {
     let reason = messages::config_change_flush(changed);
     tracing::info!("{reason}");
     ctx.tools.status_set(&Status::Maintenance(reason))?;
     let acted = UnitState::load(ctx.tools)?.token_fingerprint;
-    let old_rt = previous_runtime(rt, acted.as_deref());
-    let flush_rt = old_rt.as_ref().unwrap_or(rt);
-    flush_then_reconcile(flush_rt, SCOPE_FLUSH_MODE, rt, notes, progress)
+    Ok(previous_runtime(rt, acted.as_deref()))
 }
 
 fn flush_locked(rt: &Runtime, mode: FlushMode, progress: ProgressSink<'_>) -> FlushRun {

@@ -27,13 +27,16 @@ pub struct BinaryUpdate {
 }
 
 /// [`update_runner_binary_with`] with the runtime's GitHub client and the default download
-/// settings (Juju's proxies).
+/// settings through the model's proxies.
 pub fn update_runner_binary(ctx: &Context<'_>, rt: &Runtime) -> Result<BinaryUpdate, SetupError> {
     update_runner_binary_with(
         ctx.tools,
         &rt.paths,
         rt.github.as_ref(),
-        &DownloadSettings::default(),
+        &DownloadSettings {
+            proxy: rt.proxy.clone(),
+            ..DownloadSettings::default()
+        },
     )
 }
 

@@ -152,12 +152,17 @@ fn broker_addresses(
     config: &CharmConfig,
     commands: &dyn HostCommands,
 ) -> Vec<std::net::Ipv4Addr> {
-    use crate::reactive::source::QueueSource;
-    let broken = ctx.broken_relation(crate::reactive::relation::ENDPOINT);
-    let source =
-        crate::reactive::relation::read_queue_source(ctx.tools, config.mq_uri.as_ref(), broken);
-    let hosts = match source {
-        Ok(QueueSource::On { uri, .. }) => crate::network::broker::broker_hosts(uri.host()),
+    use crate::reactive::mode::{current_queue, unit_dirs, QueueChoice};
+    let dirs = unit_dirs(ctx.paths, &ctx.hook.identity);
+    let hosts = match current_queue(
+        ctx.tools,
+        config.mq_uri.as_ref(),
+        ctx.queue_hook_facts(),
+        &dirs,
+    ) {
+        Ok(QueueChoice::Reactive { broker, .. }) => {
+            crate::network::broker::broker_hosts(&broker.host)
+        }
         Ok(_) => return Vec::new(),
         Err(e) => {
             tracing::warn!("could not read the mongodb relation for the runners' ACL: {e}");

@@ -56,8 +56,8 @@ pub struct ClientSettings {
 }
 
 impl ClientSettings {
-    /// Defaults: 10 s connect, 30 s per call, the crate version, proxies from the
-    /// `JUJU_CHARM_*` environment, 3 retries within a 60 s sleep budget.
+    /// Defaults: 10 s connect, 30 s per call, the crate version, no proxy (callers set
+    /// the model's: [`ClientSettings::from_config`]), 3 retries within a 60 s sleep budget.
     pub fn new(
         api_base_url: impl Into<String>,
         path: GitHubPath,
@@ -74,19 +74,23 @@ impl ClientSettings {
             connect_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(30),
             user_agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            proxy: ProxySettings::from_env(),
+            proxy: ProxySettings::default(),
             retry: RetryPolicy::default(),
         }
     }
 
-    pub fn from_config(config: &CharmConfig, identity: UnitIdentity) -> Self {
-        ClientSettings::new(
-            config.api_base_url.clone(),
-            config.path.clone(),
-            config.token.clone(),
-            config.group.clone(),
-            identity,
-        )
+    /// The client for `config`'s scope, through the model's proxies.
+    pub fn from_config(config: &CharmConfig, identity: UnitIdentity, proxy: ProxySettings) -> Self {
+        ClientSettings {
+            proxy,
+            ..ClientSettings::new(
+                config.api_base_url.clone(),
+                config.path.clone(),
+                config.token.clone(),
+                config.group.clone(),
+                identity,
+            )
+        }
     }
 
     pub fn user_agent(&self) -> String {

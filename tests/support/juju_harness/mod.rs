@@ -321,6 +321,16 @@ impl Harness {
         self.run_in(&self.charm_dir.join("dispatch"), env, Commit::OnSuccess)
     }
 
+    /// Run hook `name` with extra variables (`JUJU_SECRET_ID` for a secret hook).
+    pub fn hook_with(&mut self, name: &str, extra: &[(&str, &str)]) -> Run {
+        let mut env = self.base_env(name);
+        env.insert("JUJU_HOOK_NAME".into(), name.into());
+        env.insert("JUJU_DISPATCH_PATH".into(), format!("hooks/{name}"));
+        self.add_hook_context(name, &mut env);
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.run_in(&self.charm_dir.join("dispatch"), env, Commit::OnSuccess)
+    }
+
     /// Old Juju: run `hooks/<name>` by absolute path, without `JUJU_DISPATCH_PATH`.
     pub fn legacy_hook(&mut self, name: &str) -> Run {
         let mut env = self.base_env(name);
