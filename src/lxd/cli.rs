@@ -677,6 +677,10 @@ impl Lxd for LxcCli {
         }
     }
 
+    fn set_instance_config(&self, instance: &str, key: &str, value: &str) -> Result<(), LxdError> {
+        self.patch_instance_config(instance, key, value)
+    }
+
     fn image_exists(&self, alias: &str) -> Result<bool, LxdError> {
         let found: Option<serde_json::Value> = self.get_json(
             "image alias lookup",
