@@ -108,20 +108,22 @@ fn stopping() -> InstanceState {
     InstanceState::Other("Stopping".into())
 }
 
-/// (kind, state, listed, GitHub confirmed the recorded id gone) -> condition, and for a
-/// removal whether it is forced and which registration id it deletes.
+/// A condition, and for a removal whether it is forced and which registration it deletes.
+type Expected = (Condition, Option<(bool, Option<u64>)>);
+
+/// (kind, state, listed, GitHub confirmed the recorded id gone) -> [`Expected`].
 #[test]
 fn every_standing_against_every_state_and_view() {
     use Kind::*;
     use Listed::*;
     use RemovalReason as R;
-    let replacing = (Condition::Replacing, None);
-    let removing = |r: RemovalReason, force: bool, id: Option<u64>| {
+    let replacing: Expected = (Condition::Replacing, None);
+    let removing = |r: RemovalReason, force: bool, id: Option<u64>| -> Expected {
         (Condition::Removing(r), Some((force, id)))
     };
     let running = || InstanceState::Running;
     #[rustfmt::skip]
-    let table: Vec<(Kind, InstanceState, Listed, bool, (Condition, Option<(bool, Option<u64>)>))> = vec![
+    let table: Vec<(Kind, InstanceState, Listed, bool, Expected)> = vec![
         // A previous scope's runner: judged by its instance; a 404 with these credentials
         // proves nothing, and its recorded id is never sent to this scope.
         (OldScope, running(), No, false, replacing),

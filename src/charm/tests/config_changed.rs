@@ -159,7 +159,7 @@ fn a_scope_change_keeps_a_busy_runner_until_its_job_ends() {
         let (busy, idle) = (old[0].clone(), old[1].clone());
         unit.world.take_job(&busy);
 
-        unit.set(&[change.clone()]);
+        unit.set(std::slice::from_ref(&change));
         unit.config_changed();
         let now = unit.world.instance_names();
         assert!(
