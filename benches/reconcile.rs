@@ -151,6 +151,7 @@ impl Unit {
                 ..Default::default()
             },
             runner_size: None,
+            scope: github_runner::charm::fleet::scope_fingerprint(&self.rt.config),
         };
         let started = Instant::now();
         let outcome = reconcile(&ops, &*self.rt.clock, &settings, &no_progress)

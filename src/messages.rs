@@ -184,6 +184,24 @@ pub fn flushing_then_reconciling(mode: impl std::fmt::Display) -> String {
     format!("flushing runners ({mode}), then reconciling")
 }
 
+/// The flush kept busy runners: each is replaced once its job ends.
+pub fn busy_runners_replaced_after_job(names: &[String]) -> String {
+    format!(
+        "{} busy runner(s) keep their job and are replaced once it ends: {}",
+        names.len(),
+        names.join(", ")
+    )
+}
+
+/// The status line's count of runners flushed while busy (or of a previous scope).
+pub fn awaiting_job_end(count: u32) -> &'static str {
+    if count == 1 {
+        "waiting for its job to end before replacement"
+    } else {
+        "waiting for their job to end before replacement"
+    }
+}
+
 pub fn flush_wait_exhausted(waited: Duration) -> String {
     format!(
         "busy runners were still in their pre-job phase after {} s; flushed anyway",

@@ -96,6 +96,11 @@ fn every_kind() -> Vec<(&'static str, String)> {
         ("reconciled", reconciled(1, 2, 0)),
         ("flushing_then_reconciling", flushing_then_reconciling(mode)),
         (
+            "busy_runners_replaced_after_job",
+            busy_runners_replaced_after_job(&["github-runner-0-a1b2c3d4e5f6".into()]),
+        ),
+        ("awaiting_job_end", awaiting_job_end(2).into()),
+        (
             "flush_wait_exhausted",
             flush_wait_exhausted(Duration::from_secs(90)),
         ),

@@ -1,6 +1,7 @@
-//! End-to-end lifecycle: stop, remove and update-dependencies through `dispatch` on the real
-//! LXD daemon with the fake GitHub (see tests/support/charm_env), with a runner busy on a
-//! held job. Until now these were tested only against in-memory fakes.
+//! End-to-end lifecycle: stop, remove, update-dependencies, flush-runners and a scope change
+//! through `dispatch` on the real LXD daemon with the fake GitHub (see
+//! tests/support/charm_env), with a runner busy on a held job. Until now these were tested
+//! only against in-memory fakes.
 
 #[path = "support/charm_env/mod.rs"]
 mod charm_env;
@@ -268,6 +269,118 @@ fn update_dependencies_with_a_failing_flush_fails_the_action_and_loses_no_runner
         env.instances()
     );
     assert!(env.gh.release_job(job));
+}
+
+/// The busy runner survives a flush-runners and the reconciles while its job runs; once
+/// the job ends its instance goes (the ephemeral runner powers off) and the fleet is back to
+/// `virtual-machines`.
+#[test]
+fn flush_runners_lets_a_busy_runner_finish_its_job() {
+    let (mut env, busy, idle, job) = two_runners_one_busy();
+
+    env.h.action("flush-runners").assert_ok();
+    assert_eq!(env.h.action_record().failure, None);
+    let after = env.instances();
+    assert!(
+        after.contains(&busy),
+        "the busy runner was killed: {after:?}"
+    );
+    assert!(!after.contains(&idle), "the idle runner was not flushed");
+    assert!(
+        env.gh.runner(&busy).is_some_and(|r| r.busy && r.online),
+        "its job was killed"
+    );
+    let logs = env.h.action_logs().join("\n");
+    assert!(logs.contains("replaced once it ends"), "{logs}");
+
+    env.reconcile().assert_ok();
+    assert!(env.instances().contains(&busy), "{:?}", env.instances());
+    let (status, message) = env.status();
+    assert_eq!(status, "active", "{message}");
+    assert!(
+        message.contains("1 waiting for its job to end before replacement"),
+        "{message}"
+    );
+
+    job_ends_then_the_fleet_is_back_to_two(&mut env, &busy, job);
+}
+
+/// force=true (a leaked token): the busy runner goes with its job, at once.
+#[test]
+fn flush_runners_force_true_kills_a_busy_runner() {
+    let (mut env, busy, _idle, job) = two_runners_one_busy();
+    env.h
+        .world
+        .action_params
+        .insert("force".into(), serde_json::Value::Bool(true));
+
+    env.h.action("flush-runners").assert_ok();
+    env.h.world.action_params.clear();
+    assert_eq!(env.h.action_record().failure, None);
+    assert!(
+        !env.instances().contains(&busy),
+        "force=true kept the busy runner: {:?}",
+        env.instances()
+    );
+    let logs = env.h.action_logs().join("\n");
+    assert!(!logs.contains("pre-job"), "force waits for nothing: {logs}");
+    assert!(env.gh.release_job(job));
+}
+
+/// A path change while a runner is busy: the old idle runner goes, the busy one keeps its
+/// job through config-changed and the reconciles after it (the new path's GitHub answers
+/// 404 for it), two runners serve the new path meanwhile, and once its job ended it is gone.
+#[test]
+fn a_path_change_lets_a_busy_runner_finish_its_job() {
+    let (mut env, busy, idle, job) = two_runners_one_busy();
+    let new_path = "octo/elsewhere";
+
+    env.set_config("path", new_path);
+    env.config_changed().assert_ok();
+    let after = env.instances();
+    assert!(
+        after.contains(&busy),
+        "the busy runner was killed: {after:?}"
+    );
+    assert!(
+        !after.contains(&idle),
+        "the old idle runner was not flushed"
+    );
+    env.reconcile().assert_ok();
+    assert!(env.instances().contains(&busy), "{:?}", env.instances());
+    assert!(
+        env.gh.runner(&busy).is_some_and(|r| r.busy && r.online),
+        "its job was killed"
+    );
+    let in_new_path = |s: &fake_github::Snapshot| {
+        s.runners
+            .iter()
+            .filter(|r| r.path == new_path && r.online)
+            .count()
+    };
+    assert!(
+        env.gh
+            .wait_until(charm_env::ONLINE_WITHIN, |s| in_new_path(s) == 2),
+        "the new path has no 2 runners: {:?}",
+        env.gh.runners()
+    );
+
+    job_ends_then_the_fleet_is_back_to_two(&mut env, &busy, job);
+}
+
+/// The held job ends: the busy runner's instance goes by itself (the ephemeral runner
+/// powers off), and the next reconcile leaves 2 runners, none of them the old one.
+fn job_ends_then_the_fleet_is_back_to_two(env: &mut CharmEnv, busy: &String, job: u64) {
+    assert!(env.gh.release_job(job));
+    assert!(
+        env.wait_instances(GONE_WITHIN, |names| !names.contains(busy)),
+        "the busy runner's instance outlived its job: {:?}",
+        env.instances()
+    );
+    env.reconcile().assert_ok();
+    let online = env.wait_online(2);
+    assert!(!online.contains(busy));
+    env.assert_runners(2);
 }
 
 /// Serve a different runner tarball under a new version (what a runner release does): the

@@ -239,6 +239,31 @@ fn stopping_an_ephemeral_instance_deletes_it() {
     ));
 }
 
+/// A flush marks a busy runner in place: one key set on the running instance, the others
+/// (its owner key) kept; a gone instance is InstanceNotFound.
+#[test]
+fn one_config_key_is_set_on_a_running_instance_and_the_rest_kept() {
+    let fx = LxdFixture::new();
+    let lxd = fx.lxd();
+    lxd.launch(&launch_spec("m-0-000000000001", "o")).unwrap();
+    lxd.set_instance_config("m-0-000000000001", "user.github-runner.replace", "abc123")
+        .unwrap();
+    let listed = lxd.list_owned_instances("o").unwrap();
+    assert_eq!(listed.len(), 1, "the owner key survived: {listed:?}");
+    assert_eq!(listed[0].state, InstanceState::Running);
+    assert_eq!(
+        listed[0]
+            .config
+            .get("user.github-runner.replace")
+            .map(String::as_str),
+        Some("abc123")
+    );
+    assert!(matches!(
+        lxd.set_instance_config("m-0-000000000009", "user.x", "1"),
+        Err(LxdError::InstanceNotFound(_))
+    ));
+}
+
 #[test]
 fn launch_of_a_missing_image_is_image_not_found() {
     let fx = LxdFixture::new();

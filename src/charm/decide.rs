@@ -11,7 +11,7 @@ pub mod status;
 
 use std::time::Duration;
 
-use super::intent::{Converge, Intent, Nothing, RunnerStep, TearDown};
+use super::intent::{Converge, FlushWhen, Intent, Nothing, RunnerStep, TearDown};
 use super::observe::Observed;
 use super::runtime::RuntimeError;
 use super::setup;
@@ -83,6 +83,7 @@ pub struct TearDownPlan {
 
 /// Stage 2: what `intent` means given `seen`.
 pub fn decide(intent: &Intent, seen: Observed) -> Decision {
+    let force_flush = seen.force_flush;
     let ready = |seen: Observed| -> Result<(CharmConfig, UnitState, bool), Refusal> {
         let config = match seen.config {
             Some(Ok(config)) => config,
@@ -144,13 +145,28 @@ pub fn decide(intent: &Intent, seen: Observed) -> Decision {
                     install_lxd: steps.install_lxd_first && !lxc_present,
                     config,
                     state,
-                    steps: steps.clone(),
+                    steps: with_forced_flush(steps.clone(), force_flush),
                     scope_flush,
                 }))
             }
             Err(refusal) => Decision::Refuse(refusal),
         },
     }
+}
+
+/// `force=true` (flush-runners): its flush takes busy runners at once, jobs and all
+/// (FLUSH_BUSY); otherwise they are replaced once their job ends.
+pub fn with_forced_flush(mut steps: Converge, force: bool) -> Converge {
+    if let RunnerStep::Reconcile {
+        flush: flush @ FlushWhen::Always(_),
+        ..
+    } = &mut steps.runners
+    {
+        if force {
+            *flush = FlushWhen::Always(FlushMode::FlushBusy);
+        }
+    }
+    steps
 }
 
 fn refuse_config(problems: String) -> Refusal {
@@ -269,7 +285,8 @@ pub fn runner_flush(
     }
 }
 
-/// The flush mode of a scope change.
+/// The flush mode of a scope change: idle old runners go, busy ones are marked with the
+/// old scope and kept until their job ends.
 pub const SCOPE_FLUSH_MODE: FlushMode = FlushMode::ForceFlushWaitRepoCheck;
 
 /// Runners found dead: listener down, or the instance stopped or in error.

@@ -108,6 +108,23 @@ impl FakeWorld {
         }
     }
 
+    /// Runner `name` takes a job (GitHub lists it busy).
+    pub fn take_job(&self, name: &str) {
+        for (runner, _) in self.lock().runners.values_mut() {
+            if runner.name == name {
+                runner.busy = true;
+            }
+        }
+    }
+
+    /// Runner `name`'s job ends: the ephemeral runner deregisters and its instance powers
+    /// off, which deletes it (LXD ephemeral instance).
+    pub fn finish_job(&self, name: &str) {
+        let mut w = self.lock();
+        w.runners.retain(|_, (r, _)| r.name != name);
+        w.instances.remove(name);
+    }
+
     pub fn instance_names(&self) -> Vec<String> {
         self.lock().instances.keys().cloned().collect()
     }
@@ -394,6 +411,15 @@ impl Lxd for FakeLxd {
         self.0.lock().instances.remove(instance);
         Ok(())
     }
+    fn set_instance_config(&self, instance: &str, key: &str, value: &str) -> Result<(), LxdError> {
+        match self.0.lock().instances.get_mut(instance) {
+            Some(i) => {
+                i.config.insert(key.to_string(), value.to_string());
+                Ok(())
+            }
+            None => Err(LxdError::InstanceNotFound(instance.into())),
+        }
+    }
     fn image_exists(&self, _alias: &str) -> Result<bool, LxdError> {
         Ok(self.0.lock().image_present)
     }
@@ -494,13 +520,19 @@ impl GitHub for FakeGitHub {
             .map(|(r, _)| r.clone())
             .collect())
     }
+    /// Only the registrations of this client's scope (its token), as GitHub answers 404
+    /// for another repository's runner.
     fn get_runner(&self, id: u64) -> Result<Option<GitHubRunner>, GitHubError> {
         let w = self.call("get")?;
-        Ok(w.runners.get(&id).map(|(r, _)| r.clone()))
+        Ok(w.runners
+            .get(&id)
+            .filter(|(_, t)| *t == self.token)
+            .map(|(r, _)| r.clone()))
     }
     fn delete_runner(&self, id: u64) -> Result<DeleteOutcome, GitHubError> {
         let mut w = self.call("delete")?;
-        match w.runners.get(&id) {
+        let token = self.token.clone();
+        match w.runners.get(&id).filter(|(_, t)| *t == token) {
             None => Ok(DeleteOutcome::AlreadyGone),
             Some((r, _)) if r.busy => Ok(DeleteOutcome::Busy),
             Some(_) => {

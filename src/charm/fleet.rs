@@ -2,7 +2,9 @@
 //! (`runner::create_runner`, `runner::remove_runner`, `runner::check_health`) for this unit.
 //!
 //! Instances carry [`RUNNER_ID_CONFIG_KEY`] (the GitHub runner id) from their launch, so the
-//! planner can tell "finished its job and left GitHub" from "never registered". To have the
+//! planner can tell "finished its job and left GitHub" from "never registered", and
+//! [`SCOPE_CONFIG_KEY`] (the scope they were registered for), so that after a scope change
+//! the old busy ones are kept until their job ends. To have the
 //! id at launch, the JIT registration is made first and handed to `create_runner` through
 //! two thin adapters ([`PreRegistered`], [`LaunchWithRunnerId`]); `create_runner` itself is
 //! unchanged. A registration whose launch fails is deleted here; one left by a crash has no
@@ -14,26 +16,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+#[path = "fleet_adapters.rs"]
+mod adapters;
+
 use super::runner_metrics::{JobReader, PreJob};
 use super::runtime::Runtime;
 use crate::github::download::tarball_path;
 use crate::github::status::{disposition, Disposition};
-use crate::github::{
-    Arch, DeleteOutcome, GitHub, GitHubError, GitHubRunner, JitConfig, JobRef, RunnerApplication,
-    WorkflowJob,
-};
+use crate::github::{DeleteOutcome, GitHub, GitHubError, GitHubRunner};
 use crate::host::metrics::{MetricEvent, MetricsLog, RunnerInstalled};
 use crate::identity::RunnerName;
-use crate::lxd::{
-    ExecOutput, ExecSpec, Instance, InstanceState, InstanceType, LaunchSpec, Lxd, LxdError,
-    ProfileSpec, ProfileUse, PushSpec, ServerInfo,
-};
+use crate::lxd::{ExecOutput, ExecSpec, Instance, InstanceState, InstanceType, Lxd, LxdError};
 use crate::manager::ops::{FailureKind, Observation, OpError, RemoveOutcome, RunnerOps};
-use crate::manager::planner::{BinaryState, Health, RemovalTarget, RUNNER_ID_CONFIG_KEY};
+use crate::manager::planner::{BinaryState, Health, RemovalTarget};
+use crate::manager::replacement::REPLACE_CONFIG_KEY;
 use crate::runner::create::StepFailure;
 use crate::runner::resources::{self, Resources};
 use crate::runner::{self, files, CreateRequest, CreateStep, CreateTimeouts};
-use crate::secret::Secret;
+use adapters::{LaunchWithRunnerId, PreRegistered};
 
 /// Bound on one listener check.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -49,6 +49,8 @@ const NO_WORK_DIR: i32 = 3;
 pub struct CharmRunnerOps<'a> {
     rt: &'a Runtime,
     owner: String,
+    /// Fingerprint of the scope the runtime's credentials serve.
+    scope: String,
     labels: Vec<String>,
     instance_type: InstanceType,
     image_alias: &'static str,
@@ -68,6 +70,7 @@ impl<'a> CharmRunnerOps<'a> {
         CharmRunnerOps {
             rt,
             owner: rt.identity.owner_value(),
+            scope: scope_fingerprint(config),
             labels: resources::runner_labels(
                 &rt.identity.app,
                 config.base_image.alias(),
@@ -161,6 +164,7 @@ impl<'a> CharmRunnerOps<'a> {
         let lxd = LaunchWithRunnerId {
             inner: &*self.rt.lxd,
             runner_id,
+            scope: &self.scope,
         };
         let github = PreRegistered {
             inner: &*self.rt.github,
@@ -232,6 +236,11 @@ pub fn binary_state(tarball: &Path) -> BinaryState {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_secs()),
     }
+}
+
+/// The fingerprint of the scope `config` registers runners in.
+pub fn scope_fingerprint(config: &crate::config::CharmConfig) -> String {
+    crate::juju::state::ActedScope::of(config).fingerprint()
 }
 
 /// The runner binary state of `rt`'s host: see [`binary_state`].
@@ -352,6 +361,13 @@ impl RunnerOps for CharmRunnerOps<'_> {
             Err(LxdError::InstanceNotFound(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn mark_for_replacement(&self, name: &RunnerName, scope: &str) -> Result<(), OpError> {
+        Ok(self
+            .rt
+            .lxd
+            .set_instance_config(name.as_str(), REPLACE_CONFIG_KEY, scope)?)
     }
 }
 
@@ -478,104 +494,6 @@ fn delete_registration(github: &dyn GitHub, id: u64) -> Option<String> {
         Ok(DeleteOutcome::Deleted | DeleteOutcome::AlreadyGone) => None,
         Ok(DeleteOutcome::Busy) => Some(format!("registration {id} is busy and was kept")),
         Err(e) => Some(format!("registration {id} was not deleted: {e}")),
-    }
-}
-
-/// Launches with the runner id in the instance config; everything else passes through.
-struct LaunchWithRunnerId<'l> {
-    inner: &'l dyn Lxd,
-    runner_id: u64,
-}
-
-impl Lxd for LaunchWithRunnerId<'_> {
-    fn list_owned_instances(&self, owner_value: &str) -> Result<Vec<Instance>, LxdError> {
-        self.inner.list_owned_instances(owner_value)
-    }
-    fn launch(&self, spec: &LaunchSpec) -> Result<(), LxdError> {
-        let mut spec = spec.clone();
-        spec.config
-            .insert(RUNNER_ID_CONFIG_KEY.to_string(), self.runner_id.to_string());
-        self.inner.launch(&spec)
-    }
-    fn exec(&self, instance: &str, spec: &ExecSpec) -> Result<ExecOutput, LxdError> {
-        self.inner.exec(instance, spec)
-    }
-    fn push_file(&self, instance: &str, spec: &PushSpec) -> Result<(), LxdError> {
-        self.inner.push_file(instance, spec)
-    }
-    fn stop(&self, instance: &str, force: bool, timeout: Duration) -> Result<(), LxdError> {
-        self.inner.stop(instance, force, timeout)
-    }
-    fn delete(&self, instance: &str, force: bool) -> Result<(), LxdError> {
-        self.inner.delete(instance, force)
-    }
-    fn image_exists(&self, alias: &str) -> Result<bool, LxdError> {
-        self.inner.image_exists(alias)
-    }
-    fn ensure_storage_pool(&self, name: &str, driver: &str, source: &str) -> Result<(), LxdError> {
-        self.inner.ensure_storage_pool(name, driver, source)
-    }
-    fn delete_storage_pool(&self, name: &str) -> Result<(), LxdError> {
-        self.inner.delete_storage_pool(name)
-    }
-    fn storage_pool_free_bytes(&self, name: &str) -> Result<Option<u64>, LxdError> {
-        self.inner.storage_pool_free_bytes(name)
-    }
-    fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError> {
-        self.inner.ensure_profile(spec)
-    }
-    fn list_profiles(&self) -> Result<Vec<ProfileUse>, LxdError> {
-        self.inner.list_profiles()
-    }
-    fn delete_profile(&self, name: &str) -> Result<(), LxdError> {
-        self.inner.delete_profile(name)
-    }
-    fn server_info(&self) -> Result<ServerInfo, LxdError> {
-        self.inner.server_info()
-    }
-    fn project(&self) -> Option<&str> {
-        self.inner.project()
-    }
-}
-
-/// Answers `generate_jit_config` with the registration made before launch; everything else
-/// passes through.
-struct PreRegistered<'g> {
-    inner: &'g dyn GitHub,
-    jit: JitConfig,
-}
-
-impl GitHub for PreRegistered<'_> {
-    fn list_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
-        self.inner.list_runners()
-    }
-    fn get_runner(&self, id: u64) -> Result<Option<GitHubRunner>, GitHubError> {
-        self.inner.get_runner(id)
-    }
-    fn delete_runner(&self, id: u64) -> Result<DeleteOutcome, GitHubError> {
-        self.inner.delete_runner(id)
-    }
-    fn registration_token(&self) -> Result<Secret, GitHubError> {
-        self.inner.registration_token()
-    }
-    fn remove_token(&self) -> Result<Secret, GitHubError> {
-        self.inner.remove_token()
-    }
-    fn generate_jit_config(&self, name: &str, labels: &[String]) -> Result<JitConfig, GitHubError> {
-        if name == self.jit.runner.name {
-            Ok(self.jit.clone())
-        } else {
-            self.inner.generate_jit_config(name, labels)
-        }
-    }
-    fn runner_application(&self, arch: Arch) -> Result<RunnerApplication, GitHubError> {
-        self.inner.runner_application(arch)
-    }
-    fn get_job(&self, job: &JobRef) -> Result<WorkflowJob, GitHubError> {
-        self.inner.get_job(job)
-    }
-    fn list_run_jobs(&self, repo: &str, run_id: u64) -> Result<Vec<WorkflowJob>, GitHubError> {
-        self.inner.list_run_jobs(repo, run_id)
     }
 }
 

@@ -1,6 +1,8 @@
 use super::*;
 use crate::charm::fake_world::{config, FakeWorld};
 use crate::lxd::InstanceState;
+use crate::manager::planner::RUNNER_ID_CONFIG_KEY;
+use crate::manager::replacement::SCOPE_CONFIG_KEY;
 use crate::runner::health::UnhealthyReason;
 
 fn out(exit_code: i32, stdout: &str) -> ExecOutput {
@@ -84,7 +86,7 @@ fn binary_state_follows_the_tarball() {
 }
 
 #[test]
-fn created_instances_carry_owner_runner_id_and_profiles_in_order() {
+fn created_instances_carry_owner_runner_id_scope_and_profiles_in_order() {
     let world = FakeWorld::new();
     let root = tempfile::tempdir().unwrap();
     let rt = world.runtime(root.path(), config(&[("labels", "gpu".into())]));
@@ -96,6 +98,10 @@ fn created_instances_carry_owner_runner_id_and_profiles_in_order() {
     assert_eq!(
         instance.config.get(RUNNER_ID_CONFIG_KEY),
         Some(&runner.id.to_string())
+    );
+    assert_eq!(
+        instance.config.get(SCOPE_CONFIG_KEY),
+        Some(&scope_fingerprint(&rt.config))
     );
     assert_eq!(
         instance.config.get(crate::identity::OWNER_CONFIG_KEY),

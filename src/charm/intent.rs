@@ -306,6 +306,8 @@ impl Intent {
                 FlushWhen::Never,
                 true,
             ),
+            // Busy runners are replaced once their job ends; `force=true` makes it
+            // FLUSH_BUSY (decide::with_forced_flush).
             Action::FlushRunners => reconcile(
                 BinaryStep::Skip,
                 FlushWhen::Always(FlushMode::FlushBusyWaitRepoCheck),

@@ -24,6 +24,7 @@ use super::error::CharmError;
 use super::intent::Intent;
 use super::setup::HOST_READY_KEY;
 use crate::config::{validate, CharmConfig, ConfigContext, ConfigError};
+use crate::juju::event::Action;
 use crate::juju::state::UnitState;
 use crate::juju::{HookToolError, HookTools, LogLevel, SecretRead, Status, StorageInfo};
 use crate::runner::guards;
@@ -41,6 +42,8 @@ pub struct Observed {
     pub lxc_present: bool,
     /// Tear-down: the configuration runners are taken down with.
     pub teardown: Option<TeardownFacts>,
+    /// flush-runners' `force` parameter: busy runners go at once, with their jobs.
+    pub force_flush: bool,
 }
 
 /// What a tear-down knows.
@@ -78,12 +81,26 @@ pub fn observe(
                     if c.install_lxd_first {
                         seen.lxc_present = host.edges().commands().find("lxc").is_some();
                     }
+                    if c.action == Some(Action::FlushRunners) {
+                        seen.force_flush = force_param(ctx)?;
+                    }
                 }
             }
             seen.config = Some(config);
         }
     }
     Ok(seen)
+}
+
+/// flush-runners' `force` (Juju checks it is a boolean against actions.yaml; absent is
+/// false).
+fn force_param(ctx: &Context<'_>) -> Result<bool, HookToolError> {
+    Ok(ctx
+        .tools
+        .action_get()?
+        .get("force")
+        .and_then(Value::as_bool)
+        .unwrap_or(false))
 }
 
 /// `config-get`, validated.

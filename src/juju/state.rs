@@ -66,6 +66,23 @@ impl ActedScope {
         }
     }
 
+    /// A short digest of the scope (no secret: the token is in as its fingerprint). Runners
+    /// carry the one they were made for (`manager::replacement`).
+    pub fn fingerprint(&self) -> String {
+        let field = |v: &Option<String>| v.clone().unwrap_or_default();
+        let joined = [
+            field(&self.token_fingerprint),
+            field(&self.path),
+            field(&self.group),
+            field(&self.labels),
+            field(&self.github_url),
+        ]
+        .join("\n");
+        let mut digest = crate::secret::Secret::new(joined).fingerprint();
+        digest.truncate(16);
+        digest
+    }
+
     /// True before the charm ever acted on a configuration.
     pub fn is_unknown(&self) -> bool {
         self == &ActedScope::default()
@@ -376,6 +393,11 @@ mod tests {
             vec!["token", "path"]
         );
         assert!(ActedScope::default().is_unknown());
+        let a = scope("ghp_a", "o/r");
+        assert_eq!(a.fingerprint(), scope("ghp_a", "o/r").fingerprint());
+        assert_eq!(a.fingerprint().len(), 16);
+        assert_ne!(a.fingerprint(), scope("ghp_b", "o/r").fingerprint());
+        assert_ne!(a.fingerprint(), scope("ghp_a", "o/s").fingerprint());
         assert!(ActedScope::default()
             .changed_options(&scope("a", "p"))
             .is_empty());

@@ -4,6 +4,7 @@
 //! LXD daemon (see tests/README.md).
 
 pub mod cli;
+mod instance_config;
 pub mod network;
 
 pub use cli::LxcCli;
@@ -193,6 +194,9 @@ pub trait Lxd: Send + Sync {
     fn stop(&self, instance: &str, force: bool, timeout: Duration) -> Result<(), LxdError>;
     /// Idempotent: deleting a missing instance is Ok.
     fn delete(&self, instance: &str, force: bool) -> Result<(), LxdError>;
+    /// Set one `user.*` key in a running instance's config (it takes effect without a
+    /// restart); [`LxdError::InstanceNotFound`] when it is gone.
+    fn set_instance_config(&self, instance: &str, key: &str, value: &str) -> Result<(), LxdError>;
     fn image_exists(&self, alias: &str) -> Result<bool, LxdError>;
     fn ensure_storage_pool(&self, name: &str, driver: &str, source: &str) -> Result<(), LxdError>;
     /// Idempotent: deleting a missing pool is Ok; LXD refuses one that profiles, instances

@@ -497,6 +497,9 @@ mod tests {
         fn job_started_at(&self, _: &RunnerName) -> Result<Option<u64>, OpError> {
             Ok(None)
         }
+        fn mark_for_replacement(&self, _: &RunnerName, _: &str) -> Result<(), OpError> {
+            Ok(())
+        }
     }
 
     fn removal(name: &str) -> Removal {

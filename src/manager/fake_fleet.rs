@@ -10,6 +10,10 @@ use crate::identity::RunnerName;
 use crate::lxd::{Instance, InstanceState, InstanceType};
 use crate::manager::ops::{Observation, OpError, RemoveOutcome, RunnerOps};
 use crate::manager::planner::{Health, RemovalTarget, RUNNER_ID_CONFIG_KEY};
+use crate::manager::replacement::{REPLACE_CONFIG_KEY, SCOPE_CONFIG_KEY};
+
+/// The scope fingerprint this fleet's runners are made for.
+pub const SCOPE: &str = "scope-now";
 
 #[derive(Default)]
 pub struct FleetState {
@@ -33,6 +37,10 @@ pub struct FleetState {
     /// Every launch fails (a broken image); `create_attempts` counts tries either way.
     pub launch_broken: bool,
     pub create_attempts: u32,
+    /// `mark_for_replacement` fails (an LXD hiccup).
+    pub mark_broken: bool,
+    /// `job_started_at` fails for these runners.
+    pub job_probe_fails: BTreeSet<String>,
     /// What `host_capacity` answers.
     pub host: crate::manager::admission::HostCapacity,
     next_id: u64,
@@ -79,6 +87,21 @@ impl FakeFleet {
         id
     }
 
+    /// Put `key` = `value` in a runner's instance config (a scope, a replacement mark).
+    pub fn set_config(&self, name: &str, key: &str, value: &str) {
+        if let Some(i) = self.state().instances.get_mut(name) {
+            i.config.insert(key.to_string(), value.to_string());
+        }
+    }
+
+    /// A runner's replacement mark, if any.
+    pub fn mark(&self, name: &str) -> Option<String> {
+        self.state()
+            .instances
+            .get(name)
+            .and_then(|i| i.config.get(REPLACE_CONFIG_KEY).cloned())
+    }
+
     /// Mark a runner busy with a job that started at `started_epoch`.
     pub fn start_job(&self, name: &str, started_epoch: u64) {
         let mut s = self.state();
@@ -102,7 +125,11 @@ fn instance(name: &str, id: u64, created_at_epoch: u64) -> Instance {
         state: InstanceState::Running,
         instance_type: InstanceType::Container,
         created_at_epoch,
-        config: [(RUNNER_ID_CONFIG_KEY.to_string(), id.to_string())].into(),
+        config: [
+            (RUNNER_ID_CONFIG_KEY.to_string(), id.to_string()),
+            (SCOPE_CONFIG_KEY.to_string(), SCOPE.to_string()),
+        ]
+        .into(),
         profiles: vec!["default".into()],
     }
 }
@@ -225,6 +252,25 @@ impl RunnerOps for FakeFleet {
     }
 
     fn job_started_at(&self, name: &RunnerName) -> Result<Option<u64>, OpError> {
-        Ok(self.state().job_started.get(name.as_str()).copied())
+        let s = self.state();
+        if s.job_probe_fails.contains(name.as_str()) {
+            return Err(OpError::transient("lxc exec failed"));
+        }
+        Ok(s.job_started.get(name.as_str()).copied())
+    }
+
+    fn mark_for_replacement(&self, name: &RunnerName, scope: &str) -> Result<(), OpError> {
+        let mut s = self.state();
+        if s.mark_broken {
+            return Err(OpError::transient("lxc query PATCH failed"));
+        }
+        match s.instances.get_mut(name.as_str()) {
+            Some(i) => {
+                i.config
+                    .insert(REPLACE_CONFIG_KEY.to_string(), scope.to_string());
+                Ok(())
+            }
+            None => Err(OpError::transient(format!("instance {name} not found"))),
+        }
     }
 }

@@ -1,16 +1,33 @@
-//! Flushing runners: remove idle ones, optionally wait for busy ones to get past their
-//! pre-job phase, optionally remove the busy ones too.
+//! Flushing runners: idle ones go at once; busy ones are kept, marked to be replaced when
+//! their job ends, or (forced) removed with their job.
 //!
-//! The modes keep the Python charm's names. Its pre-job check was inverted (it slept while
-//! no runner was in pre-job and stopped waiting when one was); here a flush waits while some
-//! busy runner's job started less than [`PRE_JOB_WINDOW_SECS`] ago, at most
-//! [`WAIT_ROUNDS`] x [`WAIT_INTERVAL`], on the injected clock.
+//! The modes keep the Python charm's names; what the busy modes do changed, so that no
+//! flush kills a running job unless the operator asks for it:
 //!
-//! FORCE_FLUSH_WAIT_REPO_CHECK serves config changes: the caller builds the [`RunnerOps`]
-//! with the PREVIOUS credentials and path, and the flush goes on when GitHub refuses them
-//! (JIT runners need no remove token: removal is deleting the registration and the instance).
+//! | mode | idle runners | busy runners | used by |
+//! |---|---|---|---|
+//! | FLUSH_IDLE | removed | kept | binary change, upgrade-charm, start, debug-ssh, update-dependencies |
+//! | FLUSH_IDLE_WAIT_REPO_CHECK | removed | kept, after waiting for pre-job phases | — |
+//! | FLUSH_BUSY | removed | removed at once, forced | stop, remove, storage detaching, `flush-runners force=true` |
+//! | FLUSH_BUSY_WAIT_REPO_CHECK | removed | marked, removed by a later reconcile once their job ended | `flush-runners` |
+//! | FORCE_FLUSH_WAIT_REPO_CHECK | removed | as FLUSH_BUSY_WAIT_REPO_CHECK, going on when GitHub refuses the credentials | a scope change |
+//!
+//! A busy runner is marked with [`REPLACE_CONFIG_KEY`] (the flush's scope fingerprint): the
+//! planner then keeps it out of `virtual-machines` and removes it once its job ended (see
+//! [`crate::manager::replacement`]). A runner of another scope (a previous scope change's,
+//! still on its job) is left to the planner by every mode but FLUSH_BUSY.
+//!
+//! FORCE_FLUSH_WAIT_REPO_CHECK serves scope changes: the caller builds the [`RunnerOps`] with
+//! the PREVIOUS credentials and path. Without GitHub's view of the old fleet (it refuses
+//! them, or they are lost: [`FlushScope::github_sees_runners`] false) a running instance is
+//! judged by the job-start probe: a job started (or it cannot tell) marks it, none removes
+//! it (forced: its registration cannot be deleted; GitHub expires it).
+//!
+//! The pre-job wait (FLUSH_IDLE_WAIT_REPO_CHECK only) waits while some busy runner's job
+//! started less than [`PRE_JOB_WINDOW_SECS`] ago, at most [`WAIT_ROUNDS`] x
+//! [`WAIT_INTERVAL`], on the injected clock (the Python charm's check was inverted).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -22,6 +39,7 @@ use crate::lxd::{Instance, InstanceState};
 use crate::manager::executor::{self, Concurrency, Progress, Report};
 use crate::manager::ops::{OpError, RunnerOps};
 use crate::manager::planner::{recorded_runner_id, Removal, RemovalReason, RemovalTarget};
+use crate::manager::replacement::{self, Standing, REPLACE_CONFIG_KEY};
 
 /// A job younger than this may still be in its pre-job phase.
 pub const PRE_JOB_WINDOW_SECS: u64 = 60;
@@ -37,7 +55,7 @@ pub enum FlushMode {
     FlushIdleWaitRepoCheck,
     /// Remove every runner, busy ones included, at once.
     FlushBusy,
-    /// Remove idle runners, wait for the pre-job phase, then remove every runner.
+    /// Remove idle runners; mark busy ones to be replaced once their job ends.
     FlushBusyWaitRepoCheck,
     /// As FlushBusyWaitRepoCheck, carrying on when GitHub refuses the credentials.
     ForceFlushWaitRepoCheck,
@@ -63,20 +81,19 @@ impl FlushMode {
     }
 
     pub fn waits_for_pre_job(self) -> bool {
-        matches!(
-            self,
-            FlushMode::FlushIdleWaitRepoCheck
-                | FlushMode::FlushBusyWaitRepoCheck
-                | FlushMode::ForceFlushWaitRepoCheck
-        )
+        self == FlushMode::FlushIdleWaitRepoCheck
     }
 
+    /// Busy runners are removed, their jobs killed.
     pub fn removes_busy(self) -> bool {
+        self == FlushMode::FlushBusy
+    }
+
+    /// Busy runners are marked, to be replaced once their job ends.
+    pub fn replaces_busy(self) -> bool {
         matches!(
             self,
-            FlushMode::FlushBusy
-                | FlushMode::FlushBusyWaitRepoCheck
-                | FlushMode::ForceFlushWaitRepoCheck
+            FlushMode::FlushBusyWaitRepoCheck | FlushMode::ForceFlushWaitRepoCheck
         )
     }
 
@@ -107,6 +124,17 @@ impl FromStr for FlushMode {
     }
 }
 
+/// The scope a flush acts in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlushScope {
+    /// Fingerprint of the scope the flush's credentials serve; busy runners are marked
+    /// with it, and runners of another scope are not this flush's.
+    pub fingerprint: String,
+    /// GitHub's listing with these credentials covers the runners (false: a scope change
+    /// whose previous credentials are lost; the flush goes by LXD and the job probe).
+    pub github_sees_runners: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlushError {
     #[error("could not list this unit's LXD instances for the flush: {0}")]
@@ -119,12 +147,356 @@ pub enum FlushError {
 pub struct FlushOutcome {
     pub mode: FlushMode,
     pub report: Report,
+    /// Busy runners marked to be replaced once their job ends.
+    pub awaiting_job: Vec<RunnerName>,
+    /// Busy runners the mark could not be set on (kept; a later flush marks them).
+    pub mark_failed: Vec<(RunnerName, OpError)>,
     /// Time spent waiting for pre-job phases.
     pub waited: Duration,
     /// The wait ended with some runner still in its pre-job phase.
     pub wait_exhausted: bool,
     /// FORCE only: GitHub refused to list runners, so busy ones could not be told apart.
     pub github_error: Option<OpError>,
+}
+
+/// What the job-start probe found in a running instance (asked only without GitHub's view).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobProbe {
+    NotAsked,
+    Started,
+    NoJob,
+    /// The probe failed: taken as busy (a job is never killed on an unknown).
+    Unknown,
+}
+
+/// One runner (a name on either side) as a flush sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushFacts {
+    /// None: a registration without an instance.
+    pub instance: Option<InstanceFacts>,
+    /// GitHub's listing: None when the name is not listed, or there is no view.
+    pub listed_busy: Option<bool>,
+    /// GitHub's view covers this flush's runners.
+    pub github_view: bool,
+    pub job: JobProbe,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceFacts {
+    /// Error or Stopped: no job can run in it.
+    pub dead: bool,
+    pub standing: Standing,
+}
+
+/// What a flush does with one runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushAction {
+    Keep,
+    /// Removed now, unforced: its registration goes first, and GitHub's 422 keeps a runner
+    /// that took a job meanwhile (then marked, in a mode that marks).
+    RemoveIdle,
+    /// Removed now, forced: the instance goes first, with any job in it.
+    RemoveForced,
+    /// Marked to be replaced once its job ends.
+    Mark,
+}
+
+/// The flush's decision for one runner. Pure. FLUSH_BUSY takes everything (idle ones
+/// unforced first, so they are deregistered cleanly); every other mode leaves another
+/// scope's runners to the planner, removes dead instances (forced) and runners GitHub does
+/// not list busy (unforced: a listing can miss a busy one, whose 422 then keeps it), and
+/// keeps or marks busy ones. Without GitHub's view, a running instance's job probe decides.
+pub fn flush_action(mode: FlushMode, runner: &FlushFacts) -> FlushAction {
+    let busy_action = if mode.replaces_busy() {
+        FlushAction::Mark
+    } else {
+        FlushAction::Keep
+    };
+    let Some(instance) = runner.instance else {
+        return match runner.listed_busy {
+            Some(false) => FlushAction::RemoveIdle,
+            // Busy without an instance: GitHub has not noticed it is gone; nothing to mark.
+            _ => FlushAction::Keep,
+        };
+    };
+    if mode.removes_busy() {
+        return match runner.listed_busy {
+            Some(false) if !instance.dead => FlushAction::RemoveIdle,
+            _ => FlushAction::RemoveForced,
+        };
+    }
+    if instance.standing == Standing::OtherScope {
+        return FlushAction::Keep;
+    }
+    if instance.dead {
+        return FlushAction::RemoveForced;
+    }
+    match (runner.listed_busy, runner.github_view) {
+        (Some(true), _) => busy_action,
+        (Some(false), _) | (None, true) => FlushAction::RemoveIdle,
+        (None, false) => match runner.job {
+            JobProbe::NoJob => FlushAction::RemoveForced,
+            JobProbe::Started | JobProbe::Unknown | JobProbe::NotAsked => busy_action,
+        },
+    }
+}
+
+/// Running instances of `scope` whose job start must be probed: only without GitHub's view,
+/// and only in a mode that may remove them.
+pub fn to_probe(
+    mode: FlushMode,
+    instances: &[Instance],
+    github_view: bool,
+    scope: &str,
+) -> Vec<RunnerName> {
+    if github_view || !mode.replaces_busy() {
+        return Vec::new();
+    }
+    instances
+        .iter()
+        .filter(|i| !is_dead(i) && replacement::standing(i, scope) != Standing::OtherScope)
+        .map(|i| RunnerName(i.name.clone()))
+        .collect()
+}
+
+fn is_dead(instance: &Instance) -> bool {
+    matches!(
+        instance.state,
+        InstanceState::Error | InstanceState::Stopped
+    )
+}
+
+/// Every name on either side with its facts and the flush's action, in name order.
+pub fn decide(
+    mode: FlushMode,
+    instances: &[Instance],
+    github: Option<&[GitHubRunner]>,
+    probes: &BTreeMap<RunnerName, JobProbe>,
+    scope: &str,
+) -> Vec<(RemovalTarget, FlushAction)> {
+    let listed = github.unwrap_or(&[]);
+    let mut names: std::collections::BTreeSet<&str> =
+        instances.iter().map(|i| i.name.as_str()).collect();
+    names.extend(listed.iter().map(|r| r.name.as_str()));
+    names
+        .into_iter()
+        .map(|name| {
+            let instance = instances.iter().find(|i| i.name == name);
+            let registration = listed.iter().find(|r| r.name == name);
+            let standing = instance.map(|i| replacement::standing(i, scope));
+            let facts = FlushFacts {
+                instance: instance.zip(standing).map(|(i, standing)| InstanceFacts {
+                    dead: is_dead(i),
+                    standing,
+                }),
+                listed_busy: registration.map(|r| r.busy),
+                github_view: github.is_some(),
+                job: probes
+                    .get(&RunnerName(name.to_string()))
+                    .copied()
+                    .unwrap_or(JobProbe::NotAsked),
+            };
+            // A runner the listing lacks uses the registration id its instance recorded:
+            // a listing can miss a live registration, and deleting the registration first
+            // is what keeps a busy runner (422) in an unforced removal; one already gone
+            // answers 404. Never another scope's id: these credentials cannot see it.
+            let github_id = registration.map(|r| r.id).or_else(|| {
+                instance
+                    .filter(|_| standing != Some(Standing::OtherScope))
+                    .and_then(recorded_runner_id)
+            });
+            let target = RemovalTarget {
+                name: RunnerName(name.to_string()),
+                has_instance: instance.is_some(),
+                github_id,
+            };
+            (target, flush_action(mode, &facts))
+        })
+        .collect()
+}
+
+/// The first phase's removals: idle ones unforced, dead instances and (not FLUSH_BUSY,
+/// whose second phase forces everything left) jobless ones forced.
+fn first_phase(
+    mode: FlushMode,
+    instances: &[Instance],
+    decided: &[(RemovalTarget, FlushAction)],
+) -> Vec<Removal> {
+    let dead = |name: &RunnerName| {
+        instances
+            .iter()
+            .any(|i| i.name == name.as_str() && is_dead(i))
+    };
+    decided
+        .iter()
+        .filter_map(|(target, action)| {
+            let force = match action {
+                FlushAction::RemoveIdle => false,
+                FlushAction::RemoveForced if !mode.removes_busy() || dead(&target.name) => true,
+                _ => return None,
+            };
+            Some(Removal {
+                target: target.clone(),
+                reason: RemovalReason::Flush,
+                force,
+            })
+        })
+        .collect()
+}
+
+/// Flush this unit's runners of `scope` in `mode`. Run it under the unit lock.
+pub fn flush(
+    ops: &dyn RunnerOps,
+    clock: &dyn Clock,
+    mode: FlushMode,
+    scope: &FlushScope,
+    concurrency: Concurrency,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<FlushOutcome, FlushError> {
+    tracing::info!(%mode, "flushing runners");
+    let mut outcome = FlushOutcome {
+        mode,
+        report: Report::default(),
+        awaiting_job: Vec::new(),
+        mark_failed: Vec::new(),
+        waited: Duration::ZERO,
+        wait_exhausted: false,
+        github_error: None,
+    };
+
+    let (instances, github) = observe(ops, mode, scope, &mut outcome)?;
+    let probed = to_probe(mode, &instances, github.is_some(), &scope.fingerprint);
+    let probes = probe_jobs(ops, &probed, concurrency);
+    let decided = decide(
+        mode,
+        &instances,
+        github.as_deref(),
+        &probes,
+        &scope.fingerprint,
+    );
+    let first = first_phase(mode, &instances, &decided);
+    outcome
+        .report
+        .absorb(executor::remove_all(&first, ops, concurrency, progress));
+
+    if mode.replaces_busy() {
+        let mut to_mark: Vec<RunnerName> = decided
+            .iter()
+            .filter(|(t, a)| *a == FlushAction::Mark && t.has_instance)
+            .map(|(t, _)| t.name.clone())
+            .collect();
+        to_mark.extend(outcome.report.kept_busy.iter().cloned());
+        mark(ops, &instances, &to_mark, scope, &mut outcome);
+    }
+
+    if mode.waits_for_pre_job() {
+        wait_for_pre_job(ops, clock, mode, scope, concurrency, &mut outcome)?;
+    }
+
+    if mode.removes_busy() {
+        let (instances, github) = observe(ops, mode, scope, &mut outcome)?;
+        let rest = decide(
+            mode,
+            &instances,
+            github.as_deref(),
+            &BTreeMap::new(),
+            &scope.fingerprint,
+        )
+        .into_iter()
+        .map(|(target, _)| Removal {
+            target,
+            reason: RemovalReason::Flush,
+            force: true,
+        })
+        .collect::<Vec<_>>();
+        outcome
+            .report
+            .absorb(executor::remove_all(&rest, ops, concurrency, progress));
+    }
+    for failure in &outcome.report.failed {
+        tracing::warn!("{failure}");
+    }
+    Ok(outcome)
+}
+
+/// Marks each of `names` (once each) with the flush's scope, unless already so marked.
+fn mark(
+    ops: &dyn RunnerOps,
+    instances: &[Instance],
+    names: &[RunnerName],
+    scope: &FlushScope,
+    outcome: &mut FlushOutcome,
+) {
+    let mut names = names.to_vec();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let marked = instances.iter().any(|i| {
+            i.name == name.as_str() && i.config.get(REPLACE_CONFIG_KEY) == Some(&scope.fingerprint)
+        });
+        let result = if marked {
+            Ok(())
+        } else {
+            ops.mark_for_replacement(&name, &scope.fingerprint)
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(runner = %name, "busy: replaced once its job ends");
+                outcome.awaiting_job.push(name);
+            }
+            Err(e) => {
+                tracing::warn!(runner = %name, "could not mark the busy runner for replacement: {e}");
+                outcome.mark_failed.push((name, e));
+            }
+        }
+    }
+}
+
+fn probe_jobs(
+    ops: &dyn RunnerOps,
+    names: &[RunnerName],
+    concurrency: Concurrency,
+) -> BTreeMap<RunnerName, JobProbe> {
+    let answers = executor::bounded_map(names, concurrency.workers(names.len()), |name| {
+        ops.job_started_at(name)
+    });
+    names
+        .iter()
+        .cloned()
+        .zip(answers)
+        .map(|(name, answer)| {
+            let probe = match answer {
+                Ok(Some(_)) => JobProbe::Started,
+                Ok(None) => JobProbe::NoJob,
+                Err(e) => {
+                    tracing::warn!("could not tell whether {name} runs a job: {e}");
+                    JobProbe::Unknown
+                }
+            };
+            (name, probe)
+        })
+        .collect()
+}
+
+/// LXD's and GitHub's views; GitHub's is optional in FORCE mode only, and left out when it
+/// does not cover the runners.
+fn observe(
+    ops: &dyn RunnerOps,
+    mode: FlushMode,
+    scope: &FlushScope,
+    outcome: &mut FlushOutcome,
+) -> Result<(Vec<Instance>, Option<Vec<GitHubRunner>>), FlushError> {
+    let observation = ops.observe().map_err(FlushError::Lxd)?;
+    match observation.github {
+        Ok(_) if !scope.github_sees_runners && mode.is_force() => Ok((observation.instances, None)),
+        Ok(github) => Ok((observation.instances, Some(github))),
+        Err(e) if mode.is_force() => {
+            tracing::warn!("{mode}: GitHub refused to list runners, going on without: {e}");
+            outcome.github_error = Some(e);
+            Ok((observation.instances, None))
+        }
+        Err(e) => Err(FlushError::GitHub(e)),
+    }
 }
 
 /// One runner as the pre-job check sees it.
@@ -168,143 +540,16 @@ pub fn pre_job_candidates(
         .collect()
 }
 
-/// The first phase: every runner GitHub does not list busy. Not forced, so a runner that
-/// takes a job meanwhile answers 422 and is kept. Without GitHub's view only instances
-/// that cannot be running a job (Error, Stopped) are removed here.
-pub fn idle_removals(instances: &[Instance], github: Option<&[GitHubRunner]>) -> Vec<Removal> {
-    let Some(github) = github else {
-        return instances
-            .iter()
-            .filter(|i| matches!(i.state, InstanceState::Error | InstanceState::Stopped))
-            .map(|i| removal(&i.name, true, None, true))
-            .collect();
-    };
-    let busy: BTreeSet<&str> = github
-        .iter()
-        .filter(|r| r.busy)
-        .map(|r| r.name.as_str())
-        .collect();
-    every_runner(instances, Some(github))
-        .into_iter()
-        .filter(|r| !busy.contains(r.target.name.as_str()))
-        .collect()
-}
-
-/// The last phase: every runner left, forced (the instance goes even if it runs a job).
-pub fn busy_removals(instances: &[Instance], github: Option<&[GitHubRunner]>) -> Vec<Removal> {
-    every_runner(instances, github)
-        .into_iter()
-        .map(|mut r| {
-            r.force = true;
-            r
-        })
-        .collect()
-}
-
-/// One removal per name (instance and registration joined), in name order. A runner the
-/// listing lacks (or every runner, without GitHub's view) uses the registration id its
-/// instance recorded: a listing can miss a live registration (one deleted between pages
-/// shifts the next page), and deleting the registration first is what keeps a busy runner
-/// (422) in an unforced removal; a registration already gone answers 404, which is fine.
-fn every_runner(instances: &[Instance], github: Option<&[GitHubRunner]>) -> Vec<Removal> {
-    let listed = github.unwrap_or(&[]);
-    let mut names: BTreeSet<&str> = instances.iter().map(|i| i.name.as_str()).collect();
-    names.extend(listed.iter().map(|r| r.name.as_str()));
-    names
-        .into_iter()
-        .map(|name| {
-            let instance = instances.iter().find(|i| i.name == name);
-            let id = listed
-                .iter()
-                .find(|r| r.name == name)
-                .map(|r| r.id)
-                .or_else(|| instance.and_then(recorded_runner_id));
-            let dead = instance
-                .is_some_and(|i| matches!(i.state, InstanceState::Error | InstanceState::Stopped));
-            removal(name, instance.is_some(), id, dead)
-        })
-        .collect()
-}
-
-fn removal(name: &str, has_instance: bool, github_id: Option<u64>, force: bool) -> Removal {
-    Removal {
-        target: RemovalTarget {
-            name: RunnerName(name.to_string()),
-            has_instance,
-            github_id,
-        },
-        reason: RemovalReason::Flush,
-        force,
-    }
-}
-
-/// Flush this unit's runners in `mode`. Run it under the unit lock.
-pub fn flush(
-    ops: &dyn RunnerOps,
-    clock: &dyn Clock,
-    mode: FlushMode,
-    concurrency: Concurrency,
-    progress: &(dyn Fn(&Progress) + Sync),
-) -> Result<FlushOutcome, FlushError> {
-    tracing::info!(%mode, "flushing runners");
-    let mut outcome = FlushOutcome {
-        mode,
-        report: Report::default(),
-        waited: Duration::ZERO,
-        wait_exhausted: false,
-        github_error: None,
-    };
-
-    let (instances, github) = observe(ops, mode, &mut outcome)?;
-    let idle = idle_removals(&instances, github.as_deref());
-    outcome
-        .report
-        .absorb(executor::remove_all(&idle, ops, concurrency, progress));
-
-    if mode.waits_for_pre_job() {
-        wait_for_pre_job(ops, clock, mode, concurrency, &mut outcome)?;
-    }
-
-    if mode.removes_busy() {
-        let (instances, github) = observe(ops, mode, &mut outcome)?;
-        let rest = busy_removals(&instances, github.as_deref());
-        outcome
-            .report
-            .absorb(executor::remove_all(&rest, ops, concurrency, progress));
-    }
-    for failure in &outcome.report.failed {
-        tracing::warn!("{failure}");
-    }
-    Ok(outcome)
-}
-
-/// LXD's and GitHub's views; GitHub's is optional in FORCE mode only.
-fn observe(
-    ops: &dyn RunnerOps,
-    mode: FlushMode,
-    outcome: &mut FlushOutcome,
-) -> Result<(Vec<Instance>, Option<Vec<GitHubRunner>>), FlushError> {
-    let observation = ops.observe().map_err(FlushError::Lxd)?;
-    match observation.github {
-        Ok(github) => Ok((observation.instances, Some(github))),
-        Err(e) if mode.is_force() => {
-            tracing::warn!("{mode}: GitHub refused to list runners, going on without: {e}");
-            outcome.github_error = Some(e);
-            Ok((observation.instances, None))
-        }
-        Err(e) => Err(FlushError::GitHub(e)),
-    }
-}
-
 fn wait_for_pre_job(
     ops: &dyn RunnerOps,
     clock: &dyn Clock,
     mode: FlushMode,
+    scope: &FlushScope,
     concurrency: Concurrency,
     outcome: &mut FlushOutcome,
 ) -> Result<(), FlushError> {
     for _ in 0..WAIT_ROUNDS {
-        let (instances, github) = observe(ops, mode, outcome)?;
+        let (instances, github) = observe(ops, mode, scope, outcome)?;
         let candidates = pre_job_candidates(&instances, github.as_deref());
         let workers = concurrency.workers(candidates.len());
         let probes = executor::bounded_map(&candidates, workers, |(name, busy)| PreJobProbe {
@@ -333,266 +578,5 @@ fn wait_for_pre_job(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::ManualClock;
-    use crate::manager::executor::no_progress;
-    use crate::manager::fake_fleet::FakeFleet;
-    use std::sync::Arc;
-
-    const NOW: u64 = 1_700_000_000;
-
-    fn fleet() -> FakeFleet {
-        FakeFleet::new(Arc::new(ManualClock::at(NOW)))
-    }
-
-    fn run(fleet: &FakeFleet, mode: FlushMode) -> Result<FlushOutcome, FlushError> {
-        let clock = fleet.clock.clone();
-        flush(fleet, &*clock, mode, Concurrency::Default, &no_progress)
-    }
-
-    fn names(list: &[RunnerName]) -> Vec<&str> {
-        list.iter().map(|n| n.as_str()).collect()
-    }
-
-    fn removed(outcome: &FlushOutcome) -> Vec<&str> {
-        outcome
-            .report
-            .removed
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect()
-    }
-
-    #[test]
-    fn mode_names_round_trip() {
-        for mode in FlushMode::ALL {
-            assert_eq!(mode.name().parse::<FlushMode>(), Ok(mode));
-        }
-        assert!("flush_idle".parse::<FlushMode>().is_err());
-    }
-
-    #[test]
-    fn flush_idle_keeps_busy_runners_and_never_waits() {
-        let fleet = fleet();
-        fleet.add_runner("idle", 3600, false);
-        fleet.add_runner("busy", 3600, false);
-        fleet.start_job("busy", NOW - 5);
-        let outcome = run(&fleet, FlushMode::FlushIdle).unwrap();
-        assert_eq!(removed(&outcome), vec!["idle"]);
-        assert_eq!(fleet.names(), vec!["busy".to_string()]);
-        assert!(fleet.clock.sleeps().is_empty());
-    }
-
-    /// The listing skipped the busy runner (a page shifted under it): its removal still
-    /// deletes the recorded registration first, GitHub answers 422, and it is kept.
-    #[test]
-    fn flush_idle_keeps_a_busy_runner_the_listing_missed() {
-        let fleet = fleet();
-        fleet.add_runner("idle", 3600, false);
-        fleet.add_runner("busy", 3600, true);
-        fleet.state().unlisted_once.insert("busy".into());
-        let outcome = run(&fleet, FlushMode::FlushIdle).unwrap();
-        assert_eq!(removed(&outcome), vec!["idle"]);
-        assert_eq!(names(&outcome.report.kept_busy), vec!["busy"]);
-        assert!(fleet.state().instances.contains_key("busy"));
-    }
-
-    #[test]
-    fn flush_busy_removes_everything_at_once() {
-        let fleet = fleet();
-        fleet.add_runner("idle", 3600, false);
-        fleet.add_runner("busy", 3600, false);
-        fleet.start_job("busy", NOW - 5);
-        let outcome = run(&fleet, FlushMode::FlushBusy).unwrap();
-        assert_eq!(removed(&outcome), vec!["busy", "idle"]);
-        assert!(fleet.names().is_empty());
-        assert!(fleet.clock.sleeps().is_empty());
-    }
-
-    #[test]
-    fn waits_while_a_job_is_in_its_first_minute() {
-        let fleet = fleet();
-        fleet.add_runner("busy", 3600, false);
-        fleet.start_job("busy", NOW - 10);
-        let outcome = run(&fleet, FlushMode::FlushBusyWaitRepoCheck).unwrap();
-        // Ages 10 s and 40 s are in pre-job; at 70 s it is past, so two waits.
-        assert_eq!(fleet.clock.sleeps(), vec![WAIT_INTERVAL; 2]);
-        assert_eq!(outcome.waited, Duration::from_secs(60));
-        assert!(!outcome.wait_exhausted);
-        assert_eq!(removed(&outcome), vec!["busy"]);
-    }
-
-    #[test]
-    fn does_not_wait_for_jobs_past_their_pre_job_phase() {
-        // The Python charm's inverted check slept 150 s exactly here.
-        let fleet = fleet();
-        fleet.add_runner("busy", 3600, false);
-        fleet.start_job("busy", NOW - 300);
-        fleet.add_runner("idle", 3600, false);
-        let outcome = run(&fleet, FlushMode::FlushBusyWaitRepoCheck).unwrap();
-        assert!(fleet.clock.sleeps().is_empty());
-        assert_eq!(removed(&outcome), vec!["busy", "idle"]);
-    }
-
-    #[test]
-    fn a_job_that_never_shows_up_is_waited_for_boundedly() {
-        let fleet = fleet();
-        fleet.add_runner("assigned", 3600, true); // busy on GitHub, nothing started inside
-        let outcome = run(&fleet, FlushMode::FlushBusyWaitRepoCheck).unwrap();
-        assert_eq!(fleet.clock.sleeps().len(), WAIT_ROUNDS as usize);
-        assert_eq!(outcome.waited, WAIT_INTERVAL * WAIT_ROUNDS);
-        assert!(outcome.wait_exhausted);
-        assert!(fleet.names().is_empty());
-    }
-
-    #[test]
-    fn flush_idle_wait_waits_but_keeps_busy_runners() {
-        let fleet = fleet();
-        fleet.add_runner("idle", 3600, false);
-        fleet.add_runner("busy", 3600, false);
-        fleet.start_job("busy", NOW - 45);
-        let outcome = run(&fleet, FlushMode::FlushIdleWaitRepoCheck).unwrap();
-        assert_eq!(fleet.clock.sleeps(), vec![WAIT_INTERVAL]);
-        assert_eq!(removed(&outcome), vec!["idle"]);
-        assert_eq!(fleet.names(), vec!["busy".to_string()]);
-    }
-
-    #[test]
-    fn a_runner_taking_a_job_during_flush_idle_is_kept() {
-        let fleet = fleet();
-        fleet.add_runner("a", 3600, false);
-        fleet.state().take_job_on_delete.insert("a".into());
-        let outcome = run(&fleet, FlushMode::FlushIdle).unwrap();
-        assert_eq!(names(&outcome.report.kept_busy), vec!["a"]);
-        assert_eq!(fleet.names(), vec!["a".to_string()]);
-    }
-
-    #[test]
-    fn a_runner_taking_a_job_during_flush_busy_is_removed_in_the_busy_phase() {
-        let fleet = fleet();
-        fleet.add_runner("a", 3600, false);
-        fleet.state().take_job_on_delete.insert("a".into());
-        let outcome = run(&fleet, FlushMode::FlushBusy).unwrap();
-        assert_eq!(names(&outcome.report.kept_busy), vec!["a"]);
-        assert_eq!(removed(&outcome), vec!["a"]);
-        assert!(fleet.names().is_empty());
-    }
-
-    #[test]
-    fn non_force_modes_touch_nothing_when_github_refuses() {
-        for mode in FlushMode::ALL.into_iter().filter(|m| !m.is_force()) {
-            let fleet = fleet();
-            fleet.add_runner("a", 3600, false);
-            fleet.state().github_down = true;
-            let err = run(&fleet, mode).unwrap_err();
-            assert!(matches!(err, FlushError::GitHub(_)), "{mode}");
-            assert_eq!(fleet.names(), vec!["a".to_string()], "{mode}");
-        }
-    }
-
-    #[test]
-    fn force_flush_removes_instances_when_the_old_credentials_are_refused() {
-        let fleet = fleet();
-        fleet.add_runner("idle", 3600, false);
-        fleet.add_runner("busy", 3600, false);
-        fleet.start_job("busy", NOW - 20);
-        fleet.state().github_down = true;
-        let outcome = run(&fleet, FlushMode::ForceFlushWaitRepoCheck).unwrap();
-        assert!(outcome.github_error.is_some());
-        // Without GitHub every running instance is checked: busy's job is 20 s old.
-        assert_eq!(fleet.clock.sleeps(), vec![WAIT_INTERVAL; 2]);
-        let state = fleet.state();
-        assert!(
-            state.instances.is_empty(),
-            "no instance may survive a forced flush"
-        );
-        let left: Vec<&str> = outcome
-            .report
-            .registrations_left
-            .iter()
-            .map(|l| l.name.as_str())
-            .collect();
-        assert_eq!(left, vec!["busy", "idle"]);
-    }
-
-    #[test]
-    fn force_flush_with_working_credentials_deletes_registrations_too() {
-        let fleet = fleet();
-        fleet.add_runner("a", 3600, false);
-        fleet.add_runner("b", 3600, true);
-        fleet.start_job("b", NOW - 600);
-        let outcome = run(&fleet, FlushMode::ForceFlushWaitRepoCheck).unwrap();
-        assert!(outcome.github_error.is_none());
-        assert_eq!(removed(&outcome), vec!["a", "b"]);
-        assert!(fleet.names().is_empty());
-        assert_eq!(fleet.state().deleted_registrations.len(), 2);
-    }
-
-    #[test]
-    fn pre_job_decision() {
-        let probe = |busy, job_started| PreJobProbe {
-            name: RunnerName("r".into()),
-            busy,
-            job_started,
-        };
-        let now = 1000;
-        assert!(pre_job_pending(
-            &[probe(Some(true), Ok(Some(now - 59)))],
-            now
-        ));
-        assert!(!pre_job_pending(
-            &[probe(Some(true), Ok(Some(now - 60)))],
-            now
-        ));
-        assert!(pre_job_pending(&[probe(Some(true), Ok(None))], now));
-        assert!(!pre_job_pending(&[probe(None, Ok(None))], now));
-        assert!(pre_job_pending(&[probe(None, Ok(Some(now - 1)))], now));
-        assert!(!pre_job_pending(
-            &[probe(Some(true), Err(OpError::transient("exec failed")))],
-            now
-        ));
-        assert!(!pre_job_pending(&[], now));
-    }
-
-    #[test]
-    fn removal_lists() {
-        let fleet = fleet();
-        fleet.add_runner("a", 3600, false);
-        fleet.add_runner("b", 3600, true);
-        let obs = fleet.observe().unwrap();
-        let mut github = obs.github.unwrap();
-        github.push(GitHubRunner {
-            id: 99,
-            name: "orphan".into(),
-            status: crate::github::RunnerOnline::Offline,
-            busy: false,
-            labels: vec![],
-        });
-        let idle = idle_removals(&obs.instances, Some(&github));
-        let idle: Vec<(&str, bool, Option<u64>, bool)> = idle
-            .iter()
-            .map(|r| {
-                (
-                    r.target.name.as_str(),
-                    r.target.has_instance,
-                    r.target.github_id,
-                    r.force,
-                )
-            })
-            .collect();
-        assert_eq!(
-            idle,
-            vec![
-                ("a", true, Some(1), false),
-                ("orphan", false, Some(99), false)
-            ]
-        );
-        let all = busy_removals(&obs.instances, Some(&github));
-        assert_eq!(all.len(), 3);
-        assert!(all
-            .iter()
-            .all(|r| r.force && r.reason == RemovalReason::Flush));
-        assert!(idle_removals(&obs.instances, None).is_empty());
-    }
-}
+#[path = "flush_tests.rs"]
+mod tests;

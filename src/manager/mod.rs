@@ -4,7 +4,9 @@
 //! - [`admission`]: how many of the creations the host and one round can take (pure).
 //! - [`executor`]: applies a plan through [`ops::RunnerOps`], a bounded number at a time.
 //! - [`reconcile`]: one round, observe -> probe -> plan -> apply.
-//! - [`flush`]: the flush modes, with a bounded wait for pre-job phases.
+//! - [`flush`]: the flush modes: idle runners now, busy ones marked, kept or (forced) removed.
+//! - [`replacement`]: runners that wait for their job before they go (flushed while busy,
+//!   or of a previous scope).
 //! - [`status`]: the status line and action results (pure).
 
 pub mod admission;
@@ -13,6 +15,7 @@ pub mod flush;
 pub mod ops;
 pub mod planner;
 pub mod reconcile;
+pub mod replacement;
 pub mod status;
 
 #[cfg(test)]

@@ -155,6 +155,10 @@ pub trait RunnerOps: Sync {
     /// no job has started in it yet. `Err`: it could not be checked.
     fn job_started_at(&self, name: &RunnerName) -> Result<Option<u64>, OpError>;
 
+    /// Mark the busy runner `name` to be replaced once its job ends: its instance gets
+    /// [`crate::manager::replacement::REPLACE_CONFIG_KEY`] = `scope`.
+    fn mark_for_replacement(&self, name: &RunnerName, scope: &str) -> Result<(), OpError>;
+
     /// The host's CPUs, memory and free pool disk, for admission; asked only in a round that
     /// creates runners. A fact that cannot be read is None (and limits nothing).
     fn host_capacity(&self) -> crate::manager::admission::HostCapacity {

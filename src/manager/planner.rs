@@ -5,7 +5,9 @@
 //! Each name seen on either side is classified once ([`Condition`]); capacity is the runners
 //! that are or will soon be able to take a job (busy, idle, creating), and the plan closes the
 //! gap to the desired count. Busy runners are never planned for removal, and no runner is
-//! planned for removal twice.
+//! planned for removal twice. Runners waiting for their job to end before replacement
+//! (flushed while busy, or of a previous scope: [`crate::manager::replacement`]) are kept
+//! while they run and removed once their job ended; they are not capacity.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -13,6 +15,7 @@ use std::fmt;
 use crate::github::{GitHubRunner, RunnerOnline};
 use crate::identity::RunnerName;
 use crate::lxd::{Instance, InstanceState};
+use crate::manager::replacement::{self, Standing};
 
 /// Instance config key holding the GitHub runner id of the registration the instance was
 /// started with (set at launch: the JIT registration exists before the instance does).
@@ -63,6 +66,8 @@ pub struct PlanInput<'a> {
     pub now_epoch: u64,
     /// How long a new instance may stay unregistered or offline before it counts as broken.
     pub grace_secs: u64,
+    /// Fingerprint of the scope served now: instances of another one wait for their job.
+    pub scope: &'a str,
 }
 
 /// Why a runner is removed; shown in logs, reports and action output.
@@ -89,7 +94,7 @@ pub enum RemovalReason {
     InstanceStopped,
     /// A registration with no instance behind it.
     OrphanRegistration,
-    /// Removed by a flush.
+    /// Removed by a flush, or flushed earlier and no longer busy.
     Flush,
 }
 
@@ -155,6 +160,9 @@ pub enum Condition {
     /// gone (the check failed or was not made): it may be running a job, so it is left alone
     /// and not counted as capacity until a round can tell.
     Unconfirmed,
+    /// Flushed while busy, or of a previous scope, and still running: kept until its job
+    /// ends, then removed. Not capacity, but it holds host resources (admission counts it).
+    Replacing,
 }
 
 impl Condition {
@@ -245,7 +253,8 @@ struct Pair<'a> {
 ///   (404), it registered and left (job done): remove the instance only; otherwise left
 ///   alone ([`Condition::Unconfirmed`]); not listed and no id: creating within grace,
 ///   removed after;
-/// - listed with no instance: delete the registration, unless busy (left for GitHub).
+/// - listed with no instance: delete the registration, unless busy (left for GitHub);
+/// - flushed while busy, or of another scope than `input.scope`: [`flushed`], [`other_scope`].
 ///
 /// Idle and creating runners on a binary older than the current one are removed. Then
 /// surplus capacity goes (creating before idle, newest first), or the shortfall is created.
@@ -376,6 +385,43 @@ fn classify_instance(
     registration: Option<&GitHubRunner>,
     input: &PlanInput<'_>,
 ) -> Condition {
+    match replacement::standing(instance, input.scope) {
+        Standing::Current => classify_current(instance, registration, input),
+        Standing::Flushed => flushed(classify_current(instance, registration, input)),
+        Standing::OtherScope => other_scope(&instance.state, registration),
+    }
+}
+
+/// A runner flushed while busy, as the current scope's rules classified it: still busy (or
+/// possibly busy) it waits; idle again (the flush's view was stale) it goes now, unforced.
+pub fn flushed(condition: Condition) -> Condition {
+    match condition {
+        Condition::Busy | Condition::Unconfirmed => Condition::Replacing,
+        Condition::Idle | Condition::Creating => Condition::Removing(RemovalReason::Flush),
+        other => other,
+    }
+}
+
+/// A runner of another scope, judged from its instance: GitHub with the current
+/// credentials cannot see its registration (only a listing of the same name, when the
+/// change kept the repository, tells it is idle). Running, its job runs: it waits.
+pub fn other_scope(state: &InstanceState, registration: Option<&GitHubRunner>) -> Condition {
+    match state {
+        InstanceState::Error => Condition::Removing(RemovalReason::InstanceError),
+        InstanceState::Stopped => Condition::Removing(RemovalReason::InstanceStopped),
+        InstanceState::Other(_) => Condition::Transitional,
+        InstanceState::Running => match registration {
+            Some(reg) if !reg.busy => Condition::Removing(RemovalReason::Flush),
+            _ => Condition::Replacing,
+        },
+    }
+}
+
+fn classify_current(
+    instance: &Instance,
+    registration: Option<&GitHubRunner>,
+    input: &PlanInput<'_>,
+) -> Condition {
     let age = input.now_epoch.saturating_sub(instance.created_at_epoch);
     let within_grace = age < input.grace_secs;
     let busy = registration.is_some_and(|r| r.busy);
@@ -475,16 +521,19 @@ pub fn recorded_runner_id(instance: &Instance) -> Option<u64> {
 /// Running instances whose recorded registration the listing lacks (by name and by id), as
 /// `(name, id)` in name order: the only runners the planner would take for finished, so
 /// the only ones worth one `GET …/runners/{id}` each before a removal. A steady state (every
-/// runner listed) has none.
+/// runner listed) has none; nor do runners of another scope than `scope`.
 pub fn unlisted_registrations(
     instances: &[Instance],
     github: &[GitHubRunner],
+    scope: &str,
 ) -> Vec<(String, u64)> {
     let names: BTreeSet<&str> = github.iter().map(|r| r.name.as_str()).collect();
     let ids: BTreeSet<u64> = github.iter().map(|r| r.id).collect();
     let mut unlisted: Vec<(String, u64)> = instances
         .iter()
         .filter(|i| i.state == InstanceState::Running && !names.contains(i.name.as_str()))
+        // Another scope's registration cannot be looked up with these credentials.
+        .filter(|i| replacement::standing(i, scope) != Standing::OtherScope)
         .filter_map(|i| recorded_runner_id(i).map(|id| (i.name.clone(), id)))
         .filter(|(_, id)| !ids.contains(id))
         .collect();
@@ -527,3 +576,7 @@ pub fn instances_to_probe(
 #[cfg(test)]
 #[path = "planner_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "planner_replacement_tests.rs"]
+mod replacement_tests;

@@ -7,6 +7,7 @@ const NOW: u64 = 1_000_000;
 const GRACE: u64 = 600;
 const OLD: u64 = 3_600; // an age well past the grace period
 const YOUNG: u64 = 30; // an age well within it
+const SCOPE: &str = "scope-now";
 
 fn instance(name: &str, state: InstanceState, age: u64, registered_id: Option<u64>) -> Instance {
     let mut config = BTreeMap::new();
@@ -102,6 +103,7 @@ fn run(case: &Case) -> Plan {
         binary: case.binary,
         now_epoch: NOW,
         grace_secs: GRACE,
+        scope: SCOPE,
     })
 }
 
@@ -708,8 +710,8 @@ fn only_running_instances_missing_from_the_listing_by_name_and_id_are_checked() 
     ];
     let github = vec![idle(1, "listed"), idle(2, "another-name")];
     assert_eq!(
-        unlisted_registrations(&instances, &github),
+        unlisted_registrations(&instances, &github, SCOPE),
         vec![("missed-a".to_string(), 3), ("missed-b".to_string(), 4)]
     );
-    assert!(unlisted_registrations(&instances[..1], &github).is_empty());
+    assert!(unlisted_registrations(&instances[..1], &github, SCOPE).is_empty());
 }

@@ -9,10 +9,10 @@ use crate::lxd::Instance;
 use crate::manager::admission::{self, HostCapacity, RoundLimits, RunnerSize};
 use crate::manager::executor::{self, Concurrency, Progress, Report};
 use crate::manager::ops::{FailureKind, OpError, RunnerOps};
-use crate::manager::planner::{self, BinaryState, Plan, PlanInput};
+use crate::manager::planner::{self, BinaryState, Condition, Plan, PlanInput};
 use std::collections::BTreeSet;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReconcileSettings {
     pub desired: u32,
     pub binary: BinaryState,
@@ -23,6 +23,8 @@ pub struct ReconcileSettings {
     pub limits: RoundLimits,
     /// What one runner takes; None: no host admission (the round cap still applies).
     pub runner_size: Option<RunnerSize>,
+    /// Fingerprint of the scope the runners serve (see `manager::replacement`).
+    pub scope: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,12 +64,7 @@ pub fn reconcile(
     let started_epoch = clock.now_epoch();
     let observation = ops.observe().map_err(ReconcileError::Lxd)?;
     let mut github = observation.github.map_err(ReconcileError::GitHub)?;
-    let confirmed_gone = confirm_unlisted(
-        ops,
-        &observation.instances,
-        &mut github,
-        settings.concurrency,
-    );
+    let confirmed_gone = confirm_unlisted(ops, &observation.instances, &mut github, settings);
 
     let to_probe = planner::instances_to_probe(&observation.instances, &github, started_epoch);
     let health = executor::probe_health(ops, &to_probe, settings.concurrency);
@@ -81,6 +78,7 @@ pub fn reconcile(
         binary: settings.binary,
         now_epoch: clock.now_epoch(),
         grace_secs: settings.grace_secs,
+        scope: &settings.scope,
     });
     admit_creations(&mut plan, settings, ops);
     tracing::info!(
@@ -118,11 +116,11 @@ fn confirm_unlisted(
     ops: &dyn RunnerOps,
     instances: &[Instance],
     github: &mut Vec<GitHubRunner>,
-    concurrency: Concurrency,
+    settings: &ReconcileSettings,
 ) -> BTreeSet<u64> {
-    let unlisted = planner::unlisted_registrations(instances, github);
+    let unlisted = planner::unlisted_registrations(instances, github, &settings.scope);
     let ids: Vec<u64> = unlisted.iter().map(|(_, id)| *id).collect();
-    let answers = executor::check_registrations(ops, &ids, concurrency);
+    let answers = executor::check_registrations(ops, &ids, settings.concurrency);
     let mut gone = BTreeSet::new();
     for ((name, id), answer) in unlisted.iter().zip(answers) {
         match answer {
@@ -145,7 +143,8 @@ fn confirm_unlisted(
 }
 
 /// Lowers `plan.create` to what the host holds and one round may create, and records why.
-/// The host's facts are asked for only when something is to be created.
+/// The host's facts are asked for only when something is to be created. Runners waiting
+/// for their job before replacement are not capacity, but they hold the host's resources.
 fn admit_creations(plan: &mut Plan, settings: &ReconcileSettings, ops: &dyn RunnerOps) {
     let unlimited = RunnerSize {
         cpus: 1,
@@ -156,8 +155,8 @@ fn admit_creations(plan: &mut Plan, settings: &ReconcileSettings, ops: &dyn Runn
         Some(size) if plan.create > 0 => (size, ops.host_capacity()),
         _ => (&unlimited, HostCapacity::default()),
     };
-    let (create, held) =
-        admission::admit(plan.create, plan.capacity, size, &host, &settings.limits);
+    let occupying = plan.capacity + plan.count(Condition::Replacing) as u32;
+    let (create, held) = admission::admit(plan.create, occupying, size, &host, &settings.limits);
     if held.by_host > 0 {
         tracing::warn!(
             wanted = plan.create,
@@ -180,6 +179,7 @@ mod tests {
     use std::sync::Arc;
 
     const NOW: u64 = 1_700_000_000;
+    const SCOPE: &str = crate::manager::fake_fleet::SCOPE;
 
     fn settings(desired: u32) -> ReconcileSettings {
         ReconcileSettings {
@@ -192,6 +192,7 @@ mod tests {
             concurrency: Concurrency::Default,
             limits: RoundLimits::default(),
             runner_size: None,
+            scope: SCOPE.into(),
         }
     }
 
@@ -374,6 +375,44 @@ mod tests {
         assert_eq!(out.plan.held_back.host, Some((Resource::Memory, 4)));
         assert_eq!(out.plan.held_back.by_host, 6);
         assert_eq!(fleet.names().len(), 4);
+    }
+
+    /// After a scope change an old runner still runs its job: the new scope gets its
+    /// runners, but only as many as the host holds with the old one still there, and the
+    /// old one is never looked up with the new credentials (a 404 there proves nothing).
+    #[test]
+    fn a_previous_scopes_busy_runner_holds_host_room_but_not_a_place_in_the_fleet() {
+        use crate::manager::replacement::SCOPE_CONFIG_KEY;
+        let fleet = fleet();
+        fleet.add_runner("old", 3600, true);
+        fleet.set_config("old", SCOPE_CONFIG_KEY, "scope-before");
+        fleet.state().registrations.clear();
+        fleet.state().host = HostCapacity {
+            cpus: None,
+            memory_bytes: Some(10 << 30),
+            pool_free_bytes: None,
+        };
+        let sized = ReconcileSettings {
+            runner_size: Some(RunnerSize {
+                cpus: 1,
+                memory_bytes: 3 << 30,
+                disk_bytes: 1,
+            }),
+            ..settings(3)
+        };
+        let clock = fleet.clock.clone();
+        let out = reconcile(&fleet, &*clock, &sized, &no_progress).unwrap();
+        // 90% of 10 GiB holds 3 runners of 3 GiB; the old one takes one.
+        assert_eq!(out.report.created.len(), 2);
+        assert_eq!(out.plan.count(Condition::Replacing), 1);
+        assert!(fleet.state().instances.contains_key("old"));
+        assert!(fleet.state().registration_checks.is_empty());
+        // Its job ends, the instance powers off: the next round removes it and refills.
+        fleet.state().instances.get_mut("old").unwrap().state = crate::lxd::InstanceState::Stopped;
+        let next = reconcile(&fleet, &*clock, &sized, &no_progress).unwrap();
+        assert_eq!(next.report.removed.len(), 1);
+        assert_eq!(next.report.created.len(), 1);
+        assert!(!fleet.state().instances.contains_key("old"));
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct Census {
     pub offline: u32,
     /// Runners found broken that are still there (their removal failed).
     pub unhealthy: u32,
+    /// Flushed while busy, or of a previous scope: replaced once their job ends.
+    #[serde(default)]
+    pub replacing: u32,
 }
 
 impl Census {
@@ -89,10 +92,12 @@ impl Census {
             Condition::Transitional => {}
             // Possibly busy, possibly gone: the next round tells.
             Condition::Unconfirmed => {}
+            Condition::Replacing => self.replacing += 1,
         }
     }
 
-    /// `3/3 runners: 2 idle, 1 busy`, then creating, offline and unhealthy counts when not 0.
+    /// `3/3 runners: 2 idle, 1 busy`, then creating, offline, unhealthy and awaiting
+    /// replacement counts when not 0.
     pub fn summary(&self) -> String {
         messages::runner_summary(
             self.desired,
@@ -102,6 +107,7 @@ impl Census {
                 (self.creating, "creating"),
                 (self.offline, "offline"),
                 (self.unhealthy, "unhealthy"),
+                (self.replacing, messages::awaiting_job_end(self.replacing)),
             ],
         )
     }
@@ -309,7 +315,8 @@ mod tests {
                 busy: 2,
                 creating: 1,
                 offline: 1,
-                unhealthy: 1
+                unhealthy: 1,
+                replacing: 0,
             }
         );
         let before = Census::before(&plan);
@@ -321,7 +328,8 @@ mod tests {
                 busy: 1,
                 creating: 0,
                 offline: 1,
-                unhealthy: 2
+                unhealthy: 2,
+                replacing: 0,
             }
         );
     }

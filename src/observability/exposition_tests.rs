@@ -17,6 +17,7 @@ pub(crate) fn sample_state() -> ExporterState {
             creating: 1,
             offline: 0,
             unhealthy: 3,
+            replacing: 0,
         },
         last_reconcile_at: 1_700_000_000,
         last_reconcile_duration_secs: 7.0,

@@ -523,6 +523,9 @@ pub(crate) mod tests {
         fn delete(&self, instance: &str, force: bool) -> Result<(), LxdError> {
             self.record(format!("delete {instance} force={force}"))
         }
+        fn set_instance_config(&self, instance: &str, key: &str, v: &str) -> Result<(), LxdError> {
+            self.record(format!("config set {instance} {key}={v}"))
+        }
         fn image_exists(&self, alias: &str) -> Result<bool, LxdError> {
             self.record(format!("image_exists {alias}")).map(|_| true)
         }

@@ -77,12 +77,17 @@ pub fn check_runners(rt: &Runtime) -> Result<ActionResults, ActionError> {
     Ok(check_runners_results(&github, &observation.instances))
 }
 
-/// flush-runners: the flush must have gone through; a wait cut short is said.
+/// flush-runners: the flush must have gone through; busy runners kept for their job and a
+/// wait cut short are said.
 pub fn flush_results(ctx: &Context<'_>, flushed: &FlushRun) -> Result<(), ActionError> {
     let flush = flushed
         .result
         .as_ref()
         .map_err(|e| ActionError::Flush(e.clone()))?;
+    if !flush.awaiting_job.is_empty() {
+        let names: Vec<String> = flush.awaiting_job.iter().map(|n| n.to_string()).collect();
+        log_line(ctx, &messages::busy_runners_replaced_after_job(&names));
+    }
     if flush.wait_exhausted {
         log_line(ctx, &messages::flush_wait_exhausted(flush.waited));
     }

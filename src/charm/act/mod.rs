@@ -354,8 +354,9 @@ pub(crate) fn converge_runners(
                 if binary_changed_flush.is_some() {
                     tracing::info!("runner binary changed: flushing idle runners");
                 }
+                let scope = runners::own_scope(rt);
                 let (flushed, run) =
-                    runners::flush_then_reconcile(rt, *mode, rt, &notes, progress)?;
+                    runners::flush_then_reconcile(rt, *mode, &scope, rt, &notes, progress)?;
                 (Some(flushed), run, false)
             }
             RunnerFlush::OldScope(changed) => {

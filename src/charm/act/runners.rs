@@ -16,7 +16,9 @@ use crate::host::metrics::MetricEvent;
 use crate::juju::state::{ActedScope, UnitState};
 use crate::juju::Status;
 use crate::manager::executor::{no_progress, Progress};
-use crate::manager::flush::{self as manager_flush, FlushError, FlushMode, FlushOutcome};
+use crate::manager::flush::{
+    self as manager_flush, FlushError, FlushMode, FlushOutcome, FlushScope,
+};
 use crate::manager::reconcile::{
     self as manager_reconcile, ReconcileError, ReconcileOutcome, ReconcileSettings,
 };
@@ -75,27 +77,36 @@ pub fn reconcile(
     Ok(run)
 }
 
+/// The scope `rt`'s credentials serve, as a flush with them acts in it.
+pub fn own_scope(rt: &Runtime) -> FlushScope {
+    FlushScope {
+        fingerprint: fleet::scope_fingerprint(&rt.config),
+        github_sees_runners: true,
+    }
+}
+
 /// Lock, then flush in `mode`.
 pub fn flush(rt: &Runtime, mode: FlushMode) -> Result<FlushRun, CharmError> {
     let (lock, waited) = acquire(rt, "flush")?;
-    let mut run = flush_locked(rt, mode, &no_progress);
+    let mut run = flush_locked(rt, mode, &own_scope(rt), &no_progress);
     drop(lock);
     run.lock_waited_secs = waited;
     Ok(run)
 }
 
 /// Under one lock: flush in `mode` with `flush_rt` (the previous credentials after a scope
-/// change; else the same runtime as `rt`), then reconcile with `rt`. A failed flush joins
-/// the notes.
+/// change; else the same runtime as `rt`) in `scope`, then reconcile with `rt`. A failed
+/// flush joins the notes.
 pub fn flush_then_reconcile(
     flush_rt: &Runtime,
     mode: FlushMode,
+    scope: &FlushScope,
     rt: &Runtime,
     notes: &[Status],
     progress: ProgressSink<'_>,
 ) -> Result<(FlushRun, ReconcileRun), CharmError> {
     let (lock, waited) = acquire(rt, "flush-and-reconcile")?;
-    let mut flushed = flush_locked(flush_rt, mode, progress);
+    let mut flushed = flush_locked(flush_rt, mode, scope, progress);
     flushed.lock_waited_secs = waited;
     let mut notes = notes.to_vec();
     if let Err(e) = &flushed.result {
@@ -108,7 +119,10 @@ pub fn flush_then_reconcile(
 }
 
 /// The old fleet flushed with the credentials it was made with (the new ones when there
-/// is no usable record of them), then a reconcile with the new configuration.
+/// is no usable record of them: then GitHub's view does not cover the old runners, and the
+/// flush goes by LXD and the job probe), then a reconcile with the new configuration. Busy
+/// old runners are marked with the old scope (from unit state) and kept until their job
+/// ends.
 pub fn scope_flush_then_reconcile(
     ctx: &Context<'_>,
     rt: &Runtime,
@@ -116,9 +130,9 @@ pub fn scope_flush_then_reconcile(
     notes: &[Status],
     progress: ProgressSink<'_>,
 ) -> Result<(FlushRun, ReconcileRun), CharmError> {
-    let old_rt = announce_old_scope(ctx, rt, changed)?;
+    let (old_rt, scope) = announce_old_scope(ctx, rt, changed)?;
     let flush_rt = old_rt.as_ref().unwrap_or(rt);
-    flush_then_reconcile(flush_rt, SCOPE_FLUSH_MODE, rt, notes, progress)
+    flush_then_reconcile(flush_rt, SCOPE_FLUSH_MODE, &scope, rt, notes, progress)
 }
 
 /// Reactive mode's scope change: the old fleet flushed with the credentials it was made
@@ -128,26 +142,42 @@ pub fn flush_old_scope(
     rt: &Runtime,
     changed: &[&str],
 ) -> Result<FlushRun, CharmError> {
-    let old_rt = announce_old_scope(ctx, rt, changed)?;
-    flush(old_rt.as_ref().unwrap_or(rt), SCOPE_FLUSH_MODE)
+    let (old_rt, scope) = announce_old_scope(ctx, rt, changed)?;
+    let flush_rt = old_rt.as_ref().unwrap_or(rt);
+    let (lock, waited) = acquire(rt, "flush")?;
+    let mut run = flush_locked(flush_rt, SCOPE_FLUSH_MODE, &scope, &no_progress);
+    drop(lock);
+    run.lock_waited_secs = waited;
+    Ok(run)
 }
 
-/// The status naming the changed options, and the runtime of the old credentials.
+/// The status naming the changed options, the runtime of the old credentials, and the old
+/// scope busy runners are marked with.
 fn announce_old_scope(
     ctx: &Context<'_>,
     rt: &Runtime,
     changed: &[&str],
-) -> Result<Option<Runtime>, CharmError> {
+) -> Result<(Option<Runtime>, FlushScope), CharmError> {
     let reason = messages::config_change_flush(changed);
     tracing::info!("{reason}");
     ctx.tools.status_set(&Status::Maintenance(reason))?;
-    let acted = UnitState::load(ctx.tools)?.token_fingerprint;
-    Ok(previous_runtime(rt, acted.as_deref()))
+    let acted = UnitState::load(ctx.tools)?.acted_scope();
+    let old_rt = previous_runtime(rt, acted.token_fingerprint.as_deref());
+    let scope = FlushScope {
+        fingerprint: acted.fingerprint(),
+        github_sees_runners: old_rt.is_some(),
+    };
+    Ok((old_rt, scope))
 }
 
-fn flush_locked(rt: &Runtime, mode: FlushMode, progress: ProgressSink<'_>) -> FlushRun {
+fn flush_locked(
+    rt: &Runtime,
+    mode: FlushMode,
+    scope: &FlushScope,
+    progress: ProgressSink<'_>,
+) -> FlushRun {
     let ops = CharmRunnerOps::new(rt);
-    let result = manager_flush::flush(&ops, &*rt.clock, mode, rt.concurrency, progress);
+    let result = manager_flush::flush(&ops, &*rt.clock, mode, scope, rt.concurrency, progress);
     if let Ok(outcome) = &result {
         let removed: Vec<_> = outcome
             .report
@@ -162,6 +192,7 @@ fn flush_locked(rt: &Runtime, mode: FlushMode, progress: ProgressSink<'_>) -> Fl
             %mode,
             removed = outcome.report.removed.len(),
             failed = outcome.report.failed.len(),
+            awaiting_job = outcome.awaiting_job.len(),
             waited_secs = outcome.waited.as_secs(),
             "flush done"
         ),
@@ -189,6 +220,7 @@ fn reconcile_locked(rt: &Runtime, notes: &[Status], progress: ProgressSink<'_>) 
             memory_bytes: rt.config.vm_memory,
             disk_bytes: rt.config.vm_disk,
         }),
+        scope: fleet::scope_fingerprint(&rt.config),
     };
     let result = manager_reconcile::reconcile(&ops, &*rt.clock, &settings, progress);
     crate::observability::record_round(

@@ -68,7 +68,8 @@ fn flush_then_reconcile(
     rt: &Runtime,
     mode: FlushMode,
 ) -> Result<(FlushRun, ReconcileRun), CharmError> {
-    let (flushed, run) = runners::flush_then_reconcile(rt, mode, rt, &[], &no_progress)?;
+    let scope = runners::own_scope(rt);
+    let (flushed, run) = runners::flush_then_reconcile(rt, mode, &scope, rt, &[], &no_progress)?;
     show(ctx, rt, &run)?;
     Ok((flushed, run))
 }

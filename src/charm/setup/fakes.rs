@@ -188,6 +188,9 @@ impl Lxd for FakeLxd {
     fn delete(&self, _i: &str, _f: bool) -> Result<(), LxdError> {
         unused("delete")
     }
+    fn set_instance_config(&self, _i: &str, _k: &str, _v: &str) -> Result<(), LxdError> {
+        unused("set_instance_config")
+    }
     fn image_exists(&self, alias: &str) -> Result<bool, LxdError> {
         self.calls
             .lock()

@@ -134,6 +134,93 @@ fn flush_runners_replaces_every_runner() {
     assert_eq!(s.world.runner_names(), after);
 }
 
+/// The last status the unit showed.
+fn last_status(s: &Setup) -> Status {
+    s.tools.statuses().last().cloned().expect("a status")
+}
+
+/// flush-runners with a busy runner: the idle one is replaced at once, the busy one keeps
+/// its job through the flush and later reconciles (the status counts it), and once its job
+/// ended the next reconcile refills the fleet to `virtual-machines`.
+#[test]
+fn flush_runners_keeps_a_busy_runner_until_its_job_ends() {
+    let s = Setup::new();
+    s.act(Action::ReconcileRunners, 2).unwrap();
+    s.world.bring_online();
+    let before = s.world.instance_names();
+    let (busy, idle) = (before[0].clone(), before[1].clone());
+    s.world.take_job(&busy);
+
+    s.act(Action::FlushRunners, 2).unwrap();
+    let after = s.world.instance_names();
+    assert!(
+        after.contains(&busy),
+        "the busy runner was killed: {after:?}"
+    );
+    assert!(!after.contains(&idle), "the idle runner was not flushed");
+    assert!(s.world.clock.sleeps().is_empty(), "nothing to wait for");
+    let mark = s.world.lock().instances[&busy]
+        .config
+        .get(crate::manager::replacement::REPLACE_CONFIG_KEY)
+        .cloned();
+    assert!(mark.is_some(), "the busy runner is marked for replacement");
+    // It is no runner of the fleet any more: two fresh ones beside it.
+    assert_eq!(after.len(), 3, "{after:?}");
+    let logs = s.tools.lock().action_logs.clone();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains(&busy) && l.contains("replaced once it ends")),
+        "{logs:?}"
+    );
+
+    s.world.bring_online();
+    s.act(Action::ReconcileRunners, 2).unwrap();
+    assert!(s.world.instance_names().contains(&busy));
+    let shown = last_status(&s);
+    assert!(
+        matches!(&shown, Status::Active(m)
+            if m.contains("1 waiting for its job to end before replacement")),
+        "{shown:?}"
+    );
+
+    s.world.finish_job(&busy);
+    s.act(Action::ReconcileRunners, 2).unwrap();
+    let end = s.world.instance_names();
+    assert_eq!(end.len(), 2, "{end:?}");
+    assert!(!end.contains(&busy));
+    assert_eq!(s.world.runner_names(), end);
+    assert!(
+        matches!(last_status(&s), Status::Active(m) if m.starts_with("2/2 runners: 2 idle")),
+        "{:?}",
+        last_status(&s)
+    );
+}
+
+/// force=true: the operator kills the running job (a leaked token): the busy runner goes
+/// at once, with no wait.
+#[test]
+fn flush_runners_force_removes_a_busy_runner_at_once() {
+    let s = Setup::new();
+    s.act(Action::ReconcileRunners, 2).unwrap();
+    s.world.bring_online();
+    let before = s.world.instance_names();
+    s.world.take_job(&before[0]);
+    s.tools.lock().action_params = Some(serde_json::Map::from_iter([(
+        "force".to_string(),
+        serde_json::Value::Bool(true),
+    )]));
+
+    let results = s.act(Action::FlushRunners, 2).unwrap();
+    let after = s.world.instance_names();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(
+        after.iter().all(|n| !before.contains(n)),
+        "{before:?} {after:?}"
+    );
+    assert!(s.world.clock.sleeps().is_empty(), "force waits for nothing");
+    assert_eq!(get(&results, "delta.virtual-machines"), "2");
+}
+
 #[test]
 fn github_refusing_the_token_fails_the_action_and_blocks() {
     let s = Setup::new();

@@ -139,6 +139,62 @@ fn a_token_change_flushes_with_the_old_token_then_reconciles_with_the_new() {
     );
 }
 
+/// A token or path change while a runner is busy: the old idle runner goes with the old
+/// credentials, the busy one keeps its job through this and later reconciles (the new
+/// credentials cannot see it: a lookup there answers 404), then goes once it ended; the
+/// new scope gets its `virtual-machines` runners meanwhile.
+#[test]
+fn a_scope_change_keeps_a_busy_runner_until_its_job_ends() {
+    for change in [("token", json!("ghp_new")), ("path", json!("other-org"))] {
+        let unit = Unit::new();
+        // The tarball GitHub lists is the one in place: the periodic event downloads nothing.
+        unit.tools.lock().unit_state.insert(
+            crate::github::download::STATE_URL_KEY.into(),
+            crate::charm::fake_world::RUNNER_URL.into(),
+        );
+        unit.set(&[]);
+        unit.config_changed();
+        unit.world.bring_online();
+        let old = unit.world.instance_names();
+        let (busy, idle) = (old[0].clone(), old[1].clone());
+        unit.world.take_job(&busy);
+
+        unit.set(std::slice::from_ref(&change));
+        unit.config_changed();
+        let now = unit.world.instance_names();
+        assert!(
+            now.contains(&busy),
+            "{change:?}: busy runner killed: {now:?}"
+        );
+        assert!(!now.contains(&idle), "{change:?}: {now:?}");
+        assert_eq!(
+            now.len(),
+            3,
+            "{change:?}: two new runners beside it: {now:?}"
+        );
+
+        unit.world.bring_online();
+        unit.host
+            .run(&unit.tools, &Event::ReconcileRunners)
+            .unwrap();
+        assert!(unit.world.instance_names().contains(&busy), "{change:?}");
+        assert!(
+            matches!(unit.last_status(), Status::Active(m)
+                if m.contains("1 waiting for its job to end before replacement")),
+            "{change:?}: {:?}",
+            unit.last_status()
+        );
+
+        unit.world.finish_job(&busy);
+        unit.host
+            .run(&unit.tools, &Event::ReconcileRunners)
+            .unwrap();
+        let end = unit.world.instance_names();
+        assert_eq!(end.len(), 2, "{change:?}: {end:?}");
+        assert!(!end.contains(&busy), "{change:?}");
+    }
+}
+
 #[test]
 fn a_revoked_old_token_still_removes_the_old_instances() {
     let unit = Unit::new();

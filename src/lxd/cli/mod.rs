@@ -341,6 +341,10 @@ impl Lxd for LxcCli {
         instances::delete(self, instance, force)
     }
 
+    fn set_instance_config(&self, instance: &str, key: &str, value: &str) -> Result<(), LxdError> {
+        self.patch_instance_config(instance, key, value)
+    }
+
     fn image_exists(&self, alias: &str) -> Result<bool, LxdError> {
         resources::image_exists(self, alias)
     }

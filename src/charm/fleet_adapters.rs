@@ -1,0 +1,121 @@
+//! The two thin adapters through which `CharmRunnerOps` hands `create_runner` a
+//! registration made before launch and puts the runner id and scope on the instance.
+
+use std::time::Duration;
+
+use crate::github::{
+    Arch, DeleteOutcome, GitHub, GitHubError, GitHubRunner, JitConfig, JobRef, RunnerApplication,
+    WorkflowJob,
+};
+use crate::lxd::{
+    ExecOutput, ExecSpec, Instance, LaunchSpec, Lxd, LxdError, ProfileSpec, ProfileUse, PushSpec,
+    ServerInfo,
+};
+use crate::manager::planner::RUNNER_ID_CONFIG_KEY;
+use crate::manager::replacement::SCOPE_CONFIG_KEY;
+use crate::secret::Secret;
+
+/// Launches with the runner id and the scope in the instance config; everything else
+/// passes through.
+pub(super) struct LaunchWithRunnerId<'l> {
+    pub inner: &'l dyn Lxd,
+    pub runner_id: u64,
+    pub scope: &'l str,
+}
+
+impl Lxd for LaunchWithRunnerId<'_> {
+    fn list_owned_instances(&self, owner_value: &str) -> Result<Vec<Instance>, LxdError> {
+        self.inner.list_owned_instances(owner_value)
+    }
+    fn launch(&self, spec: &LaunchSpec) -> Result<(), LxdError> {
+        let mut spec = spec.clone();
+        spec.config
+            .insert(RUNNER_ID_CONFIG_KEY.to_string(), self.runner_id.to_string());
+        spec.config
+            .insert(SCOPE_CONFIG_KEY.to_string(), self.scope.to_string());
+        self.inner.launch(&spec)
+    }
+    fn exec(&self, instance: &str, spec: &ExecSpec) -> Result<ExecOutput, LxdError> {
+        self.inner.exec(instance, spec)
+    }
+    fn push_file(&self, instance: &str, spec: &PushSpec) -> Result<(), LxdError> {
+        self.inner.push_file(instance, spec)
+    }
+    fn stop(&self, instance: &str, force: bool, timeout: Duration) -> Result<(), LxdError> {
+        self.inner.stop(instance, force, timeout)
+    }
+    fn delete(&self, instance: &str, force: bool) -> Result<(), LxdError> {
+        self.inner.delete(instance, force)
+    }
+    fn set_instance_config(&self, instance: &str, key: &str, value: &str) -> Result<(), LxdError> {
+        self.inner.set_instance_config(instance, key, value)
+    }
+    fn image_exists(&self, alias: &str) -> Result<bool, LxdError> {
+        self.inner.image_exists(alias)
+    }
+    fn ensure_storage_pool(&self, name: &str, driver: &str, source: &str) -> Result<(), LxdError> {
+        self.inner.ensure_storage_pool(name, driver, source)
+    }
+    fn delete_storage_pool(&self, name: &str) -> Result<(), LxdError> {
+        self.inner.delete_storage_pool(name)
+    }
+    fn storage_pool_free_bytes(&self, name: &str) -> Result<Option<u64>, LxdError> {
+        self.inner.storage_pool_free_bytes(name)
+    }
+    fn ensure_profile(&self, spec: &ProfileSpec) -> Result<(), LxdError> {
+        self.inner.ensure_profile(spec)
+    }
+    fn list_profiles(&self) -> Result<Vec<ProfileUse>, LxdError> {
+        self.inner.list_profiles()
+    }
+    fn delete_profile(&self, name: &str) -> Result<(), LxdError> {
+        self.inner.delete_profile(name)
+    }
+    fn server_info(&self) -> Result<ServerInfo, LxdError> {
+        self.inner.server_info()
+    }
+    fn project(&self) -> Option<&str> {
+        self.inner.project()
+    }
+}
+
+/// Answers `generate_jit_config` with the registration made before launch; everything else
+/// passes through.
+pub(super) struct PreRegistered<'g> {
+    pub inner: &'g dyn GitHub,
+    pub jit: JitConfig,
+}
+
+impl GitHub for PreRegistered<'_> {
+    fn list_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
+        self.inner.list_runners()
+    }
+    fn get_runner(&self, id: u64) -> Result<Option<GitHubRunner>, GitHubError> {
+        self.inner.get_runner(id)
+    }
+    fn delete_runner(&self, id: u64) -> Result<DeleteOutcome, GitHubError> {
+        self.inner.delete_runner(id)
+    }
+    fn registration_token(&self) -> Result<Secret, GitHubError> {
+        self.inner.registration_token()
+    }
+    fn remove_token(&self) -> Result<Secret, GitHubError> {
+        self.inner.remove_token()
+    }
+    fn generate_jit_config(&self, name: &str, labels: &[String]) -> Result<JitConfig, GitHubError> {
+        if name == self.jit.runner.name {
+            Ok(self.jit.clone())
+        } else {
+            self.inner.generate_jit_config(name, labels)
+        }
+    }
+    fn runner_application(&self, arch: Arch) -> Result<RunnerApplication, GitHubError> {
+        self.inner.runner_application(arch)
+    }
+    fn get_job(&self, job: &JobRef) -> Result<WorkflowJob, GitHubError> {
+        self.inner.get_job(job)
+    }
+    fn list_run_jobs(&self, repo: &str, run_id: u64) -> Result<Vec<WorkflowJob>, GitHubError> {
+        self.inner.list_run_jobs(repo, run_id)
+    }
+}
