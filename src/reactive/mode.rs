@@ -28,7 +28,7 @@ pub const STOP_WAIT: Duration = Duration::from_secs(60);
 
 /// The unit's reactive folders.
 pub fn unit_dirs(paths: &HostPaths, identity: &UnitIdentity) -> UnitDirs {
-    let key = format!("{}-{}", identity.app, identity.unit_number);
+    let key = crate::paths::unit_folder_name(&identity.unit_name());
     UnitDirs::new(paths.reactive_dir(&key), paths.reactive_log_dir(&key))
 }
 
@@ -189,8 +189,8 @@ pub fn converge(
         }
     }
     let rule = rt.paths.logrotate_dir().join(format!(
-        "github-runner-reactive-{}-{}",
-        rt.identity.app, rt.identity.unit_number
+        "github-runner-reactive-{}",
+        crate::paths::unit_folder_name(&rt.identity.unit_name())
     ));
     if let Err(e) =
         crate::host::file::replace_if_changed(&rule, &render_logrotate(&dirs.logs), 0o644)
