@@ -404,7 +404,7 @@ fn a_unit_of_a_200_character_application_gets_its_acl_and_a_runner() {
     let runner = env.wait_online(1).remove(0);
     assert!(runner.len() <= 63, "{runner}");
     assert!(env.unit.owns_name(&runner), "{runner}");
-    assert_eq!(env.instances(), [runner.clone()]);
+    assert_eq!(env.instances(), std::slice::from_ref(&runner));
 
     let acl = acl_name(&env.unit);
     assert!(acl.len() <= 63, "{acl}");
