@@ -113,10 +113,10 @@ fn model_part(identity: &UnitIdentity) -> String {
     identity.model_uuid.chars().take(8).collect()
 }
 
-/// The unit's LXD network ACL, `ghr-<model 8>-<app>-<n>`, within [`HOSTNAME_MAX`].
-pub fn unit_acl(identity: &UnitIdentity) -> String {
+/// `<prefix>-<model 8>-<app>-<n>` within [`HOSTNAME_MAX`]: one per unit and model.
+fn per_unit_hostname(prefix: &str, identity: &UnitIdentity) -> String {
     fit(
-        &format!("ghr-{}-", model_part(identity)),
+        &format!("{prefix}-{}-", model_part(identity)),
         &identity.app,
         &format!("-{}", identity.unit_number),
         HOSTNAME_MAX,
@@ -124,16 +124,15 @@ pub fn unit_acl(identity: &UnitIdentity) -> String {
     )
 }
 
+/// The unit's LXD network ACL, `ghr-<model 8>-<app>-<n>`, within [`HOSTNAME_MAX`].
+pub fn unit_acl(identity: &UnitIdentity) -> String {
+    per_unit_hostname("ghr", identity)
+}
+
 /// The unit's aproxy nft table, `ghr-aproxy-<model 8>-<app>-<n>`, within [`HOSTNAME_MAX`]
 /// (far below nft's [`NFT_NAME_MAX`], so `nft list tables` stays readable).
 pub fn aproxy_nft_table(identity: &UnitIdentity) -> String {
-    fit(
-        &format!("ghr-aproxy-{}-", model_part(identity)),
-        &identity.app,
-        &format!("-{}", identity.unit_number),
-        HOSTNAME_MAX,
-        Charset::Hostname,
-    )
+    per_unit_hostname("ghr-aproxy", identity)
 }
 
 /// `github-runner/0` -> `github-runner-0`: the unit's folder name and the part naming it in
