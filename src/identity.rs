@@ -5,21 +5,19 @@
 //! the runners of app "x-1".
 //!
 //! LXD refuses instance names over 63 characters (they are hostnames). When `{app}` would
-//! make the name longer, it is shortened deterministically to its first characters plus 8
-//! hex of its SHA-256 ([`UnitIdentity::name_label`]): every hook of the unit derives the
-//! same names, two long application names sharing a prefix still differ, and the owner key
-//! (which holds the full application name) stays the real identity of an instance.
+//! make the name longer, it is cut by the charm's one naming rule ([`crate::naming::fit`]):
+//! every hook of the unit derives the same names, two long application names sharing a
+//! prefix still differ, and the owner key (which holds the full application name) stays
+//! the real identity of an instance.
 
 use std::fmt;
 
 /// LXD instance config key holding `<model-uuid>/<unit-name>`.
 pub const OWNER_CONFIG_KEY: &str = "user.github-runner.owner";
 
-const SUFFIX_HEX_LEN: usize = 12;
+const SUFFIX_HEX_LEN: usize = crate::naming::RUNNER_SUFFIX_HEX_LEN;
 /// Longest instance name LXD accepts (a hostname label).
-pub const MAX_RUNNER_NAME_LEN: usize = 63;
-/// Hex digits of the application name's SHA-256 that stand in for its cut-off tail.
-const LABEL_HASH_HEX_LEN: usize = 8;
+pub const MAX_RUNNER_NAME_LEN: usize = crate::naming::HOSTNAME_MAX;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitIdentity {
@@ -56,31 +54,10 @@ impl UnitIdentity {
         format!("{}/{}", self.app, self.unit_number)
     }
 
-    /// `{label}-{unit}-`: every runner name of this unit starts with it.
+    /// `{app}-{unit}-` ([`crate::naming::runner_prefix`]): every runner name of this unit
+    /// starts with it.
     pub fn name_prefix(&self) -> String {
-        format!("{}-{}-", self.name_label(), self.unit_number)
-    }
-
-    /// The application's part of runner names: the application name when the names fit in
-    /// [`MAX_RUNNER_NAME_LEN`], else its first characters and 8 hex of its SHA-256, so they
-    /// do. Deterministic.
-    pub fn name_label(&self) -> String {
-        let unit_len = self.unit_number.to_string().len();
-        // `{label}-{unit}-{12 hex}`; a u32 unit number has at most 10 digits, so this
-        // budget is at least 39.
-        let budget = MAX_RUNNER_NAME_LEN - SUFFIX_HEX_LEN - 2 - unit_len;
-        if self.app.len() <= budget {
-            return self.app.clone();
-        }
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(self.app.as_bytes());
-        let hash: String = digest
-            .iter()
-            .take(LABEL_HASH_HEX_LEN / 2)
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let kept: String = self.app.chars().take(budget - LABEL_HASH_HEX_LEN).collect();
-        format!("{kept}{hash}")
+        crate::naming::runner_prefix(self)
     }
 
     /// Value of [`OWNER_CONFIG_KEY`] on our instances.
@@ -189,8 +166,8 @@ mod tests {
         assert_eq!(unit("github-runner/0").name_prefix(), "github-runner-0-");
         let longest_kept = "a".repeat(MAX_RUNNER_NAME_LEN - SUFFIX_HEX_LEN - 3);
         assert_eq!(
-            unit(&format!("{longest_kept}/0")).name_label(),
-            longest_kept
+            unit(&format!("{longest_kept}/0")).name_prefix(),
+            format!("{longest_kept}-0-")
         );
     }
 

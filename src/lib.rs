@@ -12,6 +12,7 @@ pub mod juju;
 pub mod lxd;
 pub mod manager;
 pub mod messages;
+pub mod naming;
 pub mod network;
 pub mod observability;
 pub mod paths;

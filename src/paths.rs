@@ -26,16 +26,10 @@ pub struct HostPaths {
 
 /// `github-runner/0` -> `github-runner-0`: a file and systemd-unit name part. Juju unit
 /// names are `<application>/<number>` with a-z, 0-9 and `-`; anything else is replaced
-/// by `_` so a name can never climb out of its folder.
+/// by `_` so a name can never climb out of its folder, and a long application name is cut
+/// ([`crate::naming::unit_folder`]) so every file name holding it stays within the limit.
 pub fn unit_folder_name(unit_name: &str) -> String {
-    unit_name
-        .chars()
-        .map(|c| match c {
-            '/' => '-',
-            c if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' => c,
-            _ => '_',
-        })
-        .collect()
+    crate::naming::unit_folder(unit_name)
 }
 
 impl HostPaths {

@@ -436,3 +436,39 @@ fn a_runner_has_no_way_into_the_host_and_no_github_token() {
         "files holding the token"
     );
 }
+
+/// Juju's application names (`juju/names`: `[a-z][a-z0-9]*(-[a-z0-9]*[a-z][a-z0-9]*)*`) have
+/// no length limit; a 200-character one deploys through `dispatch`: its ACL on the bridge,
+/// its runner online, each LXD name within LXD's 63 characters; stop and remove take both.
+#[test]
+fn a_unit_of_a_200_character_application_gets_its_acl_and_a_runner() {
+    let (bridge, _) = TestBridge::create("ghl");
+    let app: String = "runners-x86-large-"
+        .chars()
+        .cycle()
+        .take(199)
+        .collect::<String>()
+        + "z";
+    assert_eq!(app.len(), 200);
+    let mut env = CharmEnv::for_unit(&format!("{app}/0"), 1);
+    env.h.env.insert(BRIDGE_ENV.into(), bridge.0.clone());
+    env.deploy();
+    let (status, message) = env.status();
+    assert_eq!(status, "active", "{message}");
+    let runner = env.wait_online(1).remove(0);
+    assert!(runner.len() <= 63, "{runner}");
+    assert!(env.unit.owns_name(&runner), "{runner}");
+    assert_eq!(env.instances(), std::slice::from_ref(&runner));
+
+    let acl = acl_name(&env.unit);
+    assert!(acl.len() <= 63, "{acl}");
+    assert!(acl.ends_with("-0"), "{acl}");
+    let config = env.fx.lxd().network(&bridge.0).unwrap().unwrap().config;
+    assert_eq!(config["security.acls"], acl);
+    assert!(env.fx.lxd().acl(&acl).unwrap().is_some());
+
+    env.h.hook("stop").assert_ok();
+    env.h.hook("remove").assert_ok();
+    assert_eq!(env.fx.lxd().acl(&acl).unwrap(), None);
+    assert!(env.instances().is_empty());
+}

@@ -33,8 +33,8 @@ pub struct UnitNames {
 pub fn unit_names(paths: &HostPaths) -> UnitNames {
     match paths.unit_folder() {
         Some(unit) => UnitNames {
-            service: format!("ghro.reconcile-runners-{unit}.service"),
-            timer: format!("ghro.reconcile-runners-{unit}.timer"),
+            service: crate::naming::reconcile_unit(unit, "service"),
+            timer: crate::naming::reconcile_unit(unit, "timer"),
         },
         None => UnitNames {
             service: SERVICE_UNIT.into(),

@@ -21,9 +21,6 @@ pub const LISTEN_PORT: u16 = 54969;
 /// The machine-wide table of earlier revisions (redirecting every runner on the bridge):
 /// deleted by the first converge of this revision.
 pub const LEGACY_NFT_TABLE: &str = "github-runner-aproxy";
-/// Longest table name [`table_name`] gives: the limit LXD names keep, well within nft's
-/// (`NFT_NAME_MAXLEN`, 256 bytes; 32 on kernels before 4.16 is not supported).
-pub const MAX_TABLE_NAME_LEN: usize = 63;
 const SNAP_TIMEOUT: Duration = Duration::from_secs(600);
 const NFT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -31,27 +28,10 @@ const NFT_TIMEOUT: Duration = Duration::from_secs(30);
 const PRIVATE: &str = "10.0.0.0/8, 127.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16";
 
 /// The unit's nft table (`ghr-aproxy-5bb2e5a4-github-runner-0`): one per unit and model,
-/// cut to [`MAX_TABLE_NAME_LEN`] with 8 hex of the full name's SHA-256 when the application
-/// name is long, so two units never share one.
+/// through the one naming rule ([`crate::naming::aproxy_nft_table`]), so two units never
+/// share one.
 pub fn table_name(identity: &UnitIdentity) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect()
-    };
-    let model: String = clean(&identity.model_uuid).chars().take(8).collect();
-    let app = clean(&identity.app);
-    let full = format!("ghr-aproxy-{model}-{app}-{}", identity.unit_number);
-    if full.len() <= MAX_TABLE_NAME_LEN {
-        return full;
-    }
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(identity.owner_value().as_bytes());
-    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    let tail = format!("-{hash}-{}", identity.unit_number);
-    let head_len = MAX_TABLE_NAME_LEN - tail.len();
-    // ASCII only (cleaned above), so byte slicing is on char boundaries.
-    format!("{}{tail}", &full[..head_len])
+    crate::naming::aproxy_nft_table(identity)
 }
 
 /// What one unit's redirect is made of.
@@ -301,7 +281,7 @@ mod tests {
             table_name(&unit(&long, 0)),
             table_name(&unit(&format!("{long}b"), 0)),
         );
-        assert_eq!(a.len(), MAX_TABLE_NAME_LEN);
+        assert_eq!(a.len(), crate::naming::HOSTNAME_MAX);
         assert!(a.ends_with("-0"), "{a}");
         assert_ne!(a, b, "cut names still differ");
         assert_eq!(a, table_name(&unit(&long, 0)), "deterministic");

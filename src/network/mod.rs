@@ -86,19 +86,10 @@ pub fn runner_hwaddr(owner: &str, runner_name: &str) -> String {
 }
 
 /// The charm's ACL name for a unit (`ghr-5bb2e5a4-github-runner-0`): one per unit and
-/// model, so units sharing a machine never rewrite each other's rules.
+/// model, so units sharing a machine never rewrite each other's rules; cut to LXD's limit
+/// by [`crate::naming::unit_acl`].
 pub fn acl_name(identity: &crate::identity::UnitIdentity) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect()
-    };
-    let model: String = clean(&identity.model_uuid).chars().take(8).collect();
-    format!(
-        "ghr-{model}-{}-{}",
-        clean(&identity.app),
-        identity.unit_number
-    )
+    crate::naming::unit_acl(identity)
 }
 
 /// The bridge runners get: the test knob's when set; else, in a project of the charm's own

@@ -36,12 +36,9 @@ impl ExporterSpec {
         SocketAddr::from((Ipv4Addr::LOCALHOST, exporter_port(&self.unit_name)))
     }
 
-    /// `ghro.metrics-exporter.<app>-<N>.service`.
+    /// `ghro.metrics-exporter.<app>-<N>.service` ([`crate::naming::exporter_service`]).
     pub fn service_name(&self) -> String {
-        format!(
-            "ghro.metrics-exporter.{}.service",
-            self.unit_name.replace('/', "-")
-        )
+        crate::naming::exporter_service(&self.unit_name)
     }
 }
 

@@ -31,7 +31,7 @@ pub const STOP_WAIT: Duration = Duration::from_secs(60);
 
 /// `<app>-<n>`: the unit's name in reactive folders and worker scopes.
 pub fn unit_key(identity: &UnitIdentity) -> String {
-    format!("{}-{}", identity.app, identity.unit_number)
+    crate::paths::unit_folder_name(&identity.unit_name())
 }
 
 /// The unit's reactive folders.
@@ -42,10 +42,9 @@ pub fn unit_dirs(paths: &HostPaths, identity: &UnitIdentity) -> UnitDirs {
 
 /// The logrotate rule of the unit's worker logs.
 pub fn logrotate_rule(paths: &HostPaths, identity: &UnitIdentity) -> std::path::PathBuf {
-    paths.logrotate_dir().join(format!(
-        "github-runner-reactive-{}-{}",
-        identity.app, identity.unit_number
-    ))
+    paths
+        .logrotate_dir()
+        .join(format!("github-runner-reactive-{}", unit_key(identity)))
 }
 
 /// remove: the unit's reactive state folder (settings, slots, claims) and the logrotate

@@ -96,15 +96,20 @@ impl Default for CharmEnv {
 impl CharmEnv {
     /// A fresh unit `github-runner/0` configured for `virtual_machines` runners.
     pub fn new(virtual_machines: u32) -> CharmEnv {
-        CharmEnv::build(virtual_machines, None)
+        CharmEnv::build("github-runner/0", virtual_machines, None)
+    }
+
+    /// As [`CharmEnv::new`], for unit `unit_name` (`app/N`).
+    pub fn for_unit(unit_name: &str, virtual_machines: u32) -> CharmEnv {
+        CharmEnv::build(unit_name, virtual_machines, None)
     }
 
     /// As [`CharmEnv::new`], running `charm_binary` (the benchmark passes a release build).
     pub fn with_binary(virtual_machines: u32, charm_binary: &Path) -> CharmEnv {
-        CharmEnv::build(virtual_machines, Some(charm_binary))
+        CharmEnv::build("github-runner/0", virtual_machines, Some(charm_binary))
     }
 
-    fn build(virtual_machines: u32, charm_binary: Option<&Path>) -> CharmEnv {
+    fn build(unit_name: &str, virtual_machines: u32, charm_binary: Option<&Path>) -> CharmEnv {
         let fx = LxdFixture::new();
         let gh = FakeGitHub::start();
         let tarball =
@@ -113,8 +118,8 @@ impl CharmEnv {
         fx.route_default_profile_to_host_port(gh.port());
 
         let mut h = match charm_binary {
-            Some(bin) => Harness::with_binary("github-runner/0", bin),
-            None => Harness::new(),
+            Some(bin) => Harness::with_binary(unit_name, bin),
+            None => Harness::with_unit(unit_name),
         };
         let unit = UnitIdentity::parse(&h.unit_name, &h.model_uuid).expect("valid unit identity");
         let tmp = tempfile::Builder::new()
