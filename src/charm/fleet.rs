@@ -22,6 +22,7 @@ use crate::github::{
     Arch, DeleteOutcome, GitHub, GitHubError, GitHubRunner, JitConfig, JobRef, RunnerApplication,
     WorkflowJob,
 };
+use crate::host::admission::{MachineGate, CREATION_LOCK_WAIT};
 use crate::host::metrics::{MetricEvent, MetricsLog, RunnerInstalled};
 use crate::identity::RunnerName;
 use crate::lxd::{
@@ -166,6 +167,14 @@ impl<'a> CharmRunnerOps<'a> {
             inner: &*self.rt.github,
             jit,
         };
+        let gate = MachineGate {
+            lxd: &*self.rt.lxd,
+            paths: &self.rt.paths,
+            pool: &self.rt.storage_pool,
+            size: self.resources.admission_size(),
+            clock: &*self.rt.clock,
+            wait: CREATION_LOCK_WAIT,
+        };
         let request = CreateRequest {
             name: &name,
             owner_value: &self.owner,
@@ -176,6 +185,7 @@ impl<'a> CharmRunnerOps<'a> {
             runner_tarball: &self.tarball,
             environment: &self.rt.environment,
             timeouts: self.timeouts,
+            launch_gate: &gate,
         };
         match runner::create_runner(&lxd, &github, &request) {
             Ok(created) => {
@@ -208,6 +218,7 @@ impl<'a> CharmRunnerOps<'a> {
         let kind = match &*err.cause {
             StepFailure::GitHub(e) => github_failure_kind(e),
             StepFailure::Lxd(LxdError::LxcMissing) => FailureKind::NeedsOperator,
+            StepFailure::NoRoom(_) => FailureKind::NoRoom,
             StepFailure::Lxd(LxdError::ImageNotFound(_)) => {
                 self.image_missing.store(true, Ordering::SeqCst);
                 FailureKind::Transient
@@ -249,8 +260,14 @@ fn github_failure_kind(e: &GitHubError) -> FailureKind {
 }
 
 impl RunnerOps for CharmRunnerOps<'_> {
-    fn host_capacity(&self) -> crate::manager::admission::HostCapacity {
-        crate::host::capacity::gather(&self.rt.paths, &*self.rt.lxd, &self.rt.storage_pool)
+    fn machine(&self) -> Option<crate::manager::admission::Machine> {
+        crate::host::admission::observe_machine(
+            &self.rt.paths,
+            &*self.rt.lxd,
+            &self.rt.storage_pool,
+        )
+        .inspect_err(|e| tracing::warn!("could not list the machine's instances: {e}"))
+        .ok()
     }
 
     fn observe(&self) -> Result<Observation, OpError> {
@@ -490,6 +507,9 @@ struct LaunchWithRunnerId<'l> {
 impl Lxd for LaunchWithRunnerId<'_> {
     fn list_owned_instances(&self, owner_value: &str) -> Result<Vec<Instance>, LxdError> {
         self.inner.list_owned_instances(owner_value)
+    }
+    fn list_machine_instances(&self) -> Result<Vec<crate::lxd::MachineInstance>, LxdError> {
+        self.inner.list_machine_instances()
     }
     fn launch(&self, spec: &LaunchSpec) -> Result<(), LxdError> {
         let mut spec = spec.clone();

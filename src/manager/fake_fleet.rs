@@ -33,8 +33,10 @@ pub struct FleetState {
     /// Every launch fails (a broken image); `create_attempts` counts tries either way.
     pub launch_broken: bool,
     pub create_attempts: u32,
-    /// What `host_capacity` answers.
+    /// The host `machine` answers with (its instances: this fleet's and `others`).
     pub host: crate::manager::admission::HostCapacity,
+    /// Instances of other units on the machine.
+    pub others: Vec<crate::lxd::MachineInstance>,
     next_id: u64,
 }
 
@@ -112,8 +114,17 @@ fn github_down() -> OpError {
 }
 
 impl RunnerOps for FakeFleet {
-    fn host_capacity(&self) -> crate::manager::admission::HostCapacity {
-        self.state().host
+    fn machine(&self) -> Option<crate::manager::admission::Machine> {
+        let s = self.state();
+        let own = s.instances.keys().map(|name| crate::lxd::MachineInstance {
+            project: "default".into(),
+            name: name.clone(),
+            limits: Default::default(),
+        });
+        Some(crate::manager::admission::Machine {
+            host: s.host,
+            instances: own.chain(s.others.iter().cloned()).collect(),
+        })
     }
 
     fn observe(&self) -> Result<Observation, OpError> {

@@ -96,6 +96,9 @@ pub struct SlotStatus {
     /// Broker host of the last failure (never credentials).
     #[serde(default)]
     pub broker_error: Option<String>,
+    /// Admission's last refusal, while its job waits for room (`WorkerState::no_room`).
+    #[serde(default)]
+    pub no_room: Option<String>,
 }
 
 impl SlotStatus {
@@ -105,6 +108,7 @@ impl SlotStatus {
         self.queue_waiting = state.queue.map(|q| q.waiting);
         self.queue_leased = state.queue.map(|q| q.leased);
         self.broker_error = state.broker_error.clone();
+        self.no_room = state.no_room.clone();
     }
 
     pub fn queue(&self) -> Option<QueueLength> {
