@@ -254,11 +254,11 @@ pub fn reactive_summary(workers: usize, target: u32, runners: usize, queue: Opti
     text
 }
 
-/// Reactive workers whose jobs wait for room on the machine, added to the summary:
-/// `reactive: 4/4 workers, 2 runners busy, 2 jobs waiting for room (host memory allows 8)`.
-pub fn reactive_waiting_for_room(summary: &str, waiting: usize, note: &str) -> String {
+/// Reactive workers whose jobs wait for room on the machine, after the summary:
+/// `reactive: 4/4 workers, 2 runners busy; 2 jobs waiting: no room on this machine ...`.
+pub fn reactive_waiting_for_room(summary: &str, waiting: usize, refusal: &str) -> String {
     let plural = if waiting == 1 { "" } else { "s" };
-    format!("{summary}, {waiting} job{plural} waiting for room ({note})")
+    format!("{summary}; {waiting} job{plural} waiting: {refusal}")
 }
 
 /// Reactive workers cannot reach the broker: its host only, never the URI's credentials.

@@ -35,7 +35,11 @@ fn every_kind() -> Vec<(&'static str, String)> {
         ("reactive_summary", reactive_summary(2, 4, 1, Some(3))),
         (
             "reactive_waiting_for_room",
-            reactive_waiting_for_room("reactive: 4/4 workers", 2, "host memory allows 8"),
+            reactive_waiting_for_room(
+                "reactive: 4/4 workers",
+                2,
+                &no_room(8, "host memory allows 8"),
+            ),
         ),
         ("no_room", no_room(8, "host memory allows 8")),
         (

@@ -154,6 +154,21 @@ impl<'a> CharmRunnerOps<'a> {
     pub fn create_named(&self, name: RunnerName) -> Result<RunnerName, OpError> {
         let started = Instant::now();
         let profiles = self.profiles()?;
+        let gate = MachineGate {
+            lxd: &*self.rt.lxd,
+            paths: &self.rt.paths,
+            pool: &self.rt.storage_pool,
+            size: self.resources.admission_size(),
+            clock: &*self.rt.clock,
+            wait: CREATION_LOCK_WAIT,
+        };
+        // A full machine is told before GitHub is asked for a registration.
+        if let Err(StepFailure::NoRoom(message)) = gate.room() {
+            return Err(OpError {
+                kind: FailureKind::NoRoom,
+                message,
+            });
+        }
         let jit = self
             .rt
             .github
@@ -166,14 +181,6 @@ impl<'a> CharmRunnerOps<'a> {
         let github = PreRegistered {
             inner: &*self.rt.github,
             jit,
-        };
-        let gate = MachineGate {
-            lxd: &*self.rt.lxd,
-            paths: &self.rt.paths,
-            pool: &self.rt.storage_pool,
-            size: self.resources.admission_size(),
-            clock: &*self.rt.clock,
-            wait: CREATION_LOCK_WAIT,
         };
         let request = CreateRequest {
             name: &name,

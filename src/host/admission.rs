@@ -41,21 +41,11 @@ pub struct MachineGate<'a> {
     pub wait: LockWait,
 }
 
-impl LaunchGate for MachineGate<'_> {
-    fn launch_admitted(
-        &self,
-        launch: &mut dyn FnMut() -> Result<(), LxdError>,
-    ) -> Result<(), StepFailure> {
-        let unavailable = |reason: String| {
-            StepFailure::Admission(crate::messages::admission_unavailable(&reason))
-        };
-        let _lock = UnitLock::acquire(
-            &self.paths.creation_lock_file(),
-            "create-runner",
-            self.clock,
-            self.wait,
-        )
-        .map_err(|e| unavailable(format!("the machine's creation lock: {e}")))?;
+impl MachineGate<'_> {
+    /// Whether the machine holds one more runner now: `Ok`, or [`StepFailure::NoRoom`], or
+    /// [`StepFailure::Admission`] when it cannot tell. Without the lock it is only a hint
+    /// (a creation checks it before registering with GitHub); the launch asks again under it.
+    pub fn room(&self) -> Result<(), StepFailure> {
         let machine = observe_machine(self.paths, self.lxd, self.pool)
             .map_err(|e| unavailable(e.to_string()))?;
         let load = machine.load(&self.size, &[]);
@@ -64,14 +54,38 @@ impl LaunchGate for MachineGate<'_> {
             ..RoundLimits::default()
         };
         let (admitted, held) = admit(1, load.instances, &load, &self.size, &machine.host, &one);
-        if admitted == 0 {
-            let note = held.note().unwrap_or_default();
-            tracing::info!(instances = load.instances, "launch refused: {note}");
-            return Err(StepFailure::NoRoom(crate::messages::no_room(
-                load.instances,
-                &note,
-            )));
+        if admitted == 1 {
+            return Ok(());
         }
+        let note = held.note().unwrap_or_default();
+        tracing::info!(
+            instances = load.instances,
+            "no room for another runner: {note}"
+        );
+        Err(StepFailure::NoRoom(crate::messages::no_room(
+            load.instances,
+            &note,
+        )))
+    }
+}
+
+fn unavailable(reason: String) -> StepFailure {
+    StepFailure::Admission(crate::messages::admission_unavailable(&reason))
+}
+
+impl LaunchGate for MachineGate<'_> {
+    fn launch_admitted(
+        &self,
+        launch: &mut dyn FnMut() -> Result<(), LxdError>,
+    ) -> Result<(), StepFailure> {
+        let _lock = UnitLock::acquire(
+            &self.paths.creation_lock_file(),
+            "create-runner",
+            self.clock,
+            self.wait,
+        )
+        .map_err(|e| unavailable(format!("the machine's creation lock: {e}")))?;
+        self.room()?;
         launch().map_err(StepFailure::from)
     }
 }
