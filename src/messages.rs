@@ -103,7 +103,10 @@ pub fn held_back(host_allows: Option<(&str, u32)>, round: Option<(u32, u32)>) ->
 /// A creation admission refused at its launch: `no room on this machine for another runner
 /// (8 instances on it): host memory allows 8`.
 pub fn no_room(instances: u32, note: &str) -> String {
-    format!("no room on this machine for another runner ({instances} instances on it): {note}")
+    let plural = if instances == 1 { "" } else { "s" };
+    format!(
+        "no room on this machine for another runner ({instances} instance{plural} on it): {note}"
+    )
 }
 
 /// Admission could not check the machine (its creation lock or the instance listing).

@@ -89,3 +89,132 @@ impl LaunchGate for MachineGate<'_> {
         launch().map_err(StepFailure::from)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::charm::fake_world::FakeWorld;
+    use crate::clock::SystemClock;
+    use crate::host::lock::tests::SignallingClock;
+    use crate::lxd::{InstanceType, LaunchSpec};
+    use std::sync::mpsc;
+
+    const GIB: u64 = 1 << 30;
+    const SEVEN_GIB: RunnerSize = RunnerSize {
+        cpus: 2,
+        memory_bytes: 7 * GIB,
+        disk_bytes: 10 * GIB,
+    };
+    const QUICK: LockWait = LockWait {
+        max: Duration::from_secs(20),
+        poll: Duration::from_millis(10),
+    };
+
+    /// A host root whose /proc says `memory_gib` of memory and 64 CPUs.
+    fn host_root(memory_gib: u64) -> (tempfile::TempDir, HostPaths) {
+        let root = tempfile::tempdir().unwrap();
+        let paths = HostPaths::new(root.path());
+        std::fs::create_dir_all(paths.proc_dir()).unwrap();
+        std::fs::write(
+            paths.proc_dir().join("meminfo"),
+            format!("MemTotal: {} kB\n", memory_gib << 20),
+        )
+        .unwrap();
+        let cpus: String = (0..64).map(|n| format!("processor : {n}\n")).collect();
+        std::fs::write(paths.proc_dir().join("cpuinfo"), cpus).unwrap();
+        (root, paths)
+    }
+
+    fn spec(name: &str) -> LaunchSpec {
+        LaunchSpec {
+            name: name.into(),
+            image_alias: "jammy".into(),
+            instance_type: InstanceType::Container,
+            profiles: vec![],
+            config: Default::default(),
+            ephemeral: true,
+        }
+    }
+
+    fn gate<'a>(lxd: &'a dyn Lxd, paths: &'a HostPaths, clock: &'a dyn Clock) -> MachineGate<'a> {
+        MachineGate {
+            lxd,
+            paths,
+            pool: "runner",
+            size: SEVEN_GIB,
+            clock,
+            wait: QUICK,
+        }
+    }
+
+    /// Two creators (threads here, hooks and workers on a machine) on a host that holds one
+    /// runner: the second waits for the creation lock while the first launches, then sees
+    /// the first's instance and is refused. Without the lock both would launch.
+    #[test]
+    fn a_second_creation_waits_for_the_first_launch_and_then_counts_its_instance() {
+        let world = FakeWorld::new();
+        let lxd = world.lxd();
+        let (_root, paths) = host_root(8);
+        let (in_launch, first_launching) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let (contended_tx, contended) = mpsc::channel();
+        let waiting_clock = SignallingClock {
+            contended: std::sync::Mutex::new(Some(contended_tx)),
+        };
+        let (first, second) = std::thread::scope(|s| {
+            let (lxd, paths) = (&lxd, &paths);
+            let first = s.spawn(move || {
+                gate(&**lxd, paths, &SystemClock).launch_admitted(&mut || {
+                    in_launch.send(()).unwrap();
+                    released.recv().unwrap();
+                    lxd.launch(&spec("first"))
+                })
+            });
+            first_launching
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the first creation launches");
+            let waiting_clock = &waiting_clock;
+            let second = s.spawn(move || {
+                gate(&**lxd, paths, waiting_clock)
+                    .launch_admitted(&mut || lxd.launch(&spec("second")))
+            });
+            let waited = contended.recv_timeout(Duration::from_secs(20));
+            release.send(()).unwrap();
+            waited.expect("the second creation waits for the creation lock");
+            (first.join().unwrap(), second.join().unwrap())
+        });
+        assert!(first.is_ok(), "{first:?}");
+        match second {
+            Err(StepFailure::NoRoom(message)) => assert_eq!(
+                message,
+                "no room on this machine for another runner (1 instance on it): \
+                 host memory allows 1"
+            ),
+            other => panic!("the second creation was not refused: {other:?}"),
+        }
+        assert_eq!(world.instance_names(), vec!["first".to_string()]);
+    }
+
+    #[test]
+    fn room_counts_every_instance_and_an_unlistable_machine_launches_nothing() {
+        let world = FakeWorld::new();
+        let lxd = world.lxd();
+        // 90% of 16 GiB: two runners of 7 GiB.
+        let (_root, paths) = host_root(16);
+        let gate = gate(&*lxd, &paths, &SystemClock);
+        assert!(gate.room().is_ok());
+        lxd.launch(&spec("another-units-runner")).unwrap();
+        assert!(gate.room().is_ok());
+        lxd.launch(&spec("leftover")).unwrap();
+        assert!(matches!(gate.room(), Err(StepFailure::NoRoom(_))));
+
+        world.lock().lxd_down = true;
+        let mut launched = false;
+        let got = gate.launch_admitted(&mut || {
+            launched = true;
+            Ok(())
+        });
+        assert!(matches!(got, Err(StepFailure::Admission(_))), "{got:?}");
+        assert!(!launched);
+    }
+}

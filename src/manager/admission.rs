@@ -315,7 +315,8 @@ mod tests {
             memory: Some("4GiB".into()),
         };
         let unlimited = InstanceLimits::default();
-        let cases: Vec<(Vec<InstanceLimits>, u32, u32, u32, Option<&str>)> = vec![
+        type Case = (Vec<InstanceLimits>, u32, u32, u32, Option<&'static str>);
+        let cases: Vec<Case> = vec![
             // An empty machine: 8 fit.
             (vec![], 8, 0, 8, None),
             (vec![], 16, 0, 8, Some("host memory allows 8")),
