@@ -79,6 +79,7 @@ impl Bench {
             runner_tarball: self.fx.fake_runner_tarball(),
             environment: &self.env,
             timeouts: CreateTimeouts::default(),
+            launch_gate: &github_runner::runner::create::Ungated,
         };
         create_runner(self.fx.lxd(), &self.client, &req).expect("create runner");
         name.to_string()

@@ -100,6 +100,20 @@ pub fn held_back(host_allows: Option<(&str, u32)>, round: Option<(u32, u32)>) ->
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
+/// A creation admission refused at its launch: `no room on this machine for another runner
+/// (8 instances on it): host memory allows 8`.
+pub fn no_room(instances: u32, note: &str) -> String {
+    let plural = if instances == 1 { "" } else { "s" };
+    format!(
+        "no room on this machine for another runner ({instances} instance{plural} on it): {note}"
+    )
+}
+
+/// Admission could not check the machine (its creation lock or the instance listing).
+pub fn admission_unavailable(reason: &str) -> String {
+    format!("could not check the machine's room for another runner, so none was launched: {reason}")
+}
+
 /// The runner census: `3/3 runners: 2 idle, 1 busy`, then the non-zero extras
 /// (`, 1 creating`).
 pub fn runner_summary(desired: u32, idle: u32, busy: u32, extras: &[(u32, &str)]) -> String {
@@ -259,6 +273,13 @@ pub fn reactive_summary(workers: usize, target: u32, runners: usize, queue: Opti
         text.push_str(&format!(", queue {q}"));
     }
     text
+}
+
+/// Reactive workers whose jobs wait for room on the machine, after the summary:
+/// `reactive: 4/4 workers, 2 runners busy; 2 jobs waiting: no room on this machine ...`.
+pub fn reactive_waiting_for_room(summary: &str, waiting: usize, refusal: &str) -> String {
+    let plural = if waiting == 1 { "" } else { "s" };
+    format!("{summary}; {waiting} job{plural} waiting: {refusal}")
 }
 
 /// Reactive workers cannot reach the broker: its host only, never the URI's credentials.

@@ -34,6 +34,19 @@ fn every_kind() -> Vec<(&'static str, String)> {
         ("rate_limited_with", rate_limited_with(RESET, "1/2 runners")),
         ("reactive_summary", reactive_summary(2, 4, 1, Some(3))),
         (
+            "reactive_waiting_for_room",
+            reactive_waiting_for_room(
+                "reactive: 4/4 workers",
+                2,
+                &no_room(8, "host memory allows 8"),
+            ),
+        ),
+        ("no_room", no_room(8, "host memory allows 8")),
+        (
+            "admission_unavailable",
+            admission_unavailable("LXD did not answer"),
+        ),
+        (
             "broker_unreachable",
             broker_unreachable("redis.internal:6379", 1, 4),
         ),

@@ -157,6 +157,13 @@ impl HostPaths {
         self.at("run/github-runner-charm/machine.lock")
     }
 
+    /// Held by every runner creation on the machine (every unit's hooks and reactive
+    /// workers) from its admission check until its instance exists (`host::admission`), so
+    /// the check always sees the instances of every creation before it.
+    pub fn creation_lock_file(&self) -> PathBuf {
+        self.at("run/github-runner-charm/creation.lock")
+    }
+
     /// `LXD_CONF` for the `lxc` client: hooks run without HOME.
     pub fn lxd_conf_dir(&self) -> PathBuf {
         self.state_dir().join("lxc-config")
@@ -236,6 +243,7 @@ mod tests {
             p.image_build_log(),
             p.rebuild_cron_file(),
             p.machine_lock_file(),
+            p.creation_lock_file(),
             p.image_build_lock_file(),
             p.exporter_state(),
             p.aproxy_nft_file(),
@@ -297,6 +305,7 @@ mod tests {
             PathBuf::from("/etc/logrotate.d/github-runner-metrics-github-runner-0")
         );
         assert_eq!(a.machine_lock_file(), b.machine_lock_file());
+        assert_eq!(a.creation_lock_file(), b.creation_lock_file());
         assert!(!a
             .lock_file()
             .starts_with(a.machine_lock_file().parent().unwrap().join("x")));

@@ -501,3 +501,66 @@ fn an_import_racing_another_projects_image_deletion_keeps_the_image_usable() {
         }
     }
 }
+
+/// Admission's listing: every instance, owned or not, with the limits it runs with (its own
+/// config over its profiles'); a client without a project lists every project's.
+#[test]
+fn machine_instances_carry_their_limits_and_span_every_project() {
+    let fx = LxdFixture::new();
+    let lxd = fx.lxd();
+    fx.lxc_ok(&["profile", "create", "sized"]);
+    fx.lxc_ok(&["profile", "set", "sized", "limits.cpu", "0-1"]);
+    fx.lxc_ok(&["profile", "set", "sized", "limits.memory", "3GiB"]);
+    let mut sized = launch_spec("m-0-000000000001", "o");
+    sized.profiles.push("sized".into());
+    lxd.launch(&sized).unwrap();
+    fx.lxc_ok(&[
+        "launch",
+        IMAGE_ALIAS,
+        "leftover",
+        "--quiet",
+        "-c",
+        "limits.memory=512MB",
+    ]);
+
+    let mut listed = lxd.list_machine_instances().unwrap();
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    let limits: Vec<(&str, &str, Option<&str>, Option<&str>)> = listed
+        .iter()
+        .map(|i| {
+            (
+                i.project.as_str(),
+                i.name.as_str(),
+                i.limits.cpu.as_deref(),
+                i.limits.memory.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        limits,
+        vec![
+            (fx.project.as_str(), "leftover", None, Some("512MB")),
+            (
+                fx.project.as_str(),
+                "m-0-000000000001",
+                Some("0-1"),
+                Some("3GiB")
+            ),
+        ]
+    );
+
+    // Unbound to a project (production): ours are among every project's.
+    let conf = tempfile::tempdir().unwrap();
+    let machine = github_runner::lxd::LxcCli::new(conf.path().join("conf"))
+        .unwrap()
+        .list_machine_instances()
+        .unwrap();
+    for name in ["leftover", "m-0-000000000001"] {
+        assert!(
+            machine
+                .iter()
+                .any(|i| i.name == name && i.project == fx.project),
+            "{name} missing from the machine-wide listing"
+        );
+    }
+}

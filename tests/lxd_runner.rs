@@ -104,6 +104,7 @@ impl Harness {
                 ready_deadline: Duration::from_secs(60),
                 ..CreateTimeouts::default()
             },
+            launch_gate: &github_runner::runner::create::Ungated,
         }
     }
 

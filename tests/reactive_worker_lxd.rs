@@ -251,3 +251,47 @@ fn a_job_nobody_takes_is_requeued_with_its_count_and_its_runner_removed() {
         .unwrap()
         .contains(&WorkerEvent::Requeued { process_count: 1 }));
 }
+
+/// Two workers, two queued jobs, a host that holds one runner (90% of 1 GiB for runners of
+/// vm-memory=512MiB, faked below the host root): one machine-wide admission gives one of
+/// them a runner; the other is refused, and its message goes back with its count unchanged
+/// and a not-before time (never dropped), without a registration made for it.
+#[test]
+fn workers_creating_at_once_on_a_full_host_start_only_what_fits_and_keep_the_rest_queued() {
+    let u = unit();
+    let proc_dir = u.rt.paths.proc_dir();
+    std::fs::create_dir_all(&proc_dir).unwrap();
+    std::fs::write(proc_dir.join("meminfo"), "MemTotal: 1048576 kB\n").unwrap();
+    let cpus: String = (0..64).map(|n| format!("processor : {n}\n")).collect();
+    std::fs::write(proc_dir.join("cpuinfo"), cpus).unwrap();
+    let api = u.gh.api_base();
+    for _ in 0..2 {
+        let job = u.gh.add_job(REPO, &[]);
+        u.queue.put(body(job, &[], &api), 0);
+    }
+    let report = Recorder::default();
+    let before = SystemClock.now_epoch();
+    // Nobody takes the one runner within the bound: it is removed and its message requeued.
+    let (ends, _) = rounds(&u, &[0, 1], &report, Duration::from_secs(3), None);
+    assert_eq!(ends, vec![Round::Handled, Round::Handled]);
+    let events = report.0.lock().unwrap().clone();
+    let spawned = events
+        .iter()
+        .filter(|e| matches!(e, WorkerEvent::RunnerSpawned { .. }))
+        .count();
+    assert_eq!(spawned, 1, "one runner fits: {events:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, WorkerEvent::JobDropped { .. })),
+        "{events:?}"
+    );
+    let mut waiting = u.queue.waiting();
+    waiting.sort_by_key(|w| w.1);
+    assert_eq!(waiting.len(), 2, "both jobs still queued: {waiting:?}");
+    assert_eq!(waiting[0].1, 0, "the refused one keeps its count");
+    assert!(waiting[0].2 >= before + 25, "not before ~30 s: {waiting:?}");
+    assert_eq!(waiting[1].1, 1, "the unpicked one is requeued as before");
+    assert!(instances(&u).is_empty());
+    assert!(u.gh.runners().is_empty(), "no registration left");
+}

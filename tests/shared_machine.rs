@@ -95,3 +95,83 @@ fn two_units_of_two_applications_share_a_machine_without_touching_each_other() {
     assert_eq!(a.instances(), a_runners);
     a.assert_runners(2);
 }
+
+/// The host's memory and CPUs as the charm reads them below its host root: `MemTotal` and
+/// `cpus` processor entries.
+fn fake_host(host_root: &std::path::Path, memory_gib: u64, cpus: u32) {
+    let proc_dir = HostPaths::new(host_root).proc_dir();
+    std::fs::create_dir_all(&proc_dir).unwrap();
+    std::fs::write(
+        proc_dir.join("meminfo"),
+        format!("MemTotal:       {} kB\n", memory_gib << 20),
+    )
+    .unwrap();
+    let cpuinfo: String = (0..cpus).map(|n| format!("processor\t: {n}\n\n")).collect();
+    std::fs::write(proc_dir.join("cpuinfo"), cpuinfo).unwrap();
+}
+
+/// Issue 20's example, scaled down: two units on one host whose memory holds 3 runners of
+/// vm-memory=7GiB (90% of 24 GiB), each asked for 3, reconciling at the same moment. One
+/// admission for the machine counts both units' instances under one creation lock: never
+/// more than 3 in all, and the unit left short says why. Then an instance nobody owns (a
+/// leftover) takes a runner's room too.
+#[test]
+fn two_units_creating_at_once_never_start_more_than_the_host_holds() {
+    let mut a = CharmEnv::new(0);
+    fake_host(&a.h.host_root, 24, 64);
+    a.deploy();
+    let mut b = a.unit_on_same_machine("other-runners/0", 0);
+    b.deploy();
+    let owner_b = UnitIdentity::parse("other-runners/0", &b.model_uuid)
+        .unwrap()
+        .owner_value();
+    a.set_config("virtual-machines", 3);
+    b.set_config("virtual-machines", 3);
+
+    let (run_a, run_b) = std::thread::scope(|s| {
+        let b = &mut b;
+        let other = s.spawn(move || b.dispatch_path("reconcile-runners"));
+        let own = a.reconcile();
+        (own, other.join().unwrap())
+    });
+    let (mine, theirs) = (a.instances(), a.instances_of(&owner_b));
+    let everything = a.fx.instance_names();
+    assert_eq!(
+        everything.len(),
+        3,
+        "a: {mine:?}, b: {theirs:?}, all: {everything:?}\na: {:?}\nb: {:?}",
+        run_a.code,
+        run_b.code
+    );
+    let statuses = [a.status().1, b.last_status().unwrap_or_default().1];
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.contains("host memory allows") || s.contains("no room on this machine")),
+        "the unit left short says why: {statuses:?}"
+    );
+
+    // The next rounds keep it so, whichever unit runs.
+    a.reconcile().assert_ok();
+    b.dispatch_path("reconcile-runners");
+    assert_eq!(a.fx.instance_names().len(), 3);
+
+    // A leftover that belongs to no unit takes a runner's room too.
+    a.set_config("virtual-machines", 0);
+    a.reconcile().assert_ok();
+    b.set_config("virtual-machines", 0);
+    b.dispatch_path("reconcile-runners").assert_ok();
+    assert_eq!(a.fx.instance_names(), Vec::<String>::new());
+    a.fx.lxc_ok(&[
+        "launch",
+        lxd_fixture::IMAGE_ALIAS,
+        "leftover-0",
+        "-c",
+        "limits.memory=7GiB",
+    ]);
+    b.set_config("virtual-machines", 3);
+    b.dispatch_path("reconcile-runners").assert_ok();
+    assert_eq!(a.instances_of(&owner_b).len(), 2);
+    let (_, status) = b.last_status().unwrap_or_default();
+    assert!(status.contains("host memory allows 2"), "{status}");
+}

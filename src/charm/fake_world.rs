@@ -353,6 +353,20 @@ impl Lxd for FakeLxd {
             .cloned()
             .collect())
     }
+    fn list_machine_instances(&self) -> Result<Vec<crate::lxd::MachineInstance>, LxdError> {
+        let w = self.0.lock();
+        if w.lxd_down {
+            return Err(lxd_down());
+        }
+        Ok(w.instances
+            .values()
+            .map(|i| crate::lxd::MachineInstance {
+                project: "default".into(),
+                name: i.name.clone(),
+                limits: Default::default(),
+            })
+            .collect())
+    }
     fn launch(&self, spec: &LaunchSpec) -> Result<(), LxdError> {
         let now = self.0.clock.now_epoch();
         let mut w = self.0.lock();

@@ -24,6 +24,7 @@ use super::runtime::Runtime;
 use crate::github::download::tarball_path;
 use crate::github::status::{disposition, Disposition};
 use crate::github::{DeleteOutcome, GitHub, GitHubError, GitHubRunner};
+use crate::host::admission::{MachineGate, CREATION_LOCK_WAIT};
 use crate::host::metrics::{MetricEvent, MetricsLog, RunnerInstalled};
 use crate::identity::RunnerName;
 use crate::lxd::{ExecOutput, ExecSpec, Instance, InstanceState, InstanceType, Lxd, LxdError};
@@ -156,6 +157,21 @@ impl<'a> CharmRunnerOps<'a> {
     pub fn create_named(&self, name: RunnerName) -> Result<RunnerName, OpError> {
         let started = Instant::now();
         let profiles = self.profiles()?;
+        let gate = MachineGate {
+            lxd: &*self.rt.lxd,
+            paths: &self.rt.paths,
+            pool: &self.rt.storage_pool,
+            size: self.resources.admission_size(),
+            clock: &*self.rt.clock,
+            wait: CREATION_LOCK_WAIT,
+        };
+        // A full machine is told before GitHub is asked for a registration.
+        if let Err(StepFailure::NoRoom(message)) = gate.room() {
+            return Err(OpError {
+                kind: FailureKind::NoRoom,
+                message,
+            });
+        }
         let jit = self
             .rt
             .github
@@ -180,6 +196,7 @@ impl<'a> CharmRunnerOps<'a> {
             runner_tarball: &self.tarball,
             environment: &self.rt.environment,
             timeouts: self.timeouts,
+            launch_gate: &gate,
         };
         match runner::create_runner(&lxd, &github, &request) {
             Ok(created) => {
@@ -212,6 +229,7 @@ impl<'a> CharmRunnerOps<'a> {
         let kind = match &*err.cause {
             StepFailure::GitHub(e) => github_failure_kind(e),
             StepFailure::Lxd(LxdError::LxcMissing) => FailureKind::NeedsOperator,
+            StepFailure::NoRoom(_) => FailureKind::NoRoom,
             StepFailure::Lxd(LxdError::ImageNotFound(_)) => {
                 self.image_missing.store(true, Ordering::SeqCst);
                 FailureKind::Transient
@@ -258,8 +276,14 @@ fn github_failure_kind(e: &GitHubError) -> FailureKind {
 }
 
 impl RunnerOps for CharmRunnerOps<'_> {
-    fn host_capacity(&self) -> crate::manager::admission::HostCapacity {
-        crate::host::capacity::gather(&self.rt.paths, &*self.rt.lxd, &self.rt.storage_pool)
+    fn machine(&self) -> Option<crate::manager::admission::Machine> {
+        crate::host::admission::observe_machine(
+            &self.rt.paths,
+            &*self.rt.lxd,
+            &self.rt.storage_pool,
+        )
+        .inspect_err(|e| tracing::warn!("could not list the machine's instances: {e}"))
+        .ok()
     }
 
     fn observe(&self) -> Result<Observation, OpError> {

@@ -27,6 +27,9 @@ impl Lxd for LaunchWithRunnerId<'_> {
     fn list_owned_instances(&self, owner_value: &str) -> Result<Vec<Instance>, LxdError> {
         self.inner.list_owned_instances(owner_value)
     }
+    fn list_machine_instances(&self) -> Result<Vec<crate::lxd::MachineInstance>, LxdError> {
+        self.inner.list_machine_instances()
+    }
     fn launch(&self, spec: &LaunchSpec) -> Result<(), LxdError> {
         let mut spec = spec.clone();
         spec.config

@@ -173,7 +173,7 @@ fn held_error(file: &mut File, path: &Path, now: u64, waited_secs: u64) -> LockE
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::clock::{ManualClock, SystemClock};
     use std::process::{Command, Stdio};
@@ -247,8 +247,8 @@ mod tests {
     }
 
     /// A clock that sleeps for real but tells the test when the waiter first had to wait.
-    struct SignallingClock {
-        contended: std::sync::Mutex<Option<mpsc::Sender<()>>>,
+    pub(crate) struct SignallingClock {
+        pub(crate) contended: std::sync::Mutex<Option<mpsc::Sender<()>>>,
     }
 
     impl Clock for SignallingClock {

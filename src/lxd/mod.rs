@@ -29,6 +29,15 @@ pub enum InstanceType {
     VirtualMachine,
 }
 
+/// An instance anywhere on the machine, as admission counts it (`manager::footprint`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineInstance {
+    pub project: String,
+    pub name: String,
+    /// Its CPU and memory limits as it runs (own config over its profiles').
+    pub limits: crate::manager::footprint::InstanceLimits,
+}
+
 /// An instance as `lxc list --format json` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
@@ -188,6 +197,10 @@ pub enum LxdError {
 pub trait Lxd: Send + Sync {
     /// Instances whose `user.github-runner.owner` equals `owner_value` (and only those).
     fn list_owned_instances(&self, owner_value: &str) -> Result<Vec<Instance>, LxdError>;
+    /// Every instance on the machine, whoever made it, in every project: they all share the
+    /// host's CPUs and memory. A client bound to a project of its own (the tests' knob)
+    /// answers that project's, the machine it is given.
+    fn list_machine_instances(&self) -> Result<Vec<MachineInstance>, LxdError>;
     fn launch(&self, spec: &LaunchSpec) -> Result<(), LxdError>;
     fn exec(&self, instance: &str, spec: &ExecSpec) -> Result<ExecOutput, LxdError>;
     fn push_file(&self, instance: &str, spec: &PushSpec) -> Result<(), LxdError>;

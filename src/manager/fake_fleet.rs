@@ -41,8 +41,10 @@ pub struct FleetState {
     pub mark_broken: bool,
     /// `job_started_at` fails for these runners.
     pub job_probe_fails: BTreeSet<String>,
-    /// What `host_capacity` answers.
+    /// The host `machine` answers with (its instances: this fleet's and `others`).
     pub host: crate::manager::admission::HostCapacity,
+    /// Instances of other units on the machine.
+    pub others: Vec<crate::lxd::MachineInstance>,
     next_id: u64,
 }
 
@@ -139,8 +141,17 @@ fn github_down() -> OpError {
 }
 
 impl RunnerOps for FakeFleet {
-    fn host_capacity(&self) -> crate::manager::admission::HostCapacity {
-        self.state().host
+    fn machine(&self) -> Option<crate::manager::admission::Machine> {
+        let s = self.state();
+        let own = s.instances.keys().map(|name| crate::lxd::MachineInstance {
+            project: "default".into(),
+            name: name.clone(),
+            limits: Default::default(),
+        });
+        Some(crate::manager::admission::Machine {
+            host: s.host,
+            instances: own.chain(s.others.iter().cloned()).collect(),
+        })
     }
 
     fn observe(&self) -> Result<Observation, OpError> {

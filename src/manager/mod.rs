@@ -1,7 +1,8 @@
 //! Reconcile and flush: a pure planner over plain data and an executor that applies a plan.
 //!
 //! - [`planner`]: what to create and remove, from LXD's and GitHub's views (pure).
-//! - [`admission`]: how many of the creations the host and one round can take (pure).
+//! - [`admission`]: how many of the creations the machine and one round can take (pure),
+//!   over [`footprint`]: what the instances already on the machine take (pure).
 //! - [`executor`]: applies a plan through [`ops::RunnerOps`], a bounded number at a time.
 //! - [`reconcile`]: one round, observe -> probe -> plan -> apply.
 //! - [`flush`]: the flush modes: idle runners now, busy ones marked, kept or (forced) removed.
@@ -12,6 +13,7 @@
 pub mod admission;
 pub mod executor;
 pub mod flush;
+pub mod footprint;
 pub mod ops;
 pub mod planner;
 pub mod reconcile;

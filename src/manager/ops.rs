@@ -18,6 +18,9 @@ pub enum FailureKind {
     NeedsOperator,
     /// GitHub's rate limit; retry after the reset time (epoch seconds).
     RateLimited { reset_epoch: u64 },
+    /// Admission refused a launch: the machine holds no more runners now (other units'
+    /// runners, leftovers). Retried once something on the machine goes.
+    NoRoom,
 }
 
 /// Why an operation failed. The message is operator-facing and never holds a secret
@@ -159,9 +162,11 @@ pub trait RunnerOps: Sync {
     /// [`crate::manager::replacement::REPLACE_CONFIG_KEY`] = `scope`.
     fn mark_for_replacement(&self, name: &RunnerName, scope: &str) -> Result<(), OpError>;
 
-    /// The host's CPUs, memory and free pool disk, for admission; asked only in a round that
-    /// creates runners. A fact that cannot be read is None (and limits nothing).
-    fn host_capacity(&self) -> crate::manager::admission::HostCapacity {
-        crate::manager::admission::HostCapacity::default()
+    /// The machine for admission: the host's CPUs, memory and free pool disk (a fact that
+    /// cannot be read is None and limits nothing) and every instance on it; asked only in a
+    /// round that creates runners. None: the machine could not be listed (the round counts
+    /// this unit's runners alone; each launch checks again and refuses without a listing).
+    fn machine(&self) -> Option<crate::manager::admission::Machine> {
+        Some(crate::manager::admission::Machine::default())
     }
 }

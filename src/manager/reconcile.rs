@@ -8,6 +8,7 @@ use crate::github::GitHubRunner;
 use crate::lxd::Instance;
 use crate::manager::admission::{self, HostCapacity, RoundLimits, RunnerSize};
 use crate::manager::executor::{self, Concurrency, Progress, Report};
+use crate::manager::footprint::MachineLoad;
 use crate::manager::ops::{FailureKind, OpError, RunnerOps};
 use crate::manager::planner::{self, BinaryState, Condition, Plan, PlanInput};
 use std::collections::BTreeSet;
@@ -142,26 +143,45 @@ fn confirm_unlisted(
     gone
 }
 
-/// Lowers `plan.create` to what the host holds and one round may create, and records why.
-/// The host's facts are asked for only when something is to be created. Runners waiting
-/// for their job before replacement are not capacity, but they hold the host's resources.
+/// Lowers `plan.create` to what the machine holds and one round may create, and records
+/// why. The machine is listed only when something is to be created; what the round removes
+/// does not count. Runners waiting for their job before replacement are not capacity, but
+/// they hold the machine's resources (as instances on it, or counted here when it cannot
+/// be listed).
 fn admit_creations(plan: &mut Plan, settings: &ReconcileSettings, ops: &dyn RunnerOps) {
     let unlimited = RunnerSize {
         cpus: 1,
         memory_bytes: 1,
         disk_bytes: 1,
     };
-    let (size, host) = match &settings.runner_size {
-        Some(size) if plan.create > 0 => (size, ops.host_capacity()),
-        _ => (&unlimited, HostCapacity::default()),
+    let machine = match &settings.runner_size {
+        Some(size) if plan.create > 0 => ops.machine().map(|m| (size, m)),
+        _ => None,
     };
     let occupying = plan.capacity + plan.count(Condition::Replacing) as u32;
-    let (create, held) = admission::admit(plan.create, occupying, size, &host, &settings.limits);
+    let (size, host, load) = match &machine {
+        Some((size, machine)) => {
+            let leaving: Vec<&str> = plan
+                .removals
+                .iter()
+                .map(|r| r.target.name.as_str())
+                .collect();
+            (*size, machine.host, machine.load(size, &leaving))
+        }
+        None => (
+            &unlimited,
+            HostCapacity::default(),
+            MachineLoad::uniform(occupying, &unlimited),
+        ),
+    };
+    let (create, held) =
+        admission::admit(plan.create, occupying, &load, size, &host, &settings.limits);
     if held.by_host > 0 {
         tracing::warn!(
             wanted = plan.create,
             create,
-            "the host cannot hold every runner asked for: {}",
+            instances = load.instances,
+            "the machine cannot hold every runner asked for: {}",
             held.note().unwrap_or_default()
         );
     }

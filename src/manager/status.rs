@@ -161,7 +161,7 @@ pub fn status_for_error(err: &ReconcileError) -> Status {
     match err.kind() {
         FailureKind::NeedsOperator => Status::Blocked(err.to_string()),
         FailureKind::RateLimited { reset_epoch } => rate_limit_status(reset_epoch),
-        FailureKind::Transient => Status::Maintenance(err.to_string()),
+        FailureKind::Transient | FailureKind::NoRoom => Status::Maintenance(err.to_string()),
     }
 }
 

@@ -265,6 +265,9 @@ pub enum Decision {
 
 /// Pause of a worker after GitHub or LXD failed it, when nothing says how long.
 pub const PAUSE_SECS: u64 = 30;
+/// How long a job refused for want of room waits before a worker tries it again: room
+/// comes back when a runner of the machine ends, which takes minutes.
+pub const NO_ROOM_RETRY_SECS: u64 = 30;
 /// Longest pause asked by a rate-limit reset.
 pub const MAX_PAUSE_SECS: u64 = 3600;
 
@@ -313,6 +316,8 @@ pub fn decide_on_job(lookup: &JobLookup, process_count: u32, now_epoch: u64) -> 
 pub enum PickupOutcome {
     /// The runner could not be created (LXD, image, GitHub registration).
     SpawnFailed { retry_epoch: Option<u64> },
+    /// Admission refused the runner: the machine holds no more now.
+    NoRoom,
     /// The job runs (or ran) on this worker's runner.
     PickedByOurs,
     /// Another runner took it; ours is idle.
@@ -336,6 +341,9 @@ pub enum Settlement {
     DropRemoveRunner(DropReason),
     /// No runner exists; release unchanged and pause the worker.
     ReleaseAndPause { resume_epoch: u64 },
+    /// No runner exists (no room on the machine); back on the queue with its count unchanged
+    /// (waiting for room is no handling: it is never dropped for it), not before the epoch.
+    Defer { not_before_epoch: u64 },
 }
 
 pub fn settle_after_wait(
@@ -352,6 +360,9 @@ pub fn settle_after_wait(
             _ => Settlement::ReleaseAndPause {
                 resume_epoch: now_epoch + PAUSE_SECS,
             },
+        },
+        PickupOutcome::NoRoom => Settlement::Defer {
+            not_before_epoch: now_epoch + NO_ROOM_RETRY_SECS,
         },
         PickupOutcome::PickedByOurs => Settlement::AckKeepRunner,
         PickupOutcome::PickedByOther => Settlement::AckRemoveRunner,

@@ -280,6 +280,21 @@ fn settlement_table_after_the_pickup_wait() {
             0,
             Settlement::DropRemoveRunner(DropReason::JobNotFound),
         ),
+        // No room: back unchanged however often, never dropped for it.
+        (
+            PickupOutcome::NoRoom,
+            0,
+            Settlement::Defer {
+                not_before_epoch: NOW + NO_ROOM_RETRY_SECS,
+            },
+        ),
+        (
+            PickupOutcome::NoRoom,
+            RETRY_LIMIT - 1,
+            Settlement::Defer {
+                not_before_epoch: NOW + NO_ROOM_RETRY_SECS,
+            },
+        ),
         (
             PickupOutcome::SpawnFailed { retry_epoch: None },
             2,

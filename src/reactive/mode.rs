@@ -247,6 +247,16 @@ impl ReactiveView {
             .max()
     }
 
+    /// Workers whose job waits for room on the machine, and the last refusal's words.
+    pub fn waiting_for_room(&self) -> (usize, Option<&str>) {
+        let refused: Vec<&str> = self
+            .workers
+            .iter()
+            .filter_map(|w| w.status.no_room.as_deref())
+            .collect();
+        (refused.len(), refused.first().copied())
+    }
+
     pub fn broker_error(&self) -> Option<&str> {
         self.workers
             .iter()
@@ -290,12 +300,20 @@ pub fn reactive_status(view: &ReactiveView) -> Status {
                 failure.at_epoch,
             ))
         }
-        (None, None) => Status::Active(messages::reactive_summary(
-            view.running(),
-            view.target,
-            view.runners(),
-            view.queue(),
-        )),
+        (None, None) => {
+            let summary = messages::reactive_summary(
+                view.running(),
+                view.target,
+                view.runners(),
+                view.queue(),
+            );
+            Status::Active(match view.waiting_for_room() {
+                (waiting, Some(refusal)) => {
+                    messages::reactive_waiting_for_room(&summary, waiting, refusal)
+                }
+                _ => summary,
+            })
+        }
     }
 }
 
@@ -309,6 +327,9 @@ pub fn check_results(view: &ReactiveView) -> BTreeMap<String, String> {
     ]);
     if let Some(q) = view.queue() {
         r.insert("queue".to_string(), q.to_string());
+    }
+    if let (waiting @ 1.., _) = view.waiting_for_room() {
+        r.insert("waiting-for-room".to_string(), waiting.to_string());
     }
     let failures = failure_lines(&view.health);
     if !failures.is_empty() {
@@ -584,6 +605,34 @@ mod tests {
         assert_eq!(results["workers"], "2");
         assert_eq!(results["queue"], "3");
         assert_eq!(results["reactive-runners"], "1");
+    }
+
+    #[test]
+    fn jobs_waiting_for_room_on_the_machine_are_named_in_the_status_and_check_runners() {
+        let refusal = "no room on this machine for another runner (8 instances on it): \
+                       host memory allows 8";
+        let mut waiting = worker(1, None, Some(2), None);
+        waiting.status.no_room = Some(refusal.into());
+        let mut also = worker(2, None, Some(2), None);
+        also.status.no_room = Some(refusal.into());
+        let view = ReactiveView {
+            target: 3,
+            workers: vec![worker(0, Some("r1"), None, None), waiting, also],
+            health: vec![],
+        };
+        assert_eq!(
+            reactive_status(&view),
+            Status::Active(format!(
+                "reactive: 3/3 workers, 1 runner busy, queue 2; 2 jobs waiting: {refusal}"
+            ))
+        );
+        assert_eq!(check_results(&view)["waiting-for-room"], "2");
+        let none = ReactiveView {
+            target: 1,
+            workers: vec![worker(0, None, Some(0), None)],
+            health: vec![],
+        };
+        assert!(!check_results(&none).contains_key("waiting-for-room"));
     }
 
     #[test]

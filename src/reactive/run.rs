@@ -443,6 +443,7 @@ impl JobRunners for LxdRunners<'_> {
                     FailureKind::RateLimited { reset_epoch } => Some(reset_epoch),
                     _ => None,
                 },
+                no_room: e.kind == FailureKind::NoRoom,
                 message: e.message,
             }),
         }

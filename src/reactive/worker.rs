@@ -55,6 +55,8 @@ impl Default for WorkerTimings {
 pub struct SpawnFailure {
     pub message: String,
     pub retry_epoch: Option<u64>,
+    /// Admission refused it: the machine holds no more runners now.
+    pub no_room: bool,
 }
 
 /// Whether an unused runner went.
@@ -116,6 +118,8 @@ pub struct WorkerState {
     pub queue: Option<QueueLength>,
     /// The broker's last error (host only, never credentials).
     pub broker_error: Option<String>,
+    /// Admission's last refusal, while the job it refused waits on the queue for room.
+    pub no_room: Option<String>,
 }
 
 /// [`JobSource`] over the GitHub client: the job by owner, repository and id (never the
@@ -180,6 +184,8 @@ pub struct Worker<'a> {
     pub timings: WorkerTimings,
     state: WorkerState,
     broker_backoff: Duration,
+    /// The message being handled was refused for want of room.
+    refused_now: bool,
 }
 
 impl<'a> Worker<'a> {
@@ -209,6 +215,7 @@ impl<'a> Worker<'a> {
             timings,
             state: WorkerState::default(),
             broker_backoff: timings.broker_backoff,
+            refused_now: false,
         }
     }
 
@@ -296,9 +303,15 @@ impl<'a> Worker<'a> {
         self.broker_ok();
         self.set_state(|s| s.busy = true);
         let round = self.handle(delivery);
+        // A refusal stays shown until a message of this worker ends otherwise.
+        let refused = self.state.no_room.is_some() && self.refused_now;
+        self.refused_now = false;
         self.set_state(|s| {
             s.busy = false;
             s.runner = None;
+            if !refused {
+                s.no_room = None;
+            }
         });
         round
     }
@@ -422,6 +435,12 @@ impl<'a> Worker<'a> {
         let started = Instant::now();
         self.set_state(|s| s.runner = Some(name.to_string()));
         let outcome = match self.runners.create(name) {
+            Err(f) if f.no_room => {
+                tracing::info!(runner = name, job = target.job_id, "{}", f.message);
+                self.refused_now = true;
+                self.set_state(|s| s.no_room = Some(f.message));
+                PickupOutcome::NoRoom
+            }
             Err(f) => {
                 tracing::warn!(runner = name, job = target.job_id, "{}", f.message);
                 PickupOutcome::SpawnFailed {
@@ -472,6 +491,10 @@ impl<'a> Worker<'a> {
             }
             Settlement::ReleaseAndPause { resume_epoch } => {
                 return self.release_and_pause(d, resume_epoch);
+            }
+            Settlement::Defer { not_before_epoch } => {
+                let r = self.queue.defer(d, not_before_epoch);
+                self.settle_err("defer", d, r);
             }
         }
         Round::Handled

@@ -403,10 +403,59 @@ fn a_failed_creation_releases_the_message_and_pauses() {
     *s.runners.fail_create.borrow_mut() = Some(SpawnFailure {
         message: "image missing".into(),
         retry_epoch: None,
+        no_room: false,
     });
     assert_eq!(s.round(), Round::Handled);
     assert_eq!(s.queue.waiting()[0].1, 0);
     assert_eq!(s.clock.now_epoch(), T0 + PAUSE_SECS);
+}
+
+/// Admission refused the runner (the machine is full): the message goes back with its count
+/// unchanged and a not-before time, however often it was handled, and the worker says why;
+/// once there is room, the job gets its runner and the refusal is no longer shown.
+#[test]
+fn a_creation_refused_for_want_of_room_defers_the_message_and_reports_it() {
+    use crate::reactive::job::NO_ROOM_RETRY_SECS;
+    let s = Setup::new();
+    s.queue.put(job_body(21, &[]), RETRY_LIMIT - 1);
+    s.jobs.script(21, vec![found("queued")]);
+    let refusal = "no room on this machine for another runner (8 instances on it): \
+                   host memory allows 8";
+    *s.runners.fail_create.borrow_mut() = Some(SpawnFailure {
+        message: refusal.into(),
+        retry_epoch: None,
+        no_room: true,
+    });
+    for round in 0..3 {
+        assert_eq!(s.round(), Round::Handled);
+        let waiting = s.queue.waiting();
+        assert_eq!(waiting.len(), 1, "round {round}: never dropped");
+        assert_eq!(
+            (waiting[0].1, waiting[0].2),
+            (RETRY_LIMIT - 1, s.clock.now_epoch() + NO_ROOM_RETRY_SECS),
+            "round {round}: the count unchanged, not before the retry time"
+        );
+        assert!(
+            !s.events().iter().any(|e| matches!(
+                e,
+                WorkerEvent::JobDropped { .. } | WorkerEvent::Requeued { .. }
+            )),
+            "{:?}",
+            s.events()
+        );
+        let last = s.report.states.borrow().last().cloned().unwrap();
+        assert_eq!(last.no_room.as_deref(), Some(refusal));
+        s.clock.advance(Duration::from_secs(NO_ROOM_RETRY_SECS));
+    }
+    assert!(s.created().is_empty());
+
+    *s.runners.fail_create.borrow_mut() = None;
+    s.jobs
+        .script(21, vec![found("queued"), picked_by("app-0-000000000001")]);
+    assert_eq!(s.round(), Round::Handled);
+    assert_eq!(s.created().len(), 1);
+    let last = s.report.states.borrow().last().cloned().unwrap();
+    assert_eq!(last.no_room, None);
 }
 
 #[test]

@@ -110,6 +110,9 @@ pub struct SlotStatus {
     /// The worker exited on request (SIGTERM): its end is no crash.
     #[serde(default)]
     pub stopped: bool,
+    /// Admission's last refusal, while its job waits for room (`WorkerState::no_room`).
+    #[serde(default)]
+    pub no_room: Option<String>,
 }
 
 impl SlotStatus {
@@ -119,6 +122,7 @@ impl SlotStatus {
         self.queue_waiting = state.queue.map(|q| q.waiting);
         self.queue_leased = state.queue.map(|q| q.leased);
         self.broker_error = state.broker_error.clone();
+        self.no_room = state.no_room.clone();
     }
 
     pub fn queue(&self) -> Option<QueueLength> {

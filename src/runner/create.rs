@@ -44,7 +44,7 @@ pub fn next_backoff(current: Duration, max: Duration, remaining: Duration) -> Du
 }
 
 /// Everything one creation needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CreateRequest<'a> {
     pub name: &'a RunnerName,
     /// Value of the owner key (`<model-uuid>/<unit>`) set on the instance.
@@ -58,6 +58,31 @@ pub struct CreateRequest<'a> {
     pub runner_tarball: &'a Path,
     pub environment: &'a RunnerEnvironment,
     pub timeouts: CreateTimeouts,
+    /// Admission around the launch (`host::admission::MachineGate`).
+    pub launch_gate: &'a dyn LaunchGate,
+}
+
+/// What a creation's launch goes through: it launches only when the machine has room for
+/// one more runner, and may refuse.
+pub trait LaunchGate: Sync {
+    /// Calls `launch` when there is room; its answer, or why it was not called.
+    fn launch_admitted(
+        &self,
+        launch: &mut dyn FnMut() -> Result<(), LxdError>,
+    ) -> Result<(), StepFailure>;
+}
+
+/// No admission: for callers that are alone on their machine by construction (tests and
+/// benchmarks in an LXD project of their own).
+pub struct Ungated;
+
+impl LaunchGate for Ungated {
+    fn launch_admitted(
+        &self,
+        launch: &mut dyn FnMut() -> Result<(), LxdError>,
+    ) -> Result<(), StepFailure> {
+        launch().map_err(StepFailure::from)
+    }
 }
 
 /// A runner that is started and registered.
@@ -119,6 +144,12 @@ pub enum StepFailure {
     Command { exit_code: i32, stderr: String },
     #[error("no answer to exec after {waited_secs}s (last: {last})")]
     NotReady { waited_secs: u64, last: String },
+    /// Admission refused the launch: the machine holds no more runners of this size now.
+    #[error("{0}")]
+    NoRoom(String),
+    /// Admission could not tell (its lock or the machine's listing failed): nothing launched.
+    #[error("{0}")]
+    Admission(String),
 }
 
 /// What cleaning up after a failed creation could not undo (empty when all went).
@@ -215,7 +246,9 @@ fn run_steps(
         .collect(),
         ephemeral: true,
     };
-    at(CreateStep::Launch, lxd.launch(&launch))?;
+    req.launch_gate
+        .launch_admitted(&mut || lxd.launch(&launch))
+        .map_err(|e| (CreateStep::Launch, e))?;
     phases.launch = lap();
     at(
         CreateStep::WaitReady,
@@ -438,6 +471,10 @@ pub(crate) mod tests {
     }
 
     impl Lxd for ScriptedLxd {
+        fn list_machine_instances(&self) -> Result<Vec<crate::lxd::MachineInstance>, LxdError> {
+            self.record("list machine instances".into())?;
+            Ok(Vec::new())
+        }
         fn list_owned_instances(&self, owner: &str) -> Result<Vec<Instance>, LxdError> {
             self.record(format!("list {owner}"))?;
             let launched = self.launched.lock().unwrap();
@@ -663,6 +700,7 @@ pub(crate) mod tests {
                 probe_timeout: Duration::from_secs(5),
                 exec_timeout: Duration::from_secs(5),
             },
+            launch_gate: &Ungated,
         }
     }
 

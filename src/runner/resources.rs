@@ -28,6 +28,15 @@ impl Resources {
         }
     }
 
+    /// What admission counts one runner as.
+    pub fn admission_size(&self) -> crate::manager::admission::RunnerSize {
+        crate::manager::admission::RunnerSize {
+            cpus: self.cpu.into(),
+            memory_bytes: self.memory_bytes,
+            disk_bytes: self.disk_bytes,
+        }
+    }
+
     /// `cpu-{c}-mem-{m}-disk-{d}`: the values are in the name, so a vm-* change makes a new
     /// profile for new runners and never alters the one running runners use.
     pub fn profile_name(&self) -> String {

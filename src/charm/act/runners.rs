@@ -215,11 +215,9 @@ fn reconcile_locked(rt: &Runtime, notes: &[Status], progress: ProgressSink<'_>) 
             max_creations: rt.config.creations_per_round,
             ..Default::default()
         },
-        runner_size: Some(crate::manager::admission::RunnerSize {
-            cpus: rt.config.vm_cpu.into(),
-            memory_bytes: rt.config.vm_memory,
-            disk_bytes: rt.config.vm_disk,
-        }),
+        runner_size: Some(
+            crate::runner::resources::Resources::from_config(&rt.config).admission_size(),
+        ),
         scope: fleet::scope_fingerprint(&rt.config),
     };
     let result = manager_reconcile::reconcile(&ops, &*rt.clock, &settings, progress);

@@ -173,6 +173,9 @@ impl Lxd for FakeLxd {
     fn list_owned_instances(&self, _owner: &str) -> Result<Vec<Instance>, LxdError> {
         unused("list")
     }
+    fn list_machine_instances(&self) -> Result<Vec<crate::lxd::MachineInstance>, LxdError> {
+        unused("list machine instances")
+    }
     fn launch(&self, _spec: &LaunchSpec) -> Result<(), LxdError> {
         unused("launch")
     }

@@ -16,6 +16,29 @@ pub(super) struct RawInstance {
     profiles: Vec<String>,
 }
 
+/// An instance of the machine-wide listing: its project and the limits it runs with.
+#[derive(Deserialize)]
+pub(super) struct RawMachineInstance {
+    name: String,
+    #[serde(default)]
+    project: String,
+    #[serde(default)]
+    expanded_config: BTreeMap<String, String>,
+}
+
+impl RawMachineInstance {
+    pub(super) fn into_machine_instance(mut self) -> MachineInstance {
+        MachineInstance {
+            project: self.project,
+            name: self.name,
+            limits: crate::manager::footprint::InstanceLimits {
+                cpu: self.expanded_config.remove("limits.cpu"),
+                memory: self.expanded_config.remove("limits.memory"),
+            },
+        }
+    }
+}
+
 impl RawInstance {
     pub(super) fn into_instance(self) -> Result<Instance, LxdError> {
         let instance_type =

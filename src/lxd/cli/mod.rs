@@ -11,7 +11,8 @@ mod tests;
 
 use super::{
     ExecOutput, ExecSpec, Instance, InstanceState, InstanceType, LaunchSpec, Lxd, LxdError,
-    ProfileSpec, ProfileUse, PushSource, PushSpec, ServerInfo, MANAGED_PROFILE_DESCRIPTION,
+    MachineInstance, ProfileSpec, ProfileUse, PushSource, PushSpec, ServerInfo,
+    MANAGED_PROFILE_DESCRIPTION,
 };
 use crate::host::child::{collect_capped, Collection, HOST_PROGRAM_PATH};
 use crate::host::file::create_private_dir;
@@ -256,6 +257,25 @@ impl LxcCli {
             .map(instances::RawInstance::into_instance)
             .collect()
     }
+
+    /// Every instance of every project (`all-projects=true`), or of this client's project
+    /// when it is bound to one; with the limits each runs with (`expanded_config`).
+    pub fn list_machine_instances(&self) -> Result<Vec<MachineInstance>, LxdError> {
+        let path = match &self.project {
+            Some(_) => "/1.0/instances?recursion=1",
+            None => "/1.0/instances?recursion=1&all-projects=true",
+        };
+        let raw: Vec<instances::RawMachineInstance> = self
+            .get_json("list machine instances", path)?
+            .ok_or_else(|| LxdError::Command {
+                operation: "list machine instances".into(),
+                message: "GET /1.0/instances answered not found".into(),
+            })?;
+        Ok(raw
+            .into_iter()
+            .map(instances::RawMachineInstance::into_machine_instance)
+            .collect())
+    }
 }
 
 pub(super) enum QueryAnswer {
@@ -316,6 +336,10 @@ pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(
 impl Lxd for LxcCli {
     fn list_owned_instances(&self, owner_value: &str) -> Result<Vec<Instance>, LxdError> {
         instances::list_owned_instances(self, owner_value)
+    }
+
+    fn list_machine_instances(&self) -> Result<Vec<MachineInstance>, LxdError> {
+        LxcCli::list_machine_instances(self)
     }
 
     fn launch(&self, spec: &LaunchSpec) -> Result<(), LxdError> {
