@@ -132,6 +132,25 @@ pub fn replace_if_changed(path: &Path, content: &str, mode: u32) -> std::io::Res
     Ok(true)
 }
 
+/// Device, inode, size and modification time of the file `binary` resolves to: another
+/// revision's binary is another file (a refresh renames a new one over it), so what runs
+/// it (the exporter service, reactive workers) knows to restart. `missing` when it cannot
+/// be read.
+pub fn binary_identity(binary: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(binary) {
+        Ok(m) => format!(
+            "{}:{}:{}:{}.{:09}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec()
+        ),
+        Err(_) => "missing".to_string(),
+    }
+}
+
 /// Delete a file or a whole folder the charm owns, logging what went (an absent one is
 /// fine: every removal may be rerun). Best effort: a failure is a warning.
 pub fn remove_logged(path: &Path) {

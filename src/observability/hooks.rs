@@ -24,7 +24,7 @@ fn spec_of(timer: &TimerSpec) -> ExporterSpec {
     ExporterSpec {
         unit_name: timer.unit_name.clone(),
         charm_dir: timer.charm_dir.clone(),
-        binary_id: service::binary_identity(&service::binary_path(&timer.charm_dir)),
+        binary_id: crate::host::file::binary_identity(&service::binary_path(&timer.charm_dir)),
     }
 }
 
@@ -87,7 +87,7 @@ fn exporter_spec(hook: &HookContext) -> ExporterSpec {
     ExporterSpec {
         unit_name: hook.identity.unit_name(),
         charm_dir: hook.charm_dir.clone(),
-        binary_id: service::binary_identity(&service::binary_path(&hook.charm_dir)),
+        binary_id: crate::host::file::binary_identity(&service::binary_path(&hook.charm_dir)),
     }
 }
 

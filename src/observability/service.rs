@@ -23,7 +23,7 @@ pub struct ExporterSpec {
     /// `app/N`.
     pub unit_name: String,
     pub charm_dir: PathBuf,
-    /// Which binary file the service runs ([`binary_identity`]): a `juju refresh` puts a new
+    /// Which binary file the service runs ([`crate::host::file::binary_identity`]): a `juju refresh` puts a new
     /// file in place, so the unit text changes and [`install`] restarts the service, from
     /// whichever converge comes first (upgrade-charm's own restart may have failed).
     pub binary_id: String,
@@ -45,24 +45,6 @@ impl ExporterSpec {
 /// The path of the binary the service runs.
 pub fn binary_path(charm_dir: &Path) -> PathBuf {
     charm_dir.join("bin/github-runner-charm")
-}
-
-/// Device, inode, size and modification time of the file `binary` resolves to: another
-/// revision's binary is another file. `missing` when it cannot be read (the unit text then
-/// still renders; the next converge that can read it restarts the service).
-pub fn binary_identity(binary: &Path) -> String {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata(binary) {
-        Ok(m) => format!(
-            "{}:{}:{}:{}.{:09}",
-            m.dev(),
-            m.ino(),
-            m.size(),
-            m.mtime(),
-            m.mtime_nsec()
-        ),
-        Err(_) => "missing".to_string(),
-    }
 }
 
 /// The unit's port (see [`BASE_PORT`]). Pure.

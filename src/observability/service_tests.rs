@@ -126,14 +126,21 @@ fn binary_identity_follows_the_file_not_its_name() {
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
     std::fs::write(&bin, b"revision 1").unwrap();
-    let first = binary_identity(&bin);
-    assert_eq!(binary_identity(&bin), first, "stable for one file");
+    let first = crate::host::file::binary_identity(&bin);
+    assert_eq!(
+        crate::host::file::binary_identity(&bin),
+        first,
+        "stable for one file"
+    );
     // As a refresh does: a new file renamed over the old name.
     let new = dir.path().join("bin.new");
     std::fs::write(&new, b"revision 2").unwrap();
     std::fs::rename(&new, &bin).unwrap();
-    assert_ne!(binary_identity(&bin), first);
-    assert_eq!(binary_identity(&dir.path().join("absent")), "missing");
+    assert_ne!(crate::host::file::binary_identity(&bin), first);
+    assert_eq!(
+        crate::host::file::binary_identity(&dir.path().join("absent")),
+        "missing"
+    );
     // Nothing but what binary_identity writes reaches the unit text.
     let hostile = ExporterSpec {
         binary_id: "1:2\nExecStartPre=/bin/sh".into(),

@@ -83,12 +83,11 @@ fn settings(
     q: &ReactiveQueue,
 ) -> Result<WorkerSettings, CharmError> {
     let worker = worker_binary();
-    let binary = std::fs::metadata(&worker)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|age| format!("{} {}", worker.display(), age.as_secs()))
-        .unwrap_or_default();
+    let binary = format!(
+        "{} {}",
+        worker.display(),
+        crate::host::file::binary_identity(&worker)
+    );
     Ok(WorkerSettings {
         mq_uri: q.broker.uri.expose().to_string(),
         broker_host: q.broker.host.clone(),
