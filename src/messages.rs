@@ -249,3 +249,8 @@ pub fn broker_unreachable(host: &str, workers: usize, target: u32) -> String {
         "reactive: message broker {host} unreachable, workers retrying ({workers} of {target} up)"
     )
 }
+
+/// A worker got 404 for a job and for its repository: the token cannot read the repository.
+pub fn cannot_read_jobs(repo: &str) -> String {
+    format!("cannot read jobs of {repo}: the token needs Actions read")
+}

@@ -98,7 +98,7 @@ fn rounds(
         ops: &ops,
     };
     let scope = unit_scope(&u.rt, ops.labels());
-    let jobs = GitHubJobs(&*u.rt.github);
+    let jobs = GitHubJobs::new(&*u.rt.github);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let dispatcher = s.spawn(|| dispatch.and_then(|job| dispatch_when_online(&u.gh, job)));

@@ -7,11 +7,13 @@
 
 pub mod claim;
 pub mod envelope;
+pub mod github_jobs;
 pub mod job;
 #[cfg(any(test, feature = "testkit"))]
 pub mod memory_queue;
 pub mod mode;
 pub mod mongo;
+pub mod pacing;
 pub mod queue;
 pub mod redis;
 pub mod relation;

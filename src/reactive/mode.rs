@@ -142,17 +142,28 @@ impl ReactiveView {
             .find_map(|w| w.status.broker_error.as_deref())
             .filter(|h| !h.is_empty())
     }
+
+    /// A repository whose jobs a worker cannot read (the token lacks Actions read).
+    pub fn job_access(&self) -> Option<&str> {
+        self.workers
+            .iter()
+            .find_map(|w| w.status.job_access.as_deref())
+    }
 }
 
 /// "reactive: 2/4 workers, 1 runner busy, queue 3"; Maintenance naming the broker host
-/// while workers cannot reach it.
+/// while workers cannot reach it; Blocked while the token cannot read a repository's jobs
+/// (only the operator can grant the permission).
 pub fn reactive_status(view: &ReactiveView) -> Status {
-    match view.broker_error() {
-        Some(host) => Status::Maintenance(crate::messages::broker_unreachable(
+    if let Some(host) = view.broker_error() {
+        return Status::Maintenance(crate::messages::broker_unreachable(
             host,
             view.running(),
             view.target,
-        )),
+        ));
+    }
+    match view.job_access() {
+        Some(text) => Status::Blocked(text.to_string()),
         None => Status::Active(crate::messages::reactive_summary(
             view.running(),
             view.target,
@@ -386,6 +397,20 @@ mod tests {
                 "reactive: message broker redis.internal:6379 unreachable, workers retrying (2 of 2 up)"
                     .into()
             )
+        );
+    }
+
+    #[test]
+    fn a_repository_the_token_cannot_read_blocks_naming_it() {
+        let mut blind = worker(1, None, None, None);
+        blind.status.job_access = Some(crate::messages::cannot_read_jobs("octo/secret"));
+        let view = ReactiveView {
+            target: 2,
+            workers: vec![worker(0, None, None, None), blind],
+        };
+        assert_eq!(
+            reactive_status(&view),
+            Status::Blocked("cannot read jobs of octo/secret: the token needs Actions read".into())
         );
     }
 

@@ -9,14 +9,17 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::claim::{ClaimAttempt, ClaimDir};
+use super::claim::{Claim, ClaimAttempt, ClaimDir};
 use super::job::{
-    decide_on_job, screen, settle_after_wait, Decision, DropReason, JobLookup, JobState, JobTarget,
+    decide_on_job, screen, settle_after_wait, Decision, DropReason, JobLookup, JobTarget,
     PickupOutcome, Settlement, UnitScope,
 };
+use super::pacing::{next_lookup_in, PaceInput};
 use super::queue::{Delivery, JobQueue, QueueError, QueueLength};
 use crate::clock::Clock;
-use crate::github::{GitHub, GitHubError, JobRef};
+use crate::github::outcomes::RateLimit;
+
+pub use super::github_jobs::{lookup_error, GitHubJobs};
 
 /// The timing of a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +30,8 @@ pub struct WorkerTimings {
     pub lease_for: Duration,
     /// How long a spawned runner may wait for GitHub to hand it the job.
     pub pickup_bound: Duration,
-    /// Between two looks at the job while waiting for pickup.
+    /// Between two checks while waiting for pickup (the stop flag, a sibling's claim on our
+    /// runner, the lease); GitHub is asked at the pace of [`super::pacing`], never more often.
     pub pickup_poll: Duration,
     /// Between two looks at whether the runner that took the job is gone.
     pub runner_end_poll: Duration,
@@ -78,6 +82,11 @@ pub trait JobRunners {
 /// GitHub's view of a job: its state and the runner it was handed to.
 pub trait JobSource {
     fn lookup(&self, job: &JobTarget) -> (JobLookup, Option<String>);
+    /// The rate-limit budget GitHub last reported (paces the looks while waiting for
+    /// pickup); None when unknown.
+    fn budget(&self) -> Option<RateLimit> {
+        None
+    }
 }
 
 /// What a worker reports: metrics and its state.
@@ -116,41 +125,9 @@ pub struct WorkerState {
     pub queue: Option<QueueLength>,
     /// The broker's last error (host only, never credentials).
     pub broker_error: Option<String>,
-}
-
-/// [`JobSource`] over the GitHub client: the job by owner, repository and id (never the
-/// message's URL as given: the token goes only to the configured API).
-pub struct GitHubJobs<'a>(pub &'a dyn GitHub);
-
-impl JobSource for GitHubJobs<'_> {
-    fn lookup(&self, job: &JobTarget) -> (JobLookup, Option<String>) {
-        let job_ref = JobRef::Id {
-            owner: job.owner.clone(),
-            repo: job.repo.clone(),
-            job_id: job.job_id,
-        };
-        match self.0.get_job(&job_ref) {
-            Ok(j) => (
-                JobLookup::Found(JobState::from_status(&j.status)),
-                j.runner_name,
-            ),
-            Err(e) => (lookup_error(&e), None),
-        }
-    }
-}
-
-/// A failed job lookup in the decision table's terms.
-pub fn lookup_error(e: &GitHubError) -> JobLookup {
-    match e {
-        GitHubError::NotFound { .. } => JobLookup::NotFound,
-        GitHubError::RateLimited { reset_epoch, .. } => JobLookup::Unavailable {
-            until_epoch: Some(*reset_epoch),
-        },
-        GitHubError::Transport { .. }
-        | GitHubError::Server { .. }
-        | GitHubError::Unauthorized { .. } => JobLookup::Unavailable { until_epoch: None },
-        other => JobLookup::Refused(other.to_string()),
-    }
+    /// The token cannot read the jobs of a repository this worker got a job of
+    /// ([`crate::messages::cannot_read_jobs`]); cleared when a job there is read.
+    pub job_access: Option<String>,
 }
 
 /// How one round of the loop ended.
@@ -180,6 +157,8 @@ pub struct Worker<'a> {
     pub timings: WorkerTimings,
     state: WorkerState,
     broker_backoff: Duration,
+    /// The repository `state.job_access` names.
+    unreadable_repo: Option<String>,
 }
 
 impl<'a> Worker<'a> {
@@ -209,6 +188,7 @@ impl<'a> Worker<'a> {
             timings,
             state: WorkerState::default(),
             broker_backoff: timings.broker_backoff,
+            unreadable_repo: None,
         }
     }
 
@@ -320,18 +300,75 @@ impl<'a> Worker<'a> {
     }
 
     fn requeue(&mut self, d: &Delivery, not_before_epoch: u64) {
-        let r = self.queue.requeue(d, not_before_epoch);
-        self.settle_err("requeue", d, r);
+        let count = d.process_count.saturating_add(1);
+        self.put_back(d, count, not_before_epoch);
         self.report.event(WorkerEvent::Requeued {
-            process_count: d.process_count + 1,
+            process_count: count,
         });
     }
 
+    /// Back on the queue unchanged, served next.
+    fn release(&mut self, d: &Delivery) {
+        let now = self.clock.now_epoch();
+        self.put_back(d, d.process_count, now);
+    }
+
+    /// Requeue (count raised) or release (count unchanged): the job is not served, so the
+    /// message must not be lost. A broker that dropped the connection gets one more try (the
+    /// transport reconnects); a lease the broker no longer knows (it lost its data) means
+    /// the message is put back from the copy this worker holds, unless the broker has one.
+    fn put_back(&mut self, d: &Delivery, process_count: u32, not_before_epoch: u64) {
+        let settle = |q: &mut dyn JobQueue| {
+            if process_count == d.process_count && not_before_epoch <= self.clock.now_epoch() {
+                q.release(d)
+            } else {
+                q.requeue_counted(d, process_count, not_before_epoch)
+            }
+        };
+        let mut r = settle(&mut *self.queue);
+        if matches!(r, Err(QueueError::Unreachable { .. })) {
+            r = settle(&mut *self.queue);
+        }
+        match r {
+            Err(QueueError::LeaseLost { .. }) => {
+                match self.queue.restore(d, process_count, not_before_epoch) {
+                    Ok(true) => tracing::warn!(
+                        message = %d.id,
+                        "the broker no longer had the message (did it lose its data?); put it back"
+                    ),
+                    Ok(false) => tracing::info!(
+                        message = %d.id,
+                        "lease lost; the broker still has the message"
+                    ),
+                    Err(e) => self.settle_err("put back", d, Err(e)),
+                }
+            }
+            other => self.settle_err("requeue", d, other),
+        }
+    }
+
     fn release_and_pause(&mut self, d: &Delivery, resume_epoch: u64) -> Round {
-        let r = self.queue.release(d);
-        self.settle_err("release", d, r);
+        self.release(d);
         self.pause_until(resume_epoch);
         Round::Handled
+    }
+
+    /// Keeps the worker's report of a repository the token cannot read up to date.
+    fn note_access(&mut self, target: &JobTarget, lookup: &JobLookup) {
+        let repo = format!("{}/{}", target.owner, target.repo);
+        match lookup {
+            JobLookup::NoAccess { repo } => {
+                tracing::warn!("{}", crate::messages::cannot_read_jobs(repo));
+                let text = crate::messages::cannot_read_jobs(repo);
+                self.unreadable_repo = Some(repo.clone());
+                self.set_state(|s| s.job_access = Some(text));
+            }
+            JobLookup::Found(_) if self.unreadable_repo.as_deref() == Some(repo.as_str()) => {
+                self.unreadable_repo = None;
+                self.set_state(|s| s.job_access = None);
+            }
+            _ => {}
+        }
     }
 
     fn handle(&mut self, d: Delivery) -> Round {
@@ -375,6 +412,7 @@ impl<'a> Worker<'a> {
             }
         }
         let (lookup, _) = self.jobs.lookup(&target);
+        self.note_access(&target, &lookup);
         let now = self.clock.now_epoch();
         let round = match decide_on_job(&lookup, d.process_count, now) {
             Decision::Drop(reason) => {
@@ -409,7 +447,7 @@ impl<'a> Worker<'a> {
                 if let Err(e) = claim.record_runner(self.slot, &name) {
                     tracing::warn!("{e}");
                 }
-                self.spawn_and_settle(&d, &target, &name)
+                self.spawn_and_settle(&d, &target, &name, &mut claim)
             }
         };
         if let Err(e) = claim.release() {
@@ -418,15 +456,20 @@ impl<'a> Worker<'a> {
         round
     }
 
-    fn spawn_and_settle(&mut self, d: &Delivery, target: &JobTarget, name: &str) -> Round {
+    fn spawn_and_settle(
+        &mut self,
+        d: &Delivery,
+        target: &JobTarget,
+        name: &str,
+        claim: &mut Claim,
+    ) -> Round {
         let started = Instant::now();
         self.set_state(|s| s.runner = Some(name.to_string()));
-        let outcome = match self.runners.create(name) {
+        let (outcome, picker) = match self.runners.create(name) {
             Err(f) => {
                 tracing::warn!(runner = name, job = target.job_id, "{}", f.message);
-                PickupOutcome::SpawnFailed {
-                    retry_epoch: f.retry_epoch,
-                }
+                let retry_epoch = f.retry_epoch;
+                (PickupOutcome::SpawnFailed { retry_epoch }, None)
             }
             Ok(()) => {
                 self.report.event(WorkerEvent::RunnerSpawned {
@@ -437,8 +480,7 @@ impl<'a> Worker<'a> {
                     None => {
                         // Stopping: the unused runner goes, the message goes back unchanged.
                         self.remove_unused(name);
-                        let r = self.queue.release(d);
-                        self.settle_err("release", d, r);
+                        self.release(d);
                         return Round::Stopped;
                     }
                 }
@@ -453,19 +495,39 @@ impl<'a> Worker<'a> {
             Settlement::AckRemoveRunner => {
                 let r = self.queue.ack(d);
                 self.settle_err("ack", d, r);
-                if self.remove_unused(name) == Some(RunnerRemoval::Busy) {
-                    self.wait_runner_gone(name);
+                let ours_busy = self.remove_unused(name) == Some(RunnerRemoval::Busy);
+                match picker {
+                    Some(p) if self.claims.runner_serves_another_job(&p, target.job_id) => {
+                        // A sibling's runner took this job: it serves this one now, and
+                        // the sibling learns from this claim that its job needs another.
+                        tracing::info!(runner = %p, job = target.job_id, "taken by a sibling's runner");
+                        if let Err(e) = claim.record_runner(self.slot, &p) {
+                            tracing::warn!("{e}");
+                        }
+                        self.set_state(|s| s.runner = Some(p.clone()));
+                        self.wait_runner_gone(&p);
+                    }
+                    _ if ours_busy => self.wait_runner_gone(name),
+                    _ => {}
                 }
             }
             Settlement::RequeueRemoveRunner { not_before_epoch } => {
                 if self.remove_unused(name) == Some(RunnerRemoval::Busy) {
-                    // It took a job after the last look: most likely this one.
-                    self.ack_picked(d);
-                    self.wait_runner_gone(name);
+                    // It took a job after the last look: this one only if GitHub says so.
+                    match self.jobs.lookup(target) {
+                        (JobLookup::Found(state), runner) if state.is_picked() => {
+                            self.ack_picked(d);
+                            if runner.as_deref() == Some(name) {
+                                self.wait_runner_gone(name);
+                            }
+                        }
+                        _ => self.crossed_over(d, target, name),
+                    }
                 } else {
                     self.requeue(d, not_before_epoch);
                 }
             }
+            Settlement::ReleaseKeepRunner => self.crossed_over(d, target, name),
             Settlement::DropRemoveRunner(reason) => {
                 self.remove_unused(name);
                 self.drop_message(d, &reason);
@@ -475,6 +537,17 @@ impl<'a> Worker<'a> {
             }
         }
         Round::Handled
+    }
+
+    /// Our runner took another job while this one is still queued: the message goes back
+    /// unchanged (the next handling makes a runner for it); the runner is left to its job.
+    fn crossed_over(&mut self, d: &Delivery, target: &JobTarget, name: &str) {
+        tracing::info!(
+            runner = name,
+            job = target.job_id,
+            "the runner took another job; this job goes back on the queue"
+        );
+        self.release(d);
     }
 
     fn ack_picked(&mut self, d: &Delivery) {
@@ -497,38 +570,59 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Looks at the job until some runner took it, the bound passed, or the worker stops
-    /// (None). Renews the lease on every look.
+    /// Waits until some runner took the job (and which), GitHub no longer knows it, our
+    /// runner took another job of this unit, the bound passed, or the worker stops (None).
+    /// GitHub is asked at the pace of [`next_lookup_in`]; the lease is renewed at each step.
     fn wait_for_pickup(
         &mut self,
         d: &Delivery,
         target: &JobTarget,
         name: &str,
-    ) -> Option<PickupOutcome> {
-        let deadline = self.clock.now_epoch() + self.timings.pickup_bound.as_secs();
+    ) -> Option<(PickupOutcome, Option<String>)> {
+        let spawned = self.clock.now_epoch();
+        let deadline = spawned + self.timings.pickup_bound.as_secs();
+        let mut next_look = spawned + self.pace(spawned, spawned);
         loop {
             if self.stopping() {
                 return None;
             }
-            match self.jobs.lookup(target) {
-                (JobLookup::Found(state), runner) if state.is_picked() => {
-                    return Some(if runner.as_deref() == Some(name) {
-                        PickupOutcome::PickedByOurs
-                    } else {
-                        PickupOutcome::PickedByOther
-                    });
+            let now = self.clock.now_epoch();
+            let crossed = self.claims.runner_serves_another_job(name, target.job_id);
+            if crossed || now >= next_look || now >= deadline {
+                match self.jobs.lookup(target) {
+                    (JobLookup::Found(state), runner) if state.is_picked() => {
+                        let outcome = if runner.as_deref() == Some(name) {
+                            PickupOutcome::PickedByOurs
+                        } else {
+                            PickupOutcome::PickedByOther
+                        };
+                        return Some((outcome, runner));
+                    }
+                    (JobLookup::NotFound, _) => return Some((PickupOutcome::JobGone, None)),
+                    _ if crossed => return Some((PickupOutcome::CrossedOver, None)),
+                    _ => {}
                 }
-                (JobLookup::NotFound, _) => return Some(PickupOutcome::JobGone),
-                _ => {}
-            }
-            if self.clock.now_epoch() >= deadline {
-                return Some(PickupOutcome::NotPicked);
+                if now >= deadline {
+                    return Some((PickupOutcome::NotPicked, None));
+                }
+                next_look = now + self.pace(spawned, now);
             }
             if let Err(e) = self.queue.renew(d, self.timings.lease_for) {
                 tracing::warn!(message = %d.id, "lease renewal failed: {e}");
             }
             self.pause(self.timings.pickup_poll);
         }
+    }
+
+    /// Seconds until the next look at the job (rounded up).
+    fn pace(&self, spawned: u64, now: u64) -> u64 {
+        let wait = next_lookup_in(&PaceInput {
+            budget: self.jobs.budget(),
+            now_epoch: now,
+            waiters: self.claims.held_jobs() as u64,
+            since_spawn: Duration::from_secs(now.saturating_sub(spawned)),
+        });
+        wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
     }
 
     /// Holds the job's claim (so no flush takes the runner) until its runner is gone or the

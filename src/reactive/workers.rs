@@ -96,6 +96,9 @@ pub struct SlotStatus {
     /// Broker host of the last failure (never credentials).
     #[serde(default)]
     pub broker_error: Option<String>,
+    /// A repository whose jobs the token cannot read (`WorkerState::job_access`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_access: Option<String>,
 }
 
 impl SlotStatus {
@@ -105,6 +108,7 @@ impl SlotStatus {
         self.queue_waiting = state.queue.map(|q| q.waiting);
         self.queue_leased = state.queue.map(|q| q.leased);
         self.broker_error = state.broker_error.clone();
+        self.job_access = state.job_access.clone();
     }
 
     pub fn queue(&self) -> Option<QueueLength> {

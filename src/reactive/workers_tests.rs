@@ -133,6 +133,7 @@ fn a_held_slot_is_live_with_its_status_and_a_dropped_one_is_not() {
             leased: 1,
         }),
         broker_error: None,
+        job_access: None,
     });
     hold.publish().unwrap();
     let live = survey(&d);
