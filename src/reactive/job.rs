@@ -331,6 +331,9 @@ pub enum PickupOutcome {
     /// The job is still queued but our runner took another job (GitHub hands a queued job
     /// to any idle runner with matching labels): ours serves that job now.
     CrossedOver,
+    /// The job is still queued and our runner is gone (an ephemeral runner ends after the
+    /// job it took, whoever's it was; or it crashed): another runner is needed at once.
+    RunnerGone,
 }
 
 /// What to do with the message and the runner after the wait.
@@ -376,6 +379,13 @@ pub fn settle_after_wait(
         },
         PickupOutcome::JobGone => Settlement::DropRemoveRunner(DropReason::JobNotFound),
         PickupOutcome::CrossedOver => Settlement::ReleaseKeepRunner,
+        // Counted (a runner that keeps crashing must not loop forever), without a backoff.
+        PickupOutcome::RunnerGone => match requeue_or_drop(now_epoch, process_count) {
+            Decision::Requeue { .. } => Settlement::RequeueRemoveRunner {
+                not_before_epoch: now_epoch,
+            },
+            _ => Settlement::DropRemoveRunner(DropReason::RetryLimit),
+        },
     }
 }
 

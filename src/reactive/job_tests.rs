@@ -275,6 +275,18 @@ fn settlement_table_after_the_pickup_wait() {
         // Our runner took a sibling's job: this one goes back uncounted, the runner stays.
         (PickupOutcome::CrossedOver, 0, Settlement::ReleaseKeepRunner),
         (
+            PickupOutcome::RunnerGone,
+            2,
+            Settlement::RequeueRemoveRunner {
+                not_before_epoch: NOW,
+            },
+        ),
+        (
+            PickupOutcome::RunnerGone,
+            RETRY_LIMIT - 1,
+            Settlement::DropRemoveRunner(DropReason::RetryLimit),
+        ),
+        (
             PickupOutcome::CrossedOver,
             RETRY_LIMIT - 1,
             Settlement::ReleaseKeepRunner,

@@ -600,6 +600,11 @@ impl<'a> Worker<'a> {
                     }
                     (JobLookup::NotFound, _) => return Some((PickupOutcome::JobGone, None)),
                     _ if crossed => return Some((PickupOutcome::CrossedOver, None)),
+                    // At the bound, a runner gone while the job is queued took another job
+                    // (one whose worker was too quick to be seen above) or crashed.
+                    _ if now >= deadline && self.runners.exists(name) == Ok(false) => {
+                        return Some((PickupOutcome::RunnerGone, None))
+                    }
                     _ => {}
                 }
                 if now >= deadline {
