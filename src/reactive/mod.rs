@@ -16,6 +16,7 @@ pub mod mongo;
 pub mod pacing;
 pub mod queue;
 pub mod redis;
+mod redis_scripts;
 pub mod relation;
 pub mod run;
 pub mod source;
