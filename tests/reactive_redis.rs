@@ -253,15 +253,7 @@ fn a_connection_dropped_as_the_blocking_move_hands_a_message_over_hides_it_for_s
 #[test]
 fn a_payload_that_is_not_utf8_is_leased_as_unreadable_and_acked_once() {
     let server = RedisServer::start();
-    let mut raw = redis::Client::open(server.uri())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let _: () = redis::cmd("LPUSH")
-        .arg("poison")
-        .arg(&[0xffu8, 0xfe, b'{', b'}'][..])
-        .query(&mut raw)
-        .unwrap();
+    server.push_raw("poison", &[0xffu8, 0xfe, b'{', b'}'][..]);
     let clock = StepClock::new();
     let mut q = RedisQueue::open(&uri_of(&server), "poison", clock).unwrap();
     let d = q

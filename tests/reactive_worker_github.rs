@@ -5,6 +5,8 @@
 
 #[path = "support/fake_github/mod.rs"]
 mod fake_github;
+#[path = "support/worker_doubles.rs"]
+mod worker_doubles;
 
 use fake_github::{Endpoint, FakeGitHub};
 use github_runner::clock::{Clock, ManualClock, SystemClock};
@@ -13,58 +15,17 @@ use github_runner::identity::UnitIdentity;
 use github_runner::reactive::claim::ClaimDir;
 use github_runner::reactive::job::UnitScope;
 use github_runner::reactive::memory_queue::MemoryQueue;
-use github_runner::reactive::worker::{
-    GitHubJobs, JobRunners, Round, RunnerRemoval, SpawnFailure, Worker, WorkerEvent, WorkerReport,
-    WorkerState, WorkerTimings,
-};
+use github_runner::reactive::worker::{GitHubJobs, Round, Worker, WorkerEvent, WorkerTimings};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use worker_doubles::{CountedRunners, Recorder};
 
 /// The rate-limit budget a worker paces by is the process's last answer: tests of this
 /// binary run one at a time so one's answers do not pace the other.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const ORG: &str = "octo";
-
-#[derive(Default)]
-struct Runners {
-    created: Mutex<u32>,
-}
-
-impl JobRunners for Runners {
-    fn new_name(&self) -> Result<String, String> {
-        Ok(format!(
-            "github-runner-0-{:012x}",
-            *self.created.lock().unwrap() + 1
-        ))
-    }
-    fn create(&self, _name: &str) -> Result<(), SpawnFailure> {
-        *self.created.lock().unwrap() += 1;
-        Ok(())
-    }
-    fn remove_if_idle(&self, _name: &str) -> Result<RunnerRemoval, String> {
-        Ok(RunnerRemoval::Removed)
-    }
-    fn exists(&self, _name: &str) -> Result<bool, String> {
-        Ok(false)
-    }
-}
-
-#[derive(Default)]
-struct Recorder {
-    events: Mutex<Vec<WorkerEvent>>,
-    last: Mutex<WorkerState>,
-}
-
-impl WorkerReport for Recorder {
-    fn event(&self, event: WorkerEvent) {
-        self.events.lock().unwrap().push(event);
-    }
-    fn state(&self, state: &WorkerState) {
-        *self.last.lock().unwrap() = state.clone();
-    }
-}
 
 struct Env {
     gh: FakeGitHub,
@@ -106,7 +67,7 @@ impl Env {
     fn round(&self, report: &Recorder) -> Round {
         let mut queue = self.queue.clone();
         let jobs = GitHubJobs::new(&self.client);
-        let runners = Runners::default();
+        let runners = CountedRunners::new(|| {});
         let scope = UnitScope {
             api_base_url: self.gh.api_base(),
             path: GitHubPath::Org(ORG.into()),
@@ -148,7 +109,7 @@ fn a_job_of_a_repository_the_token_cannot_read_is_requeued_and_reported_not_drop
     assert_eq!(waiting[0].1, 1, "requeued with its count");
     assert!(waiting[0].2 >= e.clock.now_epoch() + 60, "with a backoff");
     assert_eq!(
-        report.last.lock().unwrap().job_access.as_deref(),
+        report.last_state().job_access.as_deref(),
         Some("cannot read jobs of octo/secret: the token needs Actions read")
     );
     assert!(report

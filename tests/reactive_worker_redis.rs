@@ -9,6 +9,8 @@
 mod conformance;
 #[path = "support/redis_server/mod.rs"]
 mod redis_server;
+#[path = "support/worker_doubles.rs"]
+mod worker_doubles;
 
 use conformance::{kombu, StepClock};
 use github_runner::clock::ManualClock;
@@ -17,14 +19,12 @@ use github_runner::reactive::claim::ClaimDir;
 use github_runner::reactive::job::{JobLookup, JobState, JobTarget, UnitScope};
 use github_runner::reactive::redis::RedisQueue;
 use github_runner::reactive::source::parse_mq_uri;
-use github_runner::reactive::worker::{
-    JobRunners, JobSource, Round, RunnerRemoval, SpawnFailure, Worker, WorkerEvent, WorkerReport,
-    WorkerState, WorkerTimings,
-};
+use github_runner::reactive::worker::{JobSource, Round, Worker, WorkerEvent, WorkerTimings};
 use redis_server::RedisServer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+use worker_doubles::{CountedRunners, Recorder};
 
 /// The job is queued; at the `stop_at`-th look the worker is asked to stop.
 struct QueuedJob<'a> {
@@ -41,40 +41,6 @@ impl JobSource for QueuedJob<'_> {
             self.stop.store(true, Ordering::SeqCst);
         }
         (JobLookup::Found(JobState::Queued), None)
-    }
-}
-
-/// Creating the runner restarts the broker (it loses every key).
-struct RestartOnCreate<'a>(&'a Mutex<RedisServer>);
-
-impl JobRunners for RestartOnCreate<'_> {
-    fn new_name(&self) -> Result<String, String> {
-        Ok("app-0-000000000001".into())
-    }
-    fn create(&self, _name: &str) -> Result<(), SpawnFailure> {
-        self.0.lock().unwrap().restart();
-        Ok(())
-    }
-    fn remove_if_idle(&self, _name: &str) -> Result<RunnerRemoval, String> {
-        Ok(RunnerRemoval::Removed)
-    }
-    fn exists(&self, _name: &str) -> Result<bool, String> {
-        Ok(false)
-    }
-}
-
-#[derive(Default)]
-struct Recorder {
-    events: Mutex<Vec<WorkerEvent>>,
-    states: Mutex<Vec<WorkerState>>,
-}
-
-impl WorkerReport for Recorder {
-    fn event(&self, event: WorkerEvent) {
-        self.events.lock().unwrap().push(event);
-    }
-    fn state(&self, state: &WorkerState) {
-        self.states.lock().unwrap().push(state.clone());
     }
 }
 
@@ -111,7 +77,8 @@ fn a_message_held_through_a_broker_restart_without_persistence_is_put_back_for_k
         stop_at: 2,
         stop: &stop,
     };
-    let runners = RestartOnCreate(&server);
+    // Creating the runner restarts the broker: it loses every key.
+    let runners = CountedRunners::new(|| server.lock().unwrap().restart());
     let tmp = tempfile::tempdir().unwrap();
     let claims = ClaimDir::open(tmp.path().join("claims")).unwrap();
     let report = Recorder::default();
@@ -139,15 +106,7 @@ fn a_message_held_through_a_broker_restart_without_persistence_is_put_back_for_k
 #[test]
 fn an_unreadable_payload_is_dropped_once_with_its_reason() {
     let server = RedisServer::start();
-    let mut raw = redis::Client::open(server.uri())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let _: () = redis::cmd("LPUSH")
-        .arg("unreadable")
-        .arg(&[0xc3u8, 0x28, b'{'][..])
-        .query(&mut raw)
-        .unwrap();
+    server.push_raw("unreadable", &[0xc3u8, 0x28, b'{'][..]);
     let mut queue = RedisQueue::open(
         &parse_mq_uri(&server.uri()).unwrap(),
         "unreadable",
@@ -160,8 +119,7 @@ fn an_unreadable_payload_is_dropped_once_with_its_reason() {
         stop_at: 0,
         stop: &stop,
     };
-    let never = Mutex::new(RedisServer::start());
-    let runners = RestartOnCreate(&never);
+    let runners = CountedRunners::new(|| panic!("no runner for an unreadable message"));
     let tmp = tempfile::tempdir().unwrap();
     let claims = ClaimDir::open(tmp.path().join("claims")).unwrap();
     let clock = ManualClock::at(1_800_000_000);
@@ -200,6 +158,6 @@ fn an_unreadable_payload_is_dropped_once_with_its_reason() {
             .all(|s| s.broker_error.is_none()),
         "never reported as a broker failure"
     );
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut raw).unwrap();
+    let keys = server.keys();
     assert!(keys.is_empty(), "{keys:?}");
 }

@@ -78,6 +78,26 @@ impl RedisServer {
         }
     }
 
+    /// `LPUSH` these bytes onto `list`, as a producer that is not kombu might.
+    pub fn push_raw(&self, list: &str, payload: &[u8]) {
+        let mut c = redis::Client::open(self.uri())
+            .and_then(|c| c.get_connection())
+            .expect("connect to redis-server");
+        let _: () = redis::cmd("LPUSH")
+            .arg(list)
+            .arg(payload)
+            .query(&mut c)
+            .expect("LPUSH");
+    }
+
+    /// Every key on the server.
+    pub fn keys(&self) -> Vec<String> {
+        let mut c = redis::Client::open(self.uri())
+            .and_then(|c| c.get_connection())
+            .expect("connect to redis-server");
+        redis::cmd("KEYS").arg("*").query(&mut c).expect("KEYS")
+    }
+
     pub fn uri(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
