@@ -110,7 +110,7 @@ fn phase(
     let ops = CharmRunnerOps::new(rt);
     let runners = LxdRunners { rt, ops: &ops };
     let scope = unit_scope(rt, ops.labels());
-    let github = GitHubJobs(&*rt.github);
+    let github = GitHubJobs::new(&*rt.github);
     let stop = AtomicBool::new(false);
     let put_at: Mutex<BTreeMap<u64, Instant>> = Mutex::new(BTreeMap::new());
     let online_after: Mutex<BTreeMap<u64, f64>> = Mutex::new(BTreeMap::new());

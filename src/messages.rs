@@ -337,3 +337,8 @@ pub const MONGODB_TLS_UNSUPPORTED: &str =
 pub fn reactive_held(why: &str) -> String {
     format!("{why}; reactive mode goes on with the last broker settings")
 }
+
+/// A worker got 404 for a job and for its repository: the token cannot read the repository.
+pub fn cannot_read_jobs(repo: &str) -> String {
+    format!("cannot read jobs of {repo}: the token needs Actions read")
+}

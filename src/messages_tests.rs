@@ -127,6 +127,7 @@ fn every_kind() -> Vec<(&'static str, String)> {
             "reactive_held",
             reactive_held("mongodb relation: no provider unit yet"),
         ),
+        ("cannot_read_jobs", cannot_read_jobs("octo/private")),
     ]
 }
 

@@ -54,3 +54,41 @@ fn an_unreachable_broker_is_named_by_host_without_credentials() {
         },
     );
 }
+
+/// Issue 20 item 12: a document whose `_id` is not an ObjectId (not kombu's) is handed over
+/// as unreadable and the ack removes it, once; it does not come back every lease period.
+#[test]
+fn a_document_whose_id_is_not_an_object_id_is_leased_as_unreadable_and_acked_once() {
+    use mongodb::bson::doc;
+    let server = standin();
+    let client = mongodb::sync::Client::with_uri_str(server.uri()).unwrap();
+    let messages = client
+        .database("github-runner-webhook-router")
+        .collection::<mongodb::bson::Document>("messages");
+    let payload =
+        github_runner::reactive::envelope::kombu_payload(&conformance::job(50), "odd-id", "t-50");
+    messages
+        .insert_one(doc! { "_id": "not-an-object-id", "payload": payload, "queue": "odd-id", "priority": 9 })
+        .run()
+        .unwrap();
+    let clock = StepClock::new();
+    let mut q = MongoQueue::open(
+        &parse_mq_uri(&server.uri()).unwrap(),
+        "odd-id",
+        clock.clone(),
+    );
+    let d = q
+        .lease_next(Duration::ZERO, LEASE)
+        .unwrap()
+        .expect("leased");
+    assert!(d.body.clone().unwrap_err().contains("ObjectId"));
+    assert_eq!(d.enqueued_epoch, None);
+    q.ack(&d).unwrap();
+    clock.advance(LEASE.as_secs() + 1);
+    assert_eq!(
+        q.lease_next(Duration::ZERO, LEASE).unwrap(),
+        None,
+        "gone for good"
+    );
+    assert_eq!(messages.count_documents(doc! {}).run().unwrap(), 0);
+}

@@ -170,3 +170,102 @@ fn a_worker_killed_right_after_its_blocking_move_loses_nothing() {
         "{leftovers:?}"
     );
 }
+
+/// Issue 20 item 13: the connection drops just as the lease script hands the message over.
+/// The message is hidden only for the first lease, not for the full lease length.
+#[test]
+fn a_connection_dropped_as_the_lease_script_hands_a_message_over_hides_it_for_seconds() {
+    use github_runner::reactive::redis::FIRST_LEASE;
+    use redis_server::handover_proxy::HandoverProxy;
+    let full_lease = Duration::from_secs(900);
+    let server = RedisServer::start();
+    kombu::put(&server.uri(), "handover", &[&conformance::job(30)]);
+    let proxy = HandoverProxy::start(server.port);
+    let clock = StepClock::new();
+    let mut cut = RedisQueue::open(
+        &parse_mq_uri(&proxy.uri()).unwrap(),
+        "handover",
+        clock.clone(),
+    )
+    .unwrap();
+    assert!(
+        cut.lease_next(Duration::ZERO, full_lease).is_err(),
+        "the reply never came"
+    );
+    assert!(proxy.dropped.load(std::sync::atomic::Ordering::SeqCst));
+    let mut q = RedisQueue::open(&uri_of(&server), "handover", clock.clone()).unwrap();
+    assert_eq!(
+        q.lease_next(Duration::ZERO, full_lease).unwrap(),
+        None,
+        "still leased"
+    );
+    clock.advance(FIRST_LEASE.as_secs() + 1);
+    let served = q
+        .lease_next(Duration::ZERO, full_lease)
+        .unwrap()
+        .expect("back after the first lease, not after the full one");
+    assert_eq!(served.body.unwrap(), conformance::job(30).into_bytes());
+    // A confirmed lease has the full length.
+    clock.advance(FIRST_LEASE.as_secs() + 1);
+    assert_eq!(q.lease_next(Duration::ZERO, full_lease).unwrap(), None);
+}
+
+/// The same when the hand-over is the blocking move's reply.
+#[test]
+fn a_connection_dropped_as_the_blocking_move_hands_a_message_over_hides_it_for_seconds() {
+    use github_runner::reactive::redis::FIRST_LEASE;
+    use redis_server::handover_proxy::HandoverProxy;
+    let full_lease = Duration::from_secs(900);
+    let wait = Duration::from_secs(5);
+    let server = RedisServer::start();
+    let proxy = HandoverProxy::start(server.port);
+    let clock = StepClock::new();
+    let waiter = {
+        let uri = parse_mq_uri(&proxy.uri()).unwrap();
+        let clock = clock.clone();
+        std::thread::spawn(move || {
+            let mut q = RedisQueue::open(&uri, "handover-block", clock).unwrap();
+            q.lease_next(wait, full_lease).map(|d| d.map(|d| d.id))
+        })
+    };
+    // Give the waiter time to block first; if the put comes before, the lease script hands
+    // the message over instead, which the proxy cuts just the same.
+    std::thread::sleep(Duration::from_millis(300));
+    kombu::put(&server.uri(), "handover-block", &[&conformance::job(31)]);
+    assert!(waiter.join().unwrap().is_err(), "the reply never came");
+    assert!(proxy.dropped.load(std::sync::atomic::Ordering::SeqCst));
+    let mut q = RedisQueue::open(&uri_of(&server), "handover-block", clock.clone()).unwrap();
+    assert_eq!(
+        q.lease_next(Duration::ZERO, full_lease).unwrap(),
+        None,
+        "still held"
+    );
+    clock.advance(FIRST_LEASE.as_secs() + wait.as_secs() + 1);
+    let served = q
+        .lease_next(Duration::ZERO, full_lease)
+        .unwrap()
+        .expect("back after the first lease and the wait");
+    assert_eq!(served.body.unwrap(), conformance::job(31).into_bytes());
+}
+
+/// Issue 20 item 12: a payload that is not UTF-8 is handed over as unreadable and settled by
+/// the ack, once; it does not fail every lease call until its lease lapses.
+#[test]
+fn a_payload_that_is_not_utf8_is_leased_as_unreadable_and_acked_once() {
+    let server = RedisServer::start();
+    server.push_raw("poison", &[0xffu8, 0xfe, b'{', b'}'][..]);
+    let clock = StepClock::new();
+    let mut q = RedisQueue::open(&uri_of(&server), "poison", clock).unwrap();
+    let d = q
+        .lease_next(Duration::ZERO, LEASE)
+        .unwrap()
+        .expect("leased");
+    let why = d.body.clone().unwrap_err();
+    assert!(why.contains("not UTF-8"), "{why}");
+    q.ack(&d).unwrap();
+    assert_eq!(q.len().unwrap(), QueueLength::default());
+}
+
+fn uri_of(server: &RedisServer) -> github_runner::reactive::source::MqUri {
+    parse_mq_uri(&server.uri()).unwrap()
+}

@@ -92,16 +92,30 @@ fn rounds(
     pickup_bound: Duration,
     dispatch: Option<u64>,
 ) -> (Vec<Round>, Option<String>) {
+    rounds_with(u, slots, report, pickup_bound, &|| {
+        dispatch.and_then(|job| dispatch_when_online(&u.gh, job))
+    })
+}
+
+/// As [`rounds`], with GitHub's scheduler given as `dispatcher` (run beside the workers;
+/// returns the runner it handed a job to).
+fn rounds_with(
+    u: &Unit,
+    slots: &[u32],
+    report: &Recorder,
+    pickup_bound: Duration,
+    dispatcher: &(dyn Fn() -> Option<String> + Sync),
+) -> (Vec<Round>, Option<String>) {
     let ops = CharmRunnerOps::new(&u.rt);
     let runners = LxdRunners {
         rt: &u.rt,
         ops: &ops,
     };
     let scope = unit_scope(&u.rt, ops.labels());
-    let jobs = GitHubJobs(&*u.rt.github);
+    let jobs = GitHubJobs::new(&*u.rt.github);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let dispatcher = s.spawn(|| dispatch.and_then(|job| dispatch_when_online(&u.gh, job)));
+        let dispatcher = s.spawn(dispatcher);
         let handles: Vec<_> = slots
             .iter()
             .map(|slot| {
@@ -294,4 +308,68 @@ fn workers_creating_at_once_on_a_full_host_start_only_what_fits_and_keep_the_res
     assert_eq!(waiting[1].1, 1, "the unpicked one is requeued as before");
     assert!(instances(&u).is_empty());
     assert!(u.gh.runners().is_empty(), "no registration left");
+}
+
+/// The runner the worker holding `job`'s claim spawned for it.
+fn runner_of(u: &Unit, job: u64) -> Option<String> {
+    let text = std::fs::read_to_string(u.claims.path().join(format!("job-{job}"))).ok()?;
+    text.split_whitespace()
+        .find_map(|f| f.strip_prefix("runner="))
+        .map(str::to_string)
+}
+
+/// Issue 20 item 2: GitHub hands job B to the runner spawned for job A. B is served by that
+/// runner (its worker counts it as serving B), A is never acked while queued: it goes back
+/// on the queue and the next round's runner takes it.
+#[test]
+fn a_runner_crossing_to_a_siblings_job_leaves_no_job_unserved() {
+    let u = unit();
+    let api = u.gh.api_base();
+    let a = u.gh.add_job(REPO, &[]);
+    let b = u.gh.add_job(REPO, &[]);
+    u.queue.put(body(a, &[], &api), 0);
+    u.queue.put(body(b, &[], &api), 0);
+    let report = Recorder::default();
+    // The scheduler crosses: once both runners are online, B goes to A's runner.
+    let cross = || {
+        let both_online = u.gh.wait_until(Duration::from_secs(120), |snap| {
+            snap.runners
+                .iter()
+                .filter(|r| r.online && r.name.starts_with("github-runner-0-"))
+                .count()
+                >= 2
+        });
+        assert!(both_online, "two runners came online");
+        let runner_of_a = runner_of(&u, a).expect("A's claim names its runner");
+        // B runs until A is back on the queue (a real job takes a while).
+        u.gh.update_job(b, |j| j.held = true);
+        let crossed = u.gh.dispatch_job(b, &runner_of_a);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while u.queue.waiting().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        u.gh.release_job(b);
+        crossed.then_some(runner_of_a)
+    };
+    let (ends, crossed_to) = rounds_with(&u, &[0, 1], &report, Duration::from_secs(60), &cross);
+    assert_eq!(ends, vec![Round::Handled, Round::Handled]);
+    let crossed_to = crossed_to.expect("B was handed to A's runner");
+    let jb = u.gh.job(b).unwrap();
+    assert_eq!(jb.runner_name.as_deref(), Some(crossed_to.as_str()));
+    assert_eq!(jb.status, "completed");
+    assert_eq!(u.queue.acked(), 1, "only B, which ran; A is still queued");
+    let waiting = u.queue.waiting();
+    assert_eq!(waiting.len(), 1, "A is back on the queue");
+    assert_eq!(waiting[0].1, 0, "uncounted");
+    assert_eq!(u.gh.job(a).unwrap().status, "queued");
+
+    // The next round makes a runner for A, which takes it.
+    let (ends, runner) = rounds(&u, &[0], &report, Duration::from_secs(60), Some(a));
+    assert_eq!(ends, vec![Round::Handled]);
+    let ja = u.gh.job(a).unwrap();
+    assert_eq!(ja.status, "completed");
+    assert_eq!(ja.runner_name, runner);
+    assert_eq!(u.queue.acked(), 2);
+    assert_eq!(u.queue.total(), 0);
+    assert!(instances(&u).is_empty(), "no runner left");
 }

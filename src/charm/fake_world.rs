@@ -591,6 +591,10 @@ impl GitHub for FakeGitHub {
             temp_download_token: None,
         })
     }
+    fn repository_visible(&self, owner: &str, repo: &str) -> Result<bool, GitHubError> {
+        drop(self.call(&format!("repository {owner}/{repo}"))?);
+        Ok(true)
+    }
     fn get_job(&self, _job: &JobRef) -> Result<WorkflowJob, GitHubError> {
         Err(GitHubError::NotFound {
             method: "GET".into(),

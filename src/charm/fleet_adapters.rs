@@ -121,4 +121,7 @@ impl GitHub for PreRegistered<'_> {
     fn list_run_jobs(&self, repo: &str, run_id: u64) -> Result<Vec<WorkflowJob>, GitHubError> {
         self.inner.list_run_jobs(repo, run_id)
     }
+    fn repository_visible(&self, owner: &str, repo: &str) -> Result<bool, GitHubError> {
+        self.inner.repository_visible(owner, repo)
+    }
 }

@@ -226,6 +226,10 @@ pub trait GitHub: Send + Sync {
     /// The linux runner application for `arch`.
     fn runner_application(&self, arch: Arch) -> Result<RunnerApplication, GitHubError>;
     fn get_job(&self, job: &JobRef) -> Result<WorkflowJob, GitHubError>;
+    /// Whether the token can see repository `owner/repo` (`GET /repos/{owner}/{repo}`: 200
+    /// true, 404 false). Tells a job GitHub does not know from a repository the token cannot
+    /// read, which GitHub answers with the same 404.
+    fn repository_visible(&self, owner: &str, repo: &str) -> Result<bool, GitHubError>;
     /// The jobs of the latest attempt of workflow run `run_id` in `repo` (`owner/repo`),
     /// every page.
     fn list_run_jobs(&self, repo: &str, run_id: u64) -> Result<Vec<WorkflowJob>, GitHubError>;

@@ -167,17 +167,21 @@ impl ClaimDir {
         )))
     }
 
-    /// Runners named in claims that live workers hold: a reconcile must not remove them.
-    pub fn held_runners(&self) -> Vec<String> {
+    /// `(job id, runner)` of every claim a live worker holds, the runner when it names one.
+    fn live_claims(&self) -> Vec<(u64, Option<String>)> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
-        let mut runners = Vec::new();
+        let mut claims = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if !name.to_string_lossy().starts_with("job-") {
+            let Some(job_id) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("job-"))
+                .and_then(|id| id.parse::<u64>().ok())
+            else {
                 continue;
-            }
+            };
             let Ok(mut file) = OpenOptions::new()
                 .read(true)
                 .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
@@ -188,17 +192,34 @@ impl ClaimDir {
             // Held by a live worker when we cannot lock it (a shared probe lock is enough).
             let held = matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock));
             if held {
-                if let Some(runner) = read_capped(&mut file)
+                let runner = read_capped(&mut file)
                     .ok()
                     .as_deref()
-                    .and_then(parse_runner)
-                {
-                    runners.push(runner);
-                }
+                    .and_then(parse_runner);
+                claims.push((job_id, runner));
             }
         }
+        claims
+    }
+
+    /// Runners named in claims that live workers hold: a reconcile must not remove them.
+    pub fn held_runners(&self) -> Vec<String> {
+        let mut runners: Vec<String> = self
+            .live_claims()
+            .into_iter()
+            .filter_map(|(_, runner)| runner)
+            .collect();
         runners.sort();
         runners
+    }
+
+    /// A live worker handling a job other than `job_id` names `runner`: the runner was
+    /// spawned for that job, or took it (GitHub hands a queued job to any idle runner with
+    /// matching labels) and its worker counts it as serving that job.
+    pub fn runner_serves_another_job(&self, runner: &str, job_id: u64) -> bool {
+        self.live_claims()
+            .iter()
+            .any(|(job, r)| *job != job_id && r.as_deref() == Some(runner))
     }
 
     /// Job ids claimed by live workers (status, tests).
@@ -307,6 +328,27 @@ mod tests {
         // The new holder's record replaced the old one: no runner until it records one.
         assert_eq!(dir.held_runners(), vec!["app-0-aaaaaaaaaaaa".to_string()]);
         drop(live);
+    }
+
+    #[test]
+    fn a_runner_named_by_another_jobs_live_claim_serves_that_job() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ClaimDir::open(tmp.path()).unwrap();
+        let mut a = claimed(dir.claim(1, 1, "a").unwrap());
+        a.record_runner(1, "r-1").unwrap();
+        assert!(!dir.runner_serves_another_job("r-1", 1), "its own job only");
+        let mut b = claimed(dir.claim(2, 2, "b").unwrap());
+        b.record_runner(2, "r-2").unwrap();
+        assert!(!dir.runner_serves_another_job("r-1", 1));
+        // B's worker saw its job taken by r-1 and counts r-1 as serving B.
+        b.record_runner(2, "r-1").unwrap();
+        assert!(dir.runner_serves_another_job("r-1", 1));
+        // Seen from B, r-1 is the runner spawned for A.
+        assert!(dir.runner_serves_another_job("r-1", 2));
+        assert!(!dir.runner_serves_another_job("r-2", 2));
+        drop(b); // B's worker died: its claim no longer counts
+        assert!(!dir.runner_serves_another_job("r-1", 1));
+        drop(a);
     }
 
     /// Claims are held per process: a claim held by a real child process blocks this one,

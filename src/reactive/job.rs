@@ -245,6 +245,11 @@ pub enum JobLookup {
     },
     /// An answer about this job that makes no sense (403 on its repository, bad JSON).
     Refused(String),
+    /// 404 on the job and on its repository: the token cannot read the repository (a private
+    /// one, a token with the runner permission only), so nothing says the job is gone.
+    NoAccess {
+        repo: String,
+    },
 }
 
 /// What to do with a message once the job was looked up.
@@ -307,7 +312,9 @@ pub fn decide_on_job(lookup: &JobLookup, process_count: u32, now_epoch: u64) -> 
         JobLookup::Found(_) => requeue_or_drop(now_epoch, process_count),
         JobLookup::NotFound => Decision::Drop(DropReason::JobNotFound),
         JobLookup::Unavailable { until_epoch } => pause(now_epoch, *until_epoch),
-        JobLookup::Refused(_) => requeue_or_drop(now_epoch, process_count),
+        JobLookup::Refused(_) | JobLookup::NoAccess { .. } => {
+            requeue_or_drop(now_epoch, process_count)
+        }
     }
 }
 
@@ -326,6 +333,12 @@ pub enum PickupOutcome {
     NotPicked,
     /// GitHub no longer knows the job.
     JobGone,
+    /// The job is still queued but our runner took another job (GitHub hands a queued job
+    /// to any idle runner with matching labels): ours serves that job now.
+    CrossedOver,
+    /// The job is still queued and our runner is gone (an ephemeral runner ends after the
+    /// job it took, whoever's it was; or it crashed): another runner is needed at once.
+    RunnerGone,
 }
 
 /// What to do with the message and the runner after the wait.
@@ -344,6 +357,9 @@ pub enum Settlement {
     /// No runner exists (no room on the machine); back on the queue with its count unchanged
     /// (waiting for room is no handling: it is never dropped for it), not before the epoch.
     Defer { not_before_epoch: u64 },
+    /// Release unchanged (served next, no handling counted: nothing was wrong with it) and
+    /// leave the runner to the job it took; the next handling makes a runner for this job.
+    ReleaseKeepRunner,
 }
 
 pub fn settle_after_wait(
@@ -373,6 +389,14 @@ pub fn settle_after_wait(
             _ => Settlement::DropRemoveRunner(DropReason::RetryLimit),
         },
         PickupOutcome::JobGone => Settlement::DropRemoveRunner(DropReason::JobNotFound),
+        PickupOutcome::CrossedOver => Settlement::ReleaseKeepRunner,
+        // Counted (a runner that keeps crashing must not loop forever), without a backoff.
+        PickupOutcome::RunnerGone => match requeue_or_drop(now_epoch, process_count) {
+            Decision::Requeue { .. } => Settlement::RequeueRemoveRunner {
+                not_before_epoch: now_epoch,
+            },
+            _ => Settlement::DropRemoveRunner(DropReason::RetryLimit),
+        },
     }
 }
 

@@ -234,6 +234,22 @@ fn decision_table_on_the_jobs_state() {
             },
         ),
         (JobLookup::Refused("403".into()), 0, requeue(0)),
+        // A private repository the token cannot read: requeued with backoff, never dropped
+        // as a job GitHub does not know.
+        (
+            JobLookup::NoAccess {
+                repo: "octo/secret".into(),
+            },
+            1,
+            requeue(1),
+        ),
+        (
+            JobLookup::NoAccess {
+                repo: "octo/secret".into(),
+            },
+            RETRY_LIMIT - 1,
+            Decision::Drop(DropReason::RetryLimit),
+        ),
         (
             JobLookup::Refused("403".into()),
             RETRY_LIMIT - 1,
@@ -256,6 +272,25 @@ fn settlement_table_after_the_pickup_wait() {
         (PickupOutcome::PickedByOurs, 0, Settlement::AckKeepRunner),
         (PickupOutcome::PickedByOurs, 4, Settlement::AckKeepRunner),
         (PickupOutcome::PickedByOther, 0, Settlement::AckRemoveRunner),
+        // Our runner took a sibling's job: this one goes back uncounted, the runner stays.
+        (PickupOutcome::CrossedOver, 0, Settlement::ReleaseKeepRunner),
+        (
+            PickupOutcome::RunnerGone,
+            2,
+            Settlement::RequeueRemoveRunner {
+                not_before_epoch: NOW,
+            },
+        ),
+        (
+            PickupOutcome::RunnerGone,
+            RETRY_LIMIT - 1,
+            Settlement::DropRemoveRunner(DropReason::RetryLimit),
+        ),
+        (
+            PickupOutcome::CrossedOver,
+            RETRY_LIMIT - 1,
+            Settlement::ReleaseKeepRunner,
+        ),
         (
             PickupOutcome::NotPicked,
             0,

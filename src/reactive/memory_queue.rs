@@ -66,6 +66,13 @@ impl MemoryQueue {
         id
     }
 
+    /// The broker loses every message, waiting or leased (a restart without persistence).
+    pub fn lose_everything(&self) {
+        let mut inner = self.lock();
+        inner.waiting.clear();
+        inner.leased.clear();
+    }
+
     /// The next `times` calls fail as if `host` were unreachable.
     pub fn fail_with_unreachable(&self, host: &str, times: u32) {
         self.lock().failures = Some((host.to_string(), times));
@@ -219,6 +226,31 @@ impl JobQueue for MemoryQueue {
         inner.waiting.push_front(m);
         self.inner.1.notify_all();
         Ok(())
+    }
+
+    fn restore(
+        &mut self,
+        d: &Delivery,
+        process_count: u32,
+        not_before_epoch: u64,
+    ) -> Result<bool, QueueError> {
+        let now = self.clock.now_epoch();
+        let mut inner = self.lock();
+        self.enter(&mut inner)?;
+        let still_there = inner.waiting.iter().any(|m| m.id == d.id)
+            || inner.leased.values().any(|(m, _)| m.id == d.id);
+        if still_there {
+            return Ok(false);
+        }
+        inner.waiting.push_back(Message {
+            id: d.id.clone(),
+            body: d.body.clone().unwrap_or_default(),
+            process_count,
+            enqueued_epoch: d.enqueued_epoch.unwrap_or(now),
+            not_before_epoch,
+        });
+        self.inner.1.notify_all();
+        Ok(true)
     }
 
     fn len(&mut self) -> Result<QueueLength, QueueError> {

@@ -7,6 +7,7 @@
 
 pub mod claim;
 pub mod envelope;
+pub mod github_jobs;
 pub mod health;
 pub mod job;
 #[cfg(any(test, feature = "testkit"))]
@@ -14,8 +15,10 @@ pub mod memory_queue;
 pub mod mode;
 pub mod mongo;
 pub mod observed;
+pub mod pacing;
 pub mod queue;
 pub mod redis;
+mod redis_scripts;
 pub mod relation;
 pub mod run;
 pub mod source;

@@ -263,14 +263,28 @@ impl ReactiveView {
             .find_map(|w| w.status.broker_error.as_deref())
             .filter(|h| !h.is_empty())
     }
+
+    /// A repository whose jobs a worker cannot read (the token lacks Actions read).
+    pub fn job_access(&self) -> Option<&str> {
+        self.workers
+            .iter()
+            .find_map(|w| w.status.job_access.as_deref())
+    }
 }
 
 /// "reactive: 2/4 workers, 1 runner busy, queue 3" while nothing fails. Otherwise the worst
 /// the workers report: Blocked for a token GitHub rejects; Maintenance for a crash-looping
-/// slot, an unreachable broker (its host), then the worst other failure.
+/// slot, an unreachable broker (its host), then the worst other failure. A repository the
+/// token cannot read jobs of blocks too (only the operator can grant the permission), after
+/// a rejected token.
 pub fn reactive_status(view: &ReactiveView) -> Status {
     use crate::messages;
     let problem = worst_problem(&view.health);
+    if !matches!(problem, Some(WorstProblem::TokenRejected(_))) {
+        if let Some(text) = view.job_access() {
+            return Status::Blocked(text.to_string());
+        }
+    }
     match (problem, view.broker_error()) {
         (Some(WorstProblem::TokenRejected(f)), _) => {
             Status::Blocked(messages::reactive_token_rejected(&f.detail))
@@ -698,6 +712,21 @@ mod tests {
              worker 1 (running): token-rejected at 08:15 UTC: GitHub rejected the token (401)"
         );
         assert!(!check_results(&view(vec![])).contains_key("worker-failures"));
+    }
+
+    #[test]
+    fn a_repository_the_token_cannot_read_blocks_naming_it() {
+        let mut blind = worker(1, None, None, None);
+        blind.status.job_access = Some(crate::messages::cannot_read_jobs("octo/secret"));
+        let view = ReactiveView {
+            target: 2,
+            workers: vec![worker(0, None, None, None), blind],
+            health: vec![],
+        };
+        assert_eq!(
+            reactive_status(&view),
+            Status::Blocked("cannot read jobs of octo/secret: the token needs Actions read".into())
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::queue::{Delivery, JobQueue, QueueError, QueueLength};
 use super::redis::{new_lease_id, scrub};
 use super::source::MqUri;
 use crate::clock::Clock;
-use mongodb::bson::{doc, oid::ObjectId, Document};
+use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::{ClientOptions, ReturnDocument};
 use mongodb::sync::{Client, Collection};
 use std::collections::HashMap;
@@ -40,8 +40,9 @@ pub struct MongoQueue {
     queue: String,
     messages: Option<Collection<Document>>,
     clock: Arc<dyn Clock>,
-    /// Document id and payload of each message this worker holds, by lease token.
-    held: HashMap<String, (ObjectId, String)>,
+    /// Document `_id` (as stored: kombu writes ObjectIds, anything else is settled by its
+    /// own value) and payload of each message this worker holds, by lease token.
+    held: HashMap<String, (Bson, String)>,
     round_trips: u64,
 }
 
@@ -126,10 +127,12 @@ impl MongoQueue {
     }
 
     fn delivery(&mut self, token: String, document: &Document) -> Delivery {
-        let oid = document.get_object_id("_id").ok();
+        let id = document.get("_id").cloned().unwrap_or(Bson::Null);
+        let oid = id.as_object_id();
         let payload = document.get_str("payload").unwrap_or_default().to_string();
         let (tag, body, process_count) = match (Envelope::parse(payload.as_bytes()), oid) {
-            (_, None) => (None, Err("document has no ObjectId _id".to_string()), 0),
+            // Not kombu's: handed over as unreadable, so the worker drops it once.
+            (_, None) => (None, Err("document _id is not an ObjectId".to_string()), 0),
             (Ok(env), _) => (
                 env.delivery_tag().map(str::to_string),
                 env.body(),
@@ -137,13 +140,18 @@ impl MongoQueue {
             ),
             (Err(reason), _) => (None, Err(reason), 0),
         };
-        let oid = oid.unwrap_or_default();
-        self.held.insert(token.clone(), (oid, payload));
+        let fallback_id = match oid {
+            Some(oid) => oid.to_hex(),
+            None => format!("mongo-lease-{token}"),
+        };
+        let enqueued_epoch =
+            oid.and_then(|oid| u64::try_from(oid.timestamp().timestamp_millis() / 1000).ok());
+        self.held.insert(token.clone(), (id, payload));
         Delivery {
-            id: tag.unwrap_or_else(|| oid.to_hex()),
+            id: tag.unwrap_or(fallback_id),
             body,
             process_count,
-            enqueued_epoch: u64::try_from(oid.timestamp().timestamp_millis() / 1000).ok(),
+            enqueued_epoch,
             lease: token,
         }
     }
@@ -151,7 +159,7 @@ impl MongoQueue {
     /// The filter matching a held message only while this worker's lease owns it.
     fn owned(&self, delivery: &Delivery) -> Result<Document, QueueError> {
         match self.held.get(&delivery.lease) {
-            Some((oid, _)) => Ok(doc! { "_id": oid, "lease_owner": &delivery.lease }),
+            Some((id, _)) => Ok(doc! { "_id": id.clone(), "lease_owner": &delivery.lease }),
             None => Err(QueueError::LeaseLost {
                 id: delivery.id.clone(),
             }),
@@ -225,7 +233,9 @@ impl JobQueue for MongoQueue {
             "$unset": { "lease_owner": "", "lease_until": "" },
         };
         let result = self.settle(delivery, update);
-        self.held.remove(&delivery.lease);
+        if result.is_ok() {
+            self.held.remove(&delivery.lease);
+        }
         result
     }
 
@@ -234,8 +244,42 @@ impl JobQueue for MongoQueue {
             delivery,
             doc! { "$unset": { "lease_owner": "", "lease_until": "" } },
         );
-        self.held.remove(&delivery.lease);
+        if result.is_ok() {
+            self.held.remove(&delivery.lease);
+        }
         result
+    }
+
+    fn restore(
+        &mut self,
+        delivery: &Delivery,
+        process_count: u32,
+        not_before_epoch: u64,
+    ) -> Result<bool, QueueError> {
+        let Some((id, payload)) = self.held.remove(&delivery.lease) else {
+            return Ok(false);
+        };
+        // Still there under another lease, or back on the queue: nothing was lost.
+        if self
+            .run(|m| m.find_one(doc! { "_id": id.clone() }).run())?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        let (payload, priority) = match Envelope::parse(payload.as_bytes()) {
+            Ok(env) => (env.requeued(process_count), env.priority()),
+            Err(_) => (payload, 0),
+        };
+        let not_before = i64::try_from(not_before_epoch.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let document = doc! {
+            "payload": payload,
+            "queue": &self.queue,
+            // kombu's top-level priority (transport/virtual/base.py).
+            "priority": 9 - i32::from(priority.min(9)),
+            "not_before": not_before,
+        };
+        self.run(|m| m.insert_one(document).run())?;
+        Ok(true)
     }
 
     fn len(&mut self) -> Result<QueueLength, QueueError> {

@@ -172,6 +172,9 @@ impl GitHub for ObservedGitHub {
     fn list_run_jobs(&self, repo: &str, run_id: u64) -> Result<Vec<WorkflowJob>, GitHubError> {
         self.call(self.inner.list_run_jobs(repo, run_id))
     }
+    fn repository_visible(&self, owner: &str, repo: &str) -> Result<bool, GitHubError> {
+        self.call(self.inner.repository_visible(owner, repo))
+    }
 }
 
 /// [`JobRunners`] recording a failed creation (unless GitHub's side already recorded why)

@@ -82,5 +82,17 @@ pub trait JobQueue: Send {
     }
     /// Back on the queue unchanged (the worker is stopping before it handled the message).
     fn release(&mut self, delivery: &Delivery) -> Result<(), QueueError>;
+    /// A requeue or release found the lease gone and the job is not served: when the broker
+    /// has no copy of the message left (it lost its data: Redis restarted without
+    /// persistence), put the one this worker holds back as a new message in kombu's format
+    /// (kombu's requeue shape, `X-Process-Count` = `process_count`), not to be leased before
+    /// `not_before_epoch`. True when put back; false when the broker still has it (the lease
+    /// lapsed and the message went back, or another worker holds it now).
+    fn restore(
+        &mut self,
+        delivery: &Delivery,
+        process_count: u32,
+        not_before_epoch: u64,
+    ) -> Result<bool, QueueError>;
     fn len(&mut self) -> Result<QueueLength, QueueError>;
 }

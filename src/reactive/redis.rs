@@ -12,7 +12,11 @@
 //! Waiting blocks on the broker: when nothing is ready, `BLMOVE Q <lease list>` with a
 //! timeout bounded by the next due time (a delayed message or an expiring lease). While it
 //! blocks the lease list is registered in `github-runner.claims.Q`, so a worker killed right
-//! after the move loses nothing either. Messages with a priority other than 0 (the router
+//! after the move loses nothing either. A lease (or claim) starts short, [`FIRST_LEASE`],
+//! and gets its full length only once the worker has the message in hand: a connection
+//! dropped just as Redis hands a message over hides it for seconds, not a lease length.
+//! Payloads are bytes: one that is not UTF-8 is handed to the worker as unreadable (it
+//! drops it once) instead of failing every lease call. Messages with a priority other than 0 (the router
 //! never sets one) are seen by the non-blocking step, i.e. within the wait. Standalone Redis
 //! only (the scripts touch keys they derive, which Redis Cluster forbids).
 
@@ -33,106 +37,14 @@ const MAX_MOVED_PER_CALL: u32 = 100;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reply timeout beyond a blocking call's own timeout.
 const REPLY_MARGIN: Duration = Duration::from_secs(10);
+/// A lease's length until the worker confirms it holds the message (one renew after the
+/// payload arrived): a lost reply hides the message this long, plus the blocking wait.
+pub const FIRST_LEASE: Duration = Duration::from_secs(30);
 
-/// Reap expired leases and claims, move due delayed messages, then pop one message into a
-/// new lease; when there is none, register the claim for the blocking move.
-/// KEYS: leases, claims, delayed, lease list, then the queue's priority lists.
-/// ARGV: now ms, lease deadline ms, lease id, lease list prefix, claim deadline ms, max moved.
-/// -> {1, payload} or {0, next due ms or -1}.
-const LEASE_SCRIPT: &str = r#"
-local now = tonumber(ARGV[1])
-local limit = tonumber(ARGV[6])
-local head = KEYS[5]
-for _, set in ipairs({KEYS[1], KEYS[2]}) do
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, limit)) do
-    local list = ARGV[4] .. id
-    local msg = redis.call('RPOP', list)
-    while msg do
-      redis.call('RPUSH', head, msg)
-      msg = redis.call('RPOP', list)
-    end
-    redis.call('ZREM', set, id)
-  end
-end
-for _, msg in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)) do
-  redis.call('LPUSH', head, msg)
-  redis.call('ZREM', KEYS[3], msg)
-end
-for i = 5, #KEYS do
-  local msg = redis.call('RPOP', KEYS[i])
-  if msg then
-    redis.call('LPUSH', KEYS[4], msg)
-    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
-    return {1, msg}
-  end
-end
-local next_due = -1
-for _, set in ipairs({KEYS[1], KEYS[2], KEYS[3]}) do
-  local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
-  if first[2] then
-    local at = tonumber(first[2])
-    if next_due < 0 or at < next_due then next_due = at end
-  end
-end
-redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3])
-return {0, tostring(next_due)}
-"#;
-
-/// After a blocking move delivered: the claim becomes a lease. KEYS: claims, leases, lease
-/// list. ARGV: lease id, deadline ms. -> payload, or nil when the claim was reaped meanwhile.
-const PROMOTE_SCRIPT: &str = r#"
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-  return redis.call('LINDEX', KEYS[3], 0)
-end
-return false
-"#;
-
-/// KEYS: leases, lease list. ARGV: lease id. -> 1, or 0 when the lease was lost.
-const ACK_SCRIPT: &str = r#"
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('DEL', KEYS[2])
-  return 1
-end
-return 0
-"#;
-
-/// KEYS: leases. ARGV: lease id, new deadline ms.
-const RENEW_SCRIPT: &str = r#"
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
-  return 1
-end
-return 0
-"#;
-
-/// KEYS: leases, lease list, delayed, queue. ARGV: lease id, payload, not-before ms, now ms.
-/// Due now: straight to the tail of the queue (wakes a blocked worker); else delayed.
-const REQUEUE_SCRIPT: &str = r#"
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('DEL', KEYS[2])
-  if tonumber(ARGV[3]) <= tonumber(ARGV[4]) then
-    redis.call('LPUSH', KEYS[4], ARGV[2])
-  else
-    redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
-  end
-  return 1
-end
-return 0
-"#;
-
-/// KEYS: leases, lease list, queue. ARGV: lease id. Back at the head, served next.
-const RELEASE_SCRIPT: &str = r#"
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  local msg = redis.call('RPOP', KEYS[2])
-  while msg do
-    redis.call('RPUSH', KEYS[3], msg)
-    msg = redis.call('RPOP', KEYS[2])
-  end
-  return 1
-end
-return 0
-"#;
+use super::redis_scripts::{
+    ACK_SCRIPT, LEASE_SCRIPT, PROMOTE_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT, REQUEUE_SCRIPT,
+    RESTORE_SCRIPT,
+};
 
 struct Keys {
     /// kombu's lists, in consumption order.
@@ -173,8 +85,8 @@ pub struct RedisQueue {
     host: String,
     keys: Keys,
     clock: Arc<dyn Clock>,
-    /// Payloads of the messages this worker holds, by lease id (for requeue).
-    held: HashMap<String, String>,
+    /// Payloads of the messages this worker holds, by lease id (for requeue and restore).
+    held: HashMap<String, Vec<u8>>,
     round_trips: u64,
 }
 
@@ -249,8 +161,12 @@ impl RedisQueue {
         self.clock.now_epoch().saturating_mul(1000)
     }
 
-    fn delivery(&mut self, lease: String, payload: String) -> Delivery {
-        let (id, body, process_count) = match Envelope::parse(payload.as_bytes()) {
+    fn delivery(&mut self, lease: String, payload: Vec<u8>) -> Delivery {
+        let parsed = match std::str::from_utf8(&payload) {
+            Ok(_) => Envelope::parse(&payload),
+            Err(e) => Err(format!("payload is not UTF-8: {e}")),
+        };
+        let (id, body, process_count) = match parsed {
             Ok(env) => (
                 env.delivery_tag().map(str::to_string),
                 env.body(),
@@ -273,11 +189,10 @@ impl RedisQueue {
     fn try_lease(
         &mut self,
         lease: &str,
-        lease_for: Duration,
         block: Duration,
-    ) -> Result<Result<String, Option<u64>>, QueueError> {
+    ) -> Result<Result<Vec<u8>, Option<u64>>, QueueError> {
         let now = self.now_ms();
-        let deadline = now + lease_for.as_millis() as u64;
+        let deadline = now + FIRST_LEASE.as_millis() as u64;
         let claim_deadline = deadline + block.as_millis() as u64;
         let script = Script::new(LEASE_SCRIPT);
         let mut invocation = script.prepare_invoke();
@@ -296,15 +211,40 @@ impl RedisQueue {
             .arg(&self.keys.lease_prefix)
             .arg(claim_deadline)
             .arg(MAX_MOVED_PER_CALL);
-        let (found, value): (u8, String) =
+        let (found, value): (u8, Vec<u8>) =
             self.with_connection(REPLY_MARGIN, |c| invocation.invoke(c))?;
         Ok(match found {
             1 => Ok(value),
-            _ => Err(value
-                .parse::<i64>()
+            _ => Err(std::str::from_utf8(&value)
                 .ok()
+                .and_then(|v| v.parse::<i64>().ok())
                 .and_then(|v| u64::try_from(v).ok())),
         })
+    }
+
+    /// The worker has the payload: the first lease becomes a full one. Ok(false) when the
+    /// first lease lapsed meanwhile (the message is back on the queue).
+    fn confirm(&mut self, lease: &str, lease_for: Duration) -> Result<bool, QueueError> {
+        let deadline = self.now_ms() + lease_for.as_millis() as u64;
+        let leases = self.keys.leases.clone();
+        match self.settle(
+            RENEW_SCRIPT,
+            &[&leases],
+            &[lease.to_string(), deadline.to_string()],
+            lease,
+        ) {
+            Ok(()) => Ok(true),
+            Err(QueueError::LeaseLost { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops the held copy once the broker settled the message; a lost lease keeps it for
+    /// [`JobQueue::restore`], an unreachable broker for the worker's retry.
+    fn forget_unless_lost(&mut self, lease: &str, result: &Result<(), QueueError>) {
+        if result.is_ok() {
+            self.held.remove(lease);
+        }
     }
 
     fn settle(
@@ -312,6 +252,17 @@ impl RedisQueue {
         script: &str,
         keys: &[&str],
         args: &[String],
+        id: &str,
+    ) -> Result<(), QueueError> {
+        let args: Vec<Vec<u8>> = args.iter().map(|a| a.clone().into_bytes()).collect();
+        self.settle_bytes(script, keys, &args, id)
+    }
+
+    fn settle_bytes(
+        &mut self,
+        script: &str,
+        keys: &[&str],
+        args: &[Vec<u8>],
         id: &str,
     ) -> Result<(), QueueError> {
         let script = Script::new(script);
@@ -341,8 +292,12 @@ impl JobQueue for RedisQueue {
         loop {
             let lease = new_lease_id();
             let left = wait.saturating_sub(started.elapsed());
-            let next_due = match self.try_lease(&lease, lease_for, left)? {
-                Ok(payload) => return Ok(Some(self.delivery(lease, payload))),
+            let next_due = match self.try_lease(&lease, left)? {
+                Ok(payload) if self.confirm(&lease, lease_for)? => {
+                    return Ok(Some(self.delivery(lease, payload)))
+                }
+                // Lapsed before the confirmation: back on the queue, try again.
+                Ok(_) => continue,
                 Err(next_due) => next_due,
             };
             // Block until a message arrives, the wait ends, or something falls due.
@@ -353,7 +308,7 @@ impl JobQueue for RedisQueue {
                 None => left,
             };
             let list = self.keys.lease_list(&lease);
-            let moved: Option<String> = if block.is_zero() {
+            let moved: Option<Vec<u8>> = if block.is_zero() {
                 None
             } else {
                 let head = self.keys.queues[0].clone();
@@ -368,10 +323,10 @@ impl JobQueue for RedisQueue {
                 })?
             };
             if moved.is_some() {
-                let deadline = self.now_ms() + lease_for.as_millis() as u64;
+                let deadline = self.now_ms() + FIRST_LEASE.as_millis() as u64;
                 let claims = self.keys.claims.clone();
                 let leases = self.keys.leases.clone();
-                let promoted: Option<String> = self.with_connection(REPLY_MARGIN, |c| {
+                let promoted: Option<Vec<u8>> = self.with_connection(REPLY_MARGIN, |c| {
                     Script::new(PROMOTE_SCRIPT)
                         .key(&claims)
                         .key(&leases)
@@ -381,7 +336,9 @@ impl JobQueue for RedisQueue {
                         .invoke(c)
                 })?;
                 if let Some(payload) = promoted {
-                    return Ok(Some(self.delivery(lease, payload)));
+                    if self.confirm(&lease, lease_for)? {
+                        return Ok(Some(self.delivery(lease, payload)));
+                    }
                 }
                 // Reaped while this worker stalled: the message is back on the queue.
                 continue;
@@ -431,27 +388,27 @@ impl JobQueue for RedisQueue {
                 id: delivery.id.clone(),
             });
         };
-        let requeued = match Envelope::parse(payload.as_bytes()) {
-            Ok(env) => env.requeued(process_count),
-            Err(_) => payload.clone(),
-        };
+        let requeued = requeued_payload(payload, process_count);
         let leases = self.keys.leases.clone();
         let list = self.keys.lease_list(&delivery.lease);
         let delayed = self.keys.delayed.clone();
         let head = self.keys.queues[0].clone();
         let args = [
-            delivery.lease.clone(),
+            delivery.lease.clone().into_bytes(),
             requeued,
-            not_before_epoch.saturating_mul(1000).to_string(),
-            self.now_ms().to_string(),
+            not_before_epoch
+                .saturating_mul(1000)
+                .to_string()
+                .into_bytes(),
+            self.now_ms().to_string().into_bytes(),
         ];
-        let result = self.settle(
+        let result = self.settle_bytes(
             REQUEUE_SCRIPT,
             &[&leases, &list, &delayed, &head],
             &args,
             &delivery.id,
         );
-        self.held.remove(&delivery.lease);
+        self.forget_unless_lost(&delivery.lease, &result);
         result
     }
 
@@ -465,8 +422,46 @@ impl JobQueue for RedisQueue {
             std::slice::from_ref(&delivery.lease),
             &delivery.id,
         );
-        self.held.remove(&delivery.lease);
+        self.forget_unless_lost(&delivery.lease, &result);
         result
+    }
+
+    fn restore(
+        &mut self,
+        delivery: &Delivery,
+        process_count: u32,
+        not_before_epoch: u64,
+    ) -> Result<bool, QueueError> {
+        let Some(payload) = self.held.remove(&delivery.lease) else {
+            return Ok(false);
+        };
+        let tag = Envelope::parse(&payload)
+            .ok()
+            .and_then(|e| e.delivery_tag().map(str::to_string))
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        let (needle, exact) = match tag {
+            Some(t) => (t.into_bytes(), "0"),
+            None => (payload.clone(), "1"),
+        };
+        let requeued = requeued_payload(&payload, process_count);
+        let script = Script::new(RESTORE_SCRIPT);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(&self.keys.leases)
+            .key(&self.keys.claims)
+            .key(&self.keys.delayed);
+        for q in &self.keys.queues {
+            invocation.key(q);
+        }
+        invocation
+            .arg(needle)
+            .arg(&self.keys.lease_prefix)
+            .arg(requeued)
+            .arg(not_before_epoch.saturating_mul(1000))
+            .arg(self.now_ms())
+            .arg(exact);
+        let put: u8 = self.with_connection(REPLY_MARGIN, |c| invocation.invoke(c))?;
+        Ok(put == 1)
     }
 
     fn len(&mut self) -> Result<QueueLength, QueueError> {
@@ -482,6 +477,14 @@ impl JobQueue for RedisQueue {
             waiting: waiting.iter().sum(),
             leased: leased.iter().sum(),
         })
+    }
+}
+
+/// kombu's requeue shape with the count set; a payload that is no envelope goes back as is.
+fn requeued_payload(payload: &[u8], process_count: u32) -> Vec<u8> {
+    match Envelope::parse(payload) {
+        Ok(env) => env.requeued(process_count).into_bytes(),
+        Err(_) => payload.to_vec(),
     }
 }
 

@@ -355,7 +355,7 @@ fn serve(
             }
         }
     };
-    let jobs = GitHubJobs(&*rt.github);
+    let jobs = GitHubJobs::new(&*rt.github);
     let mut worker = Worker::new(
         &mut *queue,
         &jobs,

@@ -9,14 +9,17 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::claim::{ClaimAttempt, ClaimDir};
+use super::claim::{Claim, ClaimAttempt, ClaimDir};
 use super::job::{
-    decide_on_job, screen, settle_after_wait, Decision, DropReason, JobLookup, JobState, JobTarget,
+    decide_on_job, screen, settle_after_wait, Decision, DropReason, JobLookup, JobTarget,
     PickupOutcome, Settlement, UnitScope,
 };
+use super::pacing::{next_lookup_in, PaceInput};
 use super::queue::{Delivery, JobQueue, QueueError, QueueLength};
 use crate::clock::Clock;
-use crate::github::{GitHub, GitHubError, JobRef};
+use crate::github::outcomes::RateLimit;
+
+pub use super::github_jobs::{lookup_error, GitHubJobs};
 
 /// The timing of a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +30,8 @@ pub struct WorkerTimings {
     pub lease_for: Duration,
     /// How long a spawned runner may wait for GitHub to hand it the job.
     pub pickup_bound: Duration,
-    /// Between two looks at the job while waiting for pickup.
+    /// Between two checks while waiting for pickup (the stop flag, a sibling's claim on our
+    /// runner, the lease); GitHub is asked at the pace of [`super::pacing`], never more often.
     pub pickup_poll: Duration,
     /// Between two looks at whether the runner that took the job is gone.
     pub runner_end_poll: Duration,
@@ -80,6 +84,11 @@ pub trait JobRunners {
 /// GitHub's view of a job: its state and the runner it was handed to.
 pub trait JobSource {
     fn lookup(&self, job: &JobTarget) -> (JobLookup, Option<String>);
+    /// The rate-limit budget GitHub last reported (paces the looks while waiting for
+    /// pickup); None when unknown.
+    fn budget(&self) -> Option<RateLimit> {
+        None
+    }
 }
 
 /// What a worker reports: metrics and its state.
@@ -120,41 +129,9 @@ pub struct WorkerState {
     pub broker_error: Option<String>,
     /// Admission's last refusal, while the job it refused waits on the queue for room.
     pub no_room: Option<String>,
-}
-
-/// [`JobSource`] over the GitHub client: the job by owner, repository and id (never the
-/// message's URL as given: the token goes only to the configured API).
-pub struct GitHubJobs<'a>(pub &'a dyn GitHub);
-
-impl JobSource for GitHubJobs<'_> {
-    fn lookup(&self, job: &JobTarget) -> (JobLookup, Option<String>) {
-        let job_ref = JobRef::Id {
-            owner: job.owner.clone(),
-            repo: job.repo.clone(),
-            job_id: job.job_id,
-        };
-        match self.0.get_job(&job_ref) {
-            Ok(j) => (
-                JobLookup::Found(JobState::from_status(&j.status)),
-                j.runner_name,
-            ),
-            Err(e) => (lookup_error(&e), None),
-        }
-    }
-}
-
-/// A failed job lookup in the decision table's terms.
-pub fn lookup_error(e: &GitHubError) -> JobLookup {
-    match e {
-        GitHubError::NotFound { .. } => JobLookup::NotFound,
-        GitHubError::RateLimited { reset_epoch, .. } => JobLookup::Unavailable {
-            until_epoch: Some(*reset_epoch),
-        },
-        GitHubError::Transport { .. }
-        | GitHubError::Server { .. }
-        | GitHubError::Unauthorized { .. } => JobLookup::Unavailable { until_epoch: None },
-        other => JobLookup::Refused(other.to_string()),
-    }
+    /// The token cannot read the jobs of a repository this worker got a job of
+    /// ([`crate::messages::cannot_read_jobs`]); cleared when a job there is read.
+    pub job_access: Option<String>,
 }
 
 /// How one round of the loop ended.
@@ -186,6 +163,8 @@ pub struct Worker<'a> {
     broker_backoff: Duration,
     /// The message being handled was refused for want of room.
     refused_now: bool,
+    /// The repository `state.job_access` names.
+    unreadable_repo: Option<String>,
 }
 
 impl<'a> Worker<'a> {
@@ -216,6 +195,7 @@ impl<'a> Worker<'a> {
             state: WorkerState::default(),
             broker_backoff: timings.broker_backoff,
             refused_now: false,
+            unreadable_repo: None,
         }
     }
 
@@ -316,37 +296,6 @@ impl<'a> Worker<'a> {
         round
     }
 
-    fn settle_err(&self, what: &str, d: &Delivery, r: Result<(), QueueError>) {
-        if let Err(e) = r {
-            // The lease expires and the message returns: at-least-once holds.
-            tracing::warn!(message = %d.id, "could not {what} the message: {e}");
-        }
-    }
-
-    fn drop_message(&mut self, d: &Delivery, reason: &DropReason) {
-        tracing::info!(message = %d.id, "dropping job message: {reason}");
-        let r = self.queue.ack(d);
-        self.settle_err("ack", d, r);
-        self.report.event(WorkerEvent::JobDropped {
-            reason: reason.name(),
-        });
-    }
-
-    fn requeue(&mut self, d: &Delivery, not_before_epoch: u64) {
-        let r = self.queue.requeue(d, not_before_epoch);
-        self.settle_err("requeue", d, r);
-        self.report.event(WorkerEvent::Requeued {
-            process_count: d.process_count + 1,
-        });
-    }
-
-    fn release_and_pause(&mut self, d: &Delivery, resume_epoch: u64) -> Round {
-        let r = self.queue.release(d);
-        self.settle_err("release", d, r);
-        self.pause_until(resume_epoch);
-        Round::Handled
-    }
-
     fn handle(&mut self, d: Delivery) -> Round {
         self.report.event(WorkerEvent::JobReceived);
         let target = match screen(self.scope, &d.body, d.process_count) {
@@ -388,6 +337,7 @@ impl<'a> Worker<'a> {
             }
         }
         let (lookup, _) = self.jobs.lookup(&target);
+        self.note_access(&target, &lookup);
         let now = self.clock.now_epoch();
         let round = match decide_on_job(&lookup, d.process_count, now) {
             Decision::Drop(reason) => {
@@ -422,7 +372,7 @@ impl<'a> Worker<'a> {
                 if let Err(e) = claim.record_runner(self.slot, &name) {
                     tracing::warn!("{e}");
                 }
-                self.spawn_and_settle(&d, &target, &name)
+                self.spawn_and_settle(&d, &target, &name, &mut claim)
             }
         };
         if let Err(e) = claim.release() {
@@ -431,21 +381,26 @@ impl<'a> Worker<'a> {
         round
     }
 
-    fn spawn_and_settle(&mut self, d: &Delivery, target: &JobTarget, name: &str) -> Round {
+    fn spawn_and_settle(
+        &mut self,
+        d: &Delivery,
+        target: &JobTarget,
+        name: &str,
+        claim: &mut Claim,
+    ) -> Round {
         let started = Instant::now();
         self.set_state(|s| s.runner = Some(name.to_string()));
-        let outcome = match self.runners.create(name) {
+        let (outcome, picker) = match self.runners.create(name) {
             Err(f) if f.no_room => {
                 tracing::info!(runner = name, job = target.job_id, "{}", f.message);
                 self.refused_now = true;
                 self.set_state(|s| s.no_room = Some(f.message));
-                PickupOutcome::NoRoom
+                (PickupOutcome::NoRoom, None)
             }
             Err(f) => {
                 tracing::warn!(runner = name, job = target.job_id, "{}", f.message);
-                PickupOutcome::SpawnFailed {
-                    retry_epoch: f.retry_epoch,
-                }
+                let retry_epoch = f.retry_epoch;
+                (PickupOutcome::SpawnFailed { retry_epoch }, None)
             }
             Ok(()) => {
                 self.report.event(WorkerEvent::RunnerSpawned {
@@ -456,8 +411,7 @@ impl<'a> Worker<'a> {
                     None => {
                         // Stopping: the unused runner goes, the message goes back unchanged.
                         self.remove_unused(name);
-                        let r = self.queue.release(d);
-                        self.settle_err("release", d, r);
+                        self.release(d);
                         return Round::Stopped;
                     }
                 }
@@ -472,19 +426,39 @@ impl<'a> Worker<'a> {
             Settlement::AckRemoveRunner => {
                 let r = self.queue.ack(d);
                 self.settle_err("ack", d, r);
-                if self.remove_unused(name) == Some(RunnerRemoval::Busy) {
-                    self.wait_runner_gone(name);
+                let ours_busy = self.remove_unused(name) == Some(RunnerRemoval::Busy);
+                match picker {
+                    Some(p) if self.claims.runner_serves_another_job(&p, target.job_id) => {
+                        // A sibling's runner took this job: it serves this one now, and
+                        // the sibling learns from this claim that its job needs another.
+                        tracing::info!(runner = %p, job = target.job_id, "taken by a sibling's runner");
+                        if let Err(e) = claim.record_runner(self.slot, &p) {
+                            tracing::warn!("{e}");
+                        }
+                        self.set_state(|s| s.runner = Some(p.clone()));
+                        self.wait_runner_gone(&p);
+                    }
+                    _ if ours_busy => self.wait_runner_gone(name),
+                    _ => {}
                 }
             }
             Settlement::RequeueRemoveRunner { not_before_epoch } => {
                 if self.remove_unused(name) == Some(RunnerRemoval::Busy) {
-                    // It took a job after the last look: most likely this one.
-                    self.ack_picked(d);
-                    self.wait_runner_gone(name);
+                    // It took a job after the last look: this one only if GitHub says so.
+                    match self.jobs.lookup(target) {
+                        (JobLookup::Found(state), runner) if state.is_picked() => {
+                            self.ack_picked(d);
+                            if runner.as_deref() == Some(name) {
+                                self.wait_runner_gone(name);
+                            }
+                        }
+                        _ => self.crossed_over(d, target, name),
+                    }
                 } else {
                     self.requeue(d, not_before_epoch);
                 }
             }
+            Settlement::ReleaseKeepRunner => self.crossed_over(d, target, name),
             Settlement::DropRemoveRunner(reason) => {
                 self.remove_unused(name);
                 self.drop_message(d, &reason);
@@ -500,13 +474,15 @@ impl<'a> Worker<'a> {
         Round::Handled
     }
 
-    fn ack_picked(&mut self, d: &Delivery) {
-        let r = self.queue.ack(d);
-        self.settle_err("ack", d, r);
-        let queue_seconds = d
-            .enqueued_epoch
-            .map(|e| self.clock.now_epoch().saturating_sub(e) as f64);
-        self.report.event(WorkerEvent::PickedUp { queue_seconds });
+    /// Our runner took another job while this one is still queued: the message goes back
+    /// unchanged (the next handling makes a runner for it); the runner is left to its job.
+    fn crossed_over(&mut self, d: &Delivery, target: &JobTarget, name: &str) {
+        tracing::info!(
+            runner = name,
+            job = target.job_id,
+            "the runner took another job; this job goes back on the queue"
+        );
+        self.release(d);
     }
 
     fn remove_unused(&self, name: &str) -> Option<RunnerRemoval> {
@@ -520,38 +496,64 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Looks at the job until some runner took it, the bound passed, or the worker stops
-    /// (None). Renews the lease on every look.
+    /// Waits until some runner took the job (and which), GitHub no longer knows it, our
+    /// runner took another job of this unit, the bound passed, or the worker stops (None).
+    /// GitHub is asked at the pace of [`next_lookup_in`]; the lease is renewed at each step.
     fn wait_for_pickup(
         &mut self,
         d: &Delivery,
         target: &JobTarget,
         name: &str,
-    ) -> Option<PickupOutcome> {
-        let deadline = self.clock.now_epoch() + self.timings.pickup_bound.as_secs();
+    ) -> Option<(PickupOutcome, Option<String>)> {
+        let spawned = self.clock.now_epoch();
+        let deadline = spawned + self.timings.pickup_bound.as_secs();
+        let mut next_look = spawned + self.pace(spawned, spawned);
         loop {
             if self.stopping() {
                 return None;
             }
-            match self.jobs.lookup(target) {
-                (JobLookup::Found(state), runner) if state.is_picked() => {
-                    return Some(if runner.as_deref() == Some(name) {
-                        PickupOutcome::PickedByOurs
-                    } else {
-                        PickupOutcome::PickedByOther
-                    });
+            let now = self.clock.now_epoch();
+            let crossed = self.claims.runner_serves_another_job(name, target.job_id);
+            if crossed || now >= next_look || now >= deadline {
+                match self.jobs.lookup(target) {
+                    (JobLookup::Found(state), runner) if state.is_picked() => {
+                        let outcome = if runner.as_deref() == Some(name) {
+                            PickupOutcome::PickedByOurs
+                        } else {
+                            PickupOutcome::PickedByOther
+                        };
+                        return Some((outcome, runner));
+                    }
+                    (JobLookup::NotFound, _) => return Some((PickupOutcome::JobGone, None)),
+                    _ if crossed => return Some((PickupOutcome::CrossedOver, None)),
+                    // At the bound, a runner gone while the job is queued took another job
+                    // (one whose worker was too quick to be seen above) or crashed.
+                    _ if now >= deadline && self.runners.exists(name) == Ok(false) => {
+                        return Some((PickupOutcome::RunnerGone, None))
+                    }
+                    _ => {}
                 }
-                (JobLookup::NotFound, _) => return Some(PickupOutcome::JobGone),
-                _ => {}
-            }
-            if self.clock.now_epoch() >= deadline {
-                return Some(PickupOutcome::NotPicked);
+                if now >= deadline {
+                    return Some((PickupOutcome::NotPicked, None));
+                }
+                next_look = now + self.pace(spawned, now);
             }
             if let Err(e) = self.queue.renew(d, self.timings.lease_for) {
                 tracing::warn!(message = %d.id, "lease renewal failed: {e}");
             }
             self.pause(self.timings.pickup_poll);
         }
+    }
+
+    /// Seconds until the next look at the job (rounded up).
+    fn pace(&self, spawned: u64, now: u64) -> u64 {
+        let wait = next_lookup_in(&PaceInput {
+            budget: self.jobs.budget(),
+            now_epoch: now,
+            waiters: self.claims.held_jobs() as u64,
+            since_spawn: Duration::from_secs(now.saturating_sub(spawned)),
+        });
+        wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
     }
 
     /// Holds the job's claim (so no flush takes the runner) until its runner is gone or the
@@ -567,6 +569,9 @@ impl<'a> Worker<'a> {
         }
     }
 }
+
+#[path = "worker_settle.rs"]
+mod settle;
 
 #[cfg(test)]
 #[path = "worker_tests.rs"]

@@ -1,7 +1,7 @@
 use super::*;
 use crate::clock::ManualClock;
-use crate::github::GitHubPath;
-use crate::reactive::job::{requeue_not_before, PAUSE_SECS, RETRY_LIMIT};
+use crate::github::{GitHubError, GitHubPath};
+use crate::reactive::job::{requeue_not_before, JobState, PAUSE_SECS, RETRY_LIMIT};
 use crate::reactive::memory_queue::MemoryQueue;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -596,3 +596,6 @@ fn lookup_errors_map_onto_the_table() {
         JobLookup::Refused(_)
     ));
 }
+
+#[path = "worker_tests_jobs.rs"]
+mod jobs;

@@ -113,6 +113,9 @@ pub struct SlotStatus {
     /// Admission's last refusal, while its job waits for room (`WorkerState::no_room`).
     #[serde(default)]
     pub no_room: Option<String>,
+    /// A repository whose jobs the token cannot read (`WorkerState::job_access`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_access: Option<String>,
 }
 
 impl SlotStatus {
@@ -123,6 +126,7 @@ impl SlotStatus {
         self.queue_leased = state.queue.map(|q| q.leased);
         self.broker_error = state.broker_error.clone();
         self.no_room = state.no_room.clone();
+        self.job_access = state.job_access.clone();
     }
 
     pub fn queue(&self) -> Option<QueueLength> {

@@ -134,6 +134,7 @@ fn a_held_slot_is_live_with_its_status_and_a_dropped_one_is_not() {
         }),
         broker_error: None,
         no_room: None,
+        job_access: None,
     });
     hold.publish().unwrap();
     let live = survey(&d);

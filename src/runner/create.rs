@@ -669,6 +669,9 @@ pub(crate) mod tests {
         fn get_job(&self, _job: &JobRef) -> Result<WorkflowJob, GitHubError> {
             Err(path_err("GET"))
         }
+        fn repository_visible(&self, _owner: &str, _repo: &str) -> Result<bool, GitHubError> {
+            Err(path_err("GET"))
+        }
         fn list_run_jobs(
             &self,
             _repo: &str,

@@ -216,6 +216,15 @@ impl GitHub for GitHubClient {
         Ok(self.parse::<JobJson>(&reply, "GET", &url)?.into())
     }
 
+    fn repository_visible(&self, owner: &str, repo: &str) -> Result<bool, GitHubError> {
+        let url = self.api_url(&["repos", owner, repo]);
+        match self.send(ApiCall::GetRepository, "GET", &url, None) {
+            Ok(_) => Ok(true),
+            Err(GitHubError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     fn list_run_jobs(&self, repo: &str, run_id: u64) -> Result<Vec<WorkflowJob>, GitHubError> {
         // The repository comes from inside a runner (its job's GITHUB_REPOSITORY): only a
         // plain owner/repo pair may become part of a URL that carries the token.

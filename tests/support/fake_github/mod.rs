@@ -196,6 +196,7 @@ impl FakeGitHub {
                 next_job_id: 1001,
                 next_run_id: 501,
                 missing_paths: BTreeSet::new(),
+                private_repos: BTreeSet::new(),
                 faults: Vec::new(),
                 download_faults: Vec::new(),
                 tarball: Tarball {
@@ -287,6 +288,13 @@ impl FakeGitHub {
     pub fn set_path_missing(&self, path: &str) {
         self.shared
             .update(|st| st.missing_paths.insert(path.to_string()));
+    }
+
+    /// Make `repo` (`owner/repo`) a private repository the token cannot read: it and its
+    /// jobs answer 404 (a token with the organisation's runner permission only).
+    pub fn set_repo_private(&self, repo: &str) {
+        self.shared
+            .update(|st| st.private_repos.insert(repo.to_string()));
     }
 
     /// Add runner group `name` to `org`; returns its id (2, 3, ...; 1 is "Default").

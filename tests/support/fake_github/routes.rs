@@ -36,6 +36,7 @@ pub fn classify(method: &str, path: &str) -> Endpoint {
     };
     let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     match (method, rest) {
+        ("GET", []) if !is_org => Endpoint::GetRepository,
         ("GET", ["actions", "runners"]) => Endpoint::ListRunners,
         ("GET", ["actions", "runners", "downloads"]) => Endpoint::ListDownloads,
         ("POST", ["actions", "runners", "registration-token"]) => Endpoint::RegistrationToken,
@@ -266,6 +267,13 @@ fn api(shared: &Shared, req: &HttpRequest, endpoint: Endpoint) -> HttpResponse {
     if endpoint == Endpoint::UnknownApi || st.missing_paths.contains(&path) {
         return error(404, "Not Found");
     }
+    let unreadable = matches!(
+        endpoint,
+        Endpoint::GetRepository | Endpoint::GetJob | Endpoint::ListRunJobs
+    ) && st.private_repos.contains(&path);
+    if unreadable {
+        return error(404, "Not Found");
+    }
     let id_at = |i: usize| rest.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
     let response = match endpoint {
         Endpoint::ListRunners => {
@@ -355,6 +363,18 @@ fn api(shared: &Shared, req: &HttpRequest, endpoint: Endpoint) -> HttpResponse {
                 Some(g) => HttpResponse::json(200, &group_json(&st, &path, g)),
                 None => error(404, "Not Found"),
             }
+        }
+        Endpoint::GetRepository => {
+            let (owner, name) = path.split_once('/').unwrap_or((path.as_str(), ""));
+            HttpResponse::json(
+                200,
+                &json!({
+                    "name": name,
+                    "full_name": path,
+                    "private": st.private_repos.contains(&path),
+                    "owner": {"login": owner},
+                }),
+            )
         }
         Endpoint::GetJob => match st.jobs.get(&id_at(2)) {
             Some(j) if j.repo == path => HttpResponse::json(200, &job_json(&st, j)),

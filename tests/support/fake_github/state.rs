@@ -20,6 +20,8 @@ pub enum Endpoint {
     GetRunnerGroup,
     GetJob,
     ListRunJobs,
+    /// `GET /repos/{owner}/{repo}`.
+    GetRepository,
     /// Any other path under `/api/v3` (answered 404).
     UnknownApi,
     /// `GET /_fake/downloads/<file>`.
@@ -238,6 +240,10 @@ pub struct State {
     pub next_job_id: u64,
     pub next_run_id: u64,
     pub missing_paths: BTreeSet<String>,
+    /// Private repositories (`owner/repo`) the token cannot read: the repository and its
+    /// jobs answer 404, as GitHub does for a token without access (runner endpoints of the
+    /// organisation still work).
+    pub private_repos: BTreeSet<String>,
     pub faults: Vec<FaultRule>,
     pub download_faults: Vec<(DownloadFault, usize)>,
     pub tarball: Tarball,
