@@ -353,6 +353,13 @@ impl Lxd for FakeLxd {
             .cloned()
             .collect())
     }
+    fn list_project_instances(&self) -> Result<Vec<Instance>, LxdError> {
+        let w = self.0.lock();
+        if w.lxd_down {
+            return Err(lxd_down());
+        }
+        Ok(w.instances.values().cloned().collect())
+    }
     fn list_machine_instances(&self) -> Result<Vec<crate::lxd::MachineInstance>, LxdError> {
         let w = self.0.lock();
         if w.lxd_down {

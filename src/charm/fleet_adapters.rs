@@ -30,6 +30,9 @@ impl Lxd for LaunchWithRunnerId<'_> {
     fn list_machine_instances(&self) -> Result<Vec<crate::lxd::MachineInstance>, LxdError> {
         self.inner.list_machine_instances()
     }
+    fn list_project_instances(&self) -> Result<Vec<Instance>, LxdError> {
+        self.inner.list_project_instances()
+    }
     fn launch(&self, spec: &LaunchSpec) -> Result<(), LxdError> {
         let mut spec = spec.clone();
         spec.config
