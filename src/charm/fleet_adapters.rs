@@ -96,6 +96,9 @@ impl GitHub for PreRegistered<'_> {
     fn list_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
         self.inner.list_runners()
     }
+    fn list_old_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
+        self.inner.list_old_runners()
+    }
     fn get_runner(&self, id: u64) -> Result<Option<GitHubRunner>, GitHubError> {
         self.inner.get_runner(id)
     }

@@ -32,7 +32,7 @@ pub fn take_over(
             return Ok(None);
         }
     };
-    let registrations = match rt.github.list_runners() {
+    let registrations = match rt.github.list_old_runners() {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::warn!("cannot list GitHub runners to find the Python charm's: {e}");
