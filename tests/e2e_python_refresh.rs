@@ -188,3 +188,42 @@ fn a_refresh_from_the_python_charm_drains_its_runners_then_removes_what_it_left(
     env.reconcile().assert_ok();
     assert_eq!(env.gh.count(Endpoint::DeleteRunner), 0);
 }
+
+/// Item 4: a refresh between revisions of this charm loses nothing: unit state, the
+/// credentials file, the timer, the busy runner (and is not taken for the Python charm's).
+#[test]
+fn a_refresh_between_revisions_of_this_charm_keeps_state_credentials_timer_and_runners() {
+    let mut env = CharmEnv::new(2);
+    env.deploy();
+    let online = env.wait_online(2);
+    let busy = online[0].clone();
+    env.gh.assign_held_job(&busy).expect("assign a job");
+    assert!(env.gh.wait_until(charm_env::GONE_WITHIN, |s| s
+        .runner(&busy)
+        .is_some_and(|r| r.busy)));
+    let paths = HostPaths::for_unit(&env.h.host_root, &env.h.unit_name);
+    let credentials = paths.state_dir().join(charm_env::CREDENTIALS_FILE);
+    let credentials_before = std::fs::read(&credentials).expect("credentials file");
+    let timer = github_runner::host::timer::unit_names(&paths).timer;
+    let state_before = env.h.unit_state();
+
+    env.h.hook("upgrade-charm").assert_ok();
+    env.config_changed().assert_ok();
+    env.reconcile().assert_ok();
+    env.wait_online(2);
+
+    assert!(env.instances().contains(&busy), "the busy runner is kept");
+    assert!(env.gh.runner(&busy).is_some_and(|r| r.busy));
+    assert_eq!(std::fs::read(&credentials).unwrap(), credentials_before);
+    assert!(
+        env.h.tools_dir.join("active").join(&timer).exists(),
+        "{timer}"
+    );
+    let state_after = env.h.unit_state();
+    for (key, value) in &state_before {
+        if key != "last-status" && key != "runner-binary-checked-at" {
+            assert_eq!(state_after.get(key), Some(value), "{key}");
+        }
+    }
+    assert!(paths.python_charm_cleared_marker().exists());
+}
