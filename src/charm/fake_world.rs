@@ -543,12 +543,7 @@ impl GitHub for FakeGitHub {
     }
     /// Every registration of this client's scope: the caller picks the old names.
     fn list_old_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
-        let w = self.call("list")?;
-        Ok(w.runners
-            .values()
-            .filter(|(_, t)| *t == self.token)
-            .map(|(r, _)| r.clone())
-            .collect())
+        self.list_runners()
     }
     /// Only the registrations of this client's scope (its token), as GitHub answers 404
     /// for another repository's runner.
