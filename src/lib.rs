@@ -9,6 +9,7 @@ pub mod github;
 pub mod host;
 pub mod identity;
 pub mod juju;
+pub mod legacy;
 pub mod lxd;
 pub mod manager;
 pub mod messages;

@@ -175,6 +175,15 @@ pub fn waiting_for_binary(summary: &str) -> String {
     format!("waiting for the runner binary; {summary}")
 }
 
+/// The round's summary while the Python charm's runners this charm took over from still
+/// run their last job (`juju refresh` from it).
+pub fn old_runners_finishing(summary: &str, old_runners: usize) -> String {
+    match old_runners {
+        1 => format!("{summary}; 1 old runner still finishing its job"),
+        n => format!("{summary}; {n} old runners still finishing their jobs"),
+    }
+}
+
 // ---- action-log lines ----
 
 pub const RECONCILING: &str = "reconciling runners";

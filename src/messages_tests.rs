@@ -96,6 +96,10 @@ fn every_kind() -> Vec<(&'static str, String)> {
             waiting_for_image("jammy", Some("0/1 runners")),
         ),
         ("waiting_for_binary", waiting_for_binary("0/1 runners")),
+        (
+            "old_runners_finishing",
+            old_runners_finishing("2 idle, 1 busy", 3),
+        ),
         ("RECONCILING", RECONCILING.into()),
         ("BINARY_UPDATED_FLUSHING", BINARY_UPDATED_FLUSHING.into()),
         (

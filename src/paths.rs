@@ -216,6 +216,46 @@ impl HostPaths {
         self.at("run/systemd/system")
     }
 
+    /// The Python charm's repo-policy-compliance unit file (`crate::legacy::cleanup`).
+    pub fn python_policy_service_unit(&self) -> PathBuf {
+        self.systemd_dir()
+            .join(crate::legacy::cleanup::POLICY_SERVICE)
+    }
+
+    /// The Python charm's image rebuild cron file.
+    pub fn python_rebuild_cron_file(&self) -> PathBuf {
+        self.cron_dir().join("build-runner-image")
+    }
+
+    /// The Python charm's runner binary cache.
+    pub fn python_runner_binary_dir(&self) -> PathBuf {
+        self.at("home/ubuntu/github-runner-app")
+    }
+
+    /// The Python charm's runner-fs: one loop-mounted image per runner below it.
+    pub fn python_runner_fs_dir(&self) -> PathBuf {
+        self.at("home/ubuntu/runner-fs")
+    }
+
+    /// The Python charm's runner-fs loop images and quarantined metrics files.
+    pub fn python_runner_fs_extra_dirs(&self) -> [PathBuf; 2] {
+        [
+            self.at("home/ubuntu/runner-fs-images"),
+            self.at("home/ubuntu/runner-fs-quarantine"),
+        ]
+    }
+
+    /// The kernel's mount table.
+    pub fn mount_table(&self) -> PathBuf {
+        self.proc_dir().join("mounts")
+    }
+
+    /// Present once the unit found nothing of the Python charm left (its runners drained,
+    /// its files removed): later rounds skip the search.
+    pub fn python_charm_cleared_marker(&self) -> PathBuf {
+        self.state_dir().join("python-charm-cleared")
+    }
+
     /// Mount point of the tmpfs used when runner-storage=memory.
     pub fn ram_storage_dir(&self) -> PathBuf {
         self.at("storage/ram")
@@ -250,6 +290,14 @@ mod tests {
             p.reactive_dir("app-0"),
             p.reactive_log_dir("app-0"),
             p.systemd_booted_marker(),
+            p.python_policy_service_unit(),
+            p.python_rebuild_cron_file(),
+            p.python_runner_binary_dir(),
+            p.python_runner_fs_dir(),
+            p.python_runner_fs_extra_dirs()[0].clone(),
+            p.python_runner_fs_extra_dirs()[1].clone(),
+            p.mount_table(),
+            p.python_charm_cleared_marker(),
         ] {
             assert!(path.starts_with("/tmp/x"), "{path:?}");
         }

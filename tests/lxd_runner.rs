@@ -193,7 +193,7 @@ fn a_runner_comes_online_takes_one_job_and_its_instance_disappears() {
     let inst = h.instance(name);
     assert_eq!(
         inst.profiles[..2],
-        ["default".to_string(), "runner".to_string()]
+        ["default".to_string(), "ghr-runner".to_string()]
     );
     assert_eq!(
         inst.config.get(OWNER_CONFIG_KEY).map(String::as_str),

@@ -171,7 +171,7 @@ fn ensure_host_twice_converges_on_real_lxd() {
     assert_eq!(first.timer, InstallOutcome::Updated);
     assert_eq!(
         first.profiles,
-        ["default", "runner", "cpu-1-mem-256MiB-disk-64MiB"]
+        ["default", "ghr-runner", "cpu-1-mem-256MiB-disk-64MiB"]
     );
     let source = m.fx.lxc_ok(&["storage", "get", &m.pool, "source"]);
     assert_eq!(
@@ -180,7 +180,7 @@ fn ensure_host_twice_converges_on_real_lxd() {
     );
     assert_eq!(
         m.profiles(),
-        ["cpu-1-mem-256MiB-disk-64MiB", "default", "runner"]
+        ["cpu-1-mem-256MiB-disk-64MiB", "default", "ghr-runner"]
     );
     let resource =
         m.fx.lxc_ok(&["profile", "show", "cpu-1-mem-256MiB-disk-64MiB"]);
@@ -271,7 +271,7 @@ fn a_vm_setting_change_adds_a_resource_profile_and_drops_the_old_one_once_unused
     let after = m.ensure().unwrap();
     assert_eq!(
         after.profiles,
-        ["default", "runner", "cpu-1-mem-512MiB-disk-64MiB"]
+        ["default", "ghr-runner", "cpu-1-mem-512MiB-disk-64MiB"]
     );
     assert_eq!(
         m.profiles(),
@@ -279,7 +279,7 @@ fn a_vm_setting_change_adds_a_resource_profile_and_drops_the_old_one_once_unused
             "cpu-1-mem-256MiB-disk-64MiB",
             "cpu-1-mem-512MiB-disk-64MiB",
             "default",
-            "runner"
+            "ghr-runner"
         ],
         "a runner still uses the old profile: kept"
     );
@@ -291,7 +291,7 @@ fn a_vm_setting_change_adds_a_resource_profile_and_drops_the_old_one_once_unused
     m.ensure().unwrap();
     assert_eq!(
         m.profiles(),
-        ["cpu-1-mem-768MiB-disk-64MiB", "default", "runner"],
+        ["cpu-1-mem-768MiB-disk-64MiB", "default", "ghr-runner"],
         "old profiles nothing uses are dropped"
     );
 }

@@ -353,6 +353,13 @@ impl Lxd for FakeLxd {
             .cloned()
             .collect())
     }
+    fn list_project_instances(&self) -> Result<Vec<Instance>, LxdError> {
+        let w = self.0.lock();
+        if w.lxd_down {
+            return Err(lxd_down());
+        }
+        Ok(w.instances.values().cloned().collect())
+    }
     fn list_machine_instances(&self) -> Result<Vec<crate::lxd::MachineInstance>, LxdError> {
         let w = self.0.lock();
         if w.lxd_down {
@@ -533,6 +540,10 @@ impl GitHub for FakeGitHub {
             .filter(|(_, t)| *t == self.token)
             .map(|(r, _)| r.clone())
             .collect())
+    }
+    /// Every registration of this client's scope: the caller picks the old names.
+    fn list_old_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
+        self.list_runners()
     }
     /// Only the registrations of this client's scope (its token), as GitHub answers 404
     /// for another repository's runner.

@@ -30,6 +30,9 @@ impl Lxd for LaunchWithRunnerId<'_> {
     fn list_machine_instances(&self) -> Result<Vec<crate::lxd::MachineInstance>, LxdError> {
         self.inner.list_machine_instances()
     }
+    fn list_project_instances(&self) -> Result<Vec<Instance>, LxdError> {
+        self.inner.list_project_instances()
+    }
     fn launch(&self, spec: &LaunchSpec) -> Result<(), LxdError> {
         let mut spec = spec.clone();
         spec.config
@@ -92,6 +95,9 @@ pub(super) struct PreRegistered<'g> {
 impl GitHub for PreRegistered<'_> {
     fn list_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
         self.inner.list_runners()
+    }
+    fn list_old_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
+        self.inner.list_old_runners()
     }
     fn get_runner(&self, id: u64) -> Result<Option<GitHubRunner>, GitHubError> {
         self.inner.get_runner(id)

@@ -109,7 +109,7 @@ fn created_instances_carry_owner_runner_id_scope_and_profiles_in_order() {
     );
     assert_eq!(
         instance.profiles,
-        vec!["default", "runner", "cpu-2-mem-7GiB-disk-10GiB"]
+        vec!["default", "ghr-runner", "cpu-2-mem-7GiB-disk-10GiB"]
     );
     assert_eq!(instance.instance_type, InstanceType::Container);
     assert_eq!(runner.labels, vec!["github-runner", "jammy", "gpu"]);

@@ -364,7 +364,7 @@ pub fn ensure_host_when(
 
 /// The machine's lock around the LXD objects all units share (LXD itself, the bridge and
 /// its ACL list, the pool, the profiles, the image), for `purpose`.
-fn lock_machine(
+pub(crate) fn lock_machine(
     ctx: &Context<'_>,
     purpose: &str,
 ) -> Result<crate::host::lock::UnitLock, SetupError> {

@@ -217,6 +217,16 @@ pub enum GitHubError {
 pub trait GitHub: Send + Sync {
     /// All of this unit's runners (every page), filtered by [`crate::identity::UnitIdentity::owns_name`].
     fn list_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError>;
+    /// The registrations named as the Python charm named this unit's runners
+    /// ([`crate::legacy::is_old_runner_name`]). A client that cannot tell answers an error, so
+    /// no running old runner is ever taken for idle.
+    fn list_old_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
+        Err(GitHubError::Protocol {
+            method: "GET".into(),
+            path: "actions/runners".into(),
+            reason: "this client does not list the Python charm's runners".into(),
+        })
+    }
     fn get_runner(&self, id: u64) -> Result<Option<GitHubRunner>, GitHubError>;
     fn delete_runner(&self, id: u64) -> Result<DeleteOutcome, GitHubError>;
     fn registration_token(&self) -> Result<Secret, GitHubError>;

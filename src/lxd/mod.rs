@@ -197,6 +197,9 @@ pub enum LxdError {
 pub trait Lxd: Send + Sync {
     /// Instances whose `user.github-runner.owner` equals `owner_value` (and only those).
     fn list_owned_instances(&self, owner_value: &str) -> Result<Vec<Instance>, LxdError>;
+    /// Every instance of this client's project, whoever made it (the Python charm's runners
+    /// carry no owner key: `crate::legacy` recognises them by name).
+    fn list_project_instances(&self) -> Result<Vec<Instance>, LxdError>;
     /// Every instance on the machine, whoever made it, in every project: they all share the
     /// host's CPUs and memory. A client bound to a project of its own (the tests' knob)
     /// answers that project's, the machine it is given.

@@ -475,6 +475,10 @@ pub(crate) mod tests {
             self.record("list machine instances".into())?;
             Ok(Vec::new())
         }
+        fn list_project_instances(&self) -> Result<Vec<Instance>, LxdError> {
+            self.record("list project instances".into())?;
+            Ok(Vec::new())
+        }
         fn list_owned_instances(&self, owner: &str) -> Result<Vec<Instance>, LxdError> {
             self.record(format!("list {owner}"))?;
             let launched = self.launched.lock().unwrap();

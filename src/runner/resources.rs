@@ -6,8 +6,13 @@ use std::collections::BTreeMap;
 
 /// LXD's default profile: first, so an operator's NIC or proxy device reaches every runner.
 pub const DEFAULT_PROFILE: &str = "default";
-/// The charm's own profile (kept empty; a place for operator-independent settings).
-pub const RUNNER_PROFILE: &str = "runner";
+/// The charm's own profile: the runner NIC on the runners' bridge. Not `runner`: the
+/// Python charm's profile of that name is what its VMs, still running jobs after a
+/// `juju refresh` onto this charm, use; converging it would change their NIC live.
+pub const RUNNER_PROFILE: &str = "ghr-runner";
+/// The Python charm's runner profile, also this charm's before it was renamed
+/// [`RUNNER_PROFILE`]: this charm deletes it only once unused and only if it made it.
+pub const PYTHON_RUNNER_PROFILE: &str = "runner";
 /// Storage pool holding runner root disks.
 pub const RUNNER_POOL: &str = "runner";
 
@@ -164,13 +169,17 @@ pub fn ensure_profiles(
     Ok(launch_profiles(&profile.name, extra))
 }
 
-/// Resource profiles the charm made for an earlier vm-* setting that nothing uses any more.
-/// Pure.
+/// Resource profiles the charm made for an earlier vm-* setting, and the runner profile of
+/// its earlier revisions ([`PYTHON_RUNNER_PROFILE`], made by the charm), that nothing uses
+/// any more. Pure.
 pub fn stale_profiles(profiles: &[ProfileUse], current: &str) -> Vec<String> {
     profiles
         .iter()
         .filter(|p| {
-            p.managed && p.used_by == 0 && p.name != current && is_resource_profile_name(&p.name)
+            p.managed
+                && p.used_by == 0
+                && p.name != current
+                && (is_resource_profile_name(&p.name) || p.name == PYTHON_RUNNER_PROFILE)
         })
         .map(|p| p.name.clone())
         .collect()
@@ -280,8 +289,26 @@ mod tests {
         ];
         assert_eq!(
             stale_profiles(&profiles, "cpu-2-mem-7GiB-disk-10GiB"),
-            ["cpu-2-mem-8GiB-disk-10GiB"]
+            ["runner", "cpu-2-mem-8GiB-disk-10GiB"]
         );
+    }
+
+    #[test]
+    fn the_python_charms_runner_profile_is_never_converged_nor_deleted() {
+        assert_ne!(
+            runner_profile_on(Some("lxdbr0")).name,
+            PYTHON_RUNNER_PROFILE
+        );
+        assert!(!launch_profiles("cpu-2-mem-7GiB-disk-10GiB", &[])
+            .contains(&PYTHON_RUNNER_PROFILE.to_string()));
+        let profile = |managed, used_by| ProfileUse {
+            name: PYTHON_RUNNER_PROFILE.into(),
+            used_by,
+            managed,
+        };
+        // The Python charm's (not made by this charm), or this charm's still in use: kept.
+        assert!(stale_profiles(&[profile(false, 0)], "cpu-1-mem-1GiB-disk-1GiB").is_empty());
+        assert!(stale_profiles(&[profile(true, 2)], "cpu-1-mem-1GiB-disk-1GiB").is_empty());
     }
 
     #[test]
@@ -364,7 +391,7 @@ mod tests {
             launch_profiles("cpu-1-mem-1GiB-disk-1GiB", &["test-proxy".to_string()]),
             vec![
                 "default",
-                "runner",
+                "ghr-runner",
                 "cpu-1-mem-1GiB-disk-1GiB",
                 "test-proxy"
             ]
@@ -384,11 +411,11 @@ mod tests {
             ensure_profiles(&lxd, &r, InstanceType::VirtualMachine, RUNNER_POOL, &[]).unwrap();
         assert_eq!(
             profiles,
-            vec!["default", "runner", "cpu-2-mem-7GiB-disk-10GiB"]
+            vec!["default", "ghr-runner", "cpu-2-mem-7GiB-disk-10GiB"]
         );
         assert_eq!(
             lxd.calls(),
-            vec!["profile runner", "profile cpu-2-mem-7GiB-disk-10GiB"]
+            vec!["profile ghr-runner", "profile cpu-2-mem-7GiB-disk-10GiB"]
         );
     }
 

@@ -6,13 +6,14 @@
 
 pub mod actions;
 pub mod host;
+pub mod legacy;
 pub mod reactive;
 pub mod runners;
 
 use std::sync::Arc;
 
 use super::context::Context;
-use super::decide::status::{message, ready_status};
+use super::decide::status::{message, ready_status, with_old_runners};
 use super::decide::{
     self, runner_flush, runners_live_on_juju_storage, runners_predate_boot, ConvergePlan, Decision,
     RunnerFlush, TearDownPlan,
@@ -315,6 +316,9 @@ pub(crate) fn converge_runners(
     if let Some(action) = action {
         actions::log_line(ctx, &start_line(action, flush_when));
     }
+    // The Python charm's runners drained (and what it left removed) before this charm's
+    // round, in every mode: admission counts them while they exist.
+    let old_runners = legacy::take_over(ctx, host, rt)?;
     if let Some(reactive::ReactiveConverge {
         round,
         scope_flushed,
@@ -325,7 +329,7 @@ pub(crate) fn converge_runners(
             runners::record_acted(ctx, rt)?;
         }
         return Ok(Outcome {
-            shown: Shown::Remember(round.status.clone()),
+            shown: Shown::Remember(with_old_runners(round.status.clone(), old_runners)),
             action: action.map(|_| Ok(reactive::action_results(&round))),
             ..Outcome::default()
         });
@@ -347,7 +351,7 @@ pub(crate) fn converge_runners(
     };
 
     let flush = runner_flush(&scope_flush, binary_changed_flush, own);
-    let (flushed, run, acted) = actions::with_progress(ctx, action.is_some(), |progress| {
+    let (flushed, mut run, acted) = actions::with_progress(ctx, action.is_some(), |progress| {
         Ok::<_, CharmError>(match &flush {
             RunnerFlush::None => (None, runners::reconcile(rt, &notes, progress)?, true),
             RunnerFlush::Current(mode) => {
@@ -367,6 +371,7 @@ pub(crate) fn converge_runners(
             }
         })
     })?;
+    run.status = with_old_runners(run.status, old_runners);
     // What was acted on is recorded only once the old fleet went, so a failed flush is
     // retried by the next config-changed or periodic reconcile.
     if scope && acted {

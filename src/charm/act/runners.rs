@@ -53,7 +53,7 @@ pub struct FlushRun {
     pub lock_waited_secs: u64,
 }
 
-fn acquire(rt: &Runtime, purpose: &str) -> Result<(UnitLock, u64), CharmError> {
+pub(super) fn acquire(rt: &Runtime, purpose: &str) -> Result<(UnitLock, u64), CharmError> {
     let started = rt.clock.now_epoch();
     let lock = UnitLock::acquire(&rt.paths.lock_file(), purpose, &*rt.clock, rt.lock_wait)?;
     let waited = rt.clock.now_epoch().saturating_sub(started);

@@ -184,7 +184,7 @@ fn an_old_resource_profile_goes_once_unused_and_only_in_a_round_that_removed_run
     unit.with(0, reconcile).unwrap();
     let profiles: Vec<String> = unit.world.lock().profiles.keys().cloned().collect();
     assert!(!profiles.contains(&old.to_string()), "{profiles:?}");
-    assert!(profiles.contains(&"runner".to_string()), "{profiles:?}");
+    assert!(profiles.contains(&"ghr-runner".to_string()), "{profiles:?}");
     assert_eq!(profiles.len(), 2, "{profiles:?}");
 }
 

@@ -88,6 +88,17 @@ pub fn shown_after_round(
     worst(notes.iter().cloned().chain([round.clone()])).unwrap_or(round)
 }
 
+/// `status` telling how many of the Python charm's runners still finish their job: an
+/// Active summary says it; any other status is worth more than the count.
+pub fn with_old_runners(status: Status, finishing: Option<usize>) -> Status {
+    match (status, finishing) {
+        (Status::Active(summary), Some(n)) if n > 0 => {
+            Status::Active(messages::old_runners_finishing(&summary, n))
+        }
+        (status, _) => status,
+    }
+}
+
 /// The text of a status, whatever its kind.
 pub fn message(status: &Status) -> &str {
     match status {

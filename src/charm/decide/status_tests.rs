@@ -113,3 +113,20 @@ fn reconcile_status_table() {
         assert!(message.contains(text), "{status:?} lacks {text:?}");
     }
 }
+
+#[test]
+fn an_active_unit_says_how_many_old_runners_still_finish_their_jobs() {
+    let active = Status::Active("1 idle, 0 busy".into());
+    assert_eq!(
+        with_old_runners(active.clone(), Some(2)),
+        Status::Active("1 idle, 0 busy; 2 old runners still finishing their jobs".into())
+    );
+    assert_eq!(
+        with_old_runners(active.clone(), Some(1)),
+        Status::Active("1 idle, 0 busy; 1 old runner still finishing its job".into())
+    );
+    assert_eq!(with_old_runners(active.clone(), Some(0)), active);
+    assert_eq!(with_old_runners(active.clone(), None), active);
+    let blocked = Status::Blocked("token refused".into());
+    assert_eq!(with_old_runners(blocked.clone(), Some(3)), blocked);
+}

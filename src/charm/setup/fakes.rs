@@ -176,6 +176,9 @@ impl Lxd for FakeLxd {
     fn list_machine_instances(&self) -> Result<Vec<crate::lxd::MachineInstance>, LxdError> {
         unused("list machine instances")
     }
+    fn list_project_instances(&self) -> Result<Vec<Instance>, LxdError> {
+        unused("list project instances")
+    }
     fn launch(&self, _spec: &LaunchSpec) -> Result<(), LxdError> {
         unused("launch")
     }

@@ -44,10 +44,15 @@ fn network_inputs(
     } else {
         None
     };
-    let host_ports = match aproxy_upstream {
+    let mut host_ports = match aproxy_upstream {
         Some(_) => vec![crate::network::aproxy::LISTEN_PORT],
         None => Vec::new(),
     };
+    if ctx.paths.python_policy_service_unit().exists() {
+        // The Python charm's runners still running a job call its policy service at job
+        // start; it goes (and the port closes) once the last of them did.
+        host_ports.push(crate::legacy::cleanup::POLICY_PORT);
+    }
     Ok(NetworkInputs {
         acl: crate::network::acl_inputs(config, rejected, exempt, host_ports),
         tmate,

@@ -81,13 +81,13 @@ fn a_ready_machine_gets_pool_profiles_timer_and_deploy_record() {
     assert_eq!(ready.pool, "runner");
     assert_eq!(
         ready.profiles,
-        ["default", "runner", "cpu-2-mem-7GiB-disk-10GiB"]
+        ["default", "ghr-runner", "cpu-2-mem-7GiB-disk-10GiB"]
     );
     assert_eq!(
         edges.lxd_calls(),
         [
             "pool runner dir /storage/juju",
-            "profile runner",
+            "profile ghr-runner",
             "profile cpu-2-mem-7GiB-disk-10GiB",
             "get image jammy"
         ]

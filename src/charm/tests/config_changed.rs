@@ -289,7 +289,7 @@ fn a_vm_change_leaves_running_runners_and_new_ones_use_the_new_profile() {
         .expect("a new runner");
     assert_eq!(
         newest.profiles,
-        vec!["default", "runner", "cpu-4-mem-7GiB-disk-10GiB"]
+        vec!["default", "ghr-runner", "cpu-4-mem-7GiB-disk-10GiB"]
     );
     assert!(w.instances[&before[0]]
         .profiles

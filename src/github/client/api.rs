@@ -86,19 +86,11 @@ impl GitHubClient {
     }
 }
 
-impl GitHub for GitHubClient {
-    /// Every page, re-read from the start when `total_count` moved between pages: a
-    /// registration deleted (anyone's, in the whole scope) while the listing is between
-    /// pages shifts every later entry one place back, so the first entry of the next page
-    /// was on the page already read and is skipped. The first settled read is the answer;
-    /// after [`MAX_LISTINGS`] unsettled reads the union of them is returned: listing a gone runner costs a round, missing a live one
-    /// could kill its job. A deletion and an addition between the same two pages keep the
-    /// count and still shift; the manager confirms any runner a listing lacks with
-    /// [`GitHub::get_runner`] before removing it.
-    fn list_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
+impl GitHubClient {
+    /// The registrations whose name `keep` accepts ([`GitHub::list_runners`]).
+    fn list_named(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<GitHubRunner>, GitHubError> {
         let mut url = self.scope_url(&["actions", "runners"]);
         url.query_pairs_mut().append_pair("per_page", PER_PAGE);
-        let identity = &self.settings.identity;
         let mut by_id = std::collections::BTreeMap::new();
         for attempt in 1..=MAX_LISTINGS {
             let mut totals = Vec::new();
@@ -114,7 +106,7 @@ impl GitHub for GitHubClient {
             }
             // An insertion between pages shifts entries forward: the same id twice. A later
             // read of a runner replaces an earlier one.
-            for r in runners.into_iter().filter(|r| identity.owns_name(&r.name)) {
+            for r in runners.into_iter().filter(|r| keep(&r.name)) {
                 by_id.insert(r.id, r);
             }
             if settled {
@@ -127,6 +119,26 @@ impl GitHub for GitHubClient {
             );
         }
         Ok(by_id.into_values().map(GitHubRunner::from).collect())
+    }
+}
+
+impl GitHub for GitHubClient {
+    /// Every page, re-read from the start when `total_count` moved between pages: a
+    /// registration deleted (anyone's, in the whole scope) while the listing is between
+    /// pages shifts every later entry one place back, so the first entry of the next page
+    /// was on the page already read and is skipped. The first settled read is the answer;
+    /// after [`MAX_LISTINGS`] unsettled reads the union of them is returned: listing a gone runner costs a round, missing a live one
+    /// could kill its job. A deletion and an addition between the same two pages keep the
+    /// count and still shift; the manager confirms any runner a listing lacks with
+    /// [`GitHub::get_runner`] before removing it.
+    fn list_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
+        let identity = &self.settings.identity;
+        self.list_named(|name| identity.owns_name(name))
+    }
+
+    fn list_old_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
+        let identity = &self.settings.identity;
+        self.list_named(|name| crate::legacy::is_old_runner_name(identity, name))
     }
 
     fn get_runner(&self, id: u64) -> Result<Option<GitHubRunner>, GitHubError> {

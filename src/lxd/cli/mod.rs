@@ -342,6 +342,10 @@ impl Lxd for LxcCli {
         LxcCli::list_machine_instances(self)
     }
 
+    fn list_project_instances(&self) -> Result<Vec<Instance>, LxdError> {
+        self.list_all_instances()
+    }
+
     fn launch(&self, spec: &LaunchSpec) -> Result<(), LxdError> {
         instances::launch(self, spec)
     }
