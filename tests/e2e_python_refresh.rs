@@ -227,3 +227,34 @@ fn a_refresh_between_revisions_of_this_charm_keeps_state_credentials_timer_and_r
     }
     assert!(paths.python_charm_cleared_marker().exists());
 }
+
+/// stop after a refresh: the machine is going away, so the Python charm's runners go as
+/// this charm's do, the busy one too (it would otherwise keep taking jobs after
+/// `juju remove-unit`); another unit's look-alike stays.
+#[test]
+fn stop_after_a_refresh_removes_the_python_charms_runners_busy_ones_too() {
+    let mut env = CharmEnv::new(1);
+    let app = env.unit.app.clone();
+    let prefix = format!("{app}-0-");
+    let (idle, busy) = (old_name(&prefix, 1), old_name(&prefix, 2));
+    let other_unit = old_name(&format!("{app}-1-"), 4);
+    for name in [&idle, &busy, &other_unit] {
+        env.fx
+            .lxc_ok(&["launch", lxd_fixture::IMAGE_ALIAS, name.as_str()]);
+        env.gh.add_runner(REPO, name, &[&app]);
+    }
+    assert!(env.gh.set_runner_busy(&busy, true));
+    env.h.hook("upgrade-charm").assert_ok();
+    assert!(project_instances(&env).contains(&busy), "kept for its job");
+
+    env.h.hook("stop").assert_ok();
+    let instances = project_instances(&env);
+    assert!(
+        !instances.contains(&idle) && !instances.contains(&busy),
+        "{instances:?}"
+    );
+    assert!(instances.contains(&other_unit), "{instances:?}");
+    let regs = env.registrations();
+    assert!(!regs.contains(&idle), "{regs:?}");
+    assert!(regs.contains(&other_unit), "{regs:?}");
+}

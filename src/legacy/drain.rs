@@ -10,6 +10,15 @@ use crate::identity::UnitIdentity;
 use crate::lxd::{Instance, InstanceState};
 use std::collections::BTreeMap;
 
+/// Why the old runners go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainWhen {
+    /// A refresh: each busy one is left to finish its job.
+    JobsFinished,
+    /// stop, remove: the machine is going away, busy ones too (as this charm's own).
+    Now,
+}
+
 /// One old runner to take away now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retire {
@@ -18,13 +27,15 @@ pub struct Retire {
     pub registrations: Vec<u64>,
     /// Its instance, when it has one.
     pub instance: Option<InstanceState>,
+    pub when: DrainWhen,
 }
 
 impl Retire {
     /// Its instance may go only once its registrations did: a running VM still registered
-    /// could take a job. A stopped one runs nothing.
+    /// could take a job. A stopped one runs nothing; at stop nothing waits.
     pub fn instance_waits_for_deregistration(&self) -> bool {
-        matches!(self.instance, Some(InstanceState::Running))
+        self.when == DrainWhen::JobsFinished
+            && matches!(self.instance, Some(InstanceState::Running))
     }
 }
 
@@ -50,6 +61,7 @@ pub fn plan_drain(
     identity: &UnitIdentity,
     instances: &[Instance],
     registrations: Option<&[GitHubRunner]>,
+    when: DrainWhen,
 ) -> DrainPlan {
     #[derive(Default)]
     struct Seen {
@@ -82,17 +94,19 @@ pub fn plan_drain(
     for (name, seen) in by_name {
         let busy = seen.registrations.iter().any(|(_, busy)| *busy);
         let ids: Vec<u64> = seen.registrations.iter().map(|(id, _)| *id).collect();
-        let goes = match &seen.instance {
-            Some(InstanceState::Stopped | InstanceState::Error) => true,
-            Some(InstanceState::Running) => registrations.is_some() && !busy,
-            Some(InstanceState::Other(_)) => false,
-            None => !busy,
-        };
+        let goes = when == DrainWhen::Now
+            || match &seen.instance {
+                Some(InstanceState::Stopped | InstanceState::Error) => true,
+                Some(InstanceState::Running) => registrations.is_some() && !busy,
+                Some(InstanceState::Other(_)) => false,
+                None => !busy,
+            };
         if goes {
             plan.retire.push(Retire {
                 name,
                 registrations: ids,
                 instance: seen.instance,
+                when,
             });
         } else {
             plan.finishing.push(name);
@@ -151,6 +165,7 @@ mod tests {
             name: name.into(),
             registrations: ids.to_vec(),
             instance,
+            when: DrainWhen::JobsFinished,
         }
     }
 
@@ -174,7 +189,7 @@ mod tests {
             reg(8, &old(8), false, false), // registration whose VM is gone
             reg(9, &old(9), true, true),   // busy registration whose VM is gone
         ];
-        let plan = plan_drain(&me(), &instances, Some(&regs));
+        let plan = plan_drain(&me(), &instances, Some(&regs), DrainWhen::JobsFinished);
         assert_eq!(
             plan.retire,
             vec![
@@ -197,7 +212,7 @@ mod tests {
             instance(&old(1), InstanceState::Running),
             instance(&old(2), InstanceState::Stopped),
         ];
-        let plan = plan_drain(&me(), &instances, None);
+        let plan = plan_drain(&me(), &instances, None, DrainWhen::JobsFinished);
         assert_eq!(
             plan.retire,
             vec![retire(&old(2), &[], Some(InstanceState::Stopped))]
@@ -227,8 +242,32 @@ mod tests {
             reg(3, "gr-0-0123456789ab", false, false),
             reg(4, &format!("gr-x-0-{HEX24}"), false, false),
         ];
-        let plan = plan_drain(&me(), &instances, Some(&regs));
+        let plan = plan_drain(&me(), &instances, Some(&regs), DrainWhen::JobsFinished);
         assert!(plan.is_empty(), "{plan:?}");
-        assert!(plan_drain(&me(), &[], Some(&[])).is_empty());
+        assert!(plan_drain(&me(), &[], Some(&[]), DrainWhen::JobsFinished).is_empty());
+    }
+
+    #[test]
+    fn at_stop_every_old_runner_goes_busy_ones_too_without_waiting() {
+        let instances = [
+            instance(&old(1), InstanceState::Running),
+            instance(&old(2), InstanceState::Other("Stopping".into())),
+            instance(&format!("gr-1-{HEX24}"), InstanceState::Running),
+        ];
+        let regs = [reg(1, &old(1), true, true), reg(9, &old(9), true, true)];
+        for listing in [Some(&regs[..]), None] {
+            let plan = plan_drain(&me(), &instances, listing, DrainWhen::Now);
+            assert!(plan.finishing.is_empty(), "{plan:?}");
+            let names: Vec<&str> = plan.retire.iter().map(|r| r.name.as_str()).collect();
+            let expected: Vec<String> = match listing {
+                Some(_) => vec![old(1), old(2), old(9)],
+                None => vec![old(1), old(2)],
+            };
+            assert_eq!(names, expected);
+            assert!(plan
+                .retire
+                .iter()
+                .all(|r| !r.instance_waits_for_deregistration()));
+        }
     }
 }

@@ -9,7 +9,7 @@ use super::super::error::CharmError;
 use super::super::runtime::Runtime;
 use crate::github::DeleteOutcome;
 use crate::legacy::cleanup::{self, AclFound, Found, Step};
-use crate::legacy::drain::{plan_drain, Retire};
+use crate::legacy::drain::{plan_drain, DrainWhen, Retire};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,7 +39,12 @@ pub fn take_over(
             None
         }
     };
-    let plan = plan_drain(&rt.identity, &instances, registrations.as_deref());
+    let plan = plan_drain(
+        &rt.identity,
+        &instances,
+        registrations.as_deref(),
+        DrainWhen::JobsFinished,
+    );
     let mut finishing = plan.finishing.len();
     for retire in &plan.retire {
         if !retire_one(rt, retire) {
@@ -63,6 +68,36 @@ pub fn take_over(
         }
     }
     Ok(Some(0))
+}
+
+/// stop, remove: the machine is going away, so the Python charm's runners go as this
+/// charm's own do, busy ones too (else they would keep running and taking jobs after
+/// `juju remove-unit`). The host's leftovers stay for the take-over of a later deploy.
+pub fn remove_every_old_runner(rt: &Runtime) {
+    if rt.paths.python_charm_cleared_marker().exists() {
+        return;
+    }
+    let instances = match rt.lxd.list_project_instances() {
+        Ok(instances) => instances,
+        Err(e) => {
+            tracing::warn!("cannot list LXD instances to find the Python charm's runners: {e}");
+            return;
+        }
+    };
+    let registrations = rt
+        .github
+        .list_old_runners()
+        .map_err(|e| tracing::warn!("cannot list GitHub runners to find the Python charm's: {e}"))
+        .ok();
+    let plan = plan_drain(
+        &rt.identity,
+        &instances,
+        registrations.as_deref(),
+        DrainWhen::Now,
+    );
+    for retire in &plan.retire {
+        retire_one(rt, retire);
+    }
 }
 
 /// Deregisters `retire`, then deletes its instance (a running one only once GitHub no

@@ -488,6 +488,7 @@ fn tear_down(ctx: &Context<'_>, host: &dyn Host, plan: TearDownPlan) -> Result<(
         ),
         Err(e) => tracing::warn!("taking the runners down failed: {e}"),
     }
+    legacy::remove_every_old_runner(&rt);
     if steps.unit_removed {
         // Profiles first: the runner profile's NIC keeps a bridge the charm made in use.
         let left = crate::runner::resources::remove_charm_leftovers(&*rt.lxd, &rt.storage_pool);
