@@ -472,3 +472,73 @@ fn a_unit_of_a_200_character_application_gets_its_acl_and_a_runner() {
     assert_eq!(env.fx.lxd().acl(&acl).unwrap(), None);
     assert!(env.instances().is_empty());
 }
+
+/// The host's TCP rule of the unit's ACL: its port ranges.
+fn host_tcp_ports(env: &CharmEnv, acl: &str) -> String {
+    let rules = env.fx.lxd().acl(acl).unwrap().expect("the ACL").egress;
+    rules
+        .iter()
+        .find(|r| r.description == "host: tcp" || r.description == "host: every protocol")
+        .map(|r| r.destination_port.clone())
+        .unwrap_or_else(|| panic!("no host rule: {rules:?}"))
+}
+
+/// Issue 21 on a bridge: while the Python charm's busy runner runs its job, host TCP 8080
+/// (its job-start policy check) stays open and its `github` ACL stays attached; once the
+/// runner is gone the policy service goes, 8080 closes and the `github` ACL is detached
+/// from the bridge and deleted.
+#[test]
+fn a_refresh_keeps_the_policy_port_and_the_old_acl_until_the_last_old_runner_is_gone() {
+    let (bridge, _) = TestBridge::create("ghp");
+    let mut env = CharmEnv::new(1);
+    env.h.env.insert(BRIDGE_ENV.into(), bridge.0.clone());
+    let old_acl = github_runner::legacy::cleanup::ACL;
+    env.fx.lxc_ok(&["network", "acl", "create", old_acl]);
+    env.fx.lxc_ok(&[
+        "network",
+        "acl",
+        "rule",
+        "add",
+        old_acl,
+        "egress",
+        "action=reject",
+        "destination=10.250.0.0/16",
+    ]);
+    lxc_ok(&[
+        "network",
+        "set",
+        &bridge.0,
+        &format!("security.acls={old_acl}"),
+    ]);
+    let paths = github_runner::paths::HostPaths::new(&env.h.host_root);
+    let service = paths.python_policy_service_unit();
+    std::fs::create_dir_all(service.parent().unwrap()).unwrap();
+    std::fs::write(&service, "[Service]\nExecStart=/bin/true\n").unwrap();
+    let busy = format!("{}-0-0123456789abcdef01234567", env.unit.app);
+    env.fx
+        .lxc_ok(&["launch", lxd_fixture::IMAGE_ALIAS, busy.as_str()]);
+    env.gh
+        .add_runner(charm_env::REPO, &busy, &[&env.unit.app.clone()]);
+    assert!(env.gh.set_runner_busy(&busy, true));
+
+    env.h.hook("upgrade-charm").assert_ok();
+    env.deploy();
+    let acl = acl_name(&env.unit);
+    assert_eq!(host_tcp_ports(&env, &acl), "1-8079,8081-65535");
+    let acls = env.fx.lxd().network(&bridge.0).unwrap().unwrap().config["security.acls"].clone();
+    assert!(acls.split(',').any(|a| a == old_acl), "{acls}");
+    assert!(service.exists());
+
+    // Its job ends: the VM powers off, GitHub drops the ephemeral registration.
+    env.fx.lxc_ok(&["stop", "--force", busy.as_str()]);
+    assert!(env.gh.remove_runner(&busy));
+    env.reconcile().assert_ok();
+    assert!(!service.exists());
+    assert_eq!(host_tcp_ports(&env, &acl), "", "every port closed again");
+    let acls = env.fx.lxd().network(&bridge.0).unwrap().unwrap().config["security.acls"].clone();
+    assert_eq!(acls, acl);
+    assert_eq!(env.fx.lxd().acl(old_acl).unwrap(), None);
+    for hook in ["stop", "remove"] {
+        env.h.hook(hook).assert_ok();
+    }
+}
