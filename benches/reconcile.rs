@@ -97,7 +97,14 @@ impl Unit {
         let identity = UnitIdentity::parse("github-runner/0", "bench-model").expect("unit name");
         let config = config(&gh);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let mut settings = ClientSettings::from_config(&config, identity.clone());
+        let token = config.token().cloned().unwrap_or_default();
+        let mut settings = ClientSettings::from_config(
+            &config,
+            identity.clone(),
+            std::sync::Arc::new(
+                github_runner::credential::provider::CredentialProvider::token(token),
+            ),
+        );
         settings.proxy = ProxySettings::from_values(None, None, None);
         let github = GitHubClient::new(settings)
             .expect("GitHub client for the fake")

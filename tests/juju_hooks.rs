@@ -418,7 +418,11 @@ fn another_charm_binary_file_restarts_the_running_exporter() {
     let calls_file = h.tools_dir.join("calls");
     let calls = || std::fs::read_to_string(&calls_file).unwrap_or_default();
     h.hook("update-status").assert_ok();
-    assert!(calls().contains(&format!("restart {service}")), "{}", calls());
+    assert!(
+        calls().contains(&format!("restart {service}")),
+        "{}",
+        calls()
+    );
 
     // The same binary again: asked, not restarted.
     std::fs::remove_file(&calls_file).unwrap();
@@ -431,5 +435,9 @@ fn another_charm_binary_file_restarts_the_running_exporter() {
     std::fs::copy(&bin, &next).unwrap();
     std::fs::rename(&next, &bin).unwrap();
     h.hook("update-status").assert_ok();
-    assert!(calls().contains(&format!("restart {service}")), "{}", calls());
+    assert!(
+        calls().contains(&format!("restart {service}")),
+        "{}",
+        calls()
+    );
 }

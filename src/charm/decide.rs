@@ -189,7 +189,7 @@ pub fn runtime_error_status(err: &RuntimeError) -> Status {
             Status::Waiting(messages::waiting_for_lxd_install(err))
         }
         RuntimeError::Lxd(_) => Status::Waiting(messages::waiting_for_lxd(err)),
-        RuntimeError::GitHub(_) => Status::Blocked(err.to_string()),
+        RuntimeError::GitHub(_) | RuntimeError::Credential(_) => Status::Blocked(err.to_string()),
     }
 }
 
@@ -209,8 +209,21 @@ impl ConfigChangePlan {
 /// Compare `config` with what `state` says the charm last acted on.
 pub fn plan_change(state: &UnitState, config: &CharmConfig) -> ConfigChangePlan {
     ConfigChangePlan {
-        flush_for: state.acted_scope().changed_options(&ActedScope::of(config)),
+        flush_for: state
+            .acted_scope()
+            .changed_options(&ActedScope::of(config))
+            .into_iter()
+            .filter(|option| !is_credential_only(option))
+            .collect(),
     }
+}
+
+/// A new credential for the same path and github-url (PAT rotation, PAT <-> App, App key
+/// rotation) flushes nothing: a registration belongs to the path, not to the credential
+/// that made it, and the new one lists, removes and replaces the runners as the old one
+/// would. (The old token may already be revoked, so nothing may depend on it.)
+fn is_credential_only(option: &str) -> bool {
+    option == "token"
 }
 
 /// How often the periodic event asks GitHub for the latest runner binary. GitHub releases

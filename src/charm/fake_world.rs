@@ -137,7 +137,7 @@ impl FakeWorld {
             .open(&tarball)
             .and_then(|f| f.set_modified(in_place))
             .unwrap();
-        let github = self.github(config.token.expose());
+        let github = self.github(config.token().map_or("", |t| t.expose()));
         let clock: Arc<dyn Clock> = self.clock.clone();
         let world = self.clone();
         let mut rt = Runtime::from_parts(
@@ -150,8 +150,9 @@ impl FakeWorld {
             RunnerEnvironment::default(),
             root.to_path_buf(),
         );
-        rt.github_factory =
-            Arc::new(move |config, _identity, _clock| Ok(world.github(config.token.expose())));
+        rt.github_factory = Arc::new(move |config, _identity, _paths, _clock| {
+            Ok(world.github(config.token().map_or("", |t| t.expose())))
+        });
         rt
     }
 

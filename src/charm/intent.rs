@@ -62,6 +62,8 @@ pub struct Converge {
     pub runners: RunnerStep,
     /// Results and failures go to action-set/action-fail, progress to action-log.
     pub action: Option<Action>,
+    /// `secret-change`: read the credential's secret at its latest revision (`--refresh`).
+    pub refresh_secrets: bool,
 }
 
 /// The runner binary update check.
@@ -143,6 +145,7 @@ impl Intent {
             },
             runners,
             action: None,
+            refresh_secrets: false,
         };
         let restart = |flush| RunnerStep::Reconcile {
             flush,
@@ -173,6 +176,20 @@ impl Intent {
                 binary: BinaryStep::Skip,
                 runners: reconcile_scope,
                 action: None,
+                refresh_secrets: false,
+            }),
+            // A new revision of a secret the options name (the token, the App's key): the
+            // converge a token change does, with the latest revision. No host setup input
+            // comes from a secret.
+            E::SecretChanged => Intent::Converge(Converge {
+                set_version: false,
+                announce: None,
+                install_lxd_first: false,
+                host: Some(When::IfChanged),
+                binary: BinaryStep::Skip,
+                runners: reconcile_scope,
+                action: None,
+                refresh_secrets: true,
             }),
             E::RunnerStorageAttached => Intent::Converge(Converge {
                 binary: BinaryStep::Skip,
@@ -197,6 +214,7 @@ impl Intent {
                 },
                 runners: reconcile_scope,
                 action: None,
+                refresh_secrets: false,
             }),
             E::Stop => Intent::TearDown(TearDown {
                 remove_timer: true,
@@ -267,6 +285,7 @@ impl Intent {
                     announce: None,
                 },
                 action: None,
+                refresh_secrets: false,
             }),
             E::Relation { endpoint, kind } => Intent::Nothing(Nothing::Relation {
                 endpoint: endpoint.name(),
@@ -291,6 +310,7 @@ impl Intent {
                     announce: None,
                 },
                 action: Some(action),
+                refresh_secrets: false,
             })
         };
         match action {

@@ -23,9 +23,11 @@ use super::edge::Host;
 use super::error::CharmError;
 use super::intent::Intent;
 use super::setup::HOST_READY_KEY;
+use crate::config::credential::{APP_ID, APP_INSTALLATION_ID, APP_PRIVATE_KEY};
 use crate::config::{validate, CharmConfig, ConfigContext, ConfigError};
+use crate::credential::resolve::resolve;
 use crate::juju::state::UnitState;
-use crate::juju::{HookToolError, HookTools, LogLevel, Status, StorageInfo};
+use crate::juju::{HookToolError, HookTools, LogLevel, SecretRead, Status, StorageInfo};
 use crate::runner::guards;
 
 /// What the hook knows before deciding.
@@ -68,7 +70,11 @@ pub fn observe(
         | Intent::Converge(_)
         | Intent::CheckRunners
         | Intent::UpdateDependencies => {
-            let config = read_config(ctx)?;
+            let mut config = read_config(ctx)?;
+            if let (Ok(valid), false) = (&config, matches!(intent, Intent::ReportOnly)) {
+                // update-status reports without GitHub: its config needs no credential.
+                config = resolve_credential(ctx, valid.clone(), secret_read(intent))?;
+            }
             if config.is_ok() {
                 seen.state = Some(UnitState::load(ctx.tools)?);
                 if !matches!(intent, Intent::ReportOnly) {
@@ -94,6 +100,36 @@ pub(crate) fn read_config(
     Ok(validate(&raw, &config_context(ctx)))
 }
 
+/// `secret-changed` takes the new revision; every other hook the tracked one.
+fn secret_read(intent: &Intent) -> SecretRead {
+    match intent {
+        Intent::Converge(c) if c.refresh_secrets => SecretRead::Refresh,
+        _ => SecretRead::Tracked,
+    }
+}
+
+/// `config` with its credential read from the Juju secret the options name; a secret Juju
+/// refuses, or a bad key, is a configuration problem like any other.
+pub(crate) fn resolve_credential(
+    ctx: &Context<'_>,
+    mut config: CharmConfig,
+    read: SecretRead,
+) -> Result<Result<CharmConfig, ConfigError>, HookToolError> {
+    if config.credential.is_some() {
+        return Ok(Ok(config));
+    }
+    Ok(resolve(
+        ctx.tools,
+        &config.credential_source,
+        read,
+        &ctx.hook.identity.app,
+    )?
+    .map(|credential| {
+        config.credential = Some(credential);
+        config
+    }))
+}
+
 fn config_context<'a>(ctx: &Context<'a>) -> ConfigContext<'a> {
     ConfigContext {
         app_name: &ctx.hook.identity.app,
@@ -107,7 +143,18 @@ fn teardown_facts(ctx: &Context<'_>) -> Result<TeardownFacts, CharmError> {
         tracing::warn!("{e}");
         None
     });
-    let config = cleanup_config(&raw, previous.as_ref(), &config_context(ctx));
+    let config = match cleanup_config(&raw, previous.as_ref(), &config_context(ctx)) {
+        Some(config) => match resolve_credential(ctx, config, SecretRead::Tracked)? {
+            Ok(resolved) => Some(resolved),
+            // The secret is gone (revoked before the removal): the credential acted on.
+            Err(_) => previous.as_ref().and_then(|p| {
+                validate(&raw, &config_context(ctx))
+                    .ok()
+                    .map(|current| p.apply_to(&current))
+            }),
+        },
+        None => None,
+    };
     let host_was_set_up = match config {
         Some(_) => true,
         None => ctx.tools.state_get()?.contains_key(HOST_READY_KEY),
@@ -132,8 +179,12 @@ pub(crate) fn cleanup_config(
     }
     let previous = previous?;
     let mut with_previous = raw.clone();
+    // The credential options validated with a stand-in; the credential is the previous one.
+    for key in [APP_ID, APP_INSTALLATION_ID, APP_PRIVATE_KEY] {
+        with_previous.remove(key);
+    }
     for (key, value) in [
-        ("token", previous.token.expose().to_string()),
+        ("token", "previous-credential".to_string()),
         ("path", previous.path.display()),
         ("group", previous.group.clone()),
         ("labels", previous.labels.join(",")),
@@ -141,7 +192,9 @@ pub(crate) fn cleanup_config(
     ] {
         with_previous.insert(key.to_string(), value.into());
     }
-    validate(&with_previous, config_ctx).ok()
+    validate(&with_previous, config_ctx)
+        .ok()
+        .map(|config| previous.apply_to(&config))
 }
 
 /// The hook tools with `config-get` and `state-get` answered at most once per hook: later
@@ -252,8 +305,12 @@ impl HookTools for OnceReads<'_> {
     fn juju_reboot(&self, now: bool) -> Result<(), HookToolError> {
         self.inner.juju_reboot(now)
     }
-    fn secret_get(&self, secret_id: &str) -> Result<BTreeMap<String, String>, HookToolError> {
-        self.inner.secret_get(secret_id)
+    fn secret_read(
+        &self,
+        secret_id: &str,
+        read: crate::juju::SecretRead,
+    ) -> Result<BTreeMap<String, String>, HookToolError> {
+        self.inner.secret_read(secret_id, read)
     }
 }
 

@@ -12,6 +12,8 @@ use std::time::Duration;
 use super::context::Context;
 use crate::clock::{Clock, SystemClock};
 use crate::config::CharmConfig;
+use crate::credential::provider::CredentialProvider;
+use crate::credential::store::CredentialStore;
 use crate::github::{ClientSettings, ClientSetupError, GitHub, GitHubClient};
 use crate::host::lock::LockWait;
 use crate::identity::UnitIdentity;
@@ -37,6 +39,8 @@ pub enum RuntimeError {
     Lxd(#[from] LxdError),
     #[error("cannot set up the GitHub client: {0}")]
     GitHub(#[from] ClientSetupError),
+    #[error(transparent)]
+    Credential(#[from] crate::credential::store::StoreError),
 }
 
 /// The effects and settings of one hook. `Sync`: the executor shares it across threads.
@@ -59,9 +63,15 @@ pub struct Runtime {
     pub github_factory: GitHubFactory,
 }
 
-/// Builds a GitHub client for a configuration's credentials and scope.
+/// Builds a GitHub client for a configuration's credentials and scope (an App's tokens
+/// cached in the unit's credential file under its paths).
 pub type GitHubFactory = Arc<
-    dyn Fn(&CharmConfig, &UnitIdentity, Arc<dyn Clock>) -> Result<Arc<dyn GitHub>, ClientSetupError>
+    dyn Fn(
+            &CharmConfig,
+            &UnitIdentity,
+            &HostPaths,
+            Arc<dyn Clock>,
+        ) -> Result<Arc<dyn GitHub>, ClientSetupError>
         + Send
         + Sync,
 >;
@@ -88,7 +98,11 @@ impl Runtime {
             lxc = lxc.in_project(project);
         }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let github = github_client(&config, &identity, clock.clone())?;
+        if let Some(credential) = &config.credential {
+            // What the unit's long-running processes authenticate with from now on.
+            CredentialStore::for_unit(ctx.paths).put(credential, &*clock)?;
+        }
+        let github = github_client(&config, &identity, ctx.paths, clock.clone())?;
         let environment = runner_environment(
             &ctx.hook.proxy,
             &config,
@@ -137,7 +151,8 @@ impl Runtime {
     /// The same runtime acting with `config`'s credentials and scope (token, path, group,
     /// github-url): a new GitHub client, the same LXD, clock and paths.
     pub fn with_credentials(&self, config: CharmConfig) -> Result<Runtime, RuntimeError> {
-        let github = (self.github_factory)(&config, &self.identity, self.clock.clone())?;
+        let github =
+            (self.github_factory)(&config, &self.identity, &self.paths, self.clock.clone())?;
         Ok(self.with_github(config, github))
     }
 
@@ -181,12 +196,20 @@ pub fn lxd_project_from(var: impl Fn(&str) -> Option<String>) -> Option<String> 
         .filter(|p| !p.is_empty())
 }
 
+/// The client a hook uses: the credential it resolved (`config.credential`). None (a
+/// configuration nobody resolved) reads the unit's credential file, as a worker does.
 fn github_client(
     config: &CharmConfig,
     identity: &UnitIdentity,
+    paths: &HostPaths,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<dyn GitHub>, ClientSetupError> {
-    let settings = ClientSettings::from_config(config, identity.clone());
+    let store = CredentialStore::for_unit(paths);
+    let provider = match &config.credential {
+        Some(credential) => CredentialProvider::resolved(credential.clone(), store, clock.clone()),
+        None => CredentialProvider::following(store, clock.clone()),
+    };
+    let settings = ClientSettings::from_config(config, identity.clone(), Arc::new(provider));
     Ok(Arc::new(GitHubClient::new(settings)?.with_clock(clock)))
 }
 

@@ -18,10 +18,11 @@ pub enum ApiCall {
     ListRunnerGroups,
     GetJob,
     ListRunJobs,
+    InstallationToken,
 }
 
 impl ApiCall {
-    pub const ALL: [ApiCall; 10] = [
+    pub const ALL: [ApiCall; 11] = [
         ApiCall::ListRunners,
         ApiCall::GetRunner,
         ApiCall::DeleteRunner,
@@ -32,6 +33,7 @@ impl ApiCall {
         ApiCall::ListRunnerGroups,
         ApiCall::GetJob,
         ApiCall::ListRunJobs,
+        ApiCall::InstallationToken,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +48,7 @@ impl ApiCall {
             ApiCall::ListRunnerGroups => "list-runner-groups",
             ApiCall::GetJob => "get-job",
             ApiCall::ListRunJobs => "list-run-jobs",
+            ApiCall::InstallationToken => "installation-token",
         }
     }
 

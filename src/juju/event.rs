@@ -104,6 +104,8 @@ pub enum Event {
     Remove,
     UpgradeCharm,
     ConfigChanged,
+    /// A new revision of a secret this application reads (its owner changed it).
+    SecretChanged,
     UpdateStatus,
     LeaderElected,
     LeaderSettingsChanged,
@@ -116,7 +118,7 @@ pub enum Event {
     Action(Action),
     /// The periodic reconcile (custom dispatch path, not a Juju hook).
     ReconcileRunners,
-    /// A hook this charm does not handle (`secret-changed`, a future Juju hook, ...).
+    /// A hook this charm does not handle (`secret-remove`, a future Juju hook, ...).
     UnknownHook(String),
     /// An action not in actions.yaml (Juju refuses those, but a stale charm dir may not).
     UnknownAction(String),
@@ -151,6 +153,7 @@ impl Event {
             "remove" => Event::Remove,
             "upgrade-charm" => Event::UpgradeCharm,
             "config-changed" => Event::ConfigChanged,
+            "secret-changed" => Event::SecretChanged,
             "update-status" => Event::UpdateStatus,
             "leader-elected" => Event::LeaderElected,
             "leader-settings-changed" => Event::LeaderSettingsChanged,
@@ -186,6 +189,7 @@ impl Event {
             Event::Remove => "remove".into(),
             Event::UpgradeCharm => "upgrade-charm".into(),
             Event::ConfigChanged => "config-changed".into(),
+            Event::SecretChanged => "secret-changed".into(),
             Event::UpdateStatus => "update-status".into(),
             Event::LeaderElected => "leader-elected".into(),
             Event::LeaderSettingsChanged => "leader-settings-changed".into(),
@@ -331,7 +335,7 @@ mod tests {
     fn unknown_things_are_kept_by_name() {
         assert_eq!(
             Event::from_dispatch_path("hooks/secret-changed"),
-            Event::UnknownHook("secret-changed".into())
+            Event::SecretChanged
         );
         assert_eq!(
             Event::from_dispatch_path("hooks/db-relation-changed"),

@@ -5,7 +5,9 @@
 //! where code depends on it: action tools fail outside an action, invalid action keys fail,
 //! an unknown relation fails, and any tool can be made to fail.
 
-use super::{validate_action_key, HookToolError, HookTools, LogLevel, Status, StorageInfo};
+use super::{
+    validate_action_key, HookToolError, HookTools, LogLevel, SecretRead, Status, StorageInfo,
+};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -30,6 +32,10 @@ pub struct MemoryState {
     pub relations: BTreeMap<String, MemoryRelation>,
     pub storage: BTreeMap<String, StorageInfo>,
     pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// Secrets this application was not granted.
+    pub secrets_not_granted: std::collections::BTreeSet<String>,
+    /// Every secret-get: which secret, which revision.
+    pub secret_reads: Vec<(String, SecretRead)>,
     /// Tool name -> (exit code, stderr) it fails with.
     pub failing: BTreeMap<String, (i32, String)>,
     pub statuses: Vec<Status>,
@@ -294,8 +300,22 @@ impl HookTools for MemoryHookTools {
         Ok(())
     }
 
-    fn secret_get(&self, secret_id: &str) -> Result<BTreeMap<String, String>, HookToolError> {
-        let state = self.call("secret-get")?;
+    /// One revision per secret: every read answers its content; a secret listed in
+    /// `secrets_not_granted` answers "permission denied" as Juju does.
+    fn secret_read(
+        &self,
+        secret_id: &str,
+        read: SecretRead,
+    ) -> Result<BTreeMap<String, String>, HookToolError> {
+        let mut state = self.call("secret-get")?;
+        state.secret_reads.push((secret_id.to_string(), read));
+        if state.secrets_not_granted.contains(secret_id) {
+            return Err(HookToolError::Failed {
+                tool: "secret-get".into(),
+                code: 1,
+                stderr: "ERROR permission denied".into(),
+            });
+        }
         state
             .secrets
             .get(secret_id)

@@ -94,7 +94,37 @@ pub trait HookTools: Sync {
     fn state_set(&self, values: &BTreeMap<String, String>) -> Result<(), HookToolError>;
     fn state_delete(&self, key: &str) -> Result<(), HookToolError>;
     fn juju_reboot(&self, now: bool) -> Result<(), HookToolError>;
-    fn secret_get(&self, secret_id: &str) -> Result<BTreeMap<String, String>, HookToolError>;
+    /// `secret-get --format=json <id>`: the revision this unit tracks.
+    fn secret_get(&self, secret_id: &str) -> Result<BTreeMap<String, String>, HookToolError> {
+        self.secret_read(secret_id, SecretRead::Tracked)
+    }
+    /// `secret-get --format=json [--refresh|--peek] <id>`.
+    fn secret_read(
+        &self,
+        secret_id: &str,
+        read: SecretRead,
+    ) -> Result<BTreeMap<String, String>, HookToolError>;
+}
+
+/// Which revision of a secret a consumer reads, as `secret-get` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretRead {
+    /// The revision this unit tracks (the latest at its first read).
+    Tracked,
+    /// `--refresh`: the latest, tracked from now on (what `secret-changed` is for).
+    Refresh,
+    /// `--peek`: the latest, this time only.
+    Peek,
+}
+
+impl SecretRead {
+    pub fn flag(self) -> Option<&'static str> {
+        match self {
+            SecretRead::Tracked => None,
+            SecretRead::Refresh => Some("--refresh"),
+            SecretRead::Peek => Some("--peek"),
+        }
+    }
 }
 
 /// Keys Juju keeps for itself in action results.

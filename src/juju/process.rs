@@ -5,7 +5,9 @@
 //! (`--file -`), never through argv, which every user of the machine can read in `ps`.
 
 use super::context::HookEnv;
-use super::{validate_action_key, HookToolError, HookTools, LogLevel, Status, StorageInfo};
+use super::{
+    validate_action_key, HookToolError, HookTools, LogLevel, SecretRead, Status, StorageInfo,
+};
 use crate::host::child::{collect_with_deadline, kill_and_reap, Collected};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -368,9 +370,15 @@ impl HookTools for ProcessHookTools {
         self.run("juju-reboot", args, None).map(drop)
     }
 
-    fn secret_get(&self, secret_id: &str) -> Result<BTreeMap<String, String>, HookToolError> {
-        let map: Option<Map<String, Value>> =
-            self.run_json("secret-get", &["--format=json", "--", secret_id])?;
+    fn secret_read(
+        &self,
+        secret_id: &str,
+        read: SecretRead,
+    ) -> Result<BTreeMap<String, String>, HookToolError> {
+        let mut args = vec!["--format=json"];
+        args.extend(read.flag());
+        args.extend(["--", secret_id]);
+        let map: Option<Map<String, Value>> = self.run_json("secret-get", &args)?;
         string_map("secret-get", map)
     }
 }

@@ -58,7 +58,7 @@ pub struct ActedScope {
 impl ActedScope {
     pub fn of(config: &CharmConfig) -> Self {
         ActedScope {
-            token_fingerprint: Some(config.token.fingerprint()),
+            token_fingerprint: config.credential.as_ref().map(|c| c.fingerprint()),
             path: Some(config.path.display()),
             group: Some(config.group.clone()),
             labels: Some(config.labels.join(",")),

@@ -2,7 +2,8 @@
 //!
 //! Started detached by a reconcile (`reactive::workers`). It closes whatever it inherited,
 //! takes its slot lock (or exits: another worker has the slot), reads the 0600 settings file
-//! the charm wrote (token, broker URI, configuration: never argv or environment), and runs
+//! the charm wrote (broker URI, configuration: never argv or environment) and its GitHub
+//! credential from the unit's credential file (`crate::credential`), and runs
 //! [`Worker`] until SIGTERM. Logs go to stderr, which is its own log file.
 
 use std::cell::RefCell;
@@ -26,6 +27,8 @@ use crate::charm::fleet::CharmRunnerOps;
 use crate::charm::runtime::{runner_environment, Runtime};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{validate, CharmConfig, ConfigContext};
+use crate::credential::provider::CredentialProvider;
+use crate::credential::store::CredentialStore;
 use crate::github::{Arch, ClientSettings, GitHub, GitHubClient};
 use crate::host::metrics::{MetricEvent, MetricsLog, ReactiveJobPickedUp};
 use crate::identity::{RunnerName, UnitIdentity};
@@ -225,10 +228,21 @@ fn runtime(settings: &WorkerSettings) -> Result<Runtime, String> {
         lxc = lxc.in_project(project.clone());
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // The credential the hooks resolved (a worker cannot read Juju secrets), re-read at
+    // every call so a rotation reaches a running worker; an App's installation token is
+    // the one the unit's hooks and workers share.
+    let credential = Arc::new(CredentialProvider::following(
+        CredentialStore::for_unit(&paths),
+        clock.clone(),
+    ));
     let github: Arc<dyn GitHub> = Arc::new(
-        GitHubClient::new(ClientSettings::from_config(&config, identity.clone()))
-            .map_err(|e| e.to_string())?
-            .with_clock(clock.clone()),
+        GitHubClient::new(ClientSettings::from_config(
+            &config,
+            identity.clone(),
+            credential,
+        ))
+        .map_err(|e| e.to_string())?
+        .with_clock(clock.clone()),
     );
     let proxy = ProxySettings {
         http: settings.http_proxy.clone(),

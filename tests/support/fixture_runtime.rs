@@ -67,7 +67,12 @@ pub fn fixture_runtime(
     )
     .expect("valid config");
     let identity = UnitIdentity::parse("github-runner/0", "model-uuid").expect("unit name");
-    let mut settings = ClientSettings::from_config(&config, identity.clone());
+    let token = config.token().cloned().unwrap_or_default();
+    let mut settings = ClientSettings::from_config(
+        &config,
+        identity.clone(),
+        std::sync::Arc::new(github_runner::credential::provider::CredentialProvider::token(token)),
+    );
     settings.proxy = ProxySettings::from_values(None, None, None);
     let client = GitHubClient::new(settings).expect("client for the fake");
     let paths = HostPaths::new(root);
