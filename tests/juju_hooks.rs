@@ -148,7 +148,7 @@ fn old_juju_hooks_reach_dispatch_without_dispatch_path() {
 #[test]
 fn unknown_hook_is_logged_and_exits_0() {
     let mut h = Harness::new();
-    let run = h.hook("secret-changed");
+    let run = h.hook("secret-remove");
     run.assert_ok();
     let logs = h.logs();
     assert_eq!(logs.len(), 1, "{logs:?}");
@@ -157,7 +157,7 @@ fn unknown_hook_is_logged_and_exits_0() {
         logs[0].message.contains("no handler for this hook"),
         "{logs:?}"
     );
-    assert!(logs[0].message.contains("secret-changed"), "{logs:?}");
+    assert!(logs[0].message.contains("secret-remove"), "{logs:?}");
     assert!(h.statuses().is_empty());
 }
 
@@ -340,7 +340,7 @@ fn a_failing_hook_tool_fails_the_hook_with_its_stderr() {
 fn a_failing_juju_log_never_fails_the_hook() {
     let mut h = Harness::new();
     h.fail_tool("juju-log", 1, "ERROR cannot log");
-    let run = h.hook("secret-changed");
+    let run = h.hook("secret-remove");
     run.assert_ok();
     assert!(run.stderr.contains("no handler for this hook"), "{run:#?}");
     assert!(run.stderr.contains("juju-log failed"), "{run:#?}");
@@ -418,11 +418,7 @@ fn another_charm_binary_file_restarts_the_running_exporter() {
     let calls_file = h.tools_dir.join("calls");
     let calls = || std::fs::read_to_string(&calls_file).unwrap_or_default();
     h.hook("update-status").assert_ok();
-    assert!(
-        calls().contains(&format!("restart {service}")),
-        "{}",
-        calls()
-    );
+    assert!(calls().contains(&format!("restart {service}")), "{}", calls());
 
     // The same binary again: asked, not restarted.
     std::fs::remove_file(&calls_file).unwrap();
@@ -435,9 +431,5 @@ fn another_charm_binary_file_restarts_the_running_exporter() {
     std::fs::copy(&bin, &next).unwrap();
     std::fs::rename(&next, &bin).unwrap();
     h.hook("update-status").assert_ok();
-    assert!(
-        calls().contains(&format!("restart {service}")),
-        "{}",
-        calls()
-    );
+    assert!(calls().contains(&format!("restart {service}")), "{}", calls());
 }

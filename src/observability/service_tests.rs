@@ -116,9 +116,7 @@ fn another_binary_file_restarts_a_running_exporter() {
             format!("restart {name}")
         ]
     );
-    assert!(render(&refreshed)
-        .unwrap()
-        .contains("# Binary file 2049:5678:9100000:1796700000.000000002:"));
+    assert!(render(&refreshed).unwrap().contains("# Binary file 2049:5678:9100000:1796700000.000000002:"));
 }
 
 #[test]

@@ -73,10 +73,7 @@ fn the_mongodb_relation_turns_reactive_mode_on_and_its_jobs_are_served() {
     let paths = HostPaths::new(&env.h.host_root);
     let dirs = unit_dirs(&paths, &env.unit);
     let rule = logrotate_rule(&paths, &env.unit);
-    assert!(
-        dirs.state.is_dir() && rule.is_file(),
-        "reactive mode wrote them"
-    );
+    assert!(dirs.state.is_dir() && rule.is_file(), "reactive mode wrote them");
     env.h.hook("remove").assert_ok();
     assert!(!dirs.state.exists(), "{} left", dirs.state.display());
     assert!(!rule.exists(), "{} left", rule.display());
