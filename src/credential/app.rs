@@ -21,7 +21,8 @@ pub const JWT_BACKDATE_SECS: u64 = 60;
 /// `exp` this far after `iat`: GitHub's maximum (10 minutes).
 pub const JWT_LIFETIME_SECS: u64 = 600;
 /// An installation token is renewed this long before its `expires_at`, so none past it is
-/// ever sent (a call and its retries fit in it).
+/// ever sent (a call and its retries fit in it). GitHub's tokens live an hour; one that
+/// lives less (a test's) is renewed a tenth of its life before expiry when that is shorter.
 pub const RENEW_BEFORE_EXPIRY_SECS: u64 = 300;
 
 /// Why a private key is unusable; never quotes the key.
@@ -97,12 +98,17 @@ pub struct InstallationToken {
     pub token: Secret,
     /// Epoch seconds.
     pub expires_at: u64,
+    /// When it was obtained (epoch seconds; 0: unknown, as in files of earlier versions).
+    pub obtained_at: u64,
 }
 
 impl InstallationToken {
-    /// Still good to send at `now`: more than [`RENEW_BEFORE_EXPIRY_SECS`] before expiry.
+    /// Still good to send at `now`: more than [`RENEW_BEFORE_EXPIRY_SECS`] (or a tenth of
+    /// its lifetime, when shorter) before expiry.
     pub fn usable_at(&self, now: u64) -> bool {
-        now.saturating_add(RENEW_BEFORE_EXPIRY_SECS) < self.expires_at
+        let lifetime = self.expires_at.saturating_sub(self.obtained_at);
+        let margin = RENEW_BEFORE_EXPIRY_SECS.min(lifetime / 10);
+        now.saturating_add(margin) < self.expires_at
     }
 }
 
@@ -192,10 +198,26 @@ mod tests {
         let t = InstallationToken {
             token: Secret::new("ghs_x"),
             expires_at: 10_000,
+            obtained_at: 10_000 - 3600,
         };
         assert!(t.usable_at(10_000 - 301));
         assert!(!t.usable_at(10_000 - 300));
         assert!(!t.usable_at(20_000));
+        // A token of unknown age: the 5 minutes.
+        assert!(!InstallationToken {
+            obtained_at: 0,
+            ..t.clone()
+        }
+        .usable_at(10_000 - 300));
+        // A 20-second token (a test's): renewed 2 s before, never sent past expiry.
+        let short = InstallationToken {
+            expires_at: 1_020,
+            obtained_at: 1_000,
+            ..t
+        };
+        assert!(short.usable_at(1_017));
+        assert!(!short.usable_at(1_018));
+        assert!(!short.usable_at(1_020));
     }
 
     #[test]

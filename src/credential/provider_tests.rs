@@ -48,6 +48,7 @@ impl TokenMinter for CountingMinter {
         Ok(InstallationToken {
             token: Secret::new(format!("ghs_{n}")),
             expires_at: self.clock.now_epoch() + LIFETIME,
+            obtained_at: self.clock.now_epoch(),
         })
     }
 }

@@ -58,6 +58,8 @@ enum StoredCredential {
 struct StoredToken {
     token: String,
     expires_at: u64,
+    #[serde(default)]
+    obtained_at: u64,
     /// [`Credential::fingerprint`] of the App credential that minted it: a new key or App
     /// never reuses the old one's token.
     minted_by: String,
@@ -151,6 +153,7 @@ impl CredentialStore {
             .map(|t| InstallationToken {
                 token: Secret::new(t.token),
                 expires_at: t.expires_at,
+                obtained_at: t.obtained_at,
             }))
     }
 
@@ -172,6 +175,7 @@ impl CredentialStore {
         file.installation_token = Some(StoredToken {
             token: token.token.expose().to_string(),
             expires_at: token.expires_at,
+            obtained_at: token.obtained_at,
             minted_by: app.fingerprint(),
         });
         self.write(&file)
@@ -226,5 +230,62 @@ fn stored(credential: &Credential) -> StoredCredential {
             installation_id: app.installation_id,
             private_key: app.private_key.expose().to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn store() -> (tempfile::TempDir, CredentialStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CredentialStore::for_unit(&HostPaths::for_unit(dir.path(), "runner/0"));
+        (dir, store)
+    }
+
+    #[test]
+    fn the_file_is_0600_in_a_0700_folder() {
+        let (_dir, store) = store();
+        let clock = ManualClock::at(1_000);
+        store
+            .put(&Credential::Token(Secret::new("ghp_one")), &clock)
+            .unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&store.path()), 0o600);
+        assert_eq!(mode(store.path().parent().unwrap()), 0o700);
+    }
+
+    /// A reader that opened the file before a write still reads the whole old file, and
+    /// the path gives the whole new one: the write replaces the file, never rewrites it in
+    /// place (where a reader could see it half-written).
+    #[test]
+    fn a_write_replaces_the_file_so_no_reader_sees_half_of_one() {
+        let (_dir, store) = store();
+        let clock = ManualClock::at(1_000);
+        store
+            .put(&Credential::Token(Secret::new("ghp_one")), &clock)
+            .unwrap();
+        let mut reader = std::fs::File::open(store.path()).unwrap();
+        store
+            .put(&Credential::Token(Secret::new("ghp_two")), &clock)
+            .unwrap();
+        let mut old = String::new();
+        reader.read_to_string(&mut old).unwrap();
+        assert!(old.contains("ghp_one") && old.ends_with('}'), "{old}");
+        assert_eq!(
+            store.credential().unwrap(),
+            Credential::Token(Secret::new("ghp_two"))
+        );
+        // No temporary file left beside it.
+        let names: Vec<_> = std::fs::read_dir(store.path().parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            names.iter().all(|n| n == CREDENTIAL_FILE || n == LOCK_FILE),
+            "{names:?}"
+        );
     }
 }

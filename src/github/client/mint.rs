@@ -33,6 +33,7 @@ impl TokenMinter for GitHubClient {
         Ok(InstallationToken {
             token: Secret::new(answer.token),
             expires_at,
+            obtained_at: self.clock.now_epoch(),
         })
     }
 }
