@@ -138,7 +138,8 @@ fn a_token_change_alone_keeps_the_runners_and_acts_with_the_new_token() {
 /// runner: `a_token_change_alone_keeps_the_runners_and_acts_with_the_new_token`.)
 #[test]
 fn a_scope_change_keeps_a_busy_runner_until_its_job_ends() {
-    for change in [("path", json!("other-org"))] {
+    {
+        let change = ("path", json!("other-org"));
         let unit = Unit::new();
         // The tarball GitHub lists is the one in place: the periodic event downloads nothing.
         unit.tools.lock().unit_state.insert(
