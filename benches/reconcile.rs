@@ -97,8 +97,15 @@ impl Unit {
         let identity = UnitIdentity::parse("github-runner/0", "bench-model").expect("unit name");
         let config = config(&gh);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let settings =
-            ClientSettings::from_config(&config, identity.clone(), ProxySettings::default());
+        let token = config.token().cloned().unwrap_or_default();
+        let settings = ClientSettings::from_config(
+            &config,
+            identity.clone(),
+            ProxySettings::default(),
+            std::sync::Arc::new(
+                github_runner::credential::provider::CredentialProvider::token(token),
+            ),
+        );
         let github = GitHubClient::new(settings)
             .expect("GitHub client for the fake")
             .with_clock(clock.clone());

@@ -5,6 +5,7 @@
 pub mod charm;
 pub mod clock;
 pub mod config;
+pub mod credential;
 pub mod github;
 pub mod host;
 pub mod identity;

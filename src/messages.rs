@@ -351,3 +351,58 @@ pub fn reactive_held(why: &str) -> String {
 pub fn cannot_read_jobs(repo: &str) -> String {
     format!("cannot read jobs of {repo}: the token needs Actions read")
 }
+
+// ---- Blocked: the credential options and their secrets ----
+
+/// The fix when no credential is set.
+pub fn credential_fix(app: &str) -> String {
+    format!(
+        "juju config {app} token=<token or secret URI> (or the three github-app-* options; see the README)"
+    )
+}
+
+pub fn app_option_fix(app: &str, option: &str) -> String {
+    format!("juju config {app} {option}=<value> (the github-app-* options go together)")
+}
+
+pub fn token_and_app_both_set(app: &str) -> String {
+    format!(
+        "set together with github-app-*: use one credential, unset the other with \
+         juju config {app} --reset token (or --reset github-app-id,github-app-installation-id,github-app-private-key)"
+    )
+}
+
+pub fn app_key_option_not_a_secret(app: &str) -> String {
+    format!(
+        "expected a Juju secret URI (the value is not shown): juju add-secret <name> \
+         private-key#file=<key.pem>, juju grant-secret <name> {app}, then \
+         juju config {app} github-app-private-key=<the secret URI>"
+    )
+}
+
+/// `secret-get` refused (not granted, or no such secret); `juju_says` is its error.
+pub fn secret_unreadable(uri: &str, app: &str, juju_says: &str) -> String {
+    format!(
+        "cannot read secret {uri} ({juju_says}): grant it with juju grant-secret <secret name> {app}"
+    )
+}
+
+pub fn secret_key_missing(uri: &str, key: &str) -> String {
+    format!("secret {uri} has no key `{key}`: add it with juju update-secret <secret name> {key}=<value>")
+}
+
+/// The private key does not parse; `why` never quotes it.
+pub fn app_key_unusable(uri: &str, why: impl std::fmt::Display) -> String {
+    format!(
+        "the key in secret {uri} is unusable ({why}): store the App's PEM key with \
+         juju update-secret <secret name> private-key#file=<key.pem>"
+    )
+}
+
+/// A fresh installation token was refused too.
+pub fn github_app_rejected(app_id: u64, installation_id: u64) -> String {
+    format!(
+        "GitHub rejected GitHub App {app_id}'s installation token (401) even after renewing it: \
+         check github-app-id, github-app-installation-id ({installation_id}) and github-app-private-key"
+    )
+}

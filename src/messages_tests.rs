@@ -13,6 +13,26 @@ fn every_kind() -> Vec<(&'static str, String)> {
     let mode = FlushMode::FlushIdle;
     vec![
         ("SETTING_UP", SETTING_UP.into()),
+        ("credential_fix", credential_fix("app")),
+        ("app_option_fix", app_option_fix("app", "github-app-id")),
+        ("token_and_app_both_set", token_and_app_both_set("app")),
+        (
+            "app_key_option_not_a_secret",
+            app_key_option_not_a_secret("app"),
+        ),
+        (
+            "secret_unreadable",
+            secret_unreadable("secret:abc", "app", "permission denied"),
+        ),
+        (
+            "secret_key_missing",
+            secret_key_missing("secret:abc", "token"),
+        ),
+        (
+            "app_key_unusable",
+            app_key_unusable("secret:abc", "not PEM"),
+        ),
+        ("github_app_rejected", github_app_rejected(7, 99)),
         ("STARTING", STARTING.into()),
         ("STOPPING", STOPPING.into()),
         ("DETACHING", DETACHING.into()),

@@ -15,7 +15,8 @@ const PATH_EXPECTED: &str = "expected <org> or <owner>/<repo> (owner: letters, d
      inner single hyphens, up to 39; repo: letters, digits, '.', '_' and '-', up to 100)";
 const MISSING_PATH: &str =
     "path: missing, set it with juju config github-runner path=<org> or <owner>/<repo>";
-const MISSING_TOKEN: &str = "token: missing, set it with juju config github-runner token=<token>";
+const MISSING_TOKEN: &str = "token: missing, set it with juju config github-runner \
+     token=<token or secret URI> (or the three github-app-* options; see the README)";
 const URL_EXPECTED: &str = "expected https://<host>[:<port>] with no path (http:// only for \
      loopback hosts: localhost, 127.0.0.0/8, ::1)";
 
@@ -220,7 +221,7 @@ fn the_fix_names_the_deployed_application() {
         "{message}"
     );
     assert!(
-        message.contains("juju config runners-xl token=<token>"),
+        message.contains("juju config runners-xl token=<token or secret URI>"),
         "{message}"
     );
 }

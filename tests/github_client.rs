@@ -576,7 +576,11 @@ fn client_errors_are_never_retried() {
 
     // 401: a wrong token.
     let mut s = settings(&gh, repo());
-    s.token = Secret::new("ghp_wrongwrongwrong");
+    s.credential = std::sync::Arc::new(
+        github_runner::credential::provider::CredentialProvider::token(Secret::new(
+            "ghp_wrongwrongwrong",
+        )),
+    );
     let (bad, _) = client_with(s);
     let err = bad.list_runners().unwrap_err();
     assert!(matches!(err, GitHubError::Unauthorized { .. }), "{err:?}");

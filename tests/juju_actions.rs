@@ -33,7 +33,8 @@ fn invalid_config_blocks_and_fails_every_action() {
                 "invalid config: vm-memory \"7XB\": expected a whole number with KiB, MiB, GiB, \
                  TiB, PiB or EiB; path: missing, set it with juju config github-runner \
                  path=<org> or <owner>/<repo>; token: missing, set it with juju config \
-                 github-runner token=<token>"
+                 github-runner token=<token or secret URI> (or the three github-app-* \
+                 options; see the README)"
             ),
             "{}",
             action.name()

@@ -11,7 +11,7 @@ use std::process::Command;
 
 const BOTH_MISSING: &str = "invalid config: path: missing, set it with juju config github-runner \
      path=<org> or <owner>/<repo>; token: missing, set it with juju config github-runner \
-     token=<token>";
+     token=<token or secret URI> (or the three github-app-* options; see the README)";
 
 /// The status of a unit with a valid config on a host whose LXD project is missing.
 const NO_PROJECT: &str = "the LXD project juju-harness-no-lxd does not exist \

@@ -339,6 +339,36 @@ fn secret_get_follows_the_tracked_revision_until_refresh() {
     );
 }
 
+/// A user secret before `juju grant-secret`: "permission denied" (exit 1), whatever the
+/// revision asked for; once granted, read as any other, by either URI form.
+#[test]
+fn secret_get_refuses_a_secret_not_granted_until_it_is() {
+    let mut h = Harness::new();
+    h.world
+        .secrets
+        .insert("secret:d3usertoken".into(), map(&[("token", "ghp_user")]));
+    h.world
+        .secrets_not_granted
+        .insert("secret:d3usertoken".into());
+    let t = tools(&h);
+    for how in [SecretRead::Tracked, SecretRead::Refresh, SecretRead::Peek] {
+        assert_failed(
+            t.secret_get("secret:d3usertoken", how),
+            1,
+            "permission denied",
+        );
+    }
+    let mut world = h.read_world();
+    world.secrets_not_granted.clear();
+    h.world = world;
+    h.write_world();
+    assert_eq!(
+        t.secret_get("secret://model-uuid/d3usertoken", SecretRead::Tracked)
+            .unwrap(),
+        map(&[("token", "ghp_user")])
+    );
+}
+
 fn h_calls(h: &Harness) -> Vec<Vec<String>> {
     h.calls()
         .into_iter()

@@ -774,7 +774,8 @@ fn juju_reboot(t: &Tool, args: &[String]) -> ToolResult {
 }
 
 /// As Juju answers a consumer: the tracked revision (the first read tracks the latest),
-/// `--refresh` the latest and tracks it, `--peek` the latest without tracking it.
+/// `--refresh` the latest and tracks it, `--peek` the latest without tracking it;
+/// "permission denied" (exit 1) for a secret not granted to this application.
 fn secret_get(t: &mut Tool, args: &[String]) -> ToolResult {
     let p = parse(
         args,
@@ -795,12 +796,20 @@ fn secret_get(t: &mut Tool, args: &[String]) -> ToolResult {
     if p.flag("--peek") && p.flag("--refresh") {
         return Err(usage("specify one of --peek or --refresh but not both"));
     }
-    let latest = t
+    // Juju names a secret `secret:<id>` or `secret://<model-uuid>/<id>`: either finds it.
+    let same = |known: &String| github_runner::juju::same_secret(known, &id);
+    let Some((id, latest)) = t
         .world
         .secrets
-        .get(&id)
-        .cloned()
-        .ok_or_else(|| runtime(format!("secret {id:?} not found")))?;
+        .iter()
+        .find(|(known, _)| same(known))
+        .map(|(k, v)| (k.clone(), v.clone()))
+    else {
+        return Err(runtime(format!("secret {id:?} not found")));
+    };
+    if t.world.secrets_not_granted.iter().any(same) {
+        return Err(runtime("permission denied"));
+    }
     let content = if p.flag("--peek") {
         latest
     } else if let (false, Some(tracked)) = (p.flag("--refresh"), t.world.secrets_tracked.get(&id)) {

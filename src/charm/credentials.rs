@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::CharmConfig;
+use crate::credential::{AppCredential, Credential};
 use crate::github::GitHubPath;
 use crate::paths::HostPaths;
 use crate::secret::Secret;
@@ -32,7 +33,11 @@ pub enum CredentialsError {
 /// What the file holds: enough to rebuild the old GitHub client.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Stored {
+    /// The personal access token (empty with a GitHub App).
     token: String,
+    /// The GitHub App (files written before App support have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    app: Option<StoredApp>,
     /// `org` or `owner/repo`.
     path: String,
     group: String,
@@ -41,10 +46,17 @@ struct Stored {
     api_base_url: String,
 }
 
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredApp {
+    app_id: u64,
+    installation_id: u64,
+    private_key: String,
+}
+
 /// The previous credentials and scope. `Debug` never shows the token (a [`Secret`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreviousCredentials {
-    pub token: Secret,
+    pub credential: Credential,
     pub path: GitHubPath,
     pub group: String,
     pub labels: Vec<String>,
@@ -53,21 +65,22 @@ pub struct PreviousCredentials {
 }
 
 impl PreviousCredentials {
-    pub fn of(config: &CharmConfig) -> Self {
-        PreviousCredentials {
-            token: config.token.clone(),
+    /// None for a configuration whose credential was not resolved (never acted on).
+    pub fn of(config: &CharmConfig) -> Option<Self> {
+        Some(PreviousCredentials {
+            credential: config.credential.clone()?,
             path: config.path.clone(),
             group: config.group.clone(),
             labels: config.labels.clone(),
             github_url: config.github_url.clone(),
             api_base_url: config.api_base_url.clone(),
-        }
+        })
     }
 
     /// `current` with these credentials and scope in place of its own.
     pub fn apply_to(&self, current: &CharmConfig) -> CharmConfig {
         let mut old = current.clone();
-        old.token = self.token.clone();
+        old.credential = Some(self.credential.clone());
         old.path = self.path.clone();
         old.group = self.group.clone();
         old.labels = self.labels.clone();
@@ -89,8 +102,20 @@ pub fn save(paths: &HostPaths, creds: &PreviousCredentials) -> Result<(), Creden
         path: path.clone(),
         reason,
     };
+    let (token, app) = match &creds.credential {
+        Credential::Token(token) => (token.expose().to_string(), None),
+        Credential::App(app) => (
+            String::new(),
+            Some(StoredApp {
+                app_id: app.app_id,
+                installation_id: app.installation_id,
+                private_key: app.private_key.expose().to_string(),
+            }),
+        ),
+    };
     let stored = Stored {
-        token: creds.token.expose().to_string(),
+        token,
+        app,
         path: creds.path.display(),
         group: creds.group.clone(),
         labels: creds.labels.clone(),
@@ -133,8 +158,16 @@ pub fn load(paths: &HostPaths) -> Result<Option<PreviousCredentials>, Credential
             reason: format!("bad path {:?}: {e}", stored.path),
         }
     })?;
+    let credential = match stored.app {
+        Some(app) => Credential::App(AppCredential {
+            app_id: app.app_id,
+            installation_id: app.installation_id,
+            private_key: Secret::new(app.private_key),
+        }),
+        None => Credential::Token(Secret::new(stored.token)),
+    };
     Ok(Some(PreviousCredentials {
-        token: Secret::new(stored.token),
+        credential,
         path: path_value,
         group: stored.group,
         labels: stored.labels,
@@ -161,7 +194,7 @@ pub fn load_adopting_legacy(
     let Some(legacy) = load(&legacy_paths)? else {
         return Ok(None);
     };
-    if acted_fingerprint != Some(legacy.token.fingerprint().as_str()) {
+    if acted_fingerprint != Some(legacy.credential.fingerprint().as_str()) {
         tracing::info!("the older machine-wide credentials file is another unit's: not used");
         return Ok(None);
     }
@@ -209,7 +242,7 @@ mod tests {
 
     fn creds(token: &str) -> PreviousCredentials {
         PreviousCredentials {
-            token: Secret::new(token),
+            credential: Credential::Token(Secret::new(token)),
             path: GitHubPath::Repo {
                 owner: "o".into(),
                 repo: "r".into(),
@@ -257,7 +290,10 @@ mod tests {
         let dir = fs::metadata(paths.state_dir()).unwrap();
         assert_eq!(dir.mode() & 0o077, 0, "state dir is private");
         save(&paths, &creds("ghp_new")).unwrap();
-        assert_eq!(load(&paths).unwrap().unwrap().token.expose(), "ghp_new");
+        assert_eq!(
+            load(&paths).unwrap().unwrap().credential,
+            Credential::Token(Secret::new("ghp_new"))
+        );
         // No temporary file is left beside it.
         assert_eq!(fs::read_dir(paths.state_dir()).unwrap().count(), 1);
     }

@@ -205,7 +205,7 @@ pub fn runtime_error_status(err: &RuntimeError) -> Status {
             Status::Waiting(messages::waiting_for_lxd_install(err))
         }
         RuntimeError::Lxd(_) => Status::Waiting(messages::waiting_for_lxd(err)),
-        RuntimeError::GitHub(_) => Status::Blocked(err.to_string()),
+        RuntimeError::GitHub(_) | RuntimeError::Credential(_) => Status::Blocked(err.to_string()),
     }
 }
 
@@ -225,6 +225,8 @@ impl ConfigChangePlan {
 /// Compare `config` with what `state` says the charm last acted on.
 pub fn plan_change(state: &UnitState, config: &CharmConfig) -> ConfigChangePlan {
     ConfigChangePlan {
+        // A new credential alone (PAT rotation, PAT <-> App, App key rotation) is no scope
+        // change: nothing flushed (`ActedScope`).
         flush_for: state.acted_scope().changed_options(&ActedScope::of(config)),
     }
 }

@@ -27,7 +27,7 @@ fn seen(config: CharmConfig, state: UnitState) -> Observed {
 fn a_converge_flushes_the_old_scope_only_when_the_intent_compares_it() {
     let base = config(&[]);
     let acted = state_with(&base);
-    let new_token = config(&[("token", json!("ghp_new"))]);
+    let new_labels = config(&[("labels", json!("x"))]);
     for (event, compares) in [
         (Event::ConfigChanged, true),
         (Event::ReconcileRunners, true),
@@ -37,9 +37,9 @@ fn a_converge_flushes_the_old_scope_only_when_the_intent_compares_it() {
         (Event::Action(Action::FlushRunners), false),
     ] {
         let intent = Intent::of(&event);
-        match decide(&intent, seen(new_token.clone(), acted.clone())) {
+        match decide(&intent, seen(new_labels.clone(), acted.clone())) {
             Decision::Converge(plan) => {
-                let expected: Vec<&str> = if compares { vec!["token"] } else { vec![] };
+                let expected: Vec<&str> = if compares { vec!["labels"] } else { vec![] };
                 assert_eq!(plan.scope_flush, expected, "{event}");
             }
             other => panic!("{event}: {other:?}"),
@@ -176,10 +176,10 @@ fn plan_table() {
         ("first config", UnitState::default(), base.clone(), vec![]),
         ("unchanged", acted.clone(), base.clone(), vec![]),
         (
-            "token",
+            "token alone: a credential change flushes nothing",
             acted.clone(),
             config(&[("token", json!("ghp_new"))]),
-            vec!["token"],
+            vec![],
         ),
         (
             "path",
@@ -209,7 +209,7 @@ fn plan_table() {
             "token and path",
             acted.clone(),
             config(&[("token", json!("ghp_new")), ("path", json!("o/r"))]),
-            vec!["token", "path"],
+            vec!["path"],
         ),
         (
             "every scope option",
@@ -221,7 +221,7 @@ fn plan_table() {
                 ("labels", json!("x")),
                 ("github-url", json!("http://127.0.0.1:2")),
             ]),
-            vec!["token", "path", "group", "labels", "github-url"],
+            vec!["path", "group", "labels", "github-url"],
         ),
         (
             "vm-cpu",
@@ -289,12 +289,13 @@ fn plan_table() {
 fn a_scope_recorded_by_an_older_charm_without_some_keys_flushes_only_on_known_ones() {
     let base = config(&[]);
     let mut state = UnitState {
-        token_fingerprint: Some(base.token.fingerprint()),
+        token_fingerprint: base.credential.as_ref().map(|c| c.fingerprint()),
         ..UnitState::default()
     };
     assert!(!plan_change(&state, &config(&[("path", json!("o/r"))])).flushes());
     state.token_fingerprint = Some("other".into());
-    assert_eq!(plan_change(&state, &base).flush_for, vec!["token"]);
+    // A credential change alone flushes nothing.
+    assert!(plan_change(&state, &base).flush_for.is_empty());
 }
 
 #[test]

@@ -40,7 +40,8 @@ pub const RUNNER_URL: &str = "http://127.0.0.1:1/runner.tar.gz";
 pub struct World {
     pub instances: BTreeMap<String, Instance>,
     pub profiles: BTreeMap<String, ProfileSpec>,
-    /// Registrations by id, with the token that made them.
+    /// Registrations by id, with the scope (`path`) they belong to: any credential of that
+    /// scope sees them, as on GitHub.
     pub runners: BTreeMap<u64, (GitHubRunner, String)>,
     pub next_id: u64,
     /// Tokens GitHub accepts; others get 401.
@@ -61,7 +62,7 @@ pub struct World {
     pub run_jobs: BTreeMap<(String, u64), Vec<WorkflowJob>>,
 }
 
-/// One shared world; the LXD and each GitHub client (one per token) look at it.
+/// One shared world; the LXD and each GitHub client (one per token and scope) look at it.
 #[derive(Clone)]
 pub struct FakeWorld {
     pub world: Arc<Mutex<World>>,
@@ -90,10 +91,12 @@ impl FakeWorld {
         Arc::new(FakeLxd(self.clone()))
     }
 
-    pub fn github(&self, token: &str) -> Arc<dyn GitHub> {
+    /// A client of `config`'s scope (its path) authenticating with its token.
+    pub fn github(&self, config: &CharmConfig) -> Arc<dyn GitHub> {
         Arc::new(FakeGitHub {
             world: self.clone(),
-            token: token.to_string(),
+            token: config.token().map_or("", |t| t.expose()).to_string(),
+            scope: config.path.display(),
         })
     }
 
@@ -154,7 +157,7 @@ impl FakeWorld {
             .open(&tarball)
             .and_then(|f| f.set_modified(in_place))
             .unwrap();
-        let github = self.github(config.token.expose());
+        let github = self.github(&config);
         let clock: Arc<dyn Clock> = self.clock.clone();
         let world = self.clone();
         let mut rt = Runtime::from_parts(
@@ -167,9 +170,8 @@ impl FakeWorld {
             RunnerEnvironment::default(),
             root.to_path_buf(),
         );
-        rt.github_factory = Arc::new(move |config, _identity, _proxy, _clock| {
-            Ok(world.github(config.token.expose()))
-        });
+        rt.github_factory =
+            Arc::new(move |config, _identity, _proxy, _paths, _clock| Ok(world.github(config)));
         rt
     }
 
@@ -511,6 +513,7 @@ impl Lxd for FakeLxd {
 struct FakeGitHub {
     world: FakeWorld,
     token: String,
+    scope: String,
 }
 
 impl FakeGitHub {
@@ -537,7 +540,7 @@ impl GitHub for FakeGitHub {
         let w = self.call("list")?;
         Ok(w.runners
             .values()
-            .filter(|(_, t)| *t == self.token)
+            .filter(|(_, scope)| *scope == self.scope)
             .map(|(r, _)| r.clone())
             .collect())
     }
@@ -545,19 +548,19 @@ impl GitHub for FakeGitHub {
     fn list_old_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
         self.list_runners()
     }
-    /// Only the registrations of this client's scope (its token), as GitHub answers 404
-    /// for another repository's runner.
+    /// Only the registrations of this client's scope, as GitHub answers 404 for another
+    /// repository's runner.
     fn get_runner(&self, id: u64) -> Result<Option<GitHubRunner>, GitHubError> {
         let w = self.call("get")?;
         Ok(w.runners
             .get(&id)
-            .filter(|(_, t)| *t == self.token)
+            .filter(|(_, scope)| *scope == self.scope)
             .map(|(r, _)| r.clone()))
     }
     fn delete_runner(&self, id: u64) -> Result<DeleteOutcome, GitHubError> {
         let mut w = self.call("delete")?;
-        let token = self.token.clone();
-        match w.runners.get(&id).filter(|(_, t)| *t == token) {
+        let scope = self.scope.clone();
+        match w.runners.get(&id).filter(|(_, s)| *s == scope) {
             None => Ok(DeleteOutcome::AlreadyGone),
             Some((r, _)) if r.busy => Ok(DeleteOutcome::Busy),
             Some(_) => {
@@ -585,7 +588,7 @@ impl GitHub for FakeGitHub {
             busy: false,
             labels: labels.to_vec(),
         };
-        w.runners.insert(id, (runner.clone(), self.token.clone()));
+        w.runners.insert(id, (runner.clone(), self.scope.clone()));
         Ok(JitConfig {
             runner,
             encoded_jit_config: Secret::new("SECRET-JIT"),

@@ -23,7 +23,9 @@ use super::edge::Host;
 use super::error::CharmError;
 use super::intent::Intent;
 use super::setup::HOST_READY_KEY;
+use crate::config::credential::{APP_ID, APP_INSTALLATION_ID, APP_PRIVATE_KEY};
 use crate::config::{validate, CharmConfig, ConfigContext, ConfigError};
+use crate::credential::resolve::resolve;
 use crate::juju::event::Action;
 use crate::juju::state::UnitState;
 use crate::juju::{HookToolError, HookTools, LogLevel, SecretRead, Status, StorageInfo};
@@ -71,7 +73,11 @@ pub fn observe(
         | Intent::Converge(_)
         | Intent::CheckRunners
         | Intent::UpdateDependencies => {
-            let config = read_config(ctx)?;
+            let mut config = read_config(ctx)?;
+            if let (Ok(valid), false) = (&config, matches!(intent, Intent::ReportOnly)) {
+                // update-status reports without GitHub: its config needs no credential.
+                config = resolve_credential(ctx, valid.clone(), ctx.hook.secret_id.as_deref())?;
+            }
             if config.is_ok() {
                 seen.state = Some(UnitState::load(ctx.tools)?);
                 if !matches!(intent, Intent::ReportOnly) {
@@ -111,6 +117,28 @@ pub(crate) fn read_config(
     Ok(validate(&raw, &config_context(ctx)))
 }
 
+/// `config` with its credential read from the Juju secret the options name; a secret Juju
+/// refuses, or a bad key, is a configuration problem like any other.
+pub(crate) fn resolve_credential(
+    ctx: &Context<'_>,
+    mut config: CharmConfig,
+    changed_secret: Option<&str>,
+) -> Result<Result<CharmConfig, ConfigError>, HookToolError> {
+    if config.credential.is_some() {
+        return Ok(Ok(config));
+    }
+    Ok(resolve(
+        ctx.tools,
+        &config.credential_source,
+        changed_secret,
+        &ctx.hook.identity.app,
+    )?
+    .map(|credential| {
+        config.credential = Some(credential);
+        config
+    }))
+}
+
 fn config_context<'a>(ctx: &Context<'a>) -> ConfigContext<'a> {
     ConfigContext {
         app_name: &ctx.hook.identity.app,
@@ -124,7 +152,18 @@ fn teardown_facts(ctx: &Context<'_>) -> Result<TeardownFacts, CharmError> {
         tracing::warn!("{e}");
         None
     });
-    let config = cleanup_config(&raw, previous.as_ref(), &config_context(ctx));
+    let config = match cleanup_config(&raw, previous.as_ref(), &config_context(ctx)) {
+        Some(config) => match resolve_credential(ctx, config, None)? {
+            Ok(resolved) => Some(resolved),
+            // The secret is gone (revoked before the removal): the credential acted on.
+            Err(_) => previous.as_ref().and_then(|p| {
+                validate(&raw, &config_context(ctx))
+                    .ok()
+                    .map(|current| p.apply_to(&current))
+            }),
+        },
+        None => None,
+    };
     let host_was_set_up = match config {
         Some(_) => true,
         None => ctx.tools.state_get()?.contains_key(HOST_READY_KEY),
@@ -149,8 +188,12 @@ pub(crate) fn cleanup_config(
     }
     let previous = previous?;
     let mut with_previous = raw.clone();
+    // The credential options validated with a stand-in; the credential is the previous one.
+    for key in [APP_ID, APP_INSTALLATION_ID, APP_PRIVATE_KEY] {
+        with_previous.remove(key);
+    }
     for (key, value) in [
-        ("token", previous.token.expose().to_string()),
+        ("token", "previous-credential".to_string()),
         ("path", previous.path.display()),
         ("group", previous.group.clone()),
         ("labels", previous.labels.join(",")),
@@ -158,7 +201,9 @@ pub(crate) fn cleanup_config(
     ] {
         with_previous.insert(key.to_string(), value.into());
     }
-    validate(&with_previous, config_ctx).ok()
+    validate(&with_previous, config_ctx)
+        .ok()
+        .map(|config| previous.apply_to(&config))
 }
 
 /// The hook tools with `config-get` and `state-get` answered at most once per hook: later

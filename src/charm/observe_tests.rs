@@ -65,21 +65,23 @@ fn cleanup_falls_back_to_the_credentials_the_charm_last_acted_on() {
     let mut raw = serde_json::Map::new();
     crate::charm::fake_world::insert_world_config(&mut raw);
     let current = cleanup_config(&raw, None, &ctx).unwrap();
-    assert_eq!(current.token.expose(), "ghp_secret");
+    assert_eq!(current.token().unwrap().expose(), "ghp_secret");
 
-    let mut previous = PreviousCredentials::of(&current);
-    previous.token = crate::secret::Secret::new("ghp_previous");
+    let mut previous = PreviousCredentials::of(&current).unwrap();
+    previous.credential =
+        crate::credential::Credential::Token(crate::secret::Secret::new("ghp_previous"));
     let mut cleared = raw.clone();
     cleared.remove("token");
     cleared.insert("path".into(), "".into());
     assert!(cleanup_config(&cleared, None, &ctx).is_none());
     let fallback = cleanup_config(&cleared, Some(&previous), &ctx).unwrap();
-    assert_eq!(fallback.token.expose(), "ghp_previous");
+    assert_eq!(fallback.token().unwrap().expose(), "ghp_previous");
     assert_eq!(fallback.path, current.path);
     assert_eq!(
         cleanup_config(&raw, Some(&previous), &ctx)
             .unwrap()
-            .token
+            .token()
+            .unwrap()
             .expose(),
         "ghp_secret",
         "a valid configuration wins"

@@ -12,6 +12,8 @@ use std::time::Duration;
 use super::context::Context;
 use crate::clock::{Clock, SystemClock};
 use crate::config::CharmConfig;
+use crate::credential::provider::CredentialProvider;
+use crate::credential::store::CredentialStore;
 use crate::github::proxy::ProxySettings as ClientProxy;
 use crate::github::{ClientSettings, ClientSetupError, GitHub, GitHubClient};
 use crate::host::lock::LockWait;
@@ -38,6 +40,8 @@ pub enum RuntimeError {
     Lxd(#[from] LxdError),
     #[error("cannot set up the GitHub client: {0}")]
     GitHub(#[from] ClientSetupError),
+    #[error(transparent)]
+    Credential(#[from] crate::credential::store::StoreError),
 }
 
 /// The effects and settings of one hook. `Sync`: the executor shares it across threads.
@@ -62,12 +66,14 @@ pub struct Runtime {
     pub proxy: ClientProxy,
 }
 
-/// Builds a GitHub client for a configuration's credentials and scope.
+/// Builds a GitHub client for a configuration's credentials and scope (an App's tokens
+/// cached in the unit's credential file under its paths).
 pub type GitHubFactory = Arc<
     dyn Fn(
             &CharmConfig,
             &UnitIdentity,
             &ClientProxy,
+            &HostPaths,
             Arc<dyn Clock>,
         ) -> Result<Arc<dyn GitHub>, ClientSetupError>
         + Send
@@ -94,6 +100,10 @@ impl Runtime {
         let mut lxc = LxcCli::for_host(ctx.paths)?;
         if let Some(project) = lxd_project_from(|k| std::env::var(k).ok()) {
             lxc = lxc.in_project(project);
+        }
+        if let Some(credential) = &config.credential {
+            // What the unit's long-running processes authenticate with from now on.
+            CredentialStore::for_unit(ctx.paths).put(credential, &SystemClock)?;
         }
         let environment = runner_environment(
             &ctx.hook.proxy,
@@ -125,7 +135,7 @@ impl Runtime {
     ) -> Result<Runtime, RuntimeError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let proxy = model_proxy.for_clients();
-        let github = github_client(&config, &identity, &proxy, clock.clone())?;
+        let github = github_client(&config, &identity, &proxy, &paths, clock.clone())?;
         let mut rt = Runtime::from_parts(
             identity,
             config,
@@ -172,8 +182,13 @@ impl Runtime {
     /// The same runtime acting with `config`'s credentials and scope (token, path, group,
     /// github-url): a new GitHub client, the same LXD, clock and paths.
     pub fn with_credentials(&self, config: CharmConfig) -> Result<Runtime, RuntimeError> {
-        let github =
-            (self.github_factory)(&config, &self.identity, &self.proxy, self.clock.clone())?;
+        let github = (self.github_factory)(
+            &config,
+            &self.identity,
+            &self.proxy,
+            &self.paths,
+            self.clock.clone(),
+        )?;
         Ok(self.with_github(config, github))
     }
 
@@ -218,13 +233,23 @@ pub fn lxd_project_from(var: impl Fn(&str) -> Option<String>) -> Option<String> 
         .filter(|p| !p.is_empty())
 }
 
+/// The client a hook uses: the credential it resolved (`config.credential`). None (a
+/// configuration nobody resolved) reads the unit's credential file, as a worker does.
 fn github_client(
     config: &CharmConfig,
     identity: &UnitIdentity,
     proxy: &ClientProxy,
+    paths: &HostPaths,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<dyn GitHub>, ClientSetupError> {
-    let settings = ClientSettings::from_config(config, identity.clone(), proxy.clone());
+    let store = CredentialStore::for_unit(paths);
+    let provider = match &config.credential {
+        Some(credential) => CredentialProvider::resolved(credential.clone(), store, clock.clone()),
+        // A long-running process: whatever the unit's hooks last recorded.
+        None => CredentialProvider::following(store, clock.clone()),
+    };
+    let settings =
+        ClientSettings::from_config(config, identity.clone(), proxy.clone(), Arc::new(provider));
     Ok(Arc::new(GitHubClient::new(settings)?.with_clock(clock)))
 }
 

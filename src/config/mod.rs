@@ -1,5 +1,6 @@
 //! The charm's configuration: parsed from `config-get` JSON and validated all at once.
 
+pub mod credential;
 pub mod error;
 pub mod validate;
 pub mod values;
@@ -7,8 +8,8 @@ pub mod values;
 pub use error::{ConfigError, Problem};
 pub use validate::{validate, ConfigContext};
 
+use crate::credential::{Credential, CredentialSource};
 use crate::github::GitHubPath;
-use crate::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BaseImage {
@@ -36,7 +37,11 @@ pub enum RunnerStorage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CharmConfig {
     pub path: GitHubPath,
-    pub token: Secret,
+    /// What `token` / `github-app-*` name.
+    pub credential_source: CredentialSource,
+    /// What they resolve to. None until resolved: by `charm::observe` in a hook (which reads
+    /// the secret), from the unit's credential file in a reactive worker.
+    pub credential: Option<Credential>,
     pub group: String,
     /// Custom labels from `labels`, in order, without duplicates.
     pub labels: Vec<String>,
@@ -66,4 +71,14 @@ pub struct CharmConfig {
     pub api_base_url: String,
     /// `mq-uri`: the broker of reactive mode (wins over the `mongodb` relation).
     pub mq_uri: Option<crate::reactive::source::MqUri>,
+}
+
+impl CharmConfig {
+    /// The personal access token, when that is the resolved credential.
+    pub fn token(&self) -> Option<&crate::secret::Secret> {
+        match &self.credential {
+            Some(Credential::Token(token)) => Some(token),
+            _ => None,
+        }
+    }
 }

@@ -10,7 +10,7 @@ use super::values::{
 use super::{BaseImage, CharmConfig, RunnerStorage};
 use crate::github::GitHubPath;
 use crate::reactive::source::{parse_mq_uri, MqUri, MQ_URI_EXPECTED};
-use crate::secret::{redact_url_credentials, Secret};
+use crate::secret::redact_url_credentials;
 use serde_json::{Map, Value};
 
 /// config.yaml defaults.
@@ -151,28 +151,6 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The token: its value never appears in a message, whatever its type.
-    fn token(&mut self, app: &str) -> Secret {
-        match self.value("token") {
-            None => {}
-            Some(Value::String(s)) if !s.is_empty() => return Secret::new(s.clone()),
-            Some(Value::String(_)) => {}
-            Some(_) => {
-                self.invalid.push(Problem::Invalid {
-                    option: "token",
-                    shown: None,
-                    expected: "expected a string (the value is not shown: it is a secret)".into(),
-                });
-                return Secret::default();
-            }
-        }
-        self.missing.push(Problem::Missing {
-            option: "token",
-            fix: format!("juju config {app} token=<token>"),
-        });
-        Secret::default()
-    }
-
     /// `mq-uri`: empty for none. It may hold a password, so a problem never quotes it.
     fn mq_uri(&mut self) -> Option<MqUri> {
         match self.value("mq-uri") {
@@ -226,7 +204,14 @@ pub fn validate(
     } else {
         r.parsed("path", defaults::PATH, parse_github_path, fallback_path)
     };
-    let token = r.token(ctx.app_name);
+    let credential_source = match super::credential::read(raw, ctx.app_name) {
+        Ok(source) => Some(source),
+        Err((invalid, missing)) => {
+            r.invalid.extend(invalid);
+            r.missing.extend(missing);
+            None
+        }
+    };
     let group = r.parsed("group", defaults::GROUP, parse_group, String::new());
     let labels = r.parsed("labels", defaults::LABELS, parse_labels, Vec::new());
     let virtual_machines = r.whole(
@@ -318,9 +303,16 @@ pub fn validate(
         problems.extend(r.missing);
         return Err(ConfigError { problems });
     }
+    let Some(credential_source) = credential_source else {
+        // read() gave problems, so the early return above was taken.
+        return Err(ConfigError {
+            problems: Vec::new(),
+        });
+    };
     Ok(CharmConfig {
         path,
-        token,
+        credential: credential_source.literal(),
+        credential_source,
         group,
         labels,
         virtual_machines,
@@ -472,7 +464,7 @@ mod tests {
                 repo: "repo".into()
             }
         );
-        assert_eq!(c.token.expose(), "ghp_secret");
+        assert_eq!(c.token().unwrap().expose(), "ghp_secret");
         assert_eq!(c.group, "default");
         assert!(c.labels.is_empty());
         assert_eq!(c.virtual_machines, 1);
@@ -502,7 +494,8 @@ mod tests {
             message(&Map::new()),
             "invalid config: path: missing, set it with juju config github-runner \
              path=<org> or <owner>/<repo>; token: missing, set it with juju config \
-             github-runner token=<token>"
+             github-runner token=<token or secret URI> (or the three github-app-* options; \
+             see the README)"
         );
     }
 
@@ -515,7 +508,7 @@ mod tests {
         let err = validate(&raw(json!({"path": "o"})), &ctx).unwrap_err();
         assert!(err
             .to_string()
-            .contains("juju config runners-large token=<token>"));
+            .contains("juju config runners-large token=<token or secret URI>"));
     }
 
     #[test]
@@ -793,9 +786,12 @@ mod tests {
     }
 
     /// Every option, in config.yaml's order.
-    const OPTIONS_IN_ORDER: [&str; 19] = [
+    const OPTIONS_IN_ORDER: [&str; 22] = [
         "path",
         "token",
+        "github-app-id",
+        "github-app-installation-id",
+        "github-app-private-key",
         "group",
         "labels",
         "virtual-machines",
@@ -818,7 +814,8 @@ mod tests {
     #[test]
     fn every_problem_at_once() {
         let m = raw(json!({
-            "path": "a/b/c", "token": 1, "group": 7, "labels": "a b", "virtual-machines": -1,
+            "path": "a/b/c", "token": 1, "github-app-id": "x",
+            "github-app-installation-id": -2, "github-app-private-key": 5, "group": 7, "labels": "a b", "virtual-machines": -1,
             "vm-cpu": 0, "vm-memory": "0GiB", "vm-disk": 10, "reconcile-interval": 1,
             "base-image": "focal", "denylist": "x", "allow-link-local": "yes",
             "dockerhub-mirror": "ftp://m",

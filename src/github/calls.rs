@@ -19,10 +19,11 @@ pub enum ApiCall {
     GetJob,
     ListRunJobs,
     GetRepository,
+    InstallationToken,
 }
 
 impl ApiCall {
-    pub const ALL: [ApiCall; 11] = [
+    pub const ALL: [ApiCall; 12] = [
         ApiCall::ListRunners,
         ApiCall::GetRunner,
         ApiCall::DeleteRunner,
@@ -34,6 +35,7 @@ impl ApiCall {
         ApiCall::GetJob,
         ApiCall::ListRunJobs,
         ApiCall::GetRepository,
+        ApiCall::InstallationToken,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +51,7 @@ impl ApiCall {
             ApiCall::GetJob => "get-job",
             ApiCall::ListRunJobs => "list-run-jobs",
             ApiCall::GetRepository => "get-repository",
+            ApiCall::InstallationToken => "installation-token",
         }
     }
 

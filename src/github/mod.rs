@@ -204,6 +204,10 @@ pub enum GitHubError {
     },
     #[error("runner group {group:?} does not exist in organisation {org}; set `group` to an existing group")]
     GroupNotFound { org: String, group: String },
+    /// The credential itself is unusable (a GitHub App whose key or installation GitHub
+    /// refuses, a key that does not parse, an unreadable credential file).
+    #[error("{message}")]
+    Credential { message: String },
     #[error("unexpected answer from GitHub for {method} {path}: {reason}")]
     Protocol {
         method: String,

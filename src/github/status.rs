@@ -22,7 +22,8 @@ pub fn disposition(err: &GitHubError) -> Disposition {
         GitHubError::Unauthorized { .. }
         | GitHubError::Forbidden { .. }
         | GitHubError::NotFound { .. }
-        | GitHubError::GroupNotFound { .. } => Disposition::Blocked(blocked_message(err)),
+        | GitHubError::GroupNotFound { .. }
+        | GitHubError::Credential { .. } => Disposition::Blocked(blocked_message(err)),
         GitHubError::RateLimited { reset_epoch, .. } => Disposition::RateLimited {
             reset_epoch: *reset_epoch,
         },

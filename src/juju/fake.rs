@@ -65,6 +65,9 @@ pub struct World {
     /// By secret id: the revision this unit tracks as a consumer (set by its first
     /// `secret-get`, moved to the latest by `--refresh`), as Juju keeps it.
     pub secrets_tracked: BTreeMap<String, BTreeMap<String, String>>,
+    /// Secret ids that exist but were not granted to this application (a user secret
+    /// before `juju grant-secret`): `secret-get` answers "permission denied", as Juju does.
+    pub secrets_not_granted: std::collections::BTreeSet<String>,
     pub unit_state: BTreeMap<String, String>,
     pub action_params: Map<String, Value>,
     /// Tool name -> how it fails.

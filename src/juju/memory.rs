@@ -33,6 +33,8 @@ pub struct MemoryState {
     pub storage: BTreeMap<String, StorageInfo>,
     /// By secret id: the latest content (no revisions here; fake-jujuc models them).
     pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// Secrets this application was not granted ("permission denied", as Juju answers).
+    pub secrets_not_granted: std::collections::BTreeSet<String>,
     /// Every `secret-get`: which secret, read how.
     pub secret_reads: Vec<(String, SecretRead)>,
     /// Tool name -> (exit code, stderr) it fails with.
@@ -299,7 +301,8 @@ impl HookTools for MemoryHookTools {
         Ok(())
     }
 
-    /// Always the latest content (unit tests need no revisions; fake-jujuc models them).
+    /// Always the latest content (unit tests need no revisions; fake-jujuc models them); a
+    /// secret in `secrets_not_granted` answers "permission denied" as Juju does.
     fn secret_get(
         &self,
         secret_id: &str,
@@ -307,6 +310,13 @@ impl HookTools for MemoryHookTools {
     ) -> Result<BTreeMap<String, String>, HookToolError> {
         let mut state = self.call("secret-get")?;
         state.secret_reads.push((secret_id.to_string(), read));
+        if state.secrets_not_granted.contains(secret_id) {
+            return Err(HookToolError::Failed {
+                tool: "secret-get".into(),
+                code: 1,
+                stderr: "ERROR permission denied".into(),
+            });
+        }
         state
             .secrets
             .get(secret_id)

@@ -122,6 +122,16 @@ impl SecretRead {
             SecretRead::Peek => Some("--peek"),
         }
     }
+
+    /// How a hook reads `secret_id`: `--refresh` in the `secret-changed` hook about it
+    /// (`changed`, from `JUJU_SECRET_ID`), so this unit follows the new revision; the
+    /// tracked revision otherwise. One rule for every secret the charm reads.
+    pub fn in_hook(changed: Option<&str>, secret_id: &str) -> SecretRead {
+        match changed {
+            Some(changed) if same_secret(changed, secret_id) => SecretRead::Refresh,
+            _ => SecretRead::Tracked,
+        }
+    }
 }
 
 /// True when two secret URIs name the same secret: Juju writes `secret:<id>` in one place

@@ -44,8 +44,11 @@ pub struct UnitState {
     pub binary_checked_at: Option<u64>,
 }
 
-/// Who the runners are registered with and as what: a change of any of these needs the old
-/// runners flushed with the credentials they were made with.
+/// Who the runners are registered with and as what: a change of the scope (path, group,
+/// labels, github-url) needs the old runners flushed with the credentials they were made
+/// with. The credential's fingerprint is kept to find those credentials, but it is no part
+/// of the scope: a registration belongs to the path, not to the credential that made it, so
+/// a new token or App (the old one maybe revoked already) keeps every runner.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ActedScope {
     pub token_fingerprint: Option<String>,
@@ -58,7 +61,7 @@ pub struct ActedScope {
 impl ActedScope {
     pub fn of(config: &CharmConfig) -> Self {
         ActedScope {
-            token_fingerprint: Some(config.token.fingerprint()),
+            token_fingerprint: config.credential.as_ref().map(|c| c.fingerprint()),
             path: Some(config.path.display()),
             group: Some(config.group.clone()),
             labels: Some(config.labels.join(",")),
@@ -66,12 +69,11 @@ impl ActedScope {
         }
     }
 
-    /// A short digest of the scope (no secret: the token is in as its fingerprint). Runners
-    /// carry the one they were made for (`manager::replacement`).
+    /// A short digest of the scope, without the credential. Runners carry the one they were
+    /// made for (`manager::replacement`).
     pub fn fingerprint(&self) -> String {
         let field = |v: &Option<String>| v.clone().unwrap_or_default();
         let joined = [
-            field(&self.token_fingerprint),
             field(&self.path),
             field(&self.group),
             field(&self.labels),
@@ -88,11 +90,10 @@ impl ActedScope {
         self == &ActedScope::default()
     }
 
-    /// The options (as `juju config` names them) that differ from `now`; a field never
+    /// The scope options (as `juju config` names them) that differ from `now`; a field never
     /// recorded counts as unchanged (no flush for a state written by an older charm).
     pub fn changed_options(&self, now: &ActedScope) -> Vec<&'static str> {
         let fields = [
-            ("token", &self.token_fingerprint, &now.token_fingerprint),
             ("path", &self.path, &now.path),
             ("group", &self.group, &now.group),
             ("labels", &self.labels, &now.labels),
@@ -384,19 +385,17 @@ mod tests {
             github_url: Some("u".into()),
         };
         assert!(scope("a", "p").changed_options(&scope("a", "p")).is_empty());
-        assert_eq!(
-            scope("a", "p").changed_options(&scope("b", "p")),
-            vec!["token"]
-        );
+        // A new credential is no scope change.
+        assert!(scope("a", "p").changed_options(&scope("b", "p")).is_empty());
         assert_eq!(
             scope("a", "p").changed_options(&scope("b", "q")),
-            vec!["token", "path"]
+            vec!["path"]
         );
         assert!(ActedScope::default().is_unknown());
         let a = scope("ghp_a", "o/r");
         assert_eq!(a.fingerprint(), scope("ghp_a", "o/r").fingerprint());
         assert_eq!(a.fingerprint().len(), 16);
-        assert_ne!(a.fingerprint(), scope("ghp_b", "o/r").fingerprint());
+        assert_eq!(a.fingerprint(), scope("ghp_b", "o/r").fingerprint());
         assert_ne!(a.fingerprint(), scope("ghp_a", "o/s").fingerprint());
         assert!(ActedScope::default()
             .changed_options(&scope("a", "p"))

@@ -54,7 +54,8 @@ impl From<GitHubError> for OpError {
             GitHubError::Unauthorized { .. }
             | GitHubError::Forbidden { .. }
             | GitHubError::NotFound { .. }
-            | GitHubError::GroupNotFound { .. } => FailureKind::NeedsOperator,
+            | GitHubError::GroupNotFound { .. }
+            | GitHubError::Credential { .. } => FailureKind::NeedsOperator,
             GitHubError::RateLimited { reset_epoch, .. } => FailureKind::RateLimited {
                 reset_epoch: *reset_epoch,
             },

@@ -1,5 +1,5 @@
 //! Runners that go only when their job ends: flushed while busy, or made for a scope
-//! (token, path, group, labels, github-url) the unit no longer serves.
+//! (path, group, labels, github-url; not the credential) the unit no longer serves.
 //!
 //! Two instance config keys carry it, so every round derives it from LXD alone:
 //! - [`SCOPE_CONFIG_KEY`], set at launch: the fingerprint of the scope the runner was

@@ -85,7 +85,8 @@ pub fn lookup_error(e: &GitHubError) -> JobLookup {
         },
         GitHubError::Transport { .. }
         | GitHubError::Server { .. }
-        | GitHubError::Unauthorized { .. } => JobLookup::Unavailable { until_epoch: None },
+        | GitHubError::Unauthorized { .. }
+        | GitHubError::Credential { .. } => JobLookup::Unavailable { until_epoch: None },
         other => JobLookup::Refused(other.to_string()),
     }
 }

@@ -89,7 +89,9 @@ impl SharedSlot {
 /// asked for, such as a job that does not exist).
 pub fn github_failure_kind(e: &GitHubError) -> Option<FailureKind> {
     match e {
-        GitHubError::Unauthorized { .. } => Some(FailureKind::TokenRejected),
+        GitHubError::Unauthorized { .. } | GitHubError::Credential { .. } => {
+            Some(FailureKind::TokenRejected)
+        }
         GitHubError::Server { .. }
         | GitHubError::Transport { .. }
         | GitHubError::RateLimited { .. } => Some(FailureKind::GitHubUnavailable),

@@ -4,7 +4,7 @@
 use super::source::{
     effective_source, relation_source, requirer_app_data, MqUri, QueueSource, RelationSource,
 };
-use crate::juju::{same_secret, HookToolError, HookTools, SecretRead};
+use crate::juju::{HookToolError, HookTools, SecretRead};
 use std::collections::BTreeMap;
 
 pub const ENDPOINT: &str = "mongodb";
@@ -49,10 +49,7 @@ pub fn read_relation_source(
         let Some(secret_id) = app_data.get(field).filter(|s| !s.is_empty()) else {
             continue;
         };
-        let read = match facts.changed_secret {
-            Some(changed) if same_secret(changed, secret_id) => SecretRead::Refresh,
-            _ => SecretRead::Tracked,
-        };
+        let read = SecretRead::in_hook(facts.changed_secret, secret_id);
         match tools.secret_get(secret_id, read) {
             Ok(values) => content.get_or_insert_with(BTreeMap::new).extend(values),
             // Not granted yet (the provider grants it after creating the user): wait.

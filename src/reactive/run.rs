@@ -2,7 +2,8 @@
 //!
 //! Started detached by a reconcile (`reactive::workers`). It closes whatever it inherited,
 //! takes its slot lock (or exits: another worker has the slot), reads the 0600 settings file
-//! the charm wrote (token, broker URI, configuration: never argv or environment), and runs
+//! the charm wrote (broker URI, configuration: never argv or environment) and its GitHub
+//! credential from the unit's credential file (`crate::credential`), and runs
 //! [`Worker`] until SIGTERM. Logs go to stderr, which is its own log file.
 
 use std::io::Read;
@@ -254,7 +255,11 @@ fn runtime(settings: &WorkerSettings, slot_file: Option<&SharedSlot>) -> Result<
         app_name: &identity.app,
         juju_proxy_configured: settings.http_proxy.is_some() || settings.https_proxy.is_some(),
     };
-    let config: CharmConfig = validate(&settings.config, &ctx).map_err(|e| e.to_string())?;
+    let mut config: CharmConfig = validate(&settings.config, &ctx).map_err(|e| e.to_string())?;
+    // The credential the hooks resolved (a worker cannot read Juju secrets), from the unit's
+    // credential file at every call: a rotation reaches a running worker, and an App's
+    // installation token is the one the unit's hooks and workers share.
+    config.credential = None;
     // The unit's own paths (its runner tarball, LXD_CONF, state), as its hooks use them.
     let paths = HostPaths::from_env().with_unit(&settings.unit_name);
     let mut lxc = LxcCli::for_host(&paths).map_err(|e| e.to_string())?;

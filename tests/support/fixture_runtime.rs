@@ -67,7 +67,13 @@ pub fn fixture_runtime(
     )
     .expect("valid config");
     let identity = UnitIdentity::parse("github-runner/0", "model-uuid").expect("unit name");
-    let settings = ClientSettings::from_config(&config, identity.clone(), ProxySettings::default());
+    let token = config.token().cloned().unwrap_or_default();
+    let settings = ClientSettings::from_config(
+        &config,
+        identity.clone(),
+        ProxySettings::default(),
+        std::sync::Arc::new(github_runner::credential::provider::CredentialProvider::token(token)),
+    );
     let client = GitHubClient::new(settings).expect("client for the fake");
     let paths = HostPaths::new(root);
     let tarball = tarball_path(&paths);

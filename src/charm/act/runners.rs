@@ -301,10 +301,12 @@ pub fn record_acted(ctx: &Context<'_>, rt: &Runtime) -> Result<(), CharmError> {
     after
         .deploy_settings
         .get_or_insert_with(|| setup::deploy_settings(config));
-    if let Err(e) = credentials::save(&rt.paths, &PreviousCredentials::of(config)) {
-        // Without the file a later token change flushes with the new token (see
-        // previous_runtime); the unit state still records the change.
-        tracing::warn!("{e}");
+    if let Some(previous) = PreviousCredentials::of(config) {
+        if let Err(e) = credentials::save(&rt.paths, &previous) {
+            // Without the file a later scope change flushes with the new credential (see
+            // previous_runtime); the unit state still records the change.
+            tracing::warn!("{e}");
+        }
     }
     after.save(&before, ctx.tools)?;
     Ok(())

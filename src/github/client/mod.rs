@@ -6,6 +6,7 @@
 //! shapes GitHub answers with; `api` is the trait over both.
 
 mod api;
+mod mint;
 mod transport;
 mod wire;
 
@@ -15,6 +16,7 @@ use super::retry::RetryPolicy;
 use super::GitHubPath;
 use crate::clock::{Clock, SystemClock};
 use crate::config::CharmConfig;
+use crate::credential::provider::CredentialProvider;
 use crate::identity::UnitIdentity;
 use crate::secret::Secret;
 use std::fmt;
@@ -35,13 +37,14 @@ const MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 /// Longest GitHub error message quoted in an error.
 const MAX_MESSAGE_CHARS: usize = 300;
 
-/// Everything the client needs; `Debug` is safe (the token is a [`Secret`]).
+/// Everything the client needs; `Debug` is safe (no credential in it).
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
     /// REST API base: `https://api.github.com` or `<github-url>/api/v3`.
     pub api_base_url: String,
     pub path: GitHubPath,
-    pub token: Secret,
+    /// Where every call's bearer token comes from.
+    pub credential: Arc<CredentialProvider>,
     /// Runner group name (org paths only), matched case-insensitively as GitHub does.
     pub group: String,
     /// Only runners this unit owns are listed.
@@ -68,7 +71,7 @@ impl ClientSettings {
         ClientSettings {
             api_base_url: api_base_url.into(),
             path,
-            token,
+            credential: Arc::new(CredentialProvider::token(token)),
             group: group.into(),
             identity,
             connect_timeout: Duration::from_secs(10),
@@ -79,14 +82,21 @@ impl ClientSettings {
         }
     }
 
-    /// The client for `config`'s scope, through the model's proxies.
-    pub fn from_config(config: &CharmConfig, identity: UnitIdentity, proxy: ProxySettings) -> Self {
+    /// The client for `config`'s scope, through the model's proxies, authenticated by
+    /// `credential`.
+    pub fn from_config(
+        config: &CharmConfig,
+        identity: UnitIdentity,
+        proxy: ProxySettings,
+        credential: Arc<CredentialProvider>,
+    ) -> Self {
         ClientSettings {
             proxy,
+            credential,
             ..ClientSettings::new(
                 config.api_base_url.clone(),
                 config.path.clone(),
-                config.token.clone(),
+                Secret::default(),
                 config.group.clone(),
                 identity,
             )
@@ -214,8 +224,8 @@ impl GitHubClient {
     }
 
     /// Replace the token wherever a server might have echoed it.
-    fn scrub(&self, text: &str) -> String {
-        let token = self.settings.token.expose();
+    fn scrub(&self, text: &str, bearer: &Secret) -> String {
+        let token = bearer.expose();
         let text: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
         if token.len() >= 4 {
             text.replace(token, "[redacted]")

@@ -2,11 +2,14 @@
 //! every page of a listing (only ever on the API's own origin).
 
 use super::{GitHubClient, ACCEPT, API_VERSION, MAX_BODY_BYTES, MAX_PAGES};
+use crate::credential::provider::{CredentialError, CredentialProvider};
+use crate::credential::Credential;
 use crate::github::calls::{process_counters, ApiCall};
 use crate::github::classify::{classify, next_link, permission_needed, Class, ResponseFacts};
 use crate::github::outcomes::{process_outcomes, RateLimit};
 use crate::github::retry::{decide, Decision, Retryable};
 use crate::github::GitHubError;
+use crate::secret::Secret;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::io::Read;
@@ -30,16 +33,41 @@ impl GitHubClient {
         url: &Url,
         body: Option<&Value>,
     ) -> Result<Reply, GitHubError> {
+        let provider = &self.settings.credential;
+        let bearer = provider.bearer(self).map_err(credential_error)?;
+        let unauthorized = match self.send_as(call, method, url, body, &bearer) {
+            Err(e @ GitHubError::Unauthorized { .. }) => e,
+            other => return other,
+        };
+        // An App's installation token refused: one renewal and one retry.
+        let Some(fresh) = provider.renew(&bearer, self).map_err(credential_error)? else {
+            return Err(unauthorized);
+        };
+        match self.send_as(call, method, url, body, &fresh) {
+            Err(GitHubError::Unauthorized { .. }) => Err(app_rejected(provider)),
+            other => other,
+        }
+    }
+
+    /// One call with `bearer`, retried as the policy allows.
+    pub(super) fn send_as(
+        &self,
+        call: ApiCall,
+        method: &str,
+        url: &Url,
+        body: Option<&Value>,
+        bearer: &Secret,
+    ) -> Result<Reply, GitHubError> {
         let path = url.path().to_string();
         let mut retries = 0;
         loop {
             self.calls.record(call);
             process_counters().record(call);
-            let (retryable, error) = match self.attempt(method, url, body) {
+            let (retryable, error) = match self.attempt(method, url, body, bearer) {
                 Attempt::Answer { facts, link, body } => {
                     process_outcomes().record(call, Some(facts.status));
                     tracing::debug!(method, path = %path, status = facts.status, retries, "GitHub API call");
-                    match self.interpret(method, &path, facts, link, body) {
+                    match self.interpret(method, &path, facts, link, body, bearer) {
                         Interpreted::Done(result) => return result,
                         Interpreted::Retry(retryable, error) => (retryable, error),
                     }
@@ -74,17 +102,14 @@ impl GitHubClient {
         }
     }
 
-    fn attempt(&self, method: &str, url: &Url, body: Option<&Value>) -> Attempt {
+    fn attempt(&self, method: &str, url: &Url, body: Option<&Value>, bearer: &Secret) -> Attempt {
         let request = self
             .agent
             .request_url(method, url)
             .set("Accept", ACCEPT)
             .set("X-GitHub-Api-Version", API_VERSION)
             .set("User-Agent", &self.settings.user_agent())
-            .set(
-                "Authorization",
-                &format!("Bearer {}", self.settings.token.expose()),
-            );
+            .set("Authorization", &format!("Bearer {}", bearer.expose()));
         let result = match body {
             Some(b) => request.send_json(b),
             None => request.call(),
@@ -97,7 +122,7 @@ impl GitHubClient {
                     Some(m) => format!("{}: {m}", t.kind()),
                     None => t.kind().to_string(),
                 };
-                return Attempt::Transport(self.scrub(&reason));
+                return Attempt::Transport(self.scrub(&reason, bearer));
             }
         };
         let header = |n: &str| response.header(n).map(str::to_string);
@@ -139,11 +164,12 @@ impl GitHubClient {
         facts: ResponseFacts,
         link: Option<String>,
         body: String,
+        bearer: &Secret,
     ) -> Interpreted {
         let m = method.to_string();
         let p = path.to_string();
         let now = self.clock.now_epoch();
-        let message = self.scrub(&facts.message);
+        let message = self.scrub(&facts.message, bearer);
         let done = |e: GitHubError| Interpreted::Done(Err(e));
         match classify(&facts) {
             Class::Success => Interpreted::Done(Ok(Reply { link, body })),
@@ -284,4 +310,35 @@ fn jitter() -> f64 {
         Ok(()) => f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0),
         Err(_) => 0.5,
     }
+}
+
+/// A credential that cannot give a bearer token: Blocked naming it, unless GitHub was only
+/// unreachable while minting (then the next round retries).
+fn credential_error(e: CredentialError) -> GitHubError {
+    match e {
+        CredentialError::Mint { source, .. }
+            if !matches!(
+                source,
+                GitHubError::Unauthorized { .. }
+                    | GitHubError::Forbidden { .. }
+                    | GitHubError::NotFound { .. }
+                    | GitHubError::Unprocessable { .. }
+            ) =>
+        {
+            source
+        }
+        other => GitHubError::Credential {
+            message: other.to_string(),
+        },
+    }
+}
+
+fn app_rejected(provider: &CredentialProvider) -> GitHubError {
+    let message = match provider.credential() {
+        Ok(Credential::App(app)) => {
+            crate::messages::github_app_rejected(app.app_id, app.installation_id)
+        }
+        Ok(Credential::Token(_)) | Err(_) => crate::messages::GITHUB_TOKEN_INVALID.to_string(),
+    };
+    GitHubError::Credential { message }
 }

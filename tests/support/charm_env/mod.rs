@@ -38,6 +38,8 @@ use std::time::Duration;
 
 /// The charm's file holding the credentials it last acted on (0600, under its state dir).
 pub const CREDENTIALS_FILE: &str = "credentials.json";
+/// The unit's current credential (token, App key, installation token), for every process.
+pub const CREDENTIAL_STORE_FILE: &str = github_runner::credential::store::CREDENTIAL_FILE;
 /// The repository the runners register in.
 pub const REPO: &str = "octo/hello";
 /// Environment knob: the LXD project the charm works in (Juju never sets it).
@@ -360,8 +362,9 @@ impl CharmEnv {
     }
 
     /// No secret in what the last run showed (its output, juju-log, status, action results,
-    /// the hook tools' arguments), in unit state, or in any host file but the charm's 0600
-    /// credentials file (which must be 0600: only root may read the previous token).
+    /// the hook tools' arguments), in unit state, or in any host file but the charm's two
+    /// 0600 credential files (the previous credentials, the current credential), which must
+    /// be 0600: only root may read them.
     /// Returns whether that credentials file exists.
     #[track_caller]
     pub fn assert_secrets_kept(&self, run: &Run, secrets: &[&str]) -> bool {
@@ -399,7 +402,10 @@ impl CharmEnv {
                 }
                 let text =
                     String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
-                if path.file_name().is_some_and(|n| n == CREDENTIALS_FILE) {
+                let credential_file = [CREDENTIALS_FILE, CREDENTIAL_STORE_FILE]
+                    .iter()
+                    .any(|f| path.file_name().is_some_and(|n| n == *f));
+                if credential_file {
                     assert_eq!(
                         meta.permissions().mode() & 0o777,
                         0o600,

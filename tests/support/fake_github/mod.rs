@@ -28,6 +28,10 @@
 //! - `GET /orgs/{org}/actions/runner-groups` (paginated) and `…/runner-groups/{id}`: every
 //!   org has group 1 "Default"; add more with [`FakeGitHub::add_runner_group`].
 //! - `GET /repos/{o}/{r}/actions/jobs/{id}`, `GET /repos/{o}/{r}/actions/runs/{run}/jobs`.
+//! - `POST /app/installations/{id}/access_tokens` with an App's JWT ([`FakeGitHub::add_app`];
+//!   checked as GitHub does, see `app.rs`): 201 `token`, `expires_at`, `permissions`,
+//!   `repository_selection`. The token authorises the API until `expires_at` (then 401);
+//!   its lifetime is [`FakeGitHub::set_installation_token_lifetime`] (3600 s).
 //!
 //! Every API request needs a `User-Agent` (else 403, as GitHub) and
 //! `Authorization: Bearer <token>` (or `token <token>`) with a valid token (else 401
@@ -61,10 +65,13 @@
 
 #![allow(dead_code)]
 
+mod app;
 mod http;
 mod routes;
 mod state;
 
+#[allow(unused_imports)]
+pub use app::{sign_jwt, IssuedToken, DEFAULT_TOKEN_LIFETIME_SECS};
 pub use routes::tarball_name;
 pub use state::{
     AdvertisedChecksum, DownloadFault, Endpoint, FakeJob, FakeRunner, FakeRunnerGroup, Fault,
@@ -214,6 +221,7 @@ impl FakeGitHub {
                 rate_reset: now_epoch() + 3600,
                 holds: Vec::new(),
                 stopping: false,
+                apps: app::Apps::default(),
             }),
             changed: Condvar::new(),
         });

@@ -29,12 +29,17 @@ pub fn classify(method: &str, path: &str) -> Endpoint {
         return Endpoint::Other;
     };
     let segs: Vec<&str> = api.trim_matches('/').split('/').collect();
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let ("POST", ["app", "installations", id, "access_tokens"]) = (method, segs.as_slice()) {
+        if numeric(id) {
+            return Endpoint::InstallationToken;
+        }
+    }
     let (is_org, rest) = match segs.as_slice() {
         ["repos", _, _, rest @ ..] => (false, rest),
         ["orgs", _, rest @ ..] => (true, rest),
         _ => return Endpoint::UnknownApi,
     };
-    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     match (method, rest) {
         ("GET", []) if !is_org => Endpoint::GetRepository,
         ("GET", ["actions", "runners"]) => Endpoint::ListRunners,
@@ -239,7 +244,9 @@ fn scope_of(path: &str) -> Option<(String, bool, Vec<String>)> {
     }
 }
 
-fn authorized(st: &State, req: &HttpRequest) -> bool {
+/// A personal access token the fake knows, or an installation token before its
+/// `expires_at`.
+fn authorized(st: &mut State, req: &HttpRequest) -> bool {
     let Some(auth) = req.header("authorization") else {
         return false;
     };
@@ -248,6 +255,7 @@ fn authorized(st: &State, req: &HttpRequest) -> bool {
         .or_else(|| auth.strip_prefix("token "))
         .unwrap_or("");
     st.tokens.contains(token)
+        || st.apps.standing(token, now_epoch()) == super::app::TokenStanding::Valid
 }
 
 fn api(shared: &Shared, req: &HttpRequest, endpoint: Endpoint) -> HttpResponse {
@@ -258,7 +266,24 @@ fn api(shared: &Shared, req: &HttpRequest, endpoint: Endpoint) -> HttpResponse {
             "Request forbidden by administrative rules. Please make sure your request has a User-Agent header.",
         );
     }
-    if !authorized(&st, req) {
+    if endpoint == Endpoint::InstallationToken {
+        let installation = req
+            .path
+            .rsplit('/')
+            .nth(1)
+            .and_then(|id| id.parse().ok())
+            .unwrap_or(0);
+        let seq = st.next_seq();
+        let auth = req.header("authorization").map(str::to_string);
+        return match st
+            .apps
+            .mint(auth.as_deref(), installation, now_epoch(), seq)
+        {
+            Ok(body) => HttpResponse::json(201, &body),
+            Err((status, message)) => error(status, &message),
+        };
+    }
+    if !authorized(&mut st, req) {
         return error(401, "Bad credentials");
     }
     let Some((path, is_org, rest)) = scope_of(&req.path) else {

@@ -22,6 +22,8 @@ pub enum Endpoint {
     ListRunJobs,
     /// `GET /repos/{owner}/{repo}`.
     GetRepository,
+    /// `POST /app/installations/{id}/access_tokens` (a JWT as bearer).
+    InstallationToken,
     /// Any other path under `/api/v3` (answered 404).
     UnknownApi,
     /// `GET /_fake/downloads/<file>`.
@@ -257,6 +259,8 @@ pub struct State {
     pub rate_reset: u64,
     pub holds: Vec<PageHold>,
     pub stopping: bool,
+    /// GitHub Apps, their installations and installation tokens.
+    pub apps: super::app::Apps,
 }
 
 impl State {
