@@ -489,7 +489,7 @@ fn host_tcp_ports(env: &CharmEnv, acl: &str) -> String {
 /// from the bridge and deleted.
 #[test]
 fn a_refresh_keeps_the_policy_port_and_the_old_acl_until_the_last_old_runner_is_gone() {
-    let (bridge, _) = TestBridge::create("ghp");
+    let (bridge, _) = TestBridge::create("gho");
     let mut env = CharmEnv::new(1);
     env.h.env.insert(BRIDGE_ENV.into(), bridge.0.clone());
     let old_acl = github_runner::legacy::cleanup::ACL;

@@ -76,6 +76,19 @@ impl Unit {
         );
         let bytes = settings.to_bytes();
         write_settings(&dirs, &bytes).unwrap();
+        // The unit's credential file, as the hook that starts workers writes it: a worker
+        // takes its credential from there, never from its settings.
+        if let Some(token) = settings.config.get("token").and_then(|t| t.as_str()) {
+            let paths = github_runner::paths::HostPaths::for_unit(&root, &settings.unit_name);
+            github_runner::credential::store::CredentialStore::for_unit(&paths)
+                .put(
+                    &github_runner::credential::Credential::Token(
+                        github_runner::secret::Secret::new(token),
+                    ),
+                    &github_runner::clock::SystemClock,
+                )
+                .unwrap();
+        }
         let control = DetachedWorkers {
             scope: None,
             binary: env!("CARGO_BIN_EXE_github-runner-worker").into(),
