@@ -157,6 +157,26 @@ fn a_refresh_from_the_python_charm_drains_its_runners_then_removes_what_it_left(
         regs.contains(&other_unit) && regs.contains(&longer_app),
         "{regs:?}"
     );
+    // Another unit's Python-charm runner is still on the machine: what the Python charm's
+    // units share stays for it; only this unit's own files (they hold the token) go.
+    for gone in &charm_files {
+        assert!(!gone.exists(), "{} left behind", gone.display());
+    }
+    for kept in [&service, &cron, &binary, &runner_fs, &image, &quarantined] {
+        assert!(
+            kept.exists(),
+            "{} removed under another unit",
+            kept.display()
+        );
+    }
+    // That unit's runners are gone too (it was refreshed and drained, or removed).
+    env.fx.lxc_ok(&[
+        "delete",
+        "--force",
+        other_unit.as_str(),
+        longer_app.as_str(),
+    ]);
+    env.reconcile().assert_ok();
     for gone in
         charm_files
             .iter()

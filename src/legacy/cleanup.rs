@@ -24,7 +24,9 @@ pub const CHARM_DIR_FILES: [&str; 3] = ["charm_state.json", ".unit-state.db", "s
 pub struct Found {
     /// The policy service's unit file, when present.
     pub policy_service: Option<PathBuf>,
-    /// Present files to delete (charm directory files, the image rebuild cron file).
+    /// Present files of this unit to delete (its charm directory's, holding the token).
+    pub unit_files: Vec<PathBuf>,
+    /// Present machine-wide files to delete (the image rebuild cron file).
     pub files: Vec<PathBuf>,
     /// Mount points below the runner-fs folder (from the mount table).
     pub mounts: Vec<PathBuf>,
@@ -32,6 +34,18 @@ pub struct Found {
     pub dirs: Vec<PathBuf>,
     /// [`ACL`] exists; `attached`: on the runners' bridge.
     pub acl: Option<AclFound>,
+}
+
+impl Found {
+    /// Only this unit's files: the rest is the machine's, which the Python charm's units
+    /// share (one policy service, cron file, ACL, cache and runner-fs), and goes once no
+    /// Python-charm runner of any unit is left on the machine.
+    pub fn unit_part(self) -> Found {
+        Found {
+            unit_files: self.unit_files,
+            ..Found::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +73,14 @@ pub fn steps(found: &Found) -> Vec<Step> {
     if let Some(unit) = &found.policy_service {
         steps.push(Step::StopPolicyService(unit.clone()));
     }
-    steps.extend(found.files.iter().cloned().map(Step::DeleteFile));
+    steps.extend(
+        found
+            .unit_files
+            .iter()
+            .chain(&found.files)
+            .cloned()
+            .map(Step::DeleteFile),
+    );
     if let Some(acl) = found.acl {
         if acl.attached {
             steps.push(Step::DetachAcl);
@@ -127,10 +148,8 @@ mod tests {
         assert!(steps(&Found::default()).is_empty());
         let found = Found {
             policy_service: Some(p("/etc/systemd/system/repo-policy-compliance.service")),
-            files: vec![
-                p("/charm/charm_state.json"),
-                p("/etc/cron.d/build-runner-image"),
-            ],
+            unit_files: vec![p("/charm/charm_state.json")],
+            files: vec![p("/etc/cron.d/build-runner-image")],
             mounts: vec![p("/home/ubuntu/runner-fs"), p("/home/ubuntu/runner-fs/r1")],
             dirs: vec![
                 p("/home/ubuntu/github-runner-app"),
@@ -151,6 +170,11 @@ mod tests {
                 Step::DeleteDir(p("/home/ubuntu/github-runner-app")),
                 Step::DeleteDir(p("/home/ubuntu/runner-fs")),
             ]
+        );
+        // Another unit's Python-charm runners still on the machine: only this unit's files.
+        assert_eq!(
+            steps(&found.clone().unit_part()),
+            vec![Step::DeleteFile(p("/charm/charm_state.json"))]
         );
         let detached = Found {
             acl: Some(AclFound { attached: false }),

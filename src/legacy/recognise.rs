@@ -26,6 +26,28 @@ pub fn is_old_runner_name(identity: &UnitIdentity, name: &str) -> bool {
     })
 }
 
+/// True when `instance` looks like a Python-charm runner of any unit of any application
+/// (`{something}-{number}-{24 hex}`, no key of this charm): while one is on the machine,
+/// what the Python charm's units share stays (`cleanup::Found::unit_part`). Only ever a
+/// reason to keep things, never to touch the instance.
+pub fn is_any_python_runner(instance: &Instance) -> bool {
+    let mut parts = instance.name.rsplitn(3, '-');
+    let (Some(hex), Some(number), Some(app)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    !app.is_empty()
+        && !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
+        && hex.len() == OLD_SUFFIX_HEX_LEN
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && !instance
+            .config
+            .keys()
+            .any(|k| k.starts_with(THIS_CHARMS_KEY_PREFIX))
+}
+
 /// True when `instance` is one of the Python charm's runners of this unit: its name
 /// ([`is_old_runner_name`]) and no key of this charm.
 pub fn is_old_runner(identity: &UnitIdentity, instance: &Instance) -> bool {
@@ -129,5 +151,23 @@ mod tests {
             &me,
             &instance(&format!("github-runner-1-{HEX24}"), &[])
         ));
+    }
+
+    #[test]
+    fn any_units_python_runner_is_seen_only_by_its_shape() {
+        let hex = HEX24;
+        for (name, seen) in [
+            (format!("other-app-3-{hex}"), true),
+            (format!("gr-0-{hex}"), true),
+            (format!("gr-x-{hex}"), false),
+            (format!("-0-{hex}"), false),
+            (format!("gr-0-{}", &hex[..23]), false),
+            (format!("gr-0-{}", hex.to_uppercase()), false),
+            ("operators-vm".to_string(), false),
+        ] {
+            assert_eq!(is_any_python_runner(&instance(&name, &[])), seen, "{name}");
+        }
+        let ours = instance(&format!("gr-0-{hex}"), &[("user.github-runner.owner", "x")]);
+        assert!(!is_any_python_runner(&ours));
     }
 }

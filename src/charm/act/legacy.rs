@@ -59,8 +59,14 @@ pub fn take_over(
         );
         return Ok(Some(finishing));
     }
-    let cleaned = clean_up(ctx, host, rt);
-    if cleaned && registrations.is_some() {
+    // Another unit's (still the Python charm, or not drained yet) runners need what its
+    // units share: only this unit's own files go until none is left on the machine.
+    let others_remain = instances.iter().any(|i| {
+        crate::legacy::recognise::is_any_python_runner(i)
+            && !crate::legacy::recognise::is_old_runner(&rt.identity, i)
+    });
+    let cleaned = clean_up(ctx, host, rt, others_remain);
+    if cleaned && registrations.is_some() && !others_remain {
         let written = crate::host::file::create_private_dir(&rt.paths.state_dir())
             .and_then(|()| crate::host::file::replace_if_changed(&marker, "", 0o600));
         if let Err(e) = written {
@@ -138,16 +144,25 @@ fn retire_one(rt: &Runtime, retire: &Retire) -> bool {
     }
 }
 
-/// What the Python charm left on the host now.
-fn found(ctx: &Context<'_>, host: &dyn Host, rt: &Runtime) -> Found {
+/// What the Python charm left on the host now (only this unit's part while `others_remain`).
+fn found(ctx: &Context<'_>, host: &dyn Host, rt: &Runtime, others_remain: bool) -> Found {
     let paths = &rt.paths;
     let present = |p: &PathBuf| p.symlink_metadata().is_ok();
-    let mut files: Vec<PathBuf> = cleanup::CHARM_DIR_FILES
+    let mut unit_files: Vec<PathBuf> = cleanup::CHARM_DIR_FILES
         .iter()
         .map(|name| ctx.hook.charm_dir.join(name))
         .collect();
-    files.push(paths.python_rebuild_cron_file());
-    files.retain(present);
+    unit_files.retain(present);
+    if others_remain {
+        return Found {
+            unit_files,
+            ..Found::default()
+        };
+    }
+    let files: Vec<PathBuf> = vec![paths.python_rebuild_cron_file()]
+        .into_iter()
+        .filter(present)
+        .collect();
     let mut dirs = vec![
         paths.python_runner_binary_dir(),
         paths.python_runner_fs_dir(),
@@ -165,6 +180,7 @@ fn found(ctx: &Context<'_>, host: &dyn Host, rt: &Runtime) -> Found {
     });
     Found {
         policy_service: Some(paths.python_policy_service_unit()).filter(present),
+        unit_files,
         files,
         mounts: cleanup::mounts_in(&table, &paths.python_runner_fs_dir()),
         dirs,
@@ -187,8 +203,8 @@ fn read_capped(path: &std::path::Path, cap: u64) -> String {
 }
 
 /// Takes every [`cleanup::steps`] step; true when all were taken.
-fn clean_up(ctx: &Context<'_>, host: &dyn Host, rt: &Runtime) -> bool {
-    let found = found(ctx, host, rt);
+fn clean_up(ctx: &Context<'_>, host: &dyn Host, rt: &Runtime, others_remain: bool) -> bool {
+    let found = found(ctx, host, rt, others_remain);
     let steps = cleanup::steps(&found);
     if steps.is_empty() {
         return true;
