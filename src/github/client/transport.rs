@@ -5,7 +5,7 @@ use super::{GitHubClient, ACCEPT, API_VERSION, MAX_BODY_BYTES, MAX_PAGES};
 use crate::github::calls::{process_counters, ApiCall};
 use crate::github::classify::{classify, next_link, permission_needed, Class, ResponseFacts};
 use crate::github::outcomes::{process_outcomes, RateLimit};
-use crate::github::retry::{decide, Decision, Retryable};
+use crate::github::retry::{decide, jitter, Decision, Retryable};
 use crate::github::GitHubError;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -275,13 +275,4 @@ enum Attempt {
 enum Interpreted {
     Done(Result<Reply, GitHubError>),
     Retry(Retryable, GitHubError),
-}
-
-/// Uniform in [0, 1) from the OS; 0.5 if it has none to give (jitter is not security).
-fn jitter() -> f64 {
-    let mut b = [0u8; 4];
-    match getrandom::getrandom(&mut b) {
-        Ok(()) => f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0),
-        Err(_) => 0.5,
-    }
 }
