@@ -1,7 +1,6 @@
 //! One exchange with GitHub or the Actions service: the agent for the URL's host (through
 //! the model's proxy, as [`crate::github`] builds it), the auth header, bounded retries on
-//! what may pass (connection errors, 5xx but 501, 429), the body read capped and its BOM
-//! stripped. The caller interprets every other status.
+//! what may pass (connection errors, 5xx but 501, 429), the body read capped. The caller interprets every other status.
 
 use super::ScaleSetError;
 use crate::clock::Clock;
@@ -79,7 +78,7 @@ impl<'a> Call<'a> {
     }
 }
 
-/// An answer after the retries: any status, the body without its BOM.
+/// An answer after the retries: any status, the body as sent (`wire::parse_body` strips a BOM).
 pub(super) struct Answer {
     pub(super) status: u16,
     pub(super) body: Vec<u8>,
@@ -232,7 +231,6 @@ impl Transport {
             .take(MAX_BODY_BYTES)
             .read_to_end(&mut body)
             .map_err(|e| format!("reading the answer: {}", e.kind()))?;
-        let body = super::wire::strip_bom(&body).to_vec();
         Ok((Answer { status, body }, retry_after))
     }
 }
