@@ -132,9 +132,8 @@ impl FakeScaleSetService {
 
     /// Wait until `f` holds (or `timeout`): true when it did.
     pub fn wait_until(&self, timeout: Duration, mut f: impl FnMut(&State) -> bool) -> bool {
-        self.shared
-            .wait_for(timeout, |st| f(st).then_some(()))
-            .is_some()
+        let st = self.shared.lock();
+        self.shared.wait_for(st, timeout, |st| f(st)).1
     }
 
     pub fn set_admin_token_lifetime(&self, secs: u64) {

@@ -609,12 +609,18 @@ fn queue(shared: &Shared, req: &HttpRequest, endpoint: Endpoint) -> Reply {
         .find(|(k, _)| k == "lastMessageId")
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0);
-    let found = shared.wait_for(timeout, |st| {
+    // Some(None): the session went away while the poll was held.
+    let mut found = None;
+    let st = shared.lock();
+    let (st, _) = shared.wait_for(st, timeout, |st| {
         if !st.sessions.contains_key(&session.id) {
-            return Some(None);
+            found = Some(None);
+        } else if let Some(m) = st.next_message(session.scale_set_id, last) {
+            found = Some(Some(m));
         }
-        st.next_message(session.scale_set_id, last).map(Some)
+        found.is_some()
     });
+    drop(st);
     shared.update(|st| {
         st.polls_waiting -= 1;
         match found {

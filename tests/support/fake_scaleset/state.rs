@@ -6,8 +6,8 @@ use base64::Engine;
 use github_runner::clock::Clock;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Most job messages in one queue message (as the service).
 pub const MAX_JOBS_PER_MESSAGE: usize = 50;
@@ -513,44 +513,11 @@ impl State {
     }
 }
 
-pub struct Shared {
-    pub state: Mutex<State>,
-    pub changed: Condvar,
-}
+/// The model behind the server plumbing's [`super::http::Shared`].
+pub type Shared = super::http::Shared<State>;
 
-impl Shared {
-    /// Poisoning ignored: a panicked test thread must not hide the state from assertions.
-    pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        let out = f(&mut self.lock());
-        self.changed.notify_all();
-        out
-    }
-
-    /// Wait (lock released) until `done` gives a value, the fake stops, or `timeout` passes.
-    pub fn wait_for<T>(
-        &self,
-        timeout: Duration,
-        mut done: impl FnMut(&mut State) -> Option<T>,
-    ) -> Option<T> {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.lock();
-        loop {
-            if let Some(v) = done(&mut st) {
-                return Some(v);
-            }
-            let now = Instant::now();
-            if st.stopping || now >= deadline {
-                return None;
-            }
-            st = self
-                .changed
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+impl super::http::Stopping for State {
+    fn stopping(&self) -> bool {
+        self.stopping
     }
 }
