@@ -7,7 +7,8 @@
 //! - `transport`: one HTTP exchange with bounded retries (5xx, 429, connection errors).
 //! - `wire` (pure): BOM stripping, key-case folding, the JSON shapes; `messages` (pure): job
 //!   messages decoded without ever losing a batch.
-//! - `client` (scale sets, runners, JIT) and `session` (sessions, long poll, ack, acquire).
+//! - `client` (settings, call shapes, groups, scale sets), `runners` (JIT, registrations)
+//!   and `session` (sessions, long poll, ack, acquire).
 //! - `scaling` (pure): how many runners, which to create or remove.
 //!
 //! The service is undocumented; its clients (GitHub's Go `actions/scaleset`, ARC, GARM)
@@ -18,6 +19,7 @@ mod auth;
 mod client;
 mod error;
 mod messages;
+mod runners;
 pub mod scaling;
 mod session;
 mod transport;

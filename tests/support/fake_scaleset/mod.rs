@@ -57,6 +57,7 @@
 
 #[path = "../fake_github/http.rs"]
 mod http;
+mod queue;
 mod routes;
 mod state;
 
