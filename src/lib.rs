@@ -20,6 +20,7 @@ pub mod observability;
 pub mod paths;
 pub mod reactive;
 pub mod runner;
+pub mod scaleset;
 pub mod secret;
 
 /// Tests write scripts and run them; this places them without the ETXTBSY race.

@@ -92,6 +92,15 @@ pub fn backoff(policy: &RetryPolicy, retries_done: u32, jitter: f64) -> Duration
     half + half.mul_f64(jitter.clamp(0.0, 1.0))
 }
 
+/// Uniform in [0, 1) from the OS; 0.5 if it has none to give (jitter is not security).
+pub fn jitter() -> f64 {
+    let mut b = [0u8; 4];
+    match getrandom::getrandom(&mut b) {
+        Ok(()) => f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0),
+        Err(_) => 0.5,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use crate::credential::Credential;
 use crate::github::calls::{process_counters, ApiCall};
 use crate::github::classify::{classify, next_link, permission_needed, Class, ResponseFacts};
 use crate::github::outcomes::{process_outcomes, RateLimit};
-use crate::github::retry::{decide, Decision, Retryable};
+use crate::github::retry::{decide, jitter, Decision, Retryable};
 use crate::github::GitHubError;
 use crate::secret::Secret;
 use serde::de::DeserializeOwned;
@@ -301,15 +301,6 @@ enum Attempt {
 enum Interpreted {
     Done(Result<Reply, GitHubError>),
     Retry(Retryable, GitHubError),
-}
-
-/// Uniform in [0, 1) from the OS; 0.5 if it has none to give (jitter is not security).
-fn jitter() -> f64 {
-    let mut b = [0u8; 4];
-    match getrandom::getrandom(&mut b) {
-        Ok(()) => f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0),
-        Err(_) => 0.5,
-    }
 }
 
 /// A credential that cannot give a bearer token: Blocked naming it, unless GitHub was only

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -349,4 +349,60 @@ pub fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A fake's state, shared by its connection threads and the test: every change wakes
+/// every waiter (long polls, `wait_until`).
+pub struct Shared<S> {
+    pub state: Mutex<S>,
+    pub changed: Condvar,
+}
+
+impl<S> Shared<S> {
+    /// The state; a test thread that panicked while holding the lock must not hide the
+    /// state from the assertions that follow, so poisoning is ignored.
+    pub fn lock(&self) -> MutexGuard<'_, S> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Change the state and wake every waiter (long-polls, `wait_until`).
+    pub fn update<T>(&self, f: impl FnOnce(&mut S) -> T) -> T {
+        let mut st = self.lock();
+        let out = f(&mut st);
+        drop(st);
+        self.changed.notify_all();
+        out
+    }
+}
+
+/// Whether the fake is stopping: waits end then.
+pub trait Stopping {
+    fn stopping(&self) -> bool;
+}
+
+impl<S: Stopping> Shared<S> {
+    /// Wait (lock released) until `done` holds, the fake stops, or `timeout` passes.
+    /// Returns the guard and whether `done` held.
+    pub fn wait_for<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, S>,
+        timeout: Duration,
+        mut done: impl FnMut(&mut S) -> bool,
+    ) -> (MutexGuard<'a, S>, bool) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if done(&mut st) {
+                return (st, true);
+            }
+            let now = std::time::Instant::now();
+            if st.stopping() || now >= deadline {
+                return (st, false);
+            }
+            st = self
+                .changed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
 }

@@ -2,7 +2,6 @@
 //! Everything is plain data behind one mutex; the condvar wakes long-polls and slow answers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// An API endpoint (or a `/_fake/` helper) as the fake classifies a request.
@@ -368,50 +367,12 @@ impl State {
     }
 }
 
-pub struct Shared {
-    pub state: Mutex<State>,
-    pub changed: Condvar,
-}
+/// The fake's state behind the server plumbing's [`super::http::Shared`].
+pub type Shared = super::http::Shared<State>;
 
-impl Shared {
-    /// The state; a test thread that panicked while holding the lock must not hide the
-    /// state from the assertions that follow, so poisoning is ignored.
-    pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Change the state and wake every waiter (long-polls, `wait_until`).
-    pub fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        let mut st = self.lock();
-        let out = f(&mut st);
-        drop(st);
-        self.changed.notify_all();
-        out
-    }
-
-    /// Wait (lock released) until `done` holds, the fake stops, or `timeout` passes.
-    /// Returns the guard and whether `done` held.
-    pub fn wait_for<'a>(
-        &'a self,
-        mut st: MutexGuard<'a, State>,
-        timeout: Duration,
-        mut done: impl FnMut(&mut State) -> bool,
-    ) -> (MutexGuard<'a, State>, bool) {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if done(&mut st) {
-                return (st, true);
-            }
-            let now = std::time::Instant::now();
-            if st.stopping || now >= deadline {
-                return (st, false);
-            }
-            st = self
-                .changed
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+impl super::http::Stopping for State {
+    fn stopping(&self) -> bool {
+        self.stopping
     }
 }
 

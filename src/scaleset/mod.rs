@@ -1,0 +1,40 @@
+//! GitHub's runner scale set protocol: the Actions service a scale-set listener talks to.
+//! Not yet used by a mode; the listener is built on top of [`ScaleSetClient`].
+//!
+//! - `urls` (pure): the config URL, the REST base (`/api/v3` on GHES), service URLs.
+//! - `auth`: credential -> registration token (REST, [`crate::github::GitHub`]) ->
+//!   `runner-registration` -> service URL + admin token, refreshed lazily before expiry.
+//! - `transport`: one HTTP exchange with bounded retries (5xx, 429, connection errors).
+//! - `wire` (pure): BOM stripping, key-case folding, the JSON shapes; `messages` (pure): job
+//!   messages decoded without ever losing a batch.
+//! - `client` (settings, call shapes, groups, scale sets), `runners` (JIT, registrations)
+//!   and `session` (sessions, long poll, ack, acquire).
+//! - `scaling` (pure): how many runners, which to create or remove.
+//!
+//! The service is undocumented; its clients (GitHub's Go `actions/scaleset`, ARC, GARM)
+//! are the reference. Go decodes JSON keys case-insensitively, so the casing the service
+//! answers with is unproven: every answer is decoded with its keys folded to lowercase.
+
+mod auth;
+mod client;
+mod error;
+mod messages;
+mod runners;
+pub mod scaling;
+mod session;
+mod transport;
+mod urls;
+mod wire;
+
+pub use auth::{AdminConnection, RegistrationTokens};
+pub use client::{ScaleSetClient, ScaleSetSettings};
+pub use error::ScaleSetError;
+pub use messages::{JobInfo, JobMessage, ScaleSetMessage};
+pub use urls::{ConfigUrl, RegistrationScope};
+pub use wire::{
+    Label, NewScaleSet, ScaleSet, ScaleSetJitConfig, ScaleSetRunner, ScaleSetUpdate, Session,
+    Statistics,
+};
+
+/// Runner group id the service gives the default group; nobody looks it up.
+pub const DEFAULT_RUNNER_GROUP_ID: u64 = 1;
