@@ -348,3 +348,7 @@ impl<'a> Listener<'a> {
         !stop.load(Ordering::SeqCst)
     }
 }
+
+#[cfg(test)]
+#[path = "listener_tests.rs"]
+mod tests;

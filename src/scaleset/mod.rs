@@ -23,6 +23,8 @@ mod client;
 mod error;
 pub mod listener;
 pub mod listener_state;
+#[cfg(any(test, feature = "testkit"))]
+pub mod memory_runners;
 mod messages;
 mod runners;
 pub mod scaling;
