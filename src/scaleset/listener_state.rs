@@ -243,3 +243,184 @@ fn parse_cursor(text: &str) -> Option<(u64, i64)> {
     let last = parts.next()?.parse().ok()?;
     Some((id, last))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scaleset::JobInfo;
+
+    fn info(request: i64) -> JobInfo {
+        JobInfo {
+            runner_request_id: request,
+            ..JobInfo::default()
+        }
+    }
+
+    #[test]
+    fn a_message_acquires_first_handles_its_jobs_in_order_then_scales_then_acks() {
+        let statistics = Statistics {
+            total_assigned_jobs: 4,
+            ..Statistics::default()
+        };
+        let message = ScaleSetMessage {
+            id: 9,
+            message_type: "RunnerScaleSetJobMessages".into(),
+            statistics,
+            jobs: vec![
+                JobMessage::Completed {
+                    job: info(0),
+                    result: "succeeded".into(),
+                    runner_id: 5,
+                    runner_name: "r-5".into(),
+                },
+                JobMessage::Available(info(7)),
+                JobMessage::Available(info(0)),
+                JobMessage::Assigned(info(8)),
+                JobMessage::Started {
+                    job: info(0),
+                    runner_id: 6,
+                    runner_name: "r-6".into(),
+                },
+                JobMessage::Started {
+                    job: info(0),
+                    runner_id: 0,
+                    runner_name: String::new(),
+                },
+                JobMessage::Completed {
+                    job: info(0),
+                    result: "canceled".into(),
+                    runner_id: 0,
+                    runner_name: String::new(),
+                },
+                JobMessage::Available(info(11)),
+                JobMessage::Unknown {
+                    message_type: "x".into(),
+                },
+            ],
+        };
+        assert_eq!(
+            on_message(&message),
+            [
+                Action::Acquire(vec![7, 11]),
+                Action::RemoveFinished {
+                    name: "r-5".into(),
+                    runner_id: 5
+                },
+                Action::MarkBusy("r-6".into()),
+                Action::Scale(statistics),
+                Action::Ack(9),
+            ]
+        );
+        let empty = ScaleSetMessage {
+            jobs: Vec::new(),
+            ..message
+        };
+        assert_eq!(
+            on_message(&empty),
+            [Action::Scale(statistics), Action::Ack(9)]
+        );
+    }
+
+    #[test]
+    fn the_plan_keeps_runners_busy_by_job_started_and_skips_those_on_their_way_out() {
+        let config = ListenerConfig {
+            scale_set_name: "s".into(),
+            runner_group: String::new(),
+            labels: Vec::new(),
+            owner: "o".into(),
+            max_runners: 4,
+            min_idle: 1,
+            work_folder: String::new(),
+        };
+        let instance = |name: &str, state| ListenerInstance {
+            name: name.into(),
+            runner_id: 1,
+            state,
+        };
+        let instances = [
+            instance("a", RunnerState::Idle),
+            instance("b", RunnerState::Idle),
+            instance("gone", RunnerState::Idle),
+        ];
+        let mut state = ListenerState::default();
+        state.busy.insert("a".into());
+        state.pending_removals.insert("gone".into(), 3);
+        // Desired min(4, 0 + 1) = 1; a (busy) and b count, gone does not: b is the surplus.
+        assert_eq!(scale_plan(&state, &config, &instances).remove, ["b"]);
+        state.statistics.total_assigned_jobs = 2;
+        assert_eq!(
+            scale_plan(&state, &config, &instances),
+            ScalePlan {
+                create: 1,
+                remove: vec![]
+            }
+        );
+        state.statistics.total_assigned_jobs = 100;
+        assert_eq!(scale_plan(&state, &config, &instances).create, 2, "max 4");
+    }
+
+    #[test]
+    fn the_retry_delay_doubles_from_5_s_to_a_60_s_cap_with_at_most_a_quarter_of_jitter() {
+        let plain: Vec<u64> = (0..8).map(|a| retry_delay(a, 0.0).as_secs()).collect();
+        assert_eq!(plain, [5, 10, 20, 40, 60, 60, 60, 60]);
+        for attempt in [0, 3, 40, u32::MAX] {
+            let low = retry_delay(attempt, 0.0);
+            for jitter in [0.0, 0.3, 0.999_999, 7.0, -1.0] {
+                let d = retry_delay(attempt, jitter);
+                assert!(d >= low && d <= low + low / 4, "{attempt} {jitter}: {d:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_configuration_and_permission_errors_end_the_loop() {
+        let e = |status| ScaleSetError::Server {
+            method: "GET".into(),
+            path: "/".into(),
+            status,
+        };
+        assert_eq!(recovery(&e(503)), Recovery::Backoff);
+        let lost = ScaleSetError::SessionNotFound {
+            scale_set_id: 1,
+            method: "GET".into(),
+            path: "/".into(),
+        };
+        assert_eq!(recovery(&lost), Recovery::NewSession);
+        let gone = ScaleSetError::ScaleSetNotFound {
+            scale_set_id: 1,
+            method: "GET".into(),
+            path: "/".into(),
+        };
+        assert_eq!(recovery(&gone), Recovery::RecreateScaleSet);
+        let group = ScaleSetError::RunnerGroupNotFound { name: "g".into() };
+        assert_eq!(recovery(&group), Recovery::Fatal);
+        let conflict = ScaleSetError::SessionConflict {
+            scale_set_id: 1,
+            message: String::new(),
+        };
+        assert_eq!(recovery(&conflict), Recovery::Backoff);
+    }
+
+    #[test]
+    fn the_file_cursor_is_per_scale_set_private_and_survives_a_new_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let cursor = FileCursor {
+            path: dir.path().join("state/cursor"),
+        };
+        assert_eq!(cursor.load(41), 0, "no file yet");
+        cursor.store(41, 100_000_171).unwrap();
+        let again = FileCursor {
+            path: cursor.path.clone(),
+        };
+        assert_eq!(again.load(41), 100_000_171);
+        assert_eq!(again.load(42), 0, "another scale set starts over");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cursor.path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(&cursor.path, "garbage").unwrap();
+        assert_eq!(again.load(41), 0);
+    }
+}
