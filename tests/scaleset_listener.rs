@@ -9,13 +9,9 @@ mod fake_scaleset;
 
 use fake_scaleset::{Endpoint, FakeScaleSetService, JobState};
 use github_runner::clock::ManualClock;
-use github_runner::github::{ClientSettings, GitHubClient, GitHubPath};
-use github_runner::identity::UnitIdentity;
 use github_runner::scaleset::listener::{Listener, ListenerEdges, ListenerReport};
 use github_runner::scaleset::listener_state::{ListenerConfig, ListenerPhase, MessageCursor};
 use github_runner::scaleset::memory_runners::MemoryRunners;
-use github_runner::scaleset::{ConfigUrl, ScaleSetClient, ScaleSetSettings};
-use github_runner::secret::Secret;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,32 +40,12 @@ impl ListenerReport for Phases {
     }
 }
 
-fn client(fake: &FakeScaleSetService, clock: Arc<ManualClock>) -> ScaleSetClient {
-    let identity = UnitIdentity::parse("github-runner/0", "model-uuid").unwrap();
-    let github_path = GitHubPath::Repo {
-        owner: "octo".into(),
-        repo: "hello".into(),
-    };
-    let rest = GitHubClient::new(ClientSettings::new(
-        fake.api_base(),
-        github_path,
-        Secret::new(fake.pat()),
-        "default",
-        identity,
-    ))
-    .unwrap();
-    let config = ConfigUrl::parse(&fake.config_url("octo/hello")).unwrap();
-    let mut settings = ScaleSetSettings::new(config);
-    settings.poll_timeout = Duration::from_secs(20);
-    ScaleSetClient::with_clock(settings, Arc::new(rest), clock)
-}
-
 #[test]
 fn jobs_get_jit_runners_which_go_when_done_every_message_acked_and_stop_ends_the_session() {
     let clock = Arc::new(ManualClock::at(1_800_000_000));
     let fake = FakeScaleSetService::start(clock.clone());
     fake.set_poll_timeout(Duration::from_millis(200));
-    let client = client(&fake, clock.clone());
+    let client = fake.client("octo/hello", clock.clone());
     let runners = MemoryRunners::new("github-runner-0");
     let cursor = Cursor::default();
     let phases = Phases::default();
