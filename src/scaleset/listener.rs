@@ -78,8 +78,8 @@ impl<'a> Listener<'a> {
                 Recovery::RecreateScaleSet => {
                     tracing::warn!(error = %error, "the scale set is gone; creating it again");
                     session = None;
+                    // The new scale set's id has no cursor yet: it starts from 0.
                     self.state.scale_set_id = 0;
-                    self.state.last_message_id = 0;
                 }
                 Recovery::Backoff => {
                     let retry_in = retry_delay(failures, (self.edges.jitter)());
