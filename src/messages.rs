@@ -406,3 +406,26 @@ pub fn github_app_rejected(app_id: u64, installation_id: u64) -> String {
          check github-app-id, github-app-installation-id ({installation_id}) and github-app-private-key"
     )
 }
+
+// ---- the scale-set listener (its phase, for the unit's status) ----
+
+pub fn scale_set_listener_starting(scale_set: &str) -> String {
+    format!("Scale set {scale_set}: listener starting")
+}
+
+/// A 409 on session create, waited out with backoff.
+pub fn scale_set_waiting_for_session(scale_set: &str) -> String {
+    format!("Scale set {scale_set}: waiting for the previous listener's session to expire")
+}
+
+pub fn scale_set_listening(scale_set: &str) -> String {
+    format!("Scale set {scale_set}: listening for jobs")
+}
+
+pub fn scale_set_listener_retrying(scale_set: &str, error: &str) -> String {
+    format!("Scale set {scale_set}: retrying after an error: {error}")
+}
+
+pub fn scale_set_listener_stopped(scale_set: &str) -> String {
+    format!("Scale set {scale_set}: listener stopped")
+}

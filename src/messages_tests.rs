@@ -152,6 +152,23 @@ fn every_kind() -> Vec<(&'static str, String)> {
             reactive_held("mongodb relation: no provider unit yet"),
         ),
         ("cannot_read_jobs", cannot_read_jobs("octo/private")),
+        (
+            "scale_set_listener_starting",
+            scale_set_listener_starting("lxd-jammy-0"),
+        ),
+        (
+            "scale_set_waiting_for_session",
+            scale_set_waiting_for_session("lxd-jammy-0"),
+        ),
+        ("scale_set_listening", scale_set_listening("lxd-jammy-0")),
+        (
+            "scale_set_listener_retrying",
+            scale_set_listener_retrying("lxd-jammy-0", "GitHub answered 503"),
+        ),
+        (
+            "scale_set_listener_stopped",
+            scale_set_listener_stopped("lxd-jammy-0"),
+        ),
     ]
 }
 

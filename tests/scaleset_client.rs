@@ -9,13 +9,10 @@ mod fake_scaleset;
 
 use fake_scaleset::{Endpoint, FakeScaleSetService, Fault, JobState, KeyCase};
 use github_runner::clock::ManualClock;
-use github_runner::github::{ClientSettings, DeleteOutcome, GitHubClient, GitHubPath};
-use github_runner::identity::UnitIdentity;
+use github_runner::github::DeleteOutcome;
 use github_runner::scaleset::{
-    ConfigUrl, JobMessage, NewScaleSet, ScaleSet, ScaleSetClient, ScaleSetError, ScaleSetSettings,
-    ScaleSetUpdate, Session,
+    JobMessage, NewScaleSet, ScaleSet, ScaleSetClient, ScaleSetError, ScaleSetUpdate, Session,
 };
-use github_runner::secret::Secret;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,26 +27,7 @@ struct World {
 fn world_for(path: &str) -> World {
     let clock = Arc::new(ManualClock::at(1_800_000_000));
     let fake = FakeScaleSetService::start(clock.clone());
-    let github_path = match path.split_once('/') {
-        Some((owner, repo)) => GitHubPath::Repo {
-            owner: owner.into(),
-            repo: repo.into(),
-        },
-        None => GitHubPath::Org(path.into()),
-    };
-    let identity = UnitIdentity::parse("github-runner/0", "model-uuid").unwrap();
-    let rest = GitHubClient::new(ClientSettings::new(
-        fake.api_base(),
-        github_path,
-        Secret::new(fake.pat()),
-        "default",
-        identity,
-    ))
-    .unwrap();
-    let config = ConfigUrl::parse(&fake.config_url(path)).unwrap();
-    let mut settings = ScaleSetSettings::new(config);
-    settings.poll_timeout = Duration::from_secs(20);
-    let client = ScaleSetClient::with_clock(settings, Arc::new(rest), clock.clone());
+    let client = fake.client(path, clock.clone());
     World {
         clock,
         fake,

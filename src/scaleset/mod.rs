@@ -10,14 +10,21 @@
 //! - `client` (settings, call shapes, groups, scale sets), `runners` (JIT, registrations)
 //!   and `session` (sessions, long poll, ack, acquire).
 //! - `scaling` (pure): how many runners, which to create or remove.
+//! - `api`: the listener's edges (`ScaleSetApi` over the client, `ListenerRunners`);
+//!   `listener_state` (pure): its decisions; `listener`: its loop. Not yet run by a mode.
 //!
 //! The service is undocumented; its clients (GitHub's Go `actions/scaleset`, ARC, GARM)
 //! are the reference. Go decodes JSON keys case-insensitively, so the casing the service
 //! answers with is unproven: every answer is decoded with its keys folded to lowercase.
 
+pub mod api;
 mod auth;
 mod client;
 mod error;
+pub mod listener;
+pub mod listener_state;
+#[cfg(any(test, feature = "testkit"))]
+pub mod memory_runners;
 mod messages;
 mod runners;
 pub mod scaling;

@@ -67,6 +67,10 @@ pub use state::{
 };
 
 use github_runner::clock::Clock;
+use github_runner::github::{ClientSettings, GitHubClient, GitHubPath};
+use github_runner::identity::UnitIdentity;
+use github_runner::scaleset::{ConfigUrl, ScaleSetClient, ScaleSetSettings};
+use github_runner::secret::Secret;
 use http::HttpServer;
 use state::Shared;
 use std::sync::{Arc, Condvar, Mutex};
@@ -246,6 +250,31 @@ impl FakeScaleSetService {
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
+    }
+
+    /// The real client for scope `path` (`org` or `owner/repo`) of this fake: the REST
+    /// credential, the config URL, polls of at most 20 s, token lifetimes on `clock`.
+    pub fn client(&self, path: &str, clock: Arc<dyn Clock>) -> ScaleSetClient {
+        let github_path = match path.split_once('/') {
+            Some((owner, repo)) => GitHubPath::Repo {
+                owner: owner.into(),
+                repo: repo.into(),
+            },
+            None => GitHubPath::Org(path.into()),
+        };
+        let identity = UnitIdentity::parse("github-runner/0", "model-uuid").expect("a unit name");
+        let rest = GitHubClient::new(ClientSettings::new(
+            self.api_base(),
+            github_path,
+            Secret::new(self.pat()),
+            "default",
+            identity,
+        ))
+        .expect("a REST client for the fake");
+        let config = ConfigUrl::parse(&self.config_url(path)).expect("the fake's config URL");
+        let mut settings = ScaleSetSettings::new(config);
+        settings.poll_timeout = Duration::from_secs(20);
+        ScaleSetClient::with_clock(settings, Arc::new(rest), clock)
     }
 
     pub fn requests_to(&self, endpoint: Endpoint) -> Vec<RecordedRequest> {

@@ -1,0 +1,426 @@
+//! The listener's decisions, pure: what a message asks for and in which order, how many
+//! runners to create or remove, how long to wait, what an error means for the loop, and
+//! the cursor (`lastMessageId`) kept across restarts. The loop in `listener` applies them.
+
+use super::api::ListenerInstance;
+use super::scaling::{self, ExistingRunner, RunnerState, ScalePlan};
+use super::{JobMessage, ScaleSetError, ScaleSetMessage, Statistics};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What the listener serves; built by the mode that runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub scale_set_name: String,
+    /// Runner group name (`""` or `default`: the default group).
+    pub runner_group: String,
+    /// Labels besides the scale set's name.
+    pub labels: Vec<String>,
+    /// The session owner, stable per unit.
+    pub owner: String,
+    /// The most runners at once (`X-ScaleSetMaxCapacity`).
+    pub max_runners: u32,
+    pub min_idle: u32,
+    /// `workFolder` of JIT configs (`""`: the runner's default).
+    pub work_folder: String,
+}
+
+/// Where the listener is, for the unit's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerPhase {
+    Starting,
+    /// A 409: another session holds the scale set (most often a crashed predecessor's,
+    /// until it expires).
+    WaitingForSession {
+        attempt: u32,
+        retry_in: Duration,
+    },
+    Listening {
+        scale_set_id: u64,
+    },
+    /// A failure the loop waits out (the service down, rate limits).
+    Retrying {
+        error: String,
+        retry_in: Duration,
+    },
+    Stopped,
+}
+
+impl ListenerPhase {
+    /// The status text (from `crate::messages`).
+    pub fn status_text(&self, scale_set_name: &str) -> String {
+        use crate::messages;
+        match self {
+            ListenerPhase::Starting => messages::scale_set_listener_starting(scale_set_name),
+            ListenerPhase::WaitingForSession { .. } => {
+                messages::scale_set_waiting_for_session(scale_set_name)
+            }
+            ListenerPhase::Listening { .. } => messages::scale_set_listening(scale_set_name),
+            ListenerPhase::Retrying { error, .. } => {
+                messages::scale_set_listener_retrying(scale_set_name, error)
+            }
+            ListenerPhase::Stopped => messages::scale_set_listener_stopped(scale_set_name),
+        }
+    }
+}
+
+/// What the listener knows between messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerState {
+    /// 0: not known yet (to be got or created).
+    pub scale_set_id: u64,
+    pub last_message_id: i64,
+    /// The latest statistics: what scaling is decided on.
+    pub statistics: Statistics,
+    /// Runners a JobStarted named: never removed by scaling.
+    pub busy: BTreeSet<String>,
+    /// Finished runners whose instance or registration is still to go (name -> runner id).
+    pub pending_removals: BTreeMap<String, u64>,
+}
+
+/// One step of handling a message, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// GHES: acquire these `runnerRequestId`s. Failing, the message is not acknowledged.
+    Acquire(Vec<i64>),
+    MarkBusy(String),
+    /// The runner's job is done: its instance and registration go.
+    RemoveFinished {
+        name: String,
+        runner_id: u64,
+    },
+    /// Scale to these statistics.
+    Scale(Statistics),
+    /// Persist the cursor, then delete the message: after all the work (at-least-once).
+    Ack(i64),
+}
+
+/// The work a message asks for. Job messages are handled idempotently (a message may come
+/// again); the count comes from the statistics only.
+pub fn on_message(message: &ScaleSetMessage) -> Vec<Action> {
+    let acquire: Vec<i64> = message
+        .jobs
+        .iter()
+        .filter_map(|j| match j {
+            JobMessage::Available(job) if job.runner_request_id != 0 => Some(job.runner_request_id),
+            _ => None,
+        })
+        .collect();
+    let mut actions = Vec::new();
+    if !acquire.is_empty() {
+        actions.push(Action::Acquire(acquire));
+    }
+    for job in &message.jobs {
+        match job {
+            JobMessage::Started { runner_name, .. } if !runner_name.is_empty() => {
+                actions.push(Action::MarkBusy(runner_name.clone()));
+            }
+            // An empty name: the job never reached a runner (a cancelled assignment).
+            JobMessage::Completed {
+                runner_name,
+                runner_id,
+                ..
+            } if !runner_name.is_empty() => actions.push(Action::RemoveFinished {
+                name: runner_name.clone(),
+                runner_id: *runner_id,
+            }),
+            _ => {}
+        }
+    }
+    actions.push(Action::Scale(message.statistics));
+    actions.push(Action::Ack(message.id));
+    actions
+}
+
+/// What to create or remove: desired from the statistics, busy runners (by the runner
+/// side or a JobStarted) kept, finished ones on their way out not counted.
+pub fn scale_plan(
+    state: &ListenerState,
+    config: &ListenerConfig,
+    instances: &[ListenerInstance],
+) -> ScalePlan {
+    let existing: Vec<ExistingRunner> = instances
+        .iter()
+        .filter(|i| !state.pending_removals.contains_key(&i.name))
+        .map(|i| ExistingRunner {
+            name: i.name.clone(),
+            state: if state.busy.contains(&i.name) {
+                RunnerState::Busy
+            } else {
+                i.state
+            },
+        })
+        .collect();
+    let desired = scaling::desired_runners(&state.statistics, config.max_runners, config.min_idle);
+    scaling::plan(desired, &existing)
+}
+
+/// What an error from the service means for the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Drop the session and open a new one.
+    NewSession,
+    /// GitHub deleted the scale set: create it again, from a cursor of 0.
+    RecreateScaleSet,
+    /// Transient: wait and try again.
+    Backoff,
+    /// Only the operator can fix it: stop, with the error.
+    Fatal,
+}
+
+pub fn recovery(error: &ScaleSetError) -> Recovery {
+    use ScaleSetError as E;
+    match error {
+        E::SessionNotFound { .. } | E::MessageQueueTokenExpired { .. } => Recovery::NewSession,
+        E::ScaleSetNotFound { .. } => Recovery::RecreateScaleSet,
+        E::SessionConflict { .. }
+        | E::RateLimited { .. }
+        | E::Server { .. }
+        | E::Transport { .. }
+        | E::Service { .. }
+        | E::Protocol { .. }
+        | E::RunnerExists { .. }
+        | E::RegistrationToken(_) => Recovery::Backoff,
+        E::BadConfigUrl { .. }
+        | E::RegistrationRefused { .. }
+        | E::AdminUnauthorized { .. }
+        | E::Forbidden { .. }
+        | E::RunnerGroupNotFound { .. }
+        | E::InsecureUrl { .. }
+        | E::Proxy(_) => Recovery::Fatal,
+    }
+}
+
+/// First wait of a backoff; doubled per attempt up to [`RETRY_CAP`].
+pub const RETRY_BASE: Duration = Duration::from_secs(5);
+pub const RETRY_CAP: Duration = Duration::from_secs(60);
+
+/// Capped exponential backoff, whole seconds, plus up to a quarter more of jitter
+/// (`jitter` in [0, 1)) so that listeners started together do not retry together.
+pub fn retry_delay(attempt: u32, jitter: f64) -> Duration {
+    let factor = 1u64.checked_shl(attempt.min(16)).unwrap_or(u64::MAX);
+    let step = RETRY_BASE
+        .as_secs()
+        .saturating_mul(factor)
+        .min(RETRY_CAP.as_secs());
+    let extra = ((step as f64) * jitter.clamp(0.0, 1.0) / 4.0).floor() as u64;
+    Duration::from_secs(step + extra)
+}
+
+/// Where `lastMessageId` survives a restart, per scale set (a new scale set starts at 0).
+pub trait MessageCursor: Send + Sync {
+    fn load(&self, scale_set_id: u64) -> i64;
+    fn store(&self, scale_set_id: u64, last_message_id: i64) -> std::io::Result<()>;
+}
+
+/// The cursor in a file: `<scale set id> <last message id>`, replaced atomically.
+#[derive(Debug, Clone)]
+pub struct FileCursor {
+    pub path: PathBuf,
+}
+
+impl MessageCursor for FileCursor {
+    /// 0 when the file is missing, unreadable, or of another scale set.
+    fn load(&self, scale_set_id: u64) -> i64 {
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return 0;
+        };
+        parse_cursor(&text)
+            .filter(|(id, _)| *id == scale_set_id)
+            .map_or(0, |(_, last)| last)
+    }
+
+    fn store(&self, scale_set_id: u64, last_message_id: i64) -> std::io::Result<()> {
+        let content = format!("{scale_set_id} {last_message_id}\n");
+        crate::host::file::replace_if_changed(&self.path, &content, 0o600).map(|_| ())
+    }
+}
+
+fn parse_cursor(text: &str) -> Option<(u64, i64)> {
+    let mut parts = text.split_whitespace();
+    let id = parts.next()?.parse().ok()?;
+    let last = parts.next()?.parse().ok()?;
+    Some((id, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scaleset::JobInfo;
+
+    fn info(request: i64) -> JobInfo {
+        JobInfo {
+            runner_request_id: request,
+            ..JobInfo::default()
+        }
+    }
+
+    #[test]
+    fn a_message_acquires_first_handles_its_jobs_in_order_then_scales_then_acks() {
+        let statistics = Statistics {
+            total_assigned_jobs: 4,
+            ..Statistics::default()
+        };
+        let message = ScaleSetMessage {
+            id: 9,
+            message_type: "RunnerScaleSetJobMessages".into(),
+            statistics,
+            jobs: vec![
+                JobMessage::Completed {
+                    job: info(0),
+                    result: "succeeded".into(),
+                    runner_id: 5,
+                    runner_name: "r-5".into(),
+                },
+                JobMessage::Available(info(7)),
+                JobMessage::Available(info(0)),
+                JobMessage::Assigned(info(8)),
+                JobMessage::Started {
+                    job: info(0),
+                    runner_id: 6,
+                    runner_name: "r-6".into(),
+                },
+                JobMessage::Started {
+                    job: info(0),
+                    runner_id: 0,
+                    runner_name: String::new(),
+                },
+                JobMessage::Completed {
+                    job: info(0),
+                    result: "canceled".into(),
+                    runner_id: 0,
+                    runner_name: String::new(),
+                },
+                JobMessage::Available(info(11)),
+                JobMessage::Unknown {
+                    message_type: "x".into(),
+                },
+            ],
+        };
+        assert_eq!(
+            on_message(&message),
+            [
+                Action::Acquire(vec![7, 11]),
+                Action::RemoveFinished {
+                    name: "r-5".into(),
+                    runner_id: 5
+                },
+                Action::MarkBusy("r-6".into()),
+                Action::Scale(statistics),
+                Action::Ack(9),
+            ]
+        );
+        let empty = ScaleSetMessage {
+            jobs: Vec::new(),
+            ..message
+        };
+        assert_eq!(
+            on_message(&empty),
+            [Action::Scale(statistics), Action::Ack(9)]
+        );
+    }
+
+    #[test]
+    fn the_plan_keeps_runners_busy_by_job_started_and_skips_those_on_their_way_out() {
+        let config = ListenerConfig {
+            scale_set_name: "s".into(),
+            runner_group: String::new(),
+            labels: Vec::new(),
+            owner: "o".into(),
+            max_runners: 4,
+            min_idle: 1,
+            work_folder: String::new(),
+        };
+        let instance = |name: &str, state| ListenerInstance {
+            name: name.into(),
+            runner_id: 1,
+            state,
+        };
+        let instances = [
+            instance("a", RunnerState::Idle),
+            instance("b", RunnerState::Idle),
+            instance("gone", RunnerState::Idle),
+        ];
+        let mut state = ListenerState::default();
+        state.busy.insert("a".into());
+        state.pending_removals.insert("gone".into(), 3);
+        // Desired min(4, 0 + 1) = 1; a (busy) and b count, gone does not: b is the surplus.
+        assert_eq!(scale_plan(&state, &config, &instances).remove, ["b"]);
+        state.statistics.total_assigned_jobs = 2;
+        assert_eq!(
+            scale_plan(&state, &config, &instances),
+            ScalePlan {
+                create: 1,
+                remove: vec![]
+            }
+        );
+        state.statistics.total_assigned_jobs = 100;
+        assert_eq!(scale_plan(&state, &config, &instances).create, 2, "max 4");
+    }
+
+    #[test]
+    fn the_retry_delay_doubles_from_5_s_to_a_60_s_cap_with_at_most_a_quarter_of_jitter() {
+        let plain: Vec<u64> = (0..8).map(|a| retry_delay(a, 0.0).as_secs()).collect();
+        assert_eq!(plain, [5, 10, 20, 40, 60, 60, 60, 60]);
+        for attempt in [0, 3, 40, u32::MAX] {
+            let low = retry_delay(attempt, 0.0);
+            for jitter in [0.0, 0.3, 0.999_999, 7.0, -1.0] {
+                let d = retry_delay(attempt, jitter);
+                assert!(d >= low && d <= low + low / 4, "{attempt} {jitter}: {d:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_configuration_and_permission_errors_end_the_loop() {
+        let e = |status| ScaleSetError::Server {
+            method: "GET".into(),
+            path: "/".into(),
+            status,
+        };
+        assert_eq!(recovery(&e(503)), Recovery::Backoff);
+        let lost = ScaleSetError::SessionNotFound {
+            scale_set_id: 1,
+            method: "GET".into(),
+            path: "/".into(),
+        };
+        assert_eq!(recovery(&lost), Recovery::NewSession);
+        let gone = ScaleSetError::ScaleSetNotFound {
+            scale_set_id: 1,
+            method: "GET".into(),
+            path: "/".into(),
+        };
+        assert_eq!(recovery(&gone), Recovery::RecreateScaleSet);
+        let group = ScaleSetError::RunnerGroupNotFound { name: "g".into() };
+        assert_eq!(recovery(&group), Recovery::Fatal);
+        let conflict = ScaleSetError::SessionConflict {
+            scale_set_id: 1,
+            message: String::new(),
+        };
+        assert_eq!(recovery(&conflict), Recovery::Backoff);
+    }
+
+    #[test]
+    fn the_file_cursor_is_per_scale_set_private_and_survives_a_new_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let cursor = FileCursor {
+            path: dir.path().join("state/cursor"),
+        };
+        assert_eq!(cursor.load(41), 0, "no file yet");
+        cursor.store(41, 100_000_171).unwrap();
+        let again = FileCursor {
+            path: cursor.path.clone(),
+        };
+        assert_eq!(again.load(41), 100_000_171);
+        assert_eq!(again.load(42), 0, "another scale set starts over");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cursor.path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(&cursor.path, "garbage").unwrap();
+        assert_eq!(again.load(41), 0);
+    }
+}

@@ -1,0 +1,331 @@
+//! The listener loop over the in-memory service double and [`MemoryRunners`]: every branch
+//! of the loop, on a manual clock (no real sleep).
+
+#[path = "listener_test_doubles.rs"]
+mod doubles;
+
+use super::*;
+use crate::scaleset::scaling::RunnerState;
+use crate::scaleset::{JobMessage, ScaleSetError};
+use doubles::*;
+use std::sync::atomic::Ordering;
+
+#[test]
+fn the_scale_set_is_created_once_then_found_and_stop_deletes_the_session() {
+    let w = world();
+    let (result, state) = w.run();
+    assert!(result.is_ok());
+    assert_eq!(
+        w.api.calls(),
+        [
+            "group default",
+            "get-set lxd-0",
+            "create-set lxd-0",
+            "create-session 41 unit-0",
+            "poll s1/t1 0 3",
+            "delete-session s1",
+        ]
+    );
+    assert_eq!(state.scale_set_id, 41);
+    assert_eq!(w.phases().last(), Some(&ListenerPhase::Stopped));
+    w.stop.store(false, Ordering::SeqCst);
+    let _ = w.run();
+    assert_eq!(
+        w.api
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("create-set"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_session_conflict_is_waited_out_with_capped_exponential_backoff() {
+    for (jitter, waits) in [
+        (0.0, [5, 10, 20, 40, 60, 60]),
+        // Up to a quarter more, whole seconds.
+        (0.99, [6, 12, 24, 49, 74, 74]),
+    ] {
+        let mut w = world();
+        w.jitter = jitter;
+        w.api.with(|i| {
+            for _ in 0..6 {
+                i.session_errors.push_back(ScaleSetError::SessionConflict {
+                    scale_set_id: 41,
+                    message: "already has an active session".into(),
+                });
+            }
+        });
+        let (result, _) = w.run();
+        assert!(result.is_ok());
+        let times = w.api.with(|i| i.session_times.clone());
+        let gaps: Vec<u64> = times.windows(2).map(|t| t[1] - t[0]).collect();
+        assert_eq!(gaps, waits, "jitter {jitter}");
+        let phases = w.phases();
+        let waiting: Vec<u32> = phases
+            .iter()
+            .filter_map(|p| match p {
+                ListenerPhase::WaitingForSession { attempt, retry_in } => {
+                    assert_eq!(retry_in.as_secs(), waits[*attempt as usize]);
+                    Some(*attempt)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(waiting, [0, 1, 2, 3, 4, 5]);
+        assert!(phases[1]
+            .status_text("lxd-0")
+            .contains("waiting for the previous listener's session to expire"));
+        assert_eq!(phases[7], ListenerPhase::Listening { scale_set_id: 41 });
+    }
+}
+
+#[test]
+fn a_stop_while_waiting_for_the_session_ends_the_wait_with_nothing_to_delete() {
+    let mut w = world();
+    w.phases.2 = Some(2);
+    w.api.with(|i| {
+        for _ in 0..100 {
+            i.session_errors.push_back(ScaleSetError::SessionConflict {
+                scale_set_id: 41,
+                message: String::new(),
+            });
+        }
+    });
+    let (result, _) = w.run();
+    assert!(result.is_ok());
+    assert_eq!(w.api.with(|i| i.session_times.len()), 2);
+    assert!(!w
+        .api
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("delete-session")));
+    // Stopped within one wait slice of the stop, not after the whole 10 s wait.
+    assert_eq!(w.clock.now_epoch() - T0, 5);
+}
+
+#[test]
+fn an_expired_queue_token_refreshes_the_session_and_retries_once() {
+    let w = world();
+    w.polls(vec![Err(expired()), message(10, 0, vec![])]);
+    let (result, state) = w.run();
+    assert!(result.is_ok());
+    let calls = w.api.calls();
+    assert_eq!(
+        calls[4..],
+        [
+            "poll s1/t1 0 3",
+            "refresh s1/t1",
+            "poll s1/t1r 0 3",
+            "ack s1/t1r 10",
+            "poll s1/t1r 10 3",
+            "delete-session s1",
+        ]
+    );
+    assert_eq!(state.last_message_id, 10);
+}
+
+#[test]
+fn a_token_expired_again_after_the_refresh_opens_a_new_session() {
+    let w = world();
+    w.polls(vec![Err(expired()), Err(expired())]);
+    let _ = w.run();
+    let calls = w.api.calls();
+    assert_eq!(
+        calls[4..8],
+        [
+            "poll s1/t1 0 3",
+            "refresh s1/t1",
+            "poll s1/t1r 0 3",
+            "create-session 41 unit-0",
+        ]
+    );
+    assert_eq!(calls[8], "poll s2/t2 0 3");
+}
+
+#[test]
+fn a_lost_session_is_replaced_and_the_cursor_kept() {
+    let w = world();
+    w.polls(vec![
+        message(10, 0, vec![]),
+        Err(ScaleSetError::SessionNotFound {
+            scale_set_id: 41,
+            method: "GET".into(),
+            path: "/message".into(),
+        }),
+    ]);
+    let _ = w.run();
+    let calls = w.api.calls();
+    let lost = calls.iter().rposition(|c| c == "poll s1/t1 10 3").unwrap();
+    assert_eq!(
+        calls[lost + 1..lost + 3],
+        ["create-session 41 unit-0", "poll s2/t2 10 3"]
+    );
+    assert_eq!(calls.last().unwrap(), "delete-session s2");
+}
+
+#[test]
+fn a_deleted_scale_set_is_created_again_from_cursor_zero() {
+    let w = world();
+    w.polls(vec![
+        message(10, 0, vec![]),
+        Err(ScaleSetError::ScaleSetNotFound {
+            scale_set_id: 41,
+            method: "GET".into(),
+            path: "/message".into(),
+        }),
+    ]);
+    let (_, state) = w.run();
+    let calls = w.api.calls();
+    let gone = position(&calls, "poll s1/t1 10 3");
+    assert_eq!(
+        calls[gone + 1..gone + 6],
+        [
+            "group default",
+            "get-set lxd-0",
+            "create-set lxd-0",
+            "create-session 42 unit-0",
+            "poll s2/t2 0 3",
+        ]
+    );
+    assert_eq!(state.scale_set_id, 42);
+    assert_eq!(w.cursor.load(42), 0);
+    assert_eq!(w.cursor.load(41), 10);
+}
+
+#[test]
+fn a_restart_resumes_from_the_persisted_cursor() {
+    let w = world();
+    w.polls(vec![message(10, 0, vec![]), message(11, 0, vec![])]);
+    let _ = w.run();
+    assert_eq!(*w.cursor.1.lock().unwrap(), [(41, 10), (41, 11)]);
+    w.stop.store(false, Ordering::SeqCst);
+    let _ = w.run();
+    assert!(w.api.calls().contains(&"poll s2/t2 11 3".to_string()));
+}
+
+#[test]
+fn a_message_is_acknowledged_only_after_its_work() {
+    let mut w = world();
+    w.config.min_idle = 0;
+    let available = JobMessage::Available(doubles::job("j1", 7));
+    w.api.with(|i| {
+        i.acquire_errors.push_back(ScaleSetError::Server {
+            method: "POST".into(),
+            path: "/acquirejobs".into(),
+            status: 503,
+        })
+    });
+    // The failed acquisition leaves the message unacknowledged: it comes again.
+    w.polls(vec![
+        message(10, 1, vec![available.clone()]),
+        message(10, 1, vec![available]),
+    ]);
+    let _ = w.run();
+    let calls = w.api.calls();
+    let first_ack = position(&calls, "ack");
+    assert_eq!(calls.iter().filter(|c| c.starts_with("acquire")).count(), 2);
+    let second_acquire = calls
+        .iter()
+        .rposition(|c| c.starts_with("acquire"))
+        .unwrap();
+    assert!(second_acquire < first_ack, "{calls:#?}");
+    assert!(
+        position(&calls, "jit") < first_ack,
+        "the runner before the ack"
+    );
+    assert_eq!(calls.iter().filter(|c| c.starts_with("ack")).count(), 1);
+    assert!(w
+        .phases()
+        .iter()
+        .any(|p| matches!(p, ListenerPhase::Retrying { .. })));
+}
+
+#[test]
+fn desired_runners_come_from_the_statistics_with_min_idle_and_max() {
+    let mut w = world();
+    w.config.min_idle = 1;
+    w.api.with(|i| i.session_statistics = doubles::stats(0));
+    // One JobAssigned in the message, five assigned in the statistics: the statistics win.
+    let assigned = JobMessage::Assigned(doubles::job("j1", 0));
+    w.polls(vec![message(10, 5, vec![assigned])]);
+    let _ = w.run();
+    assert_eq!(w.runners.instances().len(), 3, "min(3, 5 + 1)");
+    let jit = w
+        .api
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("jit"))
+        .count();
+    assert_eq!(
+        jit, 3,
+        "1 for the idle runner at the session's start, 2 more"
+    );
+    assert_eq!(w.runners.jit_config("r-1").as_deref(), Some("jit-of-r-1"));
+
+    // Fewer assigned: the surplus idle ones go (registration first), busy ones never.
+    w.runners.all_online();
+    w.runners.set_state("r-1", RunnerState::Busy);
+    w.stop.store(false, Ordering::SeqCst);
+    w.polls(vec![message(11, 0, vec![])]);
+    let _ = w.run();
+    let names: Vec<String> = w.runners.instances().into_iter().map(|i| i.name).collect();
+    assert_eq!(names, ["r-1"], "desired 1 = the busy one");
+    let calls = w.api.calls();
+    assert!(position(&calls, "remove-runner 102") < calls.len());
+    assert_eq!(w.runners.log()[3..], ["remove r-2", "remove r-3"]);
+}
+
+#[test]
+fn a_finished_runner_goes_and_a_busy_registration_is_retried_next_poll() {
+    let w = world();
+    w.api
+        .with(|i| i.remove_outcomes.push_back(DeleteOutcome::Busy));
+    w.polls(vec![
+        message(10, 1, vec![JobMessage::Assigned(doubles::job("j1", 0))]),
+        message(11, 1, vec![started("r-1", 101)]),
+        // The scaling after JobStarted must not take the busy runner, even at 0 assigned.
+        message(12, 0, vec![]),
+        message(13, 0, vec![completed("r-1", 101)]),
+        Ok(None),
+    ]);
+    let (_, state) = w.run();
+    let calls = w.api.calls();
+    let removals: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.starts_with("remove-runner"))
+        .collect();
+    assert_eq!(
+        removals,
+        ["remove-runner 101", "remove-runner 101"],
+        "Busy, then again"
+    );
+    assert!(state.pending_removals.is_empty() && state.busy.is_empty());
+    assert!(w.runners.instances().is_empty());
+    assert!(position(&calls, "remove-runner 101") < position(&calls, "ack s1/t1 13"));
+}
+
+#[test]
+fn a_runner_that_fails_to_start_has_its_registration_removed() {
+    let w = world();
+    w.runners.fail_next_creates(1);
+    w.polls(vec![message(10, 1, vec![]), Ok(None)]);
+    let _ = w.run();
+    let calls = w.api.calls();
+    assert!(position(&calls, "jit r-1") < position(&calls, "remove-runner 101"));
+    assert_eq!(w.runners.instances().len(), 1, "the next scaling made r-2");
+}
+
+#[test]
+fn an_error_only_the_operator_can_fix_ends_the_loop_and_still_deletes_the_session() {
+    let w = world();
+    w.polls(vec![Err(ScaleSetError::Forbidden {
+        method: "GET".into(),
+        path: "/message".into(),
+        message: "no".into(),
+    })]);
+    let (result, _) = w.run();
+    assert!(matches!(result, Err(ScaleSetError::Forbidden { .. })));
+    assert_eq!(w.api.calls().last().unwrap(), "delete-session s1");
+}
