@@ -7,9 +7,10 @@ use super::super::context::Context;
 use super::super::edge::Host;
 use super::super::error::CharmError;
 use super::super::runtime::Runtime;
-use crate::github::DeleteOutcome;
+use crate::github::{DeleteOutcome, GitHubRunner};
 use crate::legacy::cleanup::{self, AclFound, Found, Step};
 use crate::legacy::drain::{plan_drain, DrainWhen, Retire};
+use crate::lxd::Instance;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,19 +26,8 @@ pub fn take_over(
         return Ok(None);
     }
     let (lock, _) = super::runners::acquire(rt, "python-charm-drain")?;
-    let instances = match rt.lxd.list_project_instances() {
-        Ok(instances) => instances,
-        Err(e) => {
-            tracing::warn!("cannot list LXD instances to find the Python charm's runners: {e}");
-            return Ok(None);
-        }
-    };
-    let registrations = match rt.github.list_old_runners() {
-        Ok(r) => Some(r),
-        Err(e) => {
-            tracing::warn!("cannot list GitHub runners to find the Python charm's: {e}");
-            None
-        }
+    let Some((instances, registrations)) = observe(rt) else {
+        return Ok(None);
     };
     let plan = plan_drain(
         &rt.identity,
@@ -83,18 +73,9 @@ pub fn remove_every_old_runner(rt: &Runtime) {
     if rt.paths.python_charm_cleared_marker().exists() {
         return;
     }
-    let instances = match rt.lxd.list_project_instances() {
-        Ok(instances) => instances,
-        Err(e) => {
-            tracing::warn!("cannot list LXD instances to find the Python charm's runners: {e}");
-            return;
-        }
+    let Some((instances, registrations)) = observe(rt) else {
+        return;
     };
-    let registrations = rt
-        .github
-        .list_old_runners()
-        .map_err(|e| tracing::warn!("cannot list GitHub runners to find the Python charm's: {e}"))
-        .ok();
     let plan = plan_drain(
         &rt.identity,
         &instances,
@@ -104,6 +85,24 @@ pub fn remove_every_old_runner(rt: &Runtime) {
     for retire in &plan.retire {
         retire_one(rt, retire);
     }
+}
+
+/// The project's instances (None: LXD could not be listed) and GitHub's registrations of
+/// the old names (None: unreadable, then no running instance can be told idle).
+fn observe(rt: &Runtime) -> Option<(Vec<Instance>, Option<Vec<GitHubRunner>>)> {
+    let instances = rt
+        .lxd
+        .list_project_instances()
+        .map_err(|e| {
+            tracing::warn!("cannot list LXD instances to find the Python charm's runners: {e}")
+        })
+        .ok()?;
+    let registrations = rt
+        .github
+        .list_old_runners()
+        .map_err(|e| tracing::warn!("cannot list GitHub runners to find the Python charm's: {e}"))
+        .ok();
+    Some((instances, registrations))
 }
 
 /// Deregisters `retire`, then deletes its instance (a running one only once GitHub no
