@@ -7,6 +7,11 @@ first (so they never end up alone at the tail), each binary's output printed who
 ends (never interleaved), and a closing line with the totals. Exit status 1 when any test
 binary failed (or could not be run), else 0.
 
+A binary that runs longer than --binary-timeout seconds is killed with everything it started
+(its own process group) and counted as failed, with what it printed so far: libtest's "has
+been running for over 60 seconds" lines name the tests that hung. A hang then fails the run
+in minutes, saying where, instead of holding CI until its own limit.
+
 Usage: run_tests.py [--jobs N] -- <cargo test arguments, e.g. --locked --all-targets --features testkit>
 """
 
@@ -14,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -71,9 +77,36 @@ def test_binaries(cargo_args):
     return found
 
 
+def run_binary(exe, timeout):
+    """Run one test binary in its own process group; (output, exit code, timed out)."""
+    proc = subprocess.Popen([exe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, cwd=os.getcwd(), start_new_session=True)
+    timed_out = False
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        # What it printed so far; a grandchild that left the group may still hold the pipe.
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = b"(its output pipe stayed open after the kill)\n"
+    text = out.decode("utf-8", "replace")
+    if timed_out:
+        text += f"\n*** killed after {timeout:.0f} s ***\n"
+    return text, proc.returncode, timed_out
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("TEST_JOBS", "3")))
+    parser.add_argument("--binary-timeout", type=float,
+                        default=float(os.environ.get("TEST_BINARY_TIMEOUT", "900")))
     parser.add_argument("cargo_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     cargo_args = [a for a in args.cargo_args if a != "--"]
@@ -92,10 +125,8 @@ def main():
                     return
                 name, kind, exe = queue.pop(0)
             begin = time.monotonic()
-            run = subprocess.run([exe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, cwd=os.getcwd())
+            out, returncode, timed_out = run_binary(exe, args.binary_timeout)
             took = time.monotonic() - begin
-            out = run.stdout.decode("utf-8", "replace")
             with lock:
                 sys.stdout.write(f"     Running {kind} {name} ({exe}) [{took:.1f} s]\n")
                 sys.stdout.write(out)
@@ -108,8 +139,11 @@ def main():
                         totals["passed"] += int(m.group(2))
                         totals["failed"] += int(m.group(3))
                         totals["ignored"] += int(m.group(4))
-                if run.returncode != 0:
-                    failures.append(f"{kind} {name} (exit {run.returncode})")
+                if timed_out:
+                    failures.append(f"{kind} {name} (killed after {args.binary_timeout:.0f} s: "
+                                    "see its 'running for over 60 seconds' lines)")
+                elif returncode != 0:
+                    failures.append(f"{kind} {name} (exit {returncode})")
 
     lanes = [threading.Thread(target=lane) for _ in range(max(1, args.jobs))]
     for t in lanes:
