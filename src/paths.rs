@@ -256,6 +256,13 @@ impl HostPaths {
         self.state_dir().join("python-charm-cleared")
     }
 
+    /// Present once the unit saw the Python charm's traces (its runners, service, files or
+    /// folders): only then is an ACL named like its own taken for the Python charm's, also
+    /// in a round after the rest is gone (a rerun after a kill). Else it is an operator's.
+    pub fn python_charm_seen_marker(&self) -> PathBuf {
+        self.state_dir().join("python-charm-seen")
+    }
+
     /// Mount point of the tmpfs used when runner-storage=memory.
     pub fn ram_storage_dir(&self) -> PathBuf {
         self.at("storage/ram")
@@ -298,6 +305,7 @@ mod tests {
             p.python_runner_fs_extra_dirs()[1].clone(),
             p.mount_table(),
             p.python_charm_cleared_marker(),
+            p.python_charm_seen_marker(),
         ] {
             assert!(path.starts_with("/tmp/x"), "{path:?}");
         }

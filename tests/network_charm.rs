@@ -473,6 +473,72 @@ fn a_unit_of_a_200_character_application_gets_its_acl_and_a_runner() {
     assert!(env.instances().is_empty());
 }
 
+/// The Python charm's ACL name, in LXD's default project (ACLs are global to the fixtures'
+/// projects): one test at a time has it; deleted on drop, after the test's bridge.
+struct OldAcl(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+impl OldAcl {
+    fn create() -> OldAcl {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let held = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let acl = github_runner::legacy::cleanup::ACL;
+        let _ = lxd_fixture::lxc_raw(
+            &lxd_fixture::shared_conf_dir(),
+            None,
+            &["network", "acl", "delete", acl],
+        );
+        lxc_ok(&["network", "acl", "create", acl]);
+        OldAcl(held)
+    }
+}
+
+impl Drop for OldAcl {
+    fn drop(&mut self) {
+        let _ = lxd_fixture::lxc_raw(
+            &lxd_fixture::shared_conf_dir(),
+            None,
+            &[
+                "network",
+                "acl",
+                "delete",
+                github_runner::legacy::cleanup::ACL,
+            ],
+        );
+    }
+}
+
+/// An ACL named like the Python charm's (`github`) on a machine that charm never ran on is
+/// an operator's: a deploy, a reconcile and stop/remove keep it, attached to the bridge;
+/// the take-over is then done (its marker written) without touching it.
+#[test]
+fn an_operators_acl_named_github_is_never_taken_for_the_python_charms() {
+    let _only_test_with_it = OldAcl::create();
+    let (bridge, _) = TestBridge::create("ghs");
+    let acl = github_runner::legacy::cleanup::ACL;
+    lxc_ok(&["network", "set", &bridge.0, &format!("security.acls={acl}")]);
+    let mut env = CharmEnv::new(1);
+    env.h.env.insert(BRIDGE_ENV.into(), bridge.0.clone());
+    env.h.hook("upgrade-charm").assert_ok();
+    env.deploy();
+    env.reconcile().assert_ok();
+    let paths = github_runner::paths::HostPaths::for_unit(&env.h.host_root, &env.h.unit_name);
+    assert!(paths.python_charm_cleared_marker().exists());
+    assert!(!paths.python_charm_seen_marker().exists());
+    let attached = || {
+        let config = env.fx.lxd().network(&bridge.0).unwrap().unwrap().config;
+        config["security.acls"].split(',').any(|a| a == acl)
+    };
+    assert!(attached(), "the operator's ACL stays on the bridge");
+    for hook in ["stop", "remove"] {
+        env.h.hook(hook).assert_ok();
+    }
+    assert!(attached());
+    assert!(
+        env.fx.lxd().acl(acl).unwrap().is_some(),
+        "the operator's ACL stays"
+    );
+}
+
 /// The host's TCP rule of the unit's ACL: its port ranges.
 fn host_tcp_ports(env: &CharmEnv, acl: &str) -> String {
     let rules = env.fx.lxd().acl(acl).unwrap().expect("the ACL").egress;
@@ -489,11 +555,11 @@ fn host_tcp_ports(env: &CharmEnv, acl: &str) -> String {
 /// from the bridge and deleted.
 #[test]
 fn a_refresh_keeps_the_policy_port_and_the_old_acl_until_the_last_old_runner_is_gone() {
+    let _only_test_with_it = OldAcl::create();
     let (bridge, _) = TestBridge::create("gho");
     let mut env = CharmEnv::new(1);
     env.h.env.insert(BRIDGE_ENV.into(), bridge.0.clone());
     let old_acl = github_runner::legacy::cleanup::ACL;
-    env.fx.lxc_ok(&["network", "acl", "create", old_acl]);
     env.fx.lxc_ok(&[
         "network",
         "acl",

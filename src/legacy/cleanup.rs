@@ -48,6 +48,18 @@ impl Found {
     }
 }
 
+impl Found {
+    /// Anything but the ACL: only these tell that the Python charm ran here (an ACL named
+    /// `github` alone may well be an operator's own).
+    pub fn shows_the_python_charm(&self) -> bool {
+        self.policy_service.is_some()
+            || !self.unit_files.is_empty()
+            || !self.files.is_empty()
+            || !self.mounts.is_empty()
+            || !self.dirs.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AclFound {
     pub attached: bool,

@@ -55,7 +55,8 @@ pub fn take_over(
         crate::legacy::recognise::is_any_python_runner(i)
             && !crate::legacy::recognise::is_old_runner(&rt.identity, i)
     });
-    let cleaned = clean_up(ctx, host, rt, others_remain);
+    let runners_seen = !plan.retire.is_empty() || others_remain;
+    let cleaned = clean_up(ctx, host, rt, others_remain, runners_seen);
     if cleaned && registrations.is_some() && !others_remain {
         let written = crate::host::file::create_private_dir(&rt.paths.state_dir())
             .and_then(|()| crate::host::file::replace_if_changed(&marker, "", 0o600));
@@ -201,9 +202,36 @@ fn read_capped(path: &std::path::Path, cap: u64) -> String {
     text
 }
 
-/// Takes every [`cleanup::steps`] step; true when all were taken.
-fn clean_up(ctx: &Context<'_>, host: &dyn Host, rt: &Runtime, others_remain: bool) -> bool {
-    let found = found(ctx, host, rt, others_remain);
+/// Takes every [`cleanup::steps`] step; true when all were taken. The `github` ACL counts
+/// as the Python charm's only where it left other traces (`runners_seen`, or what
+/// [`found`] finds, now or in an earlier round): never an operator's ACL of that name on a
+/// machine the Python charm never ran on.
+fn clean_up(
+    ctx: &Context<'_>,
+    host: &dyn Host,
+    rt: &Runtime,
+    others_remain: bool,
+    runners_seen: bool,
+) -> bool {
+    let mut found = found(ctx, host, rt, others_remain);
+    let seen = rt.paths.python_charm_seen_marker();
+    if runners_seen || found.shows_the_python_charm() {
+        // Written before any step: a kill after the last trace went still leaves the ACL
+        // known as the Python charm's to the rerun.
+        let written = crate::host::file::create_private_dir(&rt.paths.state_dir())
+            .and_then(|()| crate::host::file::replace_if_changed(&seen, "", 0o600));
+        if let Err(e) = written {
+            tracing::warn!("could not write {}: {e}", seen.display());
+            return false;
+        }
+    } else if found.acl.is_some() && !seen.exists() {
+        tracing::info!(
+            "an LXD network ACL named {:?} exists, but nothing else of the Python charm: \
+             left alone (it is not this charm's to remove)",
+            cleanup::ACL
+        );
+        found.acl = None;
+    }
     let steps = cleanup::steps(&found);
     if steps.is_empty() {
         return true;
