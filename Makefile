@@ -29,6 +29,8 @@ charm:
 ## test: the whole suite; the archive tests check the release binary `make charm` ships.
 ## The test binaries run TEST_JOBS at a time (scripts/run_tests.py): most of them wait on
 ## LXD, redis or child processes, not the CPU. TEST_JOBS=1 runs them as `cargo test` does.
+## A binary still running after TEST_BINARY_TIMEOUT (600 s) is killed and fails the run,
+## with its processes and the hung tests named.
 TEST_JOBS ?= 3
 test: deps charm
 	GITHUB_RUNNER_CHARM_BINARY=$(CURDIR)/$(RELEASE_BIN) PATH="$(dir $(CARGO)):$$PATH" \

@@ -86,6 +86,7 @@ def run_binary(exe, timeout):
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
+        hung = diagnose(proc.pid)
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -98,15 +99,37 @@ def run_binary(exe, timeout):
             out = b"(its output pipe stayed open after the kill)\n"
     text = out.decode("utf-8", "replace")
     if timed_out:
-        text += f"\n*** killed after {timeout:.0f} s ***\n"
+        text += f"\n*** killed after {timeout:.0f} s; what it was waiting on: ***\n{hung}"
     return text, proc.returncode, timed_out
+
+
+def diagnose(pgid):
+    """The hung binary's processes (the `lxc` or hook it waits for) and LXD's operations."""
+    parts = []
+    for title, cmd in [
+        ("its processes", ["ps", "-e", "-o", "pid,ppid,pgid,etimes,args"]),
+        ("LXD operations", ["lxc", "query", "/1.0/operations?recursion=1&all-projects=true"]),
+    ]:
+        try:
+            out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, timeout=20).stdout.decode(
+                                     "utf-8", "replace")
+        except (OSError, subprocess.TimeoutExpired) as e:
+            out = f"({' '.join(cmd)}: {e})\n"
+        if title == "its processes":
+            lines = out.splitlines()
+            out = "\n".join(lines[:1] + [l for l in lines[1:]
+                                          if len(l.split()) > 2 and l.split()[2] == str(pgid)])
+            out += "\n"
+        parts.append(f"--- {title} ---\n{out}")
+    return "".join(parts)
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("TEST_JOBS", "3")))
     parser.add_argument("--binary-timeout", type=float,
-                        default=float(os.environ.get("TEST_BINARY_TIMEOUT", "900")))
+                        default=float(os.environ.get("TEST_BINARY_TIMEOUT", "600")))
     parser.add_argument("cargo_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     cargo_args = [a for a in args.cargo_args if a != "--"]
