@@ -210,6 +210,17 @@ impl HostPaths {
         self.at("var/log/github-runner-reactive").join(unit_key)
     }
 
+    /// One unit's scale-set listener: its settings (0600), slot file and message cursor.
+    pub fn scale_set_dir(&self, unit_key: &str) -> PathBuf {
+        self.at("var/lib/github-runner-charm/scale-set")
+            .join(unit_key)
+    }
+
+    /// Logs of one unit's scale-set listener.
+    pub fn scale_set_log_dir(&self, unit_key: &str) -> PathBuf {
+        self.at("var/log/github-runner-scale-set").join(unit_key)
+    }
+
     /// Present (a directory) when systemd runs the machine (`sd_booted`); tests make it in
     /// their root to say so.
     pub fn systemd_booted_marker(&self) -> PathBuf {
@@ -296,6 +307,8 @@ mod tests {
             p.aproxy_nft_file(),
             p.reactive_dir("app-0"),
             p.reactive_log_dir("app-0"),
+            p.scale_set_dir("app-0"),
+            p.scale_set_log_dir("app-0"),
             p.systemd_booted_marker(),
             p.python_policy_service_unit(),
             p.python_rebuild_cron_file(),

@@ -116,6 +116,9 @@ pub struct SlotStatus {
     /// A repository whose jobs the token cannot read (`WorkerState::job_access`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_access: Option<String>,
+    /// A scale-set listener's own state (`scaleset::process`); None for reactive workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener: Option<crate::scaleset::process::ListenerSnapshot>,
 }
 
 impl SlotStatus {

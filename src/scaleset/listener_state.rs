@@ -26,8 +26,9 @@ pub struct ListenerConfig {
     pub work_folder: String,
 }
 
-/// Where the listener is, for the unit's status.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the listener is, for the unit's status (published in its slot file).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "phase", rename_all = "kebab-case")]
 pub enum ListenerPhase {
     Starting,
     /// A 409: another session holds the scale set (most often a crashed predecessor's,

@@ -10,6 +10,8 @@
 //! - `client` (settings, call shapes, groups, scale sets), `runners` (JIT, registrations)
 //!   and `session` (sessions, long poll, ack, acquire).
 //! - `scaling` (pure): how many runners, which to create or remove.
+//! - `process`: what the charm and the listener process share (argv, folders, settings,
+//!   the published snapshot).
 //! - `api`: the listener's edges (`ScaleSetApi` over the client, `ListenerRunners`);
 //!   `listener_state` (pure): its decisions; `listener`: its loop. Not yet run by a mode.
 //!
@@ -26,6 +28,7 @@ pub mod listener_state;
 #[cfg(any(test, feature = "testkit"))]
 pub mod memory_runners;
 mod messages;
+pub mod process;
 mod runners;
 pub mod scaling;
 mod session;

@@ -56,7 +56,7 @@ fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> R
 }
 
 /// The service's counts for one scale set: what scaling is decided on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Statistics {
     #[serde(rename = "totalavailablejobs", deserialize_with = "nullable")]
