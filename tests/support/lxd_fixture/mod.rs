@@ -59,10 +59,41 @@ fn shared() -> &'static Shared {
 
 /// `lxc` with an explicit environment (LXD_CONF of our own), for fixture chores.
 pub fn lxc_raw(conf: &Path, project: Option<&str>, args: &[&str]) -> Output {
-    lxc_command(conf, project, args)
+    lxc_within(conf, project, args, LXC_DEADLINE)
+}
+
+/// Longest any fixture `lxc` call may take: LXD 5.0's client can hang waiting for an
+/// operation's end (see [`import_image`]). Far above what a call takes under a loaded CI.
+const LXC_DEADLINE: Duration = Duration::from_secs(300);
+
+/// `lxc` killed past `deadline`: its answer then says so as a failure (exit by SIGKILL,
+/// the reason on stderr), so a hung client fails its test, or is passed over by a cleanup,
+/// instead of holding a test process (and the image store lock) forever.
+fn lxc_within(conf: &Path, project: Option<&str>, args: &[&str], deadline: Duration) -> Output {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = lxc_command(conf, project, args)
         .stdin(Stdio::null())
-        .output()
-        .expect("run lxc")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run lxc");
+    match github_runner::host::child::collect_with_deadline(&mut child, deadline) {
+        Ok(Some(done)) => Output {
+            status: done.status,
+            stdout: done.stdout,
+            stderr: done.stderr,
+        },
+        Ok(None) => {
+            let why = format!("lxc {args:?} hung past {deadline:?}; killed");
+            eprintln!("lxd fixture: {why}");
+            Output {
+                status: std::process::ExitStatus::from_raw(9),
+                stdout: Vec::new(),
+                stderr: why.into_bytes(),
+            }
+        }
+        Err(e) => panic!("lxc {args:?}: {e}"),
+    }
 }
 
 /// `lxc` with the fixtures' explicit environment, not yet run.
@@ -273,7 +304,14 @@ pub fn purge_project(conf: &Path, project: &str) {
         for url in q("/1.0/images").as_array().into_iter().flatten() {
             if let Some(fp) = url.as_str().and_then(|u| u.rsplit('/').next()) {
                 let fp = fp.split('?').next().unwrap_or(fp);
-                let _ = lxc_raw(conf, Some(project), &["image", "delete", fp]);
+                // Under the machine-wide lock: a hung client here would stall every test
+                // process, so it gets the import's short deadline.
+                let _ = lxc_within(
+                    conf,
+                    Some(project),
+                    &["image", "delete", fp],
+                    IMAGE_IMPORT_DEADLINE,
+                );
             }
         }
     }
