@@ -258,7 +258,8 @@ fn exposition_samples() -> Vec<Sample> {
     let log = LogMetrics::default();
     log.reconcile_duration.observe(1.0);
     let state = crate::observability::exposition::tests::sample_state();
-    parse_openmetrics(&render(Some(&state), &log))
+    let scale_set = crate::observability::exposition::tests::sample_scale_set_view();
+    parse_openmetrics(&render(Some(&state), &log, Some(&scale_set)))
 }
 
 /// The `expr` of every rule of `files`, topology applied.
@@ -368,6 +369,8 @@ fn every_promql_expression_uses_only_metrics_and_labels_the_exporter_emits() {
         "GithubRunnerRateLimitNearlyExhausted",
         "GithubRunnerReconcileStalled",
         "GithubRunnerReactiveQueueGrowing",
+        "GithubRunnerScaleSetJobsWithoutRunners",
+        "GithubRunnerScaleSetListenerDown",
     ] {
         assert!(rules.contains(alert), "{alert}");
     }

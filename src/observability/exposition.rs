@@ -20,16 +20,16 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// The runner states of `github_runner_runners{state}`.
 pub const RUNNER_STATES: [&str; 5] = ["idle", "busy", "creating", "offline", "unhealthy"];
 
-type FGauge = Gauge<f64, AtomicU64>;
+pub(super) type FGauge = Gauge<f64, AtomicU64>;
 
-fn labels(pairs: &[(&str, &str)]) -> Labels {
+pub(super) fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
 
-fn gauge(registry: &mut Registry, name: &str, help: &str, value: f64) {
+pub(super) fn gauge(registry: &mut Registry, name: &str, help: &str, value: f64) {
     let g = FGauge::default();
     g.set(value);
     registry.register(name, help, g);
@@ -237,8 +237,13 @@ fn register_log(registry: &mut Registry, log: &LogMetrics) {
     );
 }
 
-/// The scrape's body. `state` None before the charm wrote its first state file.
-pub fn render(state: Option<&ExporterState>, log: &LogMetrics) -> String {
+/// The scrape's body. `state` None before the charm wrote its first state file;
+/// `scale_set` None for a unit that never ran a scale-set listener.
+pub fn render(
+    state: Option<&ExporterState>,
+    log: &LogMetrics,
+    scale_set: Option<&super::scale_set::ScaleSetView>,
+) -> String {
     let mut registry = Registry::default();
     gauge(
         &mut registry,
@@ -250,6 +255,9 @@ pub fn render(state: Option<&ExporterState>, log: &LogMetrics) -> String {
         register_state(&mut registry, state);
     }
     register_log(&mut registry, log);
+    if let Some(view) = scale_set {
+        super::scale_set::register(&mut registry, view);
+    }
     let mut out = String::with_capacity(16 * 1024);
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &registry);

@@ -50,7 +50,7 @@ pub(crate) fn sample_state() -> ExporterState {
 fn the_exposition_parses_with_the_prometheus_parser_and_carries_the_state() {
     let log = LogMetrics::default();
     log.reconcile_duration.observe(3.0);
-    let text = render(Some(&sample_state()), &log);
+    let text = render(Some(&sample_state()), &log, None);
     assert!(text.ends_with("# EOF\n"), "{text}");
     let samples = parse_openmetrics(&text);
     let v = |name: &str, labels: &[(&str, &str)]| {
@@ -124,11 +124,72 @@ fn the_exposition_parses_with_the_prometheus_parser_and_carries_the_state() {
 
 #[test]
 fn without_a_state_file_the_exposition_still_parses_and_says_so() {
-    let text = render(None, &LogMetrics::default());
+    let text = render(None, &LogMetrics::default(), None);
     let samples = parse_openmetrics(&text);
     assert_eq!(
         value(&samples, "github_runner_exporter_state_present", &[]),
         Some(0.0)
     );
     assert_eq!(value(&samples, "github_runner_runners_desired", &[]), None);
+}
+
+/// A listening scale-set listener with the service's statistics.
+pub(crate) fn sample_scale_set_view() -> crate::observability::scale_set::ScaleSetView {
+    use crate::scaleset::listener_state::ListenerPhase;
+    crate::observability::scale_set::ScaleSetView {
+        live: true,
+        snapshot: Some(crate::scaleset::process::ListenerSnapshot {
+            scale_set: "linux-0".into(),
+            phase: Some(ListenerPhase::Listening { scale_set_id: 7 }),
+            statistics: Some(crate::scaleset::Statistics {
+                total_available_jobs: 1,
+                total_acquired_jobs: 2,
+                total_assigned_jobs: 3,
+                total_running_jobs: 4,
+                total_registered_runners: 5,
+                total_busy_runners: 6,
+                total_idle_runners: 7,
+            }),
+        }),
+    }
+}
+
+#[test]
+fn a_scale_set_listeners_phase_and_statistics_are_gauges_the_parser_reads() {
+    let text = render(
+        Some(&sample_state()),
+        &LogMetrics::default(),
+        Some(&sample_scale_set_view()),
+    );
+    let samples = parse_openmetrics(&text);
+    let v = |name: &str, labels: &[(&str, &str)]| {
+        value(&samples, name, labels).unwrap_or_else(|| panic!("{name} {labels:?}\n{text}"))
+    };
+    assert_eq!(
+        v(
+            "github_runner_scale_set_listener",
+            &[("phase", "listening")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v("github_runner_scale_set_listener", &[("phase", "down")]),
+        0.0
+    );
+    for (state, n) in [
+        ("available", 1.0),
+        ("acquired", 2.0),
+        ("assigned", 3.0),
+        ("running", 4.0),
+    ] {
+        assert_eq!(v("github_runner_scale_set_jobs", &[("state", state)]), n);
+    }
+    for (state, n) in [("registered", 5.0), ("busy", 6.0), ("idle", 7.0)] {
+        assert_eq!(v("github_runner_scale_set_runners", &[("state", state)]), n);
+    }
+    let none = render(Some(&sample_state()), &LogMetrics::default(), None);
+    assert!(
+        !none.contains("scale_set"),
+        "a unit without a listener shows none"
+    );
 }

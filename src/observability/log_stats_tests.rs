@@ -92,7 +92,7 @@ fn every_event_lands_in_its_metric() {
     assert_eq!(m.skipped_lines.get(), 2);
     let abnormal = vec![("status".to_string(), "abnormal".to_string())];
     assert_eq!(m.jobs_stopped.get_or_create(&abnormal).get(), 1);
-    let text = super::super::exposition::render(None, &m);
+    let text = super::super::exposition::render(None, &m, None);
     for line in [
         "github_runner_reconcile_duration_seconds_sum 12.0",
         "github_runner_job_queue_duration_seconds_count 1",

@@ -4,12 +4,14 @@
 //!
 //! Data flow: hooks write the JSON-lines metrics log (`host::metrics`) and, after each
 //! reconcile round, the exporter state file ([`state`]); the exporter reads both on each
-//! scrape ([`server`], [`log_stats`], [`exposition`]) and never calls GitHub or LXD.
+//! scrape ([`server`], [`log_stats`], [`exposition`]), and a scale-set listener's slot file
+//! ([`scale_set`]); it never calls GitHub or LXD.
 
 pub mod cos_agent;
 pub mod exposition;
 pub mod hooks;
 pub mod log_stats;
+pub mod scale_set;
 pub mod server;
 pub mod service;
 pub mod state;

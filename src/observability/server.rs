@@ -51,13 +51,22 @@ pub struct ExporterArgs {
 #[derive(Debug)]
 pub struct Exporter {
     state_path: PathBuf,
+    /// The unit's scale-set listener folders (None: paths of no unit).
+    scale_set: Option<crate::reactive::workers::UnitDirs>,
     tail: LogTail,
     log: LogMetrics,
 }
 
 impl Exporter {
     pub fn new(paths: &HostPaths) -> Self {
+        let scale_set = paths.unit_folder().map(|key| {
+            crate::reactive::workers::UnitDirs::new(
+                paths.scale_set_dir(key),
+                paths.scale_set_log_dir(key),
+            )
+        });
         Exporter {
+            scale_set,
             state_path: paths.exporter_state(),
             tail: LogTail::new(paths.metrics_log()),
             log: LogMetrics::default(),
@@ -95,7 +104,11 @@ impl Exporter {
             eprintln!("metrics-exporter: {e}");
             None
         });
-        render(state.as_ref(), &self.log)
+        let scale_set = self
+            .scale_set
+            .as_ref()
+            .and_then(super::scale_set::read_view);
+        render(state.as_ref(), &self.log, scale_set.as_ref())
     }
 }
 
@@ -178,5 +191,28 @@ mod tests {
             parse_args(&args(&["--token", "x", "--listen", "127.0.0.1:1"])),
             Err(ArgsError::Usage)
         );
+    }
+
+    /// A unit's exporter scrapes its own listener's slot file, not another unit's.
+    #[test]
+    fn a_scrape_shows_this_units_scale_set_listener_only() {
+        use crate::identity::UnitIdentity;
+        use crate::reactive::workers::SlotHold;
+        use crate::scaleset::process::{unit_dirs, ListenerSnapshot, LISTENER_SLOT};
+        let root = tempfile::tempdir().unwrap();
+        let paths = HostPaths::new(root.path());
+        let other = unit_dirs(&paths, &UnitIdentity::parse("gr/1", "m").unwrap());
+        other.create().unwrap();
+        let mut hold = SlotHold::acquire(&other, LISTENER_SLOT, std::time::Duration::ZERO)
+            .unwrap()
+            .unwrap();
+        hold.status.listener = Some(ListenerSnapshot::default());
+        hold.publish().unwrap();
+        let mut mine = Exporter::new(&paths.clone().with_unit("gr/0"));
+        assert!(!mine.scrape().contains("github_runner_scale_set_listener"));
+        let mut theirs = Exporter::new(&paths.with_unit("gr/1"));
+        assert!(theirs
+            .scrape()
+            .contains("github_runner_scale_set_listener{phase=\"starting\"} 1"));
     }
 }
