@@ -71,6 +71,12 @@ pub struct CharmConfig {
     pub api_base_url: String,
     /// `mq-uri`: the broker of reactive mode (wins over the `mongodb` relation).
     pub mq_uri: Option<crate::reactive::source::MqUri>,
+    /// `scale-set-name`: scale-set mode's name (None: the mode is off). The unit's scale
+    /// set is [`values::unit_scale_set_name`] of it.
+    pub scale_set_name: Option<String>,
+    /// `min-idle-runners`: idle runners a scale-set listener keeps on top of its assigned
+    /// jobs; at most `virtual_machines`.
+    pub min_idle_runners: u32,
 }
 
 impl CharmConfig {
