@@ -80,6 +80,18 @@ pub struct CharmConfig {
 }
 
 impl CharmConfig {
+    /// The scale set of the unit numbered `unit_number` (`<scale-set-name>-<n>`), None
+    /// outside scale-set mode.
+    pub fn unit_scale_set(&self, unit_number: u32) -> Option<String> {
+        let name = self.scale_set_name.as_deref()?;
+        // Hooks validate the unit's name (`validate::for_unit`); should it not fit, GitHub
+        // refuses it and the listener says so.
+        Some(
+            values::unit_scale_set_name(name, unit_number)
+                .unwrap_or_else(|_| format!("{name}-{unit_number}")),
+        )
+    }
+
     /// The personal access token, when that is the resolved credential.
     pub fn token(&self) -> Option<&crate::secret::Secret> {
         match &self.credential {
