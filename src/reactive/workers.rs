@@ -612,6 +612,38 @@ pub fn write_settings(dirs: &UnitDirs, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Removes the settings file (leaving a mode); one already gone is fine.
+pub fn remove_settings(dirs: &UnitDirs) {
+    match std::fs::remove_file(dirs.settings_file()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove {}: {e}", dirs.settings_file().display()),
+    }
+}
+
+/// A [`ProcessControl`] that records what it is asked and starts nothing.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct RecordingControl {
+    pub calls: std::cell::RefCell<Vec<String>>,
+}
+
+#[cfg(test)]
+impl ProcessControl for RecordingControl {
+    fn start(&self, _: &UnitDirs, slot: u32) -> Result<(), String> {
+        self.calls.borrow_mut().push(format!("start {slot}"));
+        Ok(())
+    }
+    fn terminate(&self, pid: u32) -> Result<(), String> {
+        self.calls.borrow_mut().push(format!("term {pid}"));
+        Ok(())
+    }
+    fn kill(&self, pid: u32) -> Result<(), String> {
+        self.calls.borrow_mut().push(format!("kill {pid}"));
+        Ok(())
+    }
+}
+
 /// The logrotate rule for the workers' logs: daily, a week kept, copytruncate (a worker
 /// keeps its file open; a moved file would go on growing unseen, defect D16).
 pub fn render_logrotate(logs: &Path) -> String {

@@ -179,17 +179,9 @@ pub fn converge(
         queue_name: rt.identity.app.clone(),
     };
     let settings = settings(ctx, rt, &queue)?;
-    let mut scope_flushed = true;
-    if !scope_flush.is_empty() {
-        // Workers made runners with the old scope: they stop first (handing back what they
-        // hold), then the old fleet goes with the credentials it was made with.
-        mode::restart_workers(&rt.paths, &rt.identity, &control);
-        let flushed = runners::flush_old_scope(ctx, rt, scope_flush)?;
-        if let Err(e) = &flushed.result {
-            tracing::warn!("flushing the runners of the old scope failed: {e}");
-            scope_flushed = false;
-        }
-    }
+    let scope_flushed = stop_then_flush_old_scope(ctx, rt, scope_flush, || {
+        mode::restart_workers(&rt.paths, &rt.identity, &control)
+    })?;
     let _lock = crate::host::lock::UnitLock::acquire(
         &rt.paths.lock_file(),
         "reactive",
@@ -208,6 +200,27 @@ pub fn converge(
         round,
         scope_flushed,
     }))
+}
+
+/// A scope change in a mode whose processes make the runners: they stop first (`stop`:
+/// handing back what they hold), then the old fleet goes with the credentials it was made
+/// with. False when that flush failed (the change is retried by the next converge).
+pub(super) fn stop_then_flush_old_scope(
+    ctx: &Context<'_>,
+    rt: &Runtime,
+    scope_flush: &[&'static str],
+    stop: impl FnOnce(),
+) -> Result<bool, CharmError> {
+    if scope_flush.is_empty() {
+        return Ok(true);
+    }
+    stop();
+    let flushed = runners::flush_old_scope(ctx, rt, scope_flush)?;
+    if let Err(e) = &flushed.result {
+        tracing::warn!("flushing the runners of the old scope failed: {e}");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// The exporter's reactive gauges (workers, busy ones, queue length) from the workers' own

@@ -24,8 +24,8 @@ use crate::paths::HostPaths;
 use crate::reactive::health::SlotHealth;
 use crate::reactive::mode::{self as reactive_mode, Mode, STOP_WAIT};
 use crate::reactive::workers::{
-    render_logrotate, settings_fingerprint, stop_or_kill, survey, survey_slots, write_settings,
-    ProcessControl, UnitDirs, WorkerRole,
+    remove_settings, render_logrotate, settings_fingerprint, stop_or_kill, survey, survey_slots,
+    write_settings, ProcessControl, UnitDirs, WorkerRole,
 };
 use crate::scaleset::process::{self, ListenerSettings, LISTENER_SLOT};
 
@@ -74,11 +74,7 @@ pub fn leave(paths: &HostPaths, identity: &UnitIdentity, control: &dyn ProcessCo
 
 fn leave_within(dirs: &UnitDirs, control: &dyn ProcessControl, wait: Duration) -> bool {
     let left = stop_or_kill(dirs, control, wait);
-    match std::fs::remove_file(dirs.settings_file()) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!("cannot remove the listener settings: {e}"),
-    }
+    remove_settings(dirs);
     if left > 0 {
         tracing::warn!("the scale-set listener still runs after SIGKILL");
     }
@@ -335,17 +331,9 @@ pub fn converge(
     }
     let control = control(&rt.paths, &rt.identity);
     let settings = settings(ctx, rt)?;
-    let mut scope_flushed = true;
-    if !scope_flush.is_empty() {
-        // The listener made runners with the old scope: it stops first, then the old fleet
-        // goes with the credentials it was made with.
+    let scope_flushed = super::reactive::stop_then_flush_old_scope(ctx, rt, scope_flush, || {
         stop_or_kill(&dirs, &control, STOP_WAIT);
-        let flushed = runners::flush_old_scope(ctx, rt, scope_flush)?;
-        if let Err(e) = &flushed.result {
-            tracing::warn!("flushing the runners of the old scope failed: {e}");
-            scope_flushed = false;
-        }
-    }
+    })?;
     let _lock = crate::host::lock::UnitLock::acquire(
         &rt.paths.lock_file(),
         "scale-set",

@@ -1,27 +1,5 @@
 use super::*;
-use crate::reactive::workers::{SlotHold, SlotStatus};
-use std::cell::RefCell;
-
-/// A control that records; starts nothing.
-#[derive(Default)]
-struct Recording {
-    calls: RefCell<Vec<String>>,
-}
-
-impl ProcessControl for Recording {
-    fn start(&self, _: &UnitDirs, slot: u32) -> Result<(), String> {
-        self.calls.borrow_mut().push(format!("start {slot}"));
-        Ok(())
-    }
-    fn terminate(&self, pid: u32) -> Result<(), String> {
-        self.calls.borrow_mut().push(format!("term {pid}"));
-        Ok(())
-    }
-    fn kill(&self, pid: u32) -> Result<(), String> {
-        self.calls.borrow_mut().push(format!("kill {pid}"));
-        Ok(())
-    }
-}
+use crate::reactive::workers::{RecordingControl, SlotHold, SlotStatus};
 
 fn dirs(tmp: &tempfile::TempDir) -> UnitDirs {
     UnitDirs::new(tmp.path().join("state"), tmp.path().join("logs"))
@@ -50,7 +28,7 @@ fn a_reconcile_writes_the_settings_privately_and_starts_one_listener_in_its_slot
     let tmp = tempfile::tempdir().unwrap();
     let d = dirs(&tmp);
     let rule = tmp.path().join("logrotate");
-    let control = Recording::default();
+    let control = RecordingControl::default();
     let round = converge_listener(&d, &rule, &control, b"{\"a\":1}", "linux-0", Duration::ZERO);
     assert_eq!(*control.calls.borrow(), vec!["start 0"]);
     assert_eq!((round.started, round.stopped), (1, 0));
@@ -74,7 +52,7 @@ fn a_listener_with_the_current_settings_is_left_alone() {
     let d = dirs(&tmp);
     let bytes = b"{\"a\":1}";
     let _live = listener(&d, LISTENER_SLOT, 40, &settings_fingerprint(bytes));
-    let control = Recording::default();
+    let control = RecordingControl::default();
     let round = converge_listener(
         &d,
         &tmp.path().join("r"),
@@ -97,7 +75,7 @@ fn a_listener_with_other_settings_is_stopped_before_a_new_one_starts() {
     let tmp = tempfile::tempdir().unwrap();
     let d = dirs(&tmp);
     let old = listener(&d, LISTENER_SLOT, 40, "old");
-    let control = Recording::default();
+    let control = RecordingControl::default();
     // The old one outlives its SIGTERM (the test holds its slot): killed, and no second
     // listener starts beside it.
     let round = converge_listener(
@@ -113,7 +91,7 @@ fn a_listener_with_other_settings_is_stopped_before_a_new_one_starts() {
     assert_eq!(round.problems.len(), 1, "{:?}", round.problems);
     // Gone: the next reconcile starts the new one in the listener's slot.
     drop(old);
-    let control = Recording::default();
+    let control = RecordingControl::default();
     let round = converge_listener(
         &d,
         &tmp.path().join("r"),
@@ -132,7 +110,7 @@ fn a_listener_in_another_slot_is_stopped() {
     let d = dirs(&tmp);
     let bytes = b"s";
     let _stray = listener(&d, 3, 43, &settings_fingerprint(bytes));
-    let control = Recording::default();
+    let control = RecordingControl::default();
     converge_listener(
         &d,
         &tmp.path().join("r"),
@@ -151,7 +129,7 @@ fn leaving_stops_the_listener_and_removes_its_settings() {
     let d = dirs(&tmp);
     write_settings(&d, b"x").unwrap();
     let live = listener(&d, LISTENER_SLOT, 40, "x");
-    let control = Recording::default();
+    let control = RecordingControl::default();
     assert!(
         leave_within(&d, &control, Duration::ZERO),
         "still held by the test"
@@ -160,7 +138,11 @@ fn leaving_stops_the_listener_and_removes_its_settings() {
     assert!(!d.settings_file().exists());
     assert!(!listener_was_on(&d));
     drop(live);
-    assert!(!leave_within(&d, &Recording::default(), Duration::ZERO));
+    assert!(!leave_within(
+        &d,
+        &RecordingControl::default(),
+        Duration::ZERO
+    ));
 }
 
 #[test]
