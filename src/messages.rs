@@ -429,3 +429,37 @@ pub fn scale_set_listener_retrying(scale_set: &str, error: &str) -> String {
 pub fn scale_set_listener_stopped(scale_set: &str) -> String {
     format!("Scale set {scale_set}: listener stopped")
 }
+
+// ---- scale-set mode (options, mode, the listener as the charm sees it) ----
+
+/// `min-idle-runners` above `virtual-machines` (the problem's expected text).
+pub fn min_idle_above_virtual_machines(virtual_machines: u32) -> String {
+    format!(
+        "more than virtual-machines ({virtual_machines}), the most runners at once: lower \
+         min-idle-runners or raise virtual-machines"
+    )
+}
+
+/// `scale-set-name` with `mq-uri` (the problem's expected text).
+pub const SCALE_SET_WITH_MQ_URI: &str = "cannot be set together with mq-uri (scale-set mode \
+     takes jobs from GitHub, reactive mode from the queue): unset one of the two";
+
+/// `scale-set-name` while the `mongodb` relation gives a queue.
+pub fn scale_set_with_mongodb_relation(app: &str) -> String {
+    format!(
+        "scale-set-name and the mongodb relation are both set (scale-set mode takes jobs from \
+         GitHub, reactive mode from the queue): remove the relation \
+         (juju remove-relation {app} mongodb) or unset scale-set-name \
+         (juju config {app} scale-set-name=)"
+    )
+}
+
+/// Listening, with the statistics the service last sent.
+pub fn scale_set_listening_with_jobs(listening: &str, assigned: u64, running: u64) -> String {
+    format!("{listening}, {assigned} assigned, {running} running")
+}
+
+/// The listener slot died too often in a row.
+pub fn scale_set_listener_crash_loop(scale_set: &str, crashes: u32, log: &str) -> String {
+    format!("Scale set {scale_set}: the listener crashed {crashes} times in a row; see {log}")
+}

@@ -169,6 +169,23 @@ fn every_kind() -> Vec<(&'static str, String)> {
             "scale_set_listener_stopped",
             scale_set_listener_stopped("lxd-jammy-0"),
         ),
+        (
+            "min_idle_above_virtual_machines",
+            min_idle_above_virtual_machines(2),
+        ),
+        ("SCALE_SET_WITH_MQ_URI", SCALE_SET_WITH_MQ_URI.into()),
+        (
+            "scale_set_with_mongodb_relation",
+            scale_set_with_mongodb_relation("app"),
+        ),
+        (
+            "scale_set_listening_with_jobs",
+            scale_set_listening_with_jobs(&scale_set_listening("lxd-jammy-0"), 3, 1),
+        ),
+        (
+            "scale_set_listener_crash_loop",
+            scale_set_listener_crash_loop("lxd-jammy-0", 3, "/var/log/x/worker-0.log"),
+        ),
     ]
 }
 

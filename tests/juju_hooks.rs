@@ -443,3 +443,51 @@ fn another_charm_binary_file_restarts_the_running_exporter() {
         calls()
     );
 }
+
+/// Issue 23: scale-set mode's options that cannot hold block naming both options and the
+/// fix, and change nothing (no runtime, so no runner is touched; no listener folder).
+#[test]
+fn scale_set_options_that_cannot_hold_block_naming_both_and_change_nothing() {
+    let cases: [(&[(&str, serde_json::Value)], &str); 3] = [
+        (
+            &[
+                ("scale-set-name", serde_json::Value::from("linux")),
+                (
+                    "mq-uri",
+                    serde_json::Value::from("redis://:pw@127.0.0.1:6379/0"),
+                ),
+            ],
+            "invalid config: scale-set-name: cannot be set together with mq-uri (scale-set \
+             mode takes jobs from GitHub, reactive mode from the queue): unset one of the two",
+        ),
+        (
+            &[
+                ("virtual-machines", serde_json::Value::from(2)),
+                ("min-idle-runners", serde_json::Value::from(3)),
+            ],
+            "invalid config: min-idle-runners 3: more than virtual-machines (2), the most \
+             runners at once: lower min-idle-runners or raise virtual-machines",
+        ),
+        (
+            &[("scale-set-name", serde_json::Value::from("n".repeat(43)))],
+            "too long: the unit's scale set",
+        ),
+    ];
+    for (options, expected) in cases {
+        // Unit 10: a 43-character name fits "-0" but not "-10".
+        let mut h = Harness::with_unit("github-runner/10");
+        h.valid_config();
+        h.hook("config-changed").assert_ok();
+        let before = h.unit_state();
+        for (key, value) in options {
+            h.set_config(key, value.clone());
+        }
+        h.hook("config-changed").assert_ok();
+        let (kind, message) = h.last_status().unwrap();
+        assert_eq!(kind, "blocked", "{options:?}");
+        assert!(message.contains(expected), "{options:?}: {message}");
+        assert!(!message.contains("pw@"), "the URI is a secret: {message}");
+        assert_eq!(h.unit_state(), before, "{options:?}");
+        assert!(!h.calls().iter().any(|c| c.tool.starts_with("state-")));
+    }
+}

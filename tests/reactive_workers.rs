@@ -91,6 +91,7 @@ impl Unit {
         }
         let control = DetachedWorkers {
             scope: None,
+            role: github_runner::reactive::workers::WorkerRole::Reactive,
             binary: env!("CARGO_BIN_EXE_github-runner-worker").into(),
             env: vec![
                 ("PATH".into(), std::env::var("PATH").unwrap_or_default()),

@@ -7,6 +7,7 @@
 //! its effects (a binary that changed, runners older than the boot, the status a round
 //! leaves) are functions here too, so `act` only sequences.
 
+pub mod mode;
 pub mod status;
 
 use std::time::Duration;

@@ -114,7 +114,9 @@ pub(crate) fn read_config(
     ctx: &Context<'_>,
 ) -> Result<Result<CharmConfig, ConfigError>, HookToolError> {
     let raw = ctx.tools.config_get()?;
-    Ok(validate(&raw, &config_context(ctx)))
+    Ok(validate(&raw, &config_context(ctx)).and_then(|config| {
+        crate::config::validate::for_unit(config, ctx.hook.identity.unit_number)
+    }))
 }
 
 /// `config` with its credential read from the Juju secret the options name; a secret Juju

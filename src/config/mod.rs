@@ -71,9 +71,27 @@ pub struct CharmConfig {
     pub api_base_url: String,
     /// `mq-uri`: the broker of reactive mode (wins over the `mongodb` relation).
     pub mq_uri: Option<crate::reactive::source::MqUri>,
+    /// `scale-set-name`: scale-set mode's name (None: the mode is off). The unit's scale
+    /// set is [`values::unit_scale_set_name`] of it.
+    pub scale_set_name: Option<String>,
+    /// `min-idle-runners`: idle runners a scale-set listener keeps on top of its assigned
+    /// jobs; at most `virtual_machines`.
+    pub min_idle_runners: u32,
 }
 
 impl CharmConfig {
+    /// The scale set of the unit numbered `unit_number` (`<scale-set-name>-<n>`), None
+    /// outside scale-set mode.
+    pub fn unit_scale_set(&self, unit_number: u32) -> Option<String> {
+        let name = self.scale_set_name.as_deref()?;
+        // Hooks validate the unit's name (`validate::for_unit`); should it not fit, GitHub
+        // refuses it and the listener says so.
+        Some(
+            values::unit_scale_set_name(name, unit_number)
+                .unwrap_or_else(|_| format!("{name}-{unit_number}")),
+        )
+    }
+
     /// The personal access token, when that is the resolved credential.
     pub fn token(&self) -> Option<&crate::secret::Secret> {
         match &self.credential {

@@ -5,7 +5,8 @@
 
 use super::error::{ConfigError, Problem};
 use super::values::{
-    parse_denylist, parse_github_path, parse_http_url, parse_labels, parse_size, HttpUrl,
+    parse_denylist, parse_github_path, parse_http_url, parse_labels, parse_scale_set_name,
+    parse_size, unit_scale_set_name, HttpUrl,
 };
 use super::{BaseImage, CharmConfig, RunnerStorage};
 use crate::github::GitHubPath;
@@ -34,6 +35,8 @@ pub mod defaults {
     pub const GITHUB_URL: &str = "https://github.com";
     pub const CREATIONS_PER_ROUND: u32 = 16;
     pub const MQ_URI: &str = "";
+    pub const SCALE_SET_NAME: &str = "";
+    pub const MIN_IDLE_RUNNERS: u32 = 0;
 }
 
 /// Upper (and lower) bounds of the numeric options: a value past them is a typo or a wish no
@@ -297,6 +300,32 @@ pub fn validate(
         ));
     }
     let mq_uri = r.mq_uri();
+    let scale_set_name = r.parsed(
+        "scale-set-name",
+        defaults::SCALE_SET_NAME,
+        parse_scale_set_name,
+        None,
+    );
+    let min_idle_runners = r.whole(
+        "min-idle-runners",
+        defaults::MIN_IDLE_RUNNERS,
+        (0, bounds::VIRTUAL_MACHINES_MAX),
+        "",
+    );
+    if min_idle_runners > virtual_machines {
+        r.invalid.push(Problem::invalid(
+            "min-idle-runners",
+            &Value::from(min_idle_runners),
+            crate::messages::min_idle_above_virtual_machines(virtual_machines),
+        ));
+    }
+    if scale_set_name.is_some() && mq_uri.is_some() {
+        r.invalid.push(Problem::Invalid {
+            option: "scale-set-name",
+            shown: None,
+            expected: crate::messages::SCALE_SET_WITH_MQ_URI.into(),
+        });
+    }
 
     if !r.invalid.is_empty() || !r.missing.is_empty() {
         let mut problems = r.invalid;
@@ -331,7 +360,28 @@ pub fn validate(
         api_base_url,
         creations_per_round,
         mq_uri,
+        scale_set_name,
+        min_idle_runners,
     })
+}
+
+/// `config` for the unit numbered `unit_number`: its scale set's name
+/// (`<scale-set-name>-<n>`) must fit GitHub's limit too (validation alone knows no unit).
+pub fn for_unit(config: CharmConfig, unit_number: u32) -> Result<CharmConfig, ConfigError> {
+    match config
+        .scale_set_name
+        .as_deref()
+        .map(|n| unit_scale_set_name(n, unit_number))
+    {
+        Some(Err(expected)) => Err(ConfigError {
+            problems: vec![Problem::invalid(
+                "scale-set-name",
+                &Value::String(config.scale_set_name.clone().unwrap_or_default()),
+                expected,
+            )],
+        }),
+        _ => Ok(config),
+    }
 }
 
 /// A size (see [`parse_size`]) from `min` to `max` bytes.
@@ -786,7 +836,7 @@ mod tests {
     }
 
     /// Every option, in config.yaml's order.
-    const OPTIONS_IN_ORDER: [&str; 22] = [
+    const OPTIONS_IN_ORDER: [&str; 24] = [
         "path",
         "token",
         "github-app-id",
@@ -809,6 +859,8 @@ mod tests {
         "github-url",
         "creations-per-round",
         "mq-uri",
+        "scale-set-name",
+        "min-idle-runners",
     ];
 
     #[test]
@@ -821,11 +873,54 @@ mod tests {
             "dockerhub-mirror": "ftp://m",
             "experimental-use-aproxy": true, "runner-storage": "disk", "test-mode": "on",
             "github-url": "http://example.com", "creations-per-round": 0,
-            "mq-uri": "amqp://u:p@h"
+            "mq-uri": "amqp://u:p@h", "scale-set-name": "-x", "min-idle-runners": "1"
         }));
         let err = validate(&m, &CTX).unwrap_err();
         let options: Vec<&str> = err.problems.iter().map(Problem::option).collect();
         assert_eq!(options, OPTIONS_IN_ORDER);
+    }
+
+    /// Issue 23: scale-set mode's options, and what they cannot go with.
+    #[test]
+    fn scale_set_options_and_their_conflicts() {
+        let c = validate(&valid(), &CTX).unwrap();
+        assert_eq!((c.scale_set_name, c.min_idle_runners), (None, 0));
+        let on = |extra: Value| {
+            let mut m = with("scale-set-name", json!("linux"));
+            for (k, v) in extra.as_object().unwrap() {
+                m.insert(k.clone(), v.clone());
+            }
+            m
+        };
+        let c = validate(
+            &on(json!({"virtual-machines": 4, "min-idle-runners": 4})),
+            &CTX,
+        )
+        .unwrap();
+        assert_eq!(c.scale_set_name.as_deref(), Some("linux"));
+        assert_eq!(c.min_idle_runners, 4);
+        assert_eq!(
+            message(&on(json!({"virtual-machines": 2, "min-idle-runners": 3}))),
+            "invalid config: min-idle-runners 3: more than virtual-machines (2), the most \
+             runners at once: lower min-idle-runners or raise virtual-machines"
+        );
+        // Checked in pull mode too: the option is wrong whatever the mode.
+        assert!(validate(&with("min-idle-runners", json!(2)), &CTX).is_err());
+        assert_eq!(
+            message(&on(json!({"mq-uri": "redis://:pw@r1:6379/0"}))),
+            "invalid config: scale-set-name: cannot be set together with mq-uri (scale-set \
+             mode takes jobs from GitHub, reactive mode from the queue): unset one of the two"
+        );
+        assert!(message(&with("scale-set-name", json!("a b"))).contains("scale-set-name \"a b\""));
+        // The unit's own name must fit.
+        let c = validate(&with("scale-set-name", json!("n".repeat(43))), &CTX).unwrap();
+        assert!(for_unit(c.clone(), 9).is_ok());
+        let err = for_unit(c, 10).unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid config: scale-set-name \"nnn"),
+            "{err}"
+        );
+        assert!(err.contains("at most 45 characters"), "{err}");
     }
 
     #[test]
@@ -875,6 +970,8 @@ mod tests {
             n(defaults::CREATIONS_PER_ROUND)
         );
         assert_eq!(default("mq-uri"), s(defaults::MQ_URI));
+        assert_eq!(default("scale-set-name"), s(defaults::SCALE_SET_NAME));
+        assert_eq!(default("min-idle-runners"), n(defaults::MIN_IDLE_RUNNERS));
         // And the options are validated in config.yaml's order.
         let order: Vec<String> = yaml["options"]
             .as_mapping()

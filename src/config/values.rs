@@ -86,6 +86,47 @@ pub fn parse_labels(text: &str) -> Result<Vec<String>, String> {
     }
 }
 
+/// The longest name of a unit's scale set (`<scale-set-name>-<unit number>`): the limit
+/// GitHub's own controller (actions-runner-controller) puts on its scale set names.
+pub const SCALE_SET_NAME_MAX: usize = 45;
+
+pub const SCALE_SET_NAME_EXPECTED: &str = "expected letters, digits, '_' and '-', starting with \
+     a letter or digit (it is also the runners' label)";
+
+/// `scale-set-name`: empty for none. It is also a label, so a label's characters, and room
+/// is left for the shortest unit suffix (`-0`); [`unit_scale_set_name`] checks the unit's own.
+pub fn parse_scale_set_name(text: &str) -> Result<Option<String>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let starts_well = text
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    if !starts_well
+        || !text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(SCALE_SET_NAME_EXPECTED.to_string());
+    }
+    unit_scale_set_name(text, 0)?;
+    Ok(Some(text.to_string()))
+}
+
+/// The unit's scale set: `<scale-set-name>-<unit number>`, at most [`SCALE_SET_NAME_MAX`]
+/// characters (each unit holds its own: a session is exclusive).
+pub fn unit_scale_set_name(name: &str, unit_number: u32) -> Result<String, String> {
+    let full = format!("{name}-{unit_number}");
+    if full.len() > SCALE_SET_NAME_MAX {
+        return Err(format!(
+            "too long: the unit's scale set {full:?} must have at most {SCALE_SET_NAME_MAX} \
+             characters; use a shorter name"
+        ));
+    }
+    Ok(full)
+}
+
 /// Comma-separated strict IPv4 networks (`10.0.0.0/8`; a bare address means `/32`), returned
 /// as `a.b.c.d/n`. Host bits set (`10.0.0.1/8`) is an error, as with Python's `strict=True`.
 pub fn parse_denylist(text: &str) -> Result<Vec<String>, String> {
@@ -286,6 +327,29 @@ mod tests {
         assert_eq!(parse_labels("größe"), Ok(vec!["größe".into()]));
         let err = parse_labels("ok,a b,c$").unwrap_err();
         assert!(err.starts_with("invalid labels \"a b\", \"c$\":"), "{err}");
+    }
+
+    #[test]
+    fn scale_set_names() {
+        assert_eq!(parse_scale_set_name(""), Ok(None));
+        assert_eq!(parse_scale_set_name("lxd_x-1"), Ok(Some("lxd_x-1".into())));
+        assert_eq!(unit_scale_set_name("linux", 12), Ok("linux-12".into()));
+        for bad in ["-a", "_a", "a b", "a.b", "a/b", "größe", "a,b"] {
+            assert_eq!(
+                parse_scale_set_name(bad),
+                Err(SCALE_SET_NAME_EXPECTED.to_string()),
+                "{bad:?}"
+            );
+        }
+        // 43 characters leave room for "-0" but not for "-10".
+        let longest = "n".repeat(43);
+        assert!(parse_scale_set_name(&longest).is_ok());
+        assert!(parse_scale_set_name(&"n".repeat(44))
+            .unwrap_err()
+            .contains("at most 45 characters"));
+        assert!(unit_scale_set_name(&longest, 9).is_ok());
+        let err = unit_scale_set_name(&longest, 10).unwrap_err();
+        assert!(err.contains(&format!("\"{longest}-10\"")), "{err}");
     }
 
     #[test]

@@ -485,11 +485,7 @@ fn remove_orphans(rt: &Runtime, dirs: &UnitDirs, problems: &mut Vec<String>) -> 
 pub fn leave(paths: &HostPaths, identity: &UnitIdentity, control: &dyn ProcessControl) -> usize {
     let dirs = unit_dirs(paths, identity);
     let left = stop_all(&dirs, control, STOP_WAIT);
-    match std::fs::remove_file(dirs.settings_file()) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!("cannot remove the worker settings: {e}"),
-    }
+    super::workers::remove_settings(&dirs);
     if left > 0 {
         tracing::warn!("{left} reactive workers still running after {STOP_WAIT:?}");
     }

@@ -306,6 +306,8 @@ pub trait ProcessControl {
     fn start(&self, dirs: &UnitDirs, slot: u32) -> Result<(), String>;
     /// SIGTERM `pid` (a worker found holding its slot lock just now).
     fn terminate(&self, pid: u32) -> Result<(), String>;
+    /// SIGKILL `pid`: one that outlived its SIGTERM and the wait ([`stop_or_kill`]).
+    fn kill(&self, pid: u32) -> Result<(), String>;
 }
 
 /// What [`ensure_workers`] did.
@@ -363,6 +365,64 @@ pub fn stop_all(dirs: &UnitDirs, control: &dyn ProcessControl, wait: Duration) -
     }
 }
 
+/// How long [`stop_or_kill`] waits for the kernel to free the slots of the processes it
+/// killed (SIGKILL cannot be caught: they go at once).
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// [`stop_all`], then SIGKILL for what still runs after `wait`: for a process whose
+/// at-least-once work makes a kill safe (the scale-set listener). Returns how many still
+/// hold their slot afterwards.
+pub fn stop_or_kill(dirs: &UnitDirs, control: &dyn ProcessControl, wait: Duration) -> usize {
+    if stop_all(dirs, control, wait) == 0 {
+        return 0;
+    }
+    for w in survey(dirs) {
+        tracing::warn!(
+            slot = w.slot,
+            pid = w.status.pid,
+            "still running after {wait:?}: killing it"
+        );
+        if let Err(e) = control.kill(w.status.pid) {
+            tracing::warn!(slot = w.slot, "cannot kill: {e}");
+        }
+    }
+    let deadline = Instant::now() + KILL_WAIT.min(wait.max(Duration::from_millis(100)));
+    loop {
+        let left = survey(dirs).len();
+        if left == 0 || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What a worker process of the charm's worker binary runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerRole {
+    /// A reactive worker: one job at a time from the queue.
+    Reactive,
+    /// The unit's scale-set listener (`scaleset::process`).
+    Listener,
+}
+
+impl WorkerRole {
+    /// The worker binary's flag for the role (none: a reactive worker).
+    fn flag(self) -> Option<&'static str> {
+        match self {
+            WorkerRole::Reactive => None,
+            WorkerRole::Listener => Some(crate::scaleset::process::LISTENER_FLAG),
+        }
+    }
+
+    /// What its systemd scope says it is.
+    fn description(self) -> &'static str {
+        match self {
+            WorkerRole::Reactive => "reactive worker",
+            WorkerRole::Listener => "scale-set listener",
+        }
+    }
+}
+
 /// Where systemd runs the machine, each worker starts in a transient scope of its own
 /// (`systemd-run --scope`): out of the unit agent's cgroup, so an agent restart (systemd
 /// stopping `jujud-machine-N`'s cgroup) does not reach it. systemd-run registers the scope
@@ -381,9 +441,13 @@ pub struct WorkerScope {
     pub unit_prefix: String,
 }
 
-/// The prefix of a unit's worker scopes: `github-runner-worker-<app>-<n>`.
-pub fn scope_prefix(unit_key: &str) -> String {
-    format!("github-runner-worker-{unit_key}")
+/// The prefix of a unit's worker scopes: `github-runner-worker-<app>-<n>` (its listener's:
+/// `github-runner-listener-<app>-<n>`).
+pub fn scope_prefix(unit_key: &str, role: WorkerRole) -> String {
+    match role {
+        WorkerRole::Reactive => format!("github-runner-worker-{unit_key}"),
+        WorkerRole::Listener => format!("github-runner-listener-{unit_key}"),
+    }
 }
 
 /// The argv that starts a worker in `slot` (pure): the worker binary and its arguments, run
@@ -391,6 +455,7 @@ pub fn scope_prefix(unit_key: &str) -> String {
 /// the scope of a worker that just died may still be on its way out.
 pub fn worker_argv(
     binary: &Path,
+    role: WorkerRole,
     dirs: &UnitDirs,
     slot: u32,
     scope: Option<&WorkerScope>,
@@ -405,7 +470,8 @@ pub fn worker_argv(
             "--collect".into(),
             format!("--unit={}-{slot}-{started_ms}", scope.unit_prefix).into(),
             format!(
-                "--description=github-runner reactive worker {slot} ({})",
+                "--description=github-runner {} {slot} ({})",
+                role.description(),
                 scope.unit_prefix
             )
             .into(),
@@ -413,6 +479,7 @@ pub fn worker_argv(
         ]);
     }
     argv.push(binary.as_os_str().to_owned());
+    argv.extend(role.flag().map(std::ffi::OsString::from));
     argv.extend(["--dir".into(), dirs.state.clone().into_os_string()]);
     argv.extend(["--logs".into(), dirs.logs.clone().into_os_string()]);
     argv.extend(["--slot".into(), slot.to_string().into()]);
@@ -426,6 +493,7 @@ pub fn worker_argv(
 #[derive(Debug, Clone)]
 pub struct DetachedWorkers {
     pub binary: PathBuf,
+    pub role: WorkerRole,
     /// The whole environment the worker gets (test knobs such as the host root included).
     pub env: Vec<(String, String)>,
     pub scope: Option<WorkerScope>,
@@ -441,7 +509,14 @@ impl ProcessControl for DetachedWorkers {
             .open(dirs.log_file(slot))
             .map_err(|e| format!("cannot open {}: {e}", dirs.log_file(slot).display()))?;
         let log_err = log.try_clone().map_err(|e| e.to_string())?;
-        let argv = worker_argv(&self.binary, dirs, slot, self.scope.as_ref(), now_ms());
+        let argv = worker_argv(
+            &self.binary,
+            self.role,
+            dirs,
+            slot,
+            self.scope.as_ref(),
+            now_ms(),
+        );
         let (program, args) = argv.split_first().ok_or("empty worker command")?;
         let mut cmd = std::process::Command::new(program);
         cmd.args(args)
@@ -468,11 +543,20 @@ impl ProcessControl for DetachedWorkers {
     }
 
     fn terminate(&self, pid: u32) -> Result<(), String> {
-        let pid = rustix::process::Pid::from_raw(pid as i32).ok_or("pid 0")?;
-        match rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
-            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-            Err(e) => Err(format!("kill {pid:?}: {e}")),
-        }
+        signal(pid, rustix::process::Signal::TERM)
+    }
+
+    fn kill(&self, pid: u32) -> Result<(), String> {
+        signal(pid, rustix::process::Signal::KILL)
+    }
+}
+
+/// `signal` to `pid`; one already gone is no error.
+fn signal(pid: u32, signal: rustix::process::Signal) -> Result<(), String> {
+    let pid = rustix::process::Pid::from_raw(pid as i32).ok_or("pid 0")?;
+    match rustix::process::kill_process(pid, signal) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(format!("kill {pid:?}: {e}")),
     }
 }
 
@@ -526,6 +610,38 @@ pub fn write_settings(dirs: &UnitDirs, bytes: &[u8]) -> std::io::Result<()> {
     // NamedTempFile is created 0600.
     tmp.persist(dirs.settings_file()).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// Removes the settings file (leaving a mode); one already gone is fine.
+pub fn remove_settings(dirs: &UnitDirs) {
+    match std::fs::remove_file(dirs.settings_file()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove {}: {e}", dirs.settings_file().display()),
+    }
+}
+
+/// A [`ProcessControl`] that records what it is asked and starts nothing.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct RecordingControl {
+    pub calls: std::cell::RefCell<Vec<String>>,
+}
+
+#[cfg(test)]
+impl ProcessControl for RecordingControl {
+    fn start(&self, _: &UnitDirs, slot: u32) -> Result<(), String> {
+        self.calls.borrow_mut().push(format!("start {slot}"));
+        Ok(())
+    }
+    fn terminate(&self, pid: u32) -> Result<(), String> {
+        self.calls.borrow_mut().push(format!("term {pid}"));
+        Ok(())
+    }
+    fn kill(&self, pid: u32) -> Result<(), String> {
+        self.calls.borrow_mut().push(format!("kill {pid}"));
+        Ok(())
+    }
 }
 
 /// The logrotate rule for the workers' logs: daily, a week kept, copytruncate (a worker

@@ -177,21 +177,23 @@ fn settings_are_written_0600_and_fingerprinted() {
     assert_eq!(settings_fingerprint(b"a").len(), 64);
 }
 
-/// A control that records; starts nothing.
-#[derive(Default)]
-struct Recording {
-    calls: std::cell::RefCell<Vec<String>>,
-}
-
-impl ProcessControl for Recording {
-    fn start(&self, _: &UnitDirs, slot: u32) -> Result<(), String> {
-        self.calls.borrow_mut().push(format!("start {slot}"));
-        Ok(())
-    }
-    fn terminate(&self, pid: u32) -> Result<(), String> {
-        self.calls.borrow_mut().push(format!("term {pid}"));
-        Ok(())
-    }
+/// A process that outlives its SIGTERM and the wait is killed (the listener's stop).
+#[test]
+fn stop_or_kill_kills_what_outlived_its_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = dirs(&tmp);
+    d.create().unwrap();
+    let mut held = SlotHold::acquire(&d, 0, Duration::ZERO).unwrap().unwrap();
+    held.status.pid = 41;
+    held.publish().unwrap();
+    let control = RecordingControl::default();
+    // The hold is this test's: nothing dies, so the slot stays held.
+    assert_eq!(stop_or_kill(&d, &control, Duration::ZERO), 1);
+    assert_eq!(*control.calls.borrow(), vec!["term 41", "kill 41"]);
+    drop(held);
+    let control = RecordingControl::default();
+    assert_eq!(stop_or_kill(&d, &control, Duration::ZERO), 0);
+    assert!(control.calls.borrow().is_empty(), "nothing left to stop");
 }
 
 #[test]
@@ -205,7 +207,7 @@ fn ensure_workers_applies_the_plan_over_the_slots_on_disk() {
         ..SlotStatus::default()
     };
     held.publish().unwrap();
-    let control = Recording::default();
+    let control = RecordingControl::default();
     let out = ensure_workers(&d, &control, 2, "new");
     assert_eq!((out.started, out.stopped), (2, 1));
     assert_eq!(
@@ -221,15 +223,16 @@ fn the_logrotate_rule_is_daily_and_truncates_in_place() {
     assert!(rule.contains("daily") && rule.contains("copytruncate"));
 }
 
+fn argv_text(argv: Vec<std::ffi::OsString>) -> Vec<String> {
+    argv.iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
 #[test]
 fn a_worker_runs_in_a_scope_named_after_its_unit_slot_and_start_or_directly() {
     let d = UnitDirs::new("/s", "/l");
     let bin = std::path::Path::new("/charm/bin/github-runner-worker");
-    let text = |argv: Vec<std::ffi::OsString>| {
-        argv.iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-    };
     let direct = [
         "/charm/bin/github-runner-worker",
         "--dir",
@@ -239,10 +242,13 @@ fn a_worker_runs_in_a_scope_named_after_its_unit_slot_and_start_or_directly() {
         "--slot",
         "2",
     ];
-    assert_eq!(text(worker_argv(bin, &d, 2, None, 7)), direct);
+    assert_eq!(
+        argv_text(worker_argv(bin, WorkerRole::Reactive, &d, 2, None, 7)),
+        direct
+    );
     let scope = WorkerScope {
         systemd_run: "/usr/bin/systemd-run".into(),
-        unit_prefix: scope_prefix("app-0"),
+        unit_prefix: scope_prefix("app-0", WorkerRole::Reactive),
     };
     let scoped = [
         "/usr/bin/systemd-run",
@@ -254,9 +260,55 @@ fn a_worker_runs_in_a_scope_named_after_its_unit_slot_and_start_or_directly() {
         "--",
     ];
     assert_eq!(
-        text(worker_argv(bin, &d, 2, Some(&scope), 7)),
+        argv_text(worker_argv(
+            bin,
+            WorkerRole::Reactive,
+            &d,
+            2,
+            Some(&scope),
+            7
+        )),
         [&scoped[..], &direct[..]].concat()
     );
+}
+
+/// Issue 23: the listener is the worker binary with `--scale-set`, in a scope of its own.
+#[test]
+fn the_listener_runs_the_worker_binary_with_its_flag_in_its_own_scope() {
+    let d = UnitDirs::new("/s", "/l");
+    let bin = std::path::Path::new("/charm/bin/github-runner-worker");
+    let direct = [
+        "/charm/bin/github-runner-worker",
+        "--scale-set",
+        "--dir",
+        "/s",
+        "--logs",
+        "/l",
+        "--slot",
+        "0",
+    ];
+    assert_eq!(
+        argv_text(worker_argv(bin, WorkerRole::Listener, &d, 0, None, 7)),
+        direct
+    );
+    let scope = WorkerScope {
+        systemd_run: "/usr/bin/systemd-run".into(),
+        unit_prefix: scope_prefix("app-0", WorkerRole::Listener),
+    };
+    let argv = argv_text(worker_argv(
+        bin,
+        WorkerRole::Listener,
+        &d,
+        0,
+        Some(&scope),
+        7,
+    ));
+    assert_eq!(argv[4], "--unit=github-runner-listener-app-0-0-7");
+    assert_eq!(
+        argv[5],
+        "--description=github-runner scale-set listener 0 (github-runner-listener-app-0)"
+    );
+    assert_eq!(argv[7..], direct);
 }
 
 #[test]

@@ -152,6 +152,7 @@ pub fn remove_unit_files(ctx: &Context<'_>) {
     crate::host::file::remove_logged(&runner_metrics::record_path(ctx.paths));
     crate::host::file::remove_logged(&ctx.paths.metrics_logrotate_rule());
     crate::reactive::mode::remove_unit_files(ctx.paths, &ctx.hook.identity);
+    super::scaleset::remove_unit_files(ctx.paths, &ctx.hook.identity);
 }
 
 /// The unit's ACL off the bridge and deleted (the bridge too when the charm made it and

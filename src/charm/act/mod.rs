@@ -9,6 +9,7 @@ pub mod host;
 pub mod legacy;
 pub mod reactive;
 pub mod runners;
+pub mod scaleset;
 
 use std::sync::Arc;
 
@@ -123,8 +124,9 @@ pub fn act(
         }
         Decision::ReportOnly { status, config } => {
             host::repair_timer(ctx, &config, host.edges().systemd());
-            let status =
-                reactive::report_status(ctx, config.virtual_machines, &status).unwrap_or(status);
+            let status = scaleset::report_status(ctx, &config, &status)
+                .or_else(|| reactive::report_status(ctx, config.virtual_machines, &status))
+                .unwrap_or(status);
             Ok(Outcome::shown(Shown::Set(status)))
         }
         Decision::TearDown(plan) => tear_down(ctx, host, plan).map(|()| Outcome::default()),
@@ -133,6 +135,7 @@ pub fn act(
             Ok(Outcome::action(actions::check_runners(&rt).map(
                 |mut results| {
                     results.extend(reactive::check_results(&rt).unwrap_or_default());
+                    results.extend(scaleset::check_results(&rt).unwrap_or_default());
                     results
                 },
             )))
@@ -319,6 +322,18 @@ pub(crate) fn converge_runners(
     // The Python charm's runners drained (and what it left removed) before this charm's
     // round, in every mode: admission counts them while they exist.
     let old_runners = legacy::take_over(ctx, host, rt)?;
+    // Scale-set mode first: entering it stops reactive workers, leaving it stops the
+    // listener before the reactive or pull round.
+    if let Some(round) = scaleset::converge(ctx, rt, action, &scope_flush)? {
+        if scope && round.scope_flushed {
+            runners::record_acted(ctx, rt)?;
+        }
+        return Ok(Outcome {
+            shown: Shown::Remember(with_old_runners(round.status.clone(), old_runners)),
+            action: action.map(|_| Ok(scaleset::action_results(&round))),
+            ..Outcome::default()
+        });
+    }
     if let Some(reactive::ReactiveConverge {
         round,
         scope_flushed,
@@ -447,6 +462,7 @@ fn tear_down(ctx: &Context<'_>, host: &dyn Host, plan: TearDownPlan) -> Result<(
         host::remove_timer(ctx, host);
     }
     reactive::tear_down(ctx);
+    scaleset::tear_down(ctx);
     if steps.remove_rebuild_cron {
         host::remove_rebuild_cron(ctx);
     }

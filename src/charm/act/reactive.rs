@@ -14,7 +14,9 @@ use crate::paths::HostPaths;
 use crate::paths::HOST_ROOT_ENV;
 use crate::reactive::mode::{self, Broker, Mode, ModeSwitch, QueueChoice, ReactiveRound};
 use crate::reactive::run::WorkerSettings;
-use crate::reactive::workers::{scope_prefix, DetachedWorkers, WorkerScope, WORKER_BINARY};
+use crate::reactive::workers::{
+    scope_prefix, DetachedWorkers, WorkerRole, WorkerScope, WORKER_BINARY,
+};
 use std::path::PathBuf;
 
 /// The broker reactive mode consumes from, once known (`mq-uri` or the `mongodb` relation).
@@ -38,7 +40,7 @@ pub fn queue_choice(ctx: &Context<'_>, rt: &Runtime) -> Result<QueueChoice, Char
 }
 
 /// The charm's worker binary: beside the running hook binary.
-fn worker_binary() -> PathBuf {
+pub(super) fn worker_binary() -> PathBuf {
     // A missing /proc is a broken host: the spawn then fails with the bare name.
     std::env::current_exe()
         .ok()
@@ -46,10 +48,20 @@ fn worker_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(WORKER_BINARY))
 }
 
-/// The production process control: the worker binary, with an explicit environment, each
-/// worker in a systemd scope of its own when systemd runs the machine (so an agent restart
-/// does not kill it); started directly otherwise (a container without systemd).
+/// The production process control of reactive workers ([`control_for`]).
 pub fn control(paths: &HostPaths, identity: &UnitIdentity) -> DetachedWorkers {
+    control_for(paths, identity, WorkerRole::Reactive)
+}
+
+/// The production process control: the worker binary in `role`, with an explicit
+/// environment, each process in a systemd scope of its own when systemd runs the machine
+/// (so an agent restart does not kill it); started directly otherwise (a container
+/// without systemd).
+pub fn control_for(
+    paths: &HostPaths,
+    identity: &UnitIdentity,
+    role: WorkerRole,
+) -> DetachedWorkers {
     let path =
         std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin".into());
     let mut env = vec![("PATH".to_string(), path.clone())];
@@ -63,13 +75,14 @@ pub fn control(paths: &HostPaths, identity: &UnitIdentity) -> DetachedWorkers {
         .flatten()
         .map(|systemd_run| WorkerScope {
             systemd_run,
-            unit_prefix: scope_prefix(&mode::unit_key(identity)),
+            unit_prefix: scope_prefix(&mode::unit_key(identity), role),
         });
     if scope.is_none() {
         tracing::debug!("no systemd: workers start in the hook's cgroup");
     }
     DetachedWorkers {
         binary: worker_binary(),
+        role,
         env,
         scope,
     }
@@ -166,17 +179,9 @@ pub fn converge(
         queue_name: rt.identity.app.clone(),
     };
     let settings = settings(ctx, rt, &queue)?;
-    let mut scope_flushed = true;
-    if !scope_flush.is_empty() {
-        // Workers made runners with the old scope: they stop first (handing back what they
-        // hold), then the old fleet goes with the credentials it was made with.
-        mode::restart_workers(&rt.paths, &rt.identity, &control);
-        let flushed = runners::flush_old_scope(ctx, rt, scope_flush)?;
-        if let Err(e) = &flushed.result {
-            tracing::warn!("flushing the runners of the old scope failed: {e}");
-            scope_flushed = false;
-        }
-    }
+    let scope_flushed = stop_then_flush_old_scope(ctx, rt, scope_flush, || {
+        mode::restart_workers(&rt.paths, &rt.identity, &control)
+    })?;
     let _lock = crate::host::lock::UnitLock::acquire(
         &rt.paths.lock_file(),
         "reactive",
@@ -195,6 +200,27 @@ pub fn converge(
         round,
         scope_flushed,
     }))
+}
+
+/// A scope change in a mode whose processes make the runners: they stop first (`stop`:
+/// handing back what they hold), then the old fleet goes with the credentials it was made
+/// with. False when that flush failed (the change is retried by the next converge).
+pub(super) fn stop_then_flush_old_scope(
+    ctx: &Context<'_>,
+    rt: &Runtime,
+    scope_flush: &[&'static str],
+    stop: impl FnOnce(),
+) -> Result<bool, CharmError> {
+    if scope_flush.is_empty() {
+        return Ok(true);
+    }
+    stop();
+    let flushed = runners::flush_old_scope(ctx, rt, scope_flush)?;
+    if let Err(e) = &flushed.result {
+        tracing::warn!("flushing the runners of the old scope failed: {e}");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// The exporter's reactive gauges (workers, busy ones, queue length) from the workers' own

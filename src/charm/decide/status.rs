@@ -99,6 +99,62 @@ pub fn with_old_runners(status: Status, finishing: Option<usize>) -> Status {
     }
 }
 
+/// Scale-set mode's status from the listener's slot (pure): `slot` is slot
+/// `scaleset::process::LISTENER_SLOT` as surveyed (None: never used), `scale_set` the
+/// unit's scale set, `log` the listener's log file. A crash loop blocks naming the log
+/// (only the operator can read why); no live listener is one starting (every reconcile
+/// restarts it); a live one shows its phase: waiting for a session or retrying is
+/// Waiting, listening is Active with the jobs the service last counted.
+pub fn listener_status(
+    scale_set: &str,
+    slot: Option<&crate::reactive::health::SlotHealth>,
+    log: &str,
+) -> Status {
+    use crate::scaleset::listener_state::ListenerPhase;
+    let Some(slot) = slot else {
+        return Status::Maintenance(messages::scale_set_listener_starting(scale_set));
+    };
+    let snapshot = slot.status.listener.as_ref();
+    let name = snapshot
+        .map(|s| s.scale_set.as_str())
+        .filter(|n| !n.is_empty())
+        .unwrap_or(scale_set);
+    let phase = snapshot
+        .and_then(|s| s.phase.as_ref())
+        .filter(|_| slot.live);
+    let listening = matches!(phase, Some(ListenerPhase::Listening { .. }));
+    if slot.crash_looping() && !listening {
+        return Status::Blocked(messages::scale_set_listener_crash_loop(
+            name,
+            slot.crashes_in_a_row(),
+            log,
+        ));
+    }
+    if slot.live && slot.status.stopping {
+        return Status::Maintenance(messages::scale_set_listener_stopped(name));
+    }
+    match phase {
+        None | Some(ListenerPhase::Starting) => {
+            Status::Maintenance(messages::scale_set_listener_starting(name))
+        }
+        Some(p @ (ListenerPhase::WaitingForSession { .. } | ListenerPhase::Retrying { .. })) => {
+            Status::Waiting(p.status_text(name))
+        }
+        Some(p @ ListenerPhase::Listening { .. }) => {
+            let text = p.status_text(name);
+            Status::Active(match snapshot.and_then(|s| s.statistics.as_ref()) {
+                Some(stats) => messages::scale_set_listening_with_jobs(
+                    &text,
+                    stats.total_assigned_jobs,
+                    stats.total_running_jobs,
+                ),
+                None => text,
+            })
+        }
+        Some(p @ ListenerPhase::Stopped) => Status::Maintenance(p.status_text(name)),
+    }
+}
+
 /// The text of a status, whatever its kind.
 pub fn message(status: &Status) -> &str {
     match status {

@@ -130,3 +130,91 @@ fn an_active_unit_says_how_many_old_runners_still_finish_their_jobs() {
     let blocked = Status::Blocked("token refused".into());
     assert_eq!(with_old_runners(blocked.clone(), Some(3)), blocked);
 }
+
+/// Issue 23: scale-set mode's status from the listener's slot.
+#[test]
+fn the_listener_status_follows_its_slot_and_phase() {
+    use crate::reactive::health::SlotHealth;
+    use crate::reactive::workers::SlotStatus;
+    use crate::scaleset::listener_state::ListenerPhase;
+    use crate::scaleset::process::ListenerSnapshot;
+    use crate::scaleset::Statistics;
+    use std::time::Duration;
+    let log = "/var/log/github-runner-scale-set/app-0/worker-0.log";
+    let slot = |live: bool, phase: Option<ListenerPhase>, stats: Option<Statistics>| SlotHealth {
+        slot: 0,
+        live,
+        status: SlotStatus {
+            pid: 9,
+            started_ms: 1_000,
+            updated_ms: 2_000,
+            listener: Some(ListenerSnapshot {
+                scale_set: "linux-0".into(),
+                phase,
+                statistics: stats,
+            }),
+            ..SlotStatus::default()
+        },
+    };
+    let status = |s: Option<&SlotHealth>| listener_status("linux-0", s, log);
+    assert_eq!(
+        status(None),
+        Status::Maintenance("Scale set linux-0: listener starting".into())
+    );
+    assert_eq!(
+        status(Some(&slot(true, None, None))),
+        Status::Maintenance("Scale set linux-0: listener starting".into())
+    );
+    let waiting = ListenerPhase::WaitingForSession {
+        attempt: 2,
+        retry_in: Duration::from_secs(30),
+    };
+    assert_eq!(
+        status(Some(&slot(true, Some(waiting), None))),
+        Status::Waiting(
+            "Scale set linux-0: waiting for the previous listener's session to expire".into()
+        )
+    );
+    let retrying = ListenerPhase::Retrying {
+        error: "GitHub answered 503".into(),
+        retry_in: Duration::from_secs(5),
+    };
+    assert_eq!(
+        status(Some(&slot(true, Some(retrying), None))),
+        Status::Waiting("Scale set linux-0: retrying after an error: GitHub answered 503".into())
+    );
+    let listening = Some(ListenerPhase::Listening { scale_set_id: 4 });
+    assert_eq!(
+        status(Some(&slot(true, listening.clone(), None))),
+        Status::Active("Scale set linux-0: listening for jobs".into())
+    );
+    let stats = Statistics {
+        total_assigned_jobs: 3,
+        total_running_jobs: 1,
+        ..Statistics::default()
+    };
+    assert_eq!(
+        status(Some(&slot(true, listening.clone(), Some(stats)))),
+        Status::Active("Scale set linux-0: listening for jobs, 3 assigned, 1 running".into())
+    );
+    // A dead listener's last phase says nothing: the reconcile restarts it.
+    let mut dead = slot(false, listening.clone(), None);
+    dead.status.stopped = true;
+    assert_eq!(
+        status(Some(&dead)),
+        Status::Maintenance("Scale set linux-0: listener starting".into())
+    );
+    // Crashed three times in a row: Blocked, naming the log.
+    let mut looping = slot(false, listening.clone(), None);
+    looping.status.crashes = 2;
+    assert_eq!(
+        status(Some(&looping)),
+        Status::Blocked(format!(
+            "Scale set linux-0: the listener crashed 3 times in a row; see {log}"
+        ))
+    );
+    // Listening again after the crashes: the phase shows.
+    let mut recovered = slot(true, listening, None);
+    recovered.status.crashes = 5;
+    assert!(matches!(status(Some(&recovered)), Status::Active(_)));
+}
