@@ -429,3 +429,11 @@ pub fn scale_set_listener_retrying(scale_set: &str, error: &str) -> String {
 pub fn scale_set_listener_stopped(scale_set: &str) -> String {
     format!("Scale set {scale_set}: listener stopped")
 }
+
+/// The listener was started without a scale set name (the hook starts it only with one).
+pub fn scale_set_name_missing(app: &str) -> String {
+    format!(
+        "scale-set-name is empty, so there is no scale set to listen on: \
+         set it with juju config {app} scale-set-name=<name>"
+    )
+}
