@@ -811,6 +811,46 @@ pub(crate) mod tests {
         );
     }
 
+    /// A scale set's JIT config: the same steps and files, no REST call, and on failure the
+    /// instance goes but the registration is left to the caller that made it.
+    #[test]
+    fn a_given_registration_is_used_as_is_and_left_to_its_maker() {
+        let (name, profiles, labels, env) = fixtures();
+        let jit = Secret::new("SCALE-SET-JIT");
+        let registration = JitSource::Given {
+            runner_id: 7,
+            jit: &jit,
+        };
+        let mut req = request(&name, &profiles, &labels, &env);
+        req.registration = registration;
+        let lxd = ScriptedLxd::default();
+        let gh = ScriptedGitHub::default();
+        let created = create_runner(&lxd, &gh, &req).unwrap();
+        assert_eq!(created.github_id, 7);
+        let calls = lxd.calls();
+        let script = calls
+            .iter()
+            .position(|c| c.contains("SCALE-SET-JIT"))
+            .expect("the given JIT config in the start script");
+        assert!(
+            calls[script].starts_with("push app-0-0123456789ab/root/github-runner-start.sh 700 0")
+        );
+        assert!(gh.calls().is_empty(), "{:?}", gh.calls());
+
+        let lxd = ScriptedLxd {
+            exec_exit: Mutex::new(vec![("setsid".into(), 1)]),
+            ..Default::default()
+        };
+        let err = create_runner(&lxd, &gh, &req).unwrap_err();
+        assert_eq!(err.step, CreateStep::StartRunner, "{err}");
+        assert!(
+            lxd.calls().iter().any(|c| c.starts_with("delete")),
+            "{:?}",
+            lxd.calls()
+        );
+        assert!(gh.calls().is_empty(), "no REST delete: {:?}", gh.calls());
+    }
+
     fn assert_failed_at(
         step: CreateStep,
         fail: &'static str,
