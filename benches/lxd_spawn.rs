@@ -80,6 +80,7 @@ impl Bench {
             environment: &self.env,
             timeouts: CreateTimeouts::default(),
             launch_gate: &github_runner::runner::create::Ungated,
+            registration: github_runner::runner::create::JitSource::Generate,
         };
         create_runner(self.fx.lxd(), &self.client, &req).expect("create runner");
         name.to_string()

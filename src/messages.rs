@@ -463,3 +463,11 @@ pub fn scale_set_listening_with_jobs(listening: &str, assigned: u64, running: u6
 pub fn scale_set_listener_crash_loop(scale_set: &str, crashes: u32, log: &str) -> String {
     format!("Scale set {scale_set}: the listener crashed {crashes} times in a row; see {log}")
 }
+
+/// The listener was started without a scale set name (the hook starts it only with one).
+pub fn scale_set_name_missing(app: &str) -> String {
+    format!(
+        "scale-set-name is empty, so there is no scale set to listen on: \
+         set it with juju config {app} scale-set-name=<name>"
+    )
+}

@@ -186,6 +186,7 @@ fn every_kind() -> Vec<(&'static str, String)> {
             "scale_set_listener_crash_loop",
             scale_set_listener_crash_loop("lxd-jammy-0", 3, "/var/log/x/worker-0.log"),
         ),
+        ("scale_set_name_missing", scale_set_name_missing("app")),
     ]
 }
 

@@ -105,6 +105,7 @@ impl Harness {
                 ..CreateTimeouts::default()
             },
             launch_gate: &github_runner::runner::create::Ungated,
+            registration: github_runner::runner::create::JitSource::Generate,
         }
     }
 

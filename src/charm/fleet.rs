@@ -33,8 +33,9 @@ use crate::manager::planner::{BinaryState, Health, RemovalTarget};
 use crate::manager::replacement::REPLACE_CONFIG_KEY;
 use crate::runner::create::StepFailure;
 use crate::runner::resources::{self, Resources};
-use crate::runner::{self, files, CreateRequest, CreateStep, CreateTimeouts};
-use adapters::{LaunchWithRunnerId, PreRegistered};
+use crate::runner::{self, files, CreateRequest, CreateTimeouts, JitSource};
+use crate::secret::Secret;
+use adapters::LaunchWithRunnerId;
 
 /// Bound on one listener check.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -153,75 +154,100 @@ impl<'a> CharmRunnerOps<'a> {
         }
     }
 
-    /// Creates a runner named `name` (reactive workers record the name before creating).
+    /// Creates a runner named `name` (reactive workers record the name before creating),
+    /// registered through the REST API before launch so the instance carries its id.
     pub fn create_named(&self, name: RunnerName) -> Result<RunnerName, OpError> {
         let started = Instant::now();
         let profiles = self.profiles()?;
-        let gate = MachineGate {
+        let gate = self.gate();
+        // A full machine is told before GitHub is asked for a registration.
+        room(&gate)?;
+        let jit = self
+            .rt
+            .github
+            .generate_jit_config(name.as_str(), &self.labels)?;
+        let runner_id = jit.runner.id;
+        let created = self.launch_registered(
+            &name,
+            runner_id,
+            &jit.encoded_jit_config,
+            &profiles,
+            &gate,
+            started,
+        );
+        created.map_err(|mut op_error| {
+            if let Some(problem) = delete_registration(&*self.rt.github, runner_id) {
+                op_error
+                    .message
+                    .push_str(&format!("; cleanup also failed: {problem}"));
+            }
+            op_error
+        })
+    }
+
+    /// Creates runner `name` from a JIT config its caller registered (a scale set's
+    /// `generatejitconfig`, registration `runner_id`), with everything a pull runner gets:
+    /// profiles, admission, owner key, MAC, environment, the runner id on the instance. A
+    /// failed creation leaves no instance; the registration is the caller's to remove.
+    pub fn create_named_with_jit(
+        &self,
+        name: RunnerName,
+        runner_id: u64,
+        jit: &Secret,
+    ) -> Result<RunnerName, OpError> {
+        let started = Instant::now();
+        let profiles = self.profiles()?;
+        let gate = self.gate();
+        room(&gate)?;
+        self.launch_registered(&name, runner_id, jit, &profiles, &gate, started)
+    }
+
+    fn gate(&self) -> MachineGate<'_> {
+        MachineGate {
             lxd: &*self.rt.lxd,
             paths: &self.rt.paths,
             pool: &self.rt.storage_pool,
             size: self.resources.admission_size(),
             clock: &*self.rt.clock,
             wait: CREATION_LOCK_WAIT,
-        };
-        // A full machine is told before GitHub is asked for a registration.
-        if let Err(StepFailure::NoRoom(message)) = gate.room() {
-            return Err(OpError {
-                kind: FailureKind::NoRoom,
-                message,
-            });
         }
-        let jit = self
-            .rt
-            .github
-            .generate_jit_config(name.as_str(), &self.labels)?;
-        let runner_id = jit.runner.id;
+    }
+
+    /// The creation proper, from a registration made before it (the instance carries its
+    /// id from launch); on failure no instance is left.
+    fn launch_registered(
+        &self,
+        name: &RunnerName,
+        runner_id: u64,
+        jit: &Secret,
+        profiles: &[String],
+        gate: &MachineGate<'_>,
+        started: Instant,
+    ) -> Result<RunnerName, OpError> {
         let lxd = LaunchWithRunnerId {
             inner: &*self.rt.lxd,
             runner_id,
             scope: &self.scope,
         };
-        let github = PreRegistered {
-            inner: &*self.rt.github,
-            jit,
-        };
         let request = CreateRequest {
-            name: &name,
+            name,
             owner_value: &self.owner,
             image_alias: self.image_alias,
             instance_type: self.instance_type,
-            profiles: &profiles,
+            profiles,
             labels: &self.labels,
             runner_tarball: &self.tarball,
             environment: &self.rt.environment,
             timeouts: self.timeouts,
-            launch_gate: &gate,
+            launch_gate: gate,
+            registration: JitSource::Given { runner_id, jit },
         };
-        match runner::create_runner(&lxd, &github, &request) {
+        match runner::create_runner(&lxd, &*self.rt.github, &request) {
             Ok(created) => {
                 self.issue_installed(started.elapsed(), &created.phases);
                 Ok(created.name)
             }
-            Err(err) => {
-                let registered_in_pipeline = !matches!(
-                    err.step,
-                    CreateStep::Launch
-                        | CreateStep::WaitReady
-                        | CreateStep::PushTarball
-                        | CreateStep::ExtractTarball
-                );
-                let mut op_error = self.create_error(err);
-                if !registered_in_pipeline {
-                    // create_runner cleans up only what it registered itself.
-                    if let Some(problem) = delete_registration(&*self.rt.github, runner_id) {
-                        op_error
-                            .message
-                            .push_str(&format!("; cleanup also failed: {problem}"));
-                    }
-                }
-                Err(op_error)
-            }
+            Err(err) => Err(self.create_error(err)),
         }
     }
 
@@ -264,6 +290,17 @@ pub fn scope_fingerprint(config: &crate::config::CharmConfig) -> String {
 /// The runner binary state of `rt`'s host: see [`binary_state`].
 pub fn host_binary_state(rt: &Runtime) -> BinaryState {
     binary_state(&tarball_path(&rt.paths))
+}
+
+/// Admission's answer before anything is registered: a full machine is `NoRoom`.
+fn room(gate: &MachineGate<'_>) -> Result<(), OpError> {
+    match gate.room() {
+        Err(StepFailure::NoRoom(message)) => Err(OpError {
+            kind: FailureKind::NoRoom,
+            message,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// How a GitHub failure counts for status (the same split as `github::status`).

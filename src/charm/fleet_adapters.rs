@@ -1,19 +1,14 @@
-//! The two thin adapters through which `CharmRunnerOps` hands `create_runner` a
-//! registration made before launch and puts the runner id and scope on the instance.
+//! The thin adapter through which `CharmRunnerOps` puts the runner id and scope of a
+//! registration made before launch on the instance.
 
 use std::time::Duration;
 
-use crate::github::{
-    Arch, DeleteOutcome, GitHub, GitHubError, GitHubRunner, JitConfig, JobRef, RunnerApplication,
-    WorkflowJob,
-};
 use crate::lxd::{
     ExecOutput, ExecSpec, Instance, LaunchSpec, Lxd, LxdError, ProfileSpec, ProfileUse, PushSpec,
     ServerInfo,
 };
 use crate::manager::planner::RUNNER_ID_CONFIG_KEY;
 use crate::manager::replacement::SCOPE_CONFIG_KEY;
-use crate::secret::Secret;
 
 /// Launches with the runner id and the scope in the instance config; everything else
 /// passes through.
@@ -82,52 +77,5 @@ impl Lxd for LaunchWithRunnerId<'_> {
     }
     fn project(&self) -> Option<&str> {
         self.inner.project()
-    }
-}
-
-/// Answers `generate_jit_config` with the registration made before launch; everything else
-/// passes through.
-pub(super) struct PreRegistered<'g> {
-    pub inner: &'g dyn GitHub,
-    pub jit: JitConfig,
-}
-
-impl GitHub for PreRegistered<'_> {
-    fn list_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
-        self.inner.list_runners()
-    }
-    fn list_old_runners(&self) -> Result<Vec<GitHubRunner>, GitHubError> {
-        self.inner.list_old_runners()
-    }
-    fn get_runner(&self, id: u64) -> Result<Option<GitHubRunner>, GitHubError> {
-        self.inner.get_runner(id)
-    }
-    fn delete_runner(&self, id: u64) -> Result<DeleteOutcome, GitHubError> {
-        self.inner.delete_runner(id)
-    }
-    fn registration_token(&self) -> Result<Secret, GitHubError> {
-        self.inner.registration_token()
-    }
-    fn remove_token(&self) -> Result<Secret, GitHubError> {
-        self.inner.remove_token()
-    }
-    fn generate_jit_config(&self, name: &str, labels: &[String]) -> Result<JitConfig, GitHubError> {
-        if name == self.jit.runner.name {
-            Ok(self.jit.clone())
-        } else {
-            self.inner.generate_jit_config(name, labels)
-        }
-    }
-    fn runner_application(&self, arch: Arch) -> Result<RunnerApplication, GitHubError> {
-        self.inner.runner_application(arch)
-    }
-    fn get_job(&self, job: &JobRef) -> Result<WorkflowJob, GitHubError> {
-        self.inner.get_job(job)
-    }
-    fn list_run_jobs(&self, repo: &str, run_id: u64) -> Result<Vec<WorkflowJob>, GitHubError> {
-        self.inner.list_run_jobs(repo, run_id)
-    }
-    fn repository_visible(&self, owner: &str, repo: &str) -> Result<bool, GitHubError> {
-        self.inner.repository_visible(owner, repo)
     }
 }

@@ -253,6 +253,57 @@ fn github_client(
     Ok(Arc::new(GitHubClient::new(settings)?.with_clock(clock)))
 }
 
+/// What a long-running process of the charm (a reactive worker, the scale-set listener)
+/// builds its [`Runtime`] from: the fields of the 0600 settings file its unit's hook wrote.
+pub struct ProcessSettings<'a> {
+    pub unit_name: &'a str,
+    pub model_uuid: &'a str,
+    /// `config-get` as the hook read it (less the options only hooks read).
+    pub config: &'a serde_json::Map<String, serde_json::Value>,
+    /// The hook's proxies: the process's own environment has none.
+    pub proxy: ProxySettings,
+    pub charm_dir: &'a std::path::Path,
+    pub lxd_project: Option<&'a str>,
+    /// The debug-ssh relation's tmate servers (a process cannot read relations).
+    pub debug_ssh: &'a [crate::network::debug_ssh::TmateServer],
+}
+
+impl Runtime {
+    /// The runtime a unit's hooks use, for one of its long-running processes: the unit's own
+    /// paths (runner tarball, `LXD_CONF`, state), its LXD project, the model's proxies for
+    /// its own calls and the runners' environment by the hooks' rule. Its GitHub credential is
+    /// the unit's credential file at every call (a process cannot read Juju secrets): a
+    /// rotation reaches a running process, and an App's installation token is the one the
+    /// unit's hooks and processes share.
+    pub fn for_unit_process(settings: &ProcessSettings<'_>) -> Result<Runtime, String> {
+        let identity = UnitIdentity::parse(settings.unit_name, settings.model_uuid)
+            .map_err(|e| e.to_string())?;
+        let ctx = crate::config::ConfigContext {
+            app_name: &identity.app,
+            juju_proxy_configured: settings.proxy.http.is_some() || settings.proxy.https.is_some(),
+        };
+        let mut config =
+            crate::config::validate(settings.config, &ctx).map_err(|e| e.to_string())?;
+        config.credential = None;
+        let paths = HostPaths::from_env().with_unit(settings.unit_name);
+        let mut lxc = LxcCli::for_host(&paths).map_err(|e| e.to_string())?;
+        if let Some(project) = settings.lxd_project {
+            lxc = lxc.in_project(project.to_string());
+        }
+        let environment = runner_environment(&settings.proxy, &config, settings.debug_ssh.to_vec());
+        Runtime::for_process(
+            identity,
+            config,
+            paths,
+            Arc::new(lxc),
+            &settings.proxy,
+            environment,
+            settings.charm_dir.to_path_buf(),
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
 /// What a unit's runners get, for hooks and reactive workers alike: the model's proxies,
 /// unless aproxy redirects their web traffic on the host (then none), the Docker Hub mirror
 /// and the debug-ssh relation's tmate servers.

@@ -25,14 +25,12 @@ use super::worker::{
 };
 use super::workers::{close_inherited_fds, now_ms, settings_fingerprint, SlotHold, UnitDirs};
 use crate::charm::fleet::CharmRunnerOps;
-use crate::charm::runtime::{runner_environment, Runtime};
+use crate::charm::runtime::{ProcessSettings, Runtime};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{validate, CharmConfig, ConfigContext};
 use crate::github::Arch;
 use crate::host::metrics::{MetricEvent, MetricsLog, ReactiveJobPickedUp};
-use crate::identity::{RunnerName, UnitIdentity};
+use crate::identity::RunnerName;
 use crate::juju::context::ProxySettings;
-use crate::lxd::LxcCli;
 use crate::manager::ops::FailureKind;
 use crate::manager::planner::RUNNER_ID_CONFIG_KEY;
 use crate::paths::HostPaths;
@@ -140,8 +138,28 @@ fn arg(args: &[String], name: &str) -> Option<String> {
         .cloned()
 }
 
-/// The worker process's main. `args` are argv after the program name.
-pub fn main(args: &[String], open: QueueOpener) -> i32 {
+/// What a long-running process of the charm (a reactive worker, the scale-set listener)
+/// holds once started: its folders, its slot (locked, pid and settings fingerprint
+/// published) and its settings file's bytes.
+pub struct StartedProcess {
+    /// `worker` or `listener`: how its messages name it.
+    pub kind: &'static str,
+    pub dirs: UnitDirs,
+    pub slot: u32,
+    pub slot_file: SharedSlot,
+    pub settings: Vec<u8>,
+}
+
+/// Set by SIGTERM: the process finishes what it holds and exits.
+pub fn stop_flag() -> &'static AtomicBool {
+    &STOP
+}
+
+/// The start every long-running process of the charm shares: close what it inherited,
+/// SIGTERM sets [`stop_flag`], logs to stderr (its log file), `--dir D --logs L --slot N`,
+/// the slot lock, the settings file read (capped). `Err`: the exit code (0 when another
+/// process holds the slot).
+pub fn start_process(args: &[String], kind: &'static str) -> Result<StartedProcess, i32> {
     close_inherited_fds(&[]);
     // SAFETY: the handler only stores to an atomic (async-signal-safe).
     unsafe {
@@ -162,19 +180,19 @@ pub fn main(args: &[String], open: QueueOpener) -> i32 {
         arg(args, "--logs"),
         arg(args, "--slot").and_then(|s| s.parse::<u32>().ok()),
     ) else {
-        eprintln!("usage: github-runner-worker --dir <dir> --logs <dir> --slot <n>");
-        return 2;
+        eprintln!("usage: github-runner-worker [--scale-set] --dir <dir> --logs <dir> --slot <n>");
+        return Err(2);
     };
     let dirs = UnitDirs::new(dir, logs);
     let mut hold = match SlotHold::acquire(&dirs, slot, Duration::from_secs(2)) {
         Ok(Some(h)) => h,
         Ok(None) => {
-            tracing::info!(slot, "slot taken by another worker; exiting");
-            return 0;
+            tracing::info!(slot, "slot taken by another {kind}; exiting");
+            return Err(0);
         }
         Err(e) => {
-            tracing::error!(slot, "cannot take the worker slot: {e}");
-            return 1;
+            tracing::error!(slot, "cannot take the {kind} slot: {e}");
+            return Err(1);
         }
     };
     hold.status.pid = std::process::id();
@@ -183,35 +201,65 @@ pub fn main(args: &[String], open: QueueOpener) -> i32 {
     let bytes = match read_settings(&dirs) {
         Ok(b) => b,
         Err(e) => {
-            return start_failed(&slot_file, &format!("cannot read the worker settings: {e}"))
+            let why = format!("cannot read the {kind} settings: {e}");
+            return Err(start_failed(&slot_file, &why));
         }
     };
     slot_file.update(|s| {
         s.settings = settings_fingerprint(&bytes);
         true
     });
-    let settings: WorkerSettings = match serde_json::from_slice(&bytes) {
+    Ok(StartedProcess {
+        kind,
+        dirs,
+        slot,
+        slot_file,
+        settings: bytes,
+    })
+}
+
+impl StartedProcess {
+    /// The settings file's content; `Err`: the exit code, the reason in the slot file
+    /// (never serde's message, which may quote secrets).
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, i32> {
+        serde_json::from_slice(&self.settings).map_err(|e| {
+            let why = format!("{} settings unreadable: {}", self.kind, e.classify_name());
+            start_failed(&self.slot_file, &why)
+        })
+    }
+
+    /// The exit code of a process whose work ended with `outcome`: a stop request ends it
+    /// well (`stopped` in the slot: no crash); an error is recorded in the slot.
+    pub fn finish(&self, outcome: Result<(), String>) -> i32 {
+        let code = match outcome {
+            Ok(()) => {
+                self.slot_file.update(|s| {
+                    s.stopped = true;
+                    true
+                });
+                0
+            }
+            Err(e) => start_failed(&self.slot_file, &format!("{} stopped: {e}", self.kind)),
+        };
+        tracing::info!(slot = self.slot, "{} exiting", self.kind);
+        code
+    }
+}
+
+/// The worker process's main. `args` are argv after the program name.
+pub fn main(args: &[String], open: QueueOpener) -> i32 {
+    let started = match start_process(args, "worker") {
         Ok(s) => s,
-        Err(e) => {
-            let why = format!("worker settings unreadable: {}", e.classify_name());
-            return start_failed(&slot_file, &why);
-        }
+        Err(code) => return code,
     };
-    let pid = std::process::id();
+    let settings: WorkerSettings = match started.decode() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let (slot, pid) = (started.slot, std::process::id());
     tracing::info!(slot, pid, broker = %settings.broker_host, "worker started");
-    let code = match serve(&dirs, slot, &slot_file, &settings, open) {
-        Ok(()) => {
-            // Only a stop request ends `serve` well: this end is no crash.
-            slot_file.update(|s| {
-                s.stopped = true;
-                true
-            });
-            0
-        }
-        Err(e) => start_failed(&slot_file, &format!("worker stopped: {e}")),
-    };
-    tracing::info!(slot, "worker exiting");
-    code
+    let outcome = serve(&started.dirs, slot, &started.slot_file, &settings, open);
+    started.finish(outcome)
 }
 
 /// Records why the worker could not run in its slot file, and its exit code.
@@ -249,47 +297,31 @@ pub fn read_settings(dirs: &UnitDirs) -> std::io::Result<Vec<u8>> {
 /// Builds the runtime the charm's hooks use, for this worker; its GitHub calls record their
 /// failures in `slot_file` when given.
 fn runtime(settings: &WorkerSettings, slot_file: Option<&SharedSlot>) -> Result<Runtime, String> {
-    let identity = UnitIdentity::parse(&settings.unit_name, &settings.model_uuid)
-        .map_err(|e| e.to_string())?;
-    let ctx = ConfigContext {
-        app_name: &identity.app,
-        juju_proxy_configured: settings.http_proxy.is_some() || settings.https_proxy.is_some(),
-    };
-    let mut config: CharmConfig = validate(&settings.config, &ctx).map_err(|e| e.to_string())?;
-    // The credential the hooks resolved (a worker cannot read Juju secrets), from the unit's
-    // credential file at every call: a rotation reaches a running worker, and an App's
-    // installation token is the one the unit's hooks and workers share.
-    config.credential = None;
-    // The unit's own paths (its runner tarball, LXD_CONF, state), as its hooks use them.
-    let paths = HostPaths::from_env().with_unit(&settings.unit_name);
-    let mut lxc = LxcCli::for_host(&paths).map_err(|e| e.to_string())?;
-    if let Some(project) = &settings.lxd_project {
-        lxc = lxc.in_project(project.clone());
-    }
-    let proxy = ProxySettings {
-        http: settings.http_proxy.clone(),
-        https: settings.https_proxy.clone(),
-        no_proxy: settings.no_proxy.clone(),
-    };
-    let environment = runner_environment(&proxy, &config, settings.debug_ssh.clone());
-    // The hook's proxies, from the settings file: this process's own environment has none.
-    let mut rt = Runtime::for_process(
-        identity,
-        config,
-        paths,
-        Arc::new(lxc),
-        &proxy,
-        environment,
-        settings.charm_dir.clone(),
-    )
-    .map_err(|e| e.to_string())?;
+    let mut rt = Runtime::for_unit_process(&ProcessSettings {
+        unit_name: &settings.unit_name,
+        model_uuid: &settings.model_uuid,
+        config: &settings.config,
+        proxy: ProxySettings {
+            http: settings.http_proxy.clone(),
+            https: settings.https_proxy.clone(),
+            no_proxy: settings.no_proxy.clone(),
+        },
+        charm_dir: &settings.charm_dir,
+        lxd_project: settings.lxd_project.as_deref(),
+        debug_ssh: &settings.debug_ssh,
+    })?;
     if let Some(slot) = slot_file {
-        rt.github = Arc::new(ObservedGitHub {
-            inner: rt.github.clone(),
-            slot: slot.clone(),
-        });
+        rt.github = observed(&rt, slot);
     }
     Ok(rt)
+}
+
+/// The runtime's GitHub, recording in `slot` how its calls fare.
+pub fn observed(rt: &Runtime, slot: &SharedSlot) -> Arc<dyn crate::github::GitHub> {
+    Arc::new(ObservedGitHub {
+        inner: rt.github.clone(),
+        slot: slot.clone(),
+    })
 }
 
 /// This unit's labels for the label check: the runners' own, plus the host architecture.

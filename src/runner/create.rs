@@ -1,12 +1,14 @@
 //! Creating one runner: launch -> wait until exec answers -> push and extract the runner ->
 //! JIT registration -> push environment and start script -> start detached.
-//! Any failure removes the instance and the registration made so far.
+//! Any failure removes the instance and the registration this creation made (a registration
+//! the caller made and handed in, [`JitSource::Given`], stays the caller's to remove).
 
 use super::files::{self, RenderError, RunnerEnvironment};
 use super::RUNNER_UID;
 use crate::github::{DeleteOutcome, GitHub, GitHubError};
 use crate::identity::{RunnerName, OWNER_CONFIG_KEY};
 use crate::lxd::{ExecSpec, InstanceType, LaunchSpec, Lxd, LxdError, PushSource, PushSpec};
+use crate::secret::Secret;
 use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -60,6 +62,33 @@ pub struct CreateRequest<'a> {
     pub timeouts: CreateTimeouts,
     /// Admission around the launch (`host::admission::MachineGate`).
     pub launch_gate: &'a dyn LaunchGate,
+    /// Where the runner's JIT config comes from.
+    pub registration: JitSource<'a>,
+}
+
+/// Where a creation's JIT config comes from: the one runner engine serves pull and reactive
+/// runners (REST registrations) and scale-set runners (the scale set's `generatejitconfig`).
+#[derive(Clone, Copy)]
+pub enum JitSource<'a> {
+    /// Registered by this creation through [`GitHub::generate_jit_config`] with the
+    /// request's labels, and deleted by it if the creation fails.
+    Generate,
+    /// Registered by the caller before the creation: used as is, never deleted here (the
+    /// caller removes it if the creation fails, through the API that made it).
+    Given { runner_id: u64, jit: &'a Secret },
+}
+
+impl fmt::Debug for JitSource<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JitSource::Generate => f.write_str("Generate"),
+            // The JIT config is a credential: never printed.
+            JitSource::Given { runner_id, .. } => f
+                .debug_struct("Given")
+                .field("runner_id", runner_id)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// What a creation's launch goes through: it launches only when the machine has room for
@@ -283,15 +312,22 @@ fn run_steps(
     )
     .map_err(|e| (CreateStep::ExtractTarball, e))?;
 
-    let jit = at(
-        CreateStep::RegisterJit,
-        github.generate_jit_config(name, req.labels),
-    )?;
-    *registration = Some(jit.runner.id);
+    let generated;
+    let (runner_id, jit) = match req.registration {
+        JitSource::Generate => {
+            generated = at(
+                CreateStep::RegisterJit,
+                github.generate_jit_config(name, req.labels),
+            )?;
+            *registration = Some(generated.runner.id);
+            (generated.runner.id, &generated.encoded_jit_config)
+        }
+        JitSource::Given { runner_id, jit } => (runner_id, jit),
+    };
 
     let start_script = at(
         CreateStep::PushStartScript,
-        files::render_start_script(&jit.encoded_jit_config, req.environment),
+        files::render_start_script(jit, req.environment),
     )?;
     // Root-only: the job runs as uid 1000 and must not read the JIT config.
     let spec = PushSpec {
@@ -313,7 +349,7 @@ fn run_steps(
     )
     .map_err(|e| (CreateStep::StartRunner, e))?;
     phases.listener_started = lap();
-    Ok(jit.runner.id)
+    Ok(runner_id)
 }
 
 fn exec_ok(
@@ -708,6 +744,7 @@ pub(crate) mod tests {
                 exec_timeout: Duration::from_secs(5),
             },
             launch_gate: &Ungated,
+            registration: JitSource::Generate,
         }
     }
 
@@ -772,6 +809,46 @@ pub(crate) mod tests {
             gh.calls(),
             vec!["jit app-0-0123456789ab [\"app\", \"jammy\"]"]
         );
+    }
+
+    /// A scale set's JIT config: the same steps and files, no REST call, and on failure the
+    /// instance goes but the registration is left to the caller that made it.
+    #[test]
+    fn a_given_registration_is_used_as_is_and_left_to_its_maker() {
+        let (name, profiles, labels, env) = fixtures();
+        let jit = Secret::new("SCALE-SET-JIT");
+        let registration = JitSource::Given {
+            runner_id: 7,
+            jit: &jit,
+        };
+        let mut req = request(&name, &profiles, &labels, &env);
+        req.registration = registration;
+        let lxd = ScriptedLxd::default();
+        let gh = ScriptedGitHub::default();
+        let created = create_runner(&lxd, &gh, &req).unwrap();
+        assert_eq!(created.github_id, 7);
+        let calls = lxd.calls();
+        let script = calls
+            .iter()
+            .position(|c| c.contains("SCALE-SET-JIT"))
+            .expect("the given JIT config in the start script");
+        assert!(
+            calls[script].starts_with("push app-0-0123456789ab/root/github-runner-start.sh 700 0")
+        );
+        assert!(gh.calls().is_empty(), "{:?}", gh.calls());
+
+        let lxd = ScriptedLxd {
+            exec_exit: Mutex::new(vec![("setsid".into(), 1)]),
+            ..Default::default()
+        };
+        let err = create_runner(&lxd, &gh, &req).unwrap_err();
+        assert_eq!(err.step, CreateStep::StartRunner, "{err}");
+        assert!(
+            lxd.calls().iter().any(|c| c.starts_with("delete")),
+            "{:?}",
+            lxd.calls()
+        );
+        assert!(gh.calls().is_empty(), "no REST delete: {:?}", gh.calls());
     }
 
     fn assert_failed_at(

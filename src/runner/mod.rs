@@ -15,7 +15,7 @@ pub mod storage;
 
 pub use create::{
     create_runner, CreateError, CreateRequest, CreateStep, CreateTimeouts, CreatedRunner,
-    CreationPhases,
+    CreationPhases, JitSource,
 };
 pub use files::RunnerEnvironment;
 pub use health::{check_health, Health};

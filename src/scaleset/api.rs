@@ -117,8 +117,9 @@ pub struct RunnerSideError {
 
 /// The runner side of a listener: instances started from JIT configs.
 pub trait ListenerRunners: Send + Sync {
-    /// A fresh runner name (`<app>-<unit>-<12 hex>`, as pull-mode runners are named).
-    fn new_runner_name(&self) -> String;
+    /// A fresh runner name (`<app>-<unit>-<12 hex>`, as pull-mode runners are named); it
+    /// fails only when the machine has no randomness to give.
+    fn new_runner_name(&self) -> Result<String, RunnerSideError>;
     /// Start runner `name` (registration `runner_id`) from its JIT config.
     fn create(
         &self,

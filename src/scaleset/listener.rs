@@ -2,14 +2,14 @@
 //! poll, and for each message do its work (acquire, busy, finished runners out, scale to
 //! the statistics) before acknowledging it. A thin shell over `listener_state`'s decisions;
 //! every effect goes through [`ScaleSetApi`], [`ListenerRunners`], [`MessageCursor`],
-//! [`ListenerReport`] and the clock. Not yet run by a mode.
+//! [`ListenerReport`] and the clock. Run by the listener process (`scaleset::run`).
 
 use super::api::{ListenerRunners, ScaleSetApi};
 use super::listener_state::{
     on_message, recovery, retry_delay, scale_plan, Action, ListenerConfig, ListenerPhase,
     ListenerState, MessageCursor, Recovery,
 };
-use super::{NewScaleSet, ScaleSetError, ScaleSetMessage, Session};
+use super::{NewScaleSet, ScaleSetError, ScaleSetMessage, Session, Statistics};
 use crate::clock::Clock;
 use crate::github::DeleteOutcome;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +18,8 @@ use std::time::Duration;
 /// Told every phase change (the worker writes it where the status reads it).
 pub trait ListenerReport: Send + Sync {
     fn phase(&self, phase: &ListenerPhase);
+    /// The statistics scaling is about to act on (a session's first, then each message's).
+    fn statistics(&self, _statistics: &Statistics) {}
 }
 
 /// Everything the loop works through.
@@ -117,6 +119,7 @@ impl<'a> Listener<'a> {
                 return Ok(());
             };
             self.state.statistics = opened.statistics;
+            self.edges.report.statistics(&opened.statistics);
             self.edges.report.phase(&ListenerPhase::Listening {
                 scale_set_id: self.state.scale_set_id,
             });
@@ -229,6 +232,7 @@ impl<'a> Listener<'a> {
                 }
                 Action::Scale(statistics) => {
                     self.state.statistics = statistics;
+                    self.edges.report.statistics(&statistics);
                     self.scale()?;
                 }
                 Action::Ack(id) => {
@@ -297,7 +301,13 @@ impl<'a> Listener<'a> {
     }
 
     fn create_runner(&mut self) -> Result<(), ScaleSetError> {
-        let name = self.edges.runners.new_runner_name();
+        let name = match self.edges.runners.new_runner_name() {
+            Ok(name) => name,
+            Err(e) => {
+                tracing::warn!(error = %e, "no runner name; the next scaling tries again");
+                return Ok(());
+            }
+        };
         let jit = match self.edges.api.generate_jit_config(
             self.state.scale_set_id,
             &name,

@@ -90,11 +90,11 @@ fn listing(inner: &Inner) -> Vec<ListenerInstance> {
 }
 
 impl ListenerRunners for MemoryRunners {
-    fn new_runner_name(&self) -> String {
-        self.with(|i| {
+    fn new_runner_name(&self) -> Result<String, RunnerSideError> {
+        Ok(self.with(|i| {
             i.next += 1;
             format!("{}-{}", i.prefix, i.next)
-        })
+        }))
     }
 
     fn create(&self, name: &str, runner_id: u64, jit: &Secret) -> Result<(), RunnerSideError> {

@@ -1,5 +1,5 @@
 //! GitHub's runner scale set protocol: the Actions service a scale-set listener talks to.
-//! Not yet used by a mode; the listener is built on top of [`ScaleSetClient`].
+//! The listener process of scale-set mode (`run`) is built on top of [`ScaleSetClient`].
 //!
 //! - `urls` (pure): the config URL, the REST base (`/api/v3` on GHES), service URLs.
 //! - `auth`: credential -> registration token (REST, [`crate::github::GitHub`]) ->
@@ -13,7 +13,9 @@
 //! - `process`: what the charm and the listener process share (argv, folders, settings,
 //!   the published snapshot).
 //! - `api`: the listener's edges (`ScaleSetApi` over the client, `ListenerRunners`);
-//!   `listener_state` (pure): its decisions; `listener`: its loop. Not yet run by a mode.
+//!   `listener_state` (pure): its decisions; `listener`: its loop.
+//! - `lxd_runners`: the runner side over the charm's runner engine; `run`: the listener
+//!   process (`github-runner-worker --scale-set`).
 //!
 //! The service is undocumented; its clients (GitHub's Go `actions/scaleset`, ARC, GARM)
 //! are the reference. Go decodes JSON keys case-insensitively, so the casing the service
@@ -25,10 +27,12 @@ mod client;
 mod error;
 pub mod listener;
 pub mod listener_state;
+pub mod lxd_runners;
 #[cfg(any(test, feature = "testkit"))]
 pub mod memory_runners;
 mod messages;
 pub mod process;
+pub mod run;
 mod runners;
 pub mod scaling;
 mod session;

@@ -53,31 +53,7 @@ pub const GONE_WITHIN: Duration = Duration::from_secs(60);
 /// next to itself: `calls`, `active/<unit>`).
 const FAKE_SYSTEMCTL: &str = "tests/support/fake_systemctl.sh";
 
-/// The charm's storage pool for runner disks (`runner`, as in production).
-pub const RUNNER_POOL: &str = github_runner::runner::resources::RUNNER_POOL;
-/// Where the `runner` pool lives when no test made it yet: fixed, so every run agrees.
-const RUNNER_STORAGE_DIR: &str = "/var/tmp/github-runner-e2e-runner-storage";
-
-/// The Juju storage location every test gives the charm. LXD pools are global and the charm
-/// refuses a `runner` pool whose source differs from its Juju storage, so all tests on the
-/// daemon must agree: the source of an existing `runner` pool, else [`RUNNER_STORAGE_DIR`].
-/// The pool and its directory are shared and stay after the tests.
-pub fn runner_storage_dir(conf: &Path) -> PathBuf {
-    let out = lxc_raw(
-        conf,
-        None,
-        &["query", &format!("/1.0/storage-pools/{RUNNER_POOL}")],
-    );
-    let existing: Option<PathBuf> = out
-        .status
-        .success()
-        .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).ok())
-        .flatten()
-        .and_then(|pool| pool["config"]["source"].as_str().map(PathBuf::from));
-    let dir = existing.unwrap_or_else(|| PathBuf::from(RUNNER_STORAGE_DIR));
-    std::fs::create_dir_all(&dir).expect("create the runner storage dir");
-    dir
-}
+pub use crate::lxd_fixture::runner_storage_dir;
 
 pub struct CharmEnv {
     pub h: Harness,

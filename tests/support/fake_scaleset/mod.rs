@@ -46,6 +46,9 @@
 //!   object of strings); a taken name -> 409 `AgentExistsException`. Runners under
 //!   `_apis/distributedtask/pools/0/agents`: by id (404 `AgentNotFoundException`), by
 //!   `agentName`, all; DELETE 204 (also when missing), 400 `JobStillRunningException` busy.
+//! - Runners in containers ([`FakeScaleSetService::serve_fake_runners`], `runner_side`):
+//!   JIT configs the fake runner reads, and its protocol (online, take a job: `JobStarted`,
+//!   done: `JobCompleted`).
 //! - Faults: one-shot [`Fault`]s per endpoint (status + typeName, text/plain, 429 with
 //!   `Retry-After`, empty 200, empty `messageQueueUrl`); a BOM before every JSON body; keys
 //!   in another case (inside message bodies too); scale set or session vanishing.
@@ -59,6 +62,7 @@
 mod http;
 mod queue;
 mod routes;
+mod runner_side;
 mod state;
 
 pub use state::{
@@ -162,6 +166,12 @@ impl FakeScaleSetService {
     /// GHES's flow: JobAvailable, then JobAssigned only after acquisition.
     pub fn set_ghes_mode(&self, on: bool) {
         self.shared.update(|st| st.ghes_mode = on);
+    }
+
+    /// JIT configs the fake runner in a container understands (base64 of `<url> <key>`),
+    /// and the runner side it speaks (`runner_side`): online, take a job, finish it.
+    pub fn serve_fake_runners(&self) {
+        self.shared.update(|st| st.fake_runners = true);
     }
 
     pub fn set_zero_runner_request_ids(&self, on: bool) {

@@ -19,6 +19,9 @@ pub const NOT_FOUND: &str =
     "GitHub.Actions.Runtime.WebApi.RunnerScaleSetNotFoundException, GitHub.Actions.Runtime.WebApi";
 
 pub fn classify(method: &str, path: &str) -> Endpoint {
+    if let Some(endpoint) = super::runner_side::classify(method, path) {
+        return endpoint;
+    }
     let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if let Some(rest) = path.strip_prefix(QUEUE_PREFIX) {
         let segs: Vec<&str> = rest.split('/').collect();
@@ -247,6 +250,9 @@ fn answer(shared: &Shared, req: &HttpRequest, endpoint: Endpoint, empty_queue_ur
             )
         }),
         Endpoint::GetMessage | Endpoint::DeleteMessage => queue(shared, req, endpoint),
+        Endpoint::RunnerOnline | Endpoint::RunnerWaitJob | Endpoint::RunnerDone => {
+            Reply::Raw(super::runner_side::answer(shared, req, endpoint))
+        }
         _ => shared.update(|st| {
             let token_exp = bearer(req).and_then(|t| st.admin_tokens.get(&t).copied());
             if endpoint == Endpoint::AcquireJobs {
@@ -431,6 +437,17 @@ fn service(st: &mut State, req: &HttpRequest, endpoint: Endpoint, empty_queue_ur
                 );
             }
             let runner_id = st.next();
+            let key = if st.fake_runners {
+                format!("ssr{runner_id}k{}", st.next())
+            } else {
+                String::new()
+            };
+            let encoded = if key.is_empty() {
+                let config = json!({".runner": format!("runner {runner_id}"), ".credentials": format!("secret-{runner_id}")});
+                base64::engine::general_purpose::STANDARD.encode(config.to_string())
+            } else {
+                base64::engine::general_purpose::STANDARD.encode(format!("{} {key}", st.base_url))
+            };
             st.runners.insert(
                 runner_id,
                 FakeRunner {
@@ -439,10 +456,9 @@ fn service(st: &mut State, req: &HttpRequest, endpoint: Endpoint, empty_queue_ur
                     scale_set_id: id,
                     online: false,
                     busy: false,
+                    key,
                 },
             );
-            let config = json!({".runner": format!("runner {runner_id}"), ".credentials": format!("secret-{runner_id}")});
-            let encoded = base64::engine::general_purpose::STANDARD.encode(config.to_string());
             Reply::Json(
                 200,
                 json!({"runner": {"id": runner_id, "name": name, "runnerScaleSetId": id}, "encodedJITConfig": encoded}),

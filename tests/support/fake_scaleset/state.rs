@@ -34,6 +34,10 @@ pub enum Endpoint {
     GetRunner,
     ListRunners,
     DeleteRunner,
+    /// The runner side (`runner_side`): a fake runner in a container.
+    RunnerOnline,
+    RunnerWaitJob,
+    RunnerDone,
     Other,
 }
 
@@ -147,6 +151,8 @@ pub struct FakeRunner {
     pub scale_set_id: u64,
     pub online: bool,
     pub busy: bool,
+    /// The fake runner's key in its JIT config (empty: a real-shaped JIT config).
+    pub key: String,
 }
 
 pub struct State {
@@ -163,6 +169,8 @@ pub struct State {
     pub poll_timeout: Duration,
     pub stale_session_after: Option<u64>,
     pub ghes_mode: bool,
+    /// JIT configs for the fake runner (`runner_side`) instead of real-shaped ones.
+    pub fake_runners: bool,
     pub zero_runner_request_ids: bool,
     pub bom: bool,
     pub key_case: KeyCase,
@@ -194,6 +202,7 @@ impl State {
             poll_timeout: Duration::from_secs(2),
             stale_session_after: None,
             ghes_mode: false,
+            fake_runners: false,
             zero_runner_request_ids: false,
             bom: false,
             key_case: KeyCase::AsIs,

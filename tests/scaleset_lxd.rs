@@ -1,0 +1,264 @@
+//! The scale-set listener process (`github-runner-worker --scale-set`, the real binary) on
+//! the real LXD daemon against the fake scale set service: it creates the unit's scale set
+//! and session; one job gets one runner instance (the unit's owner key, its registration id
+//! recorded) whose fake runner comes online, runs the job and is gone after it, every
+//! message acknowledged; SIGTERM deletes the session and the process exits, stopped.
+
+#[path = "support/executable.rs"]
+mod executable;
+#[path = "support/fake_scaleset/mod.rs"]
+mod fake_scaleset;
+#[path = "support/lxd_fixture/mod.rs"]
+mod lxd_fixture;
+
+use fake_scaleset::{Endpoint, FakeScaleSetService, JobState};
+use github_runner::clock::SystemClock;
+use github_runner::credential::store::CredentialStore;
+use github_runner::credential::Credential;
+use github_runner::github::download::tarball_path;
+use github_runner::identity::OWNER_CONFIG_KEY;
+use github_runner::lxd::{Instance, Lxd};
+use github_runner::manager::planner::RUNNER_ID_CONFIG_KEY;
+use github_runner::paths::HostPaths;
+use github_runner::reactive::workers::{write_settings, SlotStatus, UnitDirs};
+use github_runner::scaleset::listener_state::ListenerPhase;
+use github_runner::scaleset::process::{ListenerSettings, LISTENER_FLAG, LISTENER_SLOT};
+use github_runner::secret::Secret;
+use lxd_fixture::{runner_storage_dir, wait_for, LxdFixture, RUNNER_POOL};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+const UNIT: &str = "github-runner/0";
+const MODEL: &str = "model-uuid";
+const OWNER: &str = "model-uuid/github-runner/0";
+/// Container start, runner online, job, removal: seconds each on this machine.
+const WAIT: Duration = Duration::from_secs(120);
+
+/// The listener process; killed (and its output shown) if the test ends before it did.
+struct Listener {
+    child: Option<Child>,
+    dirs: UnitDirs,
+}
+
+impl Listener {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dirs.log_file(LISTENER_SLOT)).unwrap_or_default()
+    }
+
+    fn slot(&self) -> SlotStatus {
+        let text = std::fs::read_to_string(self.dirs.slot_file(LISTENER_SLOT)).unwrap_or_default();
+        serde_json::from_str(text.trim()).unwrap_or_default()
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("listener log:\n{}", self.log());
+        }
+    }
+}
+
+/// The unit's host root as its hook leaves it for the listener: the runner tarball in the
+/// cache, the credential file, the 0600 settings; then the listener started as the charm
+/// starts it (argv without secrets, an explicit environment).
+fn start_listener(fx: &LxdFixture, fake: &FakeScaleSetService, root: &std::path::Path) -> Listener {
+    let paths = HostPaths::for_unit(root, UNIT);
+    let tarball = tarball_path(&paths);
+    std::fs::create_dir_all(tarball.parent().unwrap()).unwrap();
+    std::fs::copy(fx.fake_runner_tarball(), &tarball).unwrap();
+    CredentialStore::for_unit(&paths)
+        .put(&Credential::Token(Secret::new(fake.pat())), &SystemClock)
+        .unwrap();
+    let config = serde_json::json!({
+        "path": "octo/hello",
+        "github-url": fake.url(),
+        "test-mode": "insecure",
+        "scale-set-name": "lxd",
+        "labels": "large",
+        "virtual-machines": 2,
+        "vm-cpu": 1,
+        "vm-memory": "512MiB",
+        "vm-disk": "1GiB",
+    });
+    let settings = ListenerSettings {
+        unit_name: UNIT.into(),
+        model_uuid: MODEL.into(),
+        config: config.as_object().unwrap().clone(),
+        http_proxy: None,
+        https_proxy: None,
+        no_proxy: None,
+        charm_dir: "/nonexistent".into(),
+        lxd_project: Some(fx.project.clone()),
+        binary: String::new(),
+        debug_ssh: Vec::new(),
+    };
+    let dirs = UnitDirs::new(root.join("scale-set/state"), root.join("scale-set/logs"));
+    write_settings(&dirs, &settings.to_bytes()).unwrap();
+    let log = std::fs::File::create(dirs.log_file(LISTENER_SLOT)).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_github-runner-worker"))
+        .arg(LISTENER_FLAG)
+        .arg("--dir")
+        .arg(&dirs.state)
+        .arg("--logs")
+        .arg(&dirs.logs)
+        .args(["--slot", &LISTENER_SLOT.to_string()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GITHUB_RUNNER_HOST_ROOT", root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the listener");
+    Listener {
+        child: Some(child),
+        dirs,
+    }
+}
+
+fn owned(fx: &LxdFixture) -> Vec<Instance> {
+    fx.lxd().list_owned_instances(OWNER).unwrap_or_default()
+}
+
+#[test]
+fn a_job_gets_one_lxd_runner_that_runs_it_and_goes_and_sigterm_ends_the_session() {
+    let fx = LxdFixture::new();
+    // The charm's runner pool (resource profiles put root disks on it), shared on the daemon.
+    let source = runner_storage_dir(&fx.conf);
+    fx.lxd()
+        .ensure_storage_pool(RUNNER_POOL, "dir", &source.to_string_lossy())
+        .expect("the runner pool");
+    let fake = FakeScaleSetService::start(Arc::new(SystemClock));
+    fake.serve_fake_runners();
+    fx.route_default_profile_to_host_port(fake.url().rsplit(':').next().unwrap().parse().unwrap());
+    let root = tempfile::tempdir().unwrap();
+    let mut listener = start_listener(&fx, &fake, root.path());
+
+    // The unit's scale set, named and labelled for the unit, and its session.
+    assert!(
+        fake.wait_until(WAIT, |st| st.sessions.len() == 1
+            && st.scale_sets.values().any(|s| s.max_capacity == Some(2))),
+        "scale set and session: {:?}\n{}",
+        fake.sessions(),
+        listener.log()
+    );
+    let session = fake.sessions().remove(0);
+    assert_eq!(session.owner, OWNER);
+    let set_id = session.scale_set_id;
+    let set = fake.scale_set(set_id).unwrap();
+    assert_eq!(set.name, "lxd-0");
+    assert_eq!(set.labels, ["lxd-0", "lxd", "large"]);
+    assert!(
+        wait_for(Duration::from_secs(20), || matches!(
+            listener.slot().listener.and_then(|l| l.phase),
+            Some(ListenerPhase::Listening { .. })
+        )),
+        "the slot shows the listener listening: {:?}",
+        listener.slot()
+    );
+
+    // One job: one runner instance of this unit, launched with its registration's id.
+    let job = fake.enqueue_job(&["lxd"]);
+    let queued = std::time::Instant::now();
+    let mut instance = None;
+    assert!(
+        wait_for(WAIT, || {
+            instance = owned(&fx).into_iter().next();
+            instance.is_some()
+        }),
+        "a runner instance: {}",
+        listener.log()
+    );
+    let instance = instance.unwrap();
+    let launched = queued.elapsed();
+    assert_eq!(
+        instance.config.get(OWNER_CONFIG_KEY).map(String::as_str),
+        Some(OWNER)
+    );
+    let registered = fake.runners();
+    let runner = registered
+        .iter()
+        .find(|r| r.name == instance.name)
+        .unwrap_or_else(|| {
+            panic!(
+                "{} registered in the scale set: {registered:?}",
+                instance.name
+            )
+        });
+    assert_eq!(runner.scale_set_id, set_id);
+    assert_eq!(
+        instance.config.get(RUNNER_ID_CONFIG_KEY),
+        Some(&runner.id.to_string())
+    );
+    assert!(
+        instance.name.starts_with("github-runner-0-") && instance.name.len() == 28,
+        "named as pull runners are: {}",
+        instance.name
+    );
+
+    // The fake runner comes online, takes the job, finishes it; the listener removes it.
+    assert!(
+        fake.wait_until(WAIT, |st| st.jobs[&job].state
+            == JobState::Completed("succeeded".into())),
+        "the job ran on the runner: {:?}\n{}",
+        fake.job(&job),
+        listener.log()
+    );
+    let ran = queued.elapsed();
+    assert!(
+        wait_for(WAIT, || owned(&fx).is_empty()),
+        "the finished runner's instance is gone: {}",
+        listener.log()
+    );
+    assert!(
+        fake.wait_until(WAIT, |st| st.runners.is_empty()
+            && st.scale_sets[&set_id].messages.is_empty()
+            && st.scale_sets[&set_id].pending.is_empty()),
+        "no registration left, every message acknowledged: {:?}",
+        fake.runners()
+    );
+    eprintln!(
+        "job queued -> instance {:.1}s, -> job done {:.1}s, -> instance gone {:.1}s",
+        launched.as_secs_f64(),
+        ran.as_secs_f64(),
+        queued.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        fake.requests_to(Endpoint::GenerateJitConfig).len(),
+        1,
+        "one runner for one job"
+    );
+    assert!(fx.instance_names().is_empty(), "{:?}", fx.instance_names());
+
+    // SIGTERM: the session is deleted and the process exits, stopped (no crash).
+    // SAFETY: signalling our own child by its pid.
+    assert_eq!(unsafe { libc::kill(listener.pid(), libc::SIGTERM) }, 0);
+    let mut status = None;
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            status = listener.child.as_mut().unwrap().try_wait().unwrap();
+            status.is_some()
+        }),
+        "the listener exits on SIGTERM: {}",
+        listener.log()
+    );
+    listener.child = None;
+    assert!(status.unwrap().success(), "{status:?}: {}", listener.log());
+    assert!(fake.sessions().is_empty(), "SIGTERM deletes the session");
+    let slot = listener.slot();
+    assert!(slot.stopped, "{slot:?}");
+    assert_eq!(
+        slot.listener.and_then(|l| l.phase),
+        Some(ListenerPhase::Stopped)
+    );
+    let log = listener.log();
+    assert!(!log.contains(&fake.pat()), "no credential in the log");
+}
