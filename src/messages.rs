@@ -418,6 +418,14 @@ pub fn scale_set_waiting_for_session(scale_set: &str) -> String {
     format!("Scale set {scale_set}: waiting for the previous listener's session to expire")
 }
 
+/// Another deployment's listener holds the unit's scale set (a session of another owner).
+pub fn scale_set_held_by_another(scale_set: &str, owner: &str) -> String {
+    format!(
+        "Scale set {scale_set} is held by another deployment's listener (session owner \
+         {owner}), not taken over: change scale-set-name or stop that deployment"
+    )
+}
+
 pub fn scale_set_listening(scale_set: &str) -> String {
     format!("Scale set {scale_set}: listening for jobs")
 }

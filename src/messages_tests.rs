@@ -187,6 +187,10 @@ fn every_kind() -> Vec<(&'static str, String)> {
             scale_set_listener_crash_loop("lxd-jammy-0", 3, "/var/log/x/worker-0.log"),
         ),
         ("scale_set_name_missing", scale_set_name_missing("app")),
+        (
+            "scale_set_held_by_another",
+            scale_set_held_by_another("lxd-jammy-0", "uuid-2/github-runner/0"),
+        ),
     ]
 }
 

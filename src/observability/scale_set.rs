@@ -12,9 +12,10 @@ use crate::scaleset::process::{ListenerSnapshot, LISTENER_SLOT};
 
 /// The values of `github_runner_scale_set_listener{phase}`: the listener's phases, and
 /// `down` when no listener process holds the slot.
-pub const LISTENER_PHASES: [&str; 6] = [
+pub const LISTENER_PHASES: [&str; 7] = [
     "starting",
     "waiting-for-session",
+    "held-by-another",
     "listening",
     "retrying",
     "stopped",
@@ -48,6 +49,7 @@ pub fn phase_label(view: &ScaleSetView) -> &'static str {
     match view.snapshot.as_ref().and_then(|s| s.phase.as_ref()) {
         None | Some(ListenerPhase::Starting) => "starting",
         Some(ListenerPhase::WaitingForSession { .. }) => "waiting-for-session",
+        Some(ListenerPhase::HeldByAnother { .. }) => "held-by-another",
         Some(ListenerPhase::Listening { .. }) => "listening",
         Some(ListenerPhase::Retrying { .. }) => "retrying",
         Some(ListenerPhase::Stopped) => "stopped",

@@ -6,8 +6,8 @@
 
 use super::api::{ListenerRunners, ScaleSetApi};
 use super::listener_state::{
-    on_message, recovery, retry_delay, scale_plan, Action, ListenerConfig, ListenerPhase,
-    ListenerState, MessageCursor, Recovery,
+    on_message, other_owner, recovery, retry_delay, scale_plan, Action, ListenerConfig,
+    ListenerPhase, ListenerState, MessageCursor, Recovery,
 };
 use super::{NewScaleSet, ScaleSetError, ScaleSetMessage, Session, Statistics};
 use crate::clock::Clock;
@@ -171,10 +171,20 @@ impl<'a> Listener<'a> {
                 Ok(s) => return Ok(Some(s)),
                 Err(e @ ScaleSetError::SessionConflict { .. }) => {
                     let retry_in = retry_delay(attempt, (self.edges.jitter)());
-                    tracing::info!(error = %e, retry_in_s = retry_in.as_secs(), "waiting for the session to expire");
-                    self.edges
-                        .report
-                        .phase(&ListenerPhase::WaitingForSession { attempt, retry_in });
+                    let ScaleSetError::SessionConflict { message, .. } = &e else {
+                        unreachable!("matched above")
+                    };
+                    let phase = match other_owner(message, &self.config.owner) {
+                        Some(owner) => {
+                            tracing::warn!(%owner, "the scale set is another deployment's: not taken over");
+                            ListenerPhase::HeldByAnother { owner, retry_in }
+                        }
+                        None => {
+                            tracing::info!(error = %e, retry_in_s = retry_in.as_secs(), "waiting for the session to expire");
+                            ListenerPhase::WaitingForSession { attempt, retry_in }
+                        }
+                    };
+                    self.edges.report.phase(&phase);
                     if !self.wait(retry_in, stop) {
                         return Ok(None);
                     }

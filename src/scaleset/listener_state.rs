@@ -37,6 +37,12 @@ pub enum ListenerPhase {
         attempt: u32,
         retry_in: Duration,
     },
+    /// A 409 naming another owner: another deployment's listener holds the scale set. Never
+    /// taken over; the listener keeps asking (backed off) in case it is let go.
+    HeldByAnother {
+        owner: String,
+        retry_in: Duration,
+    },
     Listening {
         scale_set_id: u64,
     },
@@ -56,6 +62,9 @@ impl ListenerPhase {
             ListenerPhase::Starting => messages::scale_set_listener_starting(scale_set_name),
             ListenerPhase::WaitingForSession { .. } => {
                 messages::scale_set_waiting_for_session(scale_set_name)
+            }
+            ListenerPhase::HeldByAnother { owner, .. } => {
+                messages::scale_set_held_by_another(scale_set_name, owner)
             }
             ListenerPhase::Listening { .. } => messages::scale_set_listening(scale_set_name),
             ListenerPhase::Retrying { error, .. } => {
@@ -199,6 +208,19 @@ pub const RETRY_CAP: Duration = Duration::from_secs(60);
 
 /// Capped exponential backoff, whole seconds, plus up to a quarter more of jitter
 /// (`jitter` in [0, 1)) so that listeners started together do not retry together.
+/// The owner a 409 names ("… already has an active session for owner <x>."), when it names
+/// one other than `ours`: then the scale set is another deployment's, not a crashed
+/// predecessor's (whose owner is ours: the owner is stable per unit).
+pub fn other_owner(conflict_message: &str, ours: &str) -> Option<String> {
+    const MARK: &str = "for owner ";
+    let start = conflict_message.find(MARK)? + MARK.len();
+    let owner = conflict_message[start..]
+        .trim()
+        .trim_end_matches('.')
+        .trim();
+    (!owner.is_empty() && owner != ours).then(|| owner.to_string())
+}
+
 pub fn retry_delay(attempt: u32, jitter: f64) -> Duration {
     let factor = 1u64.checked_shl(attempt.min(16)).unwrap_or(u64::MAX);
     let step = RETRY_BASE
@@ -248,6 +270,28 @@ fn parse_cursor(text: &str) -> Option<(u64, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conflict_naming_another_owner_tells_another_deployment_from_a_crashed_self() {
+        let ours = "uuid-1/github-runner/0";
+        let msg = |o: &str| {
+            format!("The runner scale set lxd-0 already has an active session for owner {o}.")
+        };
+        assert_eq!(
+            other_owner(&msg("uuid-2/github-runner/0"), ours),
+            Some("uuid-2/github-runner/0".to_string())
+        );
+        assert_eq!(other_owner(&msg(ours), ours), None, "our own stale session");
+        assert_eq!(
+            other_owner(
+                "The actions runner scaleset dev already has an active session.",
+                ours
+            ),
+            None,
+            "no owner named: waited out"
+        );
+        assert_eq!(other_owner(&msg(""), ours), None);
+    }
     use crate::scaleset::JobInfo;
 
     fn info(request: i64) -> JobInfo {

@@ -82,6 +82,54 @@ fn a_session_conflict_is_waited_out_with_capped_exponential_backoff() {
 }
 
 #[test]
+fn a_scale_set_another_deployment_holds_is_never_taken_and_said_so() {
+    let w = world();
+    let ours = w.config.owner.clone();
+    w.api.with(|i| {
+        i.session_errors.push_back(ScaleSetError::SessionConflict {
+            scale_set_id: 41,
+            message: "The runner scale set lxd-0 already has an active session for owner \
+                      other-model/github-runner/0."
+                .into(),
+        });
+        i.session_errors.push_back(ScaleSetError::SessionConflict {
+            scale_set_id: 41,
+            message: format!(
+                "The runner scale set lxd-0 already has an active session for owner {ours}."
+            ),
+        });
+    });
+    let (result, _) = w.run();
+    assert!(result.is_ok());
+    let phases = w.phases();
+    let held = phases
+        .iter()
+        .find(|p| matches!(p, ListenerPhase::HeldByAnother { .. }))
+        .expect("another owner's session is reported as such");
+    assert_eq!(
+        held,
+        &ListenerPhase::HeldByAnother {
+            owner: "other-model/github-runner/0".into(),
+            retry_in: std::time::Duration::from_secs(5),
+        }
+    );
+    assert!(held
+        .status_text("lxd-0")
+        .contains("other-model/github-runner/0"));
+    // Our own stale session (same owner) is only waited out.
+    assert!(matches!(
+        phases[2],
+        ListenerPhase::WaitingForSession { attempt: 1, .. }
+    ));
+    // No call ever deleted or replaced the other session or the scale set.
+    assert!(!w
+        .api
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("delete-session") && !c.contains("s1")));
+}
+
+#[test]
 fn a_stop_while_waiting_for_the_session_ends_the_wait_with_nothing_to_delete() {
     let mut w = world();
     w.phases.2 = Some(2);

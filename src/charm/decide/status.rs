@@ -140,6 +140,7 @@ pub fn listener_status(
         Some(p @ (ListenerPhase::WaitingForSession { .. } | ListenerPhase::Retrying { .. })) => {
             Status::Waiting(p.status_text(name))
         }
+        Some(p @ ListenerPhase::HeldByAnother { .. }) => Status::Blocked(p.status_text(name)),
         Some(p @ ListenerPhase::Listening { .. }) => {
             let text = p.status_text(name);
             Status::Active(match snapshot.and_then(|s| s.statistics.as_ref()) {

@@ -175,6 +175,19 @@ fn the_listener_status_follows_its_slot_and_phase() {
             "Scale set linux-0: waiting for the previous listener's session to expire".into()
         )
     );
+    let held = ListenerPhase::HeldByAnother {
+        owner: "uuid-2/github-runner/0".into(),
+        retry_in: Duration::from_secs(60),
+    };
+    assert_eq!(
+        status(Some(&slot(true, Some(held), None))),
+        Status::Blocked(
+            "Scale set linux-0 is held by another deployment's listener (session owner \
+             uuid-2/github-runner/0), not taken over: change scale-set-name or stop that \
+             deployment"
+                .into()
+        )
+    );
     let retrying = ListenerPhase::Retrying {
         error: "GitHub answered 503".into(),
         retry_in: Duration::from_secs(5),
