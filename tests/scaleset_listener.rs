@@ -46,7 +46,7 @@ fn jobs_get_jit_runners_which_go_when_done_every_message_acked_and_stop_ends_the
     let fake = FakeScaleSetService::start(clock.clone());
     fake.set_poll_timeout(Duration::from_millis(200));
     let client = fake.client("octo/hello", clock.clone());
-    let runners = MemoryRunners::new("github-runner-0");
+    let runners = MemoryRunners::new("github-runner-0", clock.clone());
     let cursor = Cursor::default();
     let phases = Phases::default();
     let stop = AtomicBool::new(false);
@@ -58,6 +58,7 @@ fn jobs_get_jit_runners_which_go_when_done_every_message_acked_and_stop_ends_the
         max_runners: 4,
         min_idle: 0,
         work_folder: String::new(),
+        bootstrap_timeout: Duration::from_secs(600),
     };
     let jitter = || 0.5;
     std::thread::scope(|scope| {

@@ -3,6 +3,8 @@
 //! and session; one job gets one runner instance (the unit's owner key, its registration id
 //! recorded) whose fake runner comes online, runs the job and is gone after it, every
 //! message acknowledged; SIGTERM deletes the session and the process exits, stopped.
+//! A listener killed with SIGKILL loses no job: the next one serves what was queued
+//! meanwhile and repairs what was left (a registration with no instance).
 
 #[path = "support/executable.rs"]
 mod executable;
@@ -11,7 +13,7 @@ mod fake_scaleset;
 #[path = "support/lxd_fixture/mod.rs"]
 mod lxd_fixture;
 
-use fake_scaleset::{Endpoint, FakeScaleSetService, JobState};
+use fake_scaleset::{Endpoint, FakeRunner, FakeScaleSetService, JobState};
 use github_runner::clock::SystemClock;
 use github_runner::credential::store::CredentialStore;
 use github_runner::credential::Credential;
@@ -128,9 +130,8 @@ fn owned(fx: &LxdFixture) -> Vec<Instance> {
     fx.lxd().list_owned_instances(OWNER).unwrap_or_default()
 }
 
-#[test]
-fn a_job_gets_one_lxd_runner_that_runs_it_and_goes_and_sigterm_ends_the_session() {
-    let fx = LxdFixture::new();
+/// The runner pool and the fake scale set serving fake runners to the fixture's project.
+fn fake_for(fx: &LxdFixture) -> FakeScaleSetService {
     // The charm's runner pool (resource profiles put root disks on it), shared on the daemon.
     let source = runner_storage_dir(&fx.conf);
     fx.lxd()
@@ -139,6 +140,30 @@ fn a_job_gets_one_lxd_runner_that_runs_it_and_goes_and_sigterm_ends_the_session(
     let fake = FakeScaleSetService::start(Arc::new(SystemClock));
     fake.serve_fake_runners();
     fx.route_default_profile_to_host_port(fake.url().rsplit(':').next().unwrap().parse().unwrap());
+    fake
+}
+
+/// SIGTERM, then the exit status once the process is gone.
+fn terminate(listener: &mut Listener) -> std::process::ExitStatus {
+    // SAFETY: signalling our own child by its pid.
+    assert_eq!(unsafe { libc::kill(listener.pid(), libc::SIGTERM) }, 0);
+    let mut status = None;
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            status = listener.child.as_mut().unwrap().try_wait().unwrap();
+            status.is_some()
+        }),
+        "the listener exits on SIGTERM: {}",
+        listener.log()
+    );
+    listener.child = None;
+    status.unwrap()
+}
+
+#[test]
+fn a_job_gets_one_lxd_runner_that_runs_it_and_goes_and_sigterm_ends_the_session() {
+    let fx = LxdFixture::new();
+    let fake = fake_for(&fx);
     let root = tempfile::tempdir().unwrap();
     let mut listener = start_listener(&fx, &fake, root.path());
 
@@ -239,19 +264,8 @@ fn a_job_gets_one_lxd_runner_that_runs_it_and_goes_and_sigterm_ends_the_session(
     assert!(fx.instance_names().is_empty(), "{:?}", fx.instance_names());
 
     // SIGTERM: the session is deleted and the process exits, stopped (no crash).
-    // SAFETY: signalling our own child by its pid.
-    assert_eq!(unsafe { libc::kill(listener.pid(), libc::SIGTERM) }, 0);
-    let mut status = None;
-    assert!(
-        wait_for(Duration::from_secs(60), || {
-            status = listener.child.as_mut().unwrap().try_wait().unwrap();
-            status.is_some()
-        }),
-        "the listener exits on SIGTERM: {}",
-        listener.log()
-    );
-    listener.child = None;
-    assert!(status.unwrap().success(), "{status:?}: {}", listener.log());
+    let status = terminate(&mut listener);
+    assert!(status.success(), "{status:?}: {}", listener.log());
     assert!(fake.sessions().is_empty(), "SIGTERM deletes the session");
     let slot = listener.slot();
     assert!(slot.stopped, "{slot:?}");
@@ -261,4 +275,96 @@ fn a_job_gets_one_lxd_runner_that_runs_it_and_goes_and_sigterm_ends_the_session(
     );
     let log = listener.log();
     assert!(!log.contains(&fake.pat()), "no credential in the log");
+}
+
+#[test]
+fn a_killed_listener_loses_no_job_and_the_next_one_repairs_what_it_left() {
+    let fx = LxdFixture::new();
+    let fake = fake_for(&fx);
+    // A killed listener's session is taken over once it has not polled for 3 s (the
+    // service's own expiry is minutes); polls answer within 1 s.
+    fake.set_stale_session_after(Some(3));
+    fake.set_poll_timeout(Duration::from_secs(1));
+    let root = tempfile::tempdir().unwrap();
+    let mut first = start_listener(&fx, &fake, root.path());
+    assert!(
+        fake.wait_until(WAIT, |st| st.sessions.len() == 1),
+        "first session: {}",
+        first.log()
+    );
+    let set_id = fake.sessions()[0].scale_set_id;
+    let served = fake.enqueue_job(&["lxd"]);
+    assert!(
+        fake.wait_until(WAIT, |st| !matches!(
+            st.jobs[&served].state,
+            JobState::Queued
+        ) && !owned(&fx).is_empty()),
+        "the first job has a runner: {}",
+        first.log()
+    );
+
+    // SIGKILL, with the first job's runner running or done.
+    first.child.as_mut().unwrap().kill().unwrap();
+    first.child.as_mut().unwrap().wait().unwrap();
+    first.child = None;
+    // Meanwhile: a job is queued, and a registration is left without an instance (what a
+    // kill between the JIT config and the launch leaves).
+    let queued_meanwhile = fake.enqueue_job(&["lxd"]);
+    let leftover = fake.with_state(|st| {
+        let id = st.next();
+        st.runners.insert(
+            id,
+            FakeRunner {
+                id,
+                name: "github-runner-0-0123456789ab".into(),
+                scale_set_id: set_id,
+                online: false,
+                busy: false,
+                key: String::new(),
+            },
+        );
+        id
+    });
+
+    let mut second = start_listener(&fx, &fake, root.path());
+    let done = |st: &fake_scaleset::State, job: &str| {
+        st.jobs[job].state == JobState::Completed("succeeded".into())
+    };
+    assert!(
+        fake.wait_until(WAIT, |st| done(st, &served) && done(st, &queued_meanwhile)),
+        "both jobs ran: {:?} {:?}\n{}",
+        fake.job(&served),
+        fake.job(&queued_meanwhile),
+        second.log()
+    );
+    assert!(
+        wait_for(WAIT, || owned(&fx).is_empty()),
+        "no instance left: {:?}\n{}",
+        fx.instance_names(),
+        second.log()
+    );
+    assert!(
+        fake.wait_until(WAIT, |st| st.runners.is_empty()
+            && st.scale_sets[&set_id].messages.is_empty()
+            && st.scale_sets[&set_id].pending.is_empty()),
+        "no registration left, every message acknowledged: {:?}\n{}",
+        fake.runners(),
+        second.log()
+    );
+    let removed_leftover = fake
+        .requests_to(Endpoint::DeleteRunner)
+        .iter()
+        .any(|r| r.path.ends_with(&format!("/agents/{leftover}")));
+    assert!(
+        removed_leftover,
+        "the repair removed the leftover registration"
+    );
+    let generated = fake.requests_to(Endpoint::GenerateJitConfig).len();
+    assert!(
+        (2..=3).contains(&generated),
+        "one runner per job, at most one surplus for the kill: {generated}"
+    );
+    let status = terminate(&mut second);
+    assert!(status.success(), "{status:?}: {}", second.log());
+    assert!(fake.sessions().is_empty(), "SIGTERM deletes the session");
 }

@@ -37,8 +37,9 @@ pub trait ScaleSetApi: Send + Sync {
         work_folder: &str,
     ) -> Result<ScaleSetJitConfig, ScaleSetError>;
     fn remove_runner(&self, runner_id: u64) -> Result<DeleteOutcome, ScaleSetError>;
-    /// The registrations of scale set `scale_set_id` only.
-    fn scale_set_runners(&self, scale_set_id: u64) -> Result<Vec<ScaleSetRunner>, ScaleSetError>;
+    /// Every runner registration of the scope, of any scale set or none (repair tells
+    /// this scale set's from the others').
+    fn registrations(&self) -> Result<Vec<ScaleSetRunner>, ScaleSetError>;
 }
 
 impl ScaleSetApi for ScaleSetClient {
@@ -89,12 +90,8 @@ impl ScaleSetApi for ScaleSetClient {
     fn remove_runner(&self, runner_id: u64) -> Result<DeleteOutcome, ScaleSetError> {
         ScaleSetClient::remove_runner(self, runner_id)
     }
-    fn scale_set_runners(&self, scale_set_id: u64) -> Result<Vec<ScaleSetRunner>, ScaleSetError> {
-        Ok(self
-            .list_runners()?
-            .into_iter()
-            .filter(|r| r.runner_scale_set_id == scale_set_id)
-            .collect())
+    fn registrations(&self) -> Result<Vec<ScaleSetRunner>, ScaleSetError> {
+        self.list_runners()
     }
 }
 
@@ -105,6 +102,8 @@ pub struct ListenerInstance {
     /// The registration id its JIT config made (to remove the registration).
     pub runner_id: u64,
     pub state: RunnerState,
+    /// When the instance was made (0: unknown, counts as old).
+    pub created_at_epoch: u64,
 }
 
 /// A runner-side failure, with the runner side's own explanation.

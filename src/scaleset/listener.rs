@@ -9,6 +9,7 @@ use super::listener_state::{
     on_message, other_owner, recovery, retry_delay, scale_plan, Action, ListenerConfig,
     ListenerPhase, ListenerState, MessageCursor, Recovery,
 };
+use super::repair::{self, RepairView, REPAIR_INTERVAL};
 use super::{NewScaleSet, ScaleSetError, ScaleSetMessage, Session, Statistics};
 use crate::clock::Clock;
 use crate::github::DeleteOutcome;
@@ -124,11 +125,15 @@ impl<'a> Listener<'a> {
                 scale_set_id: self.state.scale_set_id,
             });
             *session = Some(opened);
+            // A new session may follow a crash: its leftovers go before scaling counts them.
+            self.state.next_repair_epoch = 0;
+            self.repair_if_due();
             self.scale()?;
         }
         let Some(s) = session.as_mut() else {
             return Ok(());
         };
+        self.repair_if_due();
         self.retry_removals();
         let (last, max) = (self.state.last_message_id, self.config.max_runners);
         match self.queue_call(s, |api, s| api.get_message(s, last, max))? {
@@ -284,6 +289,72 @@ impl<'a> Listener<'a> {
             };
         if done {
             self.state.pending_removals.remove(name);
+        }
+    }
+
+    /// [`repair`] when due; what fails is logged and tried at the next repair.
+    fn repair_if_due(&mut self) {
+        let now = self.edges.clock.now_epoch();
+        if now < self.state.next_repair_epoch {
+            return;
+        }
+        self.state.next_repair_epoch = now.saturating_add(REPAIR_INTERVAL.as_secs());
+        let registrations = match self.edges.api.registrations() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the runner registrations; repairing later");
+                return;
+            }
+        };
+        let instances = match self.edges.runners.list() {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list runners; repairing later");
+                return;
+            }
+        };
+        let plan = repair::plan(&RepairView {
+            scale_set_id: self.state.scale_set_id,
+            registrations: &registrations,
+            instances: &instances,
+            busy: &self.state.busy,
+            now_epoch: now,
+            bootstrap_timeout: self.config.bootstrap_timeout,
+        });
+        if plan.is_empty() {
+            return;
+        }
+        tracing::info!(
+            registrations = plan.registrations.len(),
+            instances = plan.instances.len(),
+            never_online = plan.stuck.len(),
+            "repairing the scale set's leftovers"
+        );
+        for id in plan.registrations {
+            if let Err(e) = self.edges.api.remove_runner(id) {
+                tracing::warn!(error = %e, runner_id = id, "registration without an instance not removed yet");
+            }
+        }
+        for name in plan.instances {
+            self.state.busy.remove(&name);
+            if let Err(e) = self.edges.runners.remove(&name) {
+                tracing::warn!(error = %e, "instance without a registration not removed yet");
+            }
+        }
+        for (name, id) in plan.stuck {
+            match self.edges.api.remove_runner(id) {
+                Ok(DeleteOutcome::Busy) => {
+                    self.state.busy.insert(name);
+                }
+                Ok(_) => {
+                    if let Err(e) = self.edges.runners.remove(&name) {
+                        tracing::warn!(error = %e, "runner never online not removed yet");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, runner = %name, "runner never online: registration not removed yet")
+                }
+            }
         }
     }
 

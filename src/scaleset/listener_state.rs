@@ -24,6 +24,9 @@ pub struct ListenerConfig {
     pub min_idle: u32,
     /// `workFolder` of JIT configs (`""`: the runner's default).
     pub work_folder: String,
+    /// How long a registered runner may stay offline before repair removes it (the grace
+    /// pull mode gives a new runner: `charm::runtime::grace_for`).
+    pub bootstrap_timeout: Duration,
 }
 
 /// Where the listener is, for the unit's status (published in its slot file).
@@ -87,6 +90,8 @@ pub struct ListenerState {
     pub busy: BTreeSet<String>,
     /// Finished runners whose instance or registration is still to go (name -> runner id).
     pub pending_removals: BTreeMap<String, u64>,
+    /// When the next repair is due (clock seconds; 0: at once).
+    pub next_repair_epoch: u64,
 }
 
 /// One step of handling a message, in the order given.
@@ -376,11 +381,13 @@ mod tests {
             max_runners: 4,
             min_idle: 1,
             work_folder: String::new(),
+            bootstrap_timeout: Duration::from_secs(600),
         };
         let instance = |name: &str, state| ListenerInstance {
             name: name.into(),
             runner_id: 1,
             state,
+            created_at_epoch: 0,
         };
         let instances = [
             instance("a", RunnerState::Idle),

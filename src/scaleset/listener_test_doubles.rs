@@ -27,6 +27,12 @@ pub(super) struct Inner {
     pub(super) acquire_errors: VecDeque<ScaleSetError>,
     pub(super) remove_outcomes: VecDeque<DeleteOutcome>,
     pub(super) next_runner: u64,
+    /// What the registration listing answers: made by JIT configs, gone when removed.
+    pub(super) registrations: BTreeMap<u64, ScaleSetRunner>,
+    /// Registration listings asked for (not in `calls`, which the sequence tests compare).
+    pub(super) listings: u32,
+    /// How long each poll takes on the clock (a long poll's wait).
+    pub(super) poll_seconds: u64,
 }
 
 pub(super) struct FakeApi {
@@ -127,6 +133,8 @@ impl ScaleSetApi for FakeApi {
     }
     fn get_message(&self, s: &Session, last: i64, max: u32) -> Poll {
         self.log(format!("poll {} {last} {max}", tag(s)));
+        let took = self.with(|i| i.poll_seconds);
+        self.clock.advance(std::time::Duration::from_secs(took));
         match self.with(|i| i.polls.pop_front()) {
             Some(Err(e @ ScaleSetError::ScaleSetNotFound { .. })) => {
                 self.with(|i| i.existing.clear());
@@ -157,28 +165,43 @@ impl ScaleSetApi for FakeApi {
         _: &str,
     ) -> Result<ScaleSetJitConfig, ScaleSetError> {
         self.log(format!("jit {name}"));
-        let id = self.with(|i| {
+        let runner = self.with(|i| {
             i.next_runner += 1;
-            i.next_runner
-        });
-        Ok(ScaleSetJitConfig {
-            runner: ScaleSetRunner {
-                id,
+            let runner = ScaleSetRunner {
+                id: i.next_runner,
                 name: name.into(),
                 runner_scale_set_id: scale_set_id,
                 ..ScaleSetRunner::default()
-            },
+            };
+            i.registrations.insert(runner.id, runner.clone());
+            runner
+        });
+        Ok(ScaleSetJitConfig {
+            runner,
             encoded_jit_config: Secret::new(format!("jit-of-{name}")),
         })
     }
     fn remove_runner(&self, id: u64) -> Result<DeleteOutcome, ScaleSetError> {
         self.log(format!("remove-runner {id}"));
-        Ok(self
-            .with(|i| i.remove_outcomes.pop_front())
-            .unwrap_or(DeleteOutcome::Deleted))
+        Ok(self.with(|i| {
+            // As the service does: a busy registration is refused unless a test scripts it.
+            let busy = i.registrations.get(&id).is_some_and(|r| r.busy);
+            let outcome = i.remove_outcomes.pop_front().unwrap_or(if busy {
+                DeleteOutcome::Busy
+            } else {
+                DeleteOutcome::Deleted
+            });
+            if outcome != DeleteOutcome::Busy {
+                i.registrations.remove(&id);
+            }
+            outcome
+        }))
     }
-    fn scale_set_runners(&self, _: u64) -> Result<Vec<ScaleSetRunner>, ScaleSetError> {
-        Ok(Vec::new())
+    fn registrations(&self) -> Result<Vec<ScaleSetRunner>, ScaleSetError> {
+        Ok(self.with(|i| {
+            i.listings += 1;
+            i.registrations.values().cloned().collect()
+        }))
     }
 }
 
@@ -239,9 +262,9 @@ pub(super) fn world() -> World {
     World {
         api: FakeApi::new(clock.clone(), stop.clone()),
         phases: Phases(Mutex::default(), stop.clone(), None),
+        runners: MemoryRunners::new("r", clock.clone()),
         clock,
         stop,
-        runners: MemoryRunners::new("r"),
         cursor: MemoryCursor::default(),
         jitter: 0.0,
         config: ListenerConfig {
@@ -252,6 +275,7 @@ pub(super) fn world() -> World {
             max_runners: 3,
             min_idle: 0,
             work_folder: String::new(),
+            bootstrap_timeout: Duration::from_secs(600),
         },
     }
 }

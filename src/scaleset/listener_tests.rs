@@ -377,3 +377,89 @@ fn an_error_only_the_operator_can_fix_ends_the_loop_and_still_deletes_the_sessio
     assert!(matches!(result, Err(ScaleSetError::Forbidden { .. })));
     assert_eq!(w.api.calls().last().unwrap(), "delete-session s1");
 }
+
+fn leftover(
+    id: u64,
+    name: &str,
+    scale_set_id: u64,
+    status: &str,
+) -> crate::scaleset::ScaleSetRunner {
+    crate::scaleset::ScaleSetRunner {
+        id,
+        name: name.into(),
+        runner_scale_set_id: scale_set_id,
+        status: status.into(),
+        busy: false,
+    }
+}
+
+#[test]
+fn a_new_session_repairs_what_a_crash_left_before_scaling_and_spares_the_busy() {
+    let w = world();
+    // Scale set 41 is the one the listener creates; 9 is another scale set's runner.
+    w.api.with(|i| {
+        for r in [
+            leftover(7, "cut-short", 41, "offline"),
+            leftover(8, "never-online", 41, "offline"),
+            leftover(9, "other-set", 9, "offline"),
+            leftover(10, "busy-one", 41, "online"),
+        ] {
+            i.registrations.insert(r.id, r);
+        }
+        i.registrations.get_mut(&10).unwrap().busy = true;
+        // Two jobs assigned: scaling keeps the two instances left, so every removal seen
+        // is the repair's.
+        i.session_statistics = stats(2);
+    });
+    let old = T0 - 3600;
+    w.runners.insert("finished", 6, old);
+    w.runners.insert("never-online", 8, old);
+    w.runners.insert("other-set", 9, old);
+    w.runners.insert("busy-one", 10, old);
+    w.polls(vec![Ok(None)]);
+    let _ = w.run();
+    let calls = w.api.calls();
+    let removed: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.starts_with("remove-runner"))
+        .collect();
+    assert_eq!(removed, ["remove-runner 7", "remove-runner 8"]);
+    let left: Vec<String> = w.runners.instances().into_iter().map(|i| i.name).collect();
+    assert_eq!(left, ["busy-one", "other-set"]);
+    assert!(
+        position(&calls, "remove-runner 8") < position(&calls, "poll s1/t1 0 3"),
+        "before the first poll: {calls:#?}"
+    );
+    assert_eq!(w.api.with(|i| i.listings), 1);
+}
+
+#[test]
+fn a_repair_runs_again_only_after_its_interval() {
+    let w = world();
+    // Each poll is a 50 s long poll: 6 polls reach the 300 s interval once.
+    w.api.with(|i| i.poll_seconds = 50);
+    w.polls((0..7).map(|_| Ok(None)).collect());
+    let _ = w.run();
+    assert_eq!(w.api.with(|i| i.listings), 2);
+}
+
+#[test]
+fn a_runner_that_never_comes_online_is_replaced_after_the_bootstrap_timeout() {
+    let w = world();
+    w.api.with(|i| i.poll_seconds = 50);
+    // One assigned job: r-1 is made and never comes online (its registration stays
+    // offline) from 50 s on. Repairs run at 0, 300, 600 and 900 s: only the last sees it
+    // older than the 600 s bootstrap timeout.
+    let mut polls = vec![message(10, 1, vec![])];
+    polls.extend((0..18).map(|_| Ok(None)));
+    w.polls(polls);
+    let _ = w.run();
+    let log = w.runners.log();
+    assert_eq!(log[..2], ["create r-1", "remove r-1"], "{log:?}");
+    assert_eq!(
+        log[2], "create r-2",
+        "the scaling after the repair replaces it"
+    );
+    let calls = w.api.calls();
+    assert!(position(&calls, "remove-runner 101") < position(&calls, "jit r-2"));
+}

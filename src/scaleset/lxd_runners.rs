@@ -49,6 +49,7 @@ pub fn listener_instance(instance: &Instance) -> ListenerInstance {
         name: instance.name.clone(),
         runner_id: recorded_runner_id(instance),
         state: RunnerState::Starting,
+        created_at_epoch: instance.created_at_epoch,
     }
 }
 
@@ -116,7 +117,7 @@ mod tests {
             name: "app-0-0123456789ab".into(),
             state: InstanceState::Running,
             instance_type: InstanceType::Container,
-            created_at_epoch: 0,
+            created_at_epoch: 1_800_000_000,
             config: config
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -134,6 +135,7 @@ mod tests {
                 name: "app-0-0123456789ab".into(),
                 runner_id: 42,
                 state: RunnerState::Starting,
+                created_at_epoch: 1_800_000_000,
             }
         );
         assert_eq!(listener_instance(&instance(&[])).runner_id, 0);

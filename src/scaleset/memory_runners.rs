@@ -3,31 +3,53 @@
 
 use super::api::{ListenerInstance, ListenerRunners, RunnerSideError};
 use super::scaling::RunnerState;
+use crate::clock::Clock;
 use crate::secret::Secret;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-#[derive(Debug, Default)]
 pub struct MemoryRunners {
     inner: Mutex<Inner>,
+    /// Stamps each instance's creation time.
+    clock: Arc<dyn Clock>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     prefix: String,
     next: u32,
-    instances: BTreeMap<String, (u64, RunnerState, Secret)>,
+    /// name -> (runner id, state, JIT config, created at).
+    instances: BTreeMap<String, (u64, RunnerState, Secret, u64)>,
     failing_removals: u32,
     failing_creates: u32,
     log: Vec<String>,
 }
 
 impl MemoryRunners {
-    /// Runners named `<prefix>-<n>`.
-    pub fn new(prefix: &str) -> MemoryRunners {
-        let runners = MemoryRunners::default();
-        runners.with(|i| i.prefix = prefix.to_string());
-        runners
+    /// Runners named `<prefix>-<n>`, made at `clock`'s time.
+    pub fn new(prefix: &str, clock: Arc<dyn Clock>) -> MemoryRunners {
+        MemoryRunners {
+            inner: Mutex::new(Inner {
+                prefix: prefix.to_string(),
+                ..Inner::default()
+            }),
+            clock,
+        }
+    }
+
+    /// An instance made outside the listener (a leftover the repair is to find).
+    pub fn insert(&self, name: &str, runner_id: u64, created_at_epoch: u64) {
+        self.with(|i| {
+            i.instances.insert(
+                name.to_string(),
+                (
+                    runner_id,
+                    RunnerState::Starting,
+                    Secret::new(""),
+                    created_at_epoch,
+                ),
+            );
+        });
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
@@ -81,10 +103,11 @@ fn listing(inner: &Inner) -> Vec<ListenerInstance> {
     inner
         .instances
         .iter()
-        .map(|(name, (runner_id, state, _))| ListenerInstance {
+        .map(|(name, (runner_id, state, _, created))| ListenerInstance {
             name: name.clone(),
             runner_id: *runner_id,
             state: *state,
+            created_at_epoch: *created,
         })
         .collect()
 }
@@ -98,6 +121,7 @@ impl ListenerRunners for MemoryRunners {
     }
 
     fn create(&self, name: &str, runner_id: u64, jit: &Secret) -> Result<(), RunnerSideError> {
+        let now = self.clock.now_epoch();
         self.with(|i| {
             i.log.push(format!("create {name}"));
             if i.failing_creates > 0 {
@@ -109,7 +133,7 @@ impl ListenerRunners for MemoryRunners {
             }
             i.instances.insert(
                 name.to_string(),
-                (runner_id, RunnerState::Starting, jit.clone()),
+                (runner_id, RunnerState::Starting, jit.clone(), now),
             );
             Ok(())
         })

@@ -13,7 +13,8 @@
 //! - `process`: what the charm and the listener process share (argv, folders, settings,
 //!   the published snapshot).
 //! - `api`: the listener's edges (`ScaleSetApi` over the client, `ListenerRunners`);
-//!   `listener_state` (pure): its decisions; `listener`: its loop.
+//!   `listener_state` (pure): its decisions; `repair` (pure): the leftovers it removes;
+//!   `listener`: its loop.
 //! - `lxd_runners`: the runner side over the charm's runner engine; `run`: the listener
 //!   process (`github-runner-worker --scale-set`).
 //!
@@ -32,6 +33,7 @@ pub mod lxd_runners;
 pub mod memory_runners;
 mod messages;
 pub mod process;
+pub mod repair;
 pub mod run;
 mod runners;
 pub mod scaling;

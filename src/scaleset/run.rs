@@ -144,6 +144,7 @@ pub fn listener_config(
         // Validation refuses more; a capped value keeps the listener's arithmetic safe.
         min_idle: config.min_idle_runners.min(max_runners),
         work_folder: String::new(),
+        bootstrap_timeout: crate::charm::runtime::grace_for(config.test_mode_insecure),
     })
 }
 
@@ -252,6 +253,7 @@ mod tests {
                 max_runners: 3,
                 min_idle: 1,
                 work_folder: String::new(),
+                bootstrap_timeout: std::time::Duration::from_secs(600),
             }
         );
     }
