@@ -9,6 +9,7 @@ mod fake_scaleset;
 
 use fake_scaleset::{Endpoint, FakeScaleSetService, JobState};
 use github_runner::clock::ManualClock;
+use github_runner::scaleset::ledger::MemoryLedger;
 use github_runner::scaleset::listener::{Listener, ListenerEdges, ListenerReport};
 use github_runner::scaleset::listener_state::{ListenerConfig, ListenerPhase, MessageCursor};
 use github_runner::scaleset::memory_runners::MemoryRunners;
@@ -48,6 +49,7 @@ fn jobs_get_jit_runners_which_go_when_done_every_message_acked_and_stop_ends_the
     let client = fake.client("octo/hello", clock.clone());
     let runners = MemoryRunners::new("github-runner-0", clock.clone());
     let cursor = Cursor::default();
+    let ledger = MemoryLedger::default();
     let phases = Phases::default();
     let stop = AtomicBool::new(false);
     let config = ListenerConfig {
@@ -67,6 +69,7 @@ fn jobs_get_jit_runners_which_go_when_done_every_message_acked_and_stop_ends_the
                 api: &client,
                 runners: &runners,
                 cursor: &cursor,
+                ledger: &ledger,
                 report: &phases,
                 clock: &*clock,
                 jitter: &jitter,
@@ -148,4 +151,114 @@ fn jobs_get_jit_runners_which_go_when_done_every_message_acked_and_stop_ends_the
     });
     assert!(fake.sessions().is_empty(), "stop deletes the session");
     assert!(*cursor.0.lock().unwrap() > 0);
+}
+
+/// One listener run until it listens on a scale set with `labels`, then stopped; the
+/// scale set's id.
+fn listen_once(
+    fake: &FakeScaleSetService,
+    clock: &Arc<ManualClock>,
+    ledger: &dyn github_runner::scaleset::ledger::ScaleSetLedger,
+    labels: &[&str],
+) -> u64 {
+    let client = fake.client("octo/hello", clock.clone());
+    let runners = MemoryRunners::new("github-runner-0", clock.clone());
+    let cursor = Cursor::default();
+    let phases = Phases::default();
+    let stop = AtomicBool::new(false);
+    let config = ListenerConfig {
+        scale_set_name: "lxd-0".into(),
+        runner_group: "default".into(),
+        labels: labels.iter().map(|s| s.to_string()).collect(),
+        owner: "github-runner-0".into(),
+        max_runners: 2,
+        min_idle: 0,
+        work_folder: String::new(),
+        bootstrap_timeout: Duration::from_secs(600),
+    };
+    let jitter = || 0.5;
+    std::thread::scope(|scope| {
+        let listener = scope.spawn(|| {
+            let edges = ListenerEdges {
+                api: &client,
+                runners: &runners,
+                cursor: &cursor,
+                ledger,
+                report: &phases,
+                clock: &**clock,
+                jitter: &jitter,
+            };
+            Listener::new(config.clone(), edges).run(&stop)
+        });
+        assert!(
+            fake.wait_until(WAIT, |st| st.sessions.len() == 1),
+            "the listener opens its session"
+        );
+        let id = fake.sessions()[0].scale_set_id;
+        stop.store(true, Ordering::SeqCst);
+        assert!(listener.join().unwrap().is_ok());
+        id
+    })
+}
+
+#[test]
+fn new_labels_move_the_unit_to_a_new_scale_set_and_remove_deletes_every_one_it_held() {
+    use github_runner::scaleset::ledger::{delete_every_held, FileLedger, ScaleSetLedger};
+    let clock = Arc::new(ManualClock::at(1_800_000_000));
+    let fake = FakeScaleSetService::start(clock.clone());
+    fake.set_poll_timeout(Duration::from_millis(100));
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = FileLedger {
+        path: dir.path().join("scale-sets"),
+    };
+    let first = listen_once(&fake, &clock, &ledger, &["jammy"]);
+    // A runner of the first scale set is on a job when the labels change.
+    let busy = fake.with_state(|st| {
+        let id = st.runners.keys().max().copied().unwrap_or(0) + 1;
+        st.runners.insert(
+            id,
+            fake_scaleset::FakeRunner {
+                id,
+                name: "busy-old".into(),
+                scale_set_id: first,
+                online: true,
+                busy: true,
+                key: String::new(),
+            },
+        );
+        id
+    });
+    let second = listen_once(&fake, &clock, &ledger, &["jammy", "large"]);
+    assert_ne!(first, second);
+    assert_eq!(
+        fake.scale_set(first).unwrap().name,
+        format!("retired-{first}")
+    );
+    let new = fake.scale_set(second).unwrap();
+    assert_eq!(
+        (new.name.as_str(), new.labels.clone()),
+        (
+            "lxd-0",
+            vec!["lxd-0".to_string(), "jammy".into(), "large".into()]
+        )
+    );
+    assert!(
+        fake.runners().iter().any(|r| r.id == busy),
+        "the busy runner of the retired scale set is left to finish its job"
+    );
+    assert_eq!(ledger.load().len(), 2, "{:?}", ledger.load());
+    let mode = std::fs::metadata(&ledger.path).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    // remove (the unit's flush took its runners down first).
+    fake.with_state(|st| st.runners.get_mut(&busy).unwrap().busy = false);
+    let client = fake.client("octo/hello", clock.clone());
+    let left = delete_every_held(&client, &ledger);
+    assert!(left.is_empty(), "{left:?}");
+    assert!(fake.scale_set(first).is_none() && fake.scale_set(second).is_none());
+    assert!(fake.runners().is_empty());
+    assert!(ledger.load().is_empty());
 }

@@ -167,14 +167,12 @@ impl<'a> CharmRunnerOps<'a> {
             .github
             .generate_jit_config(name.as_str(), &self.labels)?;
         let runner_id = jit.runner.id;
-        let created = self.launch_registered(
-            &name,
+        let registration = Registration {
             runner_id,
-            &jit.encoded_jit_config,
-            &profiles,
-            &gate,
-            started,
-        );
+            scale_set_id: None,
+            jit: &jit.encoded_jit_config,
+        };
+        let created = self.launch_registered(&name, &registration, &profiles, &gate, started);
         created.map_err(|mut op_error| {
             if let Some(problem) = delete_registration(&*self.rt.github, runner_id) {
                 op_error
@@ -192,6 +190,7 @@ impl<'a> CharmRunnerOps<'a> {
     pub fn create_named_with_jit(
         &self,
         name: RunnerName,
+        scale_set_id: u64,
         runner_id: u64,
         jit: &Secret,
     ) -> Result<RunnerName, OpError> {
@@ -199,7 +198,12 @@ impl<'a> CharmRunnerOps<'a> {
         let profiles = self.profiles()?;
         let gate = self.gate();
         room(&gate)?;
-        self.launch_registered(&name, runner_id, jit, &profiles, &gate, started)
+        let registration = Registration {
+            runner_id,
+            scale_set_id: Some(scale_set_id),
+            jit,
+        };
+        self.launch_registered(&name, &registration, &profiles, &gate, started)
     }
 
     fn gate(&self) -> MachineGate<'_> {
@@ -218,15 +222,20 @@ impl<'a> CharmRunnerOps<'a> {
     fn launch_registered(
         &self,
         name: &RunnerName,
-        runner_id: u64,
-        jit: &Secret,
+        registration: &Registration<'_>,
         profiles: &[String],
         gate: &MachineGate<'_>,
         started: Instant,
     ) -> Result<RunnerName, OpError> {
+        let Registration {
+            runner_id,
+            scale_set_id,
+            jit,
+        } = *registration;
         let lxd = LaunchWithRunnerId {
             inner: &*self.rt.lxd,
             runner_id,
+            scale_set_id,
             scope: &self.scope,
         };
         let request = CreateRequest {
@@ -290,6 +299,15 @@ pub fn scope_fingerprint(config: &crate::config::CharmConfig) -> String {
 /// The runner binary state of `rt`'s host: see [`binary_state`].
 pub fn host_binary_state(rt: &Runtime) -> BinaryState {
     binary_state(&tarball_path(&rt.paths))
+}
+
+/// A registration made before launch: what the instance is started with and carries.
+#[derive(Clone, Copy)]
+struct Registration<'a> {
+    runner_id: u64,
+    /// The scale set it belongs to (scale-set runners only).
+    scale_set_id: Option<u64>,
+    jit: &'a Secret,
 }
 
 /// Admission's answer before anything is registered: a full machine is `NoRoom`.

@@ -7,14 +7,15 @@ use crate::lxd::{
     ExecOutput, ExecSpec, Instance, LaunchSpec, Lxd, LxdError, ProfileSpec, ProfileUse, PushSpec,
     ServerInfo,
 };
-use crate::manager::planner::RUNNER_ID_CONFIG_KEY;
+use crate::manager::planner::{RUNNER_ID_CONFIG_KEY, SCALE_SET_ID_CONFIG_KEY};
 use crate::manager::replacement::SCOPE_CONFIG_KEY;
 
-/// Launches with the runner id and the scope in the instance config; everything else
-/// passes through.
+/// Launches with the runner id, the scale set (if any) and the scope in the instance
+/// config; everything else passes through.
 pub(super) struct LaunchWithRunnerId<'l> {
     pub inner: &'l dyn Lxd,
     pub runner_id: u64,
+    pub scale_set_id: Option<u64>,
     pub scope: &'l str,
 }
 
@@ -34,6 +35,10 @@ impl Lxd for LaunchWithRunnerId<'_> {
             .insert(RUNNER_ID_CONFIG_KEY.to_string(), self.runner_id.to_string());
         spec.config
             .insert(SCOPE_CONFIG_KEY.to_string(), self.scope.to_string());
+        if let Some(id) = self.scale_set_id {
+            spec.config
+                .insert(SCALE_SET_ID_CONFIG_KEY.to_string(), id.to_string());
+        }
         self.inner.launch(&spec)
     }
     fn exec(&self, instance: &str, spec: &ExecSpec) -> Result<ExecOutput, LxdError> {

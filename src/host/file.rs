@@ -132,6 +132,17 @@ pub fn replace_if_changed(path: &Path, content: &str, mode: u32) -> std::io::Res
     Ok(true)
 }
 
+/// The first `cap` bytes of `path` as text: files a runner or another process may have
+/// grown are never read whole.
+pub fn read_capped(path: &Path, cap: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(cap)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Device, inode, size and modification time of the file `binary` resolves to: another
 /// revision's binary is another file (a refresh renames a new one over it), so what runs
 /// it (the exporter service, reactive workers) knows to restart. `missing` when it cannot

@@ -24,6 +24,10 @@ use crate::manager::replacement::{self, Standing};
 /// job) from "never registered yet" (creation in progress), which the names alone cannot.
 pub const RUNNER_ID_CONFIG_KEY: &str = "user.github-runner.runner-id";
 
+/// Instance config key holding the id of the scale set a scale-set runner was made for
+/// (its listener counts and drains runners by it).
+pub const SCALE_SET_ID_CONFIG_KEY: &str = "user.github-runner.scale-set-id";
+
 /// How long after launch an offline runner may show neither its start script nor its
 /// listener before it counts as never started. Creation starts the script before the hook
 /// that made it returns, so only a creation cut short stays without one this long.

@@ -5,7 +5,7 @@
 use super::scaling::RunnerState;
 use super::{
     NewScaleSet, ScaleSet, ScaleSetClient, ScaleSetError, ScaleSetJitConfig, ScaleSetMessage,
-    ScaleSetRunner, Session,
+    ScaleSetRunner, ScaleSetUpdate, Session,
 };
 use crate::github::DeleteOutcome;
 use crate::secret::Secret;
@@ -19,6 +19,10 @@ pub trait ScaleSetApi: Send + Sync {
         name: &str,
     ) -> Result<Option<ScaleSet>, ScaleSetError>;
     fn create_scale_set(&self, new: &NewScaleSet) -> Result<ScaleSet, ScaleSetError>;
+    /// Give scale set `id` another name (retiring it frees its name).
+    fn rename_scale_set(&self, id: u64, name: &str) -> Result<(), ScaleSetError>;
+    /// Delete scale set `id`; one already gone is done.
+    fn delete_scale_set(&self, id: u64) -> Result<(), ScaleSetError>;
     fn create_session(&self, scale_set_id: u64, owner: &str) -> Result<Session, ScaleSetError>;
     fn refresh_session(&self, session: &Session) -> Result<Session, ScaleSetError>;
     fn delete_session(&self, session: &Session) -> Result<(), ScaleSetError>;
@@ -55,6 +59,16 @@ impl ScaleSetApi for ScaleSetClient {
     }
     fn create_scale_set(&self, new: &NewScaleSet) -> Result<ScaleSet, ScaleSetError> {
         ScaleSetClient::create_scale_set(self, new)
+    }
+    fn rename_scale_set(&self, id: u64, name: &str) -> Result<(), ScaleSetError> {
+        let update = ScaleSetUpdate {
+            name: Some(name.to_string()),
+            runner_group_id: None,
+        };
+        ScaleSetClient::update_scale_set(self, id, &update).map(|_| ())
+    }
+    fn delete_scale_set(&self, id: u64) -> Result<(), ScaleSetError> {
+        ScaleSetClient::delete_scale_set(self, id)
     }
     fn create_session(&self, scale_set_id: u64, owner: &str) -> Result<Session, ScaleSetError> {
         ScaleSetClient::create_session(self, scale_set_id, owner)
@@ -104,6 +118,8 @@ pub struct ListenerInstance {
     pub state: RunnerState,
     /// When the instance was made (0: unknown, counts as old).
     pub created_at_epoch: u64,
+    /// The scale set it was made for (0: none recorded, e.g. a pull-mode runner).
+    pub scale_set_id: u64,
 }
 
 /// A runner-side failure, with the runner side's own explanation.
@@ -119,10 +135,12 @@ pub trait ListenerRunners: Send + Sync {
     /// A fresh runner name (`<app>-<unit>-<12 hex>`, as pull-mode runners are named); it
     /// fails only when the machine has no randomness to give.
     fn new_runner_name(&self) -> Result<String, RunnerSideError>;
-    /// Start runner `name` (registration `runner_id`) from its JIT config.
+    /// Start runner `name` (registration `runner_id` in scale set `scale_set_id`) from its
+    /// JIT config.
     fn create(
         &self,
         name: &str,
+        scale_set_id: u64,
         runner_id: u64,
         jit_config: &Secret,
     ) -> Result<(), RunnerSideError>;

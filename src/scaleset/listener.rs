@@ -5,6 +5,7 @@
 //! [`ListenerReport`] and the clock. Run by the listener process (`scaleset::run`).
 
 use super::api::{ListenerRunners, ScaleSetApi};
+use super::ledger::{retired_name, HeldScaleSet, ScaleSetLedger};
 use super::listener_state::{
     on_message, other_owner, recovery, retry_delay, scale_plan, Action, ListenerConfig,
     ListenerPhase, ListenerState, MessageCursor, Recovery,
@@ -13,6 +14,7 @@ use super::repair::{self, RepairView, REPAIR_INTERVAL};
 use super::{NewScaleSet, ScaleSetError, ScaleSetMessage, Session, Statistics};
 use crate::clock::Clock;
 use crate::github::DeleteOutcome;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -28,6 +30,8 @@ pub struct ListenerEdges<'a> {
     pub api: &'a dyn ScaleSetApi,
     pub runners: &'a dyn ListenerRunners,
     pub cursor: &'a dyn MessageCursor,
+    /// The scale sets this unit held: which one is ours, which to drain and delete.
+    pub ledger: &'a dyn ScaleSetLedger,
     pub report: &'a dyn ListenerReport,
     pub clock: &'a dyn Clock,
     /// Uniform in [0, 1): `crate::github::retry::jitter` outside tests.
@@ -81,6 +85,11 @@ impl<'a> Listener<'a> {
                 Recovery::RecreateScaleSet => {
                     tracing::warn!(error = %error, "the scale set is gone; creating it again");
                     session = None;
+                    // Nothing left to drain or delete there.
+                    let mut held = self.edges.ledger.load();
+                    if held.remove(&self.state.scale_set_id).is_some() {
+                        self.store_held(&held);
+                    }
                     // The new scale set's id has no cursor yet: it starts from 0.
                     self.state.scale_set_id = 0;
                 }
@@ -119,6 +128,7 @@ impl<'a> Listener<'a> {
             let Some(opened) = self.open_session(stop)? else {
                 return Ok(());
             };
+            self.record_held();
             self.state.statistics = opened.statistics;
             self.edges.report.statistics(&opened.statistics);
             self.edges.report.phase(&ListenerPhase::Listening {
@@ -143,16 +153,42 @@ impl<'a> Listener<'a> {
         }
     }
 
+    /// What this listener asks its scale set to be.
+    fn request(&self) -> HeldScaleSet {
+        HeldScaleSet {
+            name: self.config.scale_set_name.clone(),
+            runner_group: self.config.runner_group.clone(),
+            labels: self.config.labels.clone(),
+        }
+    }
+
+    /// Get the scale set by name or create it. One of ours asked for with other labels
+    /// (GitHub cannot change a scale set's labels) is retired: renamed, so that the new
+    /// one can have its name, and drained by `repair` while its busy runners finish. A
+    /// change of name or group finds nothing under the new one: the old one is retired the
+    /// same way, through the ledger.
     fn ensure_scale_set(&mut self) -> Result<(), ScaleSetError> {
         let api = self.edges.api;
         let group_id = api.runner_group_id(&self.config.runner_group)?;
+        let wanted = self.request();
+        let mut held = self.edges.ledger.load();
         let set = match api.scale_set_by_name(group_id, &self.config.scale_set_name)? {
+            Some(set) if held.get(&set.id).is_some_and(|h| !h.same_request(&wanted)) => {
+                let retired = retired_name(set.id);
+                tracing::info!(
+                    scale_set_id = set.id,
+                    %retired,
+                    "the scale set's labels changed: it is retired (its busy runners finish there) and a new one made"
+                );
+                api.rename_scale_set(set.id, &retired)?;
+                if let Some(h) = held.get_mut(&set.id) {
+                    h.name = retired;
+                }
+                self.store_held(&held);
+                self.create_scale_set(group_id)?
+            }
             Some(set) => set,
-            None => api.create_scale_set(&NewScaleSet {
-                name: self.config.scale_set_name.clone(),
-                runner_group_id: group_id,
-                labels: self.config.labels.clone(),
-            })?,
+            None => self.create_scale_set(group_id)?,
         };
         self.state.scale_set_id = set.id;
         self.state.last_message_id = self.edges.cursor.load(set.id);
@@ -162,6 +198,30 @@ impl<'a> Listener<'a> {
             "scale set ready"
         );
         Ok(())
+    }
+
+    fn create_scale_set(&self, group_id: u64) -> Result<super::ScaleSet, ScaleSetError> {
+        self.edges.api.create_scale_set(&NewScaleSet {
+            name: self.config.scale_set_name.clone(),
+            runner_group_id: group_id,
+            labels: self.config.labels.clone(),
+        })
+    }
+
+    /// The scale set a session opened on is this unit's: recorded with what it was asked
+    /// for. Only then: one another deployment holds never gets a session, so never in.
+    fn record_held(&self) {
+        let mut held = self.edges.ledger.load();
+        if held.get(&self.state.scale_set_id) != Some(&self.request()) {
+            held.insert(self.state.scale_set_id, self.request());
+            self.store_held(&held);
+        }
+    }
+
+    fn store_held(&self, held: &super::ledger::Held) {
+        if let Err(e) = self.edges.ledger.store(held) {
+            tracing::warn!(error = %e, "could not keep the scale-set ledger; an earlier scale set may be left to delete by hand");
+        }
     }
 
     /// Create the session, waiting out 409s; `None` when stopped while waiting.
@@ -313,11 +373,18 @@ impl<'a> Listener<'a> {
                 return;
             }
         };
+        let mut held = self.edges.ledger.load();
+        let retired: BTreeSet<u64> = held
+            .keys()
+            .filter(|id| **id != self.state.scale_set_id)
+            .copied()
+            .collect();
         let plan = repair::plan(&RepairView {
             scale_set_id: self.state.scale_set_id,
             registrations: &registrations,
             instances: &instances,
             busy: &self.state.busy,
+            retired: &retired,
             now_epoch: now,
             bootstrap_timeout: self.config.bootstrap_timeout,
         });
@@ -328,6 +395,8 @@ impl<'a> Listener<'a> {
             registrations = plan.registrations.len(),
             instances = plan.instances.len(),
             never_online = plan.stuck.len(),
+            retired_runners = plan.retired_idle.len(),
+            retired_scale_sets = plan.retired_empty.len(),
             "repairing the scale set's leftovers"
         );
         for id in plan.registrations {
@@ -353,6 +422,39 @@ impl<'a> Listener<'a> {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, runner = %name, "runner never online: registration not removed yet")
+                }
+            }
+        }
+        // A retired scale set goes only once none of its runners is left: its busy
+        // runners finish their job first (they are removed when it ends).
+        let mut drained = true;
+        for (name, id) in plan.retired_idle {
+            match self.edges.api.remove_runner(id) {
+                Ok(DeleteOutcome::Busy) => drained = false,
+                Ok(_) => {
+                    if let Err(e) = self.edges.runners.remove(&name) {
+                        drained = false;
+                        tracing::warn!(error = %e, "idle runner of a retired scale set not removed yet");
+                    }
+                }
+                Err(e) => {
+                    drained = false;
+                    tracing::warn!(error = %e, runner = %name, "idle runner of a retired scale set: registration not removed yet");
+                }
+            }
+        }
+        if !drained {
+            return;
+        }
+        for id in plan.retired_empty {
+            match self.edges.api.delete_scale_set(id) {
+                Ok(()) => {
+                    tracing::info!(scale_set_id = id, "retired scale set deleted");
+                    held.remove(&id);
+                    self.store_held(&held);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, scale_set_id = id, "retired scale set not deleted yet; trying at the next repair");
                 }
             }
         }
@@ -401,11 +503,12 @@ impl<'a> Listener<'a> {
             }
             Err(e) => return Err(e),
         };
-        if let Err(e) = self
-            .edges
-            .runners
-            .create(&name, jit.runner.id, &jit.encoded_jit_config)
-        {
+        if let Err(e) = self.edges.runners.create(
+            &name,
+            self.state.scale_set_id,
+            jit.runner.id,
+            &jit.encoded_jit_config,
+        ) {
             tracing::warn!(error = %e, "runner not created; removing its registration");
             self.edges.api.remove_runner(jit.runner.id)?;
         }

@@ -149,7 +149,8 @@ pub fn on_message(message: &ScaleSetMessage) -> Vec<Action> {
 }
 
 /// What to create or remove: desired from the statistics, busy runners (by the runner
-/// side or a JobStarted) kept, finished ones on their way out not counted.
+/// side or a JobStarted) kept, finished ones on their way out not counted, nor runners of
+/// another scale set (a retired one's, a pull-mode one finishing its job: `repair`'s).
 pub fn scale_plan(
     state: &ListenerState,
     config: &ListenerConfig,
@@ -157,7 +158,9 @@ pub fn scale_plan(
 ) -> ScalePlan {
     let existing: Vec<ExistingRunner> = instances
         .iter()
-        .filter(|i| !state.pending_removals.contains_key(&i.name))
+        .filter(|i| {
+            i.scale_set_id == state.scale_set_id && !state.pending_removals.contains_key(&i.name)
+        })
         .map(|i| ExistingRunner {
             name: i.name.clone(),
             state: if state.busy.contains(&i.name) {
@@ -388,6 +391,7 @@ mod tests {
             runner_id: 1,
             state,
             created_at_epoch: 0,
+            scale_set_id: 0,
         };
         let instances = [
             instance("a", RunnerState::Idle),

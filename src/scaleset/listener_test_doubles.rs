@@ -3,6 +3,7 @@
 
 use super::super::*;
 use crate::clock::ManualClock;
+use crate::scaleset::ledger::MemoryLedger;
 use crate::scaleset::listener_state::MessageCursor;
 use crate::scaleset::memory_runners::MemoryRunners;
 use crate::scaleset::{
@@ -104,6 +105,20 @@ impl ScaleSetApi for FakeApi {
             i.existing.push(set.clone());
             set
         }))
+    }
+    fn rename_scale_set(&self, id: u64, name: &str) -> Result<(), ScaleSetError> {
+        self.log(format!("rename-set {id} {name}"));
+        self.with(|i| {
+            if let Some(set) = i.existing.iter_mut().find(|s| s.id == id) {
+                set.name = name.to_string();
+            }
+        });
+        Ok(())
+    }
+    fn delete_scale_set(&self, id: u64) -> Result<(), ScaleSetError> {
+        self.log(format!("delete-set {id}"));
+        self.with(|i| i.existing.retain(|s| s.id != id));
+        Ok(())
     }
     fn create_session(&self, id: u64, owner: &str) -> Result<Session, ScaleSetError> {
         self.log(format!("create-session {id} {owner}"));
@@ -222,7 +237,8 @@ impl MessageCursor for MemoryCursor {
     }
 }
 
-/// Phases seen; sets the stop flag once `stop_after_waits` session waits were reported.
+/// Phases seen; sets the stop flag once `stop_after_waits` session waits (ours or another
+/// deployment's) were reported.
 pub(super) struct Phases(
     pub(super) Mutex<Vec<ListenerPhase>>,
     pub(super) Arc<AtomicBool>,
@@ -235,7 +251,12 @@ impl ListenerReport for Phases {
         seen.push(phase.clone());
         let waits = seen
             .iter()
-            .filter(|p| matches!(p, ListenerPhase::WaitingForSession { .. }))
+            .filter(|p| {
+                matches!(
+                    p,
+                    ListenerPhase::WaitingForSession { .. } | ListenerPhase::HeldByAnother { .. }
+                )
+            })
             .count();
         if self.2.is_some_and(|n| waits >= n) {
             self.1.store(true, Ordering::SeqCst);
@@ -249,6 +270,7 @@ pub(super) struct World {
     pub(super) api: FakeApi,
     pub(super) runners: MemoryRunners,
     pub(super) cursor: MemoryCursor,
+    pub(super) ledger: MemoryLedger,
     pub(super) phases: Phases,
     pub(super) jitter: f64,
     pub(super) config: ListenerConfig,
@@ -266,6 +288,7 @@ pub(super) fn world() -> World {
         clock,
         stop,
         cursor: MemoryCursor::default(),
+        ledger: MemoryLedger::default(),
         jitter: 0.0,
         config: ListenerConfig {
             scale_set_name: "lxd-0".into(),
@@ -290,6 +313,7 @@ impl World {
                 api: &self.api,
                 runners: &self.runners,
                 cursor: &self.cursor,
+                ledger: &self.ledger,
                 report: &self.phases,
                 clock: &*self.clock,
                 jitter: &jitter,

@@ -407,15 +407,15 @@ fn a_new_session_repairs_what_a_crash_left_before_scaling_and_spares_the_busy() 
             i.registrations.insert(r.id, r);
         }
         i.registrations.get_mut(&10).unwrap().busy = true;
-        // Two jobs assigned: scaling keeps the two instances left, so every removal seen
-        // is the repair's.
-        i.session_statistics = stats(2);
+        // One job assigned: scaling keeps the one instance of this scale set left, so
+        // every removal seen is the repair's.
+        i.session_statistics = stats(1);
     });
     let old = T0 - 3600;
-    w.runners.insert("finished", 6, old);
-    w.runners.insert("never-online", 8, old);
-    w.runners.insert("other-set", 9, old);
-    w.runners.insert("busy-one", 10, old);
+    w.runners.insert("finished", 41, 6, old);
+    w.runners.insert("never-online", 41, 8, old);
+    w.runners.insert("other-set", 9, 9, old);
+    w.runners.insert("busy-one", 41, 10, old);
     w.polls(vec![Ok(None)]);
     let _ = w.run();
     let calls = w.api.calls();
@@ -462,4 +462,141 @@ fn a_runner_that_never_comes_online_is_replaced_after_the_bootstrap_timeout() {
     );
     let calls = w.api.calls();
     assert!(position(&calls, "remove-runner 101") < position(&calls, "jit r-2"));
+}
+
+fn held(name: &str, labels: &[&str]) -> crate::scaleset::ledger::HeldScaleSet {
+    crate::scaleset::ledger::HeldScaleSet {
+        name: name.into(),
+        runner_group: "default".into(),
+        labels: labels.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Scale set 41 held before (in the ledger, asked for with `was`), with an idle runner
+/// and a busy one, each with its instance.
+fn a_held_scale_set(w: &World, name: &str, was: crate::scaleset::ledger::HeldScaleSet) {
+    use crate::scaleset::ledger::ScaleSetLedger;
+    w.api.with(|i| {
+        i.next_set = 41;
+        i.existing.push(crate::scaleset::ScaleSet {
+            id: 41,
+            name: name.into(),
+            ..crate::scaleset::ScaleSet::default()
+        });
+        for r in [
+            leftover(7, "idle-old", 41, "online"),
+            leftover(8, "busy-old", 41, "online"),
+        ] {
+            i.registrations.insert(r.id, r);
+        }
+        i.registrations.get_mut(&8).unwrap().busy = true;
+    });
+    let old = T0 - 3600;
+    w.runners.insert("idle-old", 41, 7, old);
+    w.runners.insert("busy-old", 41, 8, old);
+    w.ledger.store(&[(41, was)].into_iter().collect()).unwrap();
+}
+
+/// Run the listener once more, as after a restart.
+fn run_again(w: &World, polls: Vec<doubles::Poll>) {
+    w.stop.store(false, Ordering::SeqCst);
+    w.polls(polls);
+    let _ = w.run();
+}
+
+#[test]
+fn new_labels_retire_the_old_scale_set_which_keeps_its_busy_runner_and_goes_when_drained() {
+    use crate::scaleset::ledger::ScaleSetLedger;
+    let w = world();
+    a_held_scale_set(&w, "lxd-0", held("lxd-0", &["focal"]));
+    w.polls(vec![Ok(None)]);
+    let _ = w.run();
+    let calls = w.api.calls();
+    let rename = position(&calls, "rename-set 41 retired-41");
+    assert!(rename < position(&calls, "create-set lxd-0"), "{calls:#?}");
+    assert!(calls.contains(&"create-session 42 unit-0".to_string()));
+    // The idle runner of the old scale set went; the busy one is on its job still, so
+    // the old scale set stays.
+    assert!(calls.contains(&"remove-runner 7".to_string()));
+    assert!(!calls.iter().any(|c| c.starts_with("delete-set")));
+    let left: Vec<String> = w.runners.instances().into_iter().map(|i| i.name).collect();
+    assert_eq!(left, ["busy-old"]);
+    let ledger = w.ledger.load();
+    assert_eq!(ledger.keys().copied().collect::<Vec<_>>(), [41, 42]);
+    assert_eq!(ledger[&41].name, "retired-41");
+    assert_eq!(ledger[&42], held("lxd-0", &["jammy"]));
+
+    // Its job ends: the ephemeral runner deregisters. The next repair (here: after a
+    // restart) deletes its instance and the empty scale set.
+    w.api.with(|i| i.registrations.remove(&8));
+    run_again(&w, vec![Ok(None)]);
+    let calls = w.api.calls();
+    assert_eq!(
+        calls.iter().filter(|c| c.starts_with("create-set")).count(),
+        1,
+        "the new scale set is found, not made again: {calls:#?}"
+    );
+    assert!(calls.contains(&"delete-set 41".to_string()));
+    assert!(w.runners.instances().is_empty());
+    assert_eq!(w.ledger.load().keys().copied().collect::<Vec<_>>(), [42]);
+}
+
+#[test]
+fn a_new_name_makes_a_new_scale_set_and_the_old_one_is_deleted_once_drained() {
+    use crate::scaleset::ledger::ScaleSetLedger;
+    let w = world();
+    a_held_scale_set(&w, "old-name", held("old-name", &["jammy"]));
+    w.api
+        .with(|i| i.registrations.get_mut(&8).unwrap().busy = false);
+    w.polls(vec![Ok(None)]);
+    let _ = w.run();
+    let calls = w.api.calls();
+    assert!(!calls.iter().any(|c| c.starts_with("rename-set")));
+    assert!(calls.contains(&"create-set lxd-0".to_string()));
+    for removed in ["remove-runner 7", "remove-runner 8", "delete-set 41"] {
+        assert!(
+            calls.contains(&removed.to_string()),
+            "{removed}: {calls:#?}"
+        );
+    }
+    assert!(position(&calls, "remove-runner 8") < position(&calls, "delete-set 41"));
+    assert!(w.runners.instances().is_empty());
+    assert_eq!(w.ledger.load().keys().copied().collect::<Vec<_>>(), [42]);
+}
+
+#[test]
+fn a_scale_set_not_in_the_ledger_is_used_as_found_and_one_held_by_another_never_recorded() {
+    use crate::scaleset::ledger::ScaleSetLedger;
+    let mut w = world();
+    w.api.with(|i| {
+        i.existing.push(crate::scaleset::ScaleSet {
+            id: 41,
+            name: "lxd-0".into(),
+            ..crate::scaleset::ScaleSet::default()
+        });
+        for _ in 0..100 {
+            i.session_errors.push_back(ScaleSetError::SessionConflict {
+                scale_set_id: 41,
+                message: "The runner scale set lxd-0 already has an active session for owner \
+                          other-model/github-runner/0."
+                    .into(),
+            });
+        }
+    });
+    w.phases.2 = Some(2);
+    let _ = w.run();
+    assert!(w.ledger.load().is_empty());
+    let calls = w.api.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("rename-set") || c.starts_with("delete-set")),
+        "{calls:#?}"
+    );
+
+    // Once its session opens here, it is this unit's.
+    w.api.with(|i| i.session_errors.clear());
+    w.phases.2 = None;
+    run_again(&w, vec![Ok(None)]);
+    assert_eq!(w.ledger.load()[&41], held("lxd-0", &["jammy"]));
 }

@@ -10,7 +10,7 @@ use crate::charm::fleet::CharmRunnerOps;
 use crate::charm::runtime::Runtime;
 use crate::identity::RunnerName;
 use crate::lxd::Instance;
-use crate::manager::planner::RUNNER_ID_CONFIG_KEY;
+use crate::manager::planner::{RUNNER_ID_CONFIG_KEY, SCALE_SET_ID_CONFIG_KEY};
 use crate::secret::Secret;
 
 pub struct LxdListenerRunners<'a> {
@@ -32,9 +32,13 @@ impl LxdListenerRunners<'_> {
 
 /// The registration id an instance was launched with (0: none recorded).
 pub fn recorded_runner_id(instance: &Instance) -> u64 {
+    recorded(instance, RUNNER_ID_CONFIG_KEY)
+}
+
+fn recorded(instance: &Instance, key: &str) -> u64 {
     instance
         .config
-        .get(RUNNER_ID_CONFIG_KEY)
+        .get(key)
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
@@ -50,6 +54,7 @@ pub fn listener_instance(instance: &Instance) -> ListenerInstance {
         runner_id: recorded_runner_id(instance),
         state: RunnerState::Starting,
         created_at_epoch: instance.created_at_epoch,
+        scale_set_id: recorded(instance, SCALE_SET_ID_CONFIG_KEY),
     }
 }
 
@@ -65,9 +70,15 @@ impl ListenerRunners for LxdListenerRunners<'_> {
             })
     }
 
-    fn create(&self, name: &str, runner_id: u64, jit: &Secret) -> Result<(), RunnerSideError> {
+    fn create(
+        &self,
+        name: &str,
+        scale_set_id: u64,
+        runner_id: u64,
+        jit: &Secret,
+    ) -> Result<(), RunnerSideError> {
         self.ops
-            .create_named_with_jit(RunnerName(name.to_string()), runner_id, jit)
+            .create_named_with_jit(RunnerName(name.to_string()), scale_set_id, runner_id, jit)
             .map(|_| ())
             .map_err(|e| RunnerSideError {
                 name: name.to_string(),
@@ -128,7 +139,10 @@ mod tests {
 
     #[test]
     fn an_instance_shows_the_registration_it_was_launched_with_or_none() {
-        let with = listener_instance(&instance(&[(RUNNER_ID_CONFIG_KEY, "42")]));
+        let with = listener_instance(&instance(&[
+            (RUNNER_ID_CONFIG_KEY, "42"),
+            (SCALE_SET_ID_CONFIG_KEY, "7"),
+        ]));
         assert_eq!(
             with,
             ListenerInstance {
@@ -136,9 +150,11 @@ mod tests {
                 runner_id: 42,
                 state: RunnerState::Starting,
                 created_at_epoch: 1_800_000_000,
+                scale_set_id: 7,
             }
         );
-        assert_eq!(listener_instance(&instance(&[])).runner_id, 0);
+        let none = listener_instance(&instance(&[]));
+        assert_eq!((none.runner_id, none.scale_set_id), (0, 0));
         let garbage = instance(&[(RUNNER_ID_CONFIG_KEY, "forty-two")]);
         assert_eq!(listener_instance(&garbage).runner_id, 0);
     }

@@ -18,8 +18,8 @@ pub struct MemoryRunners {
 struct Inner {
     prefix: String,
     next: u32,
-    /// name -> (runner id, state, JIT config, created at).
-    instances: BTreeMap<String, (u64, RunnerState, Secret, u64)>,
+    /// name -> (runner id, state, JIT config, created at, scale set id).
+    instances: BTreeMap<String, (u64, RunnerState, Secret, u64, u64)>,
     failing_removals: u32,
     failing_creates: u32,
     log: Vec<String>,
@@ -37,8 +37,8 @@ impl MemoryRunners {
         }
     }
 
-    /// An instance made outside the listener (a leftover the repair is to find).
-    pub fn insert(&self, name: &str, runner_id: u64, created_at_epoch: u64) {
+    /// An instance made outside this listener (a leftover the repair is to find).
+    pub fn insert(&self, name: &str, scale_set_id: u64, runner_id: u64, created_at_epoch: u64) {
         self.with(|i| {
             i.instances.insert(
                 name.to_string(),
@@ -47,6 +47,7 @@ impl MemoryRunners {
                     RunnerState::Starting,
                     Secret::new(""),
                     created_at_epoch,
+                    scale_set_id,
                 ),
             );
         });
@@ -103,12 +104,15 @@ fn listing(inner: &Inner) -> Vec<ListenerInstance> {
     inner
         .instances
         .iter()
-        .map(|(name, (runner_id, state, _, created))| ListenerInstance {
-            name: name.clone(),
-            runner_id: *runner_id,
-            state: *state,
-            created_at_epoch: *created,
-        })
+        .map(
+            |(name, (runner_id, state, _, created, scale_set_id))| ListenerInstance {
+                name: name.clone(),
+                runner_id: *runner_id,
+                state: *state,
+                created_at_epoch: *created,
+                scale_set_id: *scale_set_id,
+            },
+        )
         .collect()
 }
 
@@ -120,7 +124,13 @@ impl ListenerRunners for MemoryRunners {
         }))
     }
 
-    fn create(&self, name: &str, runner_id: u64, jit: &Secret) -> Result<(), RunnerSideError> {
+    fn create(
+        &self,
+        name: &str,
+        scale_set_id: u64,
+        runner_id: u64,
+        jit: &Secret,
+    ) -> Result<(), RunnerSideError> {
         let now = self.clock.now_epoch();
         self.with(|i| {
             i.log.push(format!("create {name}"));
@@ -133,7 +143,13 @@ impl ListenerRunners for MemoryRunners {
             }
             i.instances.insert(
                 name.to_string(),
-                (runner_id, RunnerState::Starting, jit.clone(), now),
+                (
+                    runner_id,
+                    RunnerState::Starting,
+                    jit.clone(),
+                    now,
+                    scale_set_id,
+                ),
             );
             Ok(())
         })

@@ -26,6 +26,7 @@ pub mod api;
 mod auth;
 mod client;
 mod error;
+pub mod ledger;
 pub mod listener;
 pub mod listener_state;
 pub mod lxd_runners;

@@ -29,6 +29,11 @@ pub fn cursor_file(dirs: &UnitDirs) -> PathBuf {
     dirs.state.join("cursor")
 }
 
+/// The scale sets the unit's listener has held (see [`super::ledger`]).
+pub fn ledger_file(dirs: &UnitDirs) -> PathBuf {
+    dirs.state.join("scale-sets")
+}
+
 /// What the listener needs, written by the charm into the 0600 settings file (the same
 /// file name as the workers': `UnitDirs::settings_file`). No secret in it: the credential
 /// comes from the unit's credential file (`crate::credential`), as the workers' does. A

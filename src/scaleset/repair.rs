@@ -9,9 +9,13 @@
 //! - A runner of this scale set registered but never online within the bootstrap timeout:
 //!   its start failed inside the instance.
 //!
+//! - A retired scale set (one this unit held before a change of name, group or labels,
+//!   `ledger`): its runners not on a job go, registration first; once none is left the scale
+//!   set itself is deleted.
+//!
 //! Never a busy runner (the service's `busy`, or a JobStarted the listener saw), never a
-//! runner of another scale set or of no scale set (a pull-mode runner finishing its job
-//! after a mode switch), never an instance younger than [`YOUNGEST_ORPHAN`].
+//! runner of a scale set not this unit's or of no scale set (a pull-mode runner finishing
+//! its job after a mode switch), never an instance younger than [`YOUNGEST_ORPHAN`].
 
 use super::api::ListenerInstance;
 use super::scaling::RunnerState;
@@ -36,6 +40,8 @@ pub struct RepairView<'a> {
     pub instances: &'a [ListenerInstance],
     /// Runners a JobStarted named.
     pub busy: &'a BTreeSet<String>,
+    /// Scale sets this unit held before, to drain and delete.
+    pub retired: &'a BTreeSet<u64>,
     pub now_epoch: u64,
     pub bootstrap_timeout: Duration,
 }
@@ -48,17 +54,44 @@ pub struct RepairPlan {
     pub instances: Vec<String>,
     /// Never online in time: (instance name, registration id), the registration first.
     pub stuck: Vec<(String, u64)>,
+    /// A retired scale set's runners not on a job: (instance name, registration id), the
+    /// registration first.
+    pub retired_idle: Vec<(String, u64)>,
+    /// Retired scale sets with no busy runner: deleted once their idle ones are gone.
+    pub retired_empty: Vec<u64>,
 }
 
 impl RepairPlan {
     pub fn is_empty(&self) -> bool {
-        self.registrations.is_empty() && self.instances.is_empty() && self.stuck.is_empty()
+        self.registrations.is_empty()
+            && self.instances.is_empty()
+            && self.stuck.is_empty()
+            && self.retired_idle.is_empty()
+            && self.retired_empty.is_empty()
     }
 }
 
 pub fn plan(view: &RepairView<'_>) -> RepairPlan {
     let busy = |name: &str| view.busy.iter().any(|b| b.eq_ignore_ascii_case(name));
     let mut plan = RepairPlan::default();
+    let mut retired_busy = BTreeSet::new();
+    for r in view
+        .registrations
+        .iter()
+        .filter(|r| view.retired.contains(&r.runner_scale_set_id))
+    {
+        if r.busy || busy(&r.name) {
+            retired_busy.insert(r.runner_scale_set_id);
+        } else {
+            plan.retired_idle.push((r.name.clone(), r.id));
+        }
+    }
+    plan.retired_empty = view
+        .retired
+        .iter()
+        .filter(|id| !retired_busy.contains(id))
+        .copied()
+        .collect();
     for r in view.registrations {
         let ours = r.runner_scale_set_id == view.scale_set_id;
         let has_instance = view.instances.iter().any(|i| {
@@ -116,6 +149,7 @@ mod tests {
             runner_id,
             state: RunnerState::Starting,
             created_at_epoch: NOW - age,
+            scale_set_id: SET,
         }
     }
 
@@ -124,12 +158,23 @@ mod tests {
         instances: &[ListenerInstance],
         busy: &[&str],
     ) -> RepairPlan {
+        plan_retiring(registrations, instances, busy, &[])
+    }
+
+    fn plan_retiring(
+        registrations: &[ScaleSetRunner],
+        instances: &[ListenerInstance],
+        busy: &[&str],
+        retired: &[u64],
+    ) -> RepairPlan {
         let busy: BTreeSet<String> = busy.iter().map(|s| s.to_string()).collect();
+        let retired: BTreeSet<u64> = retired.iter().copied().collect();
         plan(&RepairView {
             scale_set_id: SET,
             registrations,
             instances,
             busy: &busy,
+            retired: &retired,
             now_epoch: NOW,
             bootstrap_timeout: BOOT,
         })
@@ -233,5 +278,48 @@ mod tests {
             plan_of(&[], &[i], &[]).instances,
             vec!["unknown-age".to_string()]
         );
+    }
+
+    #[test]
+    fn a_retired_scale_set_loses_its_idle_runners_keeps_its_busy_ones_and_goes_when_empty() {
+        const OLD: u64 = 3;
+        const EMPTY: u64 = 4;
+        const DRAINING: u64 = 5;
+        let regs = [
+            reg(1, "old-idle", OLD, "online", false),
+            reg(2, "old-offline", OLD, "offline", false),
+            reg(3, "draining-busy", DRAINING, "online", true),
+            reg(4, "draining-started", DRAINING, "online", false),
+            reg(5, "draining-idle", DRAINING, "online", false),
+            reg(6, "current", SET, "online", false),
+        ];
+        let insts = [
+            inst("old-idle", 1, 900),
+            inst("draining-busy", 3, 900),
+            inst("draining-started", 4, 900),
+            inst("draining-idle", 5, 900),
+            inst("current", 6, 900),
+        ];
+        let p = plan_retiring(
+            &regs,
+            &insts,
+            &["draining-started"],
+            &[OLD, EMPTY, DRAINING],
+        );
+        assert_eq!(
+            p.retired_idle,
+            vec![
+                ("old-idle".to_string(), 1),
+                ("old-offline".to_string(), 2),
+                ("draining-idle".to_string(), 5),
+            ]
+        );
+        assert_eq!(
+            p.retired_empty,
+            vec![OLD, EMPTY],
+            "DRAINING waits for its jobs"
+        );
+        // Not the current scale set's: no registration is an orphan of it.
+        assert!(p.registrations.is_empty() && p.stuck.is_empty(), "{p:?}");
     }
 }

@@ -9,10 +9,11 @@
 //! session. What it does is published in its slot file (`SlotStatus::listener`).
 
 use super::api::ListenerRunners;
+use super::ledger::{FileLedger, ScaleSetLedger};
 use super::listener::{Listener, ListenerEdges, ListenerReport};
 use super::listener_state::{FileCursor, ListenerConfig, ListenerPhase};
 use super::lxd_runners::LxdListenerRunners;
-use super::process::{cursor_file, ListenerSettings, ListenerSnapshot};
+use super::process::{cursor_file, ledger_file, ListenerSettings, ListenerSnapshot};
 use super::{ConfigUrl, RegistrationTokens, ScaleSetClient, ScaleSetSettings, Statistics};
 use crate::charm::fleet::CharmRunnerOps;
 use crate::charm::runtime::{ProcessSettings, Runtime};
@@ -84,11 +85,15 @@ fn serve(
     let cursor = FileCursor {
         path: cursor_file(dirs),
     };
+    let ledger = FileLedger {
+        path: ledger_file(dirs),
+    };
     let jitter = crate::github::retry::jitter;
     let edges = ListenerEdges {
         api: &client,
         runners: &runners as &dyn ListenerRunners,
         cursor: &cursor,
+        ledger: &ledger,
         report: &report,
         clock: &*rt.clock,
         jitter: &jitter,
@@ -154,6 +159,24 @@ struct RestTokens(Arc<dyn GitHub>);
 impl RegistrationTokens for RestTokens {
     fn registration_token(&self) -> Result<Secret, GitHubError> {
         self.0.registration_token()
+    }
+}
+
+/// remove: every scale set the unit's listener held is deleted (see
+/// [`super::ledger::delete_every_held`]); what is left, as sentences for the log.
+pub fn delete_held_scale_sets(rt: &Runtime) -> Vec<String> {
+    let ledger = FileLedger {
+        path: ledger_file(&super::process::unit_dirs(&rt.paths, &rt.identity)),
+    };
+    if ledger.load().is_empty() {
+        return Vec::new();
+    }
+    match client(rt) {
+        Ok(client) => super::ledger::delete_every_held(&client, &ledger),
+        Err(e) => vec![format!(
+            "the scale sets this unit made cannot be deleted ({e}); delete them in the \
+             runner settings"
+        )],
     }
 }
 

@@ -194,12 +194,7 @@ const MOUNT_TABLE_CAP: u64 = 4 << 20;
 /// The first `cap` bytes of `path` as text; empty when unreadable (a test root has no
 /// mount table: nothing is mounted there).
 fn read_capped(path: &std::path::Path, cap: u64) -> String {
-    use std::io::Read;
-    let mut text = String::new();
-    if let Ok(file) = std::fs::File::open(path) {
-        let _ = file.take(cap).read_to_string(&mut text);
-    }
-    text
+    crate::host::file::read_capped(path, cap).unwrap_or_default()
 }
 
 /// Takes every [`cleanup::steps`] step; true when all were taken. The `github` ACL counts

@@ -506,6 +506,9 @@ fn tear_down(ctx: &Context<'_>, host: &dyn Host, plan: TearDownPlan) -> Result<(
     }
     legacy::remove_every_old_runner(&rt);
     if steps.unit_removed {
+        for left in crate::scaleset::run::delete_held_scale_sets(&rt) {
+            tracing::warn!("{left}");
+        }
         // Profiles first: the runner profile's NIC keeps a bridge the charm made in use.
         let left = crate::runner::resources::remove_charm_leftovers(&*rt.lxd, &rt.storage_pool);
         tracing::info!(profiles = ?left.profiles, pool = left.pool, "LXD objects removed");
