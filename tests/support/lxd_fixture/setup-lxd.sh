@@ -15,6 +15,9 @@ need_install=""
 command -v lxd >/dev/null 2>&1 || need_install="$need_install lxd"
 command -v lxc >/dev/null 2>&1 || need_install="$need_install lxd-client"
 dpkg -s busybox-static >/dev/null 2>&1 || need_install="$need_install busybox-static"
+# LXD picks its firewall driver when it starts: without nft then, it stays on xtables,
+# and with no iptables either every bridge fails to come up.
+command -v nft >/dev/null 2>&1 || need_install="$need_install nftables"
 if [ -n "$need_install" ]; then
     echo "setup-lxd: installing$need_install"
     apt-get update -q
@@ -22,6 +25,11 @@ if [ -n "$need_install" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q $need_install
 fi
 
+if lxc query /1.0 2>/dev/null | grep -q '"firewall": *"xtables"' \
+    && ! command -v iptables >/dev/null 2>&1; then
+    echo "setup-lxd: the daemon started before nftables was installed (firewall xtables, no iptables); restarting it"
+    lxd shutdown --timeout 60 || true
+fi
 if ! lxc query /1.0 >/dev/null 2>&1; then
     echo "setup-lxd: no LXD daemon answers; starting 'lxd --group root' in the background"
     log="${TMPDIR:-/tmp}/github-runner-test-lxd.log"
