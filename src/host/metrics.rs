@@ -103,6 +103,19 @@ pub struct ReactiveJobPickedUp {
     pub queue_seconds: Option<f64>,
 }
 
+/// Scale-set mode: a job the listener saw assigned reached a runner (not in the Python
+/// charm). Both from the listener seeing the JobAssigned, on its clock. Read by the
+/// exporter's `github_runner_scale_set_time_to_runner_seconds` histogram.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScaleSetJobStarted {
+    pub flavor: String,
+    /// Until the runner that took it was up (its creation done; 0 for a runner already
+    /// idle when the job came).
+    pub runner_online: f64,
+    /// Until its JobStarted.
+    pub job_started: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum MetricEvent {
@@ -131,6 +144,7 @@ pub enum MetricEvent {
         flavor: String,
         process_count: u32,
     },
+    ScaleSetJobStarted(ScaleSetJobStarted),
 }
 
 /// One line of the log: the timestamp first, as the Python charm wrote it.

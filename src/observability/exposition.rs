@@ -216,6 +216,11 @@ fn register_log(registry: &mut Registry, log: &LogMetrics) {
         log.reactive_pickup_duration.clone(),
     );
     registry.register(
+        "github_runner_scale_set_time_to_runner_seconds",
+        "Scale-set mode: time from the listener seeing a job assigned to the runner that took it being online (stage runner_online) and to the job started (stage job_started) (scale_set_job_started events)",
+        log.scale_set_time_to_runner.clone(),
+    );
+    registry.register(
         "github_runner_jobs_started",
         "Jobs runners started (runner_start events)",
         log.jobs_started.clone(),

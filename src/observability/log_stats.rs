@@ -27,6 +27,9 @@ pub const PHASE_BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
 ];
 
+/// The scale-set time-to-runner stages, as the `stage` label (`ScaleSetJobStarted`).
+pub const TIME_TO_RUNNER_STAGES: [&str; 2] = ["runner_online", "job_started"];
+
 /// The creation phases, as the `phase` label.
 pub const PHASES: [&str; 4] = ["launch", "first_exec", "files_pushed", "listener_started"];
 
@@ -50,6 +53,8 @@ pub struct LogMetrics {
     pub job_duration: Histogram,
     pub creation_phase_duration: Family<Labels, Histogram, fn() -> Histogram>,
     pub reactive_pickup_duration: Histogram,
+    /// Scale-set mode: job assigned -> runner online -> job started, by `stage`.
+    pub scale_set_time_to_runner: Family<Labels, Histogram, fn() -> Histogram>,
     pub jobs_started: Counter,
     pub jobs_stopped: Family<Labels, Counter>,
     pub crashed_runners: Counter,
@@ -65,6 +70,11 @@ impl Default for LogMetrics {
         for phase in PHASES {
             drop(phases.get_or_create(&vec![("phase".to_string(), phase.to_string())]));
         }
+        let stages: Family<Labels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(duration_histogram);
+        for stage in TIME_TO_RUNNER_STAGES {
+            drop(stages.get_or_create(&vec![("stage".to_string(), stage.to_string())]));
+        }
         let stopped: Family<Labels, Counter> = Family::default();
         for status in ["normal", "abnormal", "repo-policy-check-failure"] {
             drop(stopped.get_or_create(&vec![("status".to_string(), status.to_string())]));
@@ -77,6 +87,7 @@ impl Default for LogMetrics {
             job_duration: duration_histogram(),
             creation_phase_duration: phases,
             reactive_pickup_duration: duration_histogram(),
+            scale_set_time_to_runner: stages,
             jobs_started: Counter::default(),
             jobs_stopped: stopped,
             crashed_runners: Counter::default(),
@@ -149,6 +160,15 @@ impl LogMetrics {
             MetricEvent::ReactiveJobPickedUp(r) => {
                 if let Some(secs) = r.queue_seconds {
                     observe(&self.reactive_pickup_duration, secs)
+                }
+            }
+            MetricEvent::ScaleSetJobStarted(j) => {
+                for (stage, secs) in TIME_TO_RUNNER_STAGES
+                    .iter()
+                    .zip([j.runner_online, j.job_started])
+                {
+                    let labels = vec![("stage".to_string(), stage.to_string())];
+                    observe(&self.scale_set_time_to_runner.get_or_create(&labels), secs);
                 }
             }
             MetricEvent::ReactiveJobReceived { .. }

@@ -2,6 +2,7 @@ use super::*;
 use crate::host::metrics::render_line;
 use crate::host::metrics::{
     ReactiveJobPickedUp, Reconciliation, RunnerCreationPhases, RunnerStart, RunnerStop,
+    ScaleSetJobStarted,
 };
 use std::io::Write;
 
@@ -84,6 +85,17 @@ fn every_event_lands_in_its_metric() {
         )
         .unwrap(),
     );
+    m.ingest_line(
+        &render_line(
+            &MetricEvent::ScaleSetJobStarted(ScaleSetJobStarted {
+                flavor: "gr".into(),
+                runner_online: 9.0,
+                job_started: 12.5,
+            }),
+            1,
+        )
+        .unwrap(),
+    );
     m.ingest_line("not json");
     m.ingest_line(r#"{"timestamp": 1, "event": "someone_elses"}"#);
     m.ingest_line("");
@@ -99,6 +111,10 @@ fn every_event_lands_in_its_metric() {
         "github_runner_reactive_pickup_duration_seconds_sum 7.0",
         "github_runner_creation_phase_duration_seconds_sum{phase=\"files_pushed\"} 2.0",
         "github_runner_job_duration_seconds_sum 30.0",
+        "github_runner_scale_set_time_to_runner_seconds_sum{stage=\"runner_online\"} 9.0",
+        "github_runner_scale_set_time_to_runner_seconds_bucket{le=\"10.0\",stage=\"runner_online\"} 1",
+        "github_runner_scale_set_time_to_runner_seconds_sum{stage=\"job_started\"} 12.5",
+        "github_runner_scale_set_time_to_runner_seconds_bucket{le=\"10.0\",stage=\"job_started\"} 0",
     ] {
         assert!(text.lines().any(|l| l == line), "{line}\n{text}");
     }

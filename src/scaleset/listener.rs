@@ -7,8 +7,8 @@
 use super::api::{ListenerRunners, ScaleSetApi};
 use super::ledger::{retired_name, HeldScaleSet, ScaleSetLedger};
 use super::listener_state::{
-    on_message, other_owner, recovery, retry_delay, scale_plan, Action, ListenerConfig,
-    ListenerPhase, ListenerState, MessageCursor, Recovery,
+    on_message, other_owner, recovery, retry_delay, scale_plan, time_to_runner, track, Action,
+    ListenerConfig, ListenerPhase, ListenerState, MessageCursor, Recovery, TimeToRunner,
 };
 use super::repair::{self, RepairView, REPAIR_INTERVAL};
 use super::{NewScaleSet, ScaleSetError, ScaleSetMessage, Session, Statistics};
@@ -23,6 +23,8 @@ pub trait ListenerReport: Send + Sync {
     fn phase(&self, phase: &ListenerPhase);
     /// The statistics scaling is about to act on (a session's first, then each message's).
     fn statistics(&self, _statistics: &Statistics) {}
+    /// A job seen assigned reached a runner.
+    fn time_to_runner(&self, _time: &TimeToRunner) {}
 }
 
 /// Everything the loop works through.
@@ -297,8 +299,19 @@ impl<'a> Listener<'a> {
                     let got = self.queue_call(session, |api, s| api.acquire_jobs(s, &ids))?;
                     tracing::info!(asked = ids.len(), acquired = got.len(), "acquired jobs");
                 }
-                Action::MarkBusy(name) => {
-                    self.state.busy.insert(name);
+                Action::Assigned(job_id) => {
+                    let now = self.edges.clock.now_epoch();
+                    track(&mut self.state.assigned_at, &job_id, now);
+                }
+                Action::MarkBusy { runner, job_id } => {
+                    let now = self.edges.clock.now_epoch();
+                    if let Some(t) = time_to_runner(&mut self.state, &runner, &job_id, now) {
+                        self.edges.report.time_to_runner(&t);
+                    }
+                    self.state.busy.insert(runner);
+                }
+                Action::JobEnded(job_id) => {
+                    self.state.assigned_at.remove(&job_id);
                 }
                 Action::RemoveFinished { name, runner_id } => {
                     self.state.busy.remove(&name);
@@ -511,6 +524,9 @@ impl<'a> Listener<'a> {
         ) {
             tracing::warn!(error = %e, "runner not created; removing its registration");
             self.edges.api.remove_runner(jit.runner.id)?;
+        } else {
+            let now = self.edges.clock.now_epoch();
+            track(&mut self.state.ready_at, &name, now);
         }
         Ok(())
     }

@@ -92,6 +92,54 @@ pub struct ListenerState {
     pub pending_removals: BTreeMap<String, u64>,
     /// When the next repair is due (clock seconds; 0: at once).
     pub next_repair_epoch: u64,
+    /// Job id -> when a JobAssigned for it was first seen (the time-to-runner's start).
+    pub assigned_at: BTreeMap<String, u64>,
+    /// Runner name -> when its creation was done (its runner up).
+    pub ready_at: BTreeMap<String, u64>,
+}
+
+/// Most jobs and runners the time-to-runner tracks (a job whose start is never seen, a
+/// runner that never takes one: the oldest go).
+pub const MAX_TRACKED: usize = 1024;
+
+/// From the listener seeing a job assigned to the runner that took it being up and to its
+/// JobStarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeToRunner {
+    pub runner_online: Duration,
+    pub job_started: Duration,
+}
+
+/// Remember `key` at `now`, keeping the first time (a redelivered message) and at most
+/// [`MAX_TRACKED`] entries.
+pub fn track(map: &mut BTreeMap<String, u64>, key: &str, now: u64) {
+    if map.contains_key(key) {
+        return;
+    }
+    if map.len() >= MAX_TRACKED {
+        if let Some(oldest) = map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone()) {
+            map.remove(&oldest);
+        }
+    }
+    map.insert(key.to_string(), now);
+}
+
+/// A JobStarted for `job_id` on `runner` at `now`: its time to runner, when its assignment
+/// was seen (not after a restart lost it). A runner up before the job came took it at once
+/// (`runner_online` 0); one whose creation was not seen here counts as up at the start.
+pub fn time_to_runner(
+    state: &mut ListenerState,
+    runner: &str,
+    job_id: &str,
+    now: u64,
+) -> Option<TimeToRunner> {
+    let ready = state.ready_at.remove(runner);
+    let assigned = state.assigned_at.remove(job_id)?;
+    let ready = ready.unwrap_or(now).clamp(assigned, now);
+    Some(TimeToRunner {
+        runner_online: Duration::from_secs(ready - assigned),
+        job_started: Duration::from_secs(now.saturating_sub(assigned)),
+    })
 }
 
 /// One step of handling a message, in the order given.
@@ -99,7 +147,14 @@ pub struct ListenerState {
 pub enum Action {
     /// GHES: acquire these `runnerRequestId`s. Failing, the message is not acknowledged.
     Acquire(Vec<i64>),
-    MarkBusy(String),
+    /// A job assigned to the scale set (its time to runner starts).
+    Assigned(String),
+    MarkBusy {
+        runner: String,
+        job_id: String,
+    },
+    /// A job completed or cancelled: its time to runner is not tracked any longer.
+    JobEnded(String),
     /// The runner's job is done: its instance and registration go.
     RemoveFinished {
         name: String,
@@ -128,18 +183,34 @@ pub fn on_message(message: &ScaleSetMessage) -> Vec<Action> {
     }
     for job in &message.jobs {
         match job {
-            JobMessage::Started { runner_name, .. } if !runner_name.is_empty() => {
-                actions.push(Action::MarkBusy(runner_name.clone()));
+            JobMessage::Assigned(job) if !job.job_id.is_empty() => {
+                actions.push(Action::Assigned(job.job_id.clone()));
             }
-            // An empty name: the job never reached a runner (a cancelled assignment).
+            JobMessage::Started {
+                runner_name, job, ..
+            } if !runner_name.is_empty() => {
+                actions.push(Action::MarkBusy {
+                    runner: runner_name.clone(),
+                    job_id: job.job_id.clone(),
+                });
+            }
             JobMessage::Completed {
                 runner_name,
                 runner_id,
+                job,
                 ..
-            } if !runner_name.is_empty() => actions.push(Action::RemoveFinished {
-                name: runner_name.clone(),
-                runner_id: *runner_id,
-            }),
+            } => {
+                if !job.job_id.is_empty() {
+                    actions.push(Action::JobEnded(job.job_id.clone()));
+                }
+                // An empty name: the job never reached a runner (a cancelled assignment).
+                if !runner_name.is_empty() {
+                    actions.push(Action::RemoveFinished {
+                        name: runner_name.clone(),
+                        runner_id: *runner_id,
+                    });
+                }
+            }
             _ => {}
         }
     }
@@ -309,6 +380,99 @@ mod tests {
         }
     }
 
+    fn job(id: &str) -> JobInfo {
+        JobInfo {
+            job_id: id.into(),
+            ..JobInfo::default()
+        }
+    }
+
+    #[test]
+    fn a_jobs_assignment_start_and_end_are_actions_for_its_time_to_runner() {
+        let message = ScaleSetMessage {
+            id: 3,
+            message_type: String::new(),
+            statistics: Statistics::default(),
+            jobs: vec![
+                JobMessage::Assigned(job("j1")),
+                JobMessage::Started {
+                    job: job("j1"),
+                    runner_id: 6,
+                    runner_name: "r-6".into(),
+                },
+                JobMessage::Completed {
+                    job: job("j2"),
+                    result: "canceled".into(),
+                    runner_id: 0,
+                    runner_name: String::new(),
+                },
+            ],
+        };
+        assert_eq!(
+            on_message(&message)[..3],
+            [
+                Action::Assigned("j1".into()),
+                Action::MarkBusy {
+                    runner: "r-6".into(),
+                    job_id: "j1".into()
+                },
+                Action::JobEnded("j2".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn time_to_runner_counts_from_the_assignment_to_the_runner_up_and_to_the_start() {
+        let mut state = ListenerState::default();
+        track(&mut state.assigned_at, "j1", 100);
+        // Redelivered: the first sighting stays.
+        track(&mut state.assigned_at, "j1", 150);
+        track(&mut state.ready_at, "r-1", 130);
+        let t = time_to_runner(&mut state, "r-1", "j1", 140).unwrap();
+        assert_eq!(
+            t,
+            TimeToRunner {
+                runner_online: Duration::from_secs(30),
+                job_started: Duration::from_secs(40),
+            }
+        );
+        assert!(state.assigned_at.is_empty() && state.ready_at.is_empty());
+        // Seen once only.
+        assert_eq!(time_to_runner(&mut state, "r-1", "j1", 141), None);
+
+        // A runner idle before the job came: online at once.
+        track(&mut state.ready_at, "r-2", 10);
+        track(&mut state.assigned_at, "j2", 200);
+        let t = time_to_runner(&mut state, "r-2", "j2", 205).unwrap();
+        assert_eq!(t.runner_online, Duration::ZERO);
+        assert_eq!(t.job_started, Duration::from_secs(5));
+
+        // A runner whose creation this listener did not see: up when the job started.
+        track(&mut state.assigned_at, "j3", 300);
+        let t = time_to_runner(&mut state, "r-9", "j3", 320).unwrap();
+        assert_eq!(t.runner_online, Duration::from_secs(20));
+
+        // An assignment not seen (a restart lost it): nothing to tell.
+        track(&mut state.ready_at, "r-4", 400);
+        assert_eq!(time_to_runner(&mut state, "r-4", "j4", 410), None);
+        assert!(
+            state.ready_at.is_empty(),
+            "the runner is not kept for a later job"
+        );
+    }
+
+    #[test]
+    fn tracking_is_bounded_and_drops_the_oldest() {
+        let mut map = BTreeMap::new();
+        for i in 0..MAX_TRACKED as u64 {
+            track(&mut map, &format!("job-{i}"), 1000 + i);
+        }
+        track(&mut map, "late", 5000);
+        assert_eq!(map.len(), MAX_TRACKED);
+        assert!(!map.contains_key("job-0") && map.contains_key("job-1"));
+        assert_eq!(map["late"], 5000);
+    }
+
     #[test]
     fn a_message_acquires_first_handles_its_jobs_in_order_then_scales_then_acks() {
         let statistics = Statistics {
@@ -359,7 +523,10 @@ mod tests {
                     name: "r-5".into(),
                     runner_id: 5
                 },
-                Action::MarkBusy("r-6".into()),
+                Action::MarkBusy {
+                    runner: "r-6".into(),
+                    job_id: String::new()
+                },
                 Action::Scale(statistics),
                 Action::Ack(9),
             ]

@@ -243,6 +243,7 @@ pub(super) struct Phases(
     pub(super) Mutex<Vec<ListenerPhase>>,
     pub(super) Arc<AtomicBool>,
     pub(super) Option<usize>,
+    pub(super) Mutex<Vec<crate::scaleset::listener_state::TimeToRunner>>,
 );
 
 impl ListenerReport for Phases {
@@ -261,6 +262,9 @@ impl ListenerReport for Phases {
         if self.2.is_some_and(|n| waits >= n) {
             self.1.store(true, Ordering::SeqCst);
         }
+    }
+    fn time_to_runner(&self, time: &crate::scaleset::listener_state::TimeToRunner) {
+        self.3.lock().unwrap().push(*time);
     }
 }
 
@@ -283,7 +287,7 @@ pub(super) fn world() -> World {
     let stop = Arc::new(AtomicBool::new(false));
     World {
         api: FakeApi::new(clock.clone(), stop.clone()),
-        phases: Phases(Mutex::default(), stop.clone(), None),
+        phases: Phases(Mutex::default(), stop.clone(), None, Mutex::default()),
         runners: MemoryRunners::new("r", clock.clone()),
         clock,
         stop,

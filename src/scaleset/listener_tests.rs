@@ -600,3 +600,33 @@ fn a_scale_set_not_in_the_ledger_is_used_as_found_and_one_held_by_another_never_
     run_again(&w, vec![Ok(None)]);
     assert_eq!(w.ledger.load()[&41], held("lxd-0", &["jammy"]));
 }
+
+#[test]
+fn a_job_seen_assigned_reports_its_time_to_runner_once_when_it_starts() {
+    use crate::scaleset::listener_state::TimeToRunner;
+    let w = world();
+    w.api.with(|i| i.poll_seconds = 10);
+    let started_on = |runner: &str| JobMessage::Started {
+        job: job("j1", 0),
+        runner_id: 101,
+        runner_name: runner.into(),
+    };
+    w.polls(vec![
+        // T0+10: assigned, before the statistics count it.
+        message(1, 0, vec![JobMessage::Assigned(job("j1", 0))]),
+        // T0+20: the statistics ask for a runner: r-1 is made.
+        message(2, 1, vec![]),
+        // T0+30: it took the job; the same JobStarted again (a redelivery) tells nothing new.
+        message(3, 1, vec![started_on("r-1")]),
+        message(4, 1, vec![started_on("r-1")]),
+    ]);
+    let _ = w.run();
+    assert_eq!(w.runners.log()[0], "create r-1");
+    assert_eq!(
+        *w.phases.3.lock().unwrap(),
+        [TimeToRunner {
+            runner_online: std::time::Duration::from_secs(10),
+            job_started: std::time::Duration::from_secs(20),
+        }]
+    );
+}

@@ -11,7 +11,7 @@
 use super::api::ListenerRunners;
 use super::ledger::{FileLedger, ScaleSetLedger};
 use super::listener::{Listener, ListenerEdges, ListenerReport};
-use super::listener_state::{FileCursor, ListenerConfig, ListenerPhase};
+use super::listener_state::{FileCursor, ListenerConfig, ListenerPhase, TimeToRunner};
 use super::lxd_runners::LxdListenerRunners;
 use super::process::{cursor_file, ledger_file, ListenerSettings, ListenerSnapshot};
 use super::{ConfigUrl, RegistrationTokens, ScaleSetClient, ScaleSetSettings, Statistics};
@@ -19,6 +19,7 @@ use crate::charm::fleet::CharmRunnerOps;
 use crate::charm::runtime::{ProcessSettings, Runtime};
 use crate::config::CharmConfig;
 use crate::github::{GitHub, GitHubError};
+use crate::host::metrics::{MetricEvent, MetricsLog, ScaleSetJobStarted};
 use crate::identity::UnitIdentity;
 use crate::juju::context::ProxySettings;
 use crate::reactive::observed::SharedSlot;
@@ -77,6 +78,9 @@ fn serve(
     let report = SlotReport {
         slot_file: slot_file.clone(),
         scale_set: listener_config.scale_set_name.clone(),
+        metrics: MetricsLog::new(&rt.paths),
+        flavor: rt.identity.app.clone(),
+        clock: rt.clock.clone(),
     };
     report.publish(|_| {});
     let client = client(&rt)?;
@@ -194,10 +198,14 @@ fn client(rt: &Runtime) -> Result<ScaleSetClient, String> {
     ))
 }
 
-/// The listener's phases and statistics, into its slot file.
+/// The listener's phases and statistics, into its slot file; its time to runner, into the
+/// unit's metrics log (the exporter's histogram).
 struct SlotReport {
     slot_file: SharedSlot,
     scale_set: String,
+    metrics: MetricsLog,
+    flavor: String,
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl SlotReport {
@@ -225,6 +233,17 @@ impl ListenerReport for SlotReport {
 
     fn statistics(&self, statistics: &Statistics) {
         self.publish(|s| s.statistics = Some(*statistics));
+    }
+
+    fn time_to_runner(&self, time: &TimeToRunner) {
+        let event = MetricEvent::ScaleSetJobStarted(ScaleSetJobStarted {
+            flavor: self.flavor.clone(),
+            runner_online: time.runner_online.as_secs_f64(),
+            job_started: time.job_started.as_secs_f64(),
+        });
+        if let Err(e) = self.metrics.issue(&event, &*self.clock) {
+            tracing::warn!("{e}");
+        }
     }
 }
 
