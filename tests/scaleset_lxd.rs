@@ -263,6 +263,24 @@ fn a_job_gets_one_lxd_runner_that_runs_it_and_goes_and_sigterm_ends_the_session(
     );
     assert!(fx.instance_names().is_empty(), "{:?}", fx.instance_names());
 
+    // Its time to runner, in the unit's metrics log the exporter reads.
+    let metrics = HostPaths::for_unit(root.path(), UNIT).metrics_log();
+    let lines = std::fs::read_to_string(&metrics).unwrap_or_default();
+    let timed: Vec<serde_json::Value> = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "scale_set_job_started")
+        .collect();
+    assert_eq!(timed.len(), 1, "{lines}");
+    let (online, started) = (
+        timed[0]["runner_online"].as_f64().unwrap(),
+        timed[0]["job_started"].as_f64().unwrap(),
+    );
+    assert!(
+        0.0 <= online && online <= started && started <= ran.as_secs_f64() + 1.0,
+        "{online} {started}"
+    );
+
     // SIGTERM: the session is deleted and the process exits, stopped (no crash).
     let status = terminate(&mut listener);
     assert!(status.success(), "{status:?}: {}", listener.log());
