@@ -41,6 +41,20 @@ impl ListenerReport for Phases {
     }
 }
 
+/// Scale set `lxd-0` of unit `github-runner-0` with `labels`, at most `max_runners`.
+fn config(labels: &[&str], max_runners: u32) -> ListenerConfig {
+    ListenerConfig {
+        scale_set_name: "lxd-0".into(),
+        runner_group: "default".into(),
+        labels: labels.iter().map(|s| s.to_string()).collect(),
+        owner: "github-runner-0".into(),
+        max_runners,
+        min_idle: 0,
+        work_folder: String::new(),
+        bootstrap_timeout: Duration::from_secs(600),
+    }
+}
+
 #[test]
 fn jobs_get_jit_runners_which_go_when_done_every_message_acked_and_stop_ends_the_session() {
     let clock = Arc::new(ManualClock::at(1_800_000_000));
@@ -52,16 +66,7 @@ fn jobs_get_jit_runners_which_go_when_done_every_message_acked_and_stop_ends_the
     let ledger = MemoryLedger::default();
     let phases = Phases::default();
     let stop = AtomicBool::new(false);
-    let config = ListenerConfig {
-        scale_set_name: "lxd-0".into(),
-        runner_group: "default".into(),
-        labels: vec!["jammy".into()],
-        owner: "github-runner-0".into(),
-        max_runners: 4,
-        min_idle: 0,
-        work_folder: String::new(),
-        bootstrap_timeout: Duration::from_secs(600),
-    };
+    let config = config(&["jammy"], 4);
     let jitter = || 0.5;
     std::thread::scope(|scope| {
         let listener = scope.spawn(|| {
@@ -166,16 +171,7 @@ fn listen_once(
     let cursor = Cursor::default();
     let phases = Phases::default();
     let stop = AtomicBool::new(false);
-    let config = ListenerConfig {
-        scale_set_name: "lxd-0".into(),
-        runner_group: "default".into(),
-        labels: labels.iter().map(|s| s.to_string()).collect(),
-        owner: "github-runner-0".into(),
-        max_runners: 2,
-        min_idle: 0,
-        work_folder: String::new(),
-        bootstrap_timeout: Duration::from_secs(600),
-    };
+    let config = config(labels, 2);
     let jitter = || 0.5;
     std::thread::scope(|scope| {
         let listener = scope.spawn(|| {
