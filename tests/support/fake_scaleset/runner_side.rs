@@ -47,6 +47,9 @@ pub fn answer(shared: &Shared, req: &HttpRequest, endpoint: Endpoint) -> HttpRes
                 return gone();
             };
             if let Some(r) = st.runners.get_mut(&id) {
+                if !r.online {
+                    st.came_online.push((id, std::time::Instant::now()));
+                }
                 r.online = true;
             }
             HttpResponse::text(200, "ok")

@@ -181,6 +181,8 @@ pub struct State {
     pub runners: BTreeMap<u64, FakeRunner>,
     pub faults: Vec<(Endpoint, Fault)>,
     pub requests: Vec<RecordedRequest>,
+    /// When each fake runner first said it is online (runner id, when), in order.
+    pub came_online: Vec<(u64, std::time::Instant)>,
     /// Polls holding a connection now.
     pub polls_waiting: u32,
     pub next_id: u64,
@@ -213,6 +215,7 @@ impl State {
             runners: BTreeMap::new(),
             faults: Vec::new(),
             requests: Vec::new(),
+            came_online: Vec::new(),
             polls_waiting: 0,
             next_id: 1,
             next_message_id: 100_000_170,
