@@ -27,6 +27,8 @@ mod fake_github;
 mod fixture_runtime;
 #[path = "../tests/support/lxd_fixture/mod.rs"]
 mod lxd_fixture;
+#[path = "support/measure.rs"]
+mod measure;
 #[path = "../tests/support/redis_server/mod.rs"]
 mod redis_server;
 
@@ -41,6 +43,7 @@ use github_runner::reactive::source::parse_mq_uri;
 use github_runner::reactive::worker::{
     GitHubJobs, Worker, WorkerEvent, WorkerReport, WorkerState, WorkerTimings,
 };
+use measure::{knob, percentile, raw_launch_median};
 use redis_server::RedisServer;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,18 +57,6 @@ struct NoReport;
 impl WorkerReport for NoReport {
     fn event(&self, _: WorkerEvent) {}
     fn state(&self, _: &WorkerState) {}
-}
-
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 /// What one phase measured.
@@ -237,20 +228,8 @@ fn main() {
     };
     let unit = FixtureUnit::new(REPO, serde_json::json!({"virtual-machines": workers}));
 
-    // The floor: raw `lxc launch` of one container, the median of five, same daemon, now.
-    let mut raw_launch: Vec<f64> = (0..5)
-        .map(|i| {
-            let name = format!("raw-{i}");
-            let t = Instant::now();
-            unit.fx
-                .lxc_ok(&["launch", "jammy", &name, "--ephemeral", "--quiet"]);
-            let took = t.elapsed().as_secs_f64();
-            let _ = unit.fx.lxc(&["delete", "--force", &name]);
-            took
-        })
-        .collect();
-    raw_launch.sort_by(f64::total_cmp);
-    let raw = raw_launch[raw_launch.len() / 2];
+    // The floor: raw `lxc launch` of one container, same daemon, now.
+    let raw = raw_launch_median(&unit.fx);
 
     let redis = RedisServer::start();
     let latency = phase(&unit, &redis, "bench-latency", jobs, 1, true);

@@ -22,6 +22,8 @@ mod executable;
 mod fake_scaleset;
 #[path = "../tests/support/lxd_fixture/mod.rs"]
 mod lxd_fixture;
+#[path = "support/measure.rs"]
+mod measure;
 #[path = "../tests/support/scaleset_process.rs"]
 #[allow(dead_code)]
 mod scaleset_process;
@@ -30,28 +32,9 @@ use fake_scaleset::{Endpoint, JobState};
 use github_runner::paths::HostPaths;
 use github_runner::scaleset::listener_state::ListenerPhase;
 use lxd_fixture::{wait_for, LxdFixture};
+use measure::{knob, percentile, raw_launch_median, sorted};
 use scaleset_process::{fake_for, owned, start_listener, terminate, UNIT, WAIT};
 use std::time::{Duration, Instant};
-
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(f64::total_cmp);
-    v
-}
 
 /// User + system CPU seconds of `pid` so far (`/proc/<pid>/stat` fields 14 and 15).
 fn cpu_seconds(pid: i32) -> f64 {
@@ -109,20 +92,8 @@ fn main() {
     };
     let fx = LxdFixture::new();
 
-    // The floor: raw `lxc launch` of one container, the median of five, same daemon, now.
-    let raw = sorted(
-        (0..5)
-            .map(|i| {
-                let name = format!("raw-{i}");
-                let t = Instant::now();
-                fx.lxc_ok(&["launch", "jammy", &name, "--ephemeral", "--quiet"]);
-                let took = t.elapsed().as_secs_f64();
-                let _ = fx.lxc(&["delete", "--force", &name]);
-                took
-            })
-            .collect(),
-    );
-    let raw = raw[raw.len() / 2];
+    // The floor: raw `lxc launch` of one container, same daemon, now.
+    let raw = raw_launch_median(&fx);
 
     let fake = fake_for(&fx);
     let root = tempfile::tempdir().expect("a host root");
